@@ -1,0 +1,1 @@
+//! wgpu executor (in progress).

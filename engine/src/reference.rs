@@ -1,0 +1,1 @@
+//! CPU reference executor (in progress).

@@ -1,0 +1,194 @@
+//! The WGSL kernel modules and a per-device cache of their compute pipelines.
+//!
+//! Each module is the prelude `shaders/common.wgsl` followed by one family file. Pipelines are
+//! specialised by override constants only (activation, operation, workgroup size, mode).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// A kernel family: one WGSL file of `shaders/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// conv.wgsl: conv2d, conv1x1, depthwise, conv_transpose.
+    Conv,
+    /// matmul.wgsl: matmul, pack_b.
+    Matmul,
+    /// elementwise.wgsl: binary, unary.
+    Elementwise,
+    /// pool.wgsl: pool2d.
+    Pool,
+    /// reduce.wgsl: reduce, softmax, layer_norm.
+    Reduce,
+    /// norm.wgsl: batch_norm, lrn.
+    Norm,
+    /// layout.wgsl: strided_copy, pad, resize.
+    Layout,
+    /// naive.wgsl: one-output-per-invocation baselines for benchmarks.
+    Naive,
+}
+
+/// The prelude shared by every module.
+pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
+
+impl Family {
+    /// Every family.
+    pub const ALL: [Family; 8] = [
+        Family::Conv,
+        Family::Matmul,
+        Family::Elementwise,
+        Family::Pool,
+        Family::Reduce,
+        Family::Norm,
+        Family::Layout,
+        Family::Naive,
+    ];
+
+    /// File name in `shaders/`.
+    pub fn file(self) -> &'static str {
+        match self {
+            Family::Conv => "conv.wgsl",
+            Family::Matmul => "matmul.wgsl",
+            Family::Elementwise => "elementwise.wgsl",
+            Family::Pool => "pool.wgsl",
+            Family::Reduce => "reduce.wgsl",
+            Family::Norm => "norm.wgsl",
+            Family::Layout => "layout.wgsl",
+            Family::Naive => "naive.wgsl",
+        }
+    }
+
+    /// The family file's source (without the prelude).
+    pub fn body(self) -> &'static str {
+        match self {
+            Family::Conv => include_str!("../../../shaders/conv.wgsl"),
+            Family::Matmul => include_str!("../../../shaders/matmul.wgsl"),
+            Family::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
+            Family::Pool => include_str!("../../../shaders/pool.wgsl"),
+            Family::Reduce => include_str!("../../../shaders/reduce.wgsl"),
+            Family::Norm => include_str!("../../../shaders/norm.wgsl"),
+            Family::Layout => include_str!("../../../shaders/layout.wgsl"),
+            Family::Naive => include_str!("../../../shaders/naive.wgsl"),
+        }
+    }
+
+    /// The module's full source: prelude, then the family file.
+    pub fn source(self) -> String {
+        format!("{COMMON}\n{}", self.body())
+    }
+}
+
+/// A specialised kernel: family, entry point and override constants.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Kernel {
+    /// The module.
+    pub family: Family,
+    /// Entry point.
+    pub entry: &'static str,
+    /// Override constants (name, value); all are u32 in the shaders.
+    pub consts: Vec<(&'static str, u32)>,
+}
+
+impl Kernel {
+    /// A kernel with the given entry point and constants.
+    pub fn new(family: Family, entry: &'static str, consts: &[(&'static str, u32)]) -> Self {
+        Kernel { family, entry, consts: consts.to_vec() }
+    }
+}
+
+/// Compiled modules and pipelines of one device.
+#[derive(Default)]
+pub(crate) struct PipelineCache {
+    modules: Mutex<HashMap<Family, Arc<wgpu::ShaderModule>>>,
+    pipelines: Mutex<HashMap<Kernel, Arc<wgpu::ComputePipeline>>>,
+}
+
+impl PipelineCache {
+    /// The pipeline of a kernel, created on first use. Errors are caught by the caller's
+    /// error scope.
+    pub(crate) fn get(&self, device: &wgpu::Device, k: &Kernel) -> Arc<wgpu::ComputePipeline> {
+        if let Some(p) = self.pipelines.lock().expect("pipeline cache poisoned").get(k) {
+            return p.clone();
+        }
+        let module = {
+            let mut modules = self.modules.lock().expect("module cache poisoned");
+            modules
+                .entry(k.family)
+                .or_insert_with(|| {
+                    Arc::new(device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(k.family.file()),
+                        source: wgpu::ShaderSource::Wgsl(k.family.source().into()),
+                    }))
+                })
+                .clone()
+        };
+        let consts: Vec<(&str, f64)> = k.consts.iter().map(|&(n, v)| (n, v as f64)).collect();
+        let pipeline = Arc::new(device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(k.entry),
+            layout: None,
+            module: &module,
+            entry_point: Some(k.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &consts,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        }));
+        self.pipelines.lock().expect("pipeline cache poisoned").insert(k.clone(), pipeline.clone());
+        pipeline
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every module parses and validates with naga, and has the entry points the engine uses.
+    #[test]
+    fn every_wgsl_module_validates_with_naga() {
+        let entries: &[(Family, &[&str])] = &[
+            (Family::Conv, &["conv2d", "conv1x1", "depthwise", "conv_transpose"]),
+            (Family::Matmul, &["matmul", "pack_b"]),
+            (Family::Elementwise, &["binary", "unary"]),
+            (Family::Pool, &["pool2d"]),
+            (Family::Reduce, &["reduce", "softmax", "layer_norm"]),
+            (Family::Norm, &["batch_norm", "lrn"]),
+            (Family::Layout, &["strided_copy", "pad", "resize"]),
+            (Family::Naive, &["naive_conv2d", "naive_matmul"]),
+        ];
+        assert_eq!(entries.len(), Family::ALL.len());
+        for &(family, names) in entries {
+            let src = family.source();
+            let module = match naga::front::wgsl::parse_str(&src) {
+                Ok(m) => m,
+                Err(e) => panic!("{} does not parse:\n{}", family.file(), e.emit_to_string(&src)),
+            };
+            let mut v = naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                naga::valid::Capabilities::all(),
+            );
+            if let Err(e) = v.validate(&module) {
+                panic!("{} does not validate:\n{}", family.file(), e.emit_to_string(&src));
+            }
+            for name in names {
+                assert!(
+                    module.entry_points.iter().any(|e| e.name == *name),
+                    "{} lacks entry point {name}",
+                    family.file()
+                );
+            }
+        }
+    }
+
+    /// Every .wgsl file in shaders/ is one of the families (or the prelude), so none escapes
+    /// validation.
+    #[test]
+    fn every_shader_file_is_a_known_family() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shaders");
+        for entry in std::fs::read_dir(dir).expect("shaders/ exists") {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.ends_with(".wgsl") && name != "common.wgsl" {
+                assert!(Family::ALL.iter().any(|f| f.file() == name), "{name} is not a kernel family");
+            }
+        }
+    }
+}

@@ -33,7 +33,7 @@ fn pool2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let ws = i32(ox * pu(9u)) - pi(11u);
     let base = nc * u32(H * W);
     if (KIND == 0u) {
-        var m = -3.402823e38;
+        var m = -3.4028234e38;
         for (var ky = 0; ky < KH; ky++) {
             let iy = hs + ky * DH;
             if (iy < 0 || iy >= H) {

@@ -60,7 +60,7 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         rem = rem / pu(1u + d);
     }
     let is_max = KIND == 1u;
-    var acc = select(0.0, -3.402823e38, is_max);
+    var acc = select(0.0, -3.4028234e38, is_max);
     if (valid) {
         for (var i = lid; i < L; i += WG) {
             var off = base;
@@ -86,7 +86,7 @@ fn softmax(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let L = pu(1u);
     let inner = pu(2u);
     let base = (row / inner) * L * inner + row % inner;
-    var m = -3.402823e38;
+    var m = -3.4028234e38;
     if (valid) {
         for (var i = lid; i < L; i += WG) {
             m = max(m, x[base + i * inner]);

@@ -1,0 +1,32 @@
+//! # poolpipe
+//!
+//! Pool-based pipeline-parallel serving of CNN video analytics on GPU fleets that mix vendors
+//! and generations (after PPipe, USENIX ATC'25). This package is the `poolpipe` binary and the
+//! library behind it; today it holds the command-line front ends of the engine:
+//!
+//! - [`bench`]: kernel benchmarks (`poolpipe bench kernels`), each measured against a naive
+//!   baseline in the same run;
+//! - [`run`]: one model on one device (`poolpipe run`), checked against the CPU reference.
+//!
+//! The cluster roles (controller, worker, frontend), the data-plane scheduler and the
+//! simulator arrive here with their issues; the engine, planner, policies and transport live
+//! in their own crates (see ARCHITECTURE.md).
+//!
+//! ## What it must never do
+//! No GPU code here: kernels and their execution belong to `poolpipe-engine`. The scheduler,
+//! when it comes, never reads the wall clock directly.
+
+pub mod bench;
+pub mod run;
+
+/// A progress bar on stderr for `len` steps (hidden when stderr is not a terminal).
+pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg:<40} [{bar:30}] {pos}/{len} {elapsed}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}

@@ -44,9 +44,7 @@ pub enum EngineError {
         reason: String,
     },
     /// The batch asked for is larger than the one the graph was compiled for.
-    #[error(
-        "graph '{graph}': batch {batch} exceeds the compiled maximum of {max}; compile with max_batch >= {batch}"
-    )]
+    #[error("graph '{graph}': batch {batch} exceeds the compiled maximum of {max}; compile with max_batch >= {batch}")]
     BatchTooLarge {
         /// Name of the graph.
         graph: String,

@@ -244,13 +244,7 @@ impl GraphBuilder {
     /// A new, empty graph.
     pub fn new(name: &str) -> Self {
         GraphBuilder {
-            g: Graph {
-                name: name.to_string(),
-                values: vec![],
-                nodes: vec![],
-                inputs: vec![],
-                outputs: vec![],
-            },
+            g: Graph { name: name.to_string(), values: vec![], nodes: vec![], inputs: vec![], outputs: vec![] },
             names: HashSet::new(),
         }
     }
@@ -386,7 +380,14 @@ impl GraphBuilder {
     }
 
     /// Gemm (`c` optional).
-    pub fn gemm(&mut self, name: &str, a: ValueId, b: ValueId, c: Option<ValueId>, attrs: GemmAttrs) -> Result<ValueId> {
+    pub fn gemm(
+        &mut self,
+        name: &str,
+        a: ValueId,
+        b: ValueId,
+        c: Option<ValueId>,
+        attrs: GemmAttrs,
+    ) -> Result<ValueId> {
         let mut ins = vec![a, b];
         ins.extend(c);
         self.add(name, Op::Gemm(attrs), ins)
@@ -460,11 +461,12 @@ impl GraphBuilder {
     pub fn unsqueeze(&mut self, name: &str, x: ValueId, axes: &[usize]) -> Result<ValueId> {
         let dims = self.dims(x).to_vec();
         let out_rank = dims.len() + 1 + axes.len();
-        if axes.iter().any(|&a| a == 0 || a >= out_rank) {
+        let distinct: HashSet<usize> = axes.iter().copied().collect();
+        if distinct.len() != axes.len() || axes.iter().any(|&a| a == 0 || a >= out_rank) {
             return Err(EngineError::InvalidNode {
                 node: name.to_string(),
                 op: "Unsqueeze".into(),
-                reason: format!("axes {axes:?} must lie in 1..{out_rank} (axis 0 is the batch)"),
+                reason: format!("axes {axes:?} must be distinct and lie in 1..{out_rank} (axis 0 is the batch)"),
             });
         }
         let mut out = vec![];
@@ -528,7 +530,10 @@ pub(crate) fn broadcast(a: &[usize], b: &[usize]) -> std::result::Result<Vec<usi
             da
         } else {
             let show = |s: &[usize]| {
-                s.iter().map(|&d| if d == BATCH { "N".to_string() } else { d.to_string() }).collect::<Vec<_>>().join("x")
+                s.iter()
+                    .map(|&d| if d == BATCH { "N".to_string() } else { d.to_string() })
+                    .collect::<Vec<_>>()
+                    .join("x")
             };
             return Err(format!("shapes {} and {} do not broadcast", show(a), show(b)));
         };
@@ -566,20 +571,22 @@ pub(crate) fn pool_out(len: usize, pb: usize, pe: usize, k: usize, d: usize, s: 
 
 /// Normalised slice of one axis: (start, step, length) with ONNX clamping.
 pub(crate) fn slice_axis(dim: usize, start: i64, end: i64, step: i64) -> (i64, i64, usize) {
-    let d = dim as i64;
-    let norm = |v: i64| if v < 0 { v + d } else { v };
-    let (s, e) = (norm(start), norm(end));
-    if step > 0 {
+    // i128 arithmetic: ONNX uses i64::MAX / i64::MIN as "to the end" markers.
+    let d = dim as i128;
+    let norm = |v: i64| if v < 0 { v as i128 + d } else { v as i128 };
+    let (s, e, st) = (norm(start), norm(end), step as i128);
+    let (s, len) = if st > 0 {
         let s = s.clamp(0, d);
         let e = e.clamp(0, d);
-        let len = if e > s { (e - s + step - 1) / step } else { 0 };
-        (s, step, len as usize)
+        (s, if e > s { (e - s + st - 1) / st } else { 0 })
     } else {
         let s = s.clamp(-1, d - 1);
         let e = e.clamp(-1, d - 1);
-        let len = if s > e { (s - e + (-step) - 1) / (-step) } else { 0 };
-        (s, step, len as usize)
-    }
+        (s, if s > e { (s - e + (-st) - 1) / (-st) } else { 0 })
+    };
+    // A step beyond the dimension takes one element; keep it small for index arithmetic.
+    let st = st.clamp(-d.max(1), d.max(1));
+    (s as i64, st as i64, len as usize)
 }
 
 /// Checks a node and infers the per-sample dims of its outputs.
@@ -599,11 +606,18 @@ fn infer(g: &Graph, node: &str, op: &Op, inputs: &[ValueId]) -> Result<Vec<Vec<u
         }
     };
     let need_batched = |i: usize, what: &str| -> Result<()> {
-        if v(i).is_batched() { Ok(()) } else { Err(err(format!("{what} must be an activation, not the constant '{}'", v(i).name))) }
+        if v(i).is_batched() {
+            Ok(())
+        } else {
+            Err(err(format!("{what} must be an activation, not the constant '{}'", v(i).name)))
+        }
     };
     let need_const = |i: usize, what: &str| -> Result<()> {
         if v(i).is_batched() {
-            Err(err(format!("{what} ('{}') must be a constant (weights computed at run time are not supported)", v(i).name)))
+            Err(err(format!(
+                "{what} ('{}') must be a constant (weights computed at run time are not supported)",
+                v(i).name
+            )))
         } else {
             Ok(())
         }
@@ -752,16 +766,14 @@ fn infer(g: &Graph, node: &str, op: &Op, inputs: &[ValueId]) -> Result<Vec<Vec<u
             }
             let (ka, kb) = (a[a.len() - 1], b[b.len() - 2]);
             if ka != kb || ka == BATCH {
-                return Err(err(format!(
-                    "inner dimensions differ: A {:?} x B {:?}",
-                    sym_show(v(0)),
-                    sym_show(v(1))
-                )));
+                return Err(err(format!("inner dimensions differ: A {:?} x B {:?}", sym_show(v(0)), sym_show(v(1)))));
             }
             let mut out = broadcast(&a[..a.len() - 2], &b[..b.len() - 2]).map_err(err)?;
             out.push(a[a.len() - 2]);
             out.push(b[b.len() - 1]);
-            if out[out.len() - 2..].contains(&BATCH) {
+            // [N, K] x [K, M]: the batch is the row dimension, which is fine.
+            let rows_are_batch = out.len() == 2 && out[0] == BATCH && !b.contains(&BATCH);
+            if out[out.len() - 2..].contains(&BATCH) && !rows_are_batch {
                 return Err(err("the batch would end up in a matrix dimension".into()));
             }
             Ok(vec![per_sample(node, op, out)?])
@@ -777,8 +789,13 @@ fn infer(g: &Graph, node: &str, op: &Op, inputs: &[ValueId]) -> Result<Vec<Vec<u
                 return Err(err("average pooling with dilation is not supported".into()));
             }
             for i in 0..2 {
-                if a.pads[i] >= a.kernel[i] * a.dilation[i] || a.pads[i + 2] >= a.kernel[i] * a.dilation[i] {
-                    return Err(err(format!("padding {:?} must be smaller than the window {:?}", a.pads, a.kernel)));
+                // As PyTorch: a window never lies wholly in the padding.
+                let half = (a.dilation[i] * (a.kernel[i] - 1) + 1) / 2;
+                if a.pads[i] > half || a.pads[i + 2] > half {
+                    return Err(err(format!(
+                        "padding {:?} must be at most half the (dilated) window {:?}",
+                        a.pads, a.kernel
+                    )));
                 }
             }
             let x = &v(0).dims;
@@ -820,7 +837,7 @@ fn infer(g: &Graph, node: &str, op: &Op, inputs: &[ValueId]) -> Result<Vec<Vec<u
             arity(2, 3)?;
             need_batched(0, "input")?;
             check_axis(*axis, v(0).rank())?;
-            if !(*epsilon >= 0.0) {
+            if epsilon.is_nan() || *epsilon < 0.0 {
                 return Err(err(format!("epsilon must be >= 0, got {epsilon}")));
             }
             let norm = &v(0).dims[axis - 1..];
@@ -844,7 +861,7 @@ fn infer(g: &Graph, node: &str, op: &Op, inputs: &[ValueId]) -> Result<Vec<Vec<u
             if v(0).rank() < 2 {
                 return Err(err("input must have a channel axis".into()));
             }
-            if !(*epsilon >= 0.0) {
+            if epsilon.is_nan() || *epsilon < 0.0 {
                 return Err(err(format!("epsilon must be >= 0, got {epsilon}")));
             }
             let c = v(0).dims[0];
@@ -867,9 +884,7 @@ fn infer(g: &Graph, node: &str, op: &Op, inputs: &[ValueId]) -> Result<Vec<Vec<u
             for i in 0..inputs.len() {
                 need_batched(i, "every input")?;
                 let d = &v(i).dims;
-                if d.len() != out.len()
-                    || d.iter().zip(&out).enumerate().any(|(j, (a, b))| j != axis - 1 && a != b)
-                {
+                if d.len() != out.len() || d.iter().zip(&out).enumerate().any(|(j, (a, b))| j != axis - 1 && a != b) {
                     return Err(err(format!(
                         "input '{}' {:?} does not match {:?} outside axis {axis}",
                         v(i).name,
@@ -974,7 +989,7 @@ fn infer(g: &Graph, node: &str, op: &Op, inputs: &[ValueId]) -> Result<Vec<Vec<u
             need_batched(0, "input")?;
             need_rank(0, 4, "input")?;
             positive(&a.out_hw, "output size")?;
-            if a.scales.iter().any(|s| !(*s > 0.0)) {
+            if a.scales.iter().any(|s| s.is_nan() || *s <= 0.0) {
                 return Err(err(format!("scales {:?} must be positive", a.scales)));
             }
             if a.coord == CoordMode::TfHalfPixelForNn && a.mode == ResizeMode::Linear {

@@ -9,6 +9,7 @@
 //!   activations fused into the write-back of convolutions and matrix products;
 //! - a CPU reference executor ([`reference::run`]) in plain Rust: slow, simple, the oracle of
 //!   every kernel test;
+//! - built-in model builders ([`models`]) with seeded random weights;
 //! - the wgpu executor ([`gpu`]): adapter listing and selection, compilation of a graph (or a
 //!   contiguous node range of it, [`Graph::slice_nodes`]) into compute pipelines with a
 //!   buffer arena sized once for the largest batch, and runs on a batch.
@@ -47,6 +48,7 @@ mod optimize;
 mod tensor;
 
 pub mod gpu;
+pub mod models;
 pub mod reference;
 
 pub use error::{EngineError, Result};

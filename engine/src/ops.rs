@@ -75,14 +75,10 @@ impl Activation {
             }
             Activation::Clip { min, max } => xd.max(min as f64).min(max as f64),
             Activation::Sigmoid => 1.0 / (1.0 + (-xd).exp()),
-            Activation::HardSigmoid { alpha, beta } => {
-                (alpha as f64 * xd + beta as f64).clamp(0.0, 1.0)
-            }
+            Activation::HardSigmoid { alpha, beta } => (alpha as f64 * xd + beta as f64).clamp(0.0, 1.0),
             Activation::HardSwish => xd * (xd / 6.0 + 0.5).clamp(0.0, 1.0),
             Activation::Silu => xd / (1.0 + (-xd).exp()),
-            Activation::Gelu { tanh_approx: false } => {
-                0.5 * xd * (1.0 + libm::erf(xd / std::f64::consts::SQRT_2))
-            }
+            Activation::Gelu { tanh_approx: false } => 0.5 * xd * (1.0 + libm::erf(xd / std::f64::consts::SQRT_2)),
             Activation::Gelu { tanh_approx: true } => {
                 let c = (2.0 / std::f64::consts::PI).sqrt();
                 0.5 * xd * (1.0 + (c * (xd + 0.044715 * xd * xd * xd)).tanh())
@@ -216,15 +212,7 @@ pub struct PoolAttrs {
 impl PoolAttrs {
     /// A pooling with the given window and stride and no padding.
     pub fn new(kind: PoolKind, kernel: [usize; 2], stride: [usize; 2]) -> Self {
-        PoolAttrs {
-            kind,
-            kernel,
-            stride,
-            pads: [0; 4],
-            dilation: [1, 1],
-            ceil_mode: false,
-            count_include_pad: false,
-        }
+        PoolAttrs { kind, kernel, stride, pads: [0; 4], dilation: [1, 1], ceil_mode: false, count_include_pad: false }
     }
 }
 
@@ -353,7 +341,7 @@ pub enum Op {
     },
     /// Max or average pooling.
     Pool(PoolAttrs),
-    /// Global max or average pooling to [N, C, 1, 1].
+    /// Global max or average pooling over all spatial axes: [N, C, S...] to [N, C, 1, ...].
     GlobalPool(PoolKind),
     /// Elementwise binary with broadcasting.
     Binary(BinaryOp),

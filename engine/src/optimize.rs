@@ -136,12 +136,8 @@ pub fn optimize(g: &Graph) -> Result<Graph> {
 fn fold_bn(g: &Graph, conv: &mut Spec, bn_inputs: &[ValueId], eps: f32, transposed: bool) {
     let c = |i: usize| g.value(bn_inputs[i]).constant().expect("checked constant").clone();
     let (scale, beta, mean, var) = (c(1), c(2), c(3), c(4));
-    let s: Vec<f64> = scale
-        .data()
-        .iter()
-        .zip(var.data())
-        .map(|(&sc, &v)| sc as f64 / (v as f64 + eps as f64).sqrt())
-        .collect();
+    let s: Vec<f64> =
+        scale.data().iter().zip(var.data()).map(|(&sc, &v)| sc as f64 / (v as f64 + eps as f64).sqrt()).collect();
     let weight = match &conv.inputs[1] {
         In::Old(v) => g.value(*v).constant().expect("checked constant").clone(),
         In::New(_, t) => t.clone(),

@@ -72,7 +72,9 @@ fn conv1x1_pointwise_path() {
         let x = g.input("x", &[c, h, w]);
         let wt = weights(&mut g, "w", vec![m, c, 1, 1], &mut rng);
         let b = weights(&mut g, "b", vec![m], &mut rng);
-        let y = g.conv("pw", x, wt, Some(b), ConvAttrs { activation: Some(Activation::Relu), ..Default::default() }).unwrap();
+        let y = g
+            .conv("pw", x, wt, Some(b), ConvAttrs { activation: Some(Activation::Relu), ..Default::default() })
+            .unwrap();
         g.output(y);
         check(&g.build().unwrap(), BATCHES, TOL, case as u64);
     }
@@ -124,7 +126,8 @@ fn conv_transpose_strides_pads_output_padding_groups() {
         let x = g.input("x", &[c, h, w]);
         let wt = weights(&mut g, "w", vec![c, m / groups, kh, kw], &mut rng);
         let b = rng.coin().then(|| weights(&mut g, "b", vec![m], &mut rng));
-        let attrs = ConvTransposeAttrs { stride, pads, dilation, output_padding, groups, activation: rand_act(&mut rng) };
+        let attrs =
+            ConvTransposeAttrs { stride, pads, dilation, output_padding, groups, activation: rand_act(&mut rng) };
         let Ok(y) = g.conv_transpose("convT", x, wt, b, attrs) else { continue };
         g.output(y);
         check(&g.build().unwrap(), BATCHES, TOL, case);
@@ -147,7 +150,13 @@ fn gemm_with_transposes_alpha_beta_and_bias_shapes() {
             2 => Some(weights(&mut g, "c", vec![1, n], &mut rng)),
             _ => Some(weights(&mut g, "c", vec![1], &mut rng)),
         };
-        let attrs = GemmAttrs { alpha: rng.uniform(0.5, 2.0), beta: rng.uniform(0.5, 2.0), trans_a: false, trans_b, activation: rand_act(&mut rng) };
+        let attrs = GemmAttrs {
+            alpha: rng.uniform(0.5, 2.0),
+            beta: rng.uniform(0.5, 2.0),
+            trans_a: false,
+            trans_b,
+            activation: rand_act(&mut rng),
+        };
         let y = g.gemm("fc", x, bw, c, attrs).unwrap();
         g.output(y);
         check(&g.build().unwrap(), &[1, 3, 4], TOL, case);
@@ -171,12 +180,12 @@ fn matmul_batched_broadcast_and_constant_operands() {
     let mut rng = Rng::new(17);
     // (A per-sample dims, B dims, B constant?)
     let cases: Vec<(Vec<usize>, Vec<usize>, bool)> = vec![
-        (vec![5, 7], vec![7, 6], true),          // [N,5,7] x [7,6] const (folds rows)
-        (vec![3, 5, 7], vec![7, 9], true),       // [N,3,5,7] x [7,9]
-        (vec![4, 5, 7], vec![4, 7, 3], false),   // batched x batched (attention-like)
-        (vec![2, 6, 8], vec![1, 8, 5], false),   // B broadcasts over dim 1
-        (vec![1, 6, 8], vec![3, 8, 5], false),   // A broadcasts over dim 1
-        (vec![2, 5, 7], vec![2, 7, 6], true),    // constant batched B [2,7,6]
+        (vec![5, 7], vec![7, 6], true),        // [N,5,7] x [7,6] const (folds rows)
+        (vec![3, 5, 7], vec![7, 9], true),     // [N,3,5,7] x [7,9]
+        (vec![4, 5, 7], vec![4, 7, 3], false), // batched x batched (attention-like)
+        (vec![2, 6, 8], vec![1, 8, 5], false), // B broadcasts over dim 1
+        (vec![1, 6, 8], vec![3, 8, 5], false), // A broadcasts over dim 1
+        (vec![2, 5, 7], vec![2, 7, 6], true),  // constant batched B [2,7,6]
         (vec![2, 3, 4, 5], vec![2, 3, 5, 2], false),
     ];
     for (case, (ad, bd, bconst)) in cases.into_iter().enumerate() {
@@ -211,14 +220,12 @@ fn pooling_max_average_ceil_mode_count_include_pad_dilation() {
         let k = [rng.range(1, 4), rng.range(1, 4)];
         let stride = [rng.range(1, 3), rng.range(1, 3)];
         let dilation = if kind == PoolKind::Max { [rng.range(1, 2), rng.range(1, 2)] } else { [1, 1] };
-        let pads = [
-            rng.range(0, k[0] - 1),
-            rng.range(0, k[1] - 1),
-            rng.range(0, k[0] - 1),
-            rng.range(0, k[1] - 1),
-        ];
+        // At most half the dilated window (a window never lies wholly in the padding).
+        let half = |i: usize| (dilation[i] * (k[i] - 1) + 1) / 2;
+        let pads = [rng.range(0, half(0)), rng.range(0, half(1)), rng.range(0, half(0)), rng.range(0, half(1))];
         let (c, h, w) = (rng.range(1, 4), rng.range(k[0] * dilation[0], 11), rng.range(k[1] * dilation[1], 11));
-        let attrs = PoolAttrs { kind, kernel: k, stride, pads, dilation, ceil_mode: rng.coin(), count_include_pad: rng.coin() };
+        let attrs =
+            PoolAttrs { kind, kernel: k, stride, pads, dilation, ceil_mode: rng.coin(), count_include_pad: rng.coin() };
         let mut g = GraphBuilder::new(&format!("pool{case}"));
         let x = g.input("x", &[c, h, w]);
         let y = g.pool("pool", x, attrs).unwrap();
@@ -371,8 +378,14 @@ fn batch_norm_as_kernel_and_folded_into_conv() {
         let x = g.input("x", &[4, 6, 6]);
         let y = if transposed {
             let w = weights(&mut g, "w", vec![4, 3, 3, 3], &mut rng);
-            g.conv_transpose("convT", x, w, None, ConvTransposeAttrs { stride: [2, 2], groups: 1, ..Default::default() })
-                .unwrap()
+            g.conv_transpose(
+                "convT",
+                x,
+                w,
+                None,
+                ConvTransposeAttrs { stride: [2, 2], groups: 1, ..Default::default() },
+            )
+            .unwrap()
         } else {
             let w = weights(&mut g, "w", vec![6, 2, 3, 3], &mut rng);
             let b = weights(&mut g, "b", vec![6], &mut rng);
@@ -443,7 +456,9 @@ fn concat_split_slice_transpose_reshape_family() {
 
 #[test]
 fn pad_constant_reflect_edge() {
-    for (case, mode) in [PadMode::Constant(0.0), PadMode::Constant(-2.5), PadMode::Reflect, PadMode::Edge].into_iter().enumerate() {
+    for (case, mode) in
+        [PadMode::Constant(0.0), PadMode::Constant(-2.5), PadMode::Reflect, PadMode::Edge].into_iter().enumerate()
+    {
         let mut g = GraphBuilder::new(&format!("pad{case}"));
         let x = g.input("x", &[3, 5, 4]);
         let y = g.add("pad", Op::Pad { pads: vec![(0, 0), (1, 0), (2, 3), (0, 2)], mode }, vec![x]).unwrap();
@@ -478,7 +493,9 @@ fn resize_nearest_and_bilinear_every_coordinate_mode() {
 #[test]
 fn reduce_mean_over_axis_sets() {
     for (case, (axes, keepdims)) in
-        [(vec![2, 3], true), (vec![3], false), (vec![1], true), (vec![1, 3], false), (vec![2], false)].into_iter().enumerate()
+        [(vec![2, 3], true), (vec![3], false), (vec![1], true), (vec![1, 3], false), (vec![2], false)]
+            .into_iter()
+            .enumerate()
     {
         let mut g = GraphBuilder::new(&format!("reduce{case}"));
         let x = g.input("x", &[4, 6, 7]);

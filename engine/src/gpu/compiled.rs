@@ -95,7 +95,10 @@ impl Device {
 impl CompiledGraph {
     fn new(dev: Arc<DeviceInner>, graph: &Graph, opts: &CompileOptions) -> Result<Self> {
         if opts.max_batch == 0 {
-            return Err(EngineError::InvalidGraph { graph: graph.name.clone(), reason: "max_batch must be at least 1".into() });
+            return Err(EngineError::InvalidGraph {
+                graph: graph.name.clone(),
+                reason: "max_batch must be at least 1".into(),
+            });
         }
         let wg = opts.workgroup_size.clamp(1, dev.limits.max_compute_invocations_per_workgroup);
         let g = if opts.optimize { crate::optimize(graph)? } else { graph.clone() };

@@ -162,10 +162,8 @@ mod tests {
                 Ok(m) => m,
                 Err(e) => panic!("{} does not parse:\n{}", family.file(), e.emit_to_string(&src)),
             };
-            let mut v = naga::valid::Validator::new(
-                naga::valid::ValidationFlags::all(),
-                naga::valid::Capabilities::all(),
-            );
+            let mut v =
+                naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all());
             if let Err(e) = v.validate(&module) {
                 panic!("{} does not validate:\n{}", family.file(), e.emit_to_string(&src));
             }

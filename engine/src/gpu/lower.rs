@@ -102,10 +102,13 @@ pub(crate) fn lower(g: &Graph, max_batch: usize, naive: bool, wg: u32) -> Result
             let val = g.value(v);
             let n = if val.is_batched() { val.per_sample_len() * max_batch } else { val.per_sample_len() };
             if n >= i32::MAX as usize / 4 {
-                return Err(node_err(node, format!(
-                    "tensor '{}' has {n} elements at batch {max_batch}; kernels index up to 2^29 elements, use a smaller batch or input",
-                    val.name
-                )));
+                return Err(node_err(
+                    node,
+                    format!(
+                        "tensor '{}' has {n} elements at batch {max_batch}; kernels index up to 2^29 elements, use a smaller batch or input",
+                        val.name
+                    ),
+                ));
             }
         }
         cx.node(i, node)?;
@@ -207,14 +210,22 @@ impl Ctx<'_> {
                 let kind = u32::from(a.kind == PoolKind::Average);
                 let kernel = Kernel::new(Family::Pool, "pool2d", &[("KIND", kind), ("WG", wg as u32)]);
                 let xb = self.buf(x);
-                self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb)], Box::new(move |b| {
-                    let items = b * c * oh * ow;
-                    let mut p = Words::new();
-                    p.u(0, items).u(1, c).u(2, h).u(3, w).u(4, oh).u(5, ow).u(6, a.kernel[0]).u(7, a.kernel[1]);
-                    p.u(8, a.stride[0]).u(9, a.stride[1]).u(10, a.pads[0]).u(11, a.pads[1]).u(12, a.pads[2]);
-                    p.u(13, a.pads[3]).u(14, a.dilation[0]).u(15, a.dilation[1]).u(16, a.count_include_pad as usize);
-                    (div_up(items, wg) as u64, p.done())
-                }));
+                self.push(
+                    ni,
+                    kernel,
+                    vec![(1, Buf::Value(y)), (2, xb)],
+                    Box::new(move |b| {
+                        let items = b * c * oh * ow;
+                        let mut p = Words::new();
+                        p.u(0, items).u(1, c).u(2, h).u(3, w).u(4, oh).u(5, ow).u(6, a.kernel[0]).u(7, a.kernel[1]);
+                        p.u(8, a.stride[0]).u(9, a.stride[1]).u(10, a.pads[0]).u(11, a.pads[1]).u(12, a.pads[2]);
+                        p.u(13, a.pads[3])
+                            .u(14, a.dilation[0])
+                            .u(15, a.dilation[1])
+                            .u(16, a.count_include_pad as usize);
+                        (div_up(items, wg) as u64, p.done())
+                    }),
+                );
                 Ok(())
             }
             Op::GlobalPool(kind) => {
@@ -229,10 +240,15 @@ impl Ctx<'_> {
                 let kernel = Kernel::new(Family::Elementwise, "unary", &[("ACT", code), ("WG", wg as u32)]);
                 let per = self.g.value(x).per_sample_len();
                 let xb = self.buf(x);
-                self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb)], Box::new(move |b| {
-                    let items = b * per;
-                    (div_up(div_up(items, 4), wg) as u64, Words::new().u(0, items).f(1, fa).f(2, fb).done())
-                }));
+                self.push(
+                    ni,
+                    kernel,
+                    vec![(1, Buf::Value(y)), (2, xb)],
+                    Box::new(move |b| {
+                        let items = b * per;
+                        (div_up(div_up(items, 4), wg) as u64, Words::new().u(0, items).f(1, fa).f(2, fb).done())
+                    }),
+                );
                 Ok(())
             }
             Op::Softmax { axis } => {
@@ -242,10 +258,15 @@ impl Ctx<'_> {
                 let per = numel(&d);
                 let kernel = Kernel::new(Family::Reduce, "softmax", &[("WG", 64)]);
                 let xb = self.buf(x);
-                self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb)], Box::new(move |b| {
-                    let rows = b * per / l;
-                    (rows as u64, Words::new().u(0, rows).u(1, l).u(2, inner).done())
-                }));
+                self.push(
+                    ni,
+                    kernel,
+                    vec![(1, Buf::Value(y)), (2, xb)],
+                    Box::new(move |b| {
+                        let rows = b * per / l;
+                        (rows as u64, Words::new().u(0, rows).u(1, l).u(2, inner).done())
+                    }),
+                );
                 Ok(())
             }
             Op::LayerNorm { axis, epsilon } => {
@@ -286,10 +307,15 @@ impl Ctx<'_> {
                 let eps = *epsilon;
                 let kernel = Kernel::new(Family::Reduce, "layer_norm", &[("WG", 64)]);
                 let xb = self.buf(x);
-                self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb), (3, sb), (4, bb)], Box::new(move |b| {
-                    let rows = b * per / l;
-                    (rows as u64, Words::new().u(0, rows).u(1, l).f(2, eps).u(3, has_bias as usize).done())
-                }));
+                self.push(
+                    ni,
+                    kernel,
+                    vec![(1, Buf::Value(y)), (2, xb), (3, sb), (4, bb)],
+                    Box::new(move |b| {
+                        let rows = b * per / l;
+                        (rows as u64, Words::new().u(0, rows).u(1, l).f(2, eps).u(3, has_bias as usize).done())
+                    }),
+                );
                 Ok(())
             }
             Op::BatchNorm { epsilon } => {
@@ -298,18 +324,24 @@ impl Ctx<'_> {
                 let s: Vec<f32> = (0..scale.len())
                     .map(|i| (scale.data()[i] as f64 / (var.data()[i] as f64 + *epsilon as f64).sqrt()) as f32)
                     .collect();
-                let shift: Vec<f32> =
-                    (0..s.len()).map(|i| (bias.data()[i] as f64 - mean.data()[i] as f64 * s[i] as f64) as f32).collect();
+                let shift: Vec<f32> = (0..s.len())
+                    .map(|i| (bias.data()[i] as f64 - mean.data()[i] as f64 * s[i] as f64) as f32)
+                    .collect();
                 let d = self.dims(x);
                 let (ch, inner, per) = (d[0], numel(&d[1..]), numel(&d));
                 let sb = self.constant(format!("{}.scale", node.name), s);
                 let hb = self.constant(format!("{}.shift", node.name), shift);
                 let kernel = Kernel::new(Family::Norm, "batch_norm", &[("WG", wg as u32)]);
                 let xb = self.buf(x);
-                self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb), (3, sb), (4, hb)], Box::new(move |b| {
-                    let items = b * per;
-                    (div_up(items, wg) as u64, Words::new().u(0, items).u(1, ch).u(2, inner).done())
-                }));
+                self.push(
+                    ni,
+                    kernel,
+                    vec![(1, Buf::Value(y)), (2, xb), (3, sb), (4, hb)],
+                    Box::new(move |b| {
+                        let items = b * per;
+                        (div_up(items, wg) as u64, Words::new().u(0, items).u(1, ch).u(2, inner).done())
+                    }),
+                );
                 Ok(())
             }
             Op::Lrn(a) => {
@@ -318,12 +350,17 @@ impl Ctx<'_> {
                 let a = a.clone();
                 let kernel = Kernel::new(Family::Norm, "lrn", &[("WG", wg as u32)]);
                 let xb = self.buf(x);
-                self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb)], Box::new(move |b| {
-                    let items = b * per;
-                    let mut p = Words::new();
-                    p.u(0, items).u(1, ch).u(2, inner).u(3, a.size).f(4, a.alpha).f(5, a.beta).f(6, a.bias);
-                    (div_up(items, wg) as u64, p.done())
-                }));
+                self.push(
+                    ni,
+                    kernel,
+                    vec![(1, Buf::Value(y)), (2, xb)],
+                    Box::new(move |b| {
+                        let items = b * per;
+                        let mut p = Words::new();
+                        p.u(0, items).u(1, ch).u(2, inner).u(3, a.size).f(4, a.alpha).f(5, a.beta).f(6, a.bias);
+                        (div_up(items, wg) as u64, p.done())
+                    }),
+                );
                 Ok(())
             }
             Op::Reshape { .. } => {
@@ -343,12 +380,17 @@ impl Ctx<'_> {
                     rank6(node, &os, &istrides(&os))?;
                     let src = self.buf(inp);
                     let os_fn = self.shape_fn(y);
-                    self.copy(ni, Buf::Value(y), src, Box::new(move |b| {
-                        let region = in_shape(b);
-                        let o = os_fn(b);
-                        let dst = istrides(&o);
-                        (region.clone(), istrides(&region), dst.clone(), 0, off as i64 * dst[axis])
-                    }))?;
+                    self.copy(
+                        ni,
+                        Buf::Value(y),
+                        src,
+                        Box::new(move |b| {
+                            let region = in_shape(b);
+                            let o = os_fn(b);
+                            let dst = istrides(&o);
+                            (region.clone(), istrides(&region), dst.clone(), 0, off as i64 * dst[axis])
+                        }),
+                    )?;
                 }
                 Ok(())
             }
@@ -361,11 +403,16 @@ impl Ctx<'_> {
                     let in_shape = self.shape_fn(x);
                     let out_shape = self.shape_fn(o);
                     let src = self.buf(x);
-                    self.copy(ni, Buf::Value(o), src, Box::new(move |b| {
-                        let region = out_shape(b);
-                        let src = istrides(&in_shape(b));
-                        (region.clone(), src.clone(), istrides(&region), off as i64 * src[axis], 0)
-                    }))?;
+                    self.copy(
+                        ni,
+                        Buf::Value(o),
+                        src,
+                        Box::new(move |b| {
+                            let region = out_shape(b);
+                            let src = istrides(&in_shape(b));
+                            (region.clone(), src.clone(), istrides(&region), off as i64 * src[axis], 0)
+                        }),
+                    )?;
                 }
                 Ok(())
             }
@@ -381,25 +428,35 @@ impl Ctx<'_> {
                 let in_shape = self.shape_fn(x);
                 let out_shape = self.shape_fn(y);
                 let src = self.buf(x);
-                self.copy(ni, Buf::Value(y), src, Box::new(move |b| {
-                    let region = out_shape(b);
-                    let is = istrides(&in_shape(b));
-                    let src: Vec<i64> = is.iter().zip(&step).map(|(s, t)| s * t).collect();
-                    let off: i64 = is.iter().zip(&start).map(|(s, t)| s * t).sum();
-                    (region.clone(), src, istrides(&region), off, 0)
-                }))
+                self.copy(
+                    ni,
+                    Buf::Value(y),
+                    src,
+                    Box::new(move |b| {
+                        let region = out_shape(b);
+                        let is = istrides(&in_shape(b));
+                        let src: Vec<i64> = is.iter().zip(&step).map(|(s, t)| s * t).collect();
+                        let off: i64 = is.iter().zip(&start).map(|(s, t)| s * t).sum();
+                        (region.clone(), src, istrides(&region), off, 0)
+                    }),
+                )
             }
             Op::Transpose { perm } => {
                 let perm = perm.clone();
                 let in_shape = self.shape_fn(x);
                 let out_shape = self.shape_fn(y);
                 let src = self.buf(x);
-                self.copy(ni, Buf::Value(y), src, Box::new(move |b| {
-                    let region = out_shape(b);
-                    let is = istrides(&in_shape(b));
-                    let src: Vec<i64> = perm.iter().map(|&p| is[p]).collect();
-                    (region.clone(), src, istrides(&region), 0, 0)
-                }))
+                self.copy(
+                    ni,
+                    Buf::Value(y),
+                    src,
+                    Box::new(move |b| {
+                        let region = out_shape(b);
+                        let is = istrides(&in_shape(b));
+                        let src: Vec<i64> = perm.iter().map(|&p| is[p]).collect();
+                        (region.clone(), src, istrides(&region), 0, 0)
+                    }),
+                )
             }
             Op::Pad { pads, mode } => {
                 let (mode_code, value) = match mode {
@@ -414,21 +471,26 @@ impl Ctx<'_> {
                 let kernel = Kernel::new(Family::Layout, "pad", &[("MODE", mode_code), ("WG", wg as u32)]);
                 let xb = self.buf(x);
                 let n = node.clone();
-                self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb)], Box::new(move |b| {
-                    let os = out_shape(b);
-                    let is = in_shape(b);
-                    let (od, _) = rank6(&n, &os, &istrides(&os)).expect("rank checked");
-                    let (id, ist) = rank6(&n, &is, &istrides(&is)).expect("rank checked");
-                    let (_, pb) = rank6(&n, &is, &begins).expect("rank checked");
-                    let items = numel(&os);
-                    let mut p = Words::new();
-                    p.u(0, items);
-                    for k in 0..6 {
-                        p.u(1 + k, od[k]).u(7 + k, id[k]).i(13 + k, pb[k]).i(19 + k, ist[k]);
-                    }
-                    p.f(25, value);
-                    (div_up(items, wg) as u64, p.done())
-                }));
+                self.push(
+                    ni,
+                    kernel,
+                    vec![(1, Buf::Value(y)), (2, xb)],
+                    Box::new(move |b| {
+                        let os = out_shape(b);
+                        let is = in_shape(b);
+                        let (od, _) = rank6(&n, &os, &istrides(&os)).expect("rank checked");
+                        let (id, ist) = rank6(&n, &is, &istrides(&is)).expect("rank checked");
+                        let (_, pb) = rank6(&n, &is, &begins).expect("rank checked");
+                        let items = numel(&os);
+                        let mut p = Words::new();
+                        p.u(0, items);
+                        for k in 0..6 {
+                            p.u(1 + k, od[k]).u(7 + k, id[k]).i(13 + k, pb[k]).i(19 + k, ist[k]);
+                        }
+                        p.f(25, value);
+                        (div_up(items, wg) as u64, p.done())
+                    }),
+                );
                 Ok(())
             }
             Op::Resize(a) => {
@@ -456,13 +518,18 @@ impl Ctx<'_> {
                 };
                 let kernel = Kernel::new(Family::Layout, "resize", &[("WG", wg as u32)]);
                 let xb = self.buf(x);
-                self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb)], Box::new(move |b| {
-                    let items = b * c * a.out_hw[0] * a.out_hw[1];
-                    let mut p = Words::new();
-                    p.u(0, items).u(1, h).u(2, w).u(3, a.out_hw[0]).u(4, a.out_hw[1]).u(5, linear).u(6, nearest);
-                    p.u(7, coord).f(8, a.scales[0]).f(9, a.scales[1]);
-                    (div_up(items, wg) as u64, p.done())
-                }));
+                self.push(
+                    ni,
+                    kernel,
+                    vec![(1, Buf::Value(y)), (2, xb)],
+                    Box::new(move |b| {
+                        let items = b * c * a.out_hw[0] * a.out_hw[1];
+                        let mut p = Words::new();
+                        p.u(0, items).u(1, h).u(2, w).u(3, a.out_hw[0]).u(4, a.out_hw[1]).u(5, linear).u(6, nearest);
+                        p.u(7, coord).f(8, a.scales[0]).f(9, a.scales[1]);
+                        (div_up(items, wg) as u64, p.done())
+                    }),
+                );
                 Ok(())
             }
         }
@@ -483,19 +550,24 @@ impl Ctx<'_> {
         rank6(&node, &region, &istrides(&region))?;
         let wg = self.wg;
         let kernel = Kernel::new(Family::Layout, "strided_copy", &[("WG", wg as u32)]);
-        self.push(ni, kernel, vec![(1, dst), (2, src)], Box::new(move |b| {
-            let (region, ss, ds, so, dof) = f(b);
-            let (rd, rs) = rank6(&node, &region, &ss).expect("rank checked");
-            let (_, rds) = rank6(&node, &region, &ds).expect("rank checked");
-            let items = numel(&region);
-            let mut p = Words::new();
-            p.u(0, items);
-            for k in 0..6 {
-                p.u(1 + k, rd[k]).i(7 + k, rs[k]).i(13 + k, rds[k]);
-            }
-            p.i(19, so).i(20, dof);
-            (div_up(items, wg) as u64, p.done())
-        }));
+        self.push(
+            ni,
+            kernel,
+            vec![(1, dst), (2, src)],
+            Box::new(move |b| {
+                let (region, ss, ds, so, dof) = f(b);
+                let (rd, rs) = rank6(&node, &region, &ss).expect("rank checked");
+                let (_, rds) = rank6(&node, &region, &ds).expect("rank checked");
+                let items = numel(&region);
+                let mut p = Words::new();
+                p.u(0, items);
+                for k in 0..6 {
+                    p.u(1 + k, rd[k]).i(7 + k, rs[k]).i(13 + k, rds[k]);
+                }
+                p.i(19, so).i(20, dof);
+                (div_up(items, wg) as u64, p.done())
+            }),
+        );
         Ok(())
     }
 
@@ -511,30 +583,35 @@ impl Ctx<'_> {
         let kernel = Kernel::new(Family::Reduce, "reduce", &[("KIND", kind), ("WG", 64)]);
         let xb = self.buf(x);
         let n = node.clone();
-        self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb)], Box::new(move |b| {
-            let s = in_shape(b);
-            let st = istrides(&s);
-            let (mut kd, mut ks, mut rd, mut rs) = (vec![], vec![], vec![], vec![]);
-            for i in 0..s.len() {
-                if axes.contains(&i) {
-                    rd.push(s[i]);
-                    rs.push(st[i]);
-                } else {
-                    kd.push(s[i]);
-                    ks.push(st[i]);
+        self.push(
+            ni,
+            kernel,
+            vec![(1, Buf::Value(y)), (2, xb)],
+            Box::new(move |b| {
+                let s = in_shape(b);
+                let st = istrides(&s);
+                let (mut kd, mut ks, mut rd, mut rs) = (vec![], vec![], vec![], vec![]);
+                for i in 0..s.len() {
+                    if axes.contains(&i) {
+                        rd.push(s[i]);
+                        rs.push(st[i]);
+                    } else {
+                        kd.push(s[i]);
+                        ks.push(st[i]);
+                    }
                 }
-            }
-            let rows = numel(&kd);
-            let l = numel(&rd);
-            let (kd6, ks6) = rank6(&n, &kd, &ks).expect("rank checked");
-            let (rd6, rs6) = rank6(&n, &rd, &rs).expect("rank checked");
-            let mut p = Words::new();
-            p.u(0, rows).u(1, l);
-            for k in 0..6 {
-                p.u(2 + k, kd6[k]).i(8 + k, ks6[k]).u(14 + k, rd6[k]).i(20 + k, rs6[k]);
-            }
-            (rows as u64, p.done())
-        }));
+                let rows = numel(&kd);
+                let l = numel(&rd);
+                let (kd6, ks6) = rank6(&n, &kd, &ks).expect("rank checked");
+                let (rd6, rs6) = rank6(&n, &rd, &rs).expect("rank checked");
+                let mut p = Words::new();
+                p.u(0, rows).u(1, l);
+                for k in 0..6 {
+                    p.u(2 + k, kd6[k]).i(8 + k, ks6[k]).u(14 + k, rd6[k]).i(20 + k, rs6[k]);
+                }
+                (rows as u64, p.done())
+            }),
+        );
         Ok(())
     }
 
@@ -548,29 +625,32 @@ impl Ctx<'_> {
         let kernel = Kernel::new(Family::Elementwise, "binary", &[("OP", op.code()), ("ACT", 0), ("WG", wg as u32)]);
         let (ab, bb) = (self.buf(a), self.buf(bv));
         let n = node.clone();
-        self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, ab), (3, bb)], Box::new(move |b| {
-            let (a, bs, o) = (sa(b), sb(b), so(b));
-            let bstr = |s: &[usize]| -> Vec<i64> {
-                // strides of `s` aligned to the output, 0 where it broadcasts
-                let st = istrides(s);
-                let off = o.len() - s.len();
-                (0..o.len())
-                    .map(|i| if i < off || s[i - off] == 1 { 0 } else { st[i - off] })
-                    .collect()
-            };
-            let (od, _) = rank6(&n, &o, &istrides(&o)).expect("rank checked");
-            let (_, a6) = rank6(&n, &o, &bstr(&a)).expect("rank checked");
-            let (_, b6) = rank6(&n, &o, &bstr(&bs)).expect("rank checked");
-            let items = numel(&o);
-            let same = a == o && bs == o;
-            let mut p = Words::new();
-            p.u(0, items);
-            for k in 0..6 {
-                p.u(1 + k, od[k]).i(7 + k, a6[k]).i(13 + k, b6[k]);
-            }
-            p.u(21, same as usize);
-            (div_up(div_up(items, 4), wg) as u64, p.done())
-        }));
+        self.push(
+            ni,
+            kernel,
+            vec![(1, Buf::Value(y)), (2, ab), (3, bb)],
+            Box::new(move |b| {
+                let (a, bs, o) = (sa(b), sb(b), so(b));
+                let bstr = |s: &[usize]| -> Vec<i64> {
+                    // strides of `s` aligned to the output, 0 where it broadcasts
+                    let st = istrides(s);
+                    let off = o.len() - s.len();
+                    (0..o.len()).map(|i| if i < off || s[i - off] == 1 { 0 } else { st[i - off] }).collect()
+                };
+                let (od, _) = rank6(&n, &o, &istrides(&o)).expect("rank checked");
+                let (_, a6) = rank6(&n, &o, &bstr(&a)).expect("rank checked");
+                let (_, b6) = rank6(&n, &o, &bstr(&bs)).expect("rank checked");
+                let items = numel(&o);
+                let same = a == o && bs == o;
+                let mut p = Words::new();
+                p.u(0, items);
+                for k in 0..6 {
+                    p.u(1 + k, od[k]).i(7 + k, a6[k]).i(13 + k, b6[k]);
+                }
+                p.u(21, same as usize);
+                (div_up(div_up(items, 4), wg) as u64, p.done())
+            }),
+        );
         Ok(())
     }
 
@@ -606,19 +686,29 @@ impl Ctx<'_> {
         if self.naive {
             let raw = self.buf(node.inputs[1]);
             let kernel = Kernel::new(Family::Naive, "naive_conv2d", &[("ACT", act), ("WG", wg as u32)]);
-            self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb), (5, raw), (4, bias)], Box::new(move |b| {
-                let items = b * m * oh * ow;
-                (div_up(items, wg) as u64, words(b, items))
-            }));
+            self.push(
+                ni,
+                kernel,
+                vec![(1, Buf::Value(y)), (2, xb), (5, raw), (4, bias)],
+                Box::new(move |b| {
+                    let items = b * m * oh * ow;
+                    (div_up(items, wg) as u64, words(b, items))
+                }),
+            );
             return Ok(());
         }
         if depthwise {
             let raw = self.buf(node.inputs[1]);
             let kernel = Kernel::new(Family::Conv, "depthwise", &[("ACT", act), ("WG", wg as u32)]);
-            self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb), (5, raw), (4, bias)], Box::new(move |b| {
-                let items = b * m * oh * div_up(ow, 4);
-                (div_up(items, wg) as u64, words(b, items))
-            }));
+            self.push(
+                ni,
+                kernel,
+                vec![(1, Buf::Value(y)), (2, xb), (5, raw), (4, bias)],
+                Box::new(move |b| {
+                    let items = b * m * oh * div_up(ow, 4);
+                    (div_up(items, wg) as u64, words(b, items))
+                }),
+            );
             return Ok(());
         }
         // Pack weights: vec4 (g*K + k)*MQ + mq holds channels g*MG + mq*4 + 0..3 at index k.
@@ -634,10 +724,15 @@ impl Ctx<'_> {
         let wb = self.constant(format!("{}.packed_weight", node.name), packed);
         let (entry, xbind) = if pointwise { ("conv1x1", 6) } else { ("conv2d", 2) };
         let kernel = Kernel::new(Family::Conv, entry, &[("ACT", act), ("WG", wg as u32)]);
-        self.push(ni, kernel, vec![(1, Buf::Value(y)), (xbind, xb), (3, wb), (4, bias)], Box::new(move |b| {
-            let items = b * g * mq * div_up(oh * ow, 4);
-            (div_up(items, wg) as u64, words(b, items))
-        }));
+        self.push(
+            ni,
+            kernel,
+            vec![(1, Buf::Value(y)), (xbind, xb), (3, wb), (4, bias)],
+            Box::new(move |b| {
+                let items = b * g * mq * div_up(oh * ow, 4);
+                (div_up(items, wg) as u64, words(b, items))
+            }),
+        );
         Ok(())
     }
 
@@ -678,15 +773,20 @@ impl Ctx<'_> {
         let a = a.clone();
         let kernel = Kernel::new(Family::Conv, "conv_transpose", &[("ACT", act), ("WG", wg as u32)]);
         let xb = self.buf(x);
-        self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb), (3, wb), (4, bias)], Box::new(move |b| {
-            let items = b * g * mq * div_up(oh * ow, 4);
-            let mut p = Words::new();
-            p.u(0, b).u(1, c).u(2, h).u(3, w).u(4, m).u(5, oh).u(6, ow).u(7, kh).u(8, kw).u(9, a.stride[0]);
-            p.u(10, a.stride[1]).u(11, a.pads[0]).u(12, a.pads[1]).u(13, a.dilation[0]).u(14, a.dilation[1]);
-            p.u(15, g).u(16, cg).u(17, mg).u(18, mq).u(19, k).u(20, items).f(21, fa).f(22, fb);
-            p.u(23, div_up(oh * ow, 4));
-            (div_up(items, wg) as u64, p.done())
-        }));
+        self.push(
+            ni,
+            kernel,
+            vec![(1, Buf::Value(y)), (2, xb), (3, wb), (4, bias)],
+            Box::new(move |b| {
+                let items = b * g * mq * div_up(oh * ow, 4);
+                let mut p = Words::new();
+                p.u(0, b).u(1, c).u(2, h).u(3, w).u(4, m).u(5, oh).u(6, ow).u(7, kh).u(8, kw).u(9, a.stride[0]);
+                p.u(10, a.stride[1]).u(11, a.pads[0]).u(12, a.pads[1]).u(13, a.dilation[0]).u(14, a.dilation[1]);
+                p.u(15, g).u(16, cg).u(17, mg).u(18, mq).u(19, k).u(20, items).f(21, fa).f(22, fb);
+                p.u(23, div_up(oh * ow, 4));
+                (div_up(items, wg) as u64, p.done())
+            }),
+        );
         Ok(())
     }
 
@@ -730,7 +830,10 @@ impl Ctx<'_> {
         };
         if self.naive {
             if cbuf.is_some() && (c_sm != 0 || a.beta != 1.0) || a.alpha != 1.0 {
-                return Err(node_err(node, "the naive baseline kernel only supports alpha = beta = 1 and a per-column C".into()));
+                return Err(node_err(
+                    node,
+                    "the naive baseline kernel only supports alpha = beta = 1 and a per-column C".into(),
+                ));
             }
             let raw = self.buf(node.inputs[1]);
             let bias = match cbuf {
@@ -739,12 +842,17 @@ impl Ctx<'_> {
             };
             let (sbk, sbn) = if a.trans_b { (1, kdim) } else { (n, 1) };
             let kernel = Kernel::new(Family::Naive, "naive_matmul", &[("ACT", act), ("WG", wg as u32)]);
-            self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb), (5, raw), (4, bias)], Box::new(move |b| {
-                let items = b * n;
-                let mut p = Words::new();
-                p.u(0, b).u(1, n).u(2, kdim).u(3, kdim).u(4, 1).u(5, sbk).u(6, sbn).u(7, items);
-                (div_up(items, wg) as u64, p.done())
-            }));
+            self.push(
+                ni,
+                kernel,
+                vec![(1, Buf::Value(y)), (2, xb), (5, raw), (4, bias)],
+                Box::new(move |b| {
+                    let items = b * n;
+                    let mut p = Words::new();
+                    p.u(0, b).u(1, n).u(2, kdim).u(3, kdim).u(4, 1).u(5, sbk).u(6, sbn).u(7, items);
+                    (div_up(items, wg) as u64, p.done())
+                }),
+            );
             return Ok(());
         }
         let bb = self.pack_const_b(format!("{}.packed_b", node.name), bt.data(), 1, kdim, n, a.trans_b);
@@ -755,15 +863,20 @@ impl Ctx<'_> {
         };
         let (alpha, beta) = (a.alpha, a.beta);
         let kernel = Kernel::new(Family::Matmul, "matmul", &[("ACT", act), ("WG", wg as u32)]);
-        self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb), (3, bb), (4, cb)], Box::new(move |b| {
-            let (mq, nq) = (div_up(b, 4), div_up(n, 4));
-            let items = mq * nq;
-            let mut p = Words::new();
-            p.u(0, b).u(1, n).u(2, kdim).u(3, nq).u(4, kdim).u(5, 1).u(6, 1).u(7, 1).u(8, 1).u(9, 1);
-            p.f(18, alpha).f(19, beta).u(20, has_bias as usize).u(21, c_sm).u(22, c_sn);
-            p.f(27, fa).f(28, fb).u(29, items).u(30, mq);
-            (div_up(items, wg) as u64, p.done())
-        }));
+        self.push(
+            ni,
+            kernel,
+            vec![(1, Buf::Value(y)), (2, xb), (3, bb), (4, cb)],
+            Box::new(move |b| {
+                let (mq, nq) = (div_up(b, 4), div_up(n, 4));
+                let items = mq * nq;
+                let mut p = Words::new();
+                p.u(0, b).u(1, n).u(2, kdim).u(3, nq).u(4, kdim).u(5, 1).u(6, 1).u(7, 1).u(8, 1).u(9, 1);
+                p.f(18, alpha).f(19, beta).u(20, has_bias as usize).u(21, c_sm).u(22, c_sn);
+                p.f(27, fa).f(28, fb).u(29, items).u(30, mq);
+                (div_up(items, wg) as u64, p.done())
+            }),
+        );
         Ok(())
     }
 
@@ -784,16 +897,21 @@ impl Ctx<'_> {
         // Constant 2-D B: every leading dimension of A folds into the rows.
         if let (Some(bt), 2) = (&b_const, sb1.len()) {
             let bb = self.pack_const_b(format!("{}.packed_b", node.name), bt.data(), 1, kdim, n, false);
-            self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, ab), (3, bb), (4, zero)], Box::new(move |b| {
-                let s = sa(b);
-                let rows = numel(&s[..s.len() - 1]);
-                let mq = div_up(rows, 4);
-                let items = mq * nq;
-                let mut p = Words::new();
-                p.u(0, rows).u(1, n).u(2, kdim).u(3, nq).u(4, kdim).u(5, 1).u(6, 1).u(7, 1).u(8, 1).u(9, 1);
-                p.f(18, 1.0).f(19, 0.0).f(27, fa).f(28, fb).u(29, items).u(30, mq);
-                (div_up(items, wg) as u64, p.done())
-            }));
+            self.push(
+                ni,
+                kernel,
+                vec![(1, Buf::Value(y)), (2, ab), (3, bb), (4, zero)],
+                Box::new(move |b| {
+                    let s = sa(b);
+                    let rows = numel(&s[..s.len() - 1]);
+                    let mq = div_up(rows, 4);
+                    let items = mq * nq;
+                    let mut p = Words::new();
+                    p.u(0, rows).u(1, n).u(2, kdim).u(3, nq).u(4, kdim).u(5, 1).u(6, 1).u(7, 1).u(8, 1).u(9, 1);
+                    p.f(18, 1.0).f(19, 0.0).f(27, fa).f(28, fb).u(29, items).u(30, mq);
+                    (div_up(items, wg) as u64, p.done())
+                }),
+            );
             return Ok(());
         }
 
@@ -814,63 +932,73 @@ impl Ctx<'_> {
                 let src = self.buf(bv);
                 let sbf = self.shape_fn(bv);
                 let pk = Kernel::new(Family::Matmul, "pack_b", &[("WG", wg as u32)]);
-                self.push(ni, pk, vec![(7, scratch), (2, src)], Box::new(move |b| {
-                    let s = sbf(b);
-                    let mats = numel(&s[..s.len() - 2]);
-                    let items = mats * kdim * nq;
-                    let mut p = Words::new();
-                    p.u(0, kdim).u(1, n).u(2, nq).u(3, n).u(4, 1).u(5, kdim * n).u(6, items);
-                    (div_up(items, wg) as u64, p.done())
-                }));
+                self.push(
+                    ni,
+                    pk,
+                    vec![(7, scratch), (2, src)],
+                    Box::new(move |b| {
+                        let s = sbf(b);
+                        let mats = numel(&s[..s.len() - 2]);
+                        let items = mats * kdim * nq;
+                        let mut p = Words::new();
+                        p.u(0, kdim).u(1, n).u(2, nq).u(3, n).u(4, 1).u(5, kdim * n).u(6, items);
+                        (div_up(items, wg) as u64, p.done())
+                    }),
+                );
                 scratch
             }
         };
-        self.push(ni, kernel, vec![(1, Buf::Value(y)), (2, ab), (3, bbuf), (4, zero)], Box::new(move |b| {
-            let (a, bs) = (sa(b), sb(b));
-            let m = a[a.len() - 2];
-            let out_b = {
-                let mut o = vec![];
-                let (ab_, bb_) = (&a[..a.len() - 2], &bs[..bs.len() - 2]);
-                let r = ab_.len().max(bb_.len());
-                for i in 0..r {
-                    let da = if i + ab_.len() >= r { ab_[i + ab_.len() - r] } else { 1 };
-                    let db = if i + bb_.len() >= r { bb_[i + bb_.len() - r] } else { 1 };
-                    o.push(da.max(db));
+        self.push(
+            ni,
+            kernel,
+            vec![(1, Buf::Value(y)), (2, ab), (3, bbuf), (4, zero)],
+            Box::new(move |b| {
+                let (a, bs) = (sa(b), sb(b));
+                let m = a[a.len() - 2];
+                let out_b = {
+                    let mut o = vec![];
+                    let (ab_, bb_) = (&a[..a.len() - 2], &bs[..bs.len() - 2]);
+                    let r = ab_.len().max(bb_.len());
+                    for i in 0..r {
+                        let da = if i + ab_.len() >= r { ab_[i + ab_.len() - r] } else { 1 };
+                        let db = if i + bb_.len() >= r { bb_[i + bb_.len() - r] } else { 1 };
+                        o.push(da.max(db));
+                    }
+                    o
+                };
+                // Per-batch-dim offsets of A (elements) and packed B (vec4s); 0 where broadcast.
+                let offsets = |dims: &[usize], mat: usize| -> Vec<usize> {
+                    let off = out_b.len() - dims.len();
+                    let mut st = vec![0; out_b.len()];
+                    let mut acc = mat;
+                    for i in (0..dims.len()).rev() {
+                        st[off + i] = if dims[i] == 1 { 0 } else { acc };
+                        acc *= dims[i];
+                    }
+                    st
+                };
+                let a_st = offsets(&a[..a.len() - 2], m * kdim);
+                let b_st = offsets(&bs[..bs.len() - 2], kdim * nq);
+                let pad = 4 - out_b.len();
+                let mut d4 = [1usize; 4];
+                let (mut a4, mut b4) = ([0usize; 4], [0usize; 4]);
+                for i in 0..out_b.len() {
+                    d4[pad + i] = out_b[i];
+                    a4[pad + i] = a_st[i];
+                    b4[pad + i] = b_st[i];
                 }
-                o
-            };
-            // Per-batch-dim offsets of A (elements) and packed B (vec4s); 0 where broadcast.
-            let offsets = |dims: &[usize], mat: usize| -> Vec<usize> {
-                let off = out_b.len() - dims.len();
-                let mut st = vec![0; out_b.len()];
-                let mut acc = mat;
-                for i in (0..dims.len()).rev() {
-                    st[off + i] = if dims[i] == 1 { 0 } else { acc };
-                    acc *= dims[i];
+                let mats = numel(&out_b);
+                let mq = div_up(m, 4);
+                let items = mats * mq * nq;
+                let mut p = Words::new();
+                p.u(0, m).u(1, n).u(2, kdim).u(3, nq).u(4, kdim).u(5, 1).u(6, mats).u(7, d4[1]).u(8, d4[2]).u(9, d4[3]);
+                for i in 0..4 {
+                    p.u(10 + i, a4[i]).u(14 + i, b4[i]);
                 }
-                st
-            };
-            let a_st = offsets(&a[..a.len() - 2], m * kdim);
-            let b_st = offsets(&bs[..bs.len() - 2], kdim * nq);
-            let pad = 4 - out_b.len();
-            let mut d4 = [1usize; 4];
-            let (mut a4, mut b4) = ([0usize; 4], [0usize; 4]);
-            for i in 0..out_b.len() {
-                d4[pad + i] = out_b[i];
-                a4[pad + i] = a_st[i];
-                b4[pad + i] = b_st[i];
-            }
-            let mats = numel(&out_b);
-            let mq = div_up(m, 4);
-            let items = mats * mq * nq;
-            let mut p = Words::new();
-            p.u(0, m).u(1, n).u(2, kdim).u(3, nq).u(4, kdim).u(5, 1).u(6, mats).u(7, d4[1]).u(8, d4[2]).u(9, d4[3]);
-            for i in 0..4 {
-                p.u(10 + i, a4[i]).u(14 + i, b4[i]);
-            }
-            p.f(18, 1.0).f(19, 0.0).f(27, fa).f(28, fb).u(29, items).u(30, mq);
-            (div_up(items, wg) as u64, p.done())
-        }));
+                p.f(18, 1.0).f(19, 0.0).f(27, fa).f(28, fb).u(29, items).u(30, mq);
+                (div_up(items, wg) as u64, p.done())
+            }),
+        );
         Ok(())
     }
 }

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian machine for poolpipe: installs only what is missing.
+#  - mesa-vulkan-drivers: lavapipe, a software Vulkan driver, so wgpu has an adapter on
+#    CPU-only machines (the tests need one and fail without it);
+#  - clang and lld: build the WebAssembly scheduling-policy guests (C -> wasm32);
+#  - Python onnx, onnxruntime, numpy: outside oracles for the ONNX model-import tests.
+# Rust itself (cargo) must already be installed.
+set -euo pipefail
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+
+missing=()
+for pkg in mesa-vulkan-drivers clang lld; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
+    echo "setup: installing Python onnx, onnxruntime, numpy" >&2
+    python3 -m pip install --quiet --disable-pip-version-check onnx onnxruntime numpy 2>/dev/null \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages onnx onnxruntime numpy
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+echo "setup: ready" >&2

@@ -47,6 +47,55 @@ fn store_tile(acc: array<vec4<f32>, 4>, n: u32, g: u32, mq: u32, pq: u32) {
     }
 }
 
+// Parameters shared by the tiled kernels.
+struct Conv {
+    C: u32,
+    H: u32,
+    W: u32,
+    OW: u32,
+    KH: u32,
+    KW: u32,
+    SH: u32,
+    SW: u32,
+    PT: i32,
+    PL: i32,
+    DH: i32,
+    DW: i32,
+    CG: u32,
+    K: u32,
+    MQ: u32,
+    ohw: u32,
+}
+
+fn conv_params() -> Conv {
+    return Conv(pu(1u), pu(2u), pu(3u), pu(6u), pu(7u), pu(8u), pu(9u), pu(10u), pi(11u), pi(12u),
+        i32(pu(13u)), i32(pu(14u)), pu(16u), pu(19u), pu(18u), pu(5u) * pu(6u));
+}
+
+// The tile of invocation t: image n, group g, channel quad mq, pixel quad pq.
+struct Tile {
+    n: u32,
+    g: u32,
+    mq: u32,
+    pq: u32,
+}
+
+fn tile_of(t: u32, cp: Conv) -> Tile {
+    let PQ = pu(23u);
+    let G = pu(15u);
+    let pq = t % PQ;
+    var r = t / PQ;
+    let mq = r % cp.MQ;
+    r = r / cp.MQ;
+    return Tile(r / G, r % G, mq, pq);
+}
+
+// Output (row, column) of pixel p of a tile, clamped into the image (masked at write-back).
+fn tile_pixel(tl: Tile, p: u32, cp: Conv) -> vec2<i32> {
+    let pix = min(tl.pq * 4u + p, cp.ohw - 1u);
+    return vec2<i32>(i32(pix / cp.OW), i32(pix % cp.OW));
+}
+
 @compute @workgroup_size(WG)
 fn conv2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
@@ -54,60 +103,36 @@ fn conv2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     if (t >= pu(20u)) {
         return;
     }
-    let C = pu(1u);
-    let H = pu(2u);
-    let W = pu(3u);
-    let OW = pu(6u);
-    let KH = pu(7u);
-    let KW = pu(8u);
-    let SH = pu(9u);
-    let SW = pu(10u);
-    let PT = pi(11u);
-    let PL = pi(12u);
-    let DH = i32(pu(13u));
-    let DW = i32(pu(14u));
-    let G = pu(15u);
-    let CG = pu(16u);
-    let MQ = pu(18u);
-    let K = pu(19u);
-    let PQ = pu(23u);
-    let ohw = pu(5u) * OW;
-
-    let pq = t % PQ;
-    var r = t / PQ;
-    let mq = r % MQ;
-    r = r / MQ;
-    let g = r % G;
-    let n = r / G;
-
+    let cp = conv_params();
+    let tl = tile_of(t, cp);
     var iy0: array<i32, 4>;
     var ix0: array<i32, 4>;
     for (var p = 0u; p < 4u; p++) {
-        let pix = min(pq * 4u + p, ohw - 1u);
-        iy0[p] = i32((pix / OW) * SH) - PT;
-        ix0[p] = i32((pix % OW) * SW) - PL;
+        let o = tile_pixel(tl, p, cp);
+        iy0[p] = o.x * i32(cp.SH) - cp.PT;
+        ix0[p] = o.y * i32(cp.SW) - cp.PL;
     }
     var acc: array<vec4<f32>, 4>;
-    let hw = H * W;
-    var xc = (n * C + g * CG) * hw;
-    var wi = g * K * MQ + mq;
-    for (var ci = 0u; ci < CG; ci++) {
-        for (var ky = 0u; ky < KH; ky++) {
-            for (var kx = 0u; kx < KW; kx++) {
+    let hw = cp.H * cp.W;
+    var xc = (tl.n * cp.C + tl.g * cp.CG) * hw;
+    var wi = tl.g * cp.K * cp.MQ + tl.mq;
+    for (var ci = 0u; ci < cp.CG; ci++) {
+        for (var ky = 0u; ky < cp.KH; ky++) {
+            for (var kx = 0u; kx < cp.KW; kx++) {
                 let wv = w4[wi];
-                wi += MQ;
+                wi += cp.MQ;
                 for (var p = 0u; p < 4u; p++) {
-                    let iy = iy0[p] + i32(ky) * DH;
-                    let ix = ix0[p] + i32(kx) * DW;
-                    let inside = iy >= 0 && iy < i32(H) && ix >= 0 && ix < i32(W);
-                    let xv = x[select(0u, xc + u32(iy) * W + u32(ix), inside)];
+                    let iy = iy0[p] + i32(ky) * cp.DH;
+                    let ix = ix0[p] + i32(kx) * cp.DW;
+                    let inside = iy >= 0 && iy < i32(cp.H) && ix >= 0 && ix < i32(cp.W);
+                    let xv = x[select(0u, xc + u32(iy) * cp.W + u32(ix), inside)];
                     acc[p] += wv * select(0.0, xv, inside);
                 }
             }
         }
         xc += hw;
     }
-    store_tile(acc, n, g, mq, pq);
+    store_tile(acc, tl.n, tl.g, tl.mq, tl.pq);
 }
 
 // 1x1 convolution, stride 1, no padding, H*W a multiple of 4: a plain GEMM per image where
@@ -119,34 +144,23 @@ fn conv1x1(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     if (t >= pu(20u)) {
         return;
     }
-    let C = pu(1u);
-    let G = pu(15u);
-    let CG = pu(16u);
-    let MQ = pu(18u);
-    let K = pu(19u);
+    let cp = conv_params();
+    let tl = tile_of(t, cp);
     let PQ = pu(23u);
-
-    let pq = t % PQ;
-    var r = t / PQ;
-    let mq = r % MQ;
-    r = r / MQ;
-    let g = r % G;
-    let n = r / G;
-
     var acc: array<vec4<f32>, 4>;
-    var xi = (n * C + g * CG) * PQ + pq;
-    var wi = g * K * MQ + mq;
-    for (var ci = 0u; ci < CG; ci++) {
+    var xi = (tl.n * cp.C + tl.g * cp.CG) * PQ + tl.pq;
+    var wi = tl.g * cp.K * cp.MQ + tl.mq;
+    for (var ci = 0u; ci < cp.CG; ci++) {
         let wv = w4[wi];
         let xv = x4[xi];
         acc[0] += wv * xv.x;
         acc[1] += wv * xv.y;
         acc[2] += wv * xv.z;
         acc[3] += wv * xv.w;
-        wi += MQ;
+        wi += cp.MQ;
         xi += PQ;
     }
-    store_tile(acc, n, g, mq, pq);
+    store_tile(acc, tl.n, tl.g, tl.mq, tl.pq);
 }
 
 // Transposed convolution as a gather: output pixel (oy, ox) takes input (iy, ix) through tap
@@ -158,62 +172,41 @@ fn conv_transpose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
     if (t >= pu(20u)) {
         return;
     }
-    let C = pu(1u);
-    let H = i32(pu(2u));
-    let W = i32(pu(3u));
-    let OW = pu(6u);
-    let KH = pu(7u);
-    let KW = pu(8u);
-    let SH = i32(pu(9u));
-    let SW = i32(pu(10u));
-    let PT = pi(11u);
-    let PL = pi(12u);
-    let DH = i32(pu(13u));
-    let DW = i32(pu(14u));
-    let G = pu(15u);
-    let CG = pu(16u);
-    let MQ = pu(18u);
-    let K = pu(19u);
-    let PQ = pu(23u);
-    let ohw = pu(5u) * OW;
-
-    let pq = t % PQ;
-    var r = t / PQ;
-    let mq = r % MQ;
-    r = r / MQ;
-    let g = r % G;
-    let n = r / G;
-
+    let cp = conv_params();
+    let tl = tile_of(t, cp);
+    let SH = i32(cp.SH);
+    let SW = i32(cp.SW);
     var oy: array<i32, 4>;
     var ox: array<i32, 4>;
     for (var p = 0u; p < 4u; p++) {
-        let pix = min(pq * 4u + p, ohw - 1u);
-        oy[p] = i32(pix / OW) + PT;
-        ox[p] = i32(pix % OW) + PL;
+        let o = tile_pixel(tl, p, cp);
+        oy[p] = o.x + cp.PT;
+        ox[p] = o.y + cp.PL;
     }
     var acc: array<vec4<f32>, 4>;
-    let hw = u32(H * W);
-    var xc = (n * C + g * CG) * hw;
-    var wi = g * K * MQ + mq;
-    for (var ci = 0u; ci < CG; ci++) {
-        for (var ky = 0u; ky < KH; ky++) {
-            for (var kx = 0u; kx < KW; kx++) {
+    let hw = cp.H * cp.W;
+    var xc = (tl.n * cp.C + tl.g * cp.CG) * hw;
+    var wi = tl.g * cp.K * cp.MQ + tl.mq;
+    for (var ci = 0u; ci < cp.CG; ci++) {
+        for (var ky = 0u; ky < cp.KH; ky++) {
+            for (var kx = 0u; kx < cp.KW; kx++) {
                 let wv = w4[wi];
-                wi += MQ;
+                wi += cp.MQ;
                 for (var p = 0u; p < 4u; p++) {
-                    let ty = oy[p] - i32(ky) * DH;
-                    let tx = ox[p] - i32(kx) * DW;
+                    let ty = oy[p] - i32(ky) * cp.DH;
+                    let tx = ox[p] - i32(kx) * cp.DW;
                     let iy = ty / SH;
                     let ix = tx / SW;
-                    let inside = ty >= 0 && tx >= 0 && iy * SH == ty && ix * SW == tx && iy < H && ix < W;
-                    let xv = x[select(0u, xc + u32(iy * W + ix), inside)];
+                    let inside = ty >= 0 && tx >= 0 && iy * SH == ty && ix * SW == tx && iy < i32(cp.H)
+                        && ix < i32(cp.W);
+                    let xv = x[select(0u, xc + u32(iy) * cp.W + u32(ix), inside)];
                     acc[p] += wv * select(0.0, xv, inside);
                 }
             }
         }
         xc += hw;
     }
-    store_tile(acc, n, g, mq, pq);
+    store_tile(acc, tl.n, tl.g, tl.mq, tl.pq);
 }
 
 // Depthwise convolution (groups = C, M = C * MULT): an invocation computes 4 consecutive

@@ -92,3 +92,22 @@ fn bench_kernels_reports_ratios_against_the_naive_baseline() {
     let out = poolpipe(&["bench", "kernels", "--only", "nothing-matches"]);
     assert!(!out.status.success());
 }
+
+/// Without any adapter (Vulkan pointed at a driver file that does not exist), the commands
+/// fail with a message that says what to install.
+#[test]
+fn no_adapter_says_how_to_get_one() {
+    for args in [&["devices"][..], &["run"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_poolpipe"))
+            .args(args)
+            .env("WGPU_BACKEND", "vulkan")
+            .env("VK_ICD_FILENAMES", "/nonexistent-icd.json")
+            .env("VK_DRIVER_FILES", "/nonexistent-icd.json")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no GPU adapter") && err.contains("mesa-vulkan-drivers"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

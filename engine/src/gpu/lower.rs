@@ -77,6 +77,81 @@ fn div_up(a: usize, b: usize) -> usize {
     a.div_ceil(b)
 }
 
+/// Geometry of a (transposed) convolution and the parameter words of conv.wgsl.
+#[derive(Clone, Copy)]
+struct ConvGeom {
+    c: usize,
+    h: usize,
+    w: usize,
+    m: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    g: usize,
+    stride: [usize; 2],
+    pads: [usize; 2],
+    dilation: [usize; 2],
+    act: u32,
+    act_a: f32,
+    act_b: f32,
+}
+
+impl ConvGeom {
+    /// From per-sample input/output dims, the weight shape and the attributes.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        x: &[usize],
+        y: &[usize],
+        w: &[usize],
+        g: usize,
+        stride: [usize; 2],
+        pads: [usize; 4],
+        dilation: [usize; 2],
+        activation: Option<Activation>,
+    ) -> Self {
+        let (act, act_a, act_b) = act_of(activation);
+        ConvGeom {
+            c: x[0],
+            h: x[1],
+            w: x[2],
+            m: y[0],
+            oh: y[1],
+            ow: y[2],
+            kh: w[2],
+            kw: w[3],
+            g,
+            stride,
+            pads: [pads[0], pads[1]],
+            dilation,
+            act,
+            act_a,
+            act_b,
+        }
+    }
+    fn cg(&self) -> usize {
+        self.c / self.g
+    }
+    fn mg(&self) -> usize {
+        self.m / self.g
+    }
+    fn mq(&self) -> usize {
+        div_up(self.mg(), 4)
+    }
+    fn k(&self) -> usize {
+        self.cg() * self.kh * self.kw
+    }
+    fn words(&self, b: usize, items: usize) -> Vec<u32> {
+        let mut p = Words::new();
+        p.u(0, b).u(1, self.c).u(2, self.h).u(3, self.w).u(4, self.m).u(5, self.oh).u(6, self.ow);
+        p.u(7, self.kh).u(8, self.kw).u(9, self.stride[0]).u(10, self.stride[1]).u(11, self.pads[0]);
+        p.u(12, self.pads[1]).u(13, self.dilation[0]).u(14, self.dilation[1]).u(15, self.g).u(16, self.cg());
+        p.u(17, self.mg()).u(18, self.mq()).u(19, self.k()).u(20, items).f(21, self.act_a).f(22, self.act_b);
+        p.u(23, div_up(self.oh * self.ow, 4)).u(24, self.m / self.c).u(25, div_up(self.ow, 4));
+        p.done()
+    }
+}
+
 struct Ctx<'a> {
     g: &'a Graph,
     out: Lowered,
@@ -395,24 +470,14 @@ impl Ctx<'_> {
                 Ok(())
             }
             Op::Split { axis, sizes } => {
-                let axis = *axis;
-                let mut offset = 0;
+                // Output k is the slice [offset_k, offset_k + size_k) of the axis.
+                let rank = self.g.value(x).rank();
+                let mut offset = 0i64;
                 for (k, &o) in node.outputs.iter().enumerate() {
-                    let off = offset;
-                    offset += sizes[k];
-                    let in_shape = self.shape_fn(x);
-                    let out_shape = self.shape_fn(o);
-                    let src = self.buf(x);
-                    self.copy(
-                        ni,
-                        Buf::Value(o),
-                        src,
-                        Box::new(move |b| {
-                            let region = out_shape(b);
-                            let src = istrides(&in_shape(b));
-                            (region.clone(), src.clone(), istrides(&region), off as i64 * src[axis], 0)
-                        }),
-                    )?;
+                    let mut start = vec![0i64; rank];
+                    start[*axis] = offset;
+                    offset += sizes[k] as i64;
+                    self.slice_copy(ni, x, o, start, vec![1; rank])?;
                 }
                 Ok(())
             }
@@ -425,21 +490,7 @@ impl Ctx<'_> {
                     start[axes[i]] = s;
                     step[axes[i]] = st;
                 }
-                let in_shape = self.shape_fn(x);
-                let out_shape = self.shape_fn(y);
-                let src = self.buf(x);
-                self.copy(
-                    ni,
-                    Buf::Value(y),
-                    src,
-                    Box::new(move |b| {
-                        let region = out_shape(b);
-                        let is = istrides(&in_shape(b));
-                        let src: Vec<i64> = is.iter().zip(&step).map(|(s, t)| s * t).collect();
-                        let off: i64 = is.iter().zip(&start).map(|(s, t)| s * t).sum();
-                        (region.clone(), src, istrides(&region), off, 0)
-                    }),
-                )
+                self.slice_copy(ni, x, y, start, step)
             }
             Op::Transpose { perm } => {
                 let perm = perm.clone();
@@ -571,6 +622,26 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// Copies the strided view of `x` starting at `start` with `step` per axis into `y`
+    /// (whose shape is the view's).
+    fn slice_copy(&mut self, ni: usize, x: ValueId, y: ValueId, start: Vec<i64>, step: Vec<i64>) -> Result<()> {
+        let in_shape = self.shape_fn(x);
+        let out_shape = self.shape_fn(y);
+        let src = self.buf(x);
+        self.copy(
+            ni,
+            Buf::Value(y),
+            src,
+            Box::new(move |b| {
+                let region = out_shape(b);
+                let is = istrides(&in_shape(b));
+                let src: Vec<i64> = is.iter().zip(&step).map(|(s, t)| s * t).collect();
+                let off: i64 = is.iter().zip(&start).map(|(s, t)| s * t).sum();
+                (region.clone(), src, istrides(&region), off, 0)
+            }),
+        )
+    }
+
     fn reduce(&mut self, ni: usize, node: &Node, axes: &[usize], kind: u32) -> Result<()> {
         let x = node.inputs[0];
         let y = node.outputs[0];
@@ -654,139 +725,121 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn conv(&mut self, ni: usize, node: &Node, a: &ConvAttrs) -> Result<()> {
-        let (x, y) = (node.inputs[0], node.outputs[0]);
-        let xd = self.dims(x);
-        let yd = self.dims(y);
-        let wt = self.g.value(node.inputs[1]).constant().expect("checked").clone();
-        let wd = wt.shape().to_vec();
-        let (c, h, w, m, oh, ow, kh, kw) = (xd[0], xd[1], xd[2], wd[0], yd[1], yd[2], wd[2], wd[3]);
-        let g = a.groups;
-        let (cg, mg) = (c / g, m / g);
-        let mq = div_up(mg, 4);
-        let k = cg * kh * kw;
-        let (act, fa, fb) = act_of(a.activation);
-        let bias = match node.inputs.get(2) {
+    /// The bias buffer of a (transposed) convolution: its constant, or zeros.
+    fn conv_bias(&mut self, node: &Node, m: usize) -> Buf {
+        match node.inputs.get(2) {
             Some(&b) => self.buf(b),
             None => self.zeros(format!("{}.bias", node.name), m),
-        };
-        let depthwise = g > 1 && cg == 1 && m % c == 0;
-        let pointwise = kh == 1 && kw == 1 && a.stride == [1, 1] && a.pads == [0; 4] && (h * w) % 4 == 0 && !depthwise;
-        let wg = self.wg;
-        let a = a.clone();
-        let words = move |b: usize, items: usize| -> Vec<u32> {
-            let mut p = Words::new();
-            p.u(0, b).u(1, c).u(2, h).u(3, w).u(4, m).u(5, oh).u(6, ow).u(7, kh).u(8, kw).u(9, a.stride[0]);
-            p.u(10, a.stride[1]).u(11, a.pads[0]).u(12, a.pads[1]).u(13, a.dilation[0]).u(14, a.dilation[1]);
-            p.u(15, g).u(16, cg).u(17, mg).u(18, mq).u(19, k).u(20, items).f(21, fa).f(22, fb);
-            p.u(23, div_up(oh * ow, 4)).u(24, m / c).u(25, div_up(ow, 4));
-            p.done()
-        };
-        let xb = self.buf(x);
-        if self.naive {
-            let raw = self.buf(node.inputs[1]);
-            let kernel = Kernel::new(Family::Naive, "naive_conv2d", &[("ACT", act), ("WG", wg as u32)]);
-            self.push(
-                ni,
-                kernel,
-                vec![(1, Buf::Value(y)), (2, xb), (5, raw), (4, bias)],
-                Box::new(move |b| {
-                    let items = b * m * oh * ow;
-                    (div_up(items, wg) as u64, words(b, items))
-                }),
-            );
-            return Ok(());
         }
-        if depthwise {
-            let raw = self.buf(node.inputs[1]);
-            let kernel = Kernel::new(Family::Conv, "depthwise", &[("ACT", act), ("WG", wg as u32)]);
-            self.push(
-                ni,
-                kernel,
-                vec![(1, Buf::Value(y)), (2, xb), (5, raw), (4, bias)],
-                Box::new(move |b| {
-                    let items = b * m * oh * div_up(ow, 4);
-                    (div_up(items, wg) as u64, words(b, items))
-                }),
-            );
-            return Ok(());
-        }
-        // Pack weights: vec4 (g*K + k)*MQ + mq holds channels g*MG + mq*4 + 0..3 at index k.
+    }
+
+    /// Pushes a tiled conv-family dispatch (4 output channels x 4 pixels per invocation) with
+    /// weights packed for vec4 loads: vec4 (g*K + k)*MQ + mq holds channels g*MG + mq*4 + 0..3
+    /// at reduction index k; `weight(g, ch, k)` reads the original layout.
+    fn push_tiled_conv(
+        &mut self,
+        ni: usize,
+        node: &Node,
+        geom: ConvGeom,
+        entry: &'static str,
+        x_binding: u32,
+        weight: impl Fn(usize, usize, usize) -> f32,
+    ) {
+        let (g, k, mq) = (geom.g, geom.k(), geom.mq());
         let mut packed = vec![0.0f32; g * k * mq * 4];
-        let wdata = wt.data();
         for gi in 0..g {
-            for ch in 0..mg {
+            for ch in 0..geom.mg() {
                 for kk in 0..k {
-                    packed[((gi * k + kk) * mq + ch / 4) * 4 + ch % 4] = wdata[(gi * mg + ch) * k + kk];
+                    packed[((gi * k + kk) * mq + ch / 4) * 4 + ch % 4] = weight(gi, ch, kk);
                 }
             }
         }
         let wb = self.constant(format!("{}.packed_weight", node.name), packed);
-        let (entry, xbind) = if pointwise { ("conv1x1", 6) } else { ("conv2d", 2) };
-        let kernel = Kernel::new(Family::Conv, entry, &[("ACT", act), ("WG", wg as u32)]);
+        let bias = self.conv_bias(node, geom.m);
+        let xb = self.buf(node.inputs[0]);
+        let wg = self.wg;
+        let kernel = Kernel::new(Family::Conv, entry, &[("ACT", geom.act), ("WG", wg as u32)]);
+        let bindings = vec![(1, Buf::Value(node.outputs[0])), (x_binding, xb), (3, wb), (4, bias)];
         self.push(
             ni,
             kernel,
-            vec![(1, Buf::Value(y)), (xbind, xb), (3, wb), (4, bias)],
+            bindings,
             Box::new(move |b| {
-                let items = b * g * mq * div_up(oh * ow, 4);
-                (div_up(items, wg) as u64, words(b, items))
+                let items = b * g * mq * div_up(geom.oh * geom.ow, 4);
+                (div_up(items, wg) as u64, geom.words(b, items))
             }),
         );
+    }
+
+    fn conv(&mut self, ni: usize, node: &Node, a: &ConvAttrs) -> Result<()> {
+        let (x, y) = (node.inputs[0], node.outputs[0]);
+        let wt = self.g.value(node.inputs[1]).constant().expect("checked").clone();
+        let geom = ConvGeom::new(
+            &self.dims(x),
+            &self.dims(y),
+            wt.shape(),
+            a.groups,
+            a.stride,
+            a.pads,
+            a.dilation,
+            a.activation,
+        );
+        let (c, m, k) = (geom.c, geom.m, geom.k());
+        let depthwise = geom.g > 1 && geom.cg() == 1 && m % c == 0;
+        let pointwise = geom.kh == 1
+            && geom.kw == 1
+            && a.stride == [1, 1]
+            && a.pads == [0; 4]
+            && (geom.h * geom.w) % 4 == 0
+            && !depthwise;
+        if self.naive || depthwise {
+            // Unpacked weights [M][CG][KH][KW]: the naive baseline and the depthwise kernel.
+            let (family, entry) =
+                if self.naive { (Family::Naive, "naive_conv2d") } else { (Family::Conv, "depthwise") };
+            let wg = self.wg;
+            let raw = self.buf(node.inputs[1]);
+            let bias = self.conv_bias(node, m);
+            let xb = self.buf(x);
+            let naive = self.naive;
+            let kernel = Kernel::new(family, entry, &[("ACT", geom.act), ("WG", wg as u32)]);
+            self.push(
+                ni,
+                kernel,
+                vec![(1, Buf::Value(y)), (2, xb), (5, raw), (4, bias)],
+                Box::new(move |b| {
+                    let per_row = if naive { geom.ow } else { div_up(geom.ow, 4) };
+                    let items = b * m * geom.oh * per_row;
+                    (div_up(items, wg) as u64, geom.words(b, items))
+                }),
+            );
+            return Ok(());
+        }
+        let mg = geom.mg();
+        let w = wt.data();
+        let (entry, xbind) = if pointwise { ("conv1x1", 6) } else { ("conv2d", 2) };
+        self.push_tiled_conv(ni, node, geom, entry, xbind, |gi, ch, kk| w[(gi * mg + ch) * k + kk]);
         Ok(())
     }
 
     fn conv_transpose(&mut self, ni: usize, node: &Node, a: &ConvTransposeAttrs) -> Result<()> {
         let (x, y) = (node.inputs[0], node.outputs[0]);
-        let xd = self.dims(x);
-        let yd = self.dims(y);
         let wt = self.g.value(node.inputs[1]).constant().expect("checked").clone();
-        let wd = wt.shape().to_vec();
-        let g = a.groups;
-        let (c, h, w, mg, kh, kw) = (xd[0], xd[1], xd[2], wd[1], wd[2], wd[3]);
-        let (m, oh, ow) = (yd[0], yd[1], yd[2]);
-        let cg = c / g;
-        let mq = div_up(mg, 4);
-        let k = cg * kh * kw;
-        let (act, fa, fb) = act_of(a.activation);
-        let bias = match node.inputs.get(2) {
-            Some(&b) => self.buf(b),
-            None => self.zeros(format!("{}.bias", node.name), m),
-        };
-        // w: [C][MG][KH][KW] -> vec4 (g*K + k)*MQ + mq, k = (ci*KH + ky)*KW + kx.
-        let mut packed = vec![0.0f32; g * k * mq * 4];
-        let wdata = wt.data();
-        let khw = kh * kw;
-        for gi in 0..g {
-            for ci in 0..cg {
-                for mm in 0..mg {
-                    for t in 0..khw {
-                        let kk = ci * khw + t;
-                        packed[((gi * k + kk) * mq + mm / 4) * 4 + mm % 4] =
-                            wdata[((gi * cg + ci) * mg + mm) * khw + t];
-                    }
-                }
-            }
-        }
-        let wb = self.constant(format!("{}.packed_weight", node.name), packed);
-        let wg = self.wg;
-        let a = a.clone();
-        let kernel = Kernel::new(Family::Conv, "conv_transpose", &[("ACT", act), ("WG", wg as u32)]);
-        let xb = self.buf(x);
-        self.push(
-            ni,
-            kernel,
-            vec![(1, Buf::Value(y)), (2, xb), (3, wb), (4, bias)],
-            Box::new(move |b| {
-                let items = b * g * mq * div_up(oh * ow, 4);
-                let mut p = Words::new();
-                p.u(0, b).u(1, c).u(2, h).u(3, w).u(4, m).u(5, oh).u(6, ow).u(7, kh).u(8, kw).u(9, a.stride[0]);
-                p.u(10, a.stride[1]).u(11, a.pads[0]).u(12, a.pads[1]).u(13, a.dilation[0]).u(14, a.dilation[1]);
-                p.u(15, g).u(16, cg).u(17, mg).u(18, mq).u(19, k).u(20, items).f(21, fa).f(22, fb);
-                p.u(23, div_up(oh * ow, 4));
-                (div_up(items, wg) as u64, p.done())
-            }),
+        let geom = ConvGeom::new(
+            &self.dims(x),
+            &self.dims(y),
+            wt.shape(),
+            a.groups,
+            a.stride,
+            a.pads,
+            a.dilation,
+            a.activation,
         );
+        // w: [C][MG][KH][KW]; reduction index k = (ci*KH + ky)*KW + kx within the group.
+        let (cg, mg, khw) = (geom.cg(), geom.mg(), geom.kh * geom.kw);
+        let w = wt.data();
+        self.push_tiled_conv(ni, node, geom, "conv_transpose", 2, |gi, ch, kk| {
+            w[((gi * cg + kk / khw) * mg + ch) * khw + kk % khw]
+        });
         Ok(())
     }
 

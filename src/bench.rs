@@ -156,6 +156,8 @@ pub struct KernelReport {
     pub iters: usize,
     /// Spatial divisor applied to the shapes (1 = real sizes).
     pub scale_divisor: usize,
+    /// Invocations per workgroup of both kernels.
+    pub workgroup_size: u32,
     /// Per shape.
     pub results: Vec<KernelResult>,
     /// Geometric mean of the speed-ups.
@@ -176,7 +178,13 @@ fn time(c: &mut CompiledGraph, inputs: &[Tensor], iters: usize) -> Result<(Durat
 }
 
 /// Runs the kernel benchmark on one device.
-pub fn kernels(sel: &AdapterSelector, iters: usize, divisor: usize, only: Option<&str>) -> Result<KernelReport> {
+pub fn kernels(
+    sel: &AdapterSelector,
+    iters: usize,
+    divisor: usize,
+    only: Option<&str>,
+    workgroup_size: u32,
+) -> Result<KernelReport> {
     let device = Device::open(sel).context("opening the device")?;
     let shapes: Vec<KernelShape> = shapes()
         .into_iter()
@@ -193,7 +201,7 @@ pub fn kernels(sel: &AdapterSelector, iters: usize, divisor: usize, only: Option
         let g = s.graph(&mut rng)?;
         let input = Tensor::random(g.value(g.inputs()[0]).shape_at(s.batch), &mut rng, -1.0, 1.0);
         let inputs = vec![input];
-        let opts = CompileOptions { max_batch: s.batch, ..Default::default() };
+        let opts = CompileOptions { max_batch: s.batch, workgroup_size, ..Default::default() };
         let mut tiled = device.compile(&g, &opts)?;
         let mut naive = device.compile(&g, &CompileOptions { naive_kernels: true, ..opts })?;
         let (tt, out_t, gpu_t) = time(&mut tiled, &inputs, iters)?;
@@ -225,6 +233,7 @@ pub fn kernels(sel: &AdapterSelector, iters: usize, divisor: usize, only: Option
         timing: if all_gpu { "gpu-timestamps" } else { "wall-clock" }.into(),
         iters,
         scale_divisor: divisor.max(1),
+        workgroup_size,
         results,
         geomean_speedup: geomean,
     })
@@ -233,12 +242,13 @@ pub fn kernels(sel: &AdapterSelector, iters: usize, divisor: usize, only: Option
 /// The report as a table.
 pub fn render(r: &KernelReport) -> String {
     let mut s = format!(
-        "device {} [{} {}], timing: {}, median of {} runs{}\n\n",
+        "device {} [{} {}], timing: {}, median of {} runs, workgroups of {}{}\n\n",
         r.device,
         r.backend,
         r.device_type,
         r.timing,
         r.iters,
+        r.workgroup_size,
         if r.scale_divisor > 1 { format!(", spatial sizes / {}", r.scale_divisor) } else { String::new() }
     );
     s += &format!(

@@ -75,6 +75,9 @@ enum BenchCmd {
         /// Only shapes whose name or kind contains this text.
         #[arg(long)]
         only: Option<String>,
+        /// Invocations per workgroup (both kernels).
+        #[arg(long, default_value_t = 64)]
+        workgroup_size: u32,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -110,8 +113,8 @@ fn run_cli(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench { what: BenchCmd::Kernels { device, iters, scale_divisor, only, json } } => {
-            let report = bench::kernels(&device, iters, scale_divisor, only.as_deref())?;
+        Cmd::Bench { what: BenchCmd::Kernels { device, iters, scale_divisor, only, workgroup_size, json } } => {
+            let report = bench::kernels(&device, iters, scale_divisor, only.as_deref(), workgroup_size)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {

@@ -790,7 +790,7 @@ fn infer(g: &Graph, node: &str, op: &Op, inputs: &[ValueId]) -> Result<Vec<Vec<u
             }
             for i in 0..2 {
                 // As PyTorch: a window never lies wholly in the padding.
-                let half = (a.dilation[i] * (a.kernel[i] - 1) + 1) / 2;
+                let half = (a.dilation[i] * (a.kernel[i] - 1)).div_ceil(2);
                 if a.pads[i] > half || a.pads[i + 2] > half {
                     return Err(err(format!(
                         "padding {:?} must be at most half the (dilated) window {:?}",

@@ -35,7 +35,7 @@ fn weights(g: &mut GraphBuilder, name: &str, shape: Vec<usize>, rng: &mut Rng) -
 }
 
 fn divisors(n: usize) -> Vec<usize> {
-    (1..=n).filter(|d| n % d == 0).collect()
+    (1..=n).filter(|d| n.is_multiple_of(*d)).collect()
 }
 
 #[test]
@@ -221,7 +221,7 @@ fn pooling_max_average_ceil_mode_count_include_pad_dilation() {
         let stride = [rng.range(1, 3), rng.range(1, 3)];
         let dilation = if kind == PoolKind::Max { [rng.range(1, 2), rng.range(1, 2)] } else { [1, 1] };
         // At most half the dilated window (a window never lies wholly in the padding).
-        let half = |i: usize| (dilation[i] * (k[i] - 1) + 1) / 2;
+        let half = |i: usize| (dilation[i] * (k[i] - 1)).div_ceil(2);
         let pads = [rng.range(0, half(0)), rng.range(0, half(1)), rng.range(0, half(0)), rng.range(0, half(1))];
         let (c, h, w) = (rng.range(1, 4), rng.range(k[0] * dilation[0], 11), rng.range(k[1] * dilation[1], 11));
         let attrs =
@@ -257,7 +257,9 @@ fn global_pooling_max_and_average() {
 fn elementwise_binary_with_broadcasting() {
     let mut rng = Rng::new(20);
     // (a per-sample dims or constant, b ...): (dims, is_const)
-    let cases: Vec<((Vec<usize>, bool), (Vec<usize>, bool))> = vec![
+    // ((dims, constant?), (dims, constant?))
+    type Operand = (Vec<usize>, bool);
+    let cases: Vec<(Operand, Operand)> = vec![
         ((vec![4, 5, 6], false), (vec![4, 5, 6], false)),
         ((vec![4, 5, 6], false), (vec![4, 1, 1], true)),
         ((vec![4, 5, 6], false), (vec![6], true)),
@@ -427,7 +429,9 @@ fn concat_split_slice_transpose_reshape_family() {
     }
     check(&g.build().unwrap(), BATCHES, 0.0, 5);
     // slices: steps, negative steps, negative indices, clamping
-    let slices: Vec<(Vec<usize>, Vec<i64>, Vec<i64>, Vec<i64>)> = vec![
+    // (axes, starts, ends, steps)
+    type SliceCase = (Vec<usize>, Vec<i64>, Vec<i64>, Vec<i64>);
+    let slices: Vec<SliceCase> = vec![
         (vec![1], vec![1], vec![3], vec![1]),
         (vec![2, 3], vec![0, -1], vec![7, -100], vec![2, -1]),
         (vec![3], vec![-3], vec![i64::MAX], vec![1]),

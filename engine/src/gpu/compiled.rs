@@ -178,7 +178,7 @@ impl CompiledGraph {
         }
 
         // Device limits: a tensor must fit one buffer and one binding.
-        let limit = dev.limits.max_buffer_size.min(dev.limits.max_storage_buffer_binding_size as u64);
+        let limit = dev.limits.max_buffer_size.min(dev.limits.max_storage_buffer_binding_size);
         for (s, &size) in slot_size.iter().enumerate() {
             if size > limit {
                 return Err(EngineError::TensorTooLarge {

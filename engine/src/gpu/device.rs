@@ -109,7 +109,7 @@ fn describe(index: usize, a: &wgpu::Adapter) -> AdapterDescription {
         driver: format!("{} {}", i.driver, i.driver_info).trim().to_string(),
         limits: KeyLimits {
             max_buffer_size: l.max_buffer_size,
-            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size as u64,
+            max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
             max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_shader_stage,
             max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
             max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,

@@ -203,10 +203,8 @@ fn rank6(node: &Node, shape: &[usize], strides: &[i64]) -> Result<([usize; 6], [
     let mut d = [1usize; 6];
     let mut s = [0i64; 6];
     let off = 6 - shape.len();
-    for i in 0..shape.len() {
-        d[off + i] = shape[i];
-        s[off + i] = strides[i];
-    }
+    d[off..].copy_from_slice(shape);
+    s[off..].copy_from_slice(&strides[..shape.len()]);
     Ok((d, s))
 }
 
@@ -790,7 +788,7 @@ impl Ctx<'_> {
             && geom.kw == 1
             && a.stride == [1, 1]
             && a.pads == [0; 4]
-            && (geom.h * geom.w) % 4 == 0
+            && (geom.h * geom.w).is_multiple_of(4)
             && !depthwise;
         if self.naive || depthwise {
             // Unpacked weights [M][CG][KH][KW]: the naive baseline and the depthwise kernel.
@@ -1035,11 +1033,9 @@ impl Ctx<'_> {
                 let pad = 4 - out_b.len();
                 let mut d4 = [1usize; 4];
                 let (mut a4, mut b4) = ([0usize; 4], [0usize; 4]);
-                for i in 0..out_b.len() {
-                    d4[pad + i] = out_b[i];
-                    a4[pad + i] = a_st[i];
-                    b4[pad + i] = b_st[i];
-                }
+                d4[pad..].copy_from_slice(&out_b);
+                a4[pad..].copy_from_slice(&a_st);
+                b4[pad..].copy_from_slice(&b_st);
                 let mats = numel(&out_b);
                 let mq = div_up(m, 4);
                 let items = mats * mq * nq;

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine: installs what is missing (scripts/setup.sh),
+# runs every test of the workspace, and ends with one line "tests: N passed, N failed".
+# GPU tests run on the first wgpu adapter (lavapipe on CPU-only machines); set
+# POOLPIPE_TEST_ADAPTER (e.g. "1" or "vendor:nvidia") to pick another.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# Mesa warns on stderr when XDG_RUNTIME_DIR is unset; give it one.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/poolpipe-xdg}"
+mkdir -p -m 700 "$XDG_RUNTIME_DIR"
+
+log=$(mktemp)
+status=0
+cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+count() { grep -E '^test result:' "$log" | grep -Eo "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+echo "tests: $(count passed) passed, $(count failed) failed"
+rm -f "$log"
+exit "$status"

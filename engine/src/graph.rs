@@ -400,7 +400,7 @@ impl GraphBuilder {
 
     /// Elementwise binary op.
     pub fn binary(&mut self, name: &str, op: BinaryOp, a: ValueId, b: ValueId) -> Result<ValueId> {
-        self.add(name, Op::Binary(op), vec![a, b])
+        self.add(name, Op::Binary { op, activation: None }, vec![a, b])
     }
 
     /// Elementwise activation.
@@ -817,7 +817,7 @@ fn infer(g: &Graph, node: &str, op: &Op, inputs: &[ValueId]) -> Result<Vec<Vec<u
             out.extend(std::iter::repeat_n(1, x.len() - 1));
             Ok(vec![out])
         }
-        Op::Binary(_) => {
+        Op::Binary { .. } => {
             arity(2, 2)?;
             let out = broadcast(&sym_shape(v(0)), &sym_shape(v(1))).map_err(err)?;
             Ok(vec![per_sample(node, op, out)?])

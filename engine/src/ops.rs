@@ -343,8 +343,14 @@ pub enum Op {
     Pool(PoolAttrs),
     /// Global max or average pooling over all spatial axes: [N, C, S...] to [N, C, 1, ...].
     GlobalPool(PoolKind),
-    /// Elementwise binary with broadcasting.
-    Binary(BinaryOp),
+    /// Elementwise binary with broadcasting, then an optional activation (fused by
+    /// [`crate::optimize`], e.g. the ReLU after a residual add).
+    Binary {
+        /// The operation.
+        op: BinaryOp,
+        /// Activation fused into the write-back.
+        activation: Option<Activation>,
+    },
     /// Elementwise activation.
     Unary(Activation),
     /// Softmax along one axis.
@@ -433,7 +439,7 @@ impl Op {
             },
             Op::GlobalPool(PoolKind::Max) => "GlobalMaxPool",
             Op::GlobalPool(PoolKind::Average) => "GlobalAveragePool",
-            Op::Binary(b) => match b {
+            Op::Binary { op, .. } => match op {
                 BinaryOp::Add => "Add",
                 BinaryOp::Sub => "Sub",
                 BinaryOp::Mul => "Mul",

@@ -1,7 +1,8 @@
 //! Graph rewrites before compilation: batch norm folded into the preceding convolution and
-//! activations fused into the write-back of convolutions and matrix products. Each rewrite
-//! applies only when the intermediate value has no other consumer and is not a graph output,
-//! so the rewritten graph computes the same outputs.
+//! activations fused into the write-back of convolutions, matrix products and elementwise
+//! binary operations (the ReLU after a residual add). Each rewrite applies only when the
+//! intermediate value has no other consumer and is not a graph output, so the rewritten graph
+//! computes the same outputs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,6 +72,10 @@ pub fn optimize(g: &Graph) -> Result<Graph> {
                     true
                 }
                 (Op::Unary(act), Op::MatMul { activation }) if activation.is_none() => {
+                    *activation = Some(*act);
+                    true
+                }
+                (Op::Unary(act), Op::Binary { activation, .. }) if activation.is_none() => {
                     *activation = Some(*act);
                     true
                 }

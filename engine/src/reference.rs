@@ -174,9 +174,11 @@ fn eval_node(node: &Node, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
             arity(1, 1)?;
             global_pool(ins[0], *kind)?
         }
-        Op::Binary(op) => {
+        Op::Binary { op, activation } => {
             arity(2, 2)?;
-            binary(ins[0], ins[1], *op)?
+            let t = binary(ins[0], ins[1], *op)?;
+            let data = t.data().iter().map(|&v| activate(*activation, v)).collect();
+            tensor(t.shape().to_vec(), data)?
         }
         Op::Unary(act) => {
             arity(1, 1)?;

@@ -289,6 +289,23 @@ fn elementwise_binary_with_broadcasting() {
 }
 
 #[test]
+fn binary_with_fused_activation() {
+    for (case, act) in
+        [Activation::Relu, Activation::HardSwish, Activation::Clip { min: -0.5, max: 0.5 }].into_iter().enumerate()
+    {
+        let mut g = GraphBuilder::new(&format!("add_act{case}"));
+        let a = g.input("a", &[4, 5, 6]);
+        let b = g.input("b", &[4, 1, 6]);
+        let s = g.binary("add", BinaryOp::Add, a, b).unwrap();
+        let y = g.unary("act", s, act).unwrap();
+        g.output(y);
+        let graph = g.build().unwrap();
+        assert_eq!(optimize(&graph).unwrap().nodes().len(), 1, "the activation fuses into the add");
+        check(&graph, BATCHES, TOL, case as u64);
+    }
+}
+
+#[test]
 fn every_activation_standalone() {
     let acts = [
         Activation::Relu,

@@ -307,7 +307,7 @@ impl Ctx<'_> {
                 self.reduce(ni, node, &axes, u32::from(*kind == PoolKind::Max))
             }
             Op::ReduceMean { axes, .. } => self.reduce(ni, node, axes, 0),
-            Op::Binary(op) => self.binary(ni, node, *op),
+            Op::Binary { op, activation } => self.binary(ni, node, *op, *activation),
             Op::Unary(act) => {
                 let (code, fa, fb) = act.code();
                 let kernel = Kernel::new(Family::Elementwise, "unary", &[("ACT", code), ("WG", wg as u32)]);
@@ -684,14 +684,15 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn binary(&mut self, ni: usize, node: &Node, op: BinaryOp) -> Result<()> {
+    fn binary(&mut self, ni: usize, node: &Node, op: BinaryOp, activation: Option<Activation>) -> Result<()> {
         let (a, bv, y) = (node.inputs[0], node.inputs[1], node.outputs[0]);
         let sa = self.shape_fn(a);
         let sb = self.shape_fn(bv);
         let so = self.shape_fn(y);
         rank6(node, &so(1), &istrides(&so(1)))?;
         let wg = self.wg;
-        let kernel = Kernel::new(Family::Elementwise, "binary", &[("OP", op.code()), ("ACT", 0), ("WG", wg as u32)]);
+        let (act, fa, fb) = act_of(activation);
+        let kernel = Kernel::new(Family::Elementwise, "binary", &[("OP", op.code()), ("ACT", act), ("WG", wg as u32)]);
         let (ab, bb) = (self.buf(a), self.buf(bv));
         let n = node.clone();
         self.push(
@@ -716,7 +717,7 @@ impl Ctx<'_> {
                 for k in 0..6 {
                     p.u(1 + k, od[k]).i(7 + k, a6[k]).i(13 + k, b6[k]);
                 }
-                p.u(21, same as usize);
+                p.f(19, fa).f(20, fb).u(21, same as usize);
                 (div_up(div_up(items, 4), wg) as u64, p.done())
             }),
         );

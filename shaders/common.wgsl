@@ -27,7 +27,7 @@ override WG: u32 = 64u;
 
 // Activation applied at write-back: 0 none, 1 relu, 2 leaky relu (a = slope), 3 clip [a, b],
 // 4 sigmoid, 5 hard sigmoid (a*x + b), 6 hard swish, 7 silu, 8 gelu (erf), 9 gelu (tanh),
-// 10 tanh.
+// 10 tanh, 11 erf.
 override ACT: u32 = 0u;
 
 // Linear index of a workgroup in a (x, y) grid: grids fold into 2-D when a dispatch needs
@@ -65,6 +65,7 @@ fn act(x: f32, a: f32, b: f32) -> f32 {
             return 0.5 * x * (1.0 + tanh(clamp(u, -15.0, 15.0)));
         }
         case 10u: { return tanh(clamp(x, -15.0, 15.0)); }
+        case 11u: { return erf_approx(x); }
         default: { return x; }
     }
 }

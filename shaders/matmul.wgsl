@@ -8,8 +8,9 @@
 //   dim 0 is the rest)   10..13 A offset per batch dim   14..17 B offset per batch dim (vec4s)
 //  18 alpha (f32)   19 beta (f32)   20 has bias   21 bias stride of a row   22 bias stride of a
 //   column   23..26 bias offset per batch dim   27 act a (f32)   28 act b (f32)
-//  29 invocations   30 MQ (ceil(M/4))
-// Output: row-major [matrices][M][N]. Packed B: vec4 index b_off + k*NQ + nq holds columns
+//  29 invocations   30 MQ (ceil(M/4))   31 NS (row stride of the output)   32 n0 (first
+//   output column: products with a large constant B run as column chunks)
+// Output: row-major [matrices][M][NS], columns n0..n0+N written. Packed B: vec4 index b_off + k*NQ + nq holds columns
 // nq*4 + 0..3 (zero beyond N) of row k.
 //
 // pack_b parameter words:
@@ -70,6 +71,8 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let beta = pf(19u);
     let has_bias = pu(20u) != 0u;
     let c_off = i0 * pu(23u) + i1 * pu(24u) + i2 * pu(25u) + i3 * pu(26u);
+    let NS = pu(31u);
+    let n0 = pu(32u);
     let aa = pf(27u);
     let ab = pf(28u);
     for (var i = 0u; i < 4u; i++) {
@@ -82,9 +85,9 @@ fn matmul(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
             if (n < N) {
                 var v = alpha * acc[i][j];
                 if (has_bias) {
-                    v += beta * bias[c_off + m * pu(21u) + n * pu(22u)];
+                    v += beta * bias[c_off + m * pu(21u) + (n0 + n) * pu(22u)];
                 }
-                out[(bt * M + m) * N + n] = act(v, aa, ab);
+                out[(bt * M + m) * NS + n0 + n] = act(v, aa, ab);
             }
         }
     }

@@ -33,6 +33,25 @@ pub enum EngineError {
         /// Values given.
         got: usize,
     },
+    /// A model file could not be read or makes no sense as a CNN (corrupt, truncated, wrong
+    /// input shape, missing external data, bad attribute).
+    #[error("model '{model}': {reason}")]
+    Model {
+        /// The model file or name.
+        model: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// The model uses operations the engine does not support; every one is listed.
+    #[error(
+        "model '{model}' uses operations poolpipe does not support: {ops}; export the model without them or file an issue naming these ops"
+    )]
+    UnsupportedOps {
+        /// The model file or name.
+        model: String,
+        /// Each unsupported op type with the nodes that use it.
+        ops: String,
+    },
     /// An input given to `run` does not match the graph.
     #[error("graph '{graph}', input '{input}': {reason}")]
     Input {

@@ -9,6 +9,8 @@
 //!   activations fused into the write-back of convolutions and matrix products;
 //! - a CPU reference executor ([`reference::run`]) in plain Rust: slow, simple, the oracle of
 //!   every kernel test;
+//! - ONNX import ([`onnx::load`]): real models as users export them, checked against
+//!   onnxruntime in the tests;
 //! - built-in model builders ([`models`]) with seeded random weights;
 //! - the wgpu executor ([`gpu`]): adapter listing and selection, compilation of a graph (or a
 //!   contiguous node range of it, [`Graph::slice_nodes`]) into compute pipelines with a
@@ -49,6 +51,8 @@ mod tensor;
 
 pub mod gpu;
 pub mod models;
+pub mod npy;
+pub mod onnx;
 pub mod reference;
 
 pub use error::{EngineError, Result};

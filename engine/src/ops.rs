@@ -41,6 +41,8 @@ pub enum Activation {
     },
     /// tanh(x)
     Tanh,
+    /// erf(x) (the error function; ONNX Erf)
+    Erf,
 }
 
 impl Activation {
@@ -58,6 +60,7 @@ impl Activation {
             Activation::Gelu { tanh_approx: false } => (8, 0.0, 0.0),
             Activation::Gelu { tanh_approx: true } => (9, 0.0, 0.0),
             Activation::Tanh => (10, 0.0, 0.0),
+            Activation::Erf => (11, 0.0, 0.0),
         }
     }
 
@@ -84,6 +87,7 @@ impl Activation {
                 0.5 * xd * (1.0 + (c * (xd + 0.044715 * xd * xd * xd)).tanh())
             }
             Activation::Tanh => xd.tanh(),
+            Activation::Erf => libm::erf(xd),
         };
         y as f32
     }
@@ -100,6 +104,7 @@ impl Activation {
             Activation::Silu => "Silu",
             Activation::Gelu { .. } => "Gelu",
             Activation::Tanh => "Tanh",
+            Activation::Erf => "Erf",
         }
     }
 }

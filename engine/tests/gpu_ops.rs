@@ -320,6 +320,7 @@ fn every_activation_standalone() {
         Activation::Gelu { tanh_approx: false },
         Activation::Gelu { tanh_approx: true },
         Activation::Tanh,
+        Activation::Erf,
     ];
     for (case, act) in acts.into_iter().enumerate() {
         let mut g = GraphBuilder::new(&format!("act{case}"));

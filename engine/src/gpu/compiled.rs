@@ -102,7 +102,8 @@ impl CompiledGraph {
         }
         let wg = opts.workgroup_size.clamp(1, dev.limits.max_compute_invocations_per_workgroup);
         let g = if opts.optimize { crate::optimize(graph)? } else { graph.clone() };
-        let lowered = lower(&g, opts.max_batch, opts.naive_kernels, wg)?;
+        let max_binding = dev.limits.max_buffer_size.min(dev.limits.max_storage_buffer_binding_size);
+        let lowered = lower(&g, opts.max_batch, opts.naive_kernels, wg, max_binding)?;
         let device = &dev.device;
         let root = |v: ValueId| *lowered.alias.get(&v).unwrap_or(&v);
 

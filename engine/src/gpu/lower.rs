@@ -77,6 +77,22 @@ fn div_up(a: usize, b: usize) -> usize {
     a.div_ceil(b)
 }
 
+/// A product with a constant B: sizes, scaling, bias broadcasting and activation.
+#[derive(Clone, Copy)]
+struct Dense {
+    kdim: usize,
+    n: usize,
+    trans_b: bool,
+    alpha: f32,
+    beta: f32,
+    has_bias: bool,
+    c_sm: usize,
+    c_sn: usize,
+    act: u32,
+    fa: f32,
+    fb: f32,
+}
+
 /// Geometry of a (transposed) convolution and the parameter words of conv.wgsl.
 #[derive(Clone, Copy)]
 struct ConvGeom {
@@ -159,10 +175,13 @@ struct Ctx<'a> {
     wg: usize,
     naive: bool,
     max_batch: usize,
+    max_binding: u64,
 }
 
 /// Lowers every node of `g`. `wg` is the workgroup size of 1-D kernels.
-pub(crate) fn lower(g: &Graph, max_batch: usize, naive: bool, wg: u32) -> Result<Lowered> {
+/// `max_binding` is the device's largest storage binding, in bytes: constant operands larger
+/// than it are split.
+pub(crate) fn lower(g: &Graph, max_batch: usize, naive: bool, wg: u32, max_binding: u64) -> Result<Lowered> {
     let mut cx = Ctx {
         g,
         out: Lowered { dispatches: vec![], consts: vec![], scratch: vec![], alias: HashMap::new() },
@@ -170,6 +189,7 @@ pub(crate) fn lower(g: &Graph, max_batch: usize, naive: bool, wg: u32) -> Result
         wg: wg as usize,
         naive,
         max_batch,
+        max_binding,
     };
     for (i, node) in g.nodes().iter().enumerate() {
         // Kernels index with 32-bit integers.
@@ -907,29 +927,65 @@ impl Ctx<'_> {
             );
             return Ok(());
         }
-        let bb = self.pack_const_b(format!("{}.packed_b", node.name), bt.data(), 1, kdim, n, a.trans_b);
         let has_bias = cbuf.is_some();
         let cb = match cbuf {
             Some(b) => b,
             None => self.zeros(format!("{}.c", node.name), 4),
         };
-        let (alpha, beta) = (a.alpha, a.beta);
-        let kernel = Kernel::new(Family::Matmul, "matmul", &[("ACT", act), ("WG", wg as u32)]);
-        self.push(
-            ni,
-            kernel,
-            vec![(1, Buf::Value(y)), (2, xb), (3, bb), (4, cb)],
-            Box::new(move |b| {
-                let (mq, nq) = (div_up(b, 4), div_up(n, 4));
-                let items = mq * nq;
-                let mut p = Words::new();
-                p.u(0, b).u(1, n).u(2, kdim).u(3, nq).u(4, kdim).u(5, 1).u(6, 1).u(7, 1).u(8, 1).u(9, 1);
-                p.f(18, alpha).f(19, beta).u(20, has_bias as usize).u(21, c_sm).u(22, c_sn);
-                p.f(27, fa).f(28, fb).u(29, items).u(30, mq);
-                (div_up(items, wg) as u64, p.done())
-            }),
-        );
+        let dense =
+            Dense { kdim, n, trans_b: a.trans_b, alpha: a.alpha, beta: a.beta, has_bias, c_sm, c_sn, act, fa, fb };
+        self.push_dense(ni, node, xb, bt.data(), cb, dense, Box::new(|b| b));
         Ok(())
+    }
+
+    /// A product with a constant 2-D B ([K, N], or [N, K] when `trans_b`) as matmul
+    /// dispatches over column chunks, each chunk's packed B within the device's binding limit.
+    /// `rows` gives the rows of A (all leading dimensions folded) at a batch.
+    #[allow(clippy::too_many_arguments)]
+    fn push_dense(
+        &mut self,
+        ni: usize,
+        node: &Node,
+        a: Buf,
+        b: &[f32],
+        c: Buf,
+        d: Dense,
+        rows: Box<dyn Fn(usize) -> usize + Send + Sync>,
+    ) {
+        let rows: std::sync::Arc<dyn Fn(usize) -> usize + Send + Sync> = rows.into();
+        let wg = self.wg;
+        // Columns per chunk: a multiple of 4 whose packed rows fit one binding.
+        let per_col = (d.kdim * 4) as u64;
+        let fit = ((self.max_binding / per_col) as usize / 4 * 4).max(4);
+        let chunks = d.n.div_ceil(fit);
+        let kernel = Kernel::new(Family::Matmul, "matmul", &[("ACT", d.act), ("WG", wg as u32)]);
+        for ci in 0..chunks {
+            let n0 = ci * fit;
+            let w = fit.min(d.n - n0);
+            // Columns n0..n0+w of B' = B or B^T, packed as [K][w].
+            let cols: Vec<f32> = (0..d.kdim)
+                .flat_map(|k| (n0..n0 + w).map(move |j| if d.trans_b { b[j * d.kdim + k] } else { b[k * d.n + j] }))
+                .collect();
+            let name =
+                if chunks == 1 { format!("{}.packed_b", node.name) } else { format!("{}.packed_b{ci}", node.name) };
+            let bb = self.pack_const_b(name, &cols, 1, d.kdim, w, false);
+            let rows = rows.clone();
+            self.push(
+                ni,
+                kernel.clone(),
+                vec![(1, Buf::Value(node.outputs[0])), (2, a), (3, bb), (4, c)],
+                Box::new(move |b| {
+                    let m = rows(b);
+                    let (mq, nq) = (div_up(m, 4), div_up(w, 4));
+                    let items = mq * nq;
+                    let mut p = Words::new();
+                    p.u(0, m).u(1, w).u(2, d.kdim).u(3, nq).u(4, d.kdim).u(5, 1).u(6, 1).u(7, 1).u(8, 1).u(9, 1);
+                    p.f(18, d.alpha).f(19, d.beta).u(20, d.has_bias as usize).u(21, d.c_sm).u(22, d.c_sn);
+                    p.f(27, d.fa).f(28, d.fb).u(29, items).u(30, mq).u(31, d.n).u(32, n0);
+                    (div_up(items, wg) as u64, p.done())
+                }),
+            );
+        }
     }
 
     fn matmul(&mut self, ni: usize, node: &Node, activation: Option<Activation>) -> Result<()> {
@@ -948,20 +1004,29 @@ impl Ctx<'_> {
 
         // Constant 2-D B: every leading dimension of A folds into the rows.
         if let (Some(bt), 2) = (&b_const, sb1.len()) {
-            let bb = self.pack_const_b(format!("{}.packed_b", node.name), bt.data(), 1, kdim, n, false);
-            self.push(
+            let dense = Dense {
+                kdim,
+                n,
+                trans_b: false,
+                alpha: 1.0,
+                beta: 0.0,
+                has_bias: false,
+                c_sm: 0,
+                c_sn: 0,
+                act,
+                fa,
+                fb,
+            };
+            self.push_dense(
                 ni,
-                kernel,
-                vec![(1, Buf::Value(y)), (2, ab), (3, bb), (4, zero)],
+                node,
+                ab,
+                bt.data(),
+                zero,
+                dense,
                 Box::new(move |b| {
                     let s = sa(b);
-                    let rows = numel(&s[..s.len() - 1]);
-                    let mq = div_up(rows, 4);
-                    let items = mq * nq;
-                    let mut p = Words::new();
-                    p.u(0, rows).u(1, n).u(2, kdim).u(3, nq).u(4, kdim).u(5, 1).u(6, 1).u(7, 1).u(8, 1).u(9, 1);
-                    p.f(18, 1.0).f(19, 0.0).f(27, fa).f(28, fb).u(29, items).u(30, mq);
-                    (div_up(items, wg) as u64, p.done())
+                    numel(&s[..s.len() - 1])
                 }),
             );
             return Ok(());
@@ -1045,7 +1110,7 @@ impl Ctx<'_> {
                 for i in 0..4 {
                     p.u(10 + i, a4[i]).u(14 + i, b4[i]);
                 }
-                p.f(18, 1.0).f(19, 0.0).f(27, fa).f(28, fb).u(29, items).u(30, mq);
+                p.f(18, 1.0).f(19, 0.0).f(27, fa).f(28, fb).u(29, items).u(30, mq).u(31, n).u(32, 0);
                 (div_up(items, wg) as u64, p.done())
             }),
         );

@@ -140,28 +140,31 @@ impl Graph {
     /// Multiply-accumulate count of one sample (convolutions and matrix products only), for
     /// reports.
     pub fn macs_per_sample(&self) -> u64 {
-        let mut total = 0u64;
-        for n in &self.nodes {
-            let out = self.value(n.outputs[0]);
-            match &n.op {
-                Op::Conv(_) => {
-                    let w = &self.value(n.inputs[1]).dims;
-                    total += (numel(&out.dims) * w[1] * w[2] * w[3]) as u64;
-                }
-                Op::ConvTranspose(_) => {
-                    let w = &self.value(n.inputs[1]).dims;
-                    let x = &self.value(n.inputs[0]).dims;
-                    total += (numel(x) * w[1] * w[2] * w[3]) as u64;
-                }
-                Op::Gemm(_) | Op::MatMul { .. } => {
-                    let a = self.value(n.inputs[0]);
-                    let k = *a.dims.last().unwrap_or(&1);
-                    total += (numel(&out.dims) * k) as u64;
-                }
-                _ => {}
+        (0..self.nodes.len()).map(|i| self.node_macs(i)).sum()
+    }
+
+    /// Multiply-accumulates of node `i` per sample (0 for operations other than convolutions
+    /// and matrix products).
+    pub fn node_macs(&self, i: usize) -> u64 {
+        let n = &self.nodes[i];
+        let out = self.value(n.outputs[0]);
+        match &n.op {
+            Op::Conv(_) => {
+                let w = &self.value(n.inputs[1]).dims;
+                (numel(&out.dims) * w[1] * w[2] * w[3]) as u64
             }
+            Op::ConvTranspose(_) => {
+                let w = &self.value(n.inputs[1]).dims;
+                let x = &self.value(n.inputs[0]).dims;
+                (numel(x) * w[1] * w[2] * w[3]) as u64
+            }
+            Op::Gemm(_) | Op::MatMul { .. } => {
+                let a = self.value(n.inputs[0]);
+                let k = *a.dims.last().unwrap_or(&1);
+                (numel(&out.dims) * k) as u64
+            }
+            _ => 0,
         }
-        total
     }
 
     /// The sub-graph of the nodes `range` (in topological order) as a graph of its own: its

@@ -85,6 +85,86 @@ pub const SUPPORTED_OPS: &[&str] = &[
 /// Marks the run-time batch inside folded shape values.
 const BATCH: i64 = i64::MIN + 7;
 
+/// What a model file holds, read without importing it (works for unsupported models too).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ModelSummary {
+    /// IR version of the file.
+    pub ir_version: i64,
+    /// Opset of the default domain.
+    pub opset: i64,
+    /// Producer and its version.
+    pub producer: String,
+    /// Graph inputs (initializers excluded) with their dimensions (names for symbolic ones).
+    pub inputs: Vec<(String, Vec<String>)>,
+    /// Graph outputs.
+    pub outputs: Vec<String>,
+    /// Each op type with its node count and whether the importer supports it.
+    pub ops: Vec<(String, usize, bool)>,
+    /// Values held in initializers.
+    pub parameters: u64,
+}
+
+/// Reads a model file's structure without importing it.
+pub fn summarize(path: &Path) -> Result<ModelSummary> {
+    let model = path.display().to_string();
+    let err = |reason: String| EngineError::Model { model: model.clone(), reason };
+    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read the file: {e}")))?;
+    let proto = proto::ModelProto::decode(bytes.as_slice())
+        .map_err(|e| err(format!("not a valid ONNX file (truncated or corrupt protobuf: {e})")))?;
+    let graph = proto.graph.ok_or_else(|| err("the file holds no graph".into()))?;
+    let opset =
+        proto.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map_or(0, |o| o.version);
+    let inits: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs = graph
+        .input
+        .iter()
+        .filter(|v| !inits.contains(v.name.as_str()))
+        .map(|v| {
+            let dims = v
+                .r#type
+                .as_ref()
+                .and_then(|t| t.tensor_type.as_ref())
+                .and_then(|t| t.shape.as_ref())
+                .map(|s| {
+                    s.dim
+                        .iter()
+                        .map(|d| match &d.value {
+                            Some(DimValue::Value(v)) => v.to_string(),
+                            Some(DimValue::Param(p)) => p.clone(),
+                            None => "?".into(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (v.name.clone(), dims)
+        })
+        .collect();
+    let mut ops: BTreeMap<String, usize> = BTreeMap::new();
+    for n in &graph.node {
+        let op = if n.domain.is_empty() || n.domain == "ai.onnx" {
+            n.op_type.clone()
+        } else {
+            format!("{}::{}", n.domain, n.op_type)
+        };
+        *ops.entry(op).or_default() += 1;
+    }
+    Ok(ModelSummary {
+        ir_version: proto.ir_version,
+        opset,
+        producer: format!("{} {}", proto.producer_name, proto.producer_version).trim().to_string(),
+        inputs,
+        outputs: graph.output.iter().map(|o| o.name.clone()).collect(),
+        ops: ops
+            .into_iter()
+            .map(|(op, c)| {
+                let ok = SUPPORTED_OPS.contains(&op.as_str());
+                (op, c, ok)
+            })
+            .collect(),
+        parameters: graph.initializer.iter().map(|t| t.dims.iter().product::<i64>().max(0) as u64).sum(),
+    })
+}
+
 /// Loads a model file.
 pub fn load(path: &Path, opts: &ImportOptions) -> Result<Graph> {
     let model = path.display().to_string();
@@ -290,6 +370,10 @@ impl Importer {
             }
             return Ok(g.clone());
         }
+        let known: Vec<usize> = rest.iter().flatten().map(|&d| d as usize).collect();
+        if given.is_none() && checked_numel(&known).is_none() {
+            return Err(self.model_err(format!("input '{}' has a shape {known:?} too large to run", vi.name)));
+        }
         if dims.is_empty() || rest.iter().any(Option::is_none) {
             return Err(self.model_err(format!(
                 "input '{}' has symbolic or unknown dimensions after the batch ({:?}); give the input shape, e.g. 3x224x224",
@@ -304,7 +388,7 @@ impl Importer {
         let name = &t.name;
         let bad = |r: String| self.model_err(format!("tensor '{name}': {r}"));
         let dims = to_usize(&t.dims, "dims").map_err(bad)?;
-        let n = numel(&dims);
+        let n = checked_numel(&dims).ok_or_else(|| bad(format!("shape {dims:?} is too large")))?;
         let raw: std::borrow::Cow<[u8]> = if t.data_location == 1 || !t.external_data.is_empty() {
             std::borrow::Cow::Owned(self.external(t)?)
         } else {
@@ -1252,6 +1336,9 @@ impl Importer {
                     return Err(e("a constant with the run-time batch as a dimension is not supported".into()));
                 }
                 let shape = to_usize(&shape, "shape").map_err(e)?;
+                if checked_numel(&shape).is_none() {
+                    return Err(e(format!("shape {shape:?} is too large")));
+                }
                 let val = a.get("value").and_then(|t| t.t.as_ref()).map(|t| self.tensor(t)).transpose()?;
                 match val {
                     Some(Val::I(_, d)) => {
@@ -1278,6 +1365,12 @@ impl Importer {
             _ => return Ok(None),
         })
     }
+}
+
+/// Element count of a shape, or None above 2^30 elements (4 GiB of f32): larger constants
+/// or inputs are refused rather than allocated.
+fn checked_numel(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).filter(|&n| n <= 1 << 30)
 }
 
 fn node_err(node: &str, op: &str, reason: impl Into<String>) -> EngineError {
@@ -1541,7 +1634,9 @@ mod tests {
         w.data_location = 1;
         w.external_data = vec![StringStringEntryProto { key: "location".into(), value: "weights.bin".into() }];
         let bytes = model(vec![node("Conv", "conv", &["x", "w"], &["y"])], vec![w]);
-        let dir = std::env::temp_dir().join("poolpipe-no-such-dir");
+        // A directory of this process alone, absent at first (temp dirs outlive runs).
+        let dir = std::env::temp_dir().join(format!("poolpipe-ext-data-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         let e = load_bytes(&bytes, "ext.onnx", Some(&dir), &Default::default()).unwrap_err().to_string();
         assert!(e.contains("weights.bin") && e.contains("beside the model"), "{e}");
         // With the file present, it loads.
@@ -1550,6 +1645,7 @@ mod tests {
         std::fs::write(dir.join("weights.bin"), data).unwrap();
         let g = load_bytes(&bytes, "ext.onnx", Some(&dir), &Default::default()).unwrap();
         assert_eq!(g.value(g.outputs()[0]).dims, vec![3, 4, 4]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //!
 //! - [`bench`]: kernel benchmarks (`poolpipe bench kernels`), each measured against a naive
 //!   baseline in the same run;
-//! - [`run`]: one model on one device (`poolpipe run`), checked against the CPU reference.
+//! - [`run`]: one model (built-in or ONNX file) on one device (`poolpipe run`), checked
+//!   against the CPU reference and/or onnxruntime ([`oracle`]);
+//! - [`inspect`]: what a model holds, layer by layer (`poolpipe inspect`);
+//! - [`frames`]: images and tensor files as model inputs (resize, crop, normalisation presets).
 //!
 //! The cluster roles (controller, worker, frontend), the data-plane scheduler and the
 //! simulator arrive here with their issues; the engine, planner, policies and transport live
@@ -17,6 +20,9 @@
 //! when it comes, never reads the wall clock directly.
 
 pub mod bench;
+pub mod frames;
+pub mod inspect;
+pub mod oracle;
 pub mod run;
 
 /// A progress bar on stderr for `len` steps (hidden when stderr is not a terminal).

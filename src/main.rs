@@ -2,7 +2,8 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use poolpipe::{bench, run};
+use poolpipe::frames::Preset;
+use poolpipe::{bench, inspect, run};
 use poolpipe_engine::gpu::{AdapterSelector, list_adapters};
 
 #[derive(Parser)]
@@ -24,30 +25,71 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Run a built-in model on one device, check it against the CPU reference, report speed.
+    /// Run a model (built-in or ONNX file) on one device: outputs, top-5 for classifiers,
+    /// latency and throughput, optionally checked against the CPU reference or onnxruntime.
     Run {
-        /// Built-in model: resnet-mini, mobilenet-mini or segnet-mini.
-        #[arg(long, default_value = "resnet-mini")]
-        model: String,
-        /// Frame height and width.
+        /// Built-in model (resnet-mini, mobilenet-mini, segnet-mini) or the path of an .onnx file.
+        #[arg(value_name = "MODEL")]
+        model_arg: Option<String>,
+        /// Same as MODEL (kept for scripts).
+        #[arg(long, conflicts_with = "model_arg")]
+        model: Option<String>,
+        /// Input file, repeatable: an image (PNG, JPEG, BMP, PNM; fitted and normalised per
+        /// --preset), a .npy tensor of one frame [C,H,W] or N frames [N,C,H,W], or a .npz
+        /// with one array per model input. Random frames when absent.
+        #[arg(long, value_name = "FILE")]
+        input: Vec<std::path::PathBuf>,
+        /// How image pixels become values.
+        #[arg(long, value_enum, default_value = "imagenet")]
+        preset: Preset,
+        /// Per-frame input shape for ONNX models with symbolic sizes, e.g. 3x224x224 (taken
+        /// from a .npy input when absent).
+        #[arg(long, value_name = "CxHxW")]
+        input_shape: Option<run::Shape>,
+        /// Frame height and width of built-in models.
         #[arg(long, default_value_t = 64)]
         size: usize,
-        /// Frames per batch.
-        #[arg(long, default_value_t = 4)]
-        batch: usize,
+        /// Frames per batch [default: the number of input frames, else 4 for built-in models
+        /// and 1 for ONNX files]; a single input frame is repeated to fill it.
+        #[arg(long)]
+        batch: Option<usize>,
         /// Adapter: an index from `poolpipe devices`, a name substring, vendor:NAME or type:cpu.
         #[arg(long, default_value = "default")]
         device: AdapterSelector,
         /// Timed runs after one warm-up.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 5)]
         iters: usize,
+        /// Compare with the CPU reference (default for built-in models).
+        #[arg(long, conflicts_with = "no_check")]
+        check: bool,
         /// Skip the comparison with the CPU reference.
         #[arg(long)]
         no_check: bool,
-        /// Seed of the weights and frames.
+        /// Also run onnxruntime (python3) on the same inputs and print the error.
+        #[arg(long)]
+        compare_ort: bool,
+        /// Write the outputs: .npy (one output) or .npz (every output, by the model's names).
+        #[arg(long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+        /// Seed of built-in weights and random frames.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a model holds: ops (and which are supported), parameters, and per layer the
+    /// output shape, parameters and FLOPs.
+    Inspect {
+        /// An .onnx file or a built-in model name.
+        model: String,
+        /// Per-frame input shape for models with symbolic sizes, e.g. 3x224x224.
+        #[arg(long, value_name = "CxHxW")]
+        input_shape: Option<run::Shape>,
+        /// Frame size of built-in models.
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -103,13 +145,60 @@ fn run_cli(cli: Cli) -> Result<()> {
         .init();
     match cli.cmd {
         Cmd::Devices { json } => devices(json),
-        Cmd::Run { model, size, batch, device, iters, no_check, seed, json } => {
-            let opts = run::RunOptions { model, size, batch, device, iters, check: !no_check, seed };
+        Cmd::Run {
+            model_arg,
+            model,
+            input,
+            preset,
+            input_shape,
+            size,
+            batch,
+            device,
+            iters,
+            check,
+            no_check,
+            compare_ort,
+            output,
+            seed,
+            json,
+        } => {
+            let opts = run::RunOptions {
+                model: model_arg.or(model).unwrap_or_else(|| "resnet-mini".into()),
+                size,
+                input_shape: input_shape.map(|s| s.0),
+                batch,
+                device,
+                iters,
+                check: if check {
+                    Some(true)
+                } else if no_check {
+                    Some(false)
+                } else {
+                    None
+                },
+                seed,
+                inputs: input,
+                preset,
+                output,
+                compare_ort,
+            };
             let report = run::run_model(&opts)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", run::render(&report));
+            }
+            if !report.failures.is_empty() {
+                anyhow::bail!("{} on {}", report.failures.join("; "), report.device);
+            }
+            Ok(())
+        }
+        Cmd::Inspect { model, input_shape, size, json } => {
+            let report = inspect::inspect(&model, size, input_shape.as_ref().map(|s| s.0.as_slice()))?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", inspect::render(&report));
             }
             Ok(())
         }

@@ -1,48 +1,112 @@
-//! `poolpipe run`: compile a model for one device, run batches of synthetic frames, check the
-//! result against the CPU reference and report latency and throughput.
+//! `poolpipe run`: load a model (built-in or ONNX file), compile it for one device, run it on
+//! frames (images, tensor files or random), report outputs (top-5 for classifiers), latency
+//! and throughput, and check the result against the CPU reference and/or onnxruntime.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use poolpipe_engine::gpu::{AdapterSelector, CompileOptions, Device};
-use poolpipe_engine::{Graph, Rng, Tensor, models, reference};
+use poolpipe_engine::{Graph, Rng, Tensor, models, npy, onnx, reference};
 use serde::Serialize;
+
+use crate::frames::{self, Preset};
 
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// Built-in model name.
+    /// A built-in model name or the path of an `.onnx` file.
     pub model: String,
-    /// Frame height and width.
+    /// Frame height and width of built-in models.
     pub size: usize,
-    /// Batch size.
-    pub batch: usize,
+    /// Per-frame input shape (C, H, W) resolving symbolic dimensions of an ONNX model.
+    pub input_shape: Option<Vec<usize>>,
+    /// Batch size; by default the number of input frames, else 4 (built-in) or 1 (ONNX).
+    pub batch: Option<usize>,
     /// Adapter.
     pub device: AdapterSelector,
     /// Timed runs after one warm-up run.
     pub iters: usize,
-    /// Compare with the CPU reference.
-    pub check: bool,
-    /// Seed of weights and frames.
+    /// Compare with the CPU reference; by default on for built-in models, off for ONNX ones.
+    pub check: Option<bool>,
+    /// Seed of built-in weights and random frames.
     pub seed: u64,
+    /// Input files: images (PNG, JPEG, BMP, PNM), `.npy` or `.npz` tensors.
+    pub inputs: Vec<PathBuf>,
+    /// How image pixels become values.
+    pub preset: Preset,
+    /// Where to write the outputs (`.npy` for one output, `.npz` for any number).
+    pub output: Option<PathBuf>,
+    /// Run onnxruntime on the same inputs and compare.
+    pub compare_ort: bool,
+}
+
+/// A model input as run.
+#[derive(Clone, Debug, Serialize)]
+pub struct InputReport {
+    /// The model's name for it.
+    pub name: String,
+    /// Shape at the batch.
+    pub shape: Vec<usize>,
+    /// Where the values came from: "random" or the files.
+    pub from: String,
+}
+
+/// A model output with simple statistics.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutputReport {
+    /// The model's name for it.
+    pub name: String,
+    /// Shape at the batch.
+    pub shape: Vec<usize>,
+    /// Smallest, largest and mean value.
+    pub min: f32,
+    /// Largest value.
+    pub max: f32,
+    /// Mean value.
+    pub mean: f32,
+}
+
+/// One of the top classes of a frame.
+#[derive(Clone, Debug, Serialize)]
+pub struct TopClass {
+    /// Class index.
+    pub class: usize,
+    /// The model's output value.
+    pub score: f32,
+    /// Softmax of the scores (equal to the score when the model ends in a softmax).
+    pub probability: f32,
+}
+
+/// The comparison of one output with onnxruntime.
+#[derive(Clone, Debug, Serialize)]
+pub struct OrtComparison {
+    /// Output name.
+    pub name: String,
+    /// Largest absolute difference.
+    pub max_abs_error: f32,
+    /// That difference relative to the largest |onnxruntime value|.
+    pub rel_error: f32,
 }
 
 /// The report of a run.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
-    /// Model name.
+    /// Model name (built-in) or file.
     pub model: String,
+    /// "builtin" or "onnx".
+    pub source: String,
     /// Adapter name.
     pub device: String,
     /// Backend.
     pub backend: String,
-    /// Input shape per frame.
-    pub input: Vec<usize>,
-    /// Output shapes at the batch.
-    pub outputs: Vec<Vec<usize>>,
     /// Batch size.
     pub batch: usize,
-    /// Nodes of the graph before / after rewrites, and kernel launches per run.
+    /// Inputs.
+    pub inputs: Vec<InputReport>,
+    /// Outputs.
+    pub outputs: Vec<OutputReport>,
+    /// Nodes of the graph as loaded.
     pub nodes: usize,
     /// Nodes after batch-norm folding and activation fusion.
     pub fused_nodes: usize,
@@ -62,13 +126,20 @@ pub struct RunReport {
     pub frames_per_second: f64,
     /// Median wall-clock of a batch including upload and read-back, milliseconds.
     pub wall_ms: f64,
-    /// Largest error against the CPU reference relative to max(1, |reference|), if checked.
+    /// Largest error against the CPU reference relative to the largest |reference value|.
     pub max_rel_error: Option<f32>,
-    /// Top class of the first frame (classifiers).
-    pub top1_first_frame: Option<usize>,
+    /// Per-output comparison with onnxruntime (`--compare-ort`).
+    pub onnxruntime: Option<Vec<OrtComparison>>,
+    /// Top-5 classes per frame, for classifiers (first output of shape [N, classes]).
+    pub top5: Option<Vec<Vec<TopClass>>>,
+    /// The file the outputs were written to.
+    pub output_file: Option<String>,
+    /// Checks that failed (the command then exits with an error after the report).
+    pub failures: Vec<String>,
 }
 
-/// Tolerance of the reference check (relative error).
+/// Tolerance of the reference and onnxruntime checks: the largest absolute error relative to
+/// the largest absolute oracle value.
 pub const CHECK_TOLERANCE: f32 = 1e-3;
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -76,21 +147,218 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// Builds, compiles and runs the model.
-pub fn run_model(o: &RunOptions) -> Result<RunReport> {
-    if o.batch == 0 {
+/// The error measure of every check: max |got - want| / max |want| (floor 1e-6).
+pub fn rel_error(got: &Tensor, want: &Tensor) -> f32 {
+    got.max_abs_diff(want) / want.max_abs().max(1e-6)
+}
+
+/// True when `model` names a model file rather than a built-in model.
+pub fn is_model_file(model: &str) -> bool {
+    let p = Path::new(model);
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) || model.contains('/') || p.is_file()
+}
+
+/// Loads the model named on the command line.
+pub fn load_model(model: &str, size: usize, seed: u64, input_shape: Option<&[usize]>) -> Result<Graph> {
+    if is_model_file(model) {
+        let path = Path::new(model);
+        if !path.is_file() {
+            bail!("model file {model} not found (give a path to an .onnx file, or a built-in model name)");
+        }
+        let opts = onnx::ImportOptions { input_dims: input_shape.map(|s| vec![s.to_vec()]).unwrap_or_default() };
+        let g = onnx::load(path, &opts).map_err(|e| {
+            let hint = if e.to_string().contains("symbolic") { " (poolpipe: pass --input-shape CxHxW)" } else { "" };
+            anyhow::anyhow!("{e}{hint}")
+        })?;
+        Ok(g)
+    } else {
+        if input_shape.is_some() {
+            bail!("--input-shape applies to ONNX models; built-in models take --size");
+        }
+        models::builtin(model, size, seed).map_err(|e| anyhow::anyhow!("{e} (or give the path of an .onnx file)"))
+    }
+}
+
+/// A per-frame input shape given on the command line ("3x224x224" or "3,224,224").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shape(pub Vec<usize>);
+
+impl std::str::FromStr for Shape {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let dims: Result<Vec<usize>, _> = s.split(['x', 'X', ',']).map(|d| d.trim().parse::<usize>()).collect();
+        match dims {
+            Ok(d) if !d.is_empty() && d.iter().all(|&x| x > 0) => Ok(Shape(d)),
+            _ => Err(format!("'{s}' is not a shape like 3x224x224 (positive sizes separated by x)")),
+        }
+    }
+}
+
+/// Resolves the ONNX input shape from a `.npy` input when the model leaves H and W symbolic.
+fn shape_from_npy(model: &str, inputs: &[PathBuf]) -> Result<Option<Vec<usize>>> {
+    if !is_model_file(model) || inputs.len() != 1 || !has_ext(&inputs[0], "npy") {
+        return Ok(None);
+    }
+    let Ok(summary) = onnx::summarize(Path::new(model)) else { return Ok(None) };
+    let Some((_, dims)) = summary.inputs.first() else { return Ok(None) };
+    if dims.iter().skip(1).all(|d| d.parse::<usize>().is_ok()) {
+        return Ok(None);
+    }
+    let t = npy::read(&inputs[0])?;
+    let s = t.shape();
+    Ok(if s.len() == dims.len() {
+        Some(s[1..].to_vec())
+    } else if s.len() + 1 == dims.len() {
+        Some(s.to_vec())
+    } else {
+        None
+    })
+}
+
+fn has_ext(p: &Path, ext: &str) -> bool {
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext))
+}
+
+/// Builds the input tensors at the batch.
+fn build_inputs(graph: &Graph, o: &RunOptions, default_batch: usize) -> Result<(Vec<Tensor>, Vec<InputReport>)> {
+    let ins = graph.inputs();
+    let names: Vec<String> = ins.iter().map(|&v| graph.value(v).name.clone()).collect();
+    let dims: Vec<Vec<usize>> = ins.iter().map(|&v| graph.value(v).dims.clone()).collect();
+    if let Some(b) = o.batch
+        && b == 0
+    {
         bail!("--batch must be at least 1");
     }
-    let graph: Graph = models::builtin(&o.model, o.size, o.seed)?;
-    let device = Device::open(&o.device).context("opening the device")?;
-    tracing::info!(device = device.name(), model = %o.model, "compiling");
-    let mut compiled = device.compile(&graph, &CompileOptions { max_batch: o.batch, ..Default::default() })?;
-    let mut rng = Rng::new(o.seed ^ 0xF4A3E5);
-    let dims = graph.value(graph.inputs()[0]).dims.clone();
-    let frames = Tensor::random([vec![o.batch], dims.clone()].concat(), &mut rng, 0.0, 1.0);
-    let inputs = vec![frames];
+    if o.inputs.is_empty() {
+        let batch = o.batch.unwrap_or(default_batch);
+        let mut rng = Rng::new(o.seed ^ 0xF4A3E5);
+        let tensors: Vec<Tensor> =
+            dims.iter().map(|d| Tensor::random([vec![batch], d.clone()].concat(), &mut rng, 0.0, 1.0)).collect();
+        let reports = names
+            .iter()
+            .zip(&tensors)
+            .map(|(n, t)| InputReport { name: n.clone(), shape: t.shape().to_vec(), from: "random".into() })
+            .collect();
+        return Ok((tensors, reports));
+    }
+    let files = o.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    let per_input: Vec<Tensor> = if names.len() == 1 {
+        let mut frames_list = Vec::new();
+        for p in &o.inputs {
+            frames_list.push(read_frames(p, &names[0], &dims[0], o.preset)?);
+        }
+        vec![frames::stack(&frames_list)?]
+    } else {
+        let [p] = o.inputs.as_slice() else {
+            bail!(
+                "the model has {} inputs ({}): give one .npz file holding an array per input name",
+                names.len(),
+                names.join(", ")
+            );
+        };
+        if !has_ext(p, "npz") {
+            bail!(
+                "the model has {} inputs ({}): give one .npz file holding an array per input name",
+                names.len(),
+                names.join(", ")
+            );
+        }
+        let arrays = npy::read_npz(p)?;
+        names
+            .iter()
+            .zip(&dims)
+            .map(|(n, d)| {
+                let t = arrays.iter().find(|(k, _)| k == n).map(|(_, t)| t.clone()).with_context(|| {
+                    format!("{} has no array named '{n}' (it holds: {})", p.display(), keys(&arrays))
+                })?;
+                frames::tensor_frames(p, t, d)
+            })
+            .collect::<Result<_>>()?
+    };
+    let n = per_input[0].shape()[0];
+    if per_input.iter().any(|t| t.shape()[0] != n) {
+        bail!("the arrays in {files} hold different numbers of frames; give the same number for every input");
+    }
+    let tensors = match o.batch {
+        None => per_input,
+        Some(b) if b == n => per_input,
+        Some(b) if n == 1 => per_input.iter().map(|t| frames::repeat(t, b)).collect::<Result<_>>()?,
+        Some(b) => {
+            bail!("--batch {b} but the inputs ({files}) hold {n} frames; drop --batch or give one frame to repeat")
+        }
+    };
+    let reports = names
+        .iter()
+        .zip(&tensors)
+        .map(|(nm, t)| InputReport { name: nm.clone(), shape: t.shape().to_vec(), from: files.clone() })
+        .collect();
+    Ok((tensors, reports))
+}
 
-    let pb = crate::progress((o.iters + 1) as u64, &format!("running {} on {}", o.model, device.name()));
+fn keys(arrays: &[(String, Tensor)]) -> String {
+    arrays.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// One input file as frames [n, dims...] of the model input `name`.
+fn read_frames(p: &Path, name: &str, dims: &[usize], preset: Preset) -> Result<Tensor> {
+    if frames::is_image(p) {
+        frames::image_frame(p, dims, preset)
+    } else if has_ext(p, "npy") {
+        frames::tensor_frames(p, npy::read(p)?, dims)
+    } else if has_ext(p, "npz") {
+        let arrays = npy::read_npz(p)?;
+        let t = match arrays.iter().find(|(k, _)| k == name) {
+            Some((_, t)) => t.clone(),
+            None if arrays.len() == 1 => arrays[0].1.clone(),
+            None => bail!("{} holds several arrays ({}) and none named '{name}'", p.display(), keys(&arrays)),
+        };
+        frames::tensor_frames(p, t, dims)
+    } else {
+        bail!("{}: unknown input kind; give an image (.png, .jpg, .bmp, .ppm) or a tensor (.npy, .npz)", p.display())
+    }
+}
+
+/// Checks `--output` before any work is done.
+fn check_output_path(p: &Path, outputs: usize) -> Result<()> {
+    if has_ext(p, "npy") {
+        if outputs != 1 {
+            bail!("the model has {outputs} outputs; --output needs an .npz file to hold them all ({})", p.display());
+        }
+    } else if !has_ext(p, "npz") {
+        bail!("--output {}: give a .npy (one output) or .npz (any number) file", p.display());
+    }
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        bail!("--output {}: the folder {} does not exist", p.display(), dir.display());
+    }
+    Ok(())
+}
+
+/// Builds, compiles and runs the model.
+pub fn run_model(o: &RunOptions) -> Result<RunReport> {
+    let onnx_model = is_model_file(&o.model);
+    if o.compare_ort && !onnx_model {
+        bail!("--compare-ort needs an ONNX model file; built-in models are checked against the CPU reference");
+    }
+    let input_shape = match &o.input_shape {
+        Some(s) => Some(s.clone()),
+        None => shape_from_npy(&o.model, &o.inputs)?,
+    };
+    let graph = load_model(&o.model, o.size, o.seed, input_shape.as_deref())?;
+    if let Some(p) = &o.output {
+        check_output_path(p, graph.outputs().len())?;
+    }
+    let (inputs, input_reports) = build_inputs(&graph, o, if onnx_model { 1 } else { 4 })?;
+    let batch = inputs[0].shape()[0];
+    let device = Device::open(&o.device).context("opening the device")?;
+    tracing::info!(device = device.name(), model = %o.model, batch, "compiling");
+    let mut compiled = device.compile(&graph, &CompileOptions { max_batch: batch, ..Default::default() })?;
+
+    let check = o.check.unwrap_or(!onnx_model);
+    let extra = u64::from(check) + u64::from(o.compare_ort);
+    let pb = crate::progress(o.iters.max(1) as u64 + 1 + extra, &format!("running on {}", device.name()));
     let (outputs, _) = compiled.run_timed(&inputs)?; // warm-up: first dispatches compile lazily
     pb.inc(1);
     let (mut gpu, mut wall) = (vec![], vec![]);
@@ -102,33 +370,74 @@ pub fn run_model(o: &RunOptions) -> Result<RunReport> {
         }
         pb.inc(1);
     }
-    pb.finish_and_clear();
     let (timing, latency) =
         if gpu.len() == wall.len() { ("gpu-timestamps", median(gpu)) } else { ("wall-clock", median(wall.clone())) };
 
-    let max_rel_error = if o.check {
+    let out_names: Vec<String> = graph.outputs().iter().map(|&v| graph.value(v).name.clone()).collect();
+    let mut failures = vec![];
+    let max_rel_error = if check {
+        pb.set_message("checking against the CPU reference");
         let want = reference::run(&graph, &inputs)?;
-        let mut worst = 0.0f32;
-        for (g, w) in outputs.iter().zip(&want) {
-            worst = worst.max(g.max_abs_diff(w) / w.max_abs().max(1.0));
+        pb.inc(1);
+        let worst = outputs
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| rel_error(g, w))
+            .fold(0.0f32, |a, e| if e.is_nan() { e } else { a.max(e) });
+        if worst.is_nan() || worst > CHECK_TOLERANCE {
+            failures.push(format!(
+                "the GPU result differs from the CPU reference: relative error {worst:e} above {CHECK_TOLERANCE:e}"
+            ));
         }
         Some(worst)
     } else {
         None
     };
-    let top1 = (outputs[0].shape().len() == 2).then(|| {
-        let row = &outputs[0].data()[..outputs[0].shape()[1]];
-        row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0)
-    });
+    let onnxruntime = if o.compare_ort {
+        pb.set_message("running onnxruntime");
+        let named: Vec<(String, Tensor)> =
+            input_reports.iter().map(|r| r.name.clone()).zip(inputs.iter().cloned()).collect();
+        let theirs = crate::oracle::run_onnxruntime(Path::new(&o.model), &named)?;
+        pb.inc(1);
+        let mut cmp = vec![];
+        for (k, (name, ours)) in out_names.iter().zip(&outputs).enumerate() {
+            let want = theirs
+                .iter()
+                .find(|(n, _)| n == name)
+                .or(theirs.get(k))
+                .map(|(_, t)| t)
+                .with_context(|| format!("onnxruntime returned no output '{name}'"))?;
+            let ours = ours.clone().reshaped(want.shape().to_vec()).map_err(|_| {
+                anyhow::anyhow!("output '{name}': shape {:?} here, {:?} in onnxruntime", ours.shape(), want.shape())
+            })?;
+            let e = rel_error(&ours, want);
+            if e.is_nan() || e > CHECK_TOLERANCE {
+                failures.push(format!(
+                    "output '{name}' differs from onnxruntime: relative error {e:e} above {CHECK_TOLERANCE:e}"
+                ));
+            }
+            cmp.push(OrtComparison { name: name.clone(), max_abs_error: ours.max_abs_diff(want), rel_error: e });
+        }
+        Some(cmp)
+    } else {
+        None
+    };
+    pb.finish_and_clear();
+
+    if let Some(p) = &o.output {
+        let named: Vec<(String, Tensor)> = out_names.iter().cloned().zip(outputs.iter().cloned()).collect();
+        if has_ext(p, "npy") { npy::write(p, &outputs[0])? } else { npy::write_npz(p, &named)? }
+    }
     let params: u64 = graph.values().iter().filter_map(|v| v.constant()).map(|t| t.len() as u64).sum();
     let secs = latency.as_secs_f64();
-    let report = RunReport {
+    Ok(RunReport {
         model: o.model.clone(),
+        source: if onnx_model { "onnx" } else { "builtin" }.into(),
         device: device.name().to_string(),
         backend: device.adapter().backend.clone(),
-        input: dims,
-        outputs: outputs.iter().map(|t| t.shape().to_vec()).collect(),
-        batch: o.batch,
+        batch,
+        inputs: input_reports,
+        outputs: out_names.iter().zip(&outputs).map(|(n, t)| output_report(n, t)).collect(),
         nodes: graph.nodes().len(),
         fused_nodes: compiled.graph().nodes().len(),
         dispatches: compiled.dispatch_count(),
@@ -137,27 +446,63 @@ pub fn run_model(o: &RunOptions) -> Result<RunReport> {
         device_bytes: compiled.memory_bytes(),
         timing: timing.to_string(),
         latency_ms: secs * 1e3,
-        frames_per_second: o.batch as f64 / secs,
+        frames_per_second: batch as f64 / secs,
         wall_ms: median(wall).as_secs_f64() * 1e3,
         max_rel_error,
-        top1_first_frame: top1,
+        onnxruntime,
+        top5: top5(&outputs[0]),
+        output_file: o.output.as_ref().map(|p| p.display().to_string()),
+        failures,
+    })
+}
+
+fn output_report(name: &str, t: &Tensor) -> OutputReport {
+    let d = t.data();
+    let (min, max) = d.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let mean = (d.iter().map(|&v| v as f64).sum::<f64>() / d.len().max(1) as f64) as f32;
+    OutputReport { name: name.to_string(), shape: t.shape().to_vec(), min, max, mean }
+}
+
+/// Top-5 per frame when the output looks like class scores: [N, K] or [N, K, 1, 1], K >= 2.
+fn top5(t: &Tensor) -> Option<Vec<Vec<TopClass>>> {
+    let s = t.shape();
+    let k = match s {
+        [_, k] => *k,
+        [_, k, 1, 1] => *k,
+        _ => return None,
     };
-    if let Some(e) = max_rel_error
-        && (e.is_nan() || e > CHECK_TOLERANCE)
-    {
-        bail!(
-            "the GPU result differs from the CPU reference: relative error {e:e} above {CHECK_TOLERANCE:e} on {}",
-            report.device
-        );
+    if k < 2 {
+        return None;
     }
-    Ok(report)
+    Some(
+        t.data()
+            .chunks(k)
+            .map(|row| {
+                let m = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+                let z: f64 = row.iter().map(|&v| ((v - m) as f64).exp()).sum();
+                let mut idx: Vec<usize> = (0..k).collect();
+                idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+                idx.iter()
+                    .take(5)
+                    .map(|&c| TopClass {
+                        class: c,
+                        score: row[c],
+                        probability: (((row[c] - m) as f64).exp() / z) as f32,
+                    })
+                    .collect()
+            })
+            .collect(),
+    )
 }
 
 /// The report as a table for people.
 pub fn render(r: &RunReport) -> String {
     let mut s = String::new();
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
-    s += &format!("model        {} (input {:?}, batch {})\n", r.model, r.input, r.batch);
+    s += &format!("model        {} ({}, batch {})\n", r.model, r.source, r.batch);
+    for i in &r.inputs {
+        s += &format!("input        {} {:?} from {}\n", i.name, i.shape, i.from);
+    }
     s += &format!("device       {} [{}]\n", r.device, r.backend);
     s += &format!(
         "graph        {} nodes, {} after folding/fusion, {} kernel launches per batch\n",
@@ -173,19 +518,43 @@ pub fn render(r: &RunReport) -> String {
         mb(r.device_bytes.0),
         mb(r.device_bytes.1)
     );
-    s += &format!("outputs      {:?}\n", r.outputs);
+    for o in &r.outputs {
+        s += &format!("output       {} {:?}  min {:.4} max {:.4} mean {:.4}\n", o.name, o.shape, o.min, o.max, o.mean);
+    }
     s += &format!(
         "latency      {:.2} ms per batch ({}; {:.2} ms wall with transfers)\n",
         r.latency_ms, r.timing, r.wall_ms
     );
     s += &format!("throughput   {:.1} frames/s\n", r.frames_per_second);
+    let verdict = |e: f32| if e.is_nan() || e > CHECK_TOLERANCE { "FAILED" } else { "ok" };
     if let Some(e) = r.max_rel_error {
         s += &format!(
-            "check        max relative error {e:.2e} vs CPU reference (tolerance {CHECK_TOLERANCE:.0e}): ok\n"
+            "check        relative error {e:.2e} vs CPU reference (tolerance {CHECK_TOLERANCE:.0e}): {}\n",
+            verdict(e)
         );
     }
-    if let Some(t) = r.top1_first_frame {
-        s += &format!("top-1        class {t} for frame 0\n");
+    for c in r.onnxruntime.iter().flatten() {
+        s += &format!(
+            "onnxruntime  {}: max abs error {:.2e}, relative {:.2e} (tolerance {CHECK_TOLERANCE:.0e}): {}\n",
+            c.name,
+            c.max_abs_error,
+            c.rel_error,
+            verdict(c.rel_error)
+        );
+    }
+    if let Some(top) = &r.top5 {
+        const SHOWN: usize = 8;
+        for (f, row) in top.iter().enumerate().take(SHOWN) {
+            let items: Vec<String> =
+                row.iter().map(|c| format!("{} ({:.3}, p {:.3})", c.class, c.score, c.probability)).collect();
+            s += &format!("top-5        frame {f}: {}\n", items.join("  "));
+        }
+        if top.len() > SHOWN {
+            s += &format!("top-5        ... {} more frames (--json or --output for all)\n", top.len() - SHOWN);
+        }
+    }
+    if let Some(f) = &r.output_file {
+        s += &format!("written      {f}\n");
     }
     s
 }

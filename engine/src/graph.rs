@@ -332,6 +332,20 @@ impl GraphBuilder {
         self.finish_node(node_name, op, inputs, outs, &names)
     }
 
+    /// Renames a value (e.g. to a model file's output name); a different value holding that
+    /// name already is renamed to a fresh one, so names stay unique.
+    pub(crate) fn rename(&mut self, v: ValueId, name: &str) {
+        if self.g.values[v.0].name == name {
+            return;
+        }
+        if let Some(other) = self.g.values.iter().position(|x| x.name == name) {
+            let fresh = self.unique(name);
+            self.g.values[other].name = fresh;
+        }
+        self.names.insert(name.to_string());
+        self.g.values[v.0].name = name.to_string();
+    }
+
     fn node_name(&mut self, name: &str, op: &Op) -> String {
         if name.is_empty() { format!("{}_{}", op.name(), self.g.nodes.len()) } else { name.to_string() }
     }

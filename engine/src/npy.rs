@@ -1,5 +1,7 @@
-//! NumPy `.npy` files of float32 tensors (C order), read and written: the exchange format
-//! with onnxruntime in the tests and for users' raw input and output tensors.
+//! NumPy `.npy` files of float32 tensors (C order) and `.npz` archives of several named ones,
+//! read and written: the exchange format with onnxruntime in the tests and for users' raw
+//! input and output tensors. `.npz` archives are those of `numpy.savez` (stored, not
+//! compressed; ZIP64 size fields are understood).
 
 use std::path::Path;
 
@@ -56,9 +58,10 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Tensor> {
         .map(|s| s.parse::<usize>().map_err(|_| bad(name, format!("bad dimension '{s}'"))))
         .collect::<Result<_>>()?;
     let data = &bytes[start + hlen..];
-    let n: usize = shape.iter().product();
-    if data.len() != n * width {
-        return Err(bad(name, format!("holds {} bytes of data, shape {shape:?} needs {}", data.len(), n * width)));
+    let need = shape.iter().try_fold(width as usize, |acc: usize, &d| acc.checked_mul(d));
+    if need != Some(data.len()) {
+        let need = need.map_or("more than addressable".to_string(), |n| n.to_string());
+        return Err(bad(name, format!("holds {} bytes of data, shape {shape:?} needs {need}", data.len())));
     }
     let values: Vec<f32> = if width == 4 {
         data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
@@ -93,6 +96,176 @@ pub fn write(path: &Path, t: &Tensor) -> Result<()> {
         .map_err(|e| EngineError::Model { model: path.display().to_string(), reason: format!("cannot write it: {e}") })
 }
 
+/// CRC-32 (IEEE, as in zip archives).
+fn crc32(bytes: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, e) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+            *e = c;
+        }
+        t
+    });
+    !bytes.iter().fold(!0u32, |c, &b| table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8))
+}
+
+/// The `.npz` bytes of named tensors (each stored as `NAME.npy`, uncompressed).
+pub fn npz_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, t) in tensors {
+        let data = to_bytes(t);
+        let entry = format!("{name}.npy");
+        let too_big = |what: &str| EngineError::Model {
+            model: entry.clone(),
+            reason: format!("{what} is above the 4 GiB of a plain zip entry; write several .npy files instead"),
+        };
+        let size = u32::try_from(data.len()).map_err(|_| too_big("the tensor"))?;
+        let offset = u32::try_from(out.len()).map_err(|_| too_big("the archive"))?;
+        let crc = crc32(&data);
+        // Version 2.0, no flags, stored, time 00:00, date 1980-01-01.
+        let common = |v: &mut Vec<u8>| {
+            for x in [20u16, 0, 0, 0, 0x21] {
+                v.extend_from_slice(&x.to_le_bytes());
+            }
+            for x in [crc, size, size] {
+                v.extend_from_slice(&x.to_le_bytes());
+            }
+            v.extend_from_slice(&(entry.len() as u16).to_le_bytes());
+            v.extend_from_slice(&0u16.to_le_bytes()); // extra field length
+        };
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        common(&mut out);
+        out.extend_from_slice(entry.as_bytes());
+        out.extend_from_slice(&data);
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        central.extend_from_slice(&20u16.to_le_bytes()); // made by
+        common(&mut central);
+        for x in [0u16, 0, 0] {
+            central.extend_from_slice(&x.to_le_bytes()); // comment, disk, internal attributes
+        }
+        central.extend_from_slice(&0u32.to_le_bytes()); // external attributes
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(entry.as_bytes());
+    }
+    let cd_offset = u32::try_from(out.len()).map_err(|_| EngineError::Model {
+        model: "npz".into(),
+        reason: "the archive is above 4 GiB; write several .npy files instead".into(),
+    })?;
+    let n = u16::try_from(tensors.len()).map_err(|_| EngineError::Model {
+        model: "npz".into(),
+        reason: "more than 65535 tensors in one archive".into(),
+    })?;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    for x in [0u16, 0, n, n] {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    Ok(out)
+}
+
+/// Writes named tensors as an `.npz` archive (what `numpy.load` reads back by name).
+pub fn write_npz(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let bytes = npz_bytes(tensors)?;
+    std::fs::write(path, bytes)
+        .map_err(|e| EngineError::Model { model: path.display().to_string(), reason: format!("cannot write it: {e}") })
+}
+
+/// Reads an `.npz` archive: the tensors with their names (entry names without `.npy`), in
+/// archive order.
+pub fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| bad_npz(&name, format!("cannot read it: {e}")))?;
+    parse_npz(&bytes, &name)
+}
+
+fn bad_npz(path: &str, reason: impl Into<String>) -> EngineError {
+    EngineError::Model { model: path.to_string(), reason: format!("not a usable .npz archive: {}", reason.into()) }
+}
+
+/// Parses `.npz` bytes; `name` is used in errors.
+pub fn parse_npz(bytes: &[u8], name: &str) -> Result<Vec<(String, Tensor)>> {
+    let u16_at = |at: usize| bytes.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()) as u64);
+    let u64_at = |at: usize| bytes.get(at..at + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+    let truncated = || bad_npz(name, "truncated (the zip directory is cut off)");
+    // The end-of-central-directory record lies in the last 22 + 65535 bytes.
+    let search_from = bytes.len().saturating_sub(22 + 65_535);
+    let eocd = (search_from..bytes.len().saturating_sub(21))
+        .rev()
+        .find(|&i| bytes[i..i + 4] == 0x0605_4b50u32.to_le_bytes())
+        .ok_or_else(|| bad_npz(name, "no zip directory (not a zip file, or truncated)"))?;
+    let entries = u16_at(eocd + 10).ok_or_else(truncated)?;
+    let mut at = u32_at(eocd + 16).ok_or_else(truncated)? as usize;
+    let mut out = Vec::with_capacity(entries);
+    for _ in 0..entries {
+        if u32_at(at) != Some(0x0201_4b50) {
+            return Err(truncated());
+        }
+        let method = u16_at(at + 10).ok_or_else(truncated)?;
+        let crc = u32_at(at + 16).ok_or_else(truncated)? as u32;
+        let mut csize = u32_at(at + 20).ok_or_else(truncated)?;
+        let mut usize_ = u32_at(at + 24).ok_or_else(truncated)?;
+        let (nlen, xlen, clen) = (
+            u16_at(at + 28).ok_or_else(truncated)?,
+            u16_at(at + 30).ok_or_else(truncated)?,
+            u16_at(at + 32).ok_or_else(truncated)?,
+        );
+        let mut offset = u32_at(at + 42).ok_or_else(truncated)?;
+        let entry = bytes.get(at + 46..at + 46 + nlen).ok_or_else(truncated)?;
+        let entry = String::from_utf8_lossy(entry).into_owned();
+        // ZIP64 extra field: the 64-bit values of the fields saturated at 0xFFFFFFFF, in order.
+        let mut x = at + 46 + nlen;
+        let x_end = x + xlen;
+        while x + 4 <= x_end {
+            let (id, len) = (u16_at(x).ok_or_else(truncated)?, u16_at(x + 2).ok_or_else(truncated)?);
+            if id == 1 {
+                let mut f = x + 4;
+                for field in [&mut usize_, &mut csize, &mut offset] {
+                    if *field == 0xFFFF_FFFF {
+                        *field = u64_at(f).ok_or_else(truncated)?;
+                        f += 8;
+                    }
+                }
+            }
+            x += 4 + len;
+        }
+        at = x_end + clen;
+        if method != 0 {
+            return Err(bad_npz(
+                name,
+                format!(
+                    "entry '{entry}' is compressed (method {method}); only stored archives are read: \
+                     save with numpy.savez, not savez_compressed"
+                ),
+            ));
+        }
+        let lh = offset as usize;
+        if u32_at(lh) != Some(0x0403_4b50) {
+            return Err(bad_npz(name, format!("entry '{entry}' points at no local header")));
+        }
+        let data_at = lh + 30 + u16_at(lh + 26).ok_or_else(truncated)? + u16_at(lh + 28).ok_or_else(truncated)?;
+        let data = data_at
+            .checked_add(csize as usize)
+            .and_then(|end| bytes.get(data_at..end))
+            .ok_or_else(|| bad_npz(name, format!("entry '{entry}' is cut off")))?;
+        if csize != usize_ || crc32(data) != crc {
+            return Err(bad_npz(name, format!("entry '{entry}' is corrupt (size or CRC mismatch)")));
+        }
+        let key = entry.strip_suffix(".npy").unwrap_or(&entry).to_string();
+        let t = parse(data, &format!("{name}:{entry}"))?;
+        out.push((key, t));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +284,32 @@ mod tests {
         let at = i8.windows(3).position(|w| w == b"<f4").unwrap();
         i8[at + 1] = b'i';
         assert!(parse(&i8, "int").unwrap_err().to_string().contains("not float32"));
+    }
+
+    #[test]
+    fn crc_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn npz_round_trip_and_errors() {
+        let a = Tensor::new(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        let b = Tensor::new(vec![3], vec![-1.0, 0.5, 9.0]).unwrap();
+        let items = vec![("logits".to_string(), a.clone()), ("boxes/0".to_string(), b.clone())];
+        let bytes = npz_bytes(&items).unwrap();
+        let back = parse_npz(&bytes, "x.npz").unwrap();
+        assert_eq!(back, items);
+        for cut in [bytes.len() - 1, bytes.len() / 2, 10, 0] {
+            assert!(parse_npz(&bytes[..cut], "cut.npz").is_err(), "cut at {cut}");
+        }
+        let mut corrupt = bytes.clone();
+        corrupt[40 + 10 + 64] ^= 0x55; // inside the first tensor's data
+        let e = parse_npz(&corrupt, "c.npz").unwrap_err().to_string();
+        assert!(e.contains("corrupt") && e.contains("logits.npy"), "{e}");
+        let mut deflated = bytes.clone();
+        let cd = deflated.windows(4).position(|w| w == 0x0201_4b50u32.to_le_bytes()).unwrap();
+        deflated[cd + 10] = 8;
+        let e = parse_npz(&deflated, "d.npz").unwrap_err().to_string();
+        assert!(e.contains("savez_compressed"), "{e}");
     }
 }

@@ -245,9 +245,17 @@ pub fn load_bytes(bytes: &[u8], model: &str, base_dir: Option<&Path>, opts: &Imp
     for (i, n) in graph.node.iter().enumerate() {
         im.node(n, &node_name(n, i))?;
     }
+    let mut named = std::collections::HashSet::new();
     for o in &graph.output {
         match im.env.get(&o.name) {
-            Some(Val::Act(id)) => im.b.output(*id),
+            Some(Val::Act(id)) => {
+                // Outputs carry the file's names (written to .npz by them, matched by them).
+                let id = *id;
+                if named.insert(id) {
+                    im.b.rename(id, &o.name);
+                }
+                im.b.output(id)
+            }
             Some(_) => return Err(err(format!("output '{}' is a constant; nothing to compute", o.name))),
             None => return Err(err(format!("output '{}' is produced by no node", o.name))),
         }

@@ -1,0 +1,215 @@
+//! `poolpipe inspect`: what a model holds (file facts, ops with their support, parameters)
+//! and, when it imports, its layers with output shapes, parameters and FLOPs per frame.
+//!
+//! FLOPs count 2 per multiply-accumulate of convolutions and matrix products; elementwise
+//! work, pooling and normalisation are not counted (they are small next to them in CNNs).
+
+use std::path::Path;
+
+use anyhow::Result;
+use poolpipe_engine::{Graph, onnx};
+use serde::Serialize;
+
+use crate::run::{is_model_file, load_model};
+
+/// One layer (node) of the imported graph.
+#[derive(Clone, Debug, Serialize)]
+pub struct Layer {
+    /// Node name.
+    pub name: String,
+    /// Operation.
+    pub op: String,
+    /// Output shape per frame (first output).
+    pub output: Vec<usize>,
+    /// Weight values the node reads (its constant inputs).
+    pub parameters: u64,
+    /// FLOPs per frame.
+    pub flops: u64,
+}
+
+/// An op type of the file.
+#[derive(Clone, Debug, Serialize)]
+pub struct OpCount {
+    /// ONNX op type (with its domain when not the default one).
+    pub op: String,
+    /// Nodes of that type.
+    pub count: usize,
+    /// Whether the importer supports it.
+    pub supported: bool,
+}
+
+/// What `inspect` reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct InspectReport {
+    /// The model file or built-in name.
+    pub model: String,
+    /// File facts (ONNX files only).
+    pub file: Option<FileFacts>,
+    /// Op types with counts and support.
+    pub ops: Vec<OpCount>,
+    /// Whether the model imports (all ops supported, shapes resolved).
+    pub importable: bool,
+    /// The import error otherwise.
+    pub import_error: Option<String>,
+    /// Inputs per frame (after import).
+    pub inputs: Vec<(String, Vec<usize>)>,
+    /// Outputs per frame (after import).
+    pub outputs: Vec<(String, Vec<usize>)>,
+    /// Layers (after import).
+    pub layers: Vec<Layer>,
+    /// Weight values.
+    pub parameters: u64,
+    /// FLOPs per frame (after import).
+    pub flops_per_frame: u64,
+}
+
+/// Facts read from an ONNX file without importing it.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileFacts {
+    /// IR version.
+    pub ir_version: i64,
+    /// Default-domain opset.
+    pub opset: i64,
+    /// Producer.
+    pub producer: String,
+    /// Declared inputs with their dimensions (names for symbolic ones).
+    pub inputs: Vec<(String, Vec<String>)>,
+    /// Declared outputs.
+    pub outputs: Vec<String>,
+}
+
+/// Inspects a model file or built-in model.
+pub fn inspect(model: &str, size: usize, input_shape: Option<&[usize]>) -> Result<InspectReport> {
+    let mut report = InspectReport {
+        model: model.to_string(),
+        file: None,
+        ops: vec![],
+        importable: false,
+        import_error: None,
+        inputs: vec![],
+        outputs: vec![],
+        layers: vec![],
+        parameters: 0,
+        flops_per_frame: 0,
+    };
+    if is_model_file(model) {
+        let path = Path::new(model);
+        if !path.is_file() {
+            anyhow::bail!("model file {model} not found");
+        }
+        // A file that is not ONNX at all is an error; an unsupported one is a report.
+        let s = onnx::summarize(path)?;
+        report.ops = s
+            .ops
+            .iter()
+            .map(|(op, count, supported)| OpCount { op: op.clone(), count: *count, supported: *supported })
+            .collect();
+        report.parameters = s.parameters;
+        report.file = Some(FileFacts {
+            ir_version: s.ir_version,
+            opset: s.opset,
+            producer: s.producer,
+            inputs: s.inputs,
+            outputs: s.outputs,
+        });
+    }
+    match load_model(model, size, 1, input_shape) {
+        Ok(g) => {
+            fill_layers(&mut report, &g);
+            report.importable = true;
+        }
+        Err(e) if report.file.is_some() => report.import_error = Some(format!("{e:#}")),
+        Err(e) => return Err(e),
+    }
+    Ok(report)
+}
+
+fn fill_layers(r: &mut InspectReport, g: &Graph) {
+    let io = |ids: &[poolpipe_engine::ValueId]| -> Vec<(String, Vec<usize>)> {
+        ids.iter().map(|&v| (g.value(v).name.clone(), g.value(v).dims.clone())).collect()
+    };
+    r.inputs = io(g.inputs());
+    r.outputs = io(g.outputs());
+    for (i, n) in g.nodes().iter().enumerate() {
+        let parameters = n.inputs.iter().filter_map(|&v| g.value(v).constant()).map(|t| t.len() as u64).sum();
+        r.layers.push(Layer {
+            name: n.name.clone(),
+            op: n.op.name().to_string(),
+            output: g.value(n.outputs[0]).dims.clone(),
+            parameters,
+            flops: 2 * g.node_macs(i),
+        });
+    }
+    r.flops_per_frame = 2 * g.macs_per_sample();
+    if r.file.is_none() {
+        r.parameters = g.values().iter().filter_map(|v| v.constant()).map(|t| t.len() as u64).sum();
+        let mut ops: std::collections::BTreeMap<String, usize> = Default::default();
+        for n in g.nodes() {
+            *ops.entry(n.op.name().to_string()).or_default() += 1;
+        }
+        r.ops = ops.into_iter().map(|(op, count)| OpCount { op, count, supported: true }).collect();
+    }
+}
+
+fn human(v: u64) -> String {
+    match v {
+        v if v >= 1_000_000_000 => format!("{:.2} G", v as f64 / 1e9),
+        v if v >= 1_000_000 => format!("{:.2} M", v as f64 / 1e6),
+        v if v >= 1_000 => format!("{:.1} k", v as f64 / 1e3),
+        v => v.to_string(),
+    }
+}
+
+/// The report as text for people.
+pub fn render(r: &InspectReport) -> String {
+    let mut s = String::new();
+    s += &format!("model        {}\n", r.model);
+    if let Some(f) = &r.file {
+        s += &format!("file         ONNX IR {}, opset {}, producer '{}'\n", f.ir_version, f.opset, f.producer);
+        for (n, d) in &f.inputs {
+            s += &format!("declared in  {n} [{}]\n", d.join(", "));
+        }
+        s += &format!("declared out {}\n", f.outputs.join(", "));
+    }
+    s += &format!("parameters   {} ({} values)\n", human(r.parameters), r.parameters);
+    s += "ops\n";
+    for o in &r.ops {
+        s += &format!("  {:<28} {:>5}  {}\n", o.op, o.count, if o.supported { "supported" } else { "NOT SUPPORTED" });
+    }
+    if let Some(e) = &r.import_error {
+        s += &format!("import       fails: {e}\n");
+        return s;
+    }
+    s += &format!("import       ok: {} layers, {}FLOPs per frame\n", r.layers.len(), human(r.flops_per_frame));
+    for (n, d) in &r.inputs {
+        s += &format!("input        {n} {d:?} per frame\n");
+    }
+    for (n, d) in &r.outputs {
+        s += &format!("output       {n} {d:?} per frame\n");
+    }
+    let w = r.layers.iter().map(|l| l.name.len()).max().unwrap_or(4).clamp(4, 40);
+    let ow = r.layers.iter().map(|l| l.op.len()).max().unwrap_or(2).max(2);
+    s += &format!(
+        "\n{:>4}  {:<w$}  {:<ow$}  {:<20} {:>10} {:>11}  {:>5}\n",
+        "#", "name", "op", "output", "params", "FLOPs", "%"
+    );
+    let total = r.flops_per_frame.max(1) as f64;
+    for (i, l) in r.layers.iter().enumerate() {
+        let name: String = if l.name.chars().count() > w {
+            format!("{}~", l.name.chars().take(w - 1).collect::<String>())
+        } else {
+            l.name.clone()
+        };
+        s += &format!(
+            "{:>4}  {:<w$}  {:<ow$}  {:<20} {:>10} {:>11}  {:>5.1}\n",
+            i,
+            name,
+            l.op,
+            format!("{:?}", l.output),
+            human(l.parameters),
+            human(l.flops),
+            100.0 * l.flops as f64 / total
+        );
+    }
+    s
+}

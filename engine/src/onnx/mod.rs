@@ -263,6 +263,20 @@ pub fn load_bytes(bytes: &[u8], model: &str, base_dir: Option<&Path>, opts: &Imp
     im.b.build()
 }
 
+/// Inputs an op cannot do without (later ones are optional or absent in the opset).
+fn min_inputs(op: &str, opset: i64) -> usize {
+    match op {
+        "Constant" => 0,
+        "BatchNormalization" => 5,
+        "Slice" if opset >= 10 => 3,
+        "Reshape" if opset >= 5 => 2,
+        "Upsample" if opset >= 9 => 2,
+        "Add" | "Sub" | "Mul" | "Div" | "Gemm" | "MatMul" | "Conv" | "ConvTranspose" | "LayerNormalization"
+        | "Gather" => 2,
+        _ => 1,
+    }
+}
+
 fn node_name(n: &NodeProto, i: usize) -> String {
     if n.name.is_empty() { format!("{}_{i}", n.op_type) } else { n.name.clone() }
 }
@@ -559,6 +573,19 @@ impl Importer {
             .iter()
             .map(|s| if s.is_empty() { Ok(None) } else { self.val(s, name, op).map(Some) })
             .collect::<Result<_>>()?;
+        let need = min_inputs(op, self.opset);
+        if let Some(missing) = (0..need).find(|&k| inputs.get(k).is_none_or(Option::is_none)) {
+            return Err(node_err(
+                name,
+                op,
+                format!(
+                    "needs at least {need} input(s), input {missing} is missing; the file is malformed, re-export it"
+                ),
+            ));
+        }
+        if n.output.first().is_none_or(String::is_empty) {
+            return Err(node_err(name, op, String::from("has no output; the file is malformed, re-export it")));
+        }
         let all_const = !inputs.is_empty() && inputs.iter().flatten().all(|v| !matches!(v, Val::Act(_)));
         if all_const
             && op != "Constant"
@@ -1654,6 +1681,30 @@ mod tests {
         let g = load_bytes(&bytes, "ext.onnx", Some(&dir), &Default::default()).unwrap();
         assert_eq!(g.value(g.outputs()[0]).dims, vec![3, 4, 4]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Every supported op with too few, empty or extra inputs, and without outputs: an error
+    /// or a graph, never a panic.
+    #[test]
+    fn every_op_with_any_arity_is_an_error_not_a_panic() {
+        let w: Vec<u8> = (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let arities: [&[&str]; 7] =
+            [&[], &[""], &["x"], &["", "w"], &["x", ""], &["x", "w"], &["x", "w", "w", "w", "w", "w"]];
+        for op in SUPPORTED_OPS {
+            for ins in arities {
+                for outs in [&["y"][..], &[], &[""]] {
+                    let bytes = model(vec![node(op, "n", ins, outs)], vec![weight("w", &[3, 2, 1, 1], w.clone())]);
+                    // Either result is fine; reaching here without a panic is the test.
+                    let r = load_bytes(&bytes, "arity.onnx", None, &Default::default());
+                    if ins.len() < min_inputs(op, 13) || ins.first() == Some(&"") && *op != "Constant" {
+                        assert!(r.is_err(), "{op} with inputs {ins:?} loaded");
+                    }
+                }
+            }
+        }
+        let bytes = model(vec![node("Add", "add", &["x"], &["y"])], vec![]);
+        let e = load_bytes(&bytes, "a.onnx", None, &Default::default()).unwrap_err().to_string();
+        assert!(e.contains("'add' (Add)") && e.contains("input 1 is missing"), "{e}");
     }
 
     #[test]

@@ -1,16 +1,10 @@
 //! End-to-end tests of the `poolpipe` binary as a user runs it.
 
-use std::process::{Command, Output};
+mod common;
 
-fn poolpipe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_poolpipe")).args(args).output().expect("the binary runs")
-}
+use std::process::Command;
 
-fn json(out: &Output) -> serde_json::Value {
-    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{}", String::from_utf8_lossy(&out.stdout)))
-}
+use common::{json, poolpipe};
 
 #[test]
 fn devices_lists_at_least_one_adapter_with_limits() {

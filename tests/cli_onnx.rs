@@ -1,21 +1,14 @@
 //! End-to-end tests of `poolpipe run MODEL.onnx` and `poolpipe inspect` as a user runs them,
 //! with onnxruntime (python3) and the model generator as outside oracles.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
+use common::{json, poolpipe};
 use poolpipe_engine::npy;
-
-fn poolpipe(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_poolpipe")).args(args).output().expect("the binary runs")
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{}", String::from_utf8_lossy(&out.stdout)))
-}
 
 fn fails_with(args: &[&str], needles: &[&str]) {
     let out = poolpipe(args);
@@ -282,13 +275,24 @@ fn bad_models_inputs_and_outputs_are_clear_errors() {
 }
 
 #[test]
-fn light_model_runs_at_any_batch_against_onnxruntime() {
+fn light_models_run_at_batch_4_against_onnxruntime() {
     let dir = python("import onnx, os; print(os.path.dirname(onnx.__file__))", &[]);
-    let model = Path::new(dir.trim()).join("backend/test/data/light/light_squeezenet.onnx");
-    // The graph fixes batch 1; poolpipe runs 2 and onnxruntime runs them one at a time.
-    let v =
-        json(&poolpipe(&["run", model.to_str().unwrap(), "--batch", "2", "--compare-ort", "--iters", "1", "--json"]));
-    assert_eq!(v["outputs"][0]["shape"], serde_json::json!([2, 1000, 1, 1]));
-    assert!(v["onnxruntime"][0]["rel_error"].as_f64().unwrap() <= 1e-3);
-    assert_eq!(v["top5"].as_array().unwrap().len(), 2);
+    // The graphs fix batch 1; poolpipe runs 4 frames at once and onnxruntime one at a time.
+    // (engine/tests/onnx_models.rs runs all nine at batch 1; these two are the cheapest.)
+    for name in ["light_squeezenet", "light_shufflenet"] {
+        let model = Path::new(dir.trim()).join(format!("backend/test/data/light/{name}.onnx"));
+        let v = json(&poolpipe(&[
+            "run",
+            model.to_str().unwrap(),
+            "--batch",
+            "4",
+            "--compare-ort",
+            "--iters",
+            "1",
+            "--json",
+        ]));
+        assert_eq!(v["outputs"][0]["shape"][0], 4, "{name}");
+        assert!(v["onnxruntime"][0]["rel_error"].as_f64().unwrap() <= 1e-3, "{name}: {}", v["onnxruntime"]);
+        assert_eq!(v["top5"].as_array().unwrap().len(), 4, "{name}");
+    }
 }

@@ -10,7 +10,8 @@
 //! - a CPU reference executor ([`reference::run`]) in plain Rust: slow, simple, the oracle of
 //!   every kernel test;
 //! - ONNX import ([`onnx::load`]): real models as users export them, checked against
-//!   onnxruntime in the tests;
+//!   onnxruntime in the tests; [`onnx::summarize`] reads a file's structure without importing;
+//! - tensor files ([`npy`]): `.npy` and `.npz` read and written;
 //! - built-in model builders ([`models`]) with seeded random weights;
 //! - the wgpu executor ([`gpu`]): adapter listing and selection, compilation of a graph (or a
 //!   contiguous node range of it, [`Graph::slice_nodes`]) into compute pipelines with a

@@ -12,6 +12,8 @@
 //! - ONNX import ([`onnx::load`]): real models as users export them, checked against
 //!   onnxruntime in the tests; [`onnx::summarize`] reads a file's structure without importing;
 //! - tensor files ([`npy`]): `.npy` and `.npz` read and written;
+//! - pre-partitioning ([`partition`]): M contiguous blocks balanced across device classes
+//!   with the fewest bytes crossing the cuts;
 //! - built-in model builders ([`models`]) with seeded random weights;
 //! - the wgpu executor ([`gpu`]): adapter listing and selection, compilation of a graph (or a
 //!   contiguous node range of it, [`Graph::slice_nodes`]) into compute pipelines with a
@@ -54,6 +56,7 @@ pub mod gpu;
 pub mod models;
 pub mod npy;
 pub mod onnx;
+pub mod partition;
 pub mod reference;
 
 pub use error::{EngineError, Result};

@@ -185,13 +185,8 @@ pub fn partition_costs(
     g[0][0] = 0.0;
     for b in 1..=m {
         for p in b..=n - (m - b) {
-            let mut best = inf;
-            for q in (b - 1)..p {
-                if g[b - 1][q] < inf {
-                    best = best.min(g[b - 1][q].max(dev(q, p)));
-                }
-            }
-            g[b][p] = best;
+            let prev = &g[b - 1];
+            g[b][p] = ((b - 1)..p).filter(|&q| prev[q] < inf).map(|q| prev[q].max(dev(q, p))).fold(inf, f64::min);
         }
     }
     let best_dev = g[m][n];
@@ -329,10 +324,10 @@ mod tests {
             let g = crate::models::builtin(name, 32, 3).unwrap();
             let n = g.nodes().len();
             let cross = crossing_elements(&g);
-            for p in 1..n {
+            for (p, &crossing) in cross.iter().enumerate().take(n).skip(1) {
                 let stage = g.slice_nodes(p..n).unwrap();
                 let want: u64 = stage.inputs().iter().map(|&v| numel(&stage.value(v).dims) as u64).sum();
-                assert_eq!(cross[p], want, "{name} cut {p}");
+                assert_eq!(crossing, want, "{name} cut {p}");
             }
             let costs = estimate_costs(&g);
             let part = partition(&g, &[costs], &PartitionOptions { blocks: 4, tolerance: 0.3 }).unwrap();

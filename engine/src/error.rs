@@ -121,6 +121,14 @@ pub enum EngineError {
         /// What was being allocated (node and tensor).
         what: String,
     },
+    /// A boundary tensor (wire form between stages) does not match what the stage expects.
+    #[error("boundary tensor '{tensor}': {reason}")]
+    Boundary {
+        /// Tensor name.
+        tensor: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// Any other error reported by the GPU driver or wgpu.
     #[error("GPU error on device '{device}' while {context}: {message}")]
     Gpu {

@@ -14,6 +14,8 @@
 //! - tensor files ([`npy`]): `.npy` and `.npz` read and written;
 //! - pre-partitioning ([`partition`]): M contiguous blocks balanced across device classes
 //!   with the fewest bytes crossing the cuts;
+//! - pipeline stages ([`stage`]): any block range as a graph of its own, its boundary
+//!   tensors exchanged as fp16 (packed on the device, [`boundary`]) or fp32;
 //! - built-in model builders ([`models`]) with seeded random weights;
 //! - the wgpu executor ([`gpu`]): adapter listing and selection, compilation of a graph (or a
 //!   contiguous node range of it, [`Graph::slice_nodes`]) into compute pipelines with a
@@ -52,12 +54,14 @@ mod ops;
 mod optimize;
 mod tensor;
 
+pub mod boundary;
 pub mod gpu;
 pub mod models;
 pub mod npy;
 pub mod onnx;
 pub mod partition;
 pub mod reference;
+pub mod stage;
 
 pub use error::{EngineError, Result};
 pub use graph::{Graph, GraphBuilder, Node, Value, ValueId, ValueSource};

@@ -44,7 +44,7 @@ impl Default for PartitionOptions {
 }
 
 /// A split of a graph into contiguous blocks.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Partition {
     /// Node index where each block starts, then the node count: block `b` is
     /// `bounds[b]..bounds[b + 1]`.

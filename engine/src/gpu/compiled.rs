@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use wgpu::util::DeviceExt;
 
 use super::device::{Device, DeviceInner};
-use super::lower::{Buf, PARAM_WORDS, lower};
+use super::kernels::{Family, Kernel};
+use super::lower::{Buf, Dispatch, PARAM_WORDS, SizeFn, lower};
+use crate::boundary::{Boundary, Precision};
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, ValueId};
 use crate::tensor::Tensor;
@@ -25,11 +27,15 @@ pub struct CompileOptions {
     pub naive_kernels: bool,
     /// Invocations per workgroup of the 1-D kernels (default 64).
     pub workgroup_size: u32,
+    /// Names of graph inputs and outputs exchanged as packed fp16 (boundary tensors between
+    /// stages, see [`crate::boundary`]): inputs are unpacked and outputs packed by kernels on
+    /// the device, so only half the bytes cross the bus. Others are exchanged as fp32.
+    pub f16_io: Vec<String>,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { max_batch: 8, optimize: true, naive_kernels: false, workgroup_size: 64 }
+        CompileOptions { max_batch: 8, optimize: true, naive_kernels: false, workgroup_size: 64, f16_io: vec![] }
     }
 }
 
@@ -65,6 +71,10 @@ pub struct CompiledGraph {
     pipelines: Vec<Arc<wgpu::ComputePipeline>>,
     batches: Vec<BatchState>,
     staging: Vec<wgpu::Buffer>,
+    /// Per graph input, then per graph output: the packed fp16 buffer when exchanged as fp16.
+    packed_in: Vec<Option<usize>>,
+    packed_out: Vec<Option<usize>>,
+    packed: Vec<wgpu::Buffer>,
     timestamps: Option<Timestamps>,
     arena_bytes: u64,
     const_bytes: u64,
@@ -103,7 +113,8 @@ impl CompiledGraph {
         let wg = opts.workgroup_size.clamp(1, dev.limits.max_compute_invocations_per_workgroup);
         let g = if opts.optimize { crate::optimize(graph)? } else { graph.clone() };
         let max_binding = dev.limits.max_buffer_size.min(dev.limits.max_storage_buffer_binding_size);
-        let lowered = lower(&g, opts.max_batch, opts.naive_kernels, wg, max_binding)?;
+        let mut lowered = lower(&g, opts.max_batch, opts.naive_kernels, wg, max_binding)?;
+        let (packed_in, packed_out, packed_words) = add_f16_conversions(&g, &mut lowered, &opts.f16_io, wg)?;
         let device = &dev.device;
         let root = |v: ValueId| *lowered.alias.get(&v).unwrap_or(&v);
 
@@ -244,6 +255,18 @@ impl CompiledGraph {
                 })
             })
             .collect();
+        let packed: Vec<wgpu::Buffer> = packed_words
+            .iter()
+            .map(|&per_sample| {
+                let words = (per_sample * opts.max_batch).div_ceil(2) as u64;
+                device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("packed fp16 boundary"),
+                    size: ((words * 4).div_ceil(16) * 16).max(16),
+                    usage,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
         let staging: Vec<wgpu::Buffer> = g
             .outputs()
             .iter()
@@ -265,6 +288,7 @@ impl CompiledGraph {
                 Buf::Value(v) => &slots[slot_of[&v]],
                 Buf::Const(i) => &consts[i],
                 Buf::Scratch(i) => &scratch[i],
+                Buf::Packed(i) => &packed[i],
             }
         };
         let max_groups = dev.limits.max_compute_workgroups_per_dimension as u64;
@@ -281,9 +305,13 @@ impl CompiledGraph {
                 } else {
                     let y = groups.div_ceil(max_groups);
                     if y > max_groups {
+                        let (node, op) = match g.nodes().get(d.node) {
+                            Some(n) => (n.name.clone(), n.op.name().to_string()),
+                            None => ("boundary".to_string(), "fp16 conversion".to_string()),
+                        };
                         return Err(EngineError::InvalidNode {
-                            node: g.nodes()[d.node].name.clone(),
-                            op: g.nodes()[d.node].op.name().into(),
+                            node,
+                            op,
                             reason: format!("needs {groups} workgroups, more than the device can launch"),
                         });
                     }
@@ -313,7 +341,7 @@ impl CompiledGraph {
                         entries.push(wgpu::BindGroupEntry { binding, resource: resolve(buf).as_entire_binding() });
                     }
                     device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some(&g.nodes()[d.node].name),
+                        label: Some(g.nodes().get(d.node).map_or("fp16 conversion", |n| n.name.as_str())),
                         layout: &pipelines[i].get_bind_group_layout(0),
                         entries: &entries,
                     })
@@ -369,6 +397,9 @@ impl CompiledGraph {
             pipelines,
             batches,
             staging,
+            packed_in,
+            packed_out,
+            packed,
             timestamps,
             arena_bytes,
             const_bytes,
@@ -405,20 +436,29 @@ impl CompiledGraph {
         self.run_timed(inputs).map(|(o, _)| o)
     }
 
-    fn check_inputs(&self, inputs: &[Tensor]) -> Result<usize> {
+    /// The precision each graph input is exchanged in ([`CompileOptions::f16_io`]).
+    pub fn input_precisions(&self) -> Vec<Precision> {
+        self.packed_in.iter().map(|p| if p.is_some() { Precision::F16 } else { Precision::F32 }).collect()
+    }
+
+    /// The precision each graph output is exchanged in.
+    pub fn output_precisions(&self) -> Vec<Precision> {
+        self.packed_out.iter().map(|p| if p.is_some() { Precision::F16 } else { Precision::F32 }).collect()
+    }
+
+    fn check_inputs(&self, shapes: &[&[usize]]) -> Result<usize> {
         let g = &self.graph;
-        if inputs.len() != g.inputs().len() {
+        if shapes.len() != g.inputs().len() {
             return Err(EngineError::Input {
                 graph: g.name.clone(),
                 input: g.inputs().iter().map(|&i| g.value(i).name.clone()).collect::<Vec<_>>().join(", "),
-                reason: format!("expected {} input tensors, got {}", g.inputs().len(), inputs.len()),
+                reason: format!("expected {} input tensors, got {}", g.inputs().len(), shapes.len()),
             });
         }
         let mut batch = None;
-        for (t, &v) in inputs.iter().zip(g.inputs()) {
+        for (&s, &v) in shapes.iter().zip(g.inputs()) {
             let val = g.value(v);
             let bad = |reason: String| EngineError::Input { graph: g.name.clone(), input: val.name.clone(), reason };
-            let s = t.shape();
             if s.is_empty() || s[1..] != val.dims[..] {
                 return Err(bad(format!("expected shape [batch, {}], got {s:?}", dims_str(&val.dims))));
             }
@@ -437,13 +477,96 @@ impl CompiledGraph {
     }
 
     /// Runs a batch and reports how long it took (GPU time when timestamps are available).
+    /// Inputs and outputs exchanged as fp16 are rounded to fp16 on the way (on the CPU for
+    /// inputs, on the device for outputs).
     pub fn run_timed(&mut self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, RunTiming)> {
-        let b = self.check_inputs(inputs)?;
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+        let b = self.check_inputs(&shapes)?;
+        let g = &self.graph;
+        let bytes: Vec<Vec<u8>> = inputs
+            .iter()
+            .zip(g.inputs())
+            .zip(&self.packed_in)
+            .map(|((t, &v), p)| match p {
+                Some(_) => Boundary::from_tensor(&g.value(v).name, t, Precision::F16).bytes,
+                None => bytemuck::cast_slice(t.data()).to_vec(),
+            })
+            .collect();
+        let (raw, timing) = self.execute(b, &bytes)?;
+        let g = &self.graph;
+        let mut outputs = vec![];
+        for ((bytes, &o), p) in raw.into_iter().zip(g.outputs()).zip(&self.packed_out) {
+            let precision = if p.is_some() { Precision::F16 } else { Precision::F32 };
+            let wire = Boundary { name: g.value(o).name.clone(), shape: g.value(o).shape_at(b), precision, bytes };
+            outputs.push(wire.to_tensor()?);
+        }
+        Ok((outputs, timing))
+    }
+
+    /// Runs a batch on tensors in their wire form (what a stage receives from the previous
+    /// one), in the order of the graph's inputs, each in the precision the graph was compiled
+    /// to take ([`Self::input_precisions`]); returns the outputs in wire form, fp16 ones as
+    /// the device packed them. The bytes are uploaded and read back as they are: no
+    /// conversion on the CPU.
+    pub fn run_boundary(&mut self, inputs: &[Boundary]) -> Result<(Vec<Boundary>, RunTiming)> {
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
+        let b = self.check_inputs(&shapes)?;
+        let g = &self.graph;
+        for ((t, &v), want) in inputs.iter().zip(g.inputs()).zip(self.input_precisions()) {
+            let name = &g.value(v).name;
+            if &t.name != name {
+                return Err(EngineError::Boundary {
+                    tensor: t.name.clone(),
+                    reason: format!("graph '{}' expects '{name}' at this position", g.name),
+                });
+            }
+            if t.precision != want {
+                return Err(EngineError::Boundary {
+                    tensor: t.name.clone(),
+                    reason: format!(
+                        "sent as {} but stage '{}' was compiled to receive {want}; use the same boundary precision on both sides of the cut",
+                        t.precision, g.name
+                    ),
+                });
+            }
+            t.validate()?;
+        }
+        let bytes: Vec<Vec<u8>> = inputs.iter().map(|t| t.bytes.clone()).collect();
+        let (raw, timing) = self.execute(b, &bytes)?;
+        let g = &self.graph;
+        let outs = raw
+            .into_iter()
+            .zip(g.outputs())
+            .zip(self.output_precisions())
+            .map(|((bytes, &o), precision)| Boundary {
+                name: g.value(o).name.clone(),
+                shape: g.value(o).shape_at(b),
+                precision,
+                bytes,
+            })
+            .collect();
+        Ok((outs, timing))
+    }
+
+    /// Uploads the inputs' bytes, runs every dispatch at batch `b` and reads the outputs'
+    /// bytes back (fp16 outputs: exactly 2 bytes an element).
+    fn execute(&mut self, b: usize, inputs: &[Vec<u8>]) -> Result<(Vec<Vec<u8>>, RunTiming)> {
         let start = Instant::now();
         let dev = &self.dev;
         let g = &self.graph;
-        for (t, &v) in inputs.iter().zip(g.inputs()) {
-            dev.queue.write_buffer(&self.slots[self.slot_of[&v]], 0, bytemuck::cast_slice(t.data()));
+        for (k, (bytes, &v)) in inputs.iter().zip(g.inputs()).enumerate() {
+            let target = match self.packed_in[k] {
+                Some(i) => &self.packed[i],
+                None => &self.slots[self.slot_of[&v]],
+            };
+            if bytes.len() % 4 == 0 {
+                dev.queue.write_buffer(target, 0, bytes);
+            } else {
+                // Buffer writes go in whole words: pad an odd fp16 count with a zero half.
+                let mut padded = bytes.clone();
+                padded.resize(bytes.len().next_multiple_of(4), 0);
+                dev.queue.write_buffer(target, 0, &padded);
+            }
         }
         let state = &self.batches[b - 1];
         let mut enc = dev.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(&g.name) });
@@ -470,17 +593,22 @@ impl CompiledGraph {
             enc.resolve_query_set(&t.set, 0..2, &t.resolve, 0);
             enc.copy_buffer_to_buffer(&t.resolve, 0, &t.readback, 0, 16);
         }
+        // (bytes to read, bytes that are the tensor)
         let mut sizes = vec![];
         for (k, &o) in g.outputs().iter().enumerate() {
-            let bytes = (g.value(o).per_sample_len() * b * 4) as u64;
-            enc.copy_buffer_to_buffer(&self.slots[self.slot_of[&o]], 0, &self.staging[k], 0, bytes);
-            sizes.push(bytes);
+            let n = (g.value(o).per_sample_len() * b) as u64;
+            let (src, copy, used) = match self.packed_out[k] {
+                Some(i) => (&self.packed[i], n.div_ceil(2) * 4, n * 2),
+                None => (&self.slots[self.slot_of[&o]], n * 4, n * 4),
+            };
+            enc.copy_buffer_to_buffer(src, 0, &self.staging[k], 0, copy);
+            sizes.push((copy, used));
         }
         dev.queue.submit([enc.finish()]);
 
         let mut maps = vec![];
-        for (k, &bytes) in sizes.iter().enumerate() {
-            maps.push(map_read(&self.staging[k], bytes));
+        for (k, &(copy, _)) in sizes.iter().enumerate() {
+            maps.push(map_read(&self.staging[k], copy));
         }
         let ts_map = self.timestamps.as_ref().map(|t| map_read(&t.readback, 16));
         dev.device
@@ -490,9 +618,10 @@ impl CompiledGraph {
             return Err(gpu_err(dev, format!("running graph '{}'", g.name), e));
         }
         let mut outputs = vec![];
-        for (k, &o) in g.outputs().iter().enumerate() {
-            let data = read_mapped(dev, &self.staging[k], sizes[k], &maps[k], &g.name)?;
-            outputs.push(Tensor::new(g.value(o).shape_at(b), data)?);
+        for (k, &(copy, used)) in sizes.iter().enumerate() {
+            let mut data = read_mapped(dev, &self.staging[k], copy, &maps[k], &g.name)?;
+            data.truncate(used as usize);
+            outputs.push(data);
         }
         let gpu = match (&self.timestamps, ts_map) {
             (Some(t), Some(rx)) => {
@@ -513,6 +642,82 @@ impl CompiledGraph {
     }
 }
 
+/// Adds the fp16 unpack dispatches (before everything) and pack dispatches (after
+/// everything) for the graph inputs and outputs named in `names`. Returns, per input and per
+/// output, the index of its packed buffer, and each packed buffer's elements per sample.
+#[allow(clippy::type_complexity)]
+fn add_f16_conversions(
+    g: &Graph,
+    lowered: &mut super::lower::Lowered,
+    names: &[String],
+    wg: u32,
+) -> Result<(Vec<Option<usize>>, Vec<Option<usize>>, Vec<usize>)> {
+    let mut per_sample = vec![];
+    let find = |name: &str, list: &[ValueId]| list.iter().position(|&v| g.value(v).name == name);
+    for name in names {
+        if find(name, g.inputs()).is_none() && find(name, g.outputs()).is_none() {
+            return Err(EngineError::InvalidGraph {
+                graph: g.name.clone(),
+                reason: format!(
+                    "'{name}' is to be exchanged as fp16 but is neither an input nor an output of the graph; inputs: {}; outputs: {}",
+                    names_of(g, g.inputs()),
+                    names_of(g, g.outputs())
+                ),
+            });
+        }
+    }
+    let wants = |v: ValueId| names.iter().any(|n| *n == g.value(v).name);
+    let size = move |len: usize| -> SizeFn {
+        Box::new(move |b| {
+            let n = len * b;
+            let groups = n.div_ceil(2).div_ceil(wg as usize) as u64;
+            let mut p = vec![0u32; PARAM_WORDS];
+            p[0] = n as u32;
+            (groups, p)
+        })
+    };
+    let mut front = vec![];
+    let mut packed_in = vec![];
+    for &v in g.inputs() {
+        if wants(v) {
+            let i = per_sample.len();
+            per_sample.push(g.value(v).per_sample_len());
+            front.push(Dispatch {
+                node: usize::MAX,
+                kernel: Kernel::new(Family::Convert, "unpack_f16", &[("WG", wg)]),
+                bindings: vec![(1, Buf::Packed(i)), (2, Buf::Value(v))],
+                size: size(g.value(v).per_sample_len()),
+            });
+            packed_in.push(Some(i));
+        } else {
+            packed_in.push(None);
+        }
+    }
+    let mut packed_out = vec![];
+    for &o in g.outputs() {
+        if wants(o) {
+            let i = per_sample.len();
+            per_sample.push(g.value(o).per_sample_len());
+            lowered.dispatches.push(Dispatch {
+                node: usize::MAX,
+                kernel: Kernel::new(Family::Convert, "pack_f16", &[("WG", wg)]),
+                bindings: vec![(3, Buf::Value(o)), (4, Buf::Packed(i))],
+                size: size(g.value(o).per_sample_len()),
+            });
+            packed_out.push(Some(i));
+        } else {
+            packed_out.push(None);
+        }
+    }
+    front.append(&mut lowered.dispatches);
+    lowered.dispatches = front;
+    Ok((packed_in, packed_out, per_sample))
+}
+
+fn names_of(g: &Graph, list: &[ValueId]) -> String {
+    list.iter().map(|&v| g.value(v).name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
 type MapResult = std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>;
 
 fn map_read(buf: &wgpu::Buffer, bytes: u64) -> MapResult {
@@ -523,12 +728,12 @@ fn map_read(buf: &wgpu::Buffer, bytes: u64) -> MapResult {
     rx
 }
 
-fn read_mapped(dev: &DeviceInner, buf: &wgpu::Buffer, bytes: u64, rx: &MapResult, graph: &str) -> Result<Vec<f32>> {
+fn read_mapped(dev: &DeviceInner, buf: &wgpu::Buffer, bytes: u64, rx: &MapResult, graph: &str) -> Result<Vec<u8>> {
     let ctx = || format!("reading the outputs of graph '{graph}'");
     rx.recv().map_err(|e| gpu_err(dev, ctx(), e))?.map_err(|e| gpu_err(dev, ctx(), e))?;
     let data = {
         let view = buf.get_mapped_range(0..bytes).map_err(|e| gpu_err(dev, ctx(), e))?;
-        bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        view.to_vec()
     };
     buf.unmap();
     Ok(data)

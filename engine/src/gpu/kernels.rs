@@ -25,6 +25,8 @@ pub enum Family {
     Layout,
     /// naive.wgsl: one-output-per-invocation baselines for benchmarks.
     Naive,
+    /// convert.wgsl: fp16 packing of boundary tensors (unpack_f16, pack_f16).
+    Convert,
 }
 
 /// The prelude shared by every module.
@@ -32,7 +34,7 @@ pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 8] = [
+    pub const ALL: [Family; 9] = [
         Family::Conv,
         Family::Matmul,
         Family::Elementwise,
@@ -41,6 +43,7 @@ impl Family {
         Family::Norm,
         Family::Layout,
         Family::Naive,
+        Family::Convert,
     ];
 
     /// File name in `shaders/`.
@@ -54,6 +57,7 @@ impl Family {
             Family::Norm => "norm.wgsl",
             Family::Layout => "layout.wgsl",
             Family::Naive => "naive.wgsl",
+            Family::Convert => "convert.wgsl",
         }
     }
 
@@ -68,6 +72,7 @@ impl Family {
             Family::Norm => include_str!("../../../shaders/norm.wgsl"),
             Family::Layout => include_str!("../../../shaders/layout.wgsl"),
             Family::Naive => include_str!("../../../shaders/naive.wgsl"),
+            Family::Convert => include_str!("../../../shaders/convert.wgsl"),
         }
     }
 
@@ -154,6 +159,7 @@ mod tests {
             (Family::Norm, &["batch_norm", "lrn"]),
             (Family::Layout, &["strided_copy", "pad", "resize"]),
             (Family::Naive, &["naive_conv2d", "naive_matmul"]),
+            (Family::Convert, &["unpack_f16", "pack_f16"]),
         ];
         assert_eq!(entries.len(), Family::ALL.len());
         for &(family, names) in entries {

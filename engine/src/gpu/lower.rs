@@ -19,6 +19,9 @@ pub(crate) enum Buf {
     Const(usize),
     /// A scratch buffer, index into [`Lowered::scratch`].
     Scratch(usize),
+    /// The packed fp16 buffer of a graph input or output exchanged as fp16 (index into the
+    /// compiled graph's packed buffers).
+    Packed(usize),
 }
 
 /// Workgroup count and parameter words of a dispatch at a batch size.
@@ -26,7 +29,8 @@ pub(crate) type SizeFn = Box<dyn Fn(usize) -> (u64, Vec<u32>) + Send + Sync>;
 
 /// One kernel launch.
 pub(crate) struct Dispatch {
-    /// Node it belongs to (index in the graph).
+    /// Node it belongs to (index in the graph; `usize::MAX` for the fp16 conversions at the
+    /// graph's edges).
     pub node: usize,
     /// Kernel to run.
     pub kernel: Kernel,

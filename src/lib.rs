@@ -9,6 +9,8 @@
 //! - [`run`]: one model (built-in or ONNX file) on one device (`poolpipe run`), checked
 //!   against the CPU reference and/or onnxruntime ([`oracle`]);
 //! - [`inspect`]: what a model holds, layer by layer (`poolpipe inspect`);
+//! - [`profile`]: per-block latency profiles of a model on one device class, in the
+//!   published PPipe format (`poolpipe profile`); [`classes`]: device class labels;
 //! - [`frames`]: images and tensor files as model inputs (resize, crop, normalisation presets).
 //!
 //! The cluster roles (controller, worker, frontend), the data-plane scheduler and the
@@ -20,9 +22,11 @@
 //! when it comes, never reads the wall clock directly.
 
 pub mod bench;
+pub mod classes;
 pub mod frames;
 pub mod inspect;
 pub mod oracle;
+pub mod profile;
 pub mod run;
 
 /// A progress bar on stderr for `len` steps (hidden when stderr is not a terminal).

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use poolpipe::frames::Preset;
-use poolpipe::{bench, inspect, run};
+use poolpipe::{bench, inspect, profile, run};
 use poolpipe_engine::gpu::{AdapterSelector, list_adapters};
 
 #[derive(Parser)]
@@ -19,8 +19,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// List every GPU adapter wgpu finds (all backends), with its key limits.
+    /// List every GPU adapter wgpu finds (all backends), with its key limits and its device
+    /// class label (from the class file, else derived from the adapter name).
     Devices {
+        /// Class file (TOML, [[class]] tables with name, match and optional backend) [default:
+        /// $POOLPIPE_CLASSES, else ~/.config/poolpipe/classes.toml when it exists].
+        #[arg(long, value_name = "FILE")]
+        classes: Option<std::path::PathBuf>,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
@@ -93,6 +98,71 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Profile a model per block on one device class: latency of every block at every batch
+    /// size and share, in the published PPipe format (block-latency/, cut-bytes/), with a
+    /// manifest of how it was measured.
+    Profile {
+        /// An .onnx file or a built-in model name.
+        model: String,
+        /// Output folder (created; profiles of other models and classes in it are kept).
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+        /// Adapter (as for `run`).
+        #[arg(long, default_value = "default")]
+        device: AdapterSelector,
+        /// Device class label in the file names [default: from the class file, else derived
+        /// from the adapter name, as `poolpipe devices` shows].
+        #[arg(long)]
+        class: Option<String>,
+        /// Class file (as for `devices`).
+        #[arg(long, value_name = "FILE")]
+        classes: Option<std::path::PathBuf>,
+        /// Model name in the file names [default: the file stem or built-in name].
+        #[arg(long)]
+        name: Option<String>,
+        /// Number of blocks M.
+        #[arg(long, default_value_t = 10)]
+        blocks: usize,
+        /// Largest accepted deviation of a block's runtime share from 1/M, relative to 1/M
+        /// (the best achievable balance is used when no split meets it).
+        #[arg(long, default_value_t = 0.25)]
+        tolerance: f64,
+        /// Batch sizes at share 1: 1..B (share 1/k profiles batches 1..B/k, as published:
+        /// 8, 4, 2, 2 columns for B = 8).
+        #[arg(long, default_value = "1..8", value_name = "1..B")]
+        batches: BatchRange,
+        /// Shares: k copies of the block run on the device at once for share 1/k.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+        shares: Vec<usize>,
+        /// Untimed runs before timing.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Timed runs per copy (the median is reported).
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
+        /// How runs are timed: GPU timestamps when the adapter has them (auto), or wall clock.
+        #[arg(long, value_enum, default_value = "auto")]
+        timing: poolpipe::profile::Timing,
+        /// Precision of boundary tensors between blocks.
+        #[arg(long, default_value = "fp16")]
+        precision: poolpipe_engine::boundary::Precision,
+        /// Recompute the blocks even when the folder has a partition of this model (block files
+        /// of other classes that no longer match are renamed *.stale).
+        #[arg(long)]
+        repartition: bool,
+        /// Per-frame input shape for ONNX models with symbolic sizes, e.g. 3x224x224.
+        #[arg(long, value_name = "CxHxW")]
+        input_shape: Option<run::Shape>,
+        /// Frame size of built-in models.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Seed of built-in weights and random inputs.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print one JSON object (the manifest) instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -144,7 +214,57 @@ fn run_cli(cli: Cli) -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match cli.cmd {
-        Cmd::Devices { json } => devices(json),
+        Cmd::Devices { classes, json } => devices(classes.as_deref(), json),
+        Cmd::Profile {
+            model,
+            out,
+            device,
+            class,
+            classes,
+            name,
+            blocks,
+            tolerance,
+            batches,
+            shares,
+            warmup,
+            iters,
+            timing,
+            precision,
+            repartition,
+            input_shape,
+            size,
+            seed,
+            json,
+        } => {
+            let opts = profile::ProfileOptions {
+                model,
+                name,
+                size,
+                input_shape: input_shape.map(|s| s.0),
+                seed,
+                device,
+                class,
+                classes,
+                out,
+                blocks,
+                tolerance,
+                max_batch: batches.0,
+                shares,
+                warmup,
+                iters,
+                timing,
+                precision,
+                repartition,
+                progress: true,
+            };
+            let report = profile::profile(&opts)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", profile::render(&report));
+            }
+            Ok(())
+        }
         Cmd::Run {
             model_arg,
             model,
@@ -214,25 +334,61 @@ fn run_cli(cli: Cli) -> Result<()> {
     }
 }
 
-fn devices(json: bool) -> Result<()> {
+/// Batch sizes 1..B given as "1..B" or "B".
+#[derive(Clone, Debug)]
+struct BatchRange(usize);
+
+impl std::str::FromStr for BatchRange {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("'{s}' is not a batch range like 1..8 (profiles have one column per batch size from 1)");
+        let (start, end) = match s.split_once("..") {
+            Some((a, b)) => (
+                a.trim().parse::<usize>().map_err(|_| bad())?,
+                b.trim_start_matches('=').trim().parse::<usize>().map_err(|_| bad())?,
+            ),
+            None => (1, s.trim().parse::<usize>().map_err(|_| bad())?),
+        };
+        if start != 1 || end == 0 {
+            return Err(bad());
+        }
+        Ok(BatchRange(end))
+    }
+}
+
+fn devices(classes: Option<&std::path::Path>, json: bool) -> Result<()> {
     let list = list_adapters();
     if list.is_empty() {
         return Err(poolpipe_engine::EngineError::NoAdapter.into());
     }
+    let cfg = poolpipe::classes::ClassConfig::load(classes)?;
+    let labels: Vec<_> = list.iter().map(|a| cfg.label(a)).collect();
     if json {
-        println!("{}", serde_json::json!({ "adapters": list }));
+        let adapters: Vec<serde_json::Value> = list
+            .iter()
+            .zip(&labels)
+            .map(|(a, (class, source))| {
+                let mut v = serde_json::to_value(a).expect("adapter descriptions serialize");
+                v["class"] = serde_json::json!(class);
+                v["class_source"] = serde_json::json!(source);
+                v
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "adapters": adapters, "class_file": cfg.path }));
         return Ok(());
     }
     println!(
-        "{:<3} {:<36} {:<8} {:<7} {:<13} {:>10} {:>10} {:>6}  driver",
-        "#", "name", "vendor", "backend", "type", "max buffer", "max bind", "ts"
+        "{:<3} {:<36} {:<12} {:<8} {:<7} {:<13} {:>10} {:>10} {:>6}  driver",
+        "#", "name", "class", "vendor", "backend", "type", "max buffer", "max bind", "ts"
     );
-    for a in &list {
+    for (a, (class, source)) in list.iter().zip(&labels) {
         let mib = |b: u64| format!("{} MiB", b / (1024 * 1024));
+        let class = if *source == poolpipe::classes::LabelSource::Config { format!("{class}*") } else { class.clone() };
         println!(
-            "{:<3} {:<36} {:<8} {:<7} {:<13} {:>10} {:>10} {:>6}  {}",
+            "{:<3} {:<36} {:<12} {:<8} {:<7} {:<13} {:>10} {:>10} {:>6}  {}",
             a.index,
             a.name,
+            class,
             a.vendor,
             a.backend,
             a.device_type,
@@ -243,5 +399,9 @@ fn devices(json: bool) -> Result<()> {
         );
     }
     println!("\nselect one with --device INDEX | NAME | vendor:NAME | type:cpu (ts: GPU timestamp queries)");
+    match &cfg.path {
+        Some(p) => println!("class: * from {}, others derived from the adapter name", p.display()),
+        None => println!("class: derived from the adapter name (set your own with a class file, see --help)"),
+    }
     Ok(())
 }

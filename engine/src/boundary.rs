@@ -21,12 +21,13 @@ use crate::tensor::{Tensor, numel};
 
 /// Element precision of a boundary tensor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// IEEE binary16, 2 bytes an element (the default across cuts).
     #[default]
+    #[serde(rename = "fp16")]
     F16,
     /// IEEE binary32, 4 bytes an element.
+    #[serde(rename = "fp32")]
     F32,
 }
 

@@ -133,6 +133,15 @@ pub struct ShareTable {
     pub file: PathBuf,
 }
 
+/// Balance bounds of a partition.
+#[derive(Clone, Debug, Serialize)]
+pub struct BalanceBounds {
+    /// Largest under-share accepted, relative to 1/M.
+    pub under: f64,
+    /// Largest over-share accepted, relative to 1/M.
+    pub over: f64,
+}
+
 /// Device facts in the manifest.
 #[derive(Clone, Debug, Serialize)]
 pub struct DeviceFacts {
@@ -189,8 +198,11 @@ pub struct ProfileReport {
     pub bounds: Vec<usize>,
     /// Share of this class's node-cost total in each block.
     pub block_shares: Vec<f64>,
-    /// Largest |share - 1/M| * M over blocks on this class.
-    pub deviation: f64,
+    /// Smallest and largest block share on this class, times M (1 = exactly 1/M).
+    pub share_range: [f64; 2],
+    /// The balance bounds the partition meets on the classes it was cut for: every share
+    /// within `(1 - under) / M ..= (1 + over) / M`.
+    pub balance_bounds: BalanceBounds,
     /// Whether the partition was computed now or reused from the folder.
     pub partition_reused: bool,
     /// Block files of other classes renamed to *.stale by --repartition.
@@ -495,11 +507,12 @@ pub fn profile(o: &ProfileOptions) -> Result<ProfileReport> {
             classes.extend(stored_node_costs(&o.out, &model, &class, n)?);
             let costs: Vec<Vec<f64>> = classes.iter().map(|(_, c)| c.iter().map(|x| x.max(0.0)).collect()).collect();
             let p = partition(&g, &costs, &PartitionOptions { blocks: o.blocks, tolerance: o.tolerance })?;
-            if p.deviation_bound > o.tolerance {
+            if p.max_over > o.tolerance || p.max_under > o.tolerance {
                 tracing::warn!(
                     tolerance = o.tolerance,
-                    achieved = p.deviation_bound,
-                    "no split meets the balance tolerance on every class; using the best balance there is"
+                    max_over = p.max_over,
+                    max_under = p.max_under,
+                    "no split meets the balance tolerance on every class (a node is heavier than a block's share, or fewer blocks would suit the model); using the best balance there is"
                 );
             }
             if previous.is_some_and(|old| old.partition.bounds != p.bounds) {
@@ -525,10 +538,11 @@ pub fn profile(o: &ProfileOptions) -> Result<ProfileReport> {
     let m = p.len();
     let total_cost: f64 = node_us.iter().sum::<f64>().max(f64::MIN_POSITIVE);
     let block_shares: Vec<f64> = (0..m).map(|b| node_us[p.block(b)].iter().sum::<f64>() / total_cost).collect();
-    let deviation = block_shares.iter().map(|s| (s - 1.0 / m as f64).abs() * m as f64).fold(0.0, f64::max);
-    if deviation > o.tolerance.max(p.deviation_bound) + 1e-9 {
+    let smallest = block_shares.iter().copied().fold(f64::INFINITY, f64::min) * m as f64;
+    let largest = block_shares.iter().copied().fold(0.0, f64::max) * m as f64;
+    if largest - 1.0 > p.max_over + 1e-9 || 1.0 - smallest > p.max_under + 1e-9 {
         tracing::warn!(
-            %class, deviation, tolerance = o.tolerance,
+            %class, smallest, largest, max_over = p.max_over, max_under = p.max_under,
             "blocks are less balanced on this class than on the classes they were cut for; --repartition balances on every class profiled so far"
         );
     }
@@ -624,7 +638,8 @@ pub fn profile(o: &ProfileOptions) -> Result<ProfileReport> {
         cut_bytes: p.cut_bytes.clone(),
         bounds: p.bounds.clone(),
         block_shares,
-        deviation,
+        share_range: [smallest, largest],
+        balance_bounds: BalanceBounds { under: p.max_under, over: p.max_over },
         partition_reused: reused,
         stale,
         env,
@@ -703,9 +718,12 @@ pub fn render(r: &ProfileReport) -> String {
     );
     let _ = writeln!(
         s,
-        "partition {}; balance on this class: largest deviation {:.2} of 1/M; boundary tensors {}",
+        "partition {}; block shares on this class {:.2}..{:.2} of 1/M (bounds {:.2}..{:.2}); boundary tensors {}",
         if r.partition_reused { "reused from the folder" } else { "computed" },
-        r.deviation,
+        r.share_range[0],
+        r.share_range[1],
+        1.0 - r.balance_bounds.under,
+        1.0 + r.balance_bounds.over,
         r.boundary_precision
     );
     for t in &r.shares {

@@ -174,7 +174,8 @@ fn three_stages_pass_skip_connections_through_the_middle_one() {
         bounds: vec![0, 2, 3, 4],
         cut_bytes: vec![],
         shares: vec![],
-        deviation_bound: 0.0,
+        max_over: 0.0,
+        max_under: 0.0,
     };
     let stages: Vec<Stage> = (0..3).map(|i| Stage::new(&g, &p, i..i + 1, Precision::F16).unwrap()).collect();
     assert_eq!(stages[1].pass_through, vec!["a".to_string()]);

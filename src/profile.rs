@@ -2,7 +2,8 @@
 //! the format of the published PPipe profiles (`../shared/ppipe-data`) so the planner takes
 //! measured and published profiles alike.
 //!
-//! Steps:
+//! The measuring is the engine's ([`poolpipe_engine::profile`]); this module chooses the
+//! class, keeps the partition and writes the files. Steps:
 //! 1. The model is loaded and rewritten ([`poolpipe_engine::optimize`]): blocks are cut from
 //!    the graph the device runs.
 //! 2. Node costs: every node runs alone at batch 1 (median of the timed runs); written to
@@ -27,16 +28,14 @@
 //! (temporary file, then rename).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use poolpipe_engine::boundary::{Boundary, Precision};
-use poolpipe_engine::gpu::{AdapterSelector, CompileOptions, CompiledGraph, Device};
+use poolpipe_engine::boundary::Precision;
+use poolpipe_engine::gpu::{AdapterSelector, Device};
 use poolpipe_engine::partition::{Partition, PartitionOptions, crossing_elements, partition};
-use poolpipe_engine::stage::Stage;
-use poolpipe_engine::{Graph, Rng, Tensor};
+use poolpipe_engine::profile::{self as engine_profile, MeasureOptions};
+use poolpipe_engine::{Graph, Rng};
 use serde::{Deserialize, Serialize};
 
 use crate::classes::{ClassConfig, LabelSource, validate};
@@ -257,100 +256,6 @@ pub fn fingerprint(g: &Graph) -> String {
     format!("{h:016x}")
 }
 
-/// Median of samples (microseconds).
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-fn pick(t: poolpipe_engine::gpu::RunTiming, gpu: bool) -> Duration {
-    if gpu { t.gpu.unwrap_or(t.wall) } else { t.wall }
-}
-
-/// Times `copies` (one per device) running concurrently on their inputs: warm-up runs, then
-/// all copies start timing together; copies that finish keep running untimed until the
-/// last one is done, so every timed run sees k copies on the device. Returns the median in
-/// microseconds over every timed run of every copy.
-fn measure(copies: &mut [CompiledGraph], inputs: &[Boundary], warmup: usize, iters: usize, gpu: bool) -> Result<f64> {
-    if copies.len() == 1 {
-        let c = &mut copies[0];
-        for _ in 0..warmup {
-            c.run_boundary(inputs)?;
-        }
-        let mut s = vec![];
-        for _ in 0..iters {
-            s.push(pick(c.run_boundary(inputs)?.1, gpu).as_secs_f64() * 1e6);
-        }
-        return Ok(median(s));
-    }
-    let k = copies.len();
-    let barrier = Arc::new(Barrier::new(k));
-    let done = Arc::new(AtomicUsize::new(0));
-    let results: Vec<Result<Vec<f64>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = copies
-            .iter_mut()
-            .map(|c| {
-                let (barrier, done) = (barrier.clone(), done.clone());
-                scope.spawn(move || -> Result<Vec<f64>> {
-                    let mut result = (|| -> Result<Vec<f64>> {
-                        for _ in 0..warmup {
-                            c.run_boundary(inputs)?;
-                        }
-                        Ok(vec![])
-                    })();
-                    barrier.wait();
-                    if let Ok(s) = &mut result {
-                        for _ in 0..iters {
-                            match c.run_boundary(inputs) {
-                                Ok((_, t)) => s.push(pick(t, gpu).as_secs_f64() * 1e6),
-                                Err(e) => {
-                                    result = Err(e.into());
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    done.fetch_add(1, Ordering::SeqCst);
-                    // Keep the device shared until every copy has its samples.
-                    while result.is_ok() && done.load(Ordering::SeqCst) < k {
-                        if let Err(e) = c.run_boundary(inputs) {
-                            result = Err(e.into());
-                        }
-                    }
-                    result
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a profiling thread panicked"))))
-            .collect()
-    });
-    let mut all = vec![];
-    for r in results {
-        all.extend(r?);
-    }
-    Ok(median(all))
-}
-
-/// Random inputs of a stage at a batch, in the stage's precisions.
-fn stage_inputs(g: &Graph, precisions: &[Precision], batch: usize, rng: &mut Rng) -> Vec<Boundary> {
-    g.inputs()
-        .iter()
-        .zip(precisions)
-        .map(|(&v, &p)| {
-            Boundary::from_tensor(&g.value(v).name, &Tensor::random(g.value(v).shape_at(batch), rng, -1.0, 1.0), p)
-        })
-        .collect()
-}
-
 /// UTC date-time in RFC 3339 from the system clock.
 pub fn utc_now() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -457,15 +362,9 @@ pub fn profile(o: &ProfileOptions) -> Result<ProfileReport> {
     };
 
     // 2. Node costs at batch 1.
+    let mo = MeasureOptions { warmup: o.warmup, iters: o.iters, gpu_timestamps: gpu };
     pb.set_message(format!("{model} on {class}: node costs"));
-    let mut node_us = Vec::with_capacity(n);
-    for i in 0..n {
-        let sub = g.slice_nodes(i..i + 1)?;
-        let mut c = device.compile(&sub, &CompileOptions { max_batch: 1, optimize: false, ..Default::default() })?;
-        let ins: Vec<Boundary> = stage_inputs(&sub, &vec![Precision::F32; sub.inputs().len()], 1, &mut rng);
-        node_us.push(measure(std::slice::from_mut(&mut c), &ins, o.warmup, o.iters, gpu)?);
-        pb.inc(1);
-    }
+    let node_us = engine_profile::node_costs(&device, &g, &mo, &mut rng, &mut || pb.inc(1))?;
     let costs_path = out_path(&o.out, "node-costs", &format!("{model}-{class}.csv"));
     write_atomic(&costs_path, &node_us.iter().map(|x| format!("{x:.1}\n")).collect::<String>())?;
     files.push(costs_path);
@@ -551,35 +450,22 @@ pub fn profile(o: &ProfileOptions) -> Result<ProfileReport> {
     files.push(cut_path);
 
     // 4. The sweep over shares, blocks and batches.
-    let stages: Vec<Stage> =
-        (0..m).map(|b| Stage::new(&g, p, b..b + 1, o.precision)).collect::<poolpipe_engine::Result<_>>()?;
     let mut tables = vec![];
     for &k in &o.shares {
         let cols = batches_for_share(o.max_batch, k);
         let mut devices = vec![device.clone()];
         for _ in 1..k {
             devices.push(
-                Device::open(&o.device)
-                    .with_context(|| format!("opening copy {} of {k} on the adapter", devices.len() + 1))?,
+                Device::open(&o.device).with_context(|| format!("opening copy {} of {k} on the adapter", devices.len() + 1))?,
             );
         }
-        let mut us = vec![];
-        for (b, s) in stages.iter().enumerate() {
+        let mut step = |b: usize, _batch: usize| {
             pb.set_message(format!("{model} on {class}: k={k} block {}/{m}", b + 1));
-            let mut copies: Vec<CompiledGraph> = devices
-                .iter()
-                .map(|d| d.compile(&s.graph, &s.compile_options(cols)))
-                .collect::<poolpipe_engine::Result<_>>()?;
-            let mut row = vec![];
-            for batch in 1..=cols {
-                let ins = stage_inputs(&s.graph, &s.input_precisions, batch, &mut rng);
-                let t = measure(&mut copies, &ins, o.warmup, o.iters, gpu)
-                    .with_context(|| format!("block {b} at batch {batch}, share 1/{k}"))?;
-                row.push((t.round() as u64).max(1));
-                pb.inc(1);
-            }
-            us.push(row);
-        }
+            pb.inc(1);
+        };
+        let us = engine_profile::block_latencies(&devices, &g, p, o.precision, cols, &mo, &mut rng, &mut step)
+            .with_context(|| format!("profiling the blocks at share 1/{k}"))?;
+        let us: Vec<Vec<u64>> = us.iter().map(|r| r.iter().map(|t| (t.round() as u64).max(1)).collect()).collect();
         let file = out_path(&o.out, "block-latency", &format!("{model}-{class}-{k}.csv"));
         write_atomic(&file, &csv_rows(&us))?;
         files.push(file.clone());
@@ -589,14 +475,10 @@ pub fn profile(o: &ProfileOptions) -> Result<ProfileReport> {
     // 5. The whole model at share 1.
     pb.set_message(format!("{model} on {class}: whole model"));
     let cols1 = batches_for_share(o.max_batch, 1);
-    let mut whole = device.compile(&g, &CompileOptions { max_batch: cols1, ..Default::default() })?;
-    let mut whole_model_us = vec![];
-    for batch in 1..=cols1 {
-        let ins = stage_inputs(&g, &vec![Precision::F32; g.inputs().len()], batch, &mut rng);
-        whole_model_us
-            .push((measure(std::slice::from_mut(&mut whole), &ins, o.warmup, o.iters, gpu)?.round() as u64).max(1));
-        pb.inc(1);
-    }
+    let whole_model_us: Vec<u64> = engine_profile::whole_latencies(&device, &g, cols1, &mo, &mut rng, &mut |_| pb.inc(1))?
+        .iter()
+        .map(|t| (t.round() as u64).max(1))
+        .collect();
     pb.finish_and_clear();
     let sum_of_blocks_us = match tables.iter().find(|t| t.share == 1) {
         Some(t) => (0..cols1).map(|c| t.us.iter().map(|r| r[c]).sum()).collect(),

@@ -16,6 +16,8 @@
 //!   with the fewest bytes crossing the cuts;
 //! - pipeline stages ([`stage`]): any block range as a graph of its own, its boundary
 //!   tensors exchanged as fp16 (packed on the device, [`boundary`]) or fp32;
+//! - profiling ([`profile`]): node, block and whole-graph latencies at every batch size,
+//!   with k copies sharing the device for a share of 1/k (median after warm-up);
 //! - built-in model builders ([`models`]) with seeded random weights;
 //! - the wgpu executor ([`gpu`]): adapter listing and selection, compilation of a graph (or a
 //!   contiguous node range of it, [`Graph::slice_nodes`]) into compute pipelines with a
@@ -60,6 +62,7 @@ pub mod models;
 pub mod npy;
 pub mod onnx;
 pub mod partition;
+pub mod profile;
 pub mod reference;
 pub mod stage;
 

@@ -210,7 +210,7 @@ fn device_fp16_packing_matches_the_cpu_conversion() {
         data[1] = 70000.0;
         let t = Tensor::new(vec![batch, 3, 5, 7], data).unwrap();
         let input = Boundary::from_tensor("x", &t, Precision::F16);
-        let (out, _) = c.run_boundary(&[input.clone()]).unwrap();
+        let (out, _) = c.run_boundary(std::slice::from_ref(&input)).unwrap();
         assert_eq!(out[0].bytes.len(), batch * 105 * 2);
         // Expected: relu of the fp16 input, packed again (exact: fp16 values round-trip).
         let halves: Vec<u16> = input.bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();

@@ -11,6 +11,8 @@
 //! - [`inspect`]: what a model holds, layer by layer (`poolpipe inspect`);
 //! - [`profile`]: per-block latency profiles of a model on one device class, in the
 //!   published PPipe format (`poolpipe profile`); [`classes`]: device class labels;
+//! - [`plan`]: `poolpipe plan` and `poolpipe bench planner`, the front end of
+//!   `poolpipe-planner` (tables, plan JSON, the 24 published cases);
 //! - [`frames`]: images and tensor files as model inputs (resize, crop, normalisation presets).
 //!
 //! The cluster roles (controller, worker, frontend), the data-plane scheduler and the
@@ -26,6 +28,7 @@ pub mod classes;
 pub mod frames;
 pub mod inspect;
 pub mod oracle;
+pub mod plan;
 pub mod profile;
 pub mod run;
 

@@ -1,9 +1,9 @@
 //! The `poolpipe` command line.
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use poolpipe::frames::Preset;
-use poolpipe::{bench, inspect, profile, run};
+use poolpipe::{bench, inspect, plan, profile, run};
 use poolpipe_engine::gpu::{AdapterSelector, list_adapters};
 
 #[derive(Parser)]
@@ -163,6 +163,32 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Plan a fleet: how each model of the workload is cut, which pool of which GPU class
+    /// serves each partition, with how many (v)GPUs and at which batch size (PPipe's MILP, or
+    /// the NP and DART-r baselines). Prints the plan and writes it as JSON.
+    Plan {
+        /// Profile folder in the ppipe-data format (block-latency/, cut-bytes/, optional
+        /// slo-us.csv), e.g. ../shared/ppipe-data or the output of `poolpipe profile`.
+        #[arg(long, value_name = "DIR")]
+        profiles: std::path::PathBuf,
+        /// Fleet file (TOML): bandwidth_gbps and [[class]] tables (name, count, gpus_per_server).
+        #[arg(long, value_name = "FILE")]
+        fleet: std::path::PathBuf,
+        /// Workload file (TOML): [[model]] tables (name, weight, optional slo_ms).
+        #[arg(long, value_name = "FILE")]
+        workload: std::path::PathBuf,
+        /// ppipe, np or dart-r.
+        #[arg(long, default_value = "ppipe")]
+        planner: poolpipe_planner::PlannerKind,
+        /// Write the plan (JSON) here.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        opts: PlanArgs,
+        /// Print the plan as one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -170,8 +196,73 @@ enum Cmd {
     },
 }
 
+/// Planner options shared by `plan` and `bench planner`.
+#[derive(Args, Clone)]
+struct PlanArgs {
+    /// Most partitions per pipeline (1..=3).
+    #[arg(long, default_value_t = 2)]
+    max_partitions: usize,
+    /// Shares a vGPU may have (k for 1/k of a GPU); a class uses those it has profiles for.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+    shares: Vec<usize>,
+    /// Largest batch at share 1/1, 1/2, 1/3, 1/4 ...
+    #[arg(long, value_delimiter = ',', default_value = "8,4,2,2")]
+    max_batch: Vec<usize>,
+    /// Only these batch sizes (comma-separated; 1 must be among them) [default: all].
+    #[arg(long, value_delimiter = ',')]
+    batches: Option<Vec<usize>>,
+    /// Planning margin, a fraction of the SLO.
+    #[arg(long, default_value_t = 0.4)]
+    margin: f64,
+    /// Batch-build factor of the latency estimate.
+    #[arg(long, default_value_t = 1.3)]
+    batch_build_factor: f64,
+    /// Time limit of each solver call, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    time_limit: f64,
+    /// Relative gap at which the search may stop.
+    #[arg(long, default_value_t = 1e-4)]
+    gap: f64,
+}
+
+impl PlanArgs {
+    fn options(&self) -> Result<poolpipe_planner::PlanOptions> {
+        if !(self.time_limit.is_finite() && self.time_limit > 0.0) {
+            anyhow::bail!("--time-limit {} must be a positive number of seconds", self.time_limit);
+        }
+        Ok(poolpipe_planner::PlanOptions {
+            max_partitions: self.max_partitions,
+            shares: self.shares.clone(),
+            max_batch_per_share: self.max_batch.clone(),
+            batches: self.batches.clone(),
+            margin: self.margin,
+            batch_build_factor: self.batch_build_factor,
+            time_limit: std::time::Duration::from_secs_f64(self.time_limit),
+            mip_gap: self.gap,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// The three planners (ppipe, np, dart-r) on every fleet x workload: objective, planning
+    /// time and proven gap per case, then the ppipe/np and ppipe/dart-r objective ratios.
+    Planner {
+        /// Profile folder (the published profiles by default).
+        #[arg(long, value_name = "DIR", default_value = "../shared/ppipe-data")]
+        profiles: std::path::PathBuf,
+        /// Fleet files [default: configs/fleets/hc1..hc4.toml].
+        #[arg(long, value_name = "FILE", value_delimiter = ',')]
+        fleets: Vec<std::path::PathBuf>,
+        /// Workload files [default: configs/workloads/group1..6.toml].
+        #[arg(long, value_name = "FILE", value_delimiter = ',')]
+        workloads: Vec<std::path::PathBuf>,
+        #[command(flatten)]
+        opts: PlanArgs,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// GFLOP/s of conv and GEMM kernels on ResNet-50 / MobileNetV2 shapes, against naive
     /// one-output-per-invocation kernels measured in the same run.
     Kernels {
@@ -320,6 +411,41 @@ fn run_cli(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", inspect::render(&report));
+            }
+            Ok(())
+        }
+        Cmd::Plan { profiles, fleet, workload, planner, out, opts, json } => {
+            let inputs = plan::load_inputs(&profiles, &fleet, &workload)?;
+            let p = plan::plan(&inputs, planner, opts.options()?)?;
+            if let Some(out) = &out {
+                plan::write(&p, out)?;
+            }
+            if json {
+                println!("{}", serde_json::to_string(&p)?);
+            } else {
+                print!("{}", plan::render(&p));
+                if let Some(out) = &out {
+                    println!("\nplan written to {}", out.display());
+                }
+            }
+            Ok(())
+        }
+        Cmd::Bench { what: BenchCmd::Planner { profiles, fleets, workloads, opts, json } } => {
+            let fleets = if fleets.is_empty() {
+                (1..=4).map(|i| std::path::PathBuf::from(format!("configs/fleets/hc{i}.toml"))).collect()
+            } else {
+                fleets
+            };
+            let workloads = if workloads.is_empty() {
+                (1..=6).map(|i| std::path::PathBuf::from(format!("configs/workloads/group{i}.toml"))).collect()
+            } else {
+                workloads
+            };
+            let report = plan::bench(&profiles, &fleets, &workloads, &opts.options()?, !json)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", plan::render_bench(&report));
             }
             Ok(())
         }

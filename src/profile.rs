@@ -456,7 +456,8 @@ pub fn profile(o: &ProfileOptions) -> Result<ProfileReport> {
         let mut devices = vec![device.clone()];
         for _ in 1..k {
             devices.push(
-                Device::open(&o.device).with_context(|| format!("opening copy {} of {k} on the adapter", devices.len() + 1))?,
+                Device::open(&o.device)
+                    .with_context(|| format!("opening copy {} of {k} on the adapter", devices.len() + 1))?,
             );
         }
         let mut step = |b: usize, _batch: usize| {
@@ -475,10 +476,11 @@ pub fn profile(o: &ProfileOptions) -> Result<ProfileReport> {
     // 5. The whole model at share 1.
     pb.set_message(format!("{model} on {class}: whole model"));
     let cols1 = batches_for_share(o.max_batch, 1);
-    let whole_model_us: Vec<u64> = engine_profile::whole_latencies(&device, &g, cols1, &mo, &mut rng, &mut |_| pb.inc(1))?
-        .iter()
-        .map(|t| (t.round() as u64).max(1))
-        .collect();
+    let whole_model_us: Vec<u64> =
+        engine_profile::whole_latencies(&device, &g, cols1, &mo, &mut rng, &mut |_| pb.inc(1))?
+            .iter()
+            .map(|t| (t.round() as u64).max(1))
+            .collect();
     pb.finish_and_clear();
     let sum_of_blocks_us = match tables.iter().find(|t| t.share == 1) {
         Some(t) => (0..cols1).map(|c| t.us.iter().map(|r| r[c]).sum()).collect(),

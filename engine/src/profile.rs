@@ -114,7 +114,10 @@ pub fn measure(copies: &mut [CompiledGraph], inputs: &[Boundary], o: &MeasureOpt
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
-                    Err(EngineError::InvalidGraph { graph: "profile".into(), reason: "a profiling thread panicked".into() })
+                    Err(EngineError::InvalidGraph {
+                        graph: "profile".into(),
+                        reason: "a profiling thread panicked".into(),
+                    })
                 })
             })
             .collect()

@@ -1,0 +1,292 @@
+//! `poolpipe plan` and `poolpipe bench planner`: the planner crate's front end. Reads the
+//! profile folder, fleet and workload, plans, prints a table and writes the plan as JSON.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use poolpipe_planner::{Inputs, Plan, PlanOptions, Planner, PlannerKind};
+use serde::Serialize;
+
+/// Reads the inputs of a plan, with the paths in the errors.
+pub fn load_inputs(profiles: &Path, fleet: &Path, workload: &Path) -> Result<Inputs> {
+    Inputs::load(profiles, fleet, workload).with_context(|| {
+        format!(
+            "reading profiles {}, fleet {} and workload {}",
+            profiles.display(),
+            fleet.display(),
+            workload.display()
+        )
+    })
+}
+
+/// Plans with one planner.
+pub fn plan(inputs: &Inputs, kind: PlannerKind, options: PlanOptions) -> Result<Plan> {
+    let mut p = Planner::new(inputs, options)?;
+    Ok(p.plan(kind)?)
+}
+
+/// Writes a plan as pretty JSON, creating parent folders.
+pub fn write(plan: &Plan, path: &Path) -> Result<()> {
+    if let Some(d) = path.parent()
+        && !d.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let text = serde_json::to_string_pretty(plan)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing the plan to {}", path.display()))
+}
+
+fn ms(us: f64) -> String {
+    format!("{:.1}", us / 1000.0)
+}
+
+/// The plan as tables for people.
+pub fn render(plan: &Plan) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} plan: objective z = {:.1} (least throughput / weight), {}, solved in {:.2} s ({} configurations, {} integer variables, {} nodes)",
+        plan.planner,
+        plan.objective,
+        if plan.solve.solver == "construction" {
+            "built, not searched".to_string()
+        } else if plan.optimal {
+            "optimal".to_string()
+        } else {
+            format!("within {:.3}% of optimal (proven)", plan.gap * 100.0)
+        },
+        plan.solve_seconds,
+        plan.solve.columns,
+        plan.solve.integer_vars,
+        plan.solve.nodes,
+    );
+    for m in &plan.models {
+        let _ = writeln!(
+            s,
+            "\n{}  weight {:.2}  SLO {} ms  throughput {:.1} req/s  ({:.1} per unit weight)",
+            m.name,
+            m.weight,
+            ms(m.slo_us as f64),
+            m.throughput,
+            m.throughput / m.weight
+        );
+        let _ = writeln!(
+            s,
+            "  {:>5} {:>9} {:>15}  partitions (blocks class share x vGPUs = GPUs, ms per batch)",
+            "batch", "req/s", "latency/SLO ms"
+        );
+        for p in &m.pipelines {
+            let parts: Vec<String> = p
+                .partitions
+                .iter()
+                .map(|q| {
+                    format!(
+                        "[{}-{}) {} 1/{} x{} = {} GPU, {} ms{}",
+                        q.first_block,
+                        q.end_block,
+                        q.class,
+                        q.share,
+                        q.vgpus,
+                        trim(q.gpus),
+                        ms(q.inference_us as f64),
+                        if q.transfer_us > 0.0 {
+                            format!(" + {} ms transfer", ms(q.transfer_us))
+                        } else {
+                            String::new()
+                        }
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "  {:>5} {:>9.1} {:>15}  {}",
+                p.batch,
+                p.throughput,
+                format!("{}+{}/{}", ms(p.latency_us), ms(p.margin_us), ms(m.slo_us as f64)),
+                parts.join("  ->  ")
+            );
+        }
+        let pools: Vec<String> =
+            m.pools.iter().map(|p| format!("partition {} on {}: {} GPUs", p.partition, p.class, p.gpus)).collect();
+        let _ = writeln!(s, "  pools: {}", pools.join(", "));
+    }
+    let _ = writeln!(s, "\nGPUs per class (used / available):");
+    for c in &plan.classes {
+        let _ = writeln!(s, "  {:<8} {:>4} / {}", c.name, c.used, c.available);
+    }
+    for u in &plan.unserved {
+        let _ = writeln!(s, "\nNOT SERVED: {}: {}", u.name, u.reason);
+    }
+    s
+}
+
+fn trim(x: f64) -> String {
+    let t = format!("{x:.2}");
+    t.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// One case of the planner benchmark.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchCase {
+    /// Fleet name (file stem), e.g. hc1.
+    pub cluster: String,
+    /// Workload name (file stem), e.g. group1.
+    pub group: String,
+    /// Planner.
+    pub planner: String,
+    /// Objective z.
+    pub objective: f64,
+    /// Seconds to plan.
+    pub solve_seconds: f64,
+    /// Proven relative gap.
+    pub gap: f64,
+    /// Models not served.
+    pub unserved: usize,
+}
+
+/// Objective ratios of one cluster.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchRatio {
+    /// Fleet name.
+    pub cluster: String,
+    /// Mean over groups of ppipe / np.
+    pub ppipe_over_np: f64,
+    /// Mean over groups of ppipe / dart-r.
+    pub ppipe_over_dart_r: f64,
+}
+
+/// The planner benchmark.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// Every case and planner.
+    pub cases: Vec<BenchCase>,
+    /// Ratios per cluster.
+    pub ratios: Vec<BenchRatio>,
+    /// Mean ppipe / np over every case.
+    pub mean_ppipe_over_np: f64,
+    /// Mean ppipe / dart-r over every case.
+    pub mean_ppipe_over_dart_r: f64,
+    /// Median and largest PPipe planning time, seconds.
+    pub ppipe_median_seconds: f64,
+    /// Largest PPipe planning time, seconds.
+    pub ppipe_max_seconds: f64,
+    /// Cases where PPipe is below NP or DART-r (should be none).
+    pub ppipe_below_a_baseline: usize,
+    /// Options used.
+    pub options: PlanOptions,
+}
+
+/// Runs the three planners on every (fleet, workload) pair given.
+pub fn bench(
+    profiles: &Path,
+    fleets: &[PathBuf],
+    workloads: &[PathBuf],
+    options: &PlanOptions,
+    progress: bool,
+) -> Result<BenchReport> {
+    let stem = |p: &PathBuf| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let pb = if progress {
+        crate::progress((fleets.len() * workloads.len()) as u64, "planning")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut cases = vec![];
+    let mut ratios = vec![];
+    let mut all_np = vec![];
+    let mut all_dart = vec![];
+    let mut times = vec![];
+    let mut below = 0;
+    for f in fleets {
+        let mut r_np = vec![];
+        let mut r_dart = vec![];
+        for w in workloads {
+            pb.set_message(format!("{} {}", stem(f), stem(w)));
+            let inputs = load_inputs(profiles, f, w)?;
+            let mut planner = Planner::new(&inputs, options.clone())?;
+            let (pp, np, dart) = planner.all().with_context(|| format!("planning {} on {}", stem(w), stem(f)))?;
+            let dart = dart.with_context(|| format!("{}: DART-r needs a two-class fleet", f.display()))?;
+            for p in [&pp, &np, &dart] {
+                cases.push(BenchCase {
+                    cluster: stem(f),
+                    group: stem(w),
+                    planner: p.planner.clone(),
+                    objective: p.objective,
+                    solve_seconds: p.solve_seconds,
+                    gap: p.gap,
+                    unserved: p.unserved.len(),
+                });
+            }
+            if pp.objective < np.objective - 1e-9 || pp.objective < dart.objective - 1e-9 {
+                below += 1;
+            }
+            times.push(pp.solve_seconds);
+            r_np.push(pp.objective / np.objective);
+            r_dart.push(pp.objective / dart.objective);
+            pb.inc(1);
+        }
+        ratios.push(BenchRatio { cluster: stem(f), ppipe_over_np: mean(&r_np), ppipe_over_dart_r: mean(&r_dart) });
+        all_np.extend(r_np);
+        all_dart.extend(r_dart);
+    }
+    pb.finish_and_clear();
+    times.sort_by(f64::total_cmp);
+    Ok(BenchReport {
+        cases,
+        ratios,
+        mean_ppipe_over_np: mean(&all_np),
+        mean_ppipe_over_dart_r: mean(&all_dart),
+        ppipe_median_seconds: times.get(times.len() / 2).copied().unwrap_or(0.0),
+        ppipe_max_seconds: times.last().copied().unwrap_or(0.0),
+        ppipe_below_a_baseline: below,
+        options: options.clone(),
+    })
+}
+
+fn mean(x: &[f64]) -> f64 {
+    if x.is_empty() { 0.0 } else { x.iter().sum::<f64>() / x.len() as f64 }
+}
+
+/// The benchmark as tables.
+pub fn render_bench(r: &BenchReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<8} {:<8} {:>11} {:>8} {:>9} {:>11} {:>8} {:>9} {:>10} {:>8}",
+        "cluster", "group", "ppipe z", "gap %", "seconds", "np z", "np s", "dart-r z", "/np", "/dart-r"
+    );
+    for chunk in r.cases.chunks(3) {
+        let (pp, np, d) = (&chunk[0], &chunk[1], &chunk[2]);
+        let _ = writeln!(
+            s,
+            "{:<8} {:<8} {:>11.1} {:>8.3} {:>9.2} {:>11.1} {:>8.2} {:>9.1} {:>10.3} {:>8.3}",
+            pp.cluster,
+            pp.group,
+            pp.objective,
+            pp.gap * 100.0,
+            pp.solve_seconds,
+            np.objective,
+            np.solve_seconds,
+            d.objective,
+            pp.objective / np.objective,
+            pp.objective / d.objective
+        );
+    }
+    let _ = writeln!(s, "\nmean objective ratio per cluster:");
+    for c in &r.ratios {
+        let _ =
+            writeln!(s, "  {:<8} ppipe/np {:.3}  ppipe/dart-r {:.3}", c.cluster, c.ppipe_over_np, c.ppipe_over_dart_r);
+    }
+    let _ = writeln!(
+        s,
+        "  all      ppipe/np {:.3}  ppipe/dart-r {:.3}\nppipe planning time: median {:.2} s, worst {:.2} s (time limit {:.0} s per solver call, gap target {:.2}%); cases below a baseline: {}",
+        r.mean_ppipe_over_np,
+        r.mean_ppipe_over_dart_r,
+        r.ppipe_median_seconds,
+        r.ppipe_max_seconds,
+        r.options.time_limit.as_secs_f64(),
+        r.options.mip_gap * 100.0,
+        r.ppipe_below_a_baseline
+    );
+    s
+}

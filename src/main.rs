@@ -223,6 +223,10 @@ struct PlanArgs {
     /// Relative gap at which the search may stop.
     #[arg(long, default_value_t = 1e-4)]
     gap: f64,
+    /// How the MILP is searched: auto (a short joint search, then the split search), joint
+    /// (branch and bound on the whole MILP) or split (GPU splits between models).
+    #[arg(long, default_value = "auto")]
+    search: poolpipe_planner::Search,
 }
 
 impl PlanArgs {
@@ -239,6 +243,7 @@ impl PlanArgs {
             batch_build_factor: self.batch_build_factor,
             time_limit: std::time::Duration::from_secs_f64(self.time_limit),
             mip_gap: self.gap,
+            search: self.search,
         })
     }
 }

@@ -171,6 +171,18 @@ fn bad_inputs_name_what_is_wrong() {
         &cfg("fleets/hc1.toml"),
         "--workload",
         &cfg("workloads/group1.toml"),
+        "--search",
+        "magic",
+    ]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("use auto, joint or split"));
+    let o = poolpipe(&[
+        "plan",
+        "--profiles",
+        &data(),
+        "--fleet",
+        &cfg("fleets/hc1.toml"),
+        "--workload",
+        &cfg("workloads/group1.toml"),
         "--max-partitions",
         "5",
     ]);

@@ -24,7 +24,10 @@
 //! 3. DART-r (two-class fleets): from NP's GPU split, see `dart`.
 //! 4. PPipe: up to `max_partitions` partitions and every share; the search starts from the
 //!    better of the NP and DART-r plans (both are PPipe plans too), so PPipe is never below
-//!    either, even when the time limit stops the search.
+//!    either, even when the time limit stops the search. [`Search::Auto`]: a short branch and
+//!    bound on the joint MILP (at most 5% of the time limit, 0.3 s), then, when that does not
+//!    prove the plan, the split search over GPU splits between models (two-class fleets; up to
+//!    70% of the time limit; see `milp`), then the joint search again with the time left.
 //!
 //! ## What it must never do
 //! It is pure: data in (profiles, fleet, workload, SLOs, options), plan out (serde JSON). No
@@ -132,6 +135,33 @@ impl std::str::FromStr for PlannerKind {
     }
 }
 
+/// How the PPipe MILP is searched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Search {
+    /// A short joint search (branch and bound on the whole MILP); when it does not prove
+    /// the plan, the split search (two-class fleets, several models), then the joint search
+    /// again with the time left.
+    #[default]
+    Auto,
+    /// Branch and bound on the whole MILP only.
+    Joint,
+    /// The split search right away (two-class fleets with several models; others: joint).
+    Split,
+}
+
+impl std::str::FromStr for Search {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Search::Auto),
+            "joint" => Ok(Search::Joint),
+            "split" => Ok(Search::Split),
+            _ => Err(format!("unknown search '{s}': use auto, joint or split")),
+        }
+    }
+}
+
 /// Planning options; the defaults are PPIPE.md's.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PlanOptions {
@@ -152,6 +182,8 @@ pub struct PlanOptions {
     pub time_limit: Duration,
     /// Relative gap at which the search may stop (default 1e-4).
     pub mip_gap: f64,
+    /// How the PPipe MILP is searched (default: auto).
+    pub search: Search,
 }
 
 impl Default for PlanOptions {
@@ -165,6 +197,7 @@ impl Default for PlanOptions {
             batch_build_factor: 1.3,
             time_limit: Duration::from_secs(60),
             mip_gap: 1e-4,
+            search: Search::Auto,
         }
     }
 }
@@ -298,7 +331,15 @@ impl<'a> Planner<'a> {
         let (served, _) = self.columns(None, true);
         let mut est = vec![0.0; self.inputs.profiles.len()];
         if !served.is_empty() {
-            let out = milp::solve(self.inputs, &served, self.solver.as_ref(), &self.options.limits(), true, &[])?;
+            let out = milp::solve(
+                self.inputs,
+                &served,
+                self.solver.as_ref(),
+                &self.options.limits(),
+                true,
+                &[],
+                Search::Joint,
+            )?;
             let zero = vec![0.0; est.len()];
             let (plans, _) = milp::model_plans(self.inputs, &served, &out.choices, &zero, &self.options.columns(true));
             for (mc, p) in served.iter().zip(&plans) {
@@ -338,7 +379,15 @@ impl<'a> Planner<'a> {
         if let Some(d) = &dart {
             warm.push(("dart-r".to_string(), choices_of(&d.models, &served, self.inputs)));
         }
-        let out = milp::solve(self.inputs, &served, self.solver.as_ref(), &self.options.limits(), false, &warm)?;
+        let out = milp::solve(
+            self.inputs,
+            &served,
+            self.solver.as_ref(),
+            &self.options.limits(),
+            false,
+            &warm,
+            self.options.search,
+        )?;
         let mut plan = self.make_plan(PlannerKind::Ppipe, &served, unserved, &out, &est, pre, false);
         plan.solve_seconds = started.elapsed().as_secs_f64() + cached;
         self.check(&plan)?;
@@ -354,7 +403,8 @@ impl<'a> Planner<'a> {
         if served.is_empty() {
             return Err(nothing(unserved));
         }
-        let out = milp::solve(self.inputs, &served, self.solver.as_ref(), &self.options.limits(), true, &[])?;
+        let out =
+            milp::solve(self.inputs, &served, self.solver.as_ref(), &self.options.limits(), true, &[], Search::Joint)?;
         let mut plan = self.make_plan(PlannerKind::Np, &served, unserved, &out, &est, pre, true);
         plan.solve_seconds = t.elapsed().as_secs_f64() + cached;
         self.check(&plan)?;

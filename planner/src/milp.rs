@@ -14,6 +14,21 @@
 //! The NP plan is solved in two phases: first the largest z, then, keeping z, the fewest
 //! GPUs (so that the split of GPUs between models, which DART-r and the batch-build estimate
 //! depend on, is not left to chance).
+//!
+//! Branch and bound on this joint MILP proves small cases quickly, but its LP relaxation
+//! (fractional vGPUs and GPUs) sits 3-5% above the best plans of the published cases, and
+//! closing that takes microlp minutes. For two-class fleets with several models, the *split
+//! search* ([`solve_split`]) proves them instead: with F_m(h, l) the best throughput of model
+//! m alone on h GPUs of class 0 and l of class 1 (the same MILP for one model: small, and
+//! its searches stop as soon as they decide a question), z* = max over splits of the GPUs of
+//! min_m F_m / w_m. Each round picks a target z (halfway to the upper bound while the gap is
+//! above 0.1%, then just above the best plan), finds for every model but the costliest the
+//! staircase of fewest GPUs that serve more than its share of the target (binary search on
+//! l per h; LP bounds and monotonicity in (h, l) answer most questions without a search),
+//! combines them by dynamic programming into the fewest class-1 GPUs for each count of
+//! class-0 GPUs, and asks the costliest model one question per split: does it serve more
+//! than its share on what is left? A yes is a better plan; a no everywhere bounds the
+//! optimum by the target. It ends when the gap is within `mip_gap`, or proven 0.
 
 use std::collections::BTreeMap;
 
@@ -58,8 +73,7 @@ struct Layout {
     pools: BTreeMap<(usize, usize, usize), Var>,
 }
 
-fn build(inputs: &Inputs, served: &[ModelColumns]) -> (Milp, Layout) {
-    let fleet = &inputs.fleet;
+fn build(inputs: &Inputs, served: &[ModelColumns], budget_of: &[u32]) -> (Milp, Layout) {
     let mut m = Milp::default();
     let z = m.continuous(1.0, 0.0, f64::INFINITY);
     let mut cols = vec![];
@@ -74,7 +88,7 @@ fn build(inputs: &Inputs, served: &[ModelColumns]) -> (Milp, Layout) {
             row_x.push((x, -1.0));
             let mut ns = vec![];
             for (d, p) in col.parts.iter().enumerate() {
-                let cap = fleet.class[p.class].count as f64 * p.share as f64;
+                let cap = budget_of[p.class] as f64 * p.share as f64;
                 let n = m.integer(0.0, 0.0, cap);
                 m.row(vec![(x, 1.0), (n, -p.vgpu_rps)], Cmp::Le, 0.0);
                 let e = pool_terms.entry((si, d, p.class)).or_insert((vec![], true));
@@ -88,9 +102,9 @@ fn build(inputs: &Inputs, served: &[ModelColumns]) -> (Milp, Layout) {
         cols.push(per);
     }
     let mut pools = BTreeMap::new();
-    let mut budget: Vec<Vec<(Var, f64)>> = vec![vec![]; fleet.class.len()];
+    let mut budget: Vec<Vec<(Var, f64)>> = vec![vec![]; budget_of.len()];
     for (key, (terms, whole)) in pool_terms {
-        let n = fleet.class[key.2].count as f64;
+        let n = budget_of[key.2] as f64;
         let p = if whole { m.continuous(0.0, 0.0, n) } else { m.integer(0.0, 0.0, n) };
         let mut row = terms;
         row.push((p, -1.0));
@@ -100,7 +114,7 @@ fn build(inputs: &Inputs, served: &[ModelColumns]) -> (Milp, Layout) {
     }
     for (c, terms) in budget.into_iter().enumerate() {
         if !terms.is_empty() {
-            m.row(terms, Cmp::Le, fleet.class[c].count as f64);
+            m.row(terms, Cmp::Le, budget_of[c] as f64);
         }
     }
     (m, Layout { z, cols, pools })
@@ -182,8 +196,10 @@ pub(crate) fn solve(
     limits: &Limits,
     fewest_gpus: bool,
     warm: &[(String, Vec<Choice>)],
+    strategy: crate::Search,
 ) -> Result<Outcome> {
-    let (model, layout) = build(inputs, served);
+    let counts: Vec<u32> = inputs.fleet.class.iter().map(|c| c.count).collect();
+    let (model, layout) = build(inputs, served, &counts);
     let starts: Vec<(String, Vec<f64>)> = warm
         .iter()
         .map(|(name, c)| (name.clone(), assignment(inputs, served, &layout, &model, c)))
@@ -194,7 +210,76 @@ pub(crate) fn solve(
     let lp = solver.solve(&model.relaxed(), &Limits { warm_start: None, ..limits.clone() })?;
     let mut l = limits.clone();
     l.warm_start = best_start.as_ref().map(|s| s.1.clone());
-    let mut solved = solver.solve(&model, &l)?;
+    let total = limits.time_limit.unwrap_or(std::time::Duration::from_secs(3600));
+    let t0 = std::time::Instant::now();
+    let split = strategy != crate::Search::Joint && !fewest_gpus && inputs.fleet.class.len() == 2 && served.len() > 1;
+    if split {
+        // A short joint search first: easy cases end here, the others get a good start.
+        l.time_limit = Some(total.mul_f64(0.05).min(std::time::Duration::from_millis(300)));
+    }
+    let mut solved = match &best_start {
+        Some((_, start)) if split && strategy == crate::Search::Split => Solved {
+            values: start.clone(),
+            objective: model.objective_of(start),
+            bound: lp.objective,
+            gap: f64::INFINITY,
+            optimal: false,
+            nodes: 0,
+            seconds: 0.0,
+        },
+        _ => solver.solve(&model, &l)?,
+    };
+    if split && solved.gap > limits.mip_gap {
+        let start = if best_start.as_ref().is_some_and(|b| model.objective_of(&b.1) > solved.objective) {
+            best_start.as_ref().map(|b| b.1.clone()).unwrap_or_default()
+        } else {
+            solved.values.clone()
+        };
+        let budget = total.mul_f64(0.7).saturating_sub(t0.elapsed());
+        let lim = Limits { time_limit: Some(budget), ..limits.clone() };
+        if let Some((choices, _, nodes, hi)) = solve_split(
+            inputs,
+            served,
+            solver,
+            &lim,
+            &extract(served, &layout, &start),
+            solved.bound.min(lp.objective),
+        )? {
+            let values = assignment(inputs, served, &layout, &model, &choices);
+            let objective = model.objective_of(&values);
+            let gap = if objective > 0.0 { ((hi - objective) / objective).max(0.0) } else { 0.0 };
+            let optimal = gap <= 1e-8;
+            let solved = Solved {
+                values,
+                objective,
+                bound: if optimal { objective } else { hi },
+                gap: if optimal { 0.0 } else { gap },
+                optimal,
+                nodes: solved.nodes + nodes,
+                seconds: t0.elapsed().as_secs_f64() + lp.seconds,
+            };
+            return Ok(Outcome {
+                choices,
+                solved,
+                integer_vars: model.integers(),
+                lp_bound: lp.objective,
+                from_warm: None,
+            });
+        }
+        // Not proven in time: the joint search again with what is left, from its best plan.
+        let left = total.saturating_sub(t0.elapsed());
+        if !left.is_zero() {
+            let lim = Limits { time_limit: Some(left), warm_start: Some(start), ..limits.clone() };
+            if let Ok(again) = solver.solve(&model, &lim)
+                && again.objective >= solved.objective
+            {
+                let nodes = solved.nodes + again.nodes;
+                solved = again;
+                solved.nodes = nodes;
+            }
+        }
+        solved.seconds = t0.elapsed().as_secs_f64();
+    }
     let mut choices = extract(served, &layout, &solved.values);
     let mut from_warm = None;
     if let Some((name, start)) = &best_start {
@@ -222,6 +307,7 @@ pub(crate) fn solve(
         l2.mip_gap = 0.0;
         l2.warm_start = Some(solved.values.clone());
         if let Ok(s2) = solver.solve(&m2, &l2) {
+            // Same z, fewest GPUs.
             choices = extract(served, &layout, &s2.values);
             solved.nodes += s2.nodes;
             solved.seconds += s2.seconds;
@@ -314,4 +400,354 @@ pub(crate) fn model_plans(
         .map(|(c, &u)| ClassUse { name: c.name.clone(), available: c.count, used: u })
         .collect();
     (out, classes)
+}
+
+/// What is known of one model's best throughput on an allotment of GPUs.
+#[derive(Clone, Debug, Default)]
+struct Known {
+    /// The best plan known on this allotment (a lower bound) and its throughput.
+    exact: Option<(f64, Choice)>,
+    /// An upper bound (the LP relaxation).
+    upper: Option<f64>,
+}
+
+/// The exact search over GPU splits between models for two-class fleets (see
+/// [`solve_split`]).
+struct SplitSearch<'a> {
+    inputs: &'a Inputs,
+    served: &'a [ModelColumns],
+    solver: &'a dyn Solver,
+    limits: Limits,
+    deadline: std::time::Instant,
+    memo: Vec<BTreeMap<(u32, u32), Known>>,
+    nodes: u64,
+    milps: usize,
+}
+
+/// Out of time or a sub-problem not proven: the caller falls back to the joint MILP.
+struct GiveUp;
+
+impl SplitSearch<'_> {
+    fn model_milp(&self, m: usize, h: u32, l: u32) -> (Milp, Layout) {
+        build(self.inputs, std::slice::from_ref(&self.served[m]), &[h, l])
+    }
+
+    /// Solves model m alone on (h, l) within a relative gap: records the plan found (a lower
+    /// bound on F_m on every allotment between what it uses and (h, l)) and the proven upper
+    /// bound.
+    fn bound(&mut self, m: usize, h: u32, l: u32, gap: f64) -> std::result::Result<(), GiveUp> {
+        if std::time::Instant::now() > self.deadline {
+            return Err(GiveUp);
+        }
+        let (model, layout) = self.model_milp(m, h, l);
+        let left = self.deadline.saturating_duration_since(std::time::Instant::now());
+        let lim = Limits { time_limit: Some(left), mip_gap: gap, warm_start: None };
+        let s = self.solver.solve(&model, &lim).map_err(|_| GiveUp)?;
+        self.milps += 1;
+        self.nodes += s.nodes;
+        let w = self.inputs.workload.model[self.served[m].model].weight;
+        let choice =
+            trim(&self.served[m], extract(std::slice::from_ref(&self.served[m]), &layout, &s.values).remove(0));
+        let f = capacity(&self.served[m], &choice);
+        let upper = if s.optimal { f } else { (s.bound * w).max(f) };
+        let used = usage(&self.served[m], &choice);
+        for key in [(h, l), used] {
+            let e = self.memo[m].entry(key).or_default();
+            if e.exact.as_ref().is_none_or(|x| x.0 < f) {
+                e.exact = Some((f, choice.clone()));
+            }
+        }
+        let e = self.memo[m].entry((h, l)).or_default();
+        e.upper = Some(e.upper.map_or(upper, |u| u.min(upper)));
+        Ok(())
+    }
+
+    fn upper(&mut self, m: usize, h: u32, l: u32) -> std::result::Result<f64, GiveUp> {
+        if let Some(u) = self.memo[m].get(&(h, l)).and_then(|k| k.upper) {
+            return Ok(u);
+        }
+        let (model, _) = self.model_milp(m, h, l);
+        let s = self
+            .solver
+            .solve(&model.relaxed(), &Limits { warm_start: None, ..self.limits.clone() })
+            .map_err(|_| GiveUp)?;
+        let u = s.objective * self.inputs.workload.model[self.served[m].model].weight;
+        let e = self.memo[m].entry((h, l)).or_default();
+        e.upper = Some(e.upper.map_or(u, |x| x.min(u)));
+        Ok(e.upper.unwrap_or(u))
+    }
+
+    /// Whether model m serves more than `tau` on (h, l): Some(allotment of a proven plan
+    /// within (h, l) that does) or None.
+    fn above(&mut self, m: usize, h: u32, l: u32, tau: f64) -> std::result::Result<Option<(u32, u32)>, GiveUp> {
+        // Monotonicity: a proven plan on fewer GPUs, or a bound on more.
+        for (&(a, b), k) in &self.memo[m] {
+            if a <= h
+                && b <= l
+                && let Some((f, _)) = &k.exact
+                && *f > tau
+            {
+                return Ok(Some((a, b)));
+            }
+            if a >= h && b >= l && k.upper.is_some_and(|u| u <= tau) {
+                return Ok(None);
+            }
+        }
+        if self.upper(m, h, l)? <= tau {
+            return Ok(None);
+        }
+        // A search within 1%, then an exact one when that does not decide.
+        for gap in [0.01, 0.0] {
+            self.bound(m, h, l, gap)?;
+            let k = &self.memo[m][&(h, l)];
+            if k.exact.as_ref().is_some_and(|e| e.0 > tau) {
+                return Ok(Some((h, l)));
+            }
+            if k.upper.is_some_and(|u| u <= tau) {
+                return Ok(None);
+            }
+        }
+        Err(GiveUp)
+    }
+
+    /// For each h, the fewest GPUs of class 1 with which model m serves more than `tau`, as
+    /// the allotment of a proven plan that does it.
+    fn staircase(&mut self, m: usize, tau: f64) -> std::result::Result<Vec<(u32, u32)>, GiveUp> {
+        let (n0, n1) = (self.inputs.fleet.class[0].count, self.inputs.fleet.class[1].count);
+        let mut out: Vec<(u32, u32)> = vec![];
+        let mut l = n1;
+        for h in 0..=n0 {
+            let Some(mut w) = self.above(m, h, l, tau)? else { continue };
+            // Binary search on l: `hi` serves more than tau (witness w fits in (h, hi)),
+            // `lo` does not (or is -1).
+            let mut hi = w.1;
+            let mut lo: i64 = -1;
+            while hi as i64 - lo > 1 {
+                let mid = ((lo + hi as i64) / 2) as u32;
+                match self.above(m, h, mid, tau)? {
+                    Some(w2) => {
+                        w = w2;
+                        hi = w2.1.min(mid);
+                    }
+                    None => lo = mid as i64,
+                }
+            }
+            l = hi;
+            if out.last() != Some(&w) {
+                out.push(w);
+            }
+            if l == 0 {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Drops vGPUs a pipeline's slowest partition cannot use.
+fn trim(mc: &ModelColumns, choice: Choice) -> Choice {
+    choice
+        .into_iter()
+        .map(|(ci, n)| {
+            let parts = &mc.all[ci].parts;
+            let thr = parts.iter().zip(&n).map(|(p, &k)| k as f64 * p.vgpu_rps).fold(f64::INFINITY, f64::min);
+            let n = parts
+                .iter()
+                .zip(&n)
+                .map(|(p, &k)| (((thr / p.vgpu_rps) - 1e-9).ceil().max(1.0) as usize).min(k))
+                .collect();
+            (ci, n)
+        })
+        .collect()
+}
+
+/// GPUs of class 0 and 1 a model's pipelines use (pools rounded up).
+fn usage(mc: &ModelColumns, choice: &Choice) -> (u32, u32) {
+    let mut pools: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+    for (ci, n) in choice {
+        for (d, (p, &k)) in mc.all[*ci].parts.iter().zip(n).enumerate() {
+            *pools.entry((d, p.class)).or_default() += k as f64 / p.share as f64;
+        }
+    }
+    let mut u = (0, 0);
+    for ((_, c), g) in pools {
+        if c == 0 {
+            u.0 += pool_gpus(g);
+        } else {
+            u.1 += pool_gpus(g);
+        }
+    }
+    u
+}
+
+fn capacity(mc: &ModelColumns, choice: &Choice) -> f64 {
+    choice
+        .iter()
+        .map(|(ci, n)| {
+            mc.all[*ci].parts.iter().zip(n).map(|(p, &k)| k as f64 * p.vgpu_rps).fold(f64::INFINITY, f64::min)
+        })
+        .sum()
+}
+
+/// What the split search returns: the plan, seconds, nodes and the upper bound it proved.
+pub(crate) type SplitResult = (Vec<Choice>, f64, u64, f64);
+
+/// Allotments of the other models: (model, (GPUs of class 0, of class 1)).
+type Allotments = Vec<(usize, (u32, u32))>;
+
+/// For a count of class-0 GPUs: the fewest class-1 GPUs, the least F / w, the allotments.
+type Others = (u32, f64, Allotments);
+
+/// The exact optimum for a two-class fleet by searching GPU splits between models: with
+/// F_m(h, l) the best throughput of model m alone on h and l GPUs (a small MILP, proven
+/// optimal), z* = max over splits of min_m F_m / w_m. From a known z, each round finds per
+/// model the staircase of the fewest GPUs that serve more than z * w_m (bounds by the LP
+/// relaxation and by monotonicity skip most MILPs), then the split of those that maximises
+/// the least F_m / w_m; no split: z is optimal. None when out of time or a sub-problem is not
+/// proven (the caller then solves the joint MILP).
+pub(crate) fn solve_split(
+    inputs: &Inputs,
+    served: &[ModelColumns],
+    solver: &dyn Solver,
+    limits: &Limits,
+    start: &[Choice],
+    upper: f64,
+) -> Result<Option<SplitResult>> {
+    if inputs.fleet.class.len() != 2 {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let mut s = SplitSearch {
+        inputs,
+        served,
+        solver,
+        limits: limits.clone(),
+        deadline: started + limits.time_limit.unwrap_or(std::time::Duration::from_secs(3600)),
+        memo: vec![BTreeMap::new(); served.len()],
+        nodes: 0,
+        milps: 0,
+    };
+    let w: Vec<f64> = served.iter().map(|mc| inputs.workload.model[mc.model].weight).collect();
+    let (n0, n1) = (inputs.fleet.class[0].count, inputs.fleet.class[1].count);
+    let mut best: Vec<Choice> = start.to_vec();
+    let mut z = served.iter().zip(&best).zip(&w).map(|((mc, c), w)| capacity(mc, c) / w).fold(f64::INFINITY, f64::min);
+    if !z.is_finite() {
+        z = 0.0;
+    }
+    // The model whose searches cost most comes last and is asked one question per split of
+    // class 0 instead of a whole staircase.
+    // Measured: one search per model on the whole fleet (its bounds are kept).
+    let mut cost = vec![0.0; served.len()];
+    for (m, c) in cost.iter_mut().enumerate() {
+        let t = std::time::Instant::now();
+        if s.bound(m, n0, n1, 0.01).is_err() {
+            return Ok(None);
+        }
+        // Ties (every search trivial on the whole fleet) go to the model with the most
+        // configurations.
+        *c = t.elapsed().as_secs_f64() + 1e-4 * served[m].kept.len() as f64;
+    }
+    let hard = (0..served.len()).max_by(|&a, &b| cost[a].total_cmp(&cost[b])).unwrap_or(0);
+    // Targets: halfway to the upper bound while the gap is wide, then just above z (each
+    // round either finds a split serving more than the target or proves there is none).
+    let mut hi = upper.max(z);
+    loop {
+        if hi <= z || (z > 0.0 && (hi - z) / z <= limits.mip_gap.max(1e-9)) {
+            break;
+        }
+        if std::time::Instant::now() > s.deadline {
+            return Ok(None);
+        }
+        let creep = !(z > 0.0 && (hi - z) / z > 1e-3);
+        let target = if creep { z * (1.0 + 1e-9) + 1e-9 } else { 0.5 * (z + hi) };
+        let tau: Vec<f64> = w.iter().map(|w| target * w).collect();
+        let mut stairs = vec![];
+        let mut found_none = false;
+        for (m, &t) in tau.iter().enumerate() {
+            if m == hard {
+                stairs.push(vec![]);
+                continue;
+            }
+            match s.staircase(m, t) {
+                Ok(st) if st.is_empty() => {
+                    found_none = true;
+                    break;
+                }
+                Ok(st) => stairs.push(st),
+                Err(GiveUp) => return Ok(None),
+            }
+        }
+        if found_none {
+            hi = if creep { z } else { target };
+            continue;
+        }
+        // The other models: for each number of class-0 GPUs they use, the fewest class-1
+        // GPUs (and the least F / w among them, and their allotments).
+        let mut states: BTreeMap<u32, Others> = BTreeMap::new();
+        states.insert(0, (0, f64::INFINITY, vec![]));
+        for (m, st) in stairs.iter().enumerate() {
+            if m == hard {
+                continue;
+            }
+            let mut next: BTreeMap<u32, Others> = BTreeMap::new();
+            for (&a, (b, v, alloc)) in &states {
+                for &(h, l) in st {
+                    let (a2, b2) = (a + h, b + l);
+                    if a2 > n0 || b2 > n1 {
+                        continue;
+                    }
+                    let f = s.memo[m][&(h, l)].exact.as_ref().map_or(0.0, |e| e.0) / w[m];
+                    let v2 = v.min(f);
+                    let e = next.entry(a2).or_insert((u32::MAX, f64::NEG_INFINITY, vec![]));
+                    if b2 < e.0 || (b2 == e.0 && v2 > e.1) {
+                        let mut al = alloc.clone();
+                        al.push((m, (h, l)));
+                        *e = (b2, v2, al);
+                    }
+                }
+            }
+            states = next;
+        }
+        // Fewest class-1 GPUs for the others using at most H class-0 GPUs.
+        let mut prefix: Vec<Option<Others>> = vec![None; n0 as usize + 1];
+        for hh in 0..=n0 {
+            let mut cur = if hh > 0 { prefix[hh as usize - 1].clone() } else { None };
+            if let Some(st) = states.get(&hh)
+                && cur.as_ref().is_none_or(|c| st.0 < c.0)
+            {
+                cur = Some(st.clone());
+            }
+            prefix[hh as usize] = cur;
+        }
+        // One question per split: can the hard model serve more than its share on the rest?
+        let mut found: Option<(f64, Allotments)> = None;
+        for h0 in 0..=n0 {
+            let Some((lo_used, v, alloc)) = &prefix[(n0 - h0) as usize] else { continue };
+            let r = n1 - lo_used;
+            let Ok(ans) = s.above(hard, h0, r, tau[hard]) else { return Ok(None) };
+            if let Some(wit) = ans {
+                let f = s.memo[hard][&wit].exact.as_ref().map_or(0.0, |e| e.0) / w[hard];
+                let z2 = v.min(f);
+                if found.as_ref().is_none_or(|x| z2 > x.0) {
+                    let mut al = alloc.clone();
+                    al.push((hard, wit));
+                    found = Some((z2, al));
+                }
+            }
+        }
+        let Some((v, alloc)) = found else {
+            // Nothing serves more than the target: it bounds the optimum (just above z:
+            // z is optimal).
+            hi = if creep { z } else { target };
+            continue;
+        };
+        z = v;
+        let mut next = best.clone();
+        for (m, hl) in alloc {
+            next[m] = s.memo[m][&hl].exact.as_ref().expect("a plan was found").1.clone();
+        }
+        best = next;
+    }
+    let _ = s.milps;
+    Ok(Some((best, started.elapsed().as_secs_f64(), s.nodes, hi)))
 }

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use poolpipe_planner::{
-    Fleet, GpuClass, Inputs, ModelProfile, PlanOptions, Planner, PlannerKind, ShareProfile, Workload, WorkloadModel,
+    Fleet, GpuClass, Inputs, ModelProfile, PlanOptions, Planner, PlannerKind, Search, ShareProfile, Workload,
+    WorkloadModel,
 };
 
 struct Rng(u64);
@@ -282,6 +283,13 @@ fn small_instances_match_exhaustive_search() {
             pp.objective,
             serde_json::to_string_pretty(&pp).unwrap()
         );
+        // Both searches, on their own, reach the same optimum.
+        for search in [Search::Joint, Search::Split] {
+            let p =
+                Planner::new(&inputs, PlanOptions { search, ..o.clone() }).unwrap().plan(PlannerKind::Ppipe).unwrap();
+            assert!(close(p.objective, want_pp), "case {case}, {search:?}: {} vs exhaustive {want_pp}", p.objective);
+            assert!(p.optimal, "case {case}, {search:?}");
+        }
         assert!(close(np.objective, want_np), "case {case}: np {} vs exhaustive {want_np}", np.objective);
         assert!(pp.optimal && np.optimal, "case {case}");
         let dart = dart.unwrap();
@@ -347,6 +355,17 @@ fn published_cases_give_valid_plans_that_beat_the_baselines() {
             assert!(p.unserved.is_empty());
         }
         assert!(pp.objective >= np.objective && pp.objective >= dart.objective, "{hc} g{g}");
+        // The joint and the split searches agree within the gap target.
+        for search in [Search::Joint, Search::Split] {
+            let o = PlanOptions { search, time_limit: Duration::from_secs(20), ..PlanOptions::default() };
+            let p = Planner::new(&inputs, o).unwrap().plan(PlannerKind::Ppipe).unwrap();
+            assert!(
+                (p.objective - pp.objective).abs() <= 2e-4 * pp.objective,
+                "{hc} g{g} {search:?}: {} vs {}",
+                p.objective,
+                pp.objective
+            );
+        }
         assert!(pp.gap <= 1e-4, "{hc} g{g}: gap {}", pp.gap);
         // NP: one partition on whole GPUs; DART-r: whole GPUs.
         assert!(

@@ -19,6 +19,14 @@ fn cfg(p: &str) -> String {
     root().join("configs").join(p).to_string_lossy().into_owned()
 }
 
+/// `poolpipe plan` on the published profiles with a fleet, a workload and more arguments.
+fn plan(fleet: &str, workload: &str, more: &[&str]) -> std::process::Output {
+    let data = data();
+    let mut args = vec!["plan", "--profiles", &data, "--fleet", fleet, "--workload", workload];
+    args.extend_from_slice(more);
+    poolpipe(&args)
+}
+
 fn tmp(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("plan-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -30,17 +38,7 @@ fn tmp(name: &str) -> PathBuf {
 fn plan_prints_a_table_and_writes_the_json() {
     let d = tmp("table");
     let out = d.join("sub/plan.json");
-    let o = poolpipe(&[
-        "plan",
-        "--profiles",
-        &data(),
-        "--fleet",
-        &cfg("fleets/hc3.toml"),
-        "--workload",
-        &cfg("workloads/group5.toml"),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = plan(&cfg("fleets/hc3.toml"), &cfg("workloads/group5.toml"), &["--out", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let table = String::from_utf8_lossy(&o.stdout);
     for want in
@@ -84,18 +82,7 @@ fn plan_prints_a_table_and_writes_the_json() {
 fn baselines_and_json_output() {
     let mut z = vec![];
     for planner in ["ppipe", "np", "dart-r"] {
-        let v = json(&poolpipe(&[
-            "plan",
-            "--profiles",
-            &data(),
-            "--fleet",
-            &cfg("fleets/hc4.toml"),
-            "--workload",
-            &cfg("workloads/group1.toml"),
-            "--planner",
-            planner,
-            "--json",
-        ]));
+        let v = json(&plan(&cfg("fleets/hc4.toml"), &cfg("workloads/group1.toml"), &["--planner", planner, "--json"]));
         assert_eq!(v["planner"], planner);
         z.push(v["objective"].as_f64().unwrap());
         if planner == "np" {
@@ -116,15 +103,7 @@ fn bad_inputs_name_what_is_wrong() {
     let fleet = d.join("fleet.toml");
     std::fs::write(&fleet, "bandwidth_gbps = 10\n[[class]]\nname = \"A100\"\ncount = 4\ngpus_per_server = 1\n")
         .unwrap();
-    let o = poolpipe(&[
-        "plan",
-        "--profiles",
-        &data(),
-        "--fleet",
-        fleet.to_str().unwrap(),
-        "--workload",
-        &cfg("workloads/group1.toml"),
-    ]);
+    let o = plan(fleet.to_str().unwrap(), &cfg("workloads/group1.toml"), &[]);
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -138,65 +117,19 @@ fn bad_inputs_name_what_is_wrong() {
         "[[model]]\nname = \"fcn-d6_r101-d16_4xb2-40k_cityscapes-512x1024\"\nweight = 1\nslo_ms = 2\n[[model]]\nname = \"atss_r101_fpn_1x_coco\"\nweight = 1\n",
     )
     .unwrap();
-    let o = poolpipe(&[
-        "plan",
-        "--profiles",
-        &data(),
-        "--fleet",
-        &cfg("fleets/hc1.toml"),
-        "--workload",
-        w.to_str().unwrap(),
-    ]);
+    let o = plan(&cfg("fleets/hc1.toml"), w.to_str().unwrap(), &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let t = String::from_utf8_lossy(&o.stdout);
     assert!(t.contains("NOT SERVED: fcn-d6") && t.contains("2.0 ms"), "{t}");
     // Unknown planner, bad option, malformed fleet.
-    let o = poolpipe(&[
-        "plan",
-        "--profiles",
-        &data(),
-        "--fleet",
-        &cfg("fleets/hc1.toml"),
-        "--workload",
-        &cfg("workloads/group1.toml"),
-        "--planner",
-        "magic",
-    ]);
+    let o = plan(&cfg("fleets/hc1.toml"), &cfg("workloads/group1.toml"), &["--planner", "magic"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("use ppipe, np or dart-r"));
-    let o = poolpipe(&[
-        "plan",
-        "--profiles",
-        &data(),
-        "--fleet",
-        &cfg("fleets/hc1.toml"),
-        "--workload",
-        &cfg("workloads/group1.toml"),
-        "--search",
-        "magic",
-    ]);
+    let o = plan(&cfg("fleets/hc1.toml"), &cfg("workloads/group1.toml"), &["--search", "magic"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("use auto, joint or split"));
-    let o = poolpipe(&[
-        "plan",
-        "--profiles",
-        &data(),
-        "--fleet",
-        &cfg("fleets/hc1.toml"),
-        "--workload",
-        &cfg("workloads/group1.toml"),
-        "--max-partitions",
-        "5",
-    ]);
+    let o = plan(&cfg("fleets/hc1.toml"), &cfg("workloads/group1.toml"), &["--max-partitions", "5"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("max_partitions"), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::write(&fleet, "bandwidth_gbps = 10\n[[class]]\nname = \"L4\"\ncount = -1\n").unwrap();
-    let o = poolpipe(&[
-        "plan",
-        "--profiles",
-        &data(),
-        "--fleet",
-        fleet.to_str().unwrap(),
-        "--workload",
-        &cfg("workloads/group1.toml"),
-    ]);
+    let o = plan(fleet.to_str().unwrap(), &cfg("workloads/group1.toml"), &[]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("fleet.toml"), "{e}");
 }

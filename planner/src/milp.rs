@@ -237,7 +237,7 @@ pub(crate) fn solve(
         };
         let budget = total.mul_f64(0.7).saturating_sub(t0.elapsed());
         let lim = Limits { time_limit: Some(budget), ..limits.clone() };
-        if let Some((choices, _, nodes, hi)) = solve_split(
+        if let Some((choices, nodes, hi)) = solve_split(
             inputs,
             served,
             solver,
@@ -406,7 +406,7 @@ pub(crate) fn model_plans(
 #[derive(Clone, Debug, Default)]
 struct Known {
     /// The best plan known on this allotment (a lower bound) and its throughput.
-    exact: Option<(f64, Choice)>,
+    plan: Option<(f64, Choice)>,
     /// An upper bound (the LP relaxation).
     upper: Option<f64>,
 }
@@ -421,7 +421,6 @@ struct SplitSearch<'a> {
     deadline: std::time::Instant,
     memo: Vec<BTreeMap<(u32, u32), Known>>,
     nodes: u64,
-    milps: usize,
 }
 
 /// Out of time or a sub-problem not proven: the caller falls back to the joint MILP.
@@ -443,7 +442,6 @@ impl SplitSearch<'_> {
         let left = self.deadline.saturating_duration_since(std::time::Instant::now());
         let lim = Limits { time_limit: Some(left), mip_gap: gap, warm_start: None };
         let s = self.solver.solve(&model, &lim).map_err(|_| GiveUp)?;
-        self.milps += 1;
         self.nodes += s.nodes;
         let w = self.inputs.workload.model[self.served[m].model].weight;
         let choice =
@@ -453,8 +451,8 @@ impl SplitSearch<'_> {
         let used = usage(&self.served[m], &choice);
         for key in [(h, l), used] {
             let e = self.memo[m].entry(key).or_default();
-            if e.exact.as_ref().is_none_or(|x| x.0 < f) {
-                e.exact = Some((f, choice.clone()));
+            if e.plan.as_ref().is_none_or(|x| x.0 < f) {
+                e.plan = Some((f, choice.clone()));
             }
         }
         let e = self.memo[m].entry((h, l)).or_default();
@@ -484,7 +482,7 @@ impl SplitSearch<'_> {
         for (&(a, b), k) in &self.memo[m] {
             if a <= h
                 && b <= l
-                && let Some((f, _)) = &k.exact
+                && let Some((f, _)) = &k.plan
                 && *f > tau
             {
                 return Ok(Some((a, b)));
@@ -500,7 +498,7 @@ impl SplitSearch<'_> {
         for gap in [0.01, 0.0] {
             self.bound(m, h, l, gap)?;
             let k = &self.memo[m][&(h, l)];
-            if k.exact.as_ref().is_some_and(|e| e.0 > tau) {
+            if k.plan.as_ref().is_some_and(|e| e.0 > tau) {
                 return Ok(Some((h, l)));
             }
             if k.upper.is_some_and(|u| u <= tau) {
@@ -589,8 +587,9 @@ fn capacity(mc: &ModelColumns, choice: &Choice) -> f64 {
         .sum()
 }
 
-/// What the split search returns: the plan, seconds, nodes and the upper bound it proved.
-pub(crate) type SplitResult = (Vec<Choice>, f64, u64, f64);
+/// What the split search returns: the plan, branch-and-bound nodes and the upper bound it
+/// proved.
+pub(crate) type SplitResult = (Vec<Choice>, u64, f64);
 
 /// Allotments of the other models: (model, (GPUs of class 0, of class 1)).
 type Allotments = Vec<(usize, (u32, u32))>;
@@ -625,7 +624,6 @@ pub(crate) fn solve_split(
         deadline: started + limits.time_limit.unwrap_or(std::time::Duration::from_secs(3600)),
         memo: vec![BTreeMap::new(); served.len()],
         nodes: 0,
-        milps: 0,
     };
     let w: Vec<f64> = served.iter().map(|mc| inputs.workload.model[mc.model].weight).collect();
     let (n0, n1) = (inputs.fleet.class[0].count, inputs.fleet.class[1].count);
@@ -696,7 +694,7 @@ pub(crate) fn solve_split(
                     if a2 > n0 || b2 > n1 {
                         continue;
                     }
-                    let f = s.memo[m][&(h, l)].exact.as_ref().map_or(0.0, |e| e.0) / w[m];
+                    let f = s.memo[m][&(h, l)].plan.as_ref().map_or(0.0, |e| e.0) / w[m];
                     let v2 = v.min(f);
                     let e = next.entry(a2).or_insert((u32::MAX, f64::NEG_INFINITY, vec![]));
                     if b2 < e.0 || (b2 == e.0 && v2 > e.1) {
@@ -726,7 +724,7 @@ pub(crate) fn solve_split(
             let r = n1 - lo_used;
             let Ok(ans) = s.above(hard, h0, r, tau[hard]) else { return Ok(None) };
             if let Some(wit) = ans {
-                let f = s.memo[hard][&wit].exact.as_ref().map_or(0.0, |e| e.0) / w[hard];
+                let f = s.memo[hard][&wit].plan.as_ref().map_or(0.0, |e| e.0) / w[hard];
                 let z2 = v.min(f);
                 if found.as_ref().is_none_or(|x| z2 > x.0) {
                     let mut al = alloc.clone();
@@ -744,10 +742,9 @@ pub(crate) fn solve_split(
         z = v;
         let mut next = best.clone();
         for (m, hl) in alloc {
-            next[m] = s.memo[m][&hl].exact.as_ref().expect("a plan was found").1.clone();
+            next[m] = s.memo[m][&hl].plan.as_ref().expect("a plan was found").1.clone();
         }
         best = next;
     }
-    let _ = s.milps;
-    Ok(Some((best, started.elapsed().as_secs_f64(), s.nodes, hi)))
+    Ok(Some((best, s.nodes, hi)))
 }

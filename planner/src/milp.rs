@@ -217,17 +217,22 @@ pub(crate) fn solve(
         // A short joint search first: easy cases end here, the others get a good start.
         l.time_limit = Some(total.mul_f64(0.05).min(std::time::Duration::from_millis(300)));
     }
+    // The start as a solution of its own (no search yet, bounded by the LP).
+    let unsearched = |start: &Vec<f64>| Solved {
+        values: start.clone(),
+        objective: model.objective_of(start),
+        bound: lp.objective,
+        gap: f64::INFINITY,
+        optimal: false,
+        nodes: 0,
+        seconds: 0.0,
+    };
     let mut solved = match &best_start {
-        Some((_, start)) if split && strategy == crate::Search::Split => Solved {
-            values: start.clone(),
-            objective: model.objective_of(start),
-            bound: lp.objective,
-            gap: f64::INFINITY,
-            optimal: false,
-            nodes: 0,
-            seconds: 0.0,
-        },
-        _ => solver.solve(&model, &l)?,
+        Some((_, start)) if split && strategy == crate::Search::Split => unsearched(start),
+        // A search that found nothing in its time (the solver may refuse a start that sits
+        // on its tolerances) still has the start.
+        Some((_, start)) => solver.solve(&model, &l).unwrap_or_else(|_| unsearched(start)),
+        None => solver.solve(&model, &l)?,
     };
     if split && solved.gap > limits.mip_gap {
         let start = if best_start.as_ref().is_some_and(|b| model.objective_of(&b.1) > solved.objective) {

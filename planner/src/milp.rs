@@ -323,7 +323,7 @@ pub(crate) fn solve(
 }
 
 /// Turns chosen pipelines into model plans: vGPUs beyond what each pipeline's slowest
-/// partition can use are trimmed, pools counted, throughputs computed.
+/// partition can use are trimmed ([`trim`]), pools counted, throughputs computed.
 pub(crate) fn model_plans(
     inputs: &Inputs,
     served: &[ModelColumns],
@@ -338,35 +338,28 @@ pub(crate) fn model_plans(
         let i = mc.model;
         let (slo, source) = inputs.slos[i];
         let w = &inputs.workload.model[i];
+        let choice = trim(mc, choice.clone());
         let mut pipelines = vec![];
-        let mut pool_sum: Vec<(usize, usize, f64)> = vec![];
-        for (ci, n) in choice {
+        for (ci, n) in &choice {
             let col = &mc.all[*ci];
-            let thr = col.parts.iter().zip(n).map(|(p, &k)| k as f64 * p.vgpu_rps).fold(f64::INFINITY, f64::min);
-            let mut parts = vec![];
-            for (d, p) in col.parts.iter().enumerate() {
-                // The fewest vGPUs that still carry the pipeline's throughput.
-                let need = ((thr / p.vgpu_rps) - 1e-9).ceil().max(1.0) as usize;
-                let vg = need.min(n[d]);
-                let gpus = vg as f64 / p.share as f64;
-                match pool_sum.iter_mut().find(|(pd, pc, _)| *pd == d && *pc == p.class) {
-                    Some(e) => e.2 += gpus,
-                    None => pool_sum.push((d, p.class, gpus)),
-                }
-                parts.push(PartitionPlan {
+            let parts: Vec<PartitionPlan> = col
+                .parts
+                .iter()
+                .zip(n)
+                .map(|(p, &vg)| PartitionPlan {
                     first_block: p.first,
                     end_block: p.end,
                     class: fleet.class[p.class].name.clone(),
                     share: p.share,
                     batch: col.batch,
                     vgpus: vg,
-                    gpus,
+                    gpus: vg as f64 / p.share as f64,
                     inference_us: p.infer_us,
                     transfer_us: p.transfer_us,
                     vgpu_throughput: p.vgpu_rps,
                     throughput: vg as f64 * p.vgpu_rps,
-                });
-            }
+                })
+                .collect();
             let throughput = parts.iter().map(|p| p.throughput).fold(f64::INFINITY, f64::min);
             let build = columns::batch_build_us(col.batch, Some(est[i]), o.batch_build_factor);
             pipelines.push(Pipeline {
@@ -378,11 +371,9 @@ pub(crate) fn model_plans(
                 partitions: parts,
             });
         }
-        pool_sum.sort_by_key(|&(d, c, _)| (d, c));
-        let pools: Vec<Pool> = pool_sum
-            .iter()
-            .map(|&(d, c, g)| {
-                let gpus = pool_gpus(g);
+        let pools: Vec<Pool> = pools(mc, &choice)
+            .into_iter()
+            .map(|((d, c), gpus)| {
                 used[c] += gpus;
                 Pool { partition: d, class: fleet.class[c].name.clone(), gpus }
             })
@@ -565,19 +556,25 @@ fn trim(mc: &ModelColumns, choice: Choice) -> Choice {
 }
 
 /// GPUs of class 0 and 1 a model's pipelines use (pools rounded up).
-fn usage(mc: &ModelColumns, choice: &Choice) -> (u32, u32) {
-    let mut pools: BTreeMap<(usize, usize), f64> = BTreeMap::new();
+/// Whole GPUs per (partition index, class) pool of a model's pipelines (rounded up).
+fn pools(mc: &ModelColumns, choice: &Choice) -> BTreeMap<(usize, usize), u32> {
+    let mut sum: BTreeMap<(usize, usize), f64> = BTreeMap::new();
     for (ci, n) in choice {
         for (d, (p, &k)) in mc.all[*ci].parts.iter().zip(n).enumerate() {
-            *pools.entry((d, p.class)).or_default() += k as f64 / p.share as f64;
+            *sum.entry((d, p.class)).or_default() += k as f64 / p.share as f64;
         }
     }
+    sum.into_iter().map(|(key, g)| (key, pool_gpus(g))).collect()
+}
+
+/// GPUs of class 0 and 1 a model's pipelines use.
+fn usage(mc: &ModelColumns, choice: &Choice) -> (u32, u32) {
     let mut u = (0, 0);
-    for ((_, c), g) in pools {
+    for ((_, c), g) in pools(mc, choice) {
         if c == 0 {
-            u.0 += pool_gpus(g);
+            u.0 += g;
         } else {
-            u.1 += pool_gpus(g);
+            u.1 += g;
         }
     }
     u

@@ -25,12 +25,15 @@
 
 pub mod bench;
 pub mod classes;
+pub mod dataplane;
 pub mod frames;
 pub mod inspect;
 pub mod oracle;
 pub mod plan;
 pub mod profile;
 pub mod run;
+pub mod sim;
+pub mod simulate;
 
 /// A progress bar on stderr for `len` steps (hidden when stderr is not a terminal).
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {

@@ -189,11 +189,89 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Simulate a plan on its fleet: the data-plane scheduler on a virtual clock, with workers
+    /// that take the profiled latencies and NICs shared by the GPUs of a server. Prints SLO
+    /// attainment, throughput, latency, utilisation per class and batch sizes, for one load or
+    /// a load-factor sweep.
+    Simulate {
+        /// Plan (JSON) written by `poolpipe plan --out`.
+        #[arg(long, value_name = "FILE")]
+        plan: std::path::PathBuf,
+        /// Profile folder the plan was made from.
+        #[arg(long, value_name = "DIR")]
+        profiles: std::path::PathBuf,
+        /// Fleet file the plan was made for.
+        #[arg(long, value_name = "FILE")]
+        fleet: std::path::PathBuf,
+        /// Workload file: its weights split the arrivals between models.
+        #[arg(long, value_name = "FILE")]
+        workload: std::path::PathBuf,
+        #[command(flatten)]
+        sim: SimArgs,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
         what: BenchCmd,
     },
+}
+
+/// Simulation options of `simulate`.
+#[derive(Args, Clone)]
+struct SimArgs {
+    /// Batching policy: ppipe (reservations), reactive (per-pool, Nexus-style) or triton
+    /// (per-pool dynamic batching).
+    #[arg(long, default_value = "ppipe")]
+    policy: String,
+    /// Offered load in requests/s over all models.
+    #[arg(long, conflicts_with = "load_factor")]
+    rate: Option<f64>,
+    /// Offered load as a fraction of the plan's predicted throughput (or of the reference
+    /// plan's) [default: 0.9 unless --rate is given].
+    #[arg(long)]
+    load_factor: Option<f64>,
+    /// Simulated time of arrivals, e.g. 30s, 500ms, 2m.
+    #[arg(long, default_value = "30s", value_parser = poolpipe::simulate::parse_duration)]
+    duration: f64,
+    /// Find the largest load factor (steps of --step, from --max-load-factor down) with
+    /// attainment >= --target.
+    #[arg(long, conflicts_with_all = ["rate", "load_factor"])]
+    sweep: bool,
+    /// Load-factor step of the sweep.
+    #[arg(long, default_value_t = 0.05)]
+    step: f64,
+    /// Highest load factor of the sweep.
+    #[arg(long, default_value_t = 1.0)]
+    max_load_factor: f64,
+    /// Attainment a sweep point must reach.
+    #[arg(long, default_value_t = 0.99)]
+    target: f64,
+    /// Load factor 1.0 is this plan's predicted throughput instead (as the paper measures
+    /// every system against PPipe's plan).
+    #[arg(long, value_name = "FILE")]
+    reference_plan: Option<std::path::PathBuf>,
+    /// Arrival process: poisson or bursty (Gamma-renewal gaps with --cv).
+    #[arg(long, default_value = "poisson")]
+    arrivals: String,
+    /// Coefficient of variation of bursty gaps.
+    #[arg(long, default_value_t = 2.0)]
+    cv: f64,
+    /// Arrival trace: one timestamp in seconds a line, scaled to the offered rate; each
+    /// request goes to a model drawn by weight.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<std::path::PathBuf>,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Coefficient of variation of inference times around the profiles (0: as profiled).
+    #[arg(long, default_value_t = 0.0)]
+    jitter: f64,
+    /// triton: maximum queue delay in ms [default: the plan's batch-build estimate].
+    #[arg(long)]
+    max_queue_delay_ms: Option<f64>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Planner options shared by `plan` and `bench planner`.
@@ -435,6 +513,9 @@ fn run_cli(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Simulate { plan, profiles, fleet, workload, sim } => {
+            simulate_cmd(&plan, &profiles, &fleet, &workload, &sim)
+        }
         Cmd::Bench { what: BenchCmd::Planner { profiles, fleets, workloads, opts, json } } => {
             let fleets = if fleets.is_empty() {
                 (1..=4).map(|i| std::path::PathBuf::from(format!("configs/fleets/hc{i}.toml"))).collect()
@@ -464,6 +545,72 @@ fn run_cli(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn simulate_cmd(
+    plan: &std::path::Path,
+    profiles: &std::path::Path,
+    fleet: &std::path::Path,
+    workload: &std::path::Path,
+    a: &SimArgs,
+) -> Result<()> {
+    use poolpipe::simulate as s;
+    let setup = s::load(plan, profiles, fleet, workload)?;
+    if !(a.jitter.is_finite() && a.jitter >= 0.0) {
+        anyhow::bail!("--jitter {} must be 0 or a positive coefficient of variation", a.jitter);
+    }
+    let max_delay = match a.max_queue_delay_ms {
+        Some(ms) if !(ms.is_finite() && ms >= 0.0) => anyhow::bail!("--max-queue-delay-ms {ms} must be >= 0"),
+        Some(ms) => Some(ms * 1e3),
+        None => None,
+    };
+    let reference_rate = match &a.reference_plan {
+        Some(p) => {
+            let r = s::read_plan(p)?;
+            r.objective * r.models.iter().map(|m| m.weight).sum::<f64>()
+        }
+        None => setup.layout.planned_rate(),
+    };
+    if !(reference_rate > 0.0) {
+        anyhow::bail!("the plan predicts no throughput: load factors mean nothing; give --rate");
+    }
+    let base = poolpipe::sim::SimConfig {
+        rate: reference_rate,
+        duration_s: a.duration,
+        arrivals: s::arrivals(&a.arrivals, a.cv, a.trace.as_ref())?,
+        weights: Some(setup.weights.clone()),
+        seed: a.seed,
+        jitter: a.jitter,
+    };
+    s::scheduler(&setup.layout, &a.policy, max_delay)?;
+    if a.sweep {
+        let steps = (a.max_load_factor / a.step).floor().max(1.0) as u64;
+        let pb = if a.json { indicatif::ProgressBar::hidden() } else { poolpipe::progress(steps, "sweeping") };
+        let o = s::SweepOptions { reference_rate, step: a.step, max: a.max_load_factor, target: a.target };
+        let w = s::sweep(&setup.layout, &a.policy, max_delay, &base, &o, &pb)?;
+        pb.finish_and_clear();
+        if a.json {
+            println!("{}", s::json(None, Some(&w)));
+        } else {
+            print!("{}", s::render_sweep(&w));
+        }
+        return Ok(());
+    }
+    let rate = match (a.rate, a.load_factor) {
+        (Some(r), _) => r,
+        (None, lf) => lf.unwrap_or(0.9) * reference_rate,
+    };
+    if !(rate.is_finite() && rate > 0.0) {
+        anyhow::bail!("the offered load must be a positive rate (got {rate} req/s)");
+    }
+    let cfg = poolpipe::sim::SimConfig { rate, ..base };
+    let r = poolpipe::sim::simulate(s::scheduler(&setup.layout, &a.policy, max_delay)?, &cfg)?;
+    if a.json {
+        println!("{}", s::json(Some(&r), None));
+    } else {
+        print!("{}", s::render(&r));
+    }
+    Ok(())
 }
 
 /// Batch sizes 1..B given as "1..B" or "B".

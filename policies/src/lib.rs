@@ -1,14 +1,151 @@
 //! # poolpipe-policies
 //!
-//! The wasmtime host for scheduling policies: batching policies (what to dispatch, when, at
-//! which batch size, what to drop) and reservation policies (which worker of a pool takes a
-//! stage) loaded as WebAssembly modules, so operators swap them without recompiling; plus the
-//! built-in guests and the ABI they implement.
+//! Scheduling policies of the data plane and the interface they decide through. The scheduler
+//! (`poolpipe::dataplane`) asks two policy points:
 //!
-//! Status: empty. Policies are the subject of their own issue; nothing here pretends to run
-//! one.
+//! - a **batching policy** ([`BatchingPolicy`]): for one queue of requests, what to do now:
+//!   dispatch a batch of the first `n` requests on a lane, wait until a time, drop requests
+//!   from the head, or nothing until the next event;
+//! - a **reservation policy** ([`ReservationPolicy`]): which worker of a pool takes one stage
+//!   of a batch, given every candidate's earliest transfer and inference slots.
+//!
+//! Both see only plain data: the queue through [`QueueHost`] (lengths, arrival and deadline
+//! times, lanes with their planned batch sizes, `probe`, the clock) and the candidates as a
+//! slice of [`Candidate`]. That is what lets the same decisions come from a WebAssembly module
+//! (the ABI mirrors these calls one to one) or from the native policies of [`native`]:
+//! `ppipe` (reservation-based adaptive batching, PPIPE.md), `reactive` (per-pool batching
+//! without reservations) and `triton` (per-pool dynamic batching with a maximum queue delay),
+//! and the default reservation policy, earliest finish.
+//!
+//! ```
+//! use poolpipe_policies::{Candidate, ReservationPolicy, native::EarliestFinish};
+//! let c = |worker, finish| Candidate { worker, transfer_start: 0.0, transfer_end: 0.0, start: 0.0, finish, same_server: false };
+//! let mut policy = EarliestFinish;
+//! assert_eq!(policy.choose(&[c(0, 9.0), c(1, 4.0), c(2, 4.0)]), 1);
+//! ```
+//!
+//! Times are microseconds on the clock the scheduler is handed, as `f64`.
 //!
 //! ## What it must never do
-//! A policy that traps, runs past its time budget or asks for too much memory is unloaded and
-//! the scheduler falls back to its native policy, with an error logged; it never takes the
-//! process down. The host never gives a guest access to files, sockets or the wall clock.
+//! A policy never reads the wall clock, files or sockets: everything it knows comes through
+//! its host. Hosting WebAssembly guests (wasmtime, sandbox limits, fallback to the native
+//! twin) is the next step of this crate; a policy that traps, runs past its time budget or
+//! asks for too much memory must never take the process down.
+
+pub mod native;
+
+/// How a batching policy moves batches through a pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routing {
+    /// The whole route (one worker per stage, transfers included) is reserved when the batch
+    /// is dispatched; later stages do not re-batch (PPIPE.md).
+    Reserved,
+    /// Each pool batches its own queue: a dispatch takes one stage on one worker, and the
+    /// requests then wait in the next stage's queue (Nexus- and Triton-style serving).
+    PerPool,
+}
+
+/// What a batching policy wants done with its queue now.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Action {
+    /// Dispatch the first `batch` requests of the queue on `lane`.
+    Dispatch {
+        /// Lane index (`0..QueueHost::lanes()`).
+        lane: usize,
+        /// Requests in the batch, `1..=queue_len`.
+        batch: usize,
+    },
+    /// Ask again at `until` (a timer) or at the next arrival, whichever comes first.
+    Wait {
+        /// Clock time of the timer, microseconds.
+        until: f64,
+    },
+    /// Drop the first `count` requests: they cannot meet their deadline.
+    Drop {
+        /// Requests to drop, `1..=queue_len`.
+        count: usize,
+    },
+    /// Nothing to do until the next event (an arrival, or a worker of a lane becoming free).
+    Idle,
+}
+
+/// The result of probing a lane at a batch size.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Probe {
+    /// When the batch would leave the lane's last stage (reserved routing) or the lane's stage
+    /// (per-pool routing), microseconds.
+    pub finish: f64,
+    /// Time the batch would spend waiting for workers and links on the way: `finish - now`
+    /// minus the pure compute and transfer time.
+    pub wait: f64,
+}
+
+/// One worker that could take a stage of a batch, with its earliest slots.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Candidate {
+    /// Index of the worker within its pool (the stage's workers, in plan order).
+    pub worker: u32,
+    /// Start of the transfer of the batch's input tensors to this worker (equal to
+    /// `transfer_end` when nothing crosses a NIC).
+    pub transfer_start: f64,
+    /// End of that transfer.
+    pub transfer_end: f64,
+    /// Start of the inference.
+    pub start: f64,
+    /// End of the inference.
+    pub finish: f64,
+    /// Whether this worker sits on the same server as the previous stage's worker.
+    pub same_server: bool,
+}
+
+/// What a batching policy may ask about its queue and its lanes. The scheduler implements it;
+/// for a WebAssembly policy the same calls are the host imports.
+///
+/// Requests are indexed from the head (`0`), in deadline order.
+pub trait QueueHost {
+    /// The current time, microseconds.
+    fn now(&self) -> f64;
+    /// Requests waiting in this queue.
+    fn queue_len(&self) -> usize;
+    /// When request `i` entered the system.
+    fn arrival(&self, i: usize) -> f64;
+    /// When request `i` entered this queue (later than `arrival` in a per-pool stage queue).
+    fn enqueued(&self, i: usize) -> f64;
+    /// Deadline of request `i` (arrival + SLO).
+    fn deadline(&self, i: usize) -> f64;
+    /// Whether this is the first time a policy looks at the current head; marks it looked.
+    fn first_look(&mut self) -> bool;
+    /// Lanes this queue feeds: the model's pipelines for a model's queue, one lane (the next
+    /// stage) for a per-pool stage queue.
+    fn lanes(&self) -> usize;
+    /// Batch size the plan gives a lane.
+    fn planned_batch(&self, lane: usize) -> usize;
+    /// The plan's estimate of the time to build a batch on a lane, microseconds.
+    fn batch_build(&self, lane: usize) -> f64;
+    /// Compute and transfer time of a batch from this queue to the end of the pipeline,
+    /// without any waiting, microseconds.
+    fn latency(&self, lane: usize, batch: usize) -> f64;
+    /// Workers of the lane's (first) stage that are free now.
+    fn idle_workers(&self, lane: usize) -> usize;
+    /// Earliest finish of a batch of `batch` requests on `lane` if dispatched now. Batches
+    /// above the lane's profiled maximum probe as infinitely late.
+    fn probe(&mut self, lane: usize, batch: usize) -> Probe;
+}
+
+/// A batching policy: what to do with one queue now.
+pub trait BatchingPolicy {
+    /// The policy's name (for logs and reports).
+    fn name(&self) -> &str;
+    /// How its batches move through a pipeline.
+    fn routing(&self) -> Routing;
+    /// One decision. The scheduler applies it and asks again until the policy waits or idles.
+    fn decide(&mut self, host: &mut dyn QueueHost) -> Action;
+}
+
+/// A reservation policy: which candidate takes a stage.
+pub trait ReservationPolicy {
+    /// The policy's name.
+    fn name(&self) -> &str;
+    /// Index into `candidates` (never empty) of the chosen worker.
+    fn choose(&mut self, candidates: &[Candidate]) -> usize;
+}

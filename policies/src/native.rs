@@ -1,0 +1,195 @@
+//! The native policies: `ppipe`, `reactive` and `triton` batching, earliest-finish reservation.
+
+use crate::{Action, BatchingPolicy, Candidate, QueueHost, ReservationPolicy, Routing};
+
+/// The batching policies built in, by name.
+pub const BATCHING: [&str; 3] = ["ppipe", "reactive", "triton"];
+
+/// A native batching policy by name (`ppipe`, `reactive`, `triton`), with defaults.
+pub fn batching(name: &str) -> Option<Box<dyn BatchingPolicy>> {
+    match name {
+        "ppipe" => Some(Box::new(Ppipe::default())),
+        "reactive" => Some(Box::new(Reactive)),
+        "triton" => Some(Box::new(Triton::default())),
+        _ => None,
+    }
+}
+
+/// Reservation-based adaptive batching (PPIPE.md, data plane), on a queue ordered by deadline:
+///
+/// 1. probe every lane (pipeline) at its planned batch size and take the one with the least
+///    waiting;
+/// 2. from the planned size down, take the largest batch whose finish meets the head's
+///    deadline; on the head's first look only sizes in `[first_look_fraction x planned,
+///    planned]` are tried, so a head that cannot ride a nearly full batch is dropped rather
+///    than shrinking the batches of everyone behind it;
+/// 3. no size fits: drop the head and start over; fewer requests queued than the size that
+///    fits: wait until the last instant at which a batch one request larger would still meet
+///    the head's deadline (any arrival asks again), and at that instant dispatch what is
+///    there; otherwise dispatch along the reserved route.
+#[derive(Clone, Debug)]
+pub struct Ppipe {
+    /// Lower end of the sizes tried on a head's first look, as a fraction of the planned size.
+    pub first_look_fraction: f64,
+}
+
+impl Default for Ppipe {
+    fn default() -> Self {
+        Ppipe { first_look_fraction: 0.95 }
+    }
+}
+
+/// The lane with the least waiting at its planned batch size (the first on ties).
+fn least_waiting(host: &mut dyn QueueHost) -> usize {
+    let mut best = (0, f64::INFINITY);
+    for lane in 0..host.lanes() {
+        let planned = host.planned_batch(lane);
+        let wait = host.probe(lane, planned).wait;
+        if wait < best.1 {
+            best = (lane, wait);
+        }
+    }
+    best.0
+}
+
+impl BatchingPolicy for Ppipe {
+    fn name(&self) -> &str {
+        "ppipe"
+    }
+
+    fn routing(&self) -> Routing {
+        Routing::Reserved
+    }
+
+    fn decide(&mut self, host: &mut dyn QueueHost) -> Action {
+        let queued = host.queue_len();
+        if queued == 0 || host.lanes() == 0 {
+            return Action::Idle;
+        }
+        let lane = least_waiting(host);
+        let planned = host.planned_batch(lane).max(1);
+        let deadline = host.deadline(0);
+        let lowest = if host.first_look() {
+            ((self.first_look_fraction * planned as f64).ceil() as usize).clamp(1, planned)
+        } else {
+            1
+        };
+        let Some(fit) = (lowest..=planned).rev().find(|&b| host.probe(lane, b).finish <= deadline) else {
+            return Action::Drop { count: 1 };
+        };
+        if queued >= fit {
+            return Action::Dispatch { lane, batch: fit };
+        }
+        // Fewer requests than fit: wait for one more while a batch of queued + 1 still fits.
+        let slack = deadline - host.probe(lane, queued + 1).finish;
+        let now = host.now();
+        if slack > 0.0 { Action::Wait { until: now + slack } } else { Action::Dispatch { lane, batch: queued } }
+    }
+}
+
+/// Drops expired heads and returns the lane to serve now: the lane with an idle worker whose
+/// probe at the planned size finishes first, if any.
+fn idle_lane(host: &mut dyn QueueHost) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for lane in 0..host.lanes() {
+        if host.idle_workers(lane) == 0 {
+            continue;
+        }
+        let planned = host.planned_batch(lane);
+        let finish = host.probe(lane, planned).finish;
+        if best.is_none_or(|(_, f)| finish < f) {
+            best = Some((lane, finish));
+        }
+    }
+    best.map(|(lane, _)| lane)
+}
+
+/// Per-pool batching without reservations, after Nexus: whenever a worker of a pool is idle,
+/// it takes up to its planned batch from the pool's queue at once; a head that cannot finish
+/// by its deadline even alone (batch 1, no waiting) is dropped first. Every stage re-batches.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reactive;
+
+impl BatchingPolicy for Reactive {
+    fn name(&self) -> &str {
+        "reactive"
+    }
+
+    fn routing(&self) -> Routing {
+        Routing::PerPool
+    }
+
+    fn decide(&mut self, host: &mut dyn QueueHost) -> Action {
+        let queued = host.queue_len();
+        if queued == 0 || host.lanes() == 0 {
+            return Action::Idle;
+        }
+        let fastest = (0..host.lanes()).map(|l| host.latency(l, 1)).fold(f64::INFINITY, f64::min);
+        if host.now() + fastest > host.deadline(0) {
+            return Action::Drop { count: 1 };
+        }
+        match idle_lane(host) {
+            Some(lane) => Action::Dispatch { lane, batch: queued.min(host.planned_batch(lane).max(1)) },
+            None => Action::Idle,
+        }
+    }
+}
+
+/// Per-pool dynamic batching, after Triton's dynamic batcher: an idle worker takes a full
+/// (planned, the "preferred") batch when one is queued; otherwise it waits until the oldest
+/// request has been queued for the maximum queue delay and then takes what is there. Requests
+/// whose deadline has passed are dropped (Triton's queue policy with a timeout of the SLO).
+#[derive(Clone, Debug, Default)]
+pub struct Triton {
+    /// Maximum queue delay, microseconds; `None`: the plan's batch-build estimate of the lane.
+    pub max_queue_delay_us: Option<f64>,
+}
+
+impl BatchingPolicy for Triton {
+    fn name(&self) -> &str {
+        "triton"
+    }
+
+    fn routing(&self) -> Routing {
+        Routing::PerPool
+    }
+
+    fn decide(&mut self, host: &mut dyn QueueHost) -> Action {
+        let queued = host.queue_len();
+        if queued == 0 || host.lanes() == 0 {
+            return Action::Idle;
+        }
+        let now = host.now();
+        if host.deadline(0) < now {
+            return Action::Drop { count: 1 };
+        }
+        let Some(lane) = idle_lane(host) else { return Action::Idle };
+        let preferred = host.planned_batch(lane).max(1);
+        if queued >= preferred {
+            return Action::Dispatch { lane, batch: preferred };
+        }
+        let delay = self.max_queue_delay_us.unwrap_or_else(|| host.batch_build(lane));
+        let due = host.enqueued(0) + delay;
+        if due <= now { Action::Dispatch { lane, batch: queued } } else { Action::Wait { until: due } }
+    }
+}
+
+/// The default reservation policy: the candidate with the earliest finish (the first on ties).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EarliestFinish;
+
+impl ReservationPolicy for EarliestFinish {
+    fn name(&self) -> &str {
+        "earliest-finish"
+    }
+
+    fn choose(&mut self, candidates: &[Candidate]) -> usize {
+        let mut best = 0;
+        for (i, c) in candidates.iter().enumerate() {
+            if c.finish < candidates[best].finish {
+                best = i;
+            }
+        }
+        best
+    }
+}

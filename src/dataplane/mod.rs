@@ -1,0 +1,719 @@
+//! The data-plane scheduler: queues per model, timelines per worker (vGPU) and per server NIC
+//! link, and the policy points that decide batching and reservations (PPIPE.md, data plane).
+//!
+//! It is sans-IO, like a protocol state machine: the caller feeds it events with their
+//! timestamps ([`Scheduler::arrive`], [`Scheduler::timer`], [`Scheduler::stage_done`]) and
+//! takes back outputs ([`Output`]: dispatch this batch on this route, drop this request,
+//! a policy failed) and the time of its next timer ([`Scheduler::next_timer`]). It owns no
+//! clock, thread or socket: the simulator ([`crate::sim`]) drives it with a virtual clock, the
+//! server with a real one, tests with scripted events.
+//!
+//! Every resource has a [`Timeline`] of reserved intervals: each worker, each server's uplink
+//! and each server's downlink. (The reference keeps one "reserved until" time per resource;
+//! intervals let a later reservation use a gap, which matters on busy NICs: a transfer
+//! reserved for when its upstream stage finishes no longer blocks the link until then.)
+//! `probe` walks a pipeline's stages; at each stage every worker of the pool is a
+//! [`Candidate`] with its earliest transfer slot (the upstream server's uplink and this
+//! server's downlink both free for the transfer) and then its earliest inference slot, and
+//! the reservation policy picks one (default: earliest finish). Transfers between workers of
+//! one server use no NIC and take no time. Workers report actual finish times
+//! ([`Scheduler::stage_done`]): an early finish frees the rest of its interval, a late one
+//! pushes the worker's later reservations back by the delay.
+//!
+//! With [`Routing::Reserved`] policies (`ppipe`) a dispatch reserves the whole route and
+//! later stages do not re-batch. With [`Routing::PerPool`] policies (`reactive`, `triton`) a
+//! dispatch takes one stage: when it finishes, its requests join the queue of the next stage
+//! of their pipeline, whose idle workers batch them again, pulling the tensors from the
+//! upstream workers' servers.
+
+pub mod layout;
+pub mod timeline;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+
+use poolpipe_policies::{
+    Action, BatchingPolicy, Candidate, Probe, QueueHost, ReservationPolicy, Routing, native::EarliestFinish,
+};
+
+pub use layout::Layout;
+pub use timeline::{Timeline, earliest_joint};
+
+/// Errors of the data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// The plan cannot be placed on the fleet or does not match the profiles.
+    #[error("cannot lay out the plan: {reason}")]
+    Layout {
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// A policy name that is not built in.
+    #[error("unknown batching policy '{name}': the built-in policies are ppipe, reactive and triton")]
+    UnknownPolicy {
+        /// The name given.
+        name: String,
+    },
+    /// An event names a model the plan does not serve.
+    #[error("model index {model} is not served by the plan ({models} models)")]
+    UnknownModel {
+        /// The index given.
+        model: usize,
+        /// Models in the plan.
+        models: usize,
+    },
+    /// A completion report for a batch or stage the scheduler has not dispatched.
+    #[error("stage {stage} of batch {batch} is not in flight: a worker reported a batch the scheduler did not send")]
+    UnknownBatch {
+        /// Batch id.
+        batch: u64,
+        /// Stage index.
+        stage: usize,
+    },
+}
+
+/// A request id, chosen by the caller.
+pub type RequestId = u64;
+/// A batch id, chosen by the scheduler.
+pub type BatchId = u64;
+
+/// Tensors moving from one server to another ahead of a stage.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Transfer {
+    /// Sending server (uplink).
+    pub from_server: usize,
+    /// Receiving server (downlink).
+    pub to_server: usize,
+    /// Requests whose tensors move.
+    pub requests: usize,
+    /// Reserved start, microseconds.
+    pub start: f64,
+    /// Reserved end.
+    pub end: f64,
+}
+
+/// One stage of a dispatched batch on one worker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hop {
+    /// Stage index in the pipeline.
+    pub stage: usize,
+    /// Worker (global index).
+    pub worker: usize,
+    /// Transfers into the worker before its inference (none for a first stage or from the
+    /// same server).
+    pub transfers: Vec<Transfer>,
+    /// Reserved start of the inference.
+    pub start: f64,
+    /// Reserved finish.
+    pub finish: f64,
+}
+
+/// A batch sent on its route.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dispatch {
+    /// Batch id (unique in this scheduler).
+    pub batch: BatchId,
+    /// Model index.
+    pub model: usize,
+    /// Pipeline index.
+    pub pipeline: usize,
+    /// The requests, in queue order.
+    pub requests: Vec<RequestId>,
+    /// The reserved hops, in stage order.
+    pub hops: Vec<Hop>,
+    /// Whether the last hop is the pipeline's last stage (the batch then completes there).
+    pub completes: bool,
+}
+
+/// What the scheduler asks its driver to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send a batch along its route.
+    Dispatch(Dispatch),
+    /// Answer a request with an error: it cannot meet its deadline.
+    Drop {
+        /// Model index.
+        model: usize,
+        /// The request.
+        request: RequestId,
+    },
+    /// A policy returned an invalid action; the model now runs the native policy of the same
+    /// routing (`ppipe` or `reactive`).
+    PolicyError {
+        /// Model index.
+        model: usize,
+        /// The policy's name.
+        policy: String,
+        /// What it did wrong.
+        reason: String,
+    },
+}
+
+/// Counters of the scheduler's work.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct SchedulerStats {
+    /// Policy decisions asked for.
+    pub decisions: u64,
+    /// Probes run.
+    pub probes: u64,
+    /// Batches dispatched (per-pool routing: one per stage).
+    pub batches: u64,
+    /// Requests dispatched (first stage only).
+    pub dispatched_requests: u64,
+    /// Requests dropped.
+    pub dropped: u64,
+    /// Invalid actions from policies.
+    pub policy_errors: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    id: RequestId,
+    arrival: f64,
+    deadline: f64,
+    enqueued: f64,
+    looked: bool,
+    /// Worker holding the request's tensors (per-pool stage queues), else `usize::MAX`.
+    origin: usize,
+}
+
+#[derive(Debug)]
+struct Queue {
+    model: usize,
+    /// (pipeline, first stage) of each lane.
+    lanes: Vec<(usize, usize)>,
+    entries: VecDeque<Entry>,
+    timer: Option<f64>,
+}
+
+/// Timelines of every resource.
+#[derive(Clone, Debug)]
+struct Timelines {
+    worker: Vec<Timeline>,
+    up: Vec<Timeline>,
+    down: Vec<Timeline>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    model: usize,
+    pipeline: usize,
+    entries: Vec<Entry>,
+    /// (stage, worker, reserved start, reserved finish) of each hop.
+    hops: Vec<(usize, usize, f64, f64)>,
+}
+
+/// The scheduler. See the module docs.
+pub struct Scheduler {
+    layout: Layout,
+    timelines: Timelines,
+    queues: Vec<Queue>,
+    /// Queue feeding each worker's stage.
+    feeds: Vec<usize>,
+    /// Stage queue of (model, pipeline, stage >= 1), per-pool models only.
+    stage_queues: HashMap<(usize, usize, usize), usize>,
+    batching: Vec<Box<dyn BatchingPolicy>>,
+    routing: Vec<Routing>,
+    reservation: Box<dyn ReservationPolicy>,
+    in_flight: HashMap<BatchId, InFlight>,
+    next_batch: BatchId,
+    out: Vec<Output>,
+    stats: SchedulerStats,
+    candidates: Vec<Candidate>,
+    sources: Vec<(usize, usize)>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler").field("stats", &self.stats).finish_non_exhaustive()
+    }
+}
+
+impl Scheduler {
+    /// A scheduler for `layout` with one batching policy per model (in layout order) and a
+    /// reservation policy.
+    pub fn new(
+        layout: Layout,
+        batching: Vec<Box<dyn BatchingPolicy>>,
+        reservation: Box<dyn ReservationPolicy>,
+    ) -> Result<Scheduler, DataplaneError> {
+        if batching.len() != layout.models.len() {
+            return Err(DataplaneError::Layout {
+                reason: format!("{} batching policies for {} models", batching.len(), layout.models.len()),
+            });
+        }
+        let routing: Vec<Routing> = batching.iter().map(|p| p.routing()).collect();
+        let mut s = Scheduler {
+            timelines: Timelines {
+                worker: vec![Timeline::default(); layout.workers.len()],
+                up: vec![Timeline::default(); layout.servers.len()],
+                down: vec![Timeline::default(); layout.servers.len()],
+            },
+            queues: vec![],
+            feeds: vec![0; layout.workers.len()],
+            stage_queues: HashMap::new(),
+            batching,
+            routing,
+            reservation,
+            in_flight: HashMap::new(),
+            next_batch: 0,
+            out: vec![],
+            stats: SchedulerStats::default(),
+            candidates: vec![],
+            sources: vec![],
+            layout,
+        };
+        s.build_queues();
+        Ok(s)
+    }
+
+    /// A scheduler whose models all use the native batching policy `name` (`ppipe`,
+    /// `reactive`, `triton`) and earliest-finish reservations.
+    pub fn native(layout: Layout, name: &str) -> Result<Scheduler, DataplaneError> {
+        let policies = (0..layout.models.len())
+            .map(|_| poolpipe_policies::native::batching(name))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| DataplaneError::UnknownPolicy { name: name.to_string() })?;
+        Scheduler::new(layout, policies, Box::new(EarliestFinish))
+    }
+
+    fn build_queues(&mut self) {
+        for (m, model) in self.layout.models.iter().enumerate() {
+            let lanes = (0..model.pipelines.len()).map(|p| (p, 0)).collect();
+            let q = self.queues.len();
+            self.queues.push(Queue { model: m, lanes, entries: VecDeque::new(), timer: None });
+            for pl in &model.pipelines {
+                for &w in &pl.stages[0].workers {
+                    self.feeds[w] = q;
+                }
+            }
+            if self.routing[m] == Routing::PerPool {
+                for (p, pl) in model.pipelines.iter().enumerate() {
+                    for (d, st) in pl.stages.iter().enumerate().skip(1) {
+                        let q = self.queues.len();
+                        self.queues.push(Queue {
+                            model: m,
+                            lanes: vec![(p, d)],
+                            entries: VecDeque::new(),
+                            timer: None,
+                        });
+                        self.stage_queues.insert((m, p, d), q);
+                        for &w in &st.workers {
+                            self.feeds[w] = q;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The layout scheduled.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The batching policies' names, joined by '+' when models differ.
+    pub fn policy_name(&self) -> String {
+        let mut names: Vec<&str> = vec![];
+        for p in &self.batching {
+            if !names.contains(&p.name()) {
+                names.push(p.name());
+            }
+        }
+        names.join("+")
+    }
+
+    /// Work counters.
+    pub fn stats(&self) -> &SchedulerStats {
+        &self.stats
+    }
+
+    /// Requests waiting in queues.
+    pub fn queued(&self) -> usize {
+        self.queues.iter().map(|q| q.entries.len()).sum()
+    }
+
+    /// Batches dispatched and not yet reported finished.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Outputs produced since the last call, in order.
+    pub fn take_outputs(&mut self) -> std::vec::Drain<'_, Output> {
+        self.out.drain(..)
+    }
+
+    /// The earliest timer any queue waits for.
+    pub fn next_timer(&self) -> Option<f64> {
+        self.queues.iter().filter_map(|q| q.timer).min_by(f64::total_cmp)
+    }
+
+    /// A request for `model` arrived at `now`; its deadline is `now + SLO`.
+    pub fn arrive(&mut self, now: f64, model: usize, id: RequestId) -> Result<(), DataplaneError> {
+        let slo = self
+            .layout
+            .models
+            .get(model)
+            .ok_or(DataplaneError::UnknownModel { model, models: self.layout.models.len() })?
+            .slo_us;
+        let entry = Entry { id, arrival: now, deadline: now + slo, enqueued: now, looked: false, origin: usize::MAX };
+        let q = &mut self.queues[model].entries;
+        let at = q.partition_point(|e| e.deadline <= entry.deadline);
+        q.insert(at, entry);
+        self.run_queue(model, now);
+        Ok(())
+    }
+
+    /// Timers due at `now` fire.
+    pub fn timer(&mut self, now: f64) {
+        for q in 0..self.queues.len() {
+            if self.queues[q].timer.is_some_and(|t| t <= now) {
+                self.queues[q].timer = None;
+                self.run_queue(q, now);
+            }
+        }
+    }
+
+    /// A worker finished `stage` of `batch` at `now` (its actual finish time).
+    pub fn stage_done(&mut self, now: f64, batch: BatchId, stage: usize) -> Result<(), DataplaneError> {
+        let unknown = DataplaneError::UnknownBatch { batch, stage };
+        let flight = self.in_flight.get(&batch).ok_or(unknown)?;
+        let Some(h) = flight.hops.iter().position(|&(s, _, _, _)| s == stage) else {
+            return Err(DataplaneError::UnknownBatch { batch, stage });
+        };
+        let (_, worker, start, reserved) = flight.hops[h];
+        let last_hop = h + 1 == flight.hops.len();
+        // Feedback: the worker's timeline follows what actually happened.
+        let tl = &mut self.timelines.worker[worker];
+        if now < reserved {
+            tl.correct(start, reserved, now);
+        } else if now > reserved {
+            tl.push_back(reserved, now - reserved);
+        }
+        let (model, pipeline) = (flight.model, flight.pipeline);
+        if last_hop {
+            let flight = self.in_flight.remove(&batch).expect("present");
+            let next = (model, pipeline, stage + 1);
+            if let Some(&q) = self.stage_queues.get(&next) {
+                for e in flight.entries {
+                    let entry = Entry { enqueued: now, looked: false, origin: worker, ..e };
+                    let entries = &mut self.queues[q].entries;
+                    let at = entries.partition_point(|x| x.deadline <= entry.deadline);
+                    entries.insert(at, entry);
+                }
+                self.run_queue(q, now);
+            }
+        }
+        if self.routing[model] == Routing::PerPool {
+            self.run_queue(self.feeds[worker], now);
+        }
+        Ok(())
+    }
+
+    /// Asks the queue's policy for decisions until it waits or idles.
+    fn run_queue(&mut self, q: usize, now: f64) {
+        let model = self.queues[q].model;
+        loop {
+            self.stats.decisions += 1;
+            let action = {
+                let mut host = Host {
+                    now,
+                    layout: &self.layout,
+                    timelines: &self.timelines,
+                    queue: &mut self.queues[q],
+                    routing: self.routing[model],
+                    reservation: &mut *self.reservation,
+                    candidates: &mut self.candidates,
+                    sources: &mut self.sources,
+                    probes: &mut self.stats.probes,
+                };
+                self.batching[model].decide(&mut host)
+            };
+            let queued = self.queues[q].entries.len();
+            match action {
+                Action::Dispatch { lane, batch } => {
+                    if lane >= self.queues[q].lanes.len() || batch == 0 || batch > queued {
+                        self.policy_error(model, format!("dispatch of {batch} on lane {lane} with {queued} queued"));
+                        continue;
+                    }
+                    let (p, d) = self.queues[q].lanes[lane];
+                    let stages = &self.layout.models[model].pipelines[p].stages;
+                    let last = if self.routing[model] == Routing::Reserved { stages.len() } else { d + 1 };
+                    if stages[d..last].iter().any(|s| batch > s.max_batch()) {
+                        self.policy_error(model, format!("batch {batch} is larger than the profiled sizes"));
+                        continue;
+                    }
+                    self.dispatch(q, lane, batch, now);
+                }
+                Action::Drop { count } => {
+                    if count == 0 || count > queued {
+                        self.policy_error(model, format!("drop of {count} with {queued} queued"));
+                        continue;
+                    }
+                    for e in self.queues[q].entries.drain(..count) {
+                        self.out.push(Output::Drop { model, request: e.id });
+                    }
+                    self.stats.dropped += count as u64;
+                }
+                Action::Wait { until } => {
+                    if until.is_nan() || until <= now {
+                        self.policy_error(model, format!("wait until {until} at {now}: not in the future"));
+                        continue;
+                    }
+                    self.queues[q].timer = Some(until);
+                    return;
+                }
+                Action::Idle => {
+                    self.queues[q].timer = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn policy_error(&mut self, model: usize, reason: String) {
+        self.stats.policy_errors += 1;
+        let policy = self.batching[model].name().to_string();
+        tracing::error!(model = %self.layout.models[model].name, %policy, "{reason}; falling back to a native policy");
+        self.out.push(Output::PolicyError { model, policy, reason });
+        let name = if self.routing[model] == Routing::Reserved { "ppipe" } else { "reactive" };
+        self.batching[model] = poolpipe_policies::native::batching(name).expect("built in");
+    }
+
+    fn dispatch(&mut self, q: usize, lane: usize, batch: usize, now: f64) {
+        let (pipeline, first) = self.queues[q].lanes[lane];
+        let model = self.queues[q].model;
+        let mut hops = vec![];
+        {
+            let mut host = Host {
+                now,
+                layout: &self.layout,
+                timelines: &self.timelines,
+                queue: &mut self.queues[q],
+                routing: self.routing[model],
+                reservation: &mut *self.reservation,
+                candidates: &mut self.candidates,
+                sources: &mut self.sources,
+                probes: &mut self.stats.probes,
+            };
+            host.route(lane, batch, Some(&mut hops));
+        }
+        for hop in &hops {
+            let w = &mut self.timelines.worker[hop.worker];
+            w.prune(now);
+            w.reserve(hop.start, hop.finish);
+            for t in &hop.transfers {
+                for link in [&mut self.timelines.up[t.from_server], &mut self.timelines.down[t.to_server]] {
+                    link.prune(now);
+                    link.reserve(t.start, t.end);
+                }
+            }
+        }
+        let entries: Vec<Entry> = self.queues[q].entries.drain(..batch).collect();
+        let id = self.next_batch;
+        self.next_batch += 1;
+        self.stats.batches += 1;
+        if first == 0 {
+            self.stats.dispatched_requests += batch as u64;
+        }
+        let stages = self.layout.models[model].pipelines[pipeline].stages.len();
+        let completes = hops.last().is_some_and(|h| h.stage + 1 == stages);
+        self.in_flight.insert(
+            id,
+            InFlight {
+                model,
+                pipeline,
+                entries: entries.clone(),
+                hops: hops.iter().map(|h| (h.stage, h.worker, h.start, h.finish)).collect(),
+            },
+        );
+        self.out.push(Output::Dispatch(Dispatch {
+            batch: id,
+            model,
+            pipeline,
+            requests: entries.iter().map(|e| e.id).collect(),
+            hops,
+            completes,
+        }));
+    }
+}
+
+/// A queue as its policy sees it.
+struct Host<'a> {
+    now: f64,
+    layout: &'a Layout,
+    timelines: &'a Timelines,
+    queue: &'a mut Queue,
+    routing: Routing,
+    reservation: &'a mut dyn ReservationPolicy,
+    candidates: &'a mut Vec<Candidate>,
+    sources: &'a mut Vec<(usize, usize)>,
+    probes: &'a mut u64,
+}
+
+impl Host<'_> {
+    /// Probes `lane` at `batch`: the finish time and the pure latency. With `hops`, records
+    /// the route.
+    fn route(&mut self, lane: usize, batch: usize, mut hops: Option<&mut Vec<Hop>>) -> (f64, f64) {
+        *self.probes += 1;
+        let (p, from) = self.queue.lanes[lane];
+        let pipeline = &self.layout.models[self.queue.model].pipelines[p];
+        let to = if self.routing == Routing::Reserved { pipeline.stages.len() } else { from + 1 };
+        let tl = self.timelines;
+        let mut ready = self.now;
+        let mut pure = 0.0;
+        let mut prev_server = usize::MAX;
+        // Where the batch's input tensors are: per-pool stage queues pull them from the
+        // requests' upstream workers.
+        self.sources.clear();
+        if from > 0 && self.routing == Routing::PerPool {
+            for e in self.queue.entries.iter().take(batch) {
+                let server = self.layout.workers[e.origin].server;
+                match self.sources.iter_mut().find(|(s, _)| *s == server) {
+                    Some(x) => x.1 += 1,
+                    None => self.sources.push((server, 1)),
+                }
+            }
+        }
+        for d in from..to {
+            let st = &pipeline.stages[d];
+            let lat = st.latency(batch);
+            if !lat.is_finite() {
+                return (f64::INFINITY, f64::INFINITY);
+            }
+            if d > from {
+                self.sources.clear();
+                self.sources.push((prev_server, batch));
+            }
+            let per_request = st.input_us_per_request;
+            if d > 0 {
+                pure += per_request * batch as f64;
+            }
+            pure += lat;
+            self.candidates.clear();
+            for (i, &w) in st.workers.iter().enumerate() {
+                let server = self.layout.workers[w].server;
+                let (mut first_start, mut arrived) = (f64::INFINITY, ready);
+                for &(src, n) in self.sources.iter() {
+                    if src == server {
+                        continue;
+                    }
+                    let dur = per_request * n as f64;
+                    let start = earliest_joint(&tl.up[src], &tl.down[server], arrived, dur);
+                    first_start = first_start.min(start);
+                    arrived = start + dur;
+                }
+                let start = tl.worker[w].earliest(arrived, lat);
+                self.candidates.push(Candidate {
+                    worker: i as u32,
+                    transfer_start: first_start.min(arrived),
+                    transfer_end: arrived,
+                    start,
+                    finish: start + lat,
+                    same_server: server == prev_server,
+                });
+            }
+            let mut pick = self.reservation.choose(self.candidates);
+            if pick >= self.candidates.len() {
+                tracing::error!(policy = self.reservation.name(), pick, "reservation policy chose no candidate");
+                pick = EarliestFinish.choose(self.candidates);
+            }
+            let c = self.candidates[pick];
+            let w = st.workers[pick];
+            let server = self.layout.workers[w].server;
+            if let Some(hops) = hops.as_deref_mut() {
+                let mut transfers = vec![];
+                let mut arrived = ready;
+                for &(src, n) in self.sources.iter() {
+                    if src != server {
+                        let dur = per_request * n as f64;
+                        let start = earliest_joint(&tl.up[src], &tl.down[server], arrived, dur);
+                        arrived = start + dur;
+                        transfers.push(Transfer {
+                            from_server: src,
+                            to_server: server,
+                            requests: n,
+                            start,
+                            end: arrived,
+                        });
+                    }
+                }
+                hops.push(Hop { stage: d, worker: w, transfers, start: c.start, finish: c.finish });
+            }
+            ready = c.finish;
+            prev_server = server;
+        }
+        (ready, pure)
+    }
+}
+
+impl QueueHost for Host<'_> {
+    fn now(&self) -> f64 {
+        self.now
+    }
+
+    fn queue_len(&self) -> usize {
+        self.queue.entries.len()
+    }
+
+    fn arrival(&self, i: usize) -> f64 {
+        self.queue.entries.get(i).map_or(f64::NAN, |e| e.arrival)
+    }
+
+    fn enqueued(&self, i: usize) -> f64 {
+        self.queue.entries.get(i).map_or(f64::NAN, |e| e.enqueued)
+    }
+
+    fn deadline(&self, i: usize) -> f64 {
+        self.queue.entries.get(i).map_or(f64::NAN, |e| e.deadline)
+    }
+
+    fn first_look(&mut self) -> bool {
+        match self.queue.entries.front_mut() {
+            Some(e) => !std::mem::replace(&mut e.looked, true),
+            None => false,
+        }
+    }
+
+    fn lanes(&self) -> usize {
+        self.queue.lanes.len()
+    }
+
+    fn planned_batch(&self, lane: usize) -> usize {
+        self.pipeline(lane).map_or(0, |p| p.batch)
+    }
+
+    fn batch_build(&self, lane: usize) -> f64 {
+        self.pipeline(lane).map_or(0.0, |p| p.batch_build_us)
+    }
+
+    fn latency(&self, lane: usize, batch: usize) -> f64 {
+        match self.queue.lanes.get(lane) {
+            Some(&(p, from)) => self.layout.models[self.queue.model].pipelines[p].latency_from(from, batch),
+            None => f64::INFINITY,
+        }
+    }
+
+    fn idle_workers(&self, lane: usize) -> usize {
+        let Some(&(p, d)) = self.queue.lanes.get(lane) else { return 0 };
+        let stage = &self.layout.models[self.queue.model].pipelines[p].stages[d];
+        stage.workers.iter().filter(|&&w| self.timelines.worker[w].idle_from(self.now)).count()
+    }
+
+    fn probe(&mut self, lane: usize, batch: usize) -> Probe {
+        if lane >= self.queue.lanes.len() || batch == 0 {
+            return Probe { finish: f64::INFINITY, wait: f64::INFINITY };
+        }
+        let (finish, pure) = self.route(lane, batch, None);
+        Probe { finish, wait: finish - self.now - pure }
+    }
+}
+
+impl Host<'_> {
+    fn pipeline(&self, lane: usize) -> Option<&layout::PipelineLayout> {
+        let &(p, _) = self.queue.lanes.get(lane)?;
+        self.layout.models[self.queue.model].pipelines.get(p)
+    }
+}

@@ -1,0 +1,264 @@
+//! Hand-built scenarios with known answers: which batch, when, on which route, when a drop
+//! happens, and how reports correct the timelines.
+
+use super::layout::{ClassLayout, Gpu, ModelLayout, PipelineLayout, Server, Stage, Worker};
+use super::*;
+
+/// One model, one two-stage pipeline planned at batch 4, SLO 60 ms. Stage 0: `first` workers
+/// on server 0 (10/14/18/22 ms at batch 1..4); stage 1: `second` workers, one server each
+/// (5/8/11/14 ms), 1 ms of transfer per request between the stages.
+fn layout(first: usize, second: usize) -> Layout {
+    let mut servers = vec![Server { class: 0 }];
+    let mut gpus = vec![];
+    let mut workers = vec![];
+    let mut stage0 = vec![];
+    let mut stage1 = vec![];
+    for _ in 0..first {
+        stage0.push(workers.len());
+        workers.push(Worker { gpu: gpus.len(), server: 0, class: 0, share: 1, model: 0, pipeline: 0, stage: 0 });
+        gpus.push(Gpu { class: 0, server: 0 });
+    }
+    for _ in 0..second {
+        servers.push(Server { class: 1 });
+        stage1.push(workers.len());
+        let server = servers.len() - 1;
+        workers.push(Worker { gpu: gpus.len(), server, class: 1, share: 1, model: 0, pipeline: 0, stage: 1 });
+        gpus.push(Gpu { class: 1, server });
+    }
+    let stage = |class, latency_us: Vec<f64>, input, workers| Stage {
+        first_block: class * 5,
+        end_block: class * 5 + 5,
+        class,
+        share: 1,
+        latency_us,
+        input_us_per_request: input,
+        workers,
+    };
+    Layout {
+        classes: vec![ClassLayout { name: "hi".into(), gpus: first }, ClassLayout { name: "lo".into(), gpus: second }],
+        servers,
+        gpus,
+        workers,
+        models: vec![ModelLayout {
+            name: "m".into(),
+            slo_us: 60_000.0,
+            weight: 1.0,
+            throughput: 100.0,
+            pipelines: vec![PipelineLayout {
+                batch: 4,
+                batch_build_us: 5_000.0,
+                throughput: 100.0,
+                stages: vec![
+                    stage(0, vec![10e3, 14e3, 18e3, 22e3], 0.0, stage0),
+                    stage(1, vec![5e3, 8e3, 11e3, 14e3], 1e3, stage1),
+                ],
+            }],
+        }],
+        objective: 100.0,
+    }
+}
+
+fn outputs(s: &mut Scheduler) -> Vec<Output> {
+    s.take_outputs().collect()
+}
+
+fn dispatch(out: &[Output]) -> &Dispatch {
+    match out {
+        [Output::Dispatch(d)] => d,
+        other => panic!("expected one dispatch, got {other:?}"),
+    }
+}
+
+fn hop(stage: usize, worker: usize, transfers: Vec<Transfer>, start: f64, finish: f64) -> Hop {
+    Hop { stage, worker, transfers, start, finish }
+}
+
+fn transfer(from_server: usize, to_server: usize, requests: usize, start: f64, end: f64) -> Transfer {
+    Transfer { from_server, to_server, requests, start, end }
+}
+
+#[test]
+fn waits_for_a_full_batch_then_dispatches_it_on_the_reserved_route() {
+    let mut s = Scheduler::native(layout(1, 1), "ppipe").unwrap();
+    s.arrive(0.0, 0, 0).unwrap();
+    // A batch of 4 finishes at 22 + 4 + 14 = 40 ms <= 60: wait. A batch of 2 takes 24 ms, so
+    // the last instant a second request still fits is 60 - 24 = 36 ms.
+    assert!(outputs(&mut s).is_empty());
+    assert_eq!(s.next_timer(), Some(36_000.0));
+    for (i, t) in [1_000.0, 2_000.0, 3_000.0].into_iter().enumerate() {
+        s.arrive(t, 0, i as u64 + 1).unwrap();
+    }
+    let out = outputs(&mut s);
+    let d = dispatch(&out);
+    assert_eq!(d.requests, vec![0, 1, 2, 3]);
+    assert!(d.completes);
+    assert_eq!(
+        d.hops,
+        vec![
+            hop(0, 0, vec![], 3_000.0, 25_000.0),
+            hop(1, 1, vec![transfer(0, 1, 4, 25_000.0, 29_000.0)], 29_000.0, 43_000.0)
+        ]
+    );
+    assert_eq!(s.next_timer(), None);
+    assert_eq!(s.queued(), 0);
+    assert_eq!(s.in_flight(), 1);
+}
+
+#[test]
+fn at_the_last_feasible_instant_it_dispatches_what_is_there() {
+    let mut s = Scheduler::native(layout(1, 1), "ppipe").unwrap();
+    s.arrive(0.0, 0, 7).unwrap();
+    assert_eq!(s.next_timer(), Some(36_000.0));
+    s.timer(35_999.0);
+    assert!(outputs(&mut s).is_empty(), "a timer before its time does nothing");
+    s.timer(36_000.0);
+    let out = outputs(&mut s);
+    let d = dispatch(&out);
+    assert_eq!(d.requests, vec![7]);
+    assert_eq!(
+        d.hops,
+        vec![
+            hop(0, 0, vec![], 36_000.0, 46_000.0),
+            hop(1, 1, vec![transfer(0, 1, 1, 46_000.0, 47_000.0)], 47_000.0, 52_000.0)
+        ]
+    );
+}
+
+#[test]
+fn a_head_that_cannot_ride_a_full_batch_on_its_first_look_is_dropped() {
+    let mut s = Scheduler::native(layout(1, 1), "ppipe").unwrap();
+    for i in 0..4 {
+        s.arrive(i as f64 * 1_000.0, 0, i).unwrap();
+    }
+    outputs(&mut s);
+    // Stage 0 is busy until 25 ms, the link until 29 ms, stage 1 until 43 ms: a batch of 4
+    // arriving at 4 ms would finish at 47 + 4 + 14 = 65 ms > its deadline of 64 ms.
+    s.arrive(4_000.0, 0, 4).unwrap();
+    assert_eq!(outputs(&mut s), vec![Output::Drop { model: 0, request: 4 }]);
+    assert_eq!(s.stats().dropped, 1);
+    assert_eq!(s.queued(), 0);
+}
+
+#[test]
+fn the_route_avoids_a_busy_worker_and_shares_the_upstream_servers_link() {
+    let mut s = Scheduler::native(layout(2, 2), "ppipe").unwrap();
+    for i in 0..8 {
+        s.arrive(0.0, 0, i).unwrap();
+    }
+    let out = outputs(&mut s);
+    assert_eq!(out.len(), 2, "{out:?}");
+    let Output::Dispatch(b) = &out[1] else { panic!("{out:?}") };
+    // Worker 0 and worker 2 took the first batch; the second runs stage 0 on worker 1 (same
+    // server 0, so it waits for the uplink until 26 ms) and stage 1 on worker 3, which is
+    // free, rather than on worker 2, busy until 40 ms.
+    assert_eq!(b.requests, vec![4, 5, 6, 7]);
+    assert_eq!(
+        b.hops,
+        vec![
+            hop(0, 1, vec![], 0.0, 22_000.0),
+            hop(1, 3, vec![transfer(0, 2, 4, 26_000.0, 30_000.0)], 30_000.0, 44_000.0)
+        ]
+    );
+}
+
+#[test]
+fn reports_correct_the_timelines() {
+    let mut s = Scheduler::native(layout(1, 1), "ppipe").unwrap();
+    for i in 0..4 {
+        s.arrive(0.0, 0, i).unwrap();
+    }
+    let first = dispatch(&outputs(&mut s)).clone();
+    assert_eq!(first.hops[0].finish, 22_000.0);
+    // Stage 0 finished early: the worker is free from 20 ms, not 22 ms.
+    s.stage_done(20_000.0, first.batch, 0).unwrap();
+    for i in 4..8 {
+        s.arrive(20_000.0, 0, i).unwrap();
+    }
+    let second = dispatch(&outputs(&mut s)).clone();
+    assert_eq!(second.hops[0].start, 20_000.0);
+    assert!(matches!(s.stage_done(1.0, 999, 0), Err(DataplaneError::UnknownBatch { batch: 999, .. })));
+    assert!(matches!(s.arrive(1.0, 3, 9), Err(DataplaneError::UnknownModel { model: 3, .. })));
+}
+
+#[test]
+fn reactive_batches_per_pool_and_rebatches_at_the_next_stage() {
+    let mut s = Scheduler::native(layout(2, 1), "reactive").unwrap();
+    s.arrive(0.0, 0, 0).unwrap();
+    let a = dispatch(&outputs(&mut s)).clone();
+    // No waiting: the idle worker takes what is there, one stage only.
+    assert_eq!((a.requests.len(), a.hops.len(), a.completes), (1, 1, false));
+    s.arrive(1_000.0, 0, 1).unwrap();
+    let b = dispatch(&outputs(&mut s)).clone();
+    assert_eq!(b.hops[0].worker, 1, "the second idle worker takes the next request");
+    s.stage_done(10_000.0, a.batch, 0).unwrap();
+    let c = dispatch(&outputs(&mut s)).clone();
+    assert_eq!(c.requests, vec![0]);
+    assert_eq!(c.hops, vec![hop(1, 2, vec![transfer(0, 1, 1, 10_000.0, 11_000.0)], 11_000.0, 16_000.0)]);
+    assert!(c.completes);
+    // Request 1 reaches stage 1 while its worker is busy: it waits there and goes when the
+    // worker reports.
+    s.stage_done(11_000.0, b.batch, 0).unwrap();
+    assert!(outputs(&mut s).is_empty());
+    s.stage_done(16_000.0, c.batch, 1).unwrap();
+    let d = dispatch(&outputs(&mut s)).clone();
+    assert_eq!(d.requests, vec![1]);
+    assert_eq!(d.hops[0].start, 17_000.0);
+}
+
+#[test]
+fn triton_waits_for_the_preferred_batch_or_the_queue_delay() {
+    let mut s = Scheduler::native(layout(1, 1), "triton").unwrap();
+    s.arrive(0.0, 0, 0).unwrap();
+    assert!(outputs(&mut s).is_empty());
+    assert_eq!(s.next_timer(), Some(5_000.0), "max queue delay = the plan's batch-build estimate");
+    s.arrive(1_000.0, 0, 1).unwrap();
+    s.timer(5_000.0);
+    let d = dispatch(&outputs(&mut s)).clone();
+    assert_eq!(d.requests, vec![0, 1]);
+    assert_eq!(d.hops[0].start, 5_000.0);
+}
+
+/// A policy that breaks the rules: the scheduler must fall back, not lose requests.
+struct Broken;
+
+impl poolpipe_policies::BatchingPolicy for Broken {
+    fn name(&self) -> &str {
+        "broken"
+    }
+    fn routing(&self) -> Routing {
+        Routing::Reserved
+    }
+    fn decide(&mut self, host: &mut dyn QueueHost) -> Action {
+        Action::Dispatch { lane: 0, batch: host.queue_len() + 1 }
+    }
+}
+
+#[test]
+fn an_invalid_action_falls_back_to_the_native_policy_without_losing_requests() {
+    let mut s = Scheduler::new(layout(1, 1), vec![Box::new(Broken)], Box::new(EarliestFinish)).unwrap();
+    for i in 0..4 {
+        s.arrive(0.0, 0, i).unwrap();
+    }
+    let out = outputs(&mut s);
+    assert!(matches!(&out[0], Output::PolicyError { policy, .. } if policy == "broken"), "{out:?}");
+    let dispatched: usize =
+        out.iter().map(|o| if let Output::Dispatch(d) = o { d.requests.len() } else { 0 }).sum::<usize>() + s.queued();
+    assert_eq!(dispatched, 4);
+    assert_eq!(s.policy_name(), "ppipe");
+}
+
+#[test]
+fn the_scheduler_and_policies_never_read_the_wall_clock() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dirs = [format!("{root}/src/dataplane"), format!("{root}/policies/src")];
+    for dir in dirs {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for banned in ["Instant", "SystemTime", "std::time", "chrono", "tokio::time"] {
+                let hits = text.lines().filter(|l| l.contains(banned) && !l.contains("banned")).count();
+                assert_eq!(hits, 0, "{} mentions {banned}: time must come from the caller", path.display());
+            }
+        }
+    }
+}

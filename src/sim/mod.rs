@@ -1,0 +1,505 @@
+//! The discrete-event simulator: the data-plane [`Scheduler`] driven on a virtual clock, with
+//! workers whose latencies come from the profiles, so plans are evaluated at 100+ GPUs.
+//!
+//! - Time is virtual (microseconds, `f64`); events (arrivals, timers, stage completions) are
+//!   ordered by time and then by creation, so a seed gives the same run every time.
+//! - Arrivals per model at `rate x weight / sum of weights`: Poisson, bursty (Gamma-renewal
+//!   with a coefficient of variation), or a trace of timestamps scaled to the rate, each
+//!   request assigned to a model by weight.
+//! - A dispatched batch runs as the hardware would: each transfer starts when its data is
+//!   ready and both the sending server's uplink and the receiving server's downlink are free
+//!   (contention between the GPUs of a server), each inference when its transfers are in and
+//!   its worker is free, taking the profiled latency (times a log-normal factor when
+//!   `jitter` > 0). Workers report their actual finish to the scheduler.
+//! - Arrivals stop at `duration`; the run then drains until every request has been answered.
+//!
+//! Metrics: attainment = (1 - dropped) x (1 - late) = requests answered within their SLO /
+//! requests offered; latency percentiles of answered requests; utilisation per GPU class (busy
+//! time of each vGPU x its share, over the class's GPUs x duration); batch sizes at dispatch.
+
+pub mod rng;
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::dataplane::{BatchId, DataplaneError, Output, Scheduler, SchedulerStats, Timeline, earliest_joint};
+use rng::Rng;
+
+/// How requests arrive.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Arrivals {
+    /// Poisson: exponential gaps.
+    Poisson,
+    /// Gamma-renewal gaps with this coefficient of variation (1 = Poisson; the paper's bursty
+    /// traces are above 1).
+    Bursty {
+        /// Coefficient of variation of the gaps.
+        cv: f64,
+    },
+    /// Arrival times in seconds (sorted), scaled so their mean rate is the run's rate.
+    Trace(Vec<f64>),
+}
+
+impl Arrivals {
+    /// A short name for reports.
+    pub fn name(&self) -> String {
+        match self {
+            Arrivals::Poisson => "poisson".into(),
+            Arrivals::Bursty { cv } => format!("bursty (cv {cv})"),
+            Arrivals::Trace(t) => format!("trace ({} arrivals)", t.len()),
+        }
+    }
+}
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Requests per second over all models.
+    pub rate: f64,
+    /// Seconds of arrivals.
+    pub duration_s: f64,
+    /// Arrival process.
+    pub arrivals: Arrivals,
+    /// Weight of each model (layout order); `None`: the plan's weights.
+    pub weights: Option<Vec<f64>>,
+    /// Seed of every random draw.
+    pub seed: u64,
+    /// Coefficient of variation of inference times around the profile (0: exactly as
+    /// profiled).
+    pub jitter: f64,
+}
+
+/// Results of one model.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ModelReport {
+    /// Model name.
+    pub name: String,
+    /// Requests offered.
+    pub offered: u64,
+    /// Requests dropped.
+    pub dropped: u64,
+    /// Requests answered after their deadline.
+    pub late: u64,
+    /// Answered within SLO / offered.
+    pub attainment: f64,
+    /// 99th percentile latency of answered requests, ms.
+    pub p99_ms: f64,
+}
+
+/// Results of a run.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SimReport {
+    /// Batching policy.
+    pub policy: String,
+    /// Arrival process.
+    pub arrivals: String,
+    /// Offered rate, requests/s.
+    pub rate: f64,
+    /// Seconds of arrivals.
+    pub duration_s: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Requests offered.
+    pub offered: u64,
+    /// Requests answered (in time or late).
+    pub served: u64,
+    /// Requests dropped by the scheduler.
+    pub dropped: u64,
+    /// Requests answered after their deadline.
+    pub late: u64,
+    /// Requests neither answered nor dropped when the run ended (must be 0).
+    pub unfinished: u64,
+    /// (1 - dropped) x (1 - late): answered within SLO / offered.
+    pub attainment: f64,
+    /// Requests answered within SLO per second of arrivals.
+    pub throughput: f64,
+    /// Median latency of answered requests, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+    /// Utilisation per GPU class: mean busy fraction of the class's GPUs in the fleet.
+    pub utilisation: BTreeMap<String, f64>,
+    /// Dispatches per batch size (first stages; per-pool routing: every stage).
+    pub batch_sizes: BTreeMap<usize, u64>,
+    /// Per model.
+    pub models: Vec<ModelReport>,
+    /// Scheduler counters.
+    pub scheduler: SchedulerStats,
+    /// Mean probes per dispatched batch.
+    pub probes_per_batch: f64,
+    /// Mean wall time inside the scheduler per dispatched batch, ns.
+    pub scheduler_ns_per_batch: f64,
+    /// Wall seconds of the run.
+    pub wall_seconds: f64,
+    /// Simulated requests per wall second.
+    pub requests_per_wall_second: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Arrival { model: usize },
+    Timer,
+    StageDone { batch: BatchId, stage: usize },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Event {
+    time: f64,
+    seq: u64,
+    kind: Kind,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Event {}
+impl PartialOrd for Event {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Event {
+    /// Reversed: the earliest event is the greatest (BinaryHeap is a max-heap).
+    fn cmp(&self, o: &Self) -> Ordering {
+        o.time.total_cmp(&self.time).then(o.seq.cmp(&self.seq))
+    }
+}
+
+struct Request {
+    model: usize,
+    arrival: f64,
+    deadline: f64,
+}
+
+struct Batch {
+    requests: Vec<u64>,
+    last_stage: usize,
+    completes: bool,
+}
+
+/// Arrival times of one model, drawn lazily.
+struct Source {
+    rng: Rng,
+    mean_gap_us: f64,
+}
+
+/// Errors of a simulation.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The configuration cannot run.
+    #[error("cannot simulate: {0}")]
+    Config(String),
+    /// The scheduler refused an event (a bug: the simulator only reports what it dispatched).
+    #[error(transparent)]
+    Scheduler(#[from] DataplaneError),
+}
+
+/// The event loop's state.
+struct Sim {
+    sched: Scheduler,
+    events: BinaryHeap<Event>,
+    seq: u64,
+    armed: Option<f64>,
+    requests: Vec<Request>,
+    batches: HashMap<BatchId, Batch>,
+    up: Vec<Timeline>,
+    down: Vec<Timeline>,
+    worker: Vec<Timeline>,
+    busy: Vec<f64>,
+    jitter: Rng,
+    jitter_cv: f64,
+    horizon: f64,
+    latencies: Vec<Vec<f64>>,
+    dropped: Vec<u64>,
+    late: Vec<u64>,
+    batch_sizes: BTreeMap<usize, u64>,
+    sched_ns: u128,
+}
+
+impl Sim {
+    fn push(&mut self, time: f64, kind: Kind) {
+        self.seq += 1;
+        self.events.push(Event { time, seq: self.seq, kind });
+    }
+
+    fn arm(&mut self) {
+        if let Some(t) = self.sched.next_timer()
+            && self.armed != Some(t)
+        {
+            self.armed = Some(t);
+            self.push(t, Kind::Timer);
+        }
+    }
+
+    /// Applies the scheduler's outputs: drops are answered, dispatches start running.
+    fn apply(&mut self, now: f64) {
+        let outputs: Vec<Output> = self.sched.take_outputs().collect();
+        for out in outputs {
+            match out {
+                Output::Drop { model, .. } => self.dropped[model] += 1,
+                Output::PolicyError { .. } => {}
+                Output::Dispatch(d) => {
+                    let b = d.requests.len();
+                    if d.hops.first().is_some_and(|h| h.stage == 0) || d.hops.len() == 1 {
+                        *self.batch_sizes.entry(b).or_default() += 1;
+                    }
+                    let layout = self.sched.layout();
+                    let mut ready = now;
+                    let mut done = vec![];
+                    for hop in &d.hops {
+                        let mut arrived = ready;
+                        for t in &hop.transfers {
+                            let (up, down) = (&mut self.up[t.from_server], &mut self.down[t.to_server]);
+                            up.prune(now);
+                            down.prune(now);
+                            let dur = t.end - t.start;
+                            let start = earliest_joint(up, down, arrived, dur);
+                            up.reserve(start, start + dur);
+                            down.reserve(start, start + dur);
+                            arrived = start + dur;
+                        }
+                        let w = hop.worker;
+                        let stage = &layout.models[d.model].pipelines[d.pipeline].stages[hop.stage];
+                        let took = stage.latency(b) * self.jitter.unit_lognormal(self.jitter_cv);
+                        let timeline = &mut self.worker[w];
+                        timeline.prune(now);
+                        let start = timeline.earliest(arrived, took);
+                        let end = start + took;
+                        timeline.reserve(start, end);
+                        let share = layout.workers[w].share as f64;
+                        self.busy[w] += (end.min(self.horizon) - start.min(self.horizon)).max(0.0) / share;
+                        done.push((end, hop.stage));
+                        ready = end;
+                    }
+                    let last_stage = d.hops.last().map_or(0, |h| h.stage);
+                    for (end, stage) in done {
+                        self.push(end, Kind::StageDone { batch: d.batch, stage });
+                    }
+                    self.batches.insert(d.batch, Batch { requests: d.requests, last_stage, completes: d.completes });
+                }
+            }
+        }
+    }
+
+    fn stage_done(&mut self, now: f64, batch: BatchId, stage: usize) {
+        let Some(b) = self.batches.get(&batch) else { return };
+        if stage != b.last_stage {
+            return;
+        }
+        let b = self.batches.remove(&batch).expect("present");
+        if b.completes {
+            for id in b.requests {
+                let r = &self.requests[id as usize];
+                self.latencies[r.model].push(now - r.arrival);
+                if now > r.deadline + 1e-6 {
+                    self.late[r.model] += 1;
+                }
+            }
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+/// Runs `scheduler` under `cfg` and reports what happened.
+pub fn simulate(scheduler: Scheduler, cfg: &SimConfig) -> Result<SimReport, SimError> {
+    let wall = Instant::now();
+    let layout = scheduler.layout().clone();
+    let models = layout.models.len();
+    if models == 0 {
+        return Err(SimError::Config("the plan serves no model".into()));
+    }
+    let weights = cfg.weights.clone().unwrap_or_else(|| layout.models.iter().map(|m| m.weight).collect());
+    if weights.len() != models
+        || weights.iter().any(|w| !(w.is_finite() && *w >= 0.0))
+        || weights.iter().sum::<f64>() <= 0.0
+    {
+        return Err(SimError::Config(format!("{} weights for {models} models, or a negative weight", weights.len())));
+    }
+    if !(cfg.rate.is_finite() && cfg.rate > 0.0) || !(cfg.duration_s.is_finite() && cfg.duration_s > 0.0) {
+        return Err(SimError::Config(format!(
+            "rate {} /s and duration {} s must be positive",
+            cfg.rate, cfg.duration_s
+        )));
+    }
+    let total_weight: f64 = weights.iter().sum();
+    let horizon = cfg.duration_s * 1e6;
+    let policy = scheduler.policy_name();
+    let mut sim = Sim {
+        events: BinaryHeap::new(),
+        seq: 0,
+        armed: None,
+        requests: vec![],
+        batches: HashMap::new(),
+        up: vec![Timeline::default(); layout.servers.len()],
+        down: vec![Timeline::default(); layout.servers.len()],
+        worker: vec![Timeline::default(); layout.workers.len()],
+        busy: vec![0.0; layout.workers.len()],
+        jitter: Rng::new(cfg.seed, u64::MAX),
+        jitter_cv: cfg.jitter.max(0.0),
+        horizon,
+        latencies: vec![vec![]; models],
+        dropped: vec![0; models],
+        late: vec![0; models],
+        batch_sizes: BTreeMap::new(),
+        sched_ns: 0,
+        sched: scheduler,
+    };
+    // Arrivals: one lazy source per model, or a trace merged over models.
+    let mut sources: Vec<Source> = vec![];
+    let mut trace: Vec<(f64, usize)> = vec![];
+    match &cfg.arrivals {
+        Arrivals::Trace(times) => {
+            if times.len() < 2 {
+                return Err(SimError::Config("an arrival trace needs at least two timestamps".into()));
+            }
+            let span = times[times.len() - 1] - times[0];
+            if span <= 0.0 {
+                return Err(SimError::Config("the arrival trace's timestamps do not advance".into()));
+            }
+            let native_rate = (times.len() - 1) as f64 / span;
+            let scale = native_rate / cfg.rate;
+            let mut rng = Rng::new(cfg.seed, 1 << 32);
+            for &t in times {
+                let at = (t - times[0]) * scale * 1e6;
+                if at >= horizon {
+                    break;
+                }
+                trace.push((at, rng.pick(&weights)));
+            }
+            for &(at, model) in trace.iter().rev() {
+                sim.push(at, Kind::Arrival { model });
+            }
+        }
+        _ => {
+            for (m, w) in weights.iter().enumerate() {
+                let rate = cfg.rate * w / total_weight;
+                let mean_gap_us = if rate > 0.0 { 1e6 / rate } else { f64::INFINITY };
+                sources.push(Source { rng: Rng::new(cfg.seed, m as u64), mean_gap_us });
+            }
+            for m in 0..models {
+                if let Some(t) = next_gap(&mut sources[m], &cfg.arrivals) {
+                    if t < horizon {
+                        sim.push(t, Kind::Arrival { model: m });
+                    }
+                }
+            }
+        }
+    }
+    while let Some(ev) = sim.events.pop() {
+        let now = ev.time;
+        let t0 = Instant::now();
+        match ev.kind {
+            Kind::Arrival { model } => {
+                let id = sim.requests.len() as u64;
+                let slo = layout.models[model].slo_us;
+                sim.requests.push(Request { model, arrival: now, deadline: now + slo });
+                sim.sched.arrive(now, model, id)?;
+            }
+            Kind::Timer => {
+                if sim.armed == Some(now) {
+                    sim.armed = None;
+                }
+                sim.sched.timer(now);
+            }
+            Kind::StageDone { batch, stage } => sim.sched.stage_done(now, batch, stage)?,
+        }
+        sim.sched_ns += t0.elapsed().as_nanos();
+        sim.apply(now);
+        if let Kind::StageDone { batch, stage } = ev.kind {
+            sim.stage_done(now, batch, stage);
+        }
+        if let Kind::Arrival { model } = ev.kind
+            && !sources.is_empty()
+            && let Some(gap) = next_gap(&mut sources[model], &cfg.arrivals)
+            && now + gap < horizon
+        {
+            sim.push(now + gap, Kind::Arrival { model });
+        }
+        sim.arm();
+    }
+    let offered = sim.requests.len() as u64;
+    let mut all: Vec<f64> = vec![];
+    let mut model_reports = vec![];
+    for (m, ml) in layout.models.iter().enumerate() {
+        let lat = &mut sim.latencies[m];
+        lat.sort_by(f64::total_cmp);
+        let offered_m = sim.requests.iter().filter(|r| r.model == m).count() as u64;
+        let good = lat.len() as u64 - sim.late[m];
+        model_reports.push(ModelReport {
+            name: ml.name.clone(),
+            offered: offered_m,
+            dropped: sim.dropped[m],
+            late: sim.late[m],
+            attainment: if offered_m == 0 { 1.0 } else { good as f64 / offered_m as f64 },
+            p99_ms: percentile(lat, 0.99) / 1e3,
+        });
+        all.extend_from_slice(lat);
+    }
+    all.sort_by(f64::total_cmp);
+    let served = all.len() as u64;
+    let dropped: u64 = sim.dropped.iter().sum();
+    let late: u64 = sim.late.iter().sum();
+    let unfinished = offered - served - dropped;
+    let good = served - late;
+    let utilisation = layout
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(c, class)| {
+            let busy: f64 = layout.workers.iter().zip(&sim.busy).filter(|(w, _)| w.class == c).map(|(_, b)| b).sum();
+            (class.name.clone(), if class.gpus == 0 { 0.0 } else { busy / (class.gpus as f64 * horizon) })
+        })
+        .collect();
+    let stats = sim.sched.stats().clone();
+    let batches = stats.batches.max(1) as f64;
+    let wall_seconds = wall.elapsed().as_secs_f64();
+    Ok(SimReport {
+        policy,
+        arrivals: cfg.arrivals.name(),
+        rate: cfg.rate,
+        duration_s: cfg.duration_s,
+        seed: cfg.seed,
+        offered,
+        served,
+        dropped,
+        late,
+        unfinished,
+        attainment: if offered == 0 { 1.0 } else { good as f64 / offered as f64 },
+        throughput: good as f64 / cfg.duration_s,
+        p50_ms: percentile(&all, 0.5) / 1e3,
+        p99_ms: percentile(&all, 0.99) / 1e3,
+        utilisation,
+        batch_sizes: sim.batch_sizes,
+        models: model_reports,
+        probes_per_batch: stats.probes as f64 / batches,
+        scheduler_ns_per_batch: sim.sched_ns as f64 / batches,
+        scheduler: stats,
+        wall_seconds,
+        requests_per_wall_second: offered as f64 / wall_seconds.max(1e-9),
+    })
+}
+
+fn next_gap(source: &mut Source, arrivals: &Arrivals) -> Option<f64> {
+    if !source.mean_gap_us.is_finite() {
+        return None;
+    }
+    Some(match arrivals {
+        Arrivals::Bursty { cv } if *cv > 0.0 => {
+            let shape = 1.0 / (cv * cv);
+            source.rng.gamma(shape, source.mean_gap_us / shape)
+        }
+        _ => source.rng.exponential(source.mean_gap_us),
+    })
+}

@@ -1,0 +1,328 @@
+//! `poolpipe simulate`: a plan, its profiles, fleet and workload in; one simulated run or a
+//! load-factor sweep out (tables, or one JSON object).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::dataplane::{Layout, Scheduler};
+use crate::sim::{Arrivals, SimConfig, SimReport, simulate};
+use poolpipe_planner::Plan;
+
+/// Everything a simulation of one plan needs, loaded and checked.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// The plan placed on the fleet.
+    pub layout: Layout,
+    /// Arrival weight of each model (layout order), from the workload.
+    pub weights: Vec<f64>,
+}
+
+/// Reads a plan (JSON) written by `poolpipe plan`.
+pub fn read_plan(path: &Path) -> Result<Plan> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading plan {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("plan {} is not a plan written by `poolpipe plan --out`", path.display()))
+}
+
+/// Loads a plan with its profiles, fleet and workload, and places it on the fleet.
+pub fn load(plan: &Path, profiles: &Path, fleet: &Path, workload: &Path) -> Result<Setup> {
+    let plan = read_plan(plan)?;
+    let fleet = poolpipe_planner::Fleet::load(fleet)?;
+    let workload = poolpipe_planner::Workload::load(workload)?;
+    setup(&plan, profiles, &fleet, &workload)
+}
+
+/// Places `plan` on `fleet`, with arrival weights from `workload`.
+pub fn setup(
+    plan: &Plan,
+    profiles: &Path,
+    fleet: &poolpipe_planner::Fleet,
+    workload: &poolpipe_planner::Workload,
+) -> Result<Setup> {
+    let names: Vec<String> = plan.models.iter().map(|m| m.name.clone()).collect();
+    let profs = poolpipe_planner::profiles::load(profiles, &names, &fleet.class_names())?;
+    setup_with(plan, &profs, fleet, workload)
+}
+
+/// As [`setup`], with the profiles already loaded.
+pub fn setup_with(
+    plan: &Plan,
+    profiles: &[poolpipe_planner::ModelProfile],
+    fleet: &poolpipe_planner::Fleet,
+    workload: &poolpipe_planner::Workload,
+) -> Result<Setup> {
+    if plan.models.is_empty() {
+        bail!("the plan serves no model ({} unserved): nothing to simulate", plan.unserved.len());
+    }
+    for m in &workload.model {
+        if !plan.models.iter().any(|p| p.name == m.name) {
+            let why = plan.unserved.iter().find(|u| u.name == m.name).map_or_else(
+                || "the plan was made for another workload".to_string(),
+                |u| format!("the plan cannot serve it: {}", u.reason),
+            );
+            bail!("model '{}' of the workload is not in the plan: {why}", m.name);
+        }
+    }
+    let weights = plan
+        .models
+        .iter()
+        .map(|p| {
+            workload.model.iter().find(|m| m.name == p.name).map(|m| m.weight).with_context(|| {
+                format!(
+                    "model '{}' of the plan is not in the workload: give the workload the plan was made for",
+                    p.name
+                )
+            })
+        })
+        .collect::<Result<Vec<f64>>>()?;
+    let layout = Layout::new(plan, profiles, fleet)?;
+    Ok(Setup { layout, weights })
+}
+
+/// Parses a duration: `30s`, `500ms`, `2m`, or plain seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<f64, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(x) = t.strip_suffix("ms") {
+        (x, 1e-3)
+    } else if let Some(x) = t.strip_suffix('s') {
+        (x, 1.0)
+    } else if let Some(x) = t.strip_suffix('m') {
+        (x, 60.0)
+    } else {
+        (t, 1.0)
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v * scale),
+        _ => Err(format!("'{s}' is not a positive duration like 30s, 500ms or 2m")),
+    }
+}
+
+/// Reads an arrival trace: one timestamp (seconds) a line, ascending; blank lines and lines
+/// starting with '#' are skipped.
+pub fn read_trace(path: &Path) -> Result<Vec<f64>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading arrival trace {}", path.display()))?;
+    let mut out: Vec<f64> = vec![];
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let t: f64 = line.parse().ok().filter(|t: &f64| t.is_finite()).with_context(|| {
+            format!("arrival trace {} line {}: '{line}' is not a timestamp in seconds", path.display(), i + 1)
+        })?;
+        if out.last().is_some_and(|&p| t < p) {
+            bail!(
+                "arrival trace {} line {}: {t} is earlier than the line before; sort the trace",
+                path.display(),
+                i + 1
+            );
+        }
+        out.push(t);
+    }
+    if out.len() < 2 {
+        bail!("arrival trace {} has {} timestamps; it needs at least two", path.display(), out.len());
+    }
+    Ok(out)
+}
+
+/// A scheduler over `layout` with the batching policy `policy`.
+pub fn scheduler(layout: &Layout, policy: &str, max_queue_delay_us: Option<f64>) -> Result<Scheduler> {
+    if policy.ends_with(".wasm") || policy.ends_with(".wat") {
+        bail!(
+            "policy {policy}: WebAssembly policies are not supported by this build yet; use ppipe, reactive or triton"
+        );
+    }
+    if policy == "triton" && max_queue_delay_us.is_some() {
+        let policies = (0..layout.models.len())
+            .map(|_| {
+                Box::new(poolpipe_policies::native::Triton { max_queue_delay_us })
+                    as Box<dyn poolpipe_policies::BatchingPolicy>
+            })
+            .collect();
+        return Ok(Scheduler::new(layout.clone(), policies, Box::new(poolpipe_policies::native::EarliestFinish))?);
+    }
+    Ok(Scheduler::native(layout.clone(), policy)?)
+}
+
+/// One point of a sweep.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SweepPoint {
+    /// Load factor.
+    pub load_factor: f64,
+    /// Offered rate, requests/s.
+    pub rate: f64,
+    /// Attainment reached.
+    pub attainment: f64,
+    /// Requests answered within SLO per second.
+    pub throughput: f64,
+}
+
+/// A load-factor sweep.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Sweep {
+    /// Largest load factor on the grid reaching the target attainment (0 when none does).
+    pub max_load_factor: f64,
+    /// The rate of load factor 1.0, requests/s.
+    pub reference_rate: f64,
+    /// Attainment required.
+    pub target: f64,
+    /// Points run, from the highest load factor down.
+    pub points: Vec<SweepPoint>,
+    /// The full report at `max_load_factor` (or at the lowest point run when none passes).
+    pub at_max: SimReport,
+}
+
+/// Options of a sweep.
+#[derive(Clone, Debug)]
+pub struct SweepOptions {
+    /// Rate of load factor 1.0.
+    pub reference_rate: f64,
+    /// Grid step.
+    pub step: f64,
+    /// Highest load factor tried.
+    pub max: f64,
+    /// Attainment required.
+    pub target: f64,
+}
+
+/// Runs load factors from `max` down in `step`s and stops at the first that reaches the
+/// target: the largest load factor on the grid that does.
+pub fn sweep(
+    layout: &Layout,
+    policy: &str,
+    max_queue_delay_us: Option<f64>,
+    base: &SimConfig,
+    o: &SweepOptions,
+    progress: &indicatif::ProgressBar,
+) -> Result<Sweep> {
+    if !(o.step > 0.0 && o.max >= o.step && o.reference_rate > 0.0) {
+        bail!("sweep: step {} and highest load factor {} must be positive (step <= highest)", o.step, o.max);
+    }
+    let steps = (o.max / o.step + 1e-9).floor() as usize;
+    let mut points = vec![];
+    let mut last = None;
+    for i in (1..=steps).rev() {
+        let lf = (i as f64 * o.step * 1e6).round() / 1e6;
+        progress.set_message(format!("load factor {lf:.2}"));
+        let cfg = SimConfig { rate: lf * o.reference_rate, ..base.clone() };
+        let r = simulate(scheduler(layout, policy, max_queue_delay_us)?, &cfg)?;
+        progress.inc(1);
+        points.push(SweepPoint { load_factor: lf, rate: cfg.rate, attainment: r.attainment, throughput: r.throughput });
+        let pass = r.attainment >= o.target;
+        last = Some(r);
+        if pass {
+            let at_max = last.expect("just set");
+            return Ok(Sweep {
+                max_load_factor: lf,
+                reference_rate: o.reference_rate,
+                target: o.target,
+                points,
+                at_max,
+            });
+        }
+    }
+    let at_max = last.context("sweep ran no point")?;
+    Ok(Sweep { max_load_factor: 0.0, reference_rate: o.reference_rate, target: o.target, points, at_max })
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.2}%", 100.0 * x)
+}
+
+/// A run as tables.
+pub fn render(r: &SimReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "policy {}, {} arrivals at {:.1} req/s for {} s (seed {})",
+        r.policy, r.arrivals, r.rate, r.duration_s, r.seed
+    );
+    let _ = writeln!(
+        s,
+        "offered {}  served {}  dropped {}  late {}  unfinished {}",
+        r.offered, r.served, r.dropped, r.late, r.unfinished
+    );
+    let _ = writeln!(s, "attainment {}  throughput {:.1} req/s within SLO", pct(r.attainment), r.throughput);
+    let _ = writeln!(s, "latency p50 {:.2} ms  p99 {:.2} ms", r.p50_ms, r.p99_ms);
+    let util: Vec<String> = r.utilisation.iter().map(|(c, u)| format!("{c} {}", pct(*u))).collect();
+    let _ = writeln!(s, "utilisation {}", util.join("  "));
+    let hist: Vec<String> = r.batch_sizes.iter().map(|(b, n)| format!("{b}:{n}")).collect();
+    let _ = writeln!(s, "batch sizes {}", hist.join(" "));
+    let _ = writeln!(
+        s,
+        "\n{:<48} {:>9} {:>8} {:>8} {:>11} {:>9}",
+        "model", "offered", "dropped", "late", "attainment", "p99 ms"
+    );
+    for m in &r.models {
+        let _ = writeln!(
+            s,
+            "{:<48} {:>9} {:>8} {:>8} {:>11} {:>9.2}",
+            m.name,
+            m.offered,
+            m.dropped,
+            m.late,
+            pct(m.attainment),
+            m.p99_ms
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nscheduler: {} batches, {:.2} probes and {:.0} ns per batch; {:.0} simulated requests per wall second",
+        r.scheduler.batches, r.probes_per_batch, r.scheduler_ns_per_batch, r.requests_per_wall_second
+    );
+    s
+}
+
+/// A sweep as tables.
+pub fn render_sweep(w: &Sweep) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "load factor 1.0 = {:.1} req/s; target attainment {}", w.reference_rate, pct(w.target));
+    let _ = writeln!(s, "{:>11} {:>10} {:>11} {:>12}", "load factor", "req/s", "attainment", "in SLO /s");
+    for p in &w.points {
+        let _ =
+            writeln!(s, "{:>11.2} {:>10.1} {:>11} {:>12.1}", p.load_factor, p.rate, pct(p.attainment), p.throughput);
+    }
+    let _ = writeln!(s, "\nmax load factor {:.2}\n", w.max_load_factor);
+    s.push_str(&render(&w.at_max));
+    s
+}
+
+/// The JSON of a run: the report, with the sweep's fields when there is one.
+pub fn json(run: Option<&SimReport>, sweep: Option<&Sweep>) -> serde_json::Value {
+    match (run, sweep) {
+        (_, Some(w)) => {
+            let mut v = serde_json::to_value(&w.at_max).expect("reports serialize");
+            v["max_load_factor"] = serde_json::json!(w.max_load_factor);
+            v["reference_rate"] = serde_json::json!(w.reference_rate);
+            v["target"] = serde_json::json!(w.target);
+            v["points"] = serde_json::to_value(&w.points).expect("points serialize");
+            v
+        }
+        (Some(r), None) => serde_json::to_value(r).expect("reports serialize"),
+        (None, None) => serde_json::json!({}),
+    }
+}
+
+/// Utilisation of the named classes.
+pub fn utilisation_of(r: &SimReport, class: &str) -> f64 {
+    r.utilisation.get(class).copied().unwrap_or(0.0)
+}
+
+/// Arrival process from the CLI's words.
+pub fn arrivals(kind: &str, cv: f64, trace: Option<&PathBuf>) -> Result<Arrivals> {
+    match (kind, trace) {
+        (_, Some(path)) => Ok(Arrivals::Trace(read_trace(path)?)),
+        ("poisson", None) => Ok(Arrivals::Poisson),
+        ("bursty", None) => {
+            if !(cv.is_finite() && cv > 0.0) {
+                bail!("--cv {cv} must be a positive coefficient of variation");
+            }
+            Ok(Arrivals::Bursty { cv })
+        }
+        (other, None) => bail!("--arrivals {other}: use poisson or bursty, or give --trace FILE"),
+    }
+}

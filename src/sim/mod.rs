@@ -4,8 +4,8 @@
 //! - Time is virtual (microseconds, `f64`); events (arrivals, timers, stage completions) are
 //!   ordered by time and then by creation, so a seed gives the same run every time.
 //! - Arrivals per model at `rate x weight / sum of weights`: Poisson, bursty (Gamma-renewal
-//!   with a coefficient of variation), or a trace of timestamps scaled to the rate, each
-//!   request assigned to a model by weight.
+//!   with a coefficient of variation), or a trace of timestamps scaled to the rate (replayed
+//!   from its start when it ends before the run), each request assigned to a model by weight.
 //! - A dispatched batch runs as the hardware would: each transfer starts when its data is
 //!   ready and both the sending server's uplink and the receiving server's downlink are free
 //!   (contention between the GPUs of a server), each inference when its transfers are in and
@@ -39,7 +39,8 @@ pub enum Arrivals {
         /// Coefficient of variation of the gaps.
         cv: f64,
     },
-    /// Arrival times in seconds (sorted), scaled so their mean rate is the run's rate.
+    /// Arrival times in seconds (sorted), scaled so their mean rate is the run's rate and
+    /// replayed from the start when the run outlasts them.
     Trace(Vec<f64>),
 }
 
@@ -370,13 +371,17 @@ pub fn simulate(scheduler: Scheduler, cfg: &SimConfig) -> Result<SimReport, SimE
             }
             let native_rate = (times.len() - 1) as f64 / span;
             let scale = native_rate / cfg.rate;
+            // One replay of the trace lasts its span plus one mean gap, scaled.
+            let period = (span + span / (times.len() - 1) as f64) * scale * 1e6;
             let mut rng = Rng::new(cfg.seed, 1 << 32);
-            for &t in times {
-                let at = (t - times[0]) * scale * 1e6;
-                if at >= horizon {
-                    break;
+            'replay: for k in 0.. {
+                for &t in times {
+                    let at = k as f64 * period + (t - times[0]) * scale * 1e6;
+                    if at >= horizon {
+                        break 'replay;
+                    }
+                    trace.push((at, rng.pick(&weights)));
                 }
-                trace.push((at, rng.pick(&weights)));
             }
             for &(at, model) in trace.iter().rev() {
                 sim.push(at, Kind::Arrival { model });

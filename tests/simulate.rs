@@ -1,0 +1,216 @@
+//! The simulator on plans made from the published profiles, through the library and through
+//! `poolpipe simulate`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{json, poolpipe};
+use poolpipe::sim::{Arrivals, SimConfig, SimReport, simulate};
+use poolpipe::simulate::{Setup, scheduler, setup_with};
+use poolpipe_planner::{Fleet, Inputs, PlanOptions, Planner, PlannerKind, Workload};
+
+fn data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/ppipe-data")
+}
+
+const FLEET: &str = "bandwidth_gbps = 10\n\
+    [[class]]\nname = \"L4\"\ncount = 8\ngpus_per_server = 2\n\
+    [[class]]\nname = \"T4\"\ncount = 24\ngpus_per_server = 2\n";
+const WORKLOAD: &str = "[[model]]\nname = \"repvgg-b3\"\nweight = 1.0\n";
+
+fn tmp(name: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sim-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A 32-GPU cluster (8 L4 + 24 T4) serving RepVGG-B3, planned by the PPipe planner.
+fn small() -> (Setup, poolpipe_planner::Plan) {
+    let fleet: Fleet = toml::from_str(FLEET).unwrap();
+    let workload: Workload = toml::from_str(WORKLOAD).unwrap();
+    let profiles = poolpipe_planner::profiles::load(&data(), &workload.model_names(), &fleet.class_names()).unwrap();
+    let inputs = Inputs::new(fleet.clone(), workload.clone(), profiles.clone()).unwrap();
+    let plan = Planner::new(&inputs, PlanOptions::default()).unwrap().plan(PlannerKind::Ppipe).unwrap();
+    (setup_with(&plan, &profiles, &fleet, &workload).unwrap(), plan)
+}
+
+fn run(setup: &Setup, policy: &str, load_factor: f64, arrivals: Arrivals, seed: u64, jitter: f64) -> SimReport {
+    let cfg = SimConfig {
+        rate: load_factor * setup.layout.planned_rate(),
+        duration_s: 20.0,
+        arrivals,
+        weights: Some(setup.weights.clone()),
+        seed,
+        jitter,
+    };
+    let r = simulate(scheduler(&setup.layout, policy, None).unwrap(), &cfg).unwrap();
+    assert_eq!(r.unfinished, 0, "{policy}: every request is answered or dropped");
+    assert_eq!(r.served + r.dropped, r.offered);
+    r
+}
+
+#[test]
+fn the_planned_throughput_is_served_at_load_factor_0_9() {
+    let (setup, plan) = small();
+    assert!(plan.models[0].pipelines.len() > 1, "the plan mixes pipelines: {plan:?}");
+    for seed in [1, 2] {
+        let r = run(&setup, "ppipe", 0.9, Arrivals::Poisson, seed, 0.0);
+        assert!(r.attainment >= 0.99, "seed {seed}: attainment {} at load factor 0.9", r.attainment);
+        // Reservations keep every answered request within its SLO.
+        assert_eq!(r.late, 0);
+        let expected = 0.9 * setup.layout.planned_rate();
+        assert!((r.offered as f64 / 20.0 - expected).abs() < 0.03 * expected, "offered {} for {expected}/s", r.offered);
+        assert!(r.utilisation["T4"] > 0.5 && r.utilisation["L4"] > 0.3, "{:?}", r.utilisation);
+    }
+}
+
+#[test]
+fn a_seed_gives_the_same_run() {
+    let (setup, _) = small();
+    let strip = |mut r: SimReport| {
+        r.wall_seconds = 0.0;
+        r.requests_per_wall_second = 0.0;
+        r.scheduler_ns_per_batch = 0.0;
+        r
+    };
+    for policy in ["ppipe", "reactive"] {
+        let a = strip(run(&setup, policy, 0.95, Arrivals::Bursty { cv: 2.0 }, 7, 0.1));
+        let b = strip(run(&setup, policy, 0.95, Arrivals::Bursty { cv: 2.0 }, 7, 0.1));
+        assert_eq!(a, b, "{policy}");
+        let c = strip(run(&setup, policy, 0.95, Arrivals::Bursty { cv: 2.0 }, 8, 0.1));
+        assert_ne!(a.offered, c.offered, "{policy}: another seed, other arrivals");
+    }
+}
+
+#[test]
+fn reservations_beat_per_pool_batching_and_bursts_hurt() {
+    let (setup, _) = small();
+    let ppipe = run(&setup, "ppipe", 0.9, Arrivals::Poisson, 3, 0.0);
+    let reactive = run(&setup, "reactive", 0.9, Arrivals::Poisson, 3, 0.0);
+    let triton = run(&setup, "triton", 0.9, Arrivals::Poisson, 3, 0.0);
+    assert!(ppipe.attainment > reactive.attainment, "{} vs {}", ppipe.attainment, reactive.attainment);
+    assert!(ppipe.attainment > triton.attainment, "{} vs {}", ppipe.attainment, triton.attainment);
+    let bursty = run(&setup, "ppipe", 0.9, Arrivals::Bursty { cv: 4.0 }, 3, 0.0);
+    assert!(bursty.attainment < ppipe.attainment, "{} vs {}", bursty.attainment, ppipe.attainment);
+    // Timing noise makes answers late (the policy waits to the last feasible instant, so
+    // any overrun is late) but loses none (`run` checks that every request is answered).
+    let noisy = run(&setup, "ppipe", 0.9, Arrivals::Poisson, 3, 0.3);
+    assert!(
+        noisy.late > 0 && noisy.attainment < ppipe.attainment,
+        "late {} attainment {}",
+        noisy.late,
+        noisy.attainment
+    );
+}
+
+#[test]
+fn a_trace_is_scaled_to_the_rate() {
+    let (setup, _) = small();
+    // Arrivals every 10 ms with a burst of 50 at 1 s: scaled to the offered rate, and replayed
+    // from the start when it ends before the run does.
+    let mut times: Vec<f64> = (0..2000).map(|i| i as f64 * 0.01).collect();
+    times.extend(std::iter::repeat_n(1.0, 50));
+    times.sort_by(f64::total_cmp);
+    let r = run(&setup, "ppipe", 0.5, Arrivals::Trace(times), 1, 0.0);
+    let expected = 0.5 * setup.layout.planned_rate() * 20.0;
+    assert!((r.offered as f64 - expected).abs() < 0.02 * expected, "offered {} of {expected}", r.offered);
+}
+
+fn write_inputs(d: &Path) -> (String, String, String) {
+    let fleet = d.join("fleet.toml");
+    let workload = d.join("workload.toml");
+    std::fs::write(&fleet, FLEET).unwrap();
+    std::fs::write(&workload, WORKLOAD).unwrap();
+    let plan = d.join("plan.json");
+    let data = data().to_string_lossy().into_owned();
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let out = poolpipe(&[
+        "plan",
+        "--profiles",
+        &data,
+        "--fleet",
+        &s(&fleet),
+        "--workload",
+        &s(&workload),
+        "--out",
+        &s(&plan),
+        "--json",
+    ]);
+    json(&out);
+    (s(&plan), s(&fleet), s(&workload))
+}
+
+#[test]
+fn simulate_prints_json_and_tables_and_sweeps() {
+    let d = tmp("cli");
+    let (plan, fleet, workload) = write_inputs(&d);
+    let data = data().to_string_lossy().into_owned();
+    let base = ["simulate", "--plan", &plan, "--profiles", &data, "--fleet", &fleet, "--workload", &workload];
+    let with = |more: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(more);
+        poolpipe(&a)
+    };
+    let v = json(&with(&["--load-factor", "0.5", "--duration", "5s", "--json"]));
+    assert!(v["attainment"].as_f64().unwrap() >= 0.99, "{v}");
+    assert!(v["throughput"].as_f64().unwrap() > 0.0);
+    assert!(v["utilisation"]["T4"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["policy"], "ppipe");
+    let v = json(&with(&["--sweep", "--duration", "5s", "--max-load-factor", "0.9", "--step", "0.1", "--json"]));
+    let lf = v["max_load_factor"].as_f64().unwrap();
+    assert!((0.8..=0.9).contains(&lf), "{v}");
+    assert!(v["points"].as_array().unwrap().len() <= 2);
+    let out = with(&["--policy", "triton", "--rate", "300", "--duration", "2s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("policy triton") && text.contains("attainment") && text.contains("repvgg-b3"), "{text}");
+    let trace = d.join("trace.txt");
+    std::fs::write(&trace, "# seconds\n0.0\n0.5\n1.0\n").unwrap();
+    let v = json(&with(&["--trace", &trace.to_string_lossy(), "--rate", "100", "--duration", "1s", "--json"]));
+    assert!(v["offered"].as_u64().unwrap() >= 1, "{v}");
+}
+
+#[test]
+fn simulate_rejects_bad_input_with_clear_errors() {
+    let d = tmp("bad");
+    let (plan, fleet, workload) = write_inputs(&d);
+    let data = data().to_string_lossy().into_owned();
+    let fail = |more: &[&str], expect: &str| {
+        let mut a = vec!["simulate", "--profiles", &data, "--fleet", &fleet, "--duration", "1s"];
+        a.extend_from_slice(more);
+        let out = poolpipe(&a);
+        assert!(!out.status.success(), "{more:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{more:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    fail(&["--plan", &plan, "--workload", &workload, "--policy", "fifo"], "unknown batching policy 'fifo'");
+    fail(&["--plan", &plan, "--workload", &workload, "--policy", "p.wasm"], "WebAssembly policies are not supported");
+    let other = d.join("other.toml");
+    std::fs::write(&other, "[[model]]\nname = \"googlenet-v3-pytorch\"\nweight = 1.0\n").unwrap();
+    fail(
+        &["--plan", &plan, "--workload", &other.to_string_lossy()],
+        "model 'googlenet-v3-pytorch' of the workload is not in the plan",
+    );
+    let broken = d.join("broken.json");
+    std::fs::write(&broken, "{\"planner\": 1}").unwrap();
+    fail(&["--plan", &broken.to_string_lossy(), "--workload", &workload], "is not a plan written by");
+    let trace = d.join("trace.txt");
+    std::fs::write(&trace, "0.0\n2.0\n1.0\n").unwrap();
+    fail(&["--plan", &plan, "--workload", &workload, "--trace", &trace.to_string_lossy()], "line 3: 1 is earlier");
+    fail(&["--plan", &plan, "--workload", &workload, "--arrivals", "bursty", "--cv", "0"], "--cv 0 must be a positive");
+    fail(&["--plan", &plan, "--workload", &workload, "--arrivals", "zipf"], "use poisson or bursty");
+    assert!(poolpipe::simulate::parse_duration("0s").unwrap_err().contains("positive duration"));
+    assert_eq!(poolpipe::simulate::parse_duration("250ms"), Ok(0.25));
+    assert_eq!(poolpipe::simulate::parse_duration("2m"), Ok(120.0));
+    let tiny = d.join("tiny.toml");
+    std::fs::write(&tiny, FLEET.replace("count = 24", "count = 2")).unwrap();
+    let mut a = vec!["simulate", "--profiles", &data, "--duration", "1s", "--plan", &plan, "--workload", &workload];
+    let tiny = tiny.to_string_lossy().into_owned();
+    a.extend_from_slice(&["--fleet", &tiny]);
+    let out = poolpipe(&a);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("needs more GPUs than the fleet's 2"), "{err}");
+}

@@ -29,6 +29,7 @@ pub mod dataplane;
 pub mod frames;
 pub mod inspect;
 pub mod oracle;
+pub mod paper;
 pub mod plan;
 pub mod profile;
 pub mod run;

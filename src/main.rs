@@ -328,6 +328,47 @@ impl PlanArgs {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// The paper's simulation experiment: for each cluster x group, PPipe, NP and DART-r plans
+    /// swept with the ppipe policy under Poisson and bursty arrivals (load factor 1.0 = PPipe's
+    /// plan), plus the PPipe plan with reactive batching; gains and low-class utilisation next
+    /// to the paper's, a CSV and an SVG chart.
+    Paper {
+        /// Profile folder.
+        #[arg(long, value_name = "DIR", default_value = "../shared/ppipe-data")]
+        profiles: std::path::PathBuf,
+        /// Fleet files [default: configs/fleets/hc1..hc4.toml].
+        #[arg(long, value_name = "FILE", value_delimiter = ',')]
+        fleets: Vec<std::path::PathBuf>,
+        /// Workload files [default: configs/workloads/group1..6.toml; --quick: group1, group3].
+        #[arg(long, value_name = "FILE", value_delimiter = ',')]
+        workloads: Vec<std::path::PathBuf>,
+        /// A few minutes on 2 cores: groups 1 and 3 only and 5 s per point.
+        #[arg(long)]
+        quick: bool,
+        /// Simulated time per sweep point [default: 30s; --quick: 5s].
+        #[arg(long, value_parser = poolpipe::simulate::parse_duration)]
+        duration: Option<f64>,
+        /// Load-factor step.
+        #[arg(long, default_value_t = 0.05)]
+        step: f64,
+        /// Coefficient of variation of bursty gaps.
+        #[arg(long, default_value_t = 2.0)]
+        cv: f64,
+        /// Workload weights of the bursty runs (the paper's bursty mix).
+        #[arg(long, value_delimiter = ',', default_value = "0.39,0.26,0.35")]
+        bursty_weights: Vec<f64>,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Folder for paper.csv and paper.svg.
+        #[arg(long, value_name = "DIR", default_value = "bench-paper")]
+        out: std::path::PathBuf,
+        #[command(flatten)]
+        opts: PlanArgs,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// The three planners (ppipe, np, dart-r) on every fleet x workload: objective, planning
     /// time and proven gap per case, then the ppipe/np and ppipe/dart-r objective ratios.
     Planner {
@@ -532,6 +573,57 @@ fn run_cli(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", plan::render_bench(&report));
+            }
+            Ok(())
+        }
+        Cmd::Bench {
+            what:
+                BenchCmd::Paper {
+                    profiles,
+                    fleets,
+                    workloads,
+                    quick,
+                    duration,
+                    step,
+                    cv,
+                    bursty_weights,
+                    seed,
+                    out,
+                    opts,
+                    json,
+                },
+        } => {
+            let fleets = if fleets.is_empty() {
+                (1..=4).map(|i| std::path::PathBuf::from(format!("configs/fleets/hc{i}.toml"))).collect()
+            } else {
+                fleets
+            };
+            let groups: Vec<usize> = if quick { vec![1, 3] } else { (1..=6).collect() };
+            let workloads = if workloads.is_empty() {
+                groups.iter().map(|i| std::path::PathBuf::from(format!("configs/workloads/group{i}.toml"))).collect()
+            } else {
+                workloads
+            };
+            if !(cv.is_finite() && cv > 0.0) {
+                anyhow::bail!("--cv {cv} must be a positive coefficient of variation");
+            }
+            let o = poolpipe::paper::PaperOptions {
+                profiles,
+                fleets,
+                workloads,
+                bursty_weights: Some(bursty_weights),
+                cv,
+                duration_s: duration.unwrap_or(if quick { 5.0 } else { 30.0 }),
+                step,
+                seed,
+                plan: opts.options()?,
+                out,
+            };
+            let report = poolpipe::paper::run(&o, !json)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", poolpipe::paper::render(&report));
             }
             Ok(())
         }

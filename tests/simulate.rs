@@ -106,6 +106,24 @@ fn reservations_beat_per_pool_batching_and_bursts_hurt() {
 }
 
 #[test]
+fn every_policy_serves_several_models() {
+    let fleet: Fleet = toml::from_str(FLEET).unwrap();
+    let workload: Workload =
+        toml::from_str(&format!("{WORKLOAD}[[model]]\nname = \"googlenet-v3-pytorch\"\nweight = 0.5\n")).unwrap();
+    let profiles = poolpipe_planner::profiles::load(&data(), &workload.model_names(), &fleet.class_names()).unwrap();
+    let inputs = Inputs::new(fleet.clone(), workload.clone(), profiles.clone()).unwrap();
+    let plan = Planner::new(&inputs, PlanOptions::default()).unwrap().plan(PlannerKind::Ppipe).unwrap();
+    let setup = setup_with(&plan, &profiles, &fleet, &workload).unwrap();
+    for policy in ["ppipe", "reactive", "triton"] {
+        let r = run(&setup, policy, 0.5, Arrivals::Poisson, 1, 0.0);
+        for m in &r.models {
+            assert!(m.offered > 1000 && m.attainment > 0.5, "{policy}: {m:?}");
+        }
+        assert!((r.models[0].offered as f64 / r.models[1].offered as f64 - 2.0).abs() < 0.2, "weights 1 : 0.5");
+    }
+}
+
+#[test]
 fn a_trace_is_scaled_to_the_rate() {
     let (setup, _) = small();
     // Arrivals every 10 ms with a burst of 50 at 1 s: scaled to the offered rate, and replayed

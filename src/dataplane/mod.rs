@@ -212,6 +212,8 @@ pub struct Scheduler {
     queues: Vec<Queue>,
     /// Queue feeding each worker's stage.
     feeds: Vec<usize>,
+    /// Entry queue of each model.
+    entry: Vec<usize>,
     /// Stage queue of (model, pipeline, stage >= 1), per-pool models only.
     stage_queues: HashMap<(usize, usize, usize), usize>,
     batching: Vec<Box<dyn BatchingPolicy>>,
@@ -253,6 +255,7 @@ impl Scheduler {
             },
             queues: vec![],
             feeds: vec![0; layout.workers.len()],
+            entry: vec![],
             stage_queues: HashMap::new(),
             batching,
             routing,
@@ -284,6 +287,7 @@ impl Scheduler {
             let lanes = (0..model.pipelines.len()).map(|p| (p, 0)).collect();
             let q = self.queues.len();
             self.queues.push(Queue { model: m, lanes, entries: VecDeque::new(), timer: None });
+            self.entry.push(q);
             for pl in &model.pipelines {
                 for &w in &pl.stages[0].workers {
                     self.feeds[w] = q;
@@ -359,10 +363,11 @@ impl Scheduler {
             .ok_or(DataplaneError::UnknownModel { model, models: self.layout.models.len() })?
             .slo_us;
         let entry = Entry { id, arrival: now, deadline: now + slo, enqueued: now, looked: false, origin: usize::MAX };
-        let q = &mut self.queues[model].entries;
-        let at = q.partition_point(|e| e.deadline <= entry.deadline);
-        q.insert(at, entry);
-        self.run_queue(model, now);
+        let q = self.entry[model];
+        let entries = &mut self.queues[q].entries;
+        let at = entries.partition_point(|e| e.deadline <= entry.deadline);
+        entries.insert(at, entry);
+        self.run_queue(q, now);
         Ok(())
     }
 

@@ -464,7 +464,7 @@ pub fn simulate(scheduler: Scheduler, cfg: &SimConfig) -> Result<SimReport, SimE
         .enumerate()
         .map(|(c, class)| {
             let busy: f64 = layout.workers.iter().zip(&sim.busy).filter(|(w, _)| w.class == c).map(|(_, b)| b).sum();
-            (class.name.clone(), if class.gpus == 0 { 0.0 } else { busy / (class.gpus as f64 * horizon) })
+            (class.name.clone(), if class.gpus == 0 { 0.0 } else { (busy / (class.gpus as f64 * horizon)).max(0.0) })
         })
         .collect();
     let stats = sim.sched.stats().clone();

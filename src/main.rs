@@ -663,7 +663,7 @@ fn simulate_cmd(
         }
         None => setup.layout.planned_rate(),
     };
-    if !(reference_rate > 0.0) {
+    if reference_rate.is_nan() || reference_rate <= 0.0 {
         anyhow::bail!("the plan predicts no throughput: load factors mean nothing; give --rate");
     }
     let base = poolpipe::sim::SimConfig {

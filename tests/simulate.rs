@@ -232,3 +232,45 @@ fn simulate_rejects_bad_input_with_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("needs more GPUs than the fleet's 2"), "{err}");
 }
+
+#[test]
+fn bench_paper_writes_its_tables_csv_and_chart() {
+    let d = tmp("paper");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    let (data, fleet, workload, out) = (
+        s(data()),
+        s(root.join("configs/fleets/hc2.toml")),
+        s(root.join("configs/workloads/group3.toml")),
+        s(d.join("out")),
+    );
+    let args = [
+        "bench",
+        "paper",
+        "--profiles",
+        &data,
+        "--fleets",
+        &fleet,
+        "--workloads",
+        &workload,
+        "--duration",
+        "1s",
+        "--step",
+        "0.25",
+        "--out",
+        &out,
+        "--json",
+    ];
+    let v = json(&poolpipe(&args));
+    // 3 planners x 2 arrival processes + the reactive ablation.
+    assert_eq!(v["cases"].as_array().unwrap().len(), 7, "{v}");
+    let c = &v["clusters"][0];
+    assert_eq!(c["cluster"], "hc2");
+    let lf = |i: usize| c["poisson"][i].as_f64().unwrap();
+    assert!(lf(2) >= lf(0) && lf(2) > 0.5, "ppipe's plan carries more than np's: {c}");
+    assert!(v["scheduler_ns_per_batch"].as_f64().unwrap() > 0.0);
+    let csv = std::fs::read_to_string(d.join("out/paper.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 8, "{csv}");
+    let svg = std::fs::read_to_string(d.join("out/paper.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("PPipe"), "{}", &svg[..200.min(svg.len())]);
+}

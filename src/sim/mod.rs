@@ -328,7 +328,7 @@ pub fn simulate(scheduler: Scheduler, cfg: &SimConfig) -> Result<SimReport, SimE
     {
         return Err(SimError::Config(format!("{} weights for {models} models, or a negative weight", weights.len())));
     }
-    if !(cfg.rate.is_finite() && cfg.rate > 0.0) || !(cfg.duration_s.is_finite() && cfg.duration_s > 0.0) {
+    if !(cfg.rate.is_finite() && cfg.rate > 0.0 && cfg.duration_s.is_finite() && cfg.duration_s > 0.0) {
         return Err(SimError::Config(format!(
             "rate {} /s and duration {} s must be positive",
             cfg.rate, cfg.duration_s
@@ -393,11 +393,11 @@ pub fn simulate(scheduler: Scheduler, cfg: &SimConfig) -> Result<SimReport, SimE
                 let mean_gap_us = if rate > 0.0 { 1e6 / rate } else { f64::INFINITY };
                 sources.push(Source { rng: Rng::new(cfg.seed, m as u64), mean_gap_us });
             }
-            for m in 0..models {
-                if let Some(t) = next_gap(&mut sources[m], &cfg.arrivals) {
-                    if t < horizon {
-                        sim.push(t, Kind::Arrival { model: m });
-                    }
+            for (m, source) in sources.iter_mut().enumerate() {
+                if let Some(t) = next_gap(source, &cfg.arrivals)
+                    && t < horizon
+                {
+                    sim.push(t, Kind::Arrival { model: m });
                 }
             }
         }

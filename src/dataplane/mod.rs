@@ -225,6 +225,9 @@ pub struct Scheduler {
     stats: SchedulerStats,
     candidates: Vec<Candidate>,
     sources: Vec<(usize, usize)>,
+    memo: Vec<Memo>,
+    by_server: Vec<(u64, f64, f64)>,
+    generation: u64,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -266,6 +269,9 @@ impl Scheduler {
             stats: SchedulerStats::default(),
             candidates: vec![],
             sources: vec![],
+            memo: vec![],
+            by_server: vec![(0, 0.0, 0.0); layout.servers.len()],
+            generation: 0,
             layout,
         };
         s.build_queues();
@@ -422,6 +428,7 @@ impl Scheduler {
         let model = self.queues[q].model;
         loop {
             self.stats.decisions += 1;
+            self.memo.clear();
             let action = {
                 let mut host = Host {
                     now,
@@ -433,6 +440,9 @@ impl Scheduler {
                     candidates: &mut self.candidates,
                     sources: &mut self.sources,
                     probes: &mut self.stats.probes,
+                    memo: &mut self.memo,
+                    by_server: &mut self.by_server,
+                    generation: &mut self.generation,
                 };
                 self.batching[model].decide(&mut host)
             };
@@ -502,8 +512,15 @@ impl Scheduler {
                 candidates: &mut self.candidates,
                 sources: &mut self.sources,
                 probes: &mut self.stats.probes,
+                memo: &mut self.memo,
+                by_server: &mut self.by_server,
+                generation: &mut self.generation,
             };
-            host.route(lane, batch, Some(&mut hops));
+            let stages = host.pipeline(lane).map_or(0, |p| p.stages.len());
+            let known = host.memo.iter().find(|m| m.lane == lane && m.batch == batch).map(|m| m.picks);
+            // Reuse the workers the policy's probe picked (timelines have not changed since).
+            let forced = known.filter(|p| stages - first <= MEMO_STAGES && p[0] != u32::MAX);
+            host.route(lane, batch, Some(&mut hops), forced.as_ref());
         }
         for hop in &hops {
             let w = &mut self.timelines.worker[hop.worker];
@@ -556,13 +573,42 @@ struct Host<'a> {
     candidates: &'a mut Vec<Candidate>,
     sources: &'a mut Vec<(usize, usize)>,
     probes: &'a mut u64,
+    memo: &'a mut Vec<Memo>,
+    /// Per server: (stamp, transfer start, transfer end) of the stage being probed.
+    by_server: &'a mut Vec<(u64, f64, f64)>,
+    generation: &'a mut u64,
+}
+
+/// Stages a memo remembers the picked workers of.
+const MEMO_STAGES: usize = 4;
+/// Picked worker (index in its stage's pool) per stage of a route; `u32::MAX` beyond.
+type Picks = [u32; MEMO_STAGES];
+
+/// A probe made during the current decision (timelines do not change within one), so repeated
+/// probes and the dispatch that follows reuse it.
+#[derive(Clone, Copy, Debug)]
+struct Memo {
+    lane: usize,
+    batch: usize,
+    finish: f64,
+    pure: f64,
+    picks: Picks,
 }
 
 impl Host<'_> {
     /// Probes `lane` at `batch`: the finish time and the pure latency. With `hops`, records
     /// the route.
-    fn route(&mut self, lane: usize, batch: usize, mut hops: Option<&mut Vec<Hop>>) -> (f64, f64) {
-        *self.probes += 1;
+    fn route(
+        &mut self,
+        lane: usize,
+        batch: usize,
+        mut hops: Option<&mut Vec<Hop>>,
+        forced: Option<&Picks>,
+    ) -> (f64, f64, Picks) {
+        let mut picks: Picks = [u32::MAX; MEMO_STAGES];
+        if forced.is_none() {
+            *self.probes += 1;
+        }
         let (p, from) = self.queue.lanes[lane];
         let pipeline = &self.layout.models[self.queue.model].pipelines[p];
         let to = if self.routing == Routing::Reserved { pipeline.stages.len() } else { from + 1 };
@@ -586,7 +632,7 @@ impl Host<'_> {
             let st = &pipeline.stages[d];
             let lat = st.latency(batch);
             if !lat.is_finite() {
-                return (f64::INFINITY, f64::INFINITY);
+                return (f64::INFINITY, f64::INFINITY, picks);
             }
             if d > from {
                 self.sources.clear();
@@ -598,18 +644,33 @@ impl Host<'_> {
             }
             pure += lat;
             self.candidates.clear();
-            for (i, &w) in st.workers.iter().enumerate() {
+            let range = match forced {
+                Some(f) => f[d - from] as usize..f[d - from] as usize + 1,
+                None => 0..st.workers.len(),
+            };
+            *self.generation += 1;
+            let stamp = *self.generation;
+            for i in range {
+                let w = st.workers[i];
                 let server = self.layout.workers[w].server;
-                let (mut first_start, mut arrived) = (f64::INFINITY, ready);
-                for &(src, n) in self.sources.iter() {
-                    if src == server {
-                        continue;
+                // The transfer depends on the receiving server only: once per server.
+                let (first_start, arrived) = match self.by_server[server] {
+                    (g, a, b) if g == stamp => (a, b),
+                    _ => {
+                        let (mut first_start, mut arrived) = (f64::INFINITY, ready);
+                        for &(src, n) in self.sources.iter() {
+                            if src == server {
+                                continue;
+                            }
+                            let dur = per_request * n as f64;
+                            let start = earliest_joint(&tl.up[src], &tl.down[server], arrived, dur);
+                            first_start = first_start.min(start);
+                            arrived = start + dur;
+                        }
+                        self.by_server[server] = (stamp, first_start, arrived);
+                        (first_start, arrived)
                     }
-                    let dur = per_request * n as f64;
-                    let start = earliest_joint(&tl.up[src], &tl.down[server], arrived, dur);
-                    first_start = first_start.min(start);
-                    arrived = start + dur;
-                }
+                };
                 let start = tl.worker[w].earliest(arrived, lat);
                 self.candidates.push(Candidate {
                     worker: i as u32,
@@ -620,13 +681,16 @@ impl Host<'_> {
                     same_server: server == prev_server,
                 });
             }
-            let mut pick = self.reservation.choose(self.candidates);
+            let mut pick = if forced.is_some() { 0 } else { self.reservation.choose(self.candidates) };
             if pick >= self.candidates.len() {
                 tracing::error!(policy = self.reservation.name(), pick, "reservation policy chose no candidate");
                 pick = EarliestFinish.choose(self.candidates);
             }
             let c = self.candidates[pick];
-            let w = st.workers[pick];
+            if let Some(slot) = picks.get_mut(d - from) {
+                *slot = c.worker;
+            }
+            let w = st.workers[c.worker as usize];
             let server = self.layout.workers[w].server;
             if let Some(hops) = hops.as_deref_mut() {
                 let mut transfers = vec![];
@@ -650,7 +714,7 @@ impl Host<'_> {
             ready = c.finish;
             prev_server = server;
         }
-        (ready, pure)
+        (ready, pure, picks)
     }
 }
 
@@ -711,7 +775,11 @@ impl QueueHost for Host<'_> {
         if lane >= self.queue.lanes.len() || batch == 0 {
             return Probe { finish: f64::INFINITY, wait: f64::INFINITY };
         }
-        let (finish, pure) = self.route(lane, batch, None);
+        if let Some(m) = self.memo.iter().find(|m| m.lane == lane && m.batch == batch) {
+            return Probe { finish: m.finish, wait: m.finish - self.now - m.pure };
+        }
+        let (finish, pure, picks) = self.route(lane, batch, None, None);
+        self.memo.push(Memo { lane, batch, finish, pure, picks });
         Probe { finish, wait: finish - self.now - pure }
     }
 }

@@ -69,6 +69,8 @@ pub struct Stage {
     pub input_us_per_request: f64,
     /// Worker indices (global), in plan order: the stage's pool of vGPUs.
     pub workers: Vec<usize>,
+    /// Server of each of `workers`.
+    pub servers: Vec<usize>,
 }
 
 impl Stage {
@@ -219,6 +221,7 @@ impl Layout {
                         latency_us,
                         input_us_per_request,
                         workers: vec![],
+                        servers: vec![],
                     });
                 }
                 pipelines.push(PipelineLayout {
@@ -281,6 +284,7 @@ impl Layout {
                         held[slot].1 -= need;
                         let gpu = held[slot].0;
                         pipelines[pi].stages[d].workers.push(workers.len());
+                        pipelines[pi].stages[d].servers.push(gpus[gpu].server);
                         workers.push(Worker {
                             gpu,
                             server: gpus[gpu].server,

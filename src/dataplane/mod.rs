@@ -33,6 +33,7 @@ pub mod timeline;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use poolpipe_policies::{
     Action, BatchingPolicy, Candidate, Probe, QueueHost, ReservationPolicy, Routing, native::EarliestFinish,
@@ -219,7 +220,7 @@ pub struct Scheduler {
     batching: Vec<Box<dyn BatchingPolicy>>,
     routing: Vec<Routing>,
     reservation: Box<dyn ReservationPolicy>,
-    in_flight: HashMap<BatchId, InFlight>,
+    in_flight: HashMap<BatchId, InFlight, BuildHasherDefault<BatchHasher>>,
     next_batch: BatchId,
     out: Vec<Output>,
     stats: SchedulerStats,
@@ -263,7 +264,7 @@ impl Scheduler {
             batching,
             routing,
             reservation,
-            in_flight: HashMap::new(),
+            in_flight: HashMap::default(),
             next_batch: 0,
             out: vec![],
             stats: SchedulerStats::default(),
@@ -547,7 +548,9 @@ impl Scheduler {
             InFlight {
                 model,
                 pipeline,
-                entries: entries.clone(),
+                // Per-pool routing re-queues the requests at the next stage; reserved routing
+                // needs only the hops.
+                entries: if completes { vec![] } else { entries.clone() },
                 hops: hops.iter().map(|h| (h.stage, h.worker, h.start, h.finish)).collect(),
             },
         );
@@ -559,6 +562,24 @@ impl Scheduler {
             hops,
             completes,
         }));
+    }
+}
+
+/// Batch ids are sequential: a multiplicative hash spreads them at no cost.
+#[derive(Default)]
+struct BatchHasher(u64);
+
+impl Hasher for BatchHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 
@@ -651,8 +672,7 @@ impl Host<'_> {
             *self.generation += 1;
             let stamp = *self.generation;
             for i in range {
-                let w = st.workers[i];
-                let server = self.layout.workers[w].server;
+                let (w, server) = (st.workers[i], st.servers[i]);
                 // The transfer depends on the receiving server only: once per server.
                 let (first_start, arrived) = match self.by_server[server] {
                     (g, a, b) if g == stamp => (a, b),
@@ -690,8 +710,7 @@ impl Host<'_> {
             if let Some(slot) = picks.get_mut(d - from) {
                 *slot = c.worker;
             }
-            let w = st.workers[c.worker as usize];
-            let server = self.layout.workers[w].server;
+            let (w, server) = (st.workers[c.worker as usize], st.servers[c.worker as usize]);
             if let Some(hops) = hops.as_deref_mut() {
                 let mut transfers = vec![];
                 let mut arrived = ready;

@@ -25,13 +25,14 @@ fn layout(first: usize, second: usize) -> Layout {
         workers.push(Worker { gpu: gpus.len(), server, class: 1, share: 1, model: 0, pipeline: 0, stage: 1 });
         gpus.push(Gpu { class: 1, server });
     }
-    let stage = |class, latency_us: Vec<f64>, input, workers| Stage {
+    let stage = |class, latency_us: Vec<f64>, input, workers: Vec<usize>| Stage {
         first_block: class * 5,
         end_block: class * 5 + 5,
         class,
         share: 1,
         latency_us,
         input_us_per_request: input,
+        servers: workers.iter().map(|&w| if class == 0 { 0 } else { w - first + 1 }).collect(),
         workers,
     };
     Layout {

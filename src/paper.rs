@@ -311,13 +311,13 @@ fn chart(path: &Path, clusters: &[ClusterSummary]) -> Result<()> {
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(48)
-            .build_cartesian_2d(0f64..n as f64, 0f64..1.05f64)?;
+            .build_cartesian_2d(-0.5f64..n as f64 - 0.5, 0f64..1.05f64)?;
         ch.configure_mesh()
             .disable_x_mesh()
             .x_labels(n)
             .x_label_formatter(&|x| {
-                let i = (x - 0.5).round();
-                if (x - 0.5 - i).abs() < 1e-6 && i >= 0.0 {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
                     clusters.get(i as usize).map(|c| c.cluster.to_uppercase()).unwrap_or_default()
                 } else {
                     String::new()
@@ -329,7 +329,7 @@ fn chart(path: &Path, clusters: &[ClusterSummary]) -> Result<()> {
         for (k, name) in ["NP", "DART-r", "PPipe"].iter().enumerate() {
             let colour = colours[k];
             ch.draw_series(clusters.iter().enumerate().map(|(i, c)| {
-                let x0 = i as f64 + 0.15 + 0.23 * k as f64;
+                let x0 = i as f64 - 0.35 + 0.23 * k as f64;
                 Rectangle::new([(x0, 0.0), (x0 + 0.21, c.poisson[k])], colour.filled())
             }))?
             .label(*name)

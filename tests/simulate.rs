@@ -272,5 +272,5 @@ fn bench_paper_writes_its_tables_csv_and_chart() {
     let csv = std::fs::read_to_string(d.join("out/paper.csv")).unwrap();
     assert_eq!(csv.lines().count(), 8, "{csv}");
     let svg = std::fs::read_to_string(d.join("out/paper.svg")).unwrap();
-    assert!(svg.starts_with("<svg") && svg.contains("PPipe"), "{}", &svg[..200.min(svg.len())]);
+    assert!(svg.starts_with("<svg") && svg.contains("PPipe") && svg.contains("HC2"), "{}", &svg[..200.min(svg.len())]);
 }

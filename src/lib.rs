@@ -13,15 +13,19 @@
 //!   published PPipe format (`poolpipe profile`); [`classes`]: device class labels;
 //! - [`plan`]: `poolpipe plan` and `poolpipe bench planner`, the front end of
 //!   `poolpipe-planner` (tables, plan JSON, the 24 published cases);
-//! - [`frames`]: images and tensor files as model inputs (resize, crop, normalisation presets).
+//! - [`frames`]: images and tensor files as model inputs (resize, crop, normalisation presets);
+//! - [`dataplane`]: the data-plane scheduler, a sans-IO state machine (queues, timelines of
+//!   workers and NIC links, probe and reserve, the policy points);
+//! - [`sim`]: the discrete-event simulator that drives the scheduler on a virtual clock;
+//!   [`simulate`]: `poolpipe simulate` (runs and load-factor sweeps); [`paper`]: `poolpipe
+//!   bench paper`, the paper's experiment.
 //!
-//! The cluster roles (controller, worker, frontend), the data-plane scheduler and the
-//! simulator arrive here with their issues; the engine, planner, policies and transport live
-//! in their own crates (see ARCHITECTURE.md).
+//! The cluster roles (controller, worker, frontend) arrive here with their issues; the engine,
+//! planner, policies and transport live in their own crates (see ARCHITECTURE.md).
 //!
 //! ## What it must never do
-//! No GPU code here: kernels and their execution belong to `poolpipe-engine`. The scheduler,
-//! when it comes, never reads the wall clock directly.
+//! No GPU code here: kernels and their execution belong to `poolpipe-engine`. The scheduler
+//! never reads the wall clock, sleeps or does I/O: time comes with each event it is fed.
 
 pub mod bench;
 pub mod classes;

@@ -274,6 +274,38 @@ struct SimArgs {
     json: bool,
 }
 
+/// The cases of `bench planner` and `bench paper`: profiles, fleets and workloads.
+#[derive(Args, Clone)]
+struct CaseArgs {
+    /// Profile folder (the published profiles by default).
+    #[arg(long, value_name = "DIR", default_value = "../shared/ppipe-data")]
+    profiles: std::path::PathBuf,
+    /// Fleet files [default: configs/fleets/hc1..hc4.toml].
+    #[arg(long, value_name = "FILE", value_delimiter = ',')]
+    fleets: Vec<std::path::PathBuf>,
+    /// Workload files [default: configs/workloads/group1..6.toml; bench paper --quick: groups
+    /// 1 and 3].
+    #[arg(long, value_name = "FILE", value_delimiter = ',')]
+    workloads: Vec<std::path::PathBuf>,
+}
+
+impl CaseArgs {
+    /// The fleets and workloads given, or the paper's clusters and these groups.
+    fn resolve(&self, groups: &[usize]) -> (Vec<std::path::PathBuf>, Vec<std::path::PathBuf>) {
+        let fleets = if self.fleets.is_empty() {
+            (1..=4).map(|i| std::path::PathBuf::from(format!("configs/fleets/hc{i}.toml"))).collect()
+        } else {
+            self.fleets.clone()
+        };
+        let workloads = if self.workloads.is_empty() {
+            groups.iter().map(|i| std::path::PathBuf::from(format!("configs/workloads/group{i}.toml"))).collect()
+        } else {
+            self.workloads.clone()
+        };
+        (fleets, workloads)
+    }
+}
+
 /// Planner options shared by `plan` and `bench planner`.
 #[derive(Args, Clone)]
 struct PlanArgs {
@@ -333,15 +365,8 @@ enum BenchCmd {
     /// plan), plus the PPipe plan with reactive batching; gains and low-class utilisation next
     /// to the paper's, a CSV and an SVG chart.
     Paper {
-        /// Profile folder.
-        #[arg(long, value_name = "DIR", default_value = "../shared/ppipe-data")]
-        profiles: std::path::PathBuf,
-        /// Fleet files [default: configs/fleets/hc1..hc4.toml].
-        #[arg(long, value_name = "FILE", value_delimiter = ',')]
-        fleets: Vec<std::path::PathBuf>,
-        /// Workload files [default: configs/workloads/group1..6.toml; --quick: group1, group3].
-        #[arg(long, value_name = "FILE", value_delimiter = ',')]
-        workloads: Vec<std::path::PathBuf>,
+        #[command(flatten)]
+        cases: CaseArgs,
         /// A few minutes on 2 cores: groups 1 and 3 only and 5 s per point.
         #[arg(long)]
         quick: bool,
@@ -372,15 +397,8 @@ enum BenchCmd {
     /// The three planners (ppipe, np, dart-r) on every fleet x workload: objective, planning
     /// time and proven gap per case, then the ppipe/np and ppipe/dart-r objective ratios.
     Planner {
-        /// Profile folder (the published profiles by default).
-        #[arg(long, value_name = "DIR", default_value = "../shared/ppipe-data")]
-        profiles: std::path::PathBuf,
-        /// Fleet files [default: configs/fleets/hc1..hc4.toml].
-        #[arg(long, value_name = "FILE", value_delimiter = ',')]
-        fleets: Vec<std::path::PathBuf>,
-        /// Workload files [default: configs/workloads/group1..6.toml].
-        #[arg(long, value_name = "FILE", value_delimiter = ',')]
-        workloads: Vec<std::path::PathBuf>,
+        #[command(flatten)]
+        cases: CaseArgs,
         #[command(flatten)]
         opts: PlanArgs,
         /// Print one JSON object instead of tables.
@@ -557,18 +575,9 @@ fn run_cli(cli: Cli) -> Result<()> {
         Cmd::Simulate { plan, profiles, fleet, workload, sim } => {
             simulate_cmd(&plan, &profiles, &fleet, &workload, &sim)
         }
-        Cmd::Bench { what: BenchCmd::Planner { profiles, fleets, workloads, opts, json } } => {
-            let fleets = if fleets.is_empty() {
-                (1..=4).map(|i| std::path::PathBuf::from(format!("configs/fleets/hc{i}.toml"))).collect()
-            } else {
-                fleets
-            };
-            let workloads = if workloads.is_empty() {
-                (1..=6).map(|i| std::path::PathBuf::from(format!("configs/workloads/group{i}.toml"))).collect()
-            } else {
-                workloads
-            };
-            let report = plan::bench(&profiles, &fleets, &workloads, &opts.options()?, !json)?;
+        Cmd::Bench { what: BenchCmd::Planner { cases, opts, json } } => {
+            let (fleets, workloads) = cases.resolve(&[1, 2, 3, 4, 5, 6]);
+            let report = plan::bench(&cases.profiles, &fleets, &workloads, &opts.options()?, !json)?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -577,38 +586,15 @@ fn run_cli(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Bench {
-            what:
-                BenchCmd::Paper {
-                    profiles,
-                    fleets,
-                    workloads,
-                    quick,
-                    duration,
-                    step,
-                    cv,
-                    bursty_weights,
-                    seed,
-                    out,
-                    opts,
-                    json,
-                },
+            what: BenchCmd::Paper { cases, quick, duration, step, cv, bursty_weights, seed, out, opts, json },
         } => {
-            let fleets = if fleets.is_empty() {
-                (1..=4).map(|i| std::path::PathBuf::from(format!("configs/fleets/hc{i}.toml"))).collect()
-            } else {
-                fleets
-            };
             let groups: Vec<usize> = if quick { vec![1, 3] } else { (1..=6).collect() };
-            let workloads = if workloads.is_empty() {
-                groups.iter().map(|i| std::path::PathBuf::from(format!("configs/workloads/group{i}.toml"))).collect()
-            } else {
-                workloads
-            };
+            let (fleets, workloads) = cases.resolve(&groups);
             if !(cv.is_finite() && cv > 0.0) {
                 anyhow::bail!("--cv {cv} must be a positive coefficient of variation");
             }
             let o = poolpipe::paper::PaperOptions {
-                profiles,
+                profiles: cases.profiles,
                 fleets,
                 workloads,
                 bursty_weights: Some(bursty_weights),

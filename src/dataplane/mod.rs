@@ -206,6 +206,27 @@ struct InFlight {
     hops: Vec<(usize, usize, f64, f64)>,
 }
 
+/// The policy's view of queue `q` of `model` at `now`, borrowing the scheduler's fields one by
+/// one (so `self.batching` stays free for the policy's call).
+macro_rules! host {
+    ($s:ident, $q:expr, $model:expr, $now:expr) => {
+        Host {
+            now: $now,
+            layout: &$s.layout,
+            timelines: &$s.timelines,
+            queue: &mut $s.queues[$q],
+            routing: $s.routing[$model],
+            reservation: &mut *$s.reservation,
+            candidates: &mut $s.candidates,
+            sources: &mut $s.sources,
+            probes: &mut $s.stats.probes,
+            memo: &mut $s.memo,
+            by_server: &mut $s.by_server,
+            generation: &mut $s.generation,
+        }
+    };
+}
+
 /// The scheduler. See the module docs.
 pub struct Scheduler {
     layout: Layout,
@@ -431,20 +452,7 @@ impl Scheduler {
             self.stats.decisions += 1;
             self.memo.clear();
             let action = {
-                let mut host = Host {
-                    now,
-                    layout: &self.layout,
-                    timelines: &self.timelines,
-                    queue: &mut self.queues[q],
-                    routing: self.routing[model],
-                    reservation: &mut *self.reservation,
-                    candidates: &mut self.candidates,
-                    sources: &mut self.sources,
-                    probes: &mut self.stats.probes,
-                    memo: &mut self.memo,
-                    by_server: &mut self.by_server,
-                    generation: &mut self.generation,
-                };
+                let mut host = host!(self, q, model, now);
                 self.batching[model].decide(&mut host)
             };
             let queued = self.queues[q].entries.len();
@@ -503,20 +511,7 @@ impl Scheduler {
         let model = self.queues[q].model;
         let mut hops = vec![];
         {
-            let mut host = Host {
-                now,
-                layout: &self.layout,
-                timelines: &self.timelines,
-                queue: &mut self.queues[q],
-                routing: self.routing[model],
-                reservation: &mut *self.reservation,
-                candidates: &mut self.candidates,
-                sources: &mut self.sources,
-                probes: &mut self.stats.probes,
-                memo: &mut self.memo,
-                by_server: &mut self.by_server,
-                generation: &mut self.generation,
-            };
+            let mut host = host!(self, q, model, now);
             let stages = host.pipeline(lane).map_or(0, |p| p.stages.len());
             let known = host.memo.iter().find(|m| m.lane == lane && m.batch == batch).map(|m| m.picks);
             // Reuse the workers the policy's probe picked (timelines have not changed since).

@@ -219,10 +219,32 @@ enum Cmd {
 /// Simulation options of `simulate`.
 #[derive(Args, Clone)]
 struct SimArgs {
-    /// Batching policy: ppipe (reservations), reactive (per-pool, Nexus-style) or triton
-    /// (per-pool dynamic batching).
+    /// Batching policy: ppipe (reservations), reactive (per-pool, Nexus-style), triton
+    /// (per-pool dynamic batching), a WebAssembly module (FILE.wasm or FILE.wat, ABI in
+    /// policies/ABI.md) or a built-in guest (wasm:ppipe, wasm:reactive, wasm:triton).
     #[arg(long, default_value = "ppipe")]
     policy: String,
+    /// Reservation policy: earliest-finish, a module, or wasm:earliest_finish / wasm:same_server.
+    #[arg(long, default_value = "earliest-finish")]
+    reservation: String,
+    /// Configuration handed to WebAssembly policies' init, e.g. "max_queue_delay_us=2000".
+    #[arg(long, default_value = "")]
+    policy_config: String,
+    /// Deadline of one WebAssembly policy call, ms.
+    #[arg(long, default_value_t = 1.0)]
+    policy_deadline_ms: f64,
+    /// Memory cap of a WebAssembly policy, MiB.
+    #[arg(long, default_value_t = 16)]
+    policy_memory_mib: usize,
+    /// Fuel per WebAssembly policy call (deterministic limit) [default: none].
+    #[arg(long)]
+    policy_fuel: Option<u64>,
+    /// Swap in this batching policy (same forms as --policy) at --swap-at, without stopping.
+    #[arg(long, requires = "swap_at", conflicts_with = "sweep")]
+    swap_to: Option<String>,
+    /// When to swap, e.g. 10s.
+    #[arg(long, value_parser = poolpipe::simulate::parse_duration, requires = "swap_to")]
+    swap_at: Option<f64>,
     /// Offered load in requests/s over all models.
     #[arg(long, conflicts_with = "load_factor")]
     rate: Option<f64>,
@@ -660,12 +682,26 @@ fn simulate_cmd(
         seed: a.seed,
         jitter: a.jitter,
     };
-    s::scheduler(&setup.layout, &a.policy, max_delay)?;
+    if !(a.policy_deadline_ms.is_finite() && a.policy_deadline_ms > 0.0) {
+        anyhow::bail!("--policy-deadline-ms {} must be positive", a.policy_deadline_ms);
+    }
+    let spec = |batching: &str| s::PolicySpec {
+        batching: batching.to_string(),
+        reservation: a.reservation.clone(),
+        config: a.policy_config.clone().into_bytes(),
+        max_queue_delay_us: max_delay,
+        limits: poolpipe_policies::wasm::Limits {
+            deadline: std::time::Duration::from_secs_f64(a.policy_deadline_ms / 1e3),
+            memory_bytes: a.policy_memory_mib << 20,
+            fuel: a.policy_fuel,
+        },
+    };
+    let policies = s::Policies::load(&spec(&a.policy))?;
     if a.sweep {
         let steps = (a.max_load_factor / a.step).floor().max(1.0) as u64;
         let pb = if a.json { indicatif::ProgressBar::hidden() } else { poolpipe::progress(steps, "sweeping") };
         let o = s::SweepOptions { reference_rate, step: a.step, max: a.max_load_factor, target: a.target };
-        let w = s::sweep(&setup.layout, &a.policy, max_delay, &base, &o, &pb)?;
+        let w = s::sweep(&setup.layout, &policies, &base, &o, &pb)?;
         pb.finish_and_clear();
         if a.json {
             println!("{}", s::json(None, Some(&w)));
@@ -682,7 +718,13 @@ fn simulate_cmd(
         anyhow::bail!("the offered load must be a positive rate (got {rate} req/s)");
     }
     let cfg = poolpipe::sim::SimConfig { rate, ..base };
-    let r = poolpipe::sim::simulate(s::scheduler(&setup.layout, &a.policy, max_delay)?, &cfg)?;
+    let swap = match (&a.swap_to, a.swap_at) {
+        (Some(to), Some(at_s)) => {
+            Some(poolpipe::sim::Swap { at_s, batching: s::Policies::load(&spec(to))?.batching(&setup.layout)? })
+        }
+        _ => None,
+    };
+    let r = poolpipe::sim::simulate_with(policies.scheduler(&setup.layout)?, &cfg, swap)?;
     if a.json {
         println!("{}", s::json(Some(&r), None));
     } else {

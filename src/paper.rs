@@ -13,7 +13,7 @@ use poolpipe_planner::{Inputs, Plan, PlanOptions, Planner, Workload};
 use serde::Serialize;
 
 use crate::sim::{Arrivals, SimConfig};
-use crate::simulate::{SweepOptions, setup_with, sweep};
+use crate::simulate::{Policies, SweepOptions, setup_with, sweep};
 
 /// The paper's figures (PPIPE.md, evaluation protocol).
 pub mod reference {
@@ -186,7 +186,8 @@ pub fn run(o: &PaperOptions, progress: bool) -> Result<PaperReport> {
                         jitter: 0.0,
                     };
                     let so = SweepOptions { reference_rate: reference, step: o.step, max: 1.0, target: 0.99 };
-                    let s = sweep(&setup.layout, policy, None, &base, &so, &indicatif::ProgressBar::hidden())?;
+                    let policies = Policies::native(policy)?;
+                    let s = sweep(&setup.layout, &policies, &base, &so, &indicatif::ProgressBar::hidden())?;
                     pb.inc(steps);
                     let low = low_class(&inputs);
                     let r = &s.at_max;

@@ -6,8 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{json, poolpipe};
-use poolpipe::sim::{Arrivals, SimConfig, SimReport, simulate};
-use poolpipe::simulate::{Setup, scheduler, setup_with};
+use poolpipe::sim::{Arrivals, SimConfig, SimReport, Swap, simulate, simulate_with};
+use poolpipe::simulate::{Policies, PolicySpec, Setup, scheduler, setup_with};
 use poolpipe_planner::{Fleet, Inputs, PlanOptions, Planner, PlannerKind, Workload};
 
 fn data() -> PathBuf {
@@ -45,7 +45,7 @@ fn run(setup: &Setup, policy: &str, load_factor: f64, arrivals: Arrivals, seed: 
         seed,
         jitter,
     };
-    let r = simulate(scheduler(&setup.layout, policy, None).unwrap(), &cfg).unwrap();
+    let r = simulate(scheduler(&setup.layout, policy).unwrap(), &cfg).unwrap();
     assert_eq!(r.unfinished, 0, "{policy}: every request is answered or dropped");
     assert_eq!(r.served + r.dropped, r.offered);
     r
@@ -205,7 +205,7 @@ fn simulate_rejects_bad_input_with_clear_errors() {
         assert!(!err.contains("panicked"), "{err}");
     };
     fail(&["--plan", &plan, "--workload", &workload, "--policy", "fifo"], "unknown batching policy 'fifo'");
-    fail(&["--plan", &plan, "--workload", &workload, "--policy", "p.wasm"], "WebAssembly policies are not supported");
+    fail(&["--plan", &plan, "--workload", &workload, "--policy", "p.wasm"], "policy p.wasm: No such file");
     let other = d.join("other.toml");
     std::fs::write(&other, "[[model]]\nname = \"googlenet-v3-pytorch\"\nweight = 1.0\n").unwrap();
     fail(
@@ -273,4 +273,176 @@ fn bench_paper_writes_its_tables_csv_and_chart() {
     assert_eq!(csv.lines().count(), 8, "{csv}");
     let svg = std::fs::read_to_string(d.join("out/paper.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("PPipe") && svg.contains("HC2"), "{}", &svg[..200.min(svg.len())]);
+}
+
+fn cfg(setup: &Setup, load_factor: f64, duration_s: f64, seed: u64) -> SimConfig {
+    SimConfig {
+        rate: load_factor * setup.layout.planned_rate(),
+        duration_s,
+        arrivals: Arrivals::Poisson,
+        weights: Some(setup.weights.clone()),
+        seed,
+        jitter: 0.0,
+    }
+}
+
+fn spec(batching: &str, reservation: &str) -> PolicySpec {
+    PolicySpec { reservation: reservation.into(), ..PolicySpec::native(batching) }
+}
+
+fn same_decisions(a: &SimReport, b: &SimReport) {
+    assert_eq!(a.scheduler.digest, b.scheduler.digest, "the decisions differ");
+    assert_eq!((a.offered, a.served, a.dropped, a.late), (b.offered, b.served, b.dropped, b.late));
+    assert_eq!(a.batch_sizes, b.batch_sizes);
+    assert_eq!((a.p50_ms, a.p99_ms), (b.p50_ms, b.p99_ms));
+}
+
+#[test]
+fn webassembly_guests_decide_exactly_as_their_native_twins() {
+    let (setup, _) = small();
+    // Load factor 0.97 so that batches, waits and drops all happen; 80 s is over 100k requests.
+    let c = cfg(&setup, 0.97, 80.0, 11);
+    let native = simulate(Policies::native("ppipe").unwrap().scheduler(&setup.layout).unwrap(), &c).unwrap();
+    assert!(native.offered >= 100_000, "{} requests", native.offered);
+    assert!(native.dropped > 0 && native.batch_sizes.len() > 1, "{native:?}");
+    let wasm = Policies::load(&spec("wasm:ppipe", "wasm:earliest_finish")).unwrap();
+    let guest = simulate(wasm.scheduler(&setup.layout).unwrap(), &c).unwrap();
+    same_decisions(&native, &guest);
+    assert_eq!(guest.scheduler.policy_errors, 0);
+    assert_eq!(guest.policy, "ppipe.wasm");
+    for name in ["reactive", "triton"] {
+        let c = cfg(&setup, 0.8, 10.0, 3);
+        let a = simulate(Policies::native(name).unwrap().scheduler(&setup.layout).unwrap(), &c).unwrap();
+        let b = simulate(
+            Policies::load(&spec(&format!("wasm:{name}"), "earliest-finish"))
+                .unwrap()
+                .scheduler(&setup.layout)
+                .unwrap(),
+            &c,
+        )
+        .unwrap();
+        same_decisions(&a, &b);
+    }
+    // Keeping stages on one server changes routes but serves as well here.
+    let same = Policies::load(&spec("ppipe", "wasm:same_server")).unwrap();
+    let r = simulate(same.scheduler(&setup.layout).unwrap(), &cfg(&setup, 0.9, 20.0, 1)).unwrap();
+    assert!(r.attainment >= 0.99 && r.unfinished == 0, "{}", r.attainment);
+}
+
+#[test]
+fn hostile_policies_fall_back_without_losing_requests() {
+    let (setup, _) = small();
+    let d = tmp("hostile");
+    let marker = r#"(func (export "poolpipe_policy_abi_v1") (result i32) i32.const 1)"#;
+    let modules = [
+        ("trap", format!(r#"(module {marker} (func (export "poolpipe_decide") (result i32) unreachable))"#), "trapped"),
+        (
+            "loop",
+            format!(r#"(module {marker} (func (export "poolpipe_decide") (result i32) (loop br 0) i32.const 0))"#),
+            "deadline",
+        ),
+        (
+            "grow",
+            format!(
+                r#"(module (memory (export "memory") 1) {marker}
+                   (func (export "poolpipe_decide") (result i32) (drop (memory.grow (i32.const 1000))) i32.const 0))"#
+            ),
+            "memory",
+        ),
+        (
+            "overdispatch",
+            format!(
+                r#"(module (import "poolpipe" "queue_len" (func $len (result i32)))
+                   (import "poolpipe" "dispatch" (func $go (param i32 i32))) {marker}
+                   (func (export "poolpipe_decide") (result i32)
+                     (call $go (i32.const 0) (i32.add (call $len) (i32.const 1))) i32.const 0))"#
+            ),
+            "dispatch of",
+        ),
+        (
+            "badlane",
+            format!(
+                r#"(module (import "poolpipe" "dispatch" (func $go (param i32 i32))) {marker}
+                   (func (export "poolpipe_decide") (result i32) (call $go (i32.const 99) (i32.const 1)) i32.const 0))"#
+            ),
+            "lane 99",
+        ),
+        (
+            "past",
+            format!(
+                r#"(module (import "poolpipe" "wait_until" (func $wait (param f64))) {marker}
+                   (func (export "poolpipe_decide") (result i32) (call $wait (f64.const 0)) i32.const 0))"#
+            ),
+            "not in the future",
+        ),
+    ];
+    let baseline =
+        simulate(Policies::native("ppipe").unwrap().scheduler(&setup.layout).unwrap(), &cfg(&setup, 0.5, 5.0, 2))
+            .unwrap();
+    for (name, text, reason) in modules {
+        let path = d.join(format!("{name}.wat"));
+        std::fs::write(&path, text).unwrap();
+        let s = PolicySpec {
+            limits: poolpipe_policies::wasm::Limits {
+                deadline: std::time::Duration::from_millis(2),
+                ..Default::default()
+            },
+            ..spec(&path.to_string_lossy(), "earliest-finish")
+        };
+        let mut sched = Policies::load(&s).unwrap().scheduler(&setup.layout).unwrap();
+        sched.arrive(0.0, 0, 0).unwrap();
+        let errors: Vec<_> = sched
+            .take_outputs()
+            .filter_map(|o| match o {
+                poolpipe::dataplane::Output::PolicyError { policy, reason, .. } => Some(format!("{policy}: {reason}")),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            errors.len() == 1 && errors[0].contains(&format!("{name}.wat")) && errors[0].contains(reason),
+            "{name}: {errors:?}"
+        );
+        let r =
+            simulate(Policies::load(&s).unwrap().scheduler(&setup.layout).unwrap(), &cfg(&setup, 0.5, 5.0, 2)).unwrap();
+        assert_eq!(r.unfinished, 0, "{name}");
+        assert_eq!(r.scheduler.policy_errors, 1, "{name}: unloaded once, then the native policy decides");
+        assert!(r.attainment >= baseline.attainment - 0.01, "{name}: {} against {}", r.attainment, baseline.attainment);
+    }
+    // A reservation policy that fails is replaced by earliest finish.
+    let path = d.join("choose.wat");
+    std::fs::write(&path, format!(r#"(module {marker} (func (export "poolpipe_choose") (result i32) unreachable))"#))
+        .unwrap();
+    let r = simulate(
+        Policies::load(&spec("ppipe", &path.to_string_lossy())).unwrap().scheduler(&setup.layout).unwrap(),
+        &cfg(&setup, 0.5, 5.0, 2),
+    )
+    .unwrap();
+    assert_eq!((r.unfinished, r.scheduler.policy_errors), (0, 1));
+    same_decisions(&r, &baseline);
+}
+
+#[test]
+fn policies_swap_during_a_run_without_losing_requests() {
+    let (setup, _) = small();
+    let c = cfg(&setup, 0.95, 20.0, 5);
+    let native = simulate(Policies::native("ppipe").unwrap().scheduler(&setup.layout).unwrap(), &c).unwrap();
+    // Swapping in the guest twin mid-run changes nothing.
+    let swap = Swap {
+        at_s: 7.5,
+        batching: Policies::load(&spec("wasm:ppipe", "earliest-finish")).unwrap().batching(&setup.layout).unwrap(),
+    };
+    let swapped =
+        simulate_with(Policies::native("ppipe").unwrap().scheduler(&setup.layout).unwrap(), &c, Some(swap)).unwrap();
+    same_decisions(&native, &swapped);
+    // Swapping routing (reservations to per-pool and back) leaves nothing stuck.
+    for (from, to) in [("ppipe", "wasm:triton"), ("reactive", "ppipe")] {
+        let swap = Swap {
+            at_s: 7.5,
+            batching: Policies::load(&spec(to, "earliest-finish")).unwrap().batching(&setup.layout).unwrap(),
+        };
+        let r =
+            simulate_with(Policies::native(from).unwrap().scheduler(&setup.layout).unwrap(), &c, Some(swap)).unwrap();
+        assert_eq!(r.unfinished, 0, "{from} -> {to}");
+        assert!(r.served > r.offered / 2, "{from} -> {to}: {r:?}");
+    }
 }

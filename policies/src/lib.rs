@@ -21,18 +21,25 @@
 //! use poolpipe_policies::{Candidate, ReservationPolicy, native::EarliestFinish};
 //! let c = |worker, finish| Candidate { worker, transfer_start: 0.0, transfer_end: 0.0, start: 0.0, finish, same_server: false };
 //! let mut policy = EarliestFinish;
-//! assert_eq!(policy.choose(&[c(0, 9.0), c(1, 4.0), c(2, 4.0)]), 1);
+//! assert_eq!(policy.choose(&[c(0, 9.0), c(1, 4.0), c(2, 4.0)]), Ok(1));
 //! ```
 //!
 //! Times are microseconds on the clock the scheduler is handed, as `f64`.
 //!
+//! [`wasm`] runs policies written as WebAssembly modules (ABI v1, `policies/ABI.md`, C header
+//! `policies/include/poolpipe_policy.h`) under a sandbox; [`guests`] embeds the built-in
+//! guests (the native policies written again in C, plus `same_server`, a reservation policy
+//! that keeps consecutive stages on one server when that costs no time).
+//!
 //! ## What it must never do
 //! A policy never reads the wall clock, files or sockets: everything it knows comes through
-//! its host. Hosting WebAssembly guests (wasmtime, sandbox limits, fallback to the native
-//! twin) is the next step of this crate; a policy that traps, runs past its time budget or
-//! asks for too much memory must never take the process down.
+//! its host (the only clock here is the sandbox's deadline ticker, which stops runaway guests
+//! and never feeds a decision). A guest that traps, runs past its deadline, asks for too much
+//! memory or breaks the ABI gets a [`PolicyFailure`]; it never takes the process down.
 
+pub mod guests;
 pub mod native;
+pub mod wasm;
 
 /// How a batching policy moves batches through a pipeline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,6 +139,12 @@ pub trait QueueHost {
     fn probe(&mut self, lane: usize, batch: usize) -> Probe;
 }
 
+/// Why a policy could not decide (it trapped, ran past its deadline, asked for too much
+/// memory, or broke the ABI). The scheduler unloads the policy and falls back to a native one.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PolicyFailure(pub String);
+
 /// A batching policy: what to do with one queue now.
 pub trait BatchingPolicy {
     /// The policy's name (for logs and reports).
@@ -139,7 +152,7 @@ pub trait BatchingPolicy {
     /// How its batches move through a pipeline.
     fn routing(&self) -> Routing;
     /// One decision. The scheduler applies it and asks again until the policy waits or idles.
-    fn decide(&mut self, host: &mut dyn QueueHost) -> Action;
+    fn decide(&mut self, host: &mut dyn QueueHost) -> Result<Action, PolicyFailure>;
 }
 
 /// A reservation policy: which candidate takes a stage.
@@ -147,5 +160,5 @@ pub trait ReservationPolicy {
     /// The policy's name.
     fn name(&self) -> &str;
     /// Index into `candidates` (never empty) of the chosen worker.
-    fn choose(&mut self, candidates: &[Candidate]) -> usize;
+    fn choose(&mut self, candidates: &[Candidate]) -> Result<usize, PolicyFailure>;
 }

@@ -1,6 +1,6 @@
 //! The native policies: `ppipe`, `reactive` and `triton` batching, earliest-finish reservation.
 
-use crate::{Action, BatchingPolicy, Candidate, QueueHost, ReservationPolicy, Routing};
+use crate::{Action, BatchingPolicy, Candidate, PolicyFailure, QueueHost, ReservationPolicy, Routing};
 
 /// The batching policies built in, by name.
 pub const BATCHING: [&str; 3] = ["ppipe", "reactive", "triton"];
@@ -61,7 +61,13 @@ impl BatchingPolicy for Ppipe {
         Routing::Reserved
     }
 
-    fn decide(&mut self, host: &mut dyn QueueHost) -> Action {
+    fn decide(&mut self, host: &mut dyn QueueHost) -> Result<Action, PolicyFailure> {
+        Ok(self.decision(host))
+    }
+}
+
+impl Ppipe {
+    fn decision(&mut self, host: &mut dyn QueueHost) -> Action {
         let queued = host.queue_len();
         if queued == 0 || host.lanes() == 0 {
             return Action::Idle;
@@ -119,7 +125,13 @@ impl BatchingPolicy for Reactive {
         Routing::PerPool
     }
 
-    fn decide(&mut self, host: &mut dyn QueueHost) -> Action {
+    fn decide(&mut self, host: &mut dyn QueueHost) -> Result<Action, PolicyFailure> {
+        Ok(self.decision(host))
+    }
+}
+
+impl Reactive {
+    fn decision(&mut self, host: &mut dyn QueueHost) -> Action {
         let queued = host.queue_len();
         if queued == 0 || host.lanes() == 0 {
             return Action::Idle;
@@ -154,7 +166,13 @@ impl BatchingPolicy for Triton {
         Routing::PerPool
     }
 
-    fn decide(&mut self, host: &mut dyn QueueHost) -> Action {
+    fn decide(&mut self, host: &mut dyn QueueHost) -> Result<Action, PolicyFailure> {
+        Ok(self.decision(host))
+    }
+}
+
+impl Triton {
+    fn decision(&mut self, host: &mut dyn QueueHost) -> Action {
         let queued = host.queue_len();
         if queued == 0 || host.lanes() == 0 {
             return Action::Idle;
@@ -183,13 +201,18 @@ impl ReservationPolicy for EarliestFinish {
         "earliest-finish"
     }
 
-    fn choose(&mut self, candidates: &[Candidate]) -> usize {
-        let mut best = 0;
-        for (i, c) in candidates.iter().enumerate() {
-            if c.finish < candidates[best].finish {
-                best = i;
-            }
-        }
-        best
+    fn choose(&mut self, candidates: &[Candidate]) -> Result<usize, PolicyFailure> {
+        Ok(earliest_finish(candidates))
     }
+}
+
+/// Index of the candidate with the earliest finish (the first on ties; 0 when empty).
+pub fn earliest_finish(candidates: &[Candidate]) -> usize {
+    let mut best = 0;
+    for (i, c) in candidates.iter().enumerate() {
+        if c.finish < candidates[best].finish {
+            best = i;
+        }
+    }
+    best
 }

@@ -36,7 +36,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use poolpipe_policies::{
-    Action, BatchingPolicy, Candidate, Probe, QueueHost, ReservationPolicy, Routing, native::EarliestFinish,
+    Action, BatchingPolicy, Candidate, Probe, QueueHost, ReservationPolicy, Routing,
+    native::{EarliestFinish, earliest_finish},
 };
 
 pub use layout::Layout;
@@ -165,8 +166,17 @@ pub struct SchedulerStats {
     pub dispatched_requests: u64,
     /// Requests dropped.
     pub dropped: u64,
-    /// Invalid actions from policies.
+    /// Invalid actions and failures of policies.
     pub policy_errors: u64,
+    /// A digest of every decision's outcome (dispatched requests and routes, drops), equal
+    /// for two runs exactly when they decided the same.
+    pub digest: u64,
+}
+
+impl SchedulerStats {
+    fn mix(&mut self, x: u64) {
+        self.digest = (self.digest ^ x).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(5);
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -223,6 +233,7 @@ macro_rules! host {
             memo: &mut $s.memo,
             by_server: &mut $s.by_server,
             generation: &mut $s.generation,
+            reservation_error: &mut $s.reservation_error,
         }
     };
 }
@@ -250,6 +261,7 @@ pub struct Scheduler {
     memo: Vec<Memo>,
     by_server: Vec<(u64, f64, f64)>,
     generation: u64,
+    reservation_error: Option<String>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -294,6 +306,7 @@ impl Scheduler {
             memo: vec![],
             by_server: vec![(0, 0.0, 0.0); layout.servers.len()],
             generation: 0,
+            reservation_error: None,
             layout,
         };
         s.build_queues();
@@ -321,7 +334,9 @@ impl Scheduler {
                     self.feeds[w] = q;
                 }
             }
-            if self.routing[m] == Routing::PerPool {
+            // Stage queues exist for every model: per-pool policies use them, and a hot swap
+            // between routings leaves requests there for the new policy.
+            {
                 for (p, pl) in model.pipelines.iter().enumerate() {
                     for (d, st) in pl.stages.iter().enumerate().skip(1) {
                         let q = self.queues.len();
@@ -455,6 +470,14 @@ impl Scheduler {
                 let mut host = host!(self, q, model, now);
                 self.batching[model].decide(&mut host)
             };
+            self.check_reservation(model);
+            let action = match action {
+                Ok(a) => a,
+                Err(e) => {
+                    self.policy_error(model, format!("failed: {e}"));
+                    continue;
+                }
+            };
             let queued = self.queues[q].entries.len();
             match action {
                 Action::Dispatch { lane, batch } => {
@@ -478,6 +501,7 @@ impl Scheduler {
                     }
                     for e in self.queues[q].entries.drain(..count) {
                         self.out.push(Output::Drop { model, request: e.id });
+                        self.stats.mix(e.id ^ 0xd0d0);
                     }
                     self.stats.dropped += count as u64;
                 }
@@ -497,6 +521,34 @@ impl Scheduler {
         }
     }
 
+    /// A reservation policy that failed during the last call is replaced by earliest finish.
+    fn check_reservation(&mut self, model: usize) {
+        if let Some(reason) = self.reservation_error.take() {
+            self.stats.policy_errors += 1;
+            let policy = self.reservation.name().to_string();
+            tracing::error!(%policy, "reservation policy {reason}; falling back to earliest finish");
+            self.out.push(Output::PolicyError { model, policy, reason });
+            self.reservation = Box::new(EarliestFinish);
+        }
+    }
+
+    /// Replaces the batching policy of `model` between two decisions (a hot swap). Queued and
+    /// in-flight requests stay where they are: a request waiting in a per-pool stage queue is
+    /// served by the new policy from that stage on.
+    pub fn set_batching_policy(&mut self, model: usize, policy: Box<dyn BatchingPolicy>) -> Result<(), DataplaneError> {
+        if model >= self.batching.len() {
+            return Err(DataplaneError::UnknownModel { model, models: self.batching.len() });
+        }
+        self.routing[model] = policy.routing();
+        self.batching[model] = policy;
+        Ok(())
+    }
+
+    /// Replaces the reservation policy between two decisions.
+    pub fn set_reservation_policy(&mut self, policy: Box<dyn ReservationPolicy>) {
+        self.reservation = policy;
+    }
+
     fn policy_error(&mut self, model: usize, reason: String) {
         self.stats.policy_errors += 1;
         let policy = self.batching[model].name().to_string();
@@ -504,6 +556,7 @@ impl Scheduler {
         self.out.push(Output::PolicyError { model, policy, reason });
         let name = if self.routing[model] == Routing::Reserved { "ppipe" } else { "reactive" };
         self.batching[model] = poolpipe_policies::native::batching(name).expect("built in");
+        self.routing[model] = self.batching[model].routing();
     }
 
     fn dispatch(&mut self, q: usize, lane: usize, batch: usize, now: f64) {
@@ -518,6 +571,7 @@ impl Scheduler {
             let forced = known.filter(|p| stages - first <= MEMO_STAGES && p[0] != u32::MAX);
             host.route(lane, batch, Some(&mut hops), forced.as_ref());
         }
+        self.check_reservation(model);
         for hop in &hops {
             let w = &mut self.timelines.worker[hop.worker];
             w.prune(now);
@@ -530,6 +584,14 @@ impl Scheduler {
             }
         }
         let entries: Vec<Entry> = self.queues[q].entries.drain(..batch).collect();
+        for e in &entries {
+            self.stats.mix(e.id);
+        }
+        for h in &hops {
+            self.stats.mix(h.worker as u64);
+            self.stats.mix(h.start.to_bits());
+            self.stats.mix(h.finish.to_bits());
+        }
         let id = self.next_batch;
         self.next_batch += 1;
         self.stats.batches += 1;
@@ -593,6 +655,7 @@ struct Host<'a> {
     /// Per server: (stamp, transfer start, transfer end) of the stage being probed.
     by_server: &'a mut Vec<(u64, f64, f64)>,
     generation: &'a mut u64,
+    reservation_error: &'a mut Option<String>,
 }
 
 /// Stages a memo remembers the picked workers of.
@@ -635,7 +698,7 @@ impl Host<'_> {
         // Where the batch's input tensors are: per-pool stage queues pull them from the
         // requests' upstream workers.
         self.sources.clear();
-        if from > 0 && self.routing == Routing::PerPool {
+        if from > 0 {
             for e in self.queue.entries.iter().take(batch) {
                 let server = self.layout.workers[e.origin].server;
                 match self.sources.iter_mut().find(|(s, _)| *s == server) {
@@ -696,11 +759,23 @@ impl Host<'_> {
                     same_server: server == prev_server,
                 });
             }
-            let mut pick = if forced.is_some() { 0 } else { self.reservation.choose(self.candidates) };
-            if pick >= self.candidates.len() {
-                tracing::error!(policy = self.reservation.name(), pick, "reservation policy chose no candidate");
-                pick = EarliestFinish.choose(self.candidates);
-            }
+            let pick = if forced.is_some() {
+                0
+            } else if self.reservation_error.is_some() {
+                earliest_finish(self.candidates)
+            } else {
+                match self.reservation.choose(self.candidates) {
+                    Ok(i) if i < self.candidates.len() => i,
+                    Ok(i) => {
+                        *self.reservation_error = Some(format!("chose {i} of {} candidates", self.candidates.len()));
+                        earliest_finish(self.candidates)
+                    }
+                    Err(e) => {
+                        *self.reservation_error = Some(format!("failed: {e}"));
+                        earliest_finish(self.candidates)
+                    }
+                }
+            };
             let c = self.candidates[pick];
             if let Some(slot) = picks.get_mut(d - from) {
                 *slot = c.worker;

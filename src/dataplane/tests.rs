@@ -229,8 +229,8 @@ impl poolpipe_policies::BatchingPolicy for Broken {
     fn routing(&self) -> Routing {
         Routing::Reserved
     }
-    fn decide(&mut self, host: &mut dyn QueueHost) -> Action {
-        Action::Dispatch { lane: 0, batch: host.queue_len() + 1 }
+    fn decide(&mut self, host: &mut dyn QueueHost) -> Result<Action, poolpipe_policies::PolicyFailure> {
+        Ok(Action::Dispatch { lane: 0, batch: host.queue_len() + 1 })
     }
 }
 

@@ -145,6 +145,16 @@ enum Kind {
     Arrival { model: usize },
     Timer,
     StageDone { batch: BatchId, stage: usize },
+    Swap,
+}
+
+/// A hot swap during a run: at `at_s` seconds every model's batching policy is replaced
+/// (between two decisions, with requests queued and in flight).
+pub struct Swap {
+    /// When, seconds of simulated time.
+    pub at_s: f64,
+    /// One new policy per model, in layout order.
+    pub batching: Vec<Box<dyn poolpipe_policies::BatchingPolicy>>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -316,6 +326,11 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 /// Runs `scheduler` under `cfg` and reports what happened.
 pub fn simulate(scheduler: Scheduler, cfg: &SimConfig) -> Result<SimReport, SimError> {
+    simulate_with(scheduler, cfg, None)
+}
+
+/// As [`simulate`], swapping the batching policies during the run.
+pub fn simulate_with(scheduler: Scheduler, cfg: &SimConfig, swap: Option<Swap>) -> Result<SimReport, SimError> {
     let wall = Instant::now();
     let layout = scheduler.layout().clone();
     let models = layout.models.len();
@@ -403,6 +418,13 @@ pub fn simulate(scheduler: Scheduler, cfg: &SimConfig) -> Result<SimReport, SimE
             }
         }
     }
+    let mut swap = swap;
+    if let Some(s) = &swap {
+        if s.batching.len() != models {
+            return Err(SimError::Config(format!("{} policies to swap in for {models} models", s.batching.len())));
+        }
+        sim.push(s.at_s * 1e6, Kind::Swap);
+    }
     // What one pair of clock reads costs, taken off every measurement of the scheduler.
     let clock_ns = {
         let t = Instant::now();
@@ -431,6 +453,11 @@ pub fn simulate(scheduler: Scheduler, cfg: &SimConfig) -> Result<SimReport, SimE
                 sim.sched.timer(now);
             }
             Kind::StageDone { batch, stage } => sim.sched.stage_done(now, batch, stage)?,
+            Kind::Swap => {
+                for (m, p) in swap.take().map(|s| s.batching).unwrap_or_default().into_iter().enumerate() {
+                    sim.sched.set_batching_policy(m, p)?;
+                }
+            }
         }
         sim.sched_ns += t0.elapsed().as_nanos();
         measured += 1;

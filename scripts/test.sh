@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: installs what is missing (scripts/setup.sh),
-# runs every test of the workspace, and ends with one line "tests: N passed, N failed".
+# checks that the committed WebAssembly policy guests match their sources, runs every test of
+# the workspace, and ends with one line "tests: N passed, N failed".
 # GPU tests run on the first wgpu adapter (lavapipe on CPU-only machines); set
 # POOLPIPE_TEST_ADAPTER (e.g. "1" or "vendor:nvidia") to pick another.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The committed policy guests must be what their C sources build to.
+bash scripts/build_policies.sh --check
 # Mesa warns on stderr when XDG_RUNTIME_DIR is unset; give it one.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/poolpipe-xdg}"
 mkdir -p -m 700 "$XDG_RUNTIME_DIR"

@@ -18,7 +18,8 @@
 //!   workers and NIC links, probe and reserve, the policy points);
 //! - [`sim`]: the discrete-event simulator that drives the scheduler on a virtual clock;
 //!   [`simulate`]: `poolpipe simulate` (runs and load-factor sweeps); [`paper`]: `poolpipe
-//!   bench paper`, the paper's experiment.
+//!   bench paper`, the paper's experiment; [`policybench`]: `poolpipe bench policies`, each
+//!   WebAssembly policy against its native twin.
 //!
 //! The cluster roles (controller, worker, frontend) arrive here with their issues; the engine,
 //! planner, policies and transport live in their own crates (see ARCHITECTURE.md).
@@ -35,6 +36,7 @@ pub mod inspect;
 pub mod oracle;
 pub mod paper;
 pub mod plan;
+pub mod policybench;
 pub mod profile;
 pub mod run;
 pub mod sim;

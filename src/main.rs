@@ -382,6 +382,32 @@ impl PlanArgs {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Each built-in WebAssembly policy against its native twin on the same simulated run of
+    /// a 100-GPU cluster: scheduler wall time per decision and per dispatched batch, the ratio,
+    /// and whether both decided the same.
+    Policies {
+        /// Profile folder.
+        #[arg(long, value_name = "DIR", default_value = "../shared/ppipe-data")]
+        profiles: std::path::PathBuf,
+        /// Fleet.
+        #[arg(long, value_name = "FILE", default_value = "configs/fleets/hc2.toml")]
+        fleet: std::path::PathBuf,
+        /// Workload.
+        #[arg(long, value_name = "FILE", default_value = "configs/workloads/group3.toml")]
+        workload: std::path::PathBuf,
+        /// Offered load, a fraction of the PPipe plan's throughput.
+        #[arg(long, default_value_t = 0.9)]
+        load_factor: f64,
+        /// Simulated time of each run.
+        #[arg(long, default_value = "10s", value_parser = poolpipe::simulate::parse_duration)]
+        duration: f64,
+        /// Runs of each side (the fastest is kept).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// The paper's simulation experiment: for each cluster x group, PPipe, NP and DART-r plans
     /// swept with the ppipe policy under Poisson and bursty arrivals (load factor 1.0 = PPipe's
     /// plan), plus the PPipe plan with reactive batching; gains and low-class utilisation next
@@ -632,6 +658,35 @@ fn run_cli(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", poolpipe::paper::render(&report));
+            }
+            Ok(())
+        }
+        Cmd::Bench { what: BenchCmd::Policies { profiles, fleet, workload, load_factor, duration, repeats, json } } => {
+            let inputs = plan::load_inputs(&profiles, &fleet, &workload)?;
+            let p = plan::plan(&inputs, poolpipe_planner::PlannerKind::Ppipe, Default::default())?;
+            let setup = poolpipe::simulate::setup_with(&p, &inputs.profiles, &inputs.fleet, &inputs.workload)?;
+            if !(load_factor.is_finite() && load_factor > 0.0) {
+                anyhow::bail!("--load-factor {load_factor} must be positive");
+            }
+            let cfg = poolpipe::sim::SimConfig {
+                rate: load_factor * setup.layout.planned_rate(),
+                duration_s: duration,
+                arrivals: poolpipe::sim::Arrivals::Poisson,
+                weights: Some(setup.weights.clone()),
+                seed: 1,
+                jitter: 0.0,
+            };
+            let pb = if json {
+                indicatif::ProgressBar::hidden()
+            } else {
+                poolpipe::progress(8 * repeats as u64, "policies")
+            };
+            let report = poolpipe::policybench::run(&setup, &cfg, repeats, &pb)?;
+            pb.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", poolpipe::policybench::render(&report));
             }
             Ok(())
         }

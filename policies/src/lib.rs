@@ -151,7 +151,8 @@ pub trait BatchingPolicy {
     fn name(&self) -> &str;
     /// How its batches move through a pipeline.
     fn routing(&self) -> Routing;
-    /// One decision. The scheduler applies it and asks again until the policy waits or idles.
+    /// One decision. The scheduler applies it and asks again until the policy waits or idles;
+    /// it does not ask about an empty queue (that decision is always idle).
     fn decide(&mut self, host: &mut dyn QueueHost) -> Result<Action, PolicyFailure>;
 }
 

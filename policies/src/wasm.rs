@@ -63,7 +63,7 @@ impl Default for Limits {
 }
 
 /// Period of the epoch ticker that enforces deadlines.
-pub const TICK: Duration = Duration::from_micros(250);
+pub const TICK: Duration = Duration::from_micros(500);
 
 /// The engines (with and without fuel), and the ticker thread that advances their epochs.
 fn engine(fuel: bool) -> Result<Engine, String> {
@@ -482,7 +482,9 @@ impl BatchingPolicy for WasmBatching {
 
     fn decide(&mut self, host: &mut dyn QueueHost) -> Result<Action, PolicyFailure> {
         let r = &mut self.running;
-        let f = r.decide.clone().ok_or_else(|| PolicyFailure(format!("policy {} has no `poolpipe_decide`", r.name)))?;
+        if r.decide.is_none() {
+            return Err(PolicyFailure(format!("policy {} has no `poolpipe_decide`", r.name)));
+        }
         r.arm()?;
         let ptr: *mut (dyn QueueHost + '_) = host;
         // SAFETY: the lifetime is erased only for the duration of this call; the pointer is
@@ -494,7 +496,8 @@ impl BatchingPolicy for WasmBatching {
             s.action = None;
             s.fault = None;
         }
-        let result = f.call(&mut r.store, ());
+        let Running { store, decide, .. } = r;
+        let result = decide.as_ref().expect("checked above").call(&mut *store, ());
         let s = r.store.data_mut();
         s.host = None;
         let (action, fault) = (s.action.take(), s.fault.take());
@@ -523,10 +526,13 @@ impl ReservationPolicy for WasmReservation {
 
     fn choose(&mut self, candidates: &[Candidate]) -> Result<usize, PolicyFailure> {
         let r = &mut self.running;
-        let f = r.choose.clone().ok_or_else(|| PolicyFailure(format!("policy {} has no `poolpipe_choose`", r.name)))?;
+        if r.choose.is_none() {
+            return Err(PolicyFailure(format!("policy {} has no `poolpipe_choose`", r.name)));
+        }
         r.arm()?;
         r.store.data_mut().candidates = Some(candidates as *const [Candidate]);
-        let result = f.call(&mut r.store, ());
+        let Running { store, choose, .. } = r;
+        let result = choose.as_ref().expect("checked above").call(&mut *store, ());
         r.store.data_mut().candidates = None;
         match result {
             Err(e) => Err(PolicyFailure(describe(&r.name, &e, &r.limits))),

@@ -464,6 +464,10 @@ impl Scheduler {
     fn run_queue(&mut self, q: usize, now: f64) {
         let model = self.queues[q].model;
         loop {
+            if self.queues[q].entries.is_empty() {
+                self.queues[q].timer = None;
+                return;
+            }
             self.stats.decisions += 1;
             self.memo.clear();
             let action = {

@@ -1,0 +1,118 @@
+//! `poolpipe bench policies`: the cost of each built-in WebAssembly policy against its native
+//! twin, in the same process on the same simulated run (a plan of a 100-GPU cluster).
+
+use std::fmt::Write as _;
+
+use anyhow::{Result, ensure};
+use serde::Serialize;
+
+use crate::sim::{SimConfig, SimReport, simulate};
+use crate::simulate::{Policies, PolicySpec, Setup};
+
+/// One policy and its twin.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicyCost {
+    /// The guest's name, e.g. `ppipe` or `earliest_finish (reservation)`.
+    pub name: String,
+    /// Wall time in the scheduler per policy decision with the native policy, ns.
+    pub native_ns: f64,
+    /// The same with the WebAssembly policy, ns.
+    pub wasm_ns: f64,
+    /// wasm_ns / native_ns.
+    pub ratio: f64,
+    /// Wall time in the scheduler per dispatched batch with the native policy, ns.
+    pub native_ns_per_batch: f64,
+    /// The same with the WebAssembly policy, ns.
+    pub wasm_ns_per_batch: f64,
+    /// Whether both made exactly the same decisions (equal decision digests).
+    pub same_decisions: bool,
+}
+
+/// The benchmark.
+#[derive(Clone, Debug, Serialize)]
+pub struct PolicyBench {
+    /// Every policy.
+    pub policies: Vec<PolicyCost>,
+    /// GPUs in the cluster.
+    pub gpus: usize,
+    /// Requests per run.
+    pub requests: u64,
+    /// Runs of each side (the fastest is kept).
+    pub repeats: usize,
+}
+
+fn per_decision(r: &SimReport) -> f64 {
+    r.scheduler_ns_per_batch * r.scheduler.batches as f64 / r.scheduler.decisions.max(1) as f64
+}
+
+/// Runs each pair `repeats` times, alternating, and keeps the fastest run of each side.
+pub fn run(setup: &Setup, cfg: &SimConfig, repeats: usize, progress: &indicatif::ProgressBar) -> Result<PolicyBench> {
+    ensure!(repeats > 0, "--repeats must be at least 1");
+    let pairs: [(&str, PolicySpec, PolicySpec); 4] = [
+        ("ppipe", PolicySpec::native("ppipe"), PolicySpec::native("wasm:ppipe")),
+        ("reactive", PolicySpec::native("reactive"), PolicySpec::native("wasm:reactive")),
+        ("triton", PolicySpec::native("triton"), PolicySpec::native("wasm:triton")),
+        (
+            "earliest_finish (reservation)",
+            PolicySpec::native("ppipe"),
+            PolicySpec { reservation: "wasm:earliest_finish".into(), ..PolicySpec::native("ppipe") },
+        ),
+    ];
+    let mut out = vec![];
+    let mut requests = 0;
+    for (name, native, wasm) in pairs {
+        let (native, wasm) = (Policies::load(&native)?, Policies::load(&wasm)?);
+        let mut best: [Option<SimReport>; 2] = [None, None];
+        for _ in 0..repeats {
+            for (side, p) in [&native, &wasm].into_iter().enumerate() {
+                progress.set_message(format!("{name} {}", ["native", "wasm"][side]));
+                let r = simulate(p.scheduler(&setup.layout)?, cfg)?;
+                progress.inc(1);
+                if best[side].as_ref().is_none_or(|b| r.scheduler_ns_per_batch < b.scheduler_ns_per_batch) {
+                    best[side] = Some(r);
+                }
+            }
+        }
+        let [Some(n), Some(w)] = best else { unreachable!("repeats > 0") };
+        requests = n.offered;
+        out.push(PolicyCost {
+            name: name.to_string(),
+            native_ns: per_decision(&n),
+            wasm_ns: per_decision(&w),
+            ratio: per_decision(&w) / per_decision(&n),
+            native_ns_per_batch: n.scheduler_ns_per_batch,
+            wasm_ns_per_batch: w.scheduler_ns_per_batch,
+            same_decisions: n.scheduler.digest == w.scheduler.digest,
+        });
+    }
+    Ok(PolicyBench { policies: out, gpus: setup.layout.gpus.len(), requests, repeats })
+}
+
+/// The benchmark as a table.
+pub fn render(b: &PolicyBench) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "scheduler wall time per decision and per dispatched batch, {} GPUs, {} requests a run, fastest of {}\n",
+        b.gpus, b.requests, b.repeats
+    );
+    let _ = writeln!(
+        s,
+        "{:<32} {:>11} {:>9} {:>7} {:>14} {:>12} {:>6}",
+        "policy", "native ns", "wasm ns", "ratio", "native ns/bat", "wasm ns/bat", "same"
+    );
+    for p in &b.policies {
+        let _ = writeln!(
+            s,
+            "{:<32} {:>11.0} {:>9.0} {:>7.2} {:>14.0} {:>12.0} {:>6}",
+            p.name,
+            p.native_ns,
+            p.wasm_ns,
+            p.ratio,
+            p.native_ns_per_batch,
+            p.wasm_ns_per_batch,
+            if p.same_decisions { "yes" } else { "NO" }
+        );
+    }
+    s
+}

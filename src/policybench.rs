@@ -26,6 +26,8 @@ pub struct PolicyCost {
     pub wasm_ns_per_batch: f64,
     /// Whether both made exactly the same decisions (equal decision digests).
     pub same_decisions: bool,
+    /// Calls of the guest that failed (0 expected).
+    pub wasm_failures: u64,
 }
 
 /// The benchmark.
@@ -48,15 +50,21 @@ fn per_decision(r: &SimReport) -> f64 {
 /// Runs each pair `repeats` times, alternating, and keeps the fastest run of each side.
 pub fn run(setup: &Setup, cfg: &SimConfig, repeats: usize, progress: &indicatif::ProgressBar) -> Result<PolicyBench> {
     ensure!(repeats > 0, "--repeats must be at least 1");
+    // A generous deadline: the benchmark measures the guests, and a call preempted by the
+    // machine must not unload one half-way.
+    let wasm = |batching: &str, reservation: &str| PolicySpec {
+        reservation: reservation.into(),
+        limits: poolpipe_policies::wasm::Limits {
+            deadline: std::time::Duration::from_millis(100),
+            ..Default::default()
+        },
+        ..PolicySpec::native(batching)
+    };
     let pairs: [(&str, PolicySpec, PolicySpec); 4] = [
-        ("ppipe", PolicySpec::native("ppipe"), PolicySpec::native("wasm:ppipe")),
-        ("reactive", PolicySpec::native("reactive"), PolicySpec::native("wasm:reactive")),
-        ("triton", PolicySpec::native("triton"), PolicySpec::native("wasm:triton")),
-        (
-            "earliest_finish (reservation)",
-            PolicySpec::native("ppipe"),
-            PolicySpec { reservation: "wasm:earliest_finish".into(), ..PolicySpec::native("ppipe") },
-        ),
+        ("ppipe", PolicySpec::native("ppipe"), wasm("wasm:ppipe", "earliest-finish")),
+        ("reactive", PolicySpec::native("reactive"), wasm("wasm:reactive", "earliest-finish")),
+        ("triton", PolicySpec::native("triton"), wasm("wasm:triton", "earliest-finish")),
+        ("earliest_finish (reservation)", PolicySpec::native("ppipe"), wasm("ppipe", "wasm:earliest_finish")),
     ];
     let mut out = vec![];
     let mut requests = 0;
@@ -83,6 +91,7 @@ pub fn run(setup: &Setup, cfg: &SimConfig, repeats: usize, progress: &indicatif:
             native_ns_per_batch: n.scheduler_ns_per_batch,
             wasm_ns_per_batch: w.scheduler_ns_per_batch,
             same_decisions: n.scheduler.digest == w.scheduler.digest,
+            wasm_failures: w.scheduler.policy_errors,
         });
     }
     Ok(PolicyBench { policies: out, gpus: setup.layout.gpus.len(), requests, repeats })

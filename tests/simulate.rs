@@ -286,8 +286,14 @@ fn cfg(setup: &Setup, load_factor: f64, duration_s: f64, seed: u64) -> SimConfig
     }
 }
 
+/// Policies with a generous deadline: these tests are about decisions, and a call preempted by
+/// a busy machine must not count as a runaway guest (the hostile tests set short deadlines).
 fn spec(batching: &str, reservation: &str) -> PolicySpec {
-    PolicySpec { reservation: reservation.into(), ..PolicySpec::native(batching) }
+    PolicySpec {
+        reservation: reservation.into(),
+        limits: poolpipe_policies::wasm::Limits { deadline: std::time::Duration::from_secs(1), ..Default::default() },
+        ..PolicySpec::native(batching)
+    }
 }
 
 fn same_decisions(a: &SimReport, b: &SimReport) {
@@ -444,5 +450,94 @@ fn policies_swap_during_a_run_without_losing_requests() {
             simulate_with(Policies::native(from).unwrap().scheduler(&setup.layout).unwrap(), &c, Some(swap)).unwrap();
         assert_eq!(r.unfinished, 0, "{from} -> {to}");
         assert!(r.served > r.offered / 2, "{from} -> {to}: {r:?}");
+    }
+}
+
+#[test]
+fn simulate_and_bench_run_webassembly_policies_from_the_command_line() {
+    let d = tmp("wasm-cli");
+    let (plan, fleet, workload) = write_inputs(&d);
+    let data = data().to_string_lossy().into_owned();
+    let base = [
+        "simulate",
+        "--plan",
+        &plan,
+        "--profiles",
+        &data,
+        "--fleet",
+        &fleet,
+        "--workload",
+        &workload,
+        "--policy-deadline-ms",
+        "1000",
+    ];
+    let with = |more: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(more);
+        poolpipe(&a)
+    };
+    let native = json(&with(&["--duration", "3s", "--json"]));
+    let guest =
+        json(&with(&["--duration", "3s", "--policy", "wasm:ppipe", "--reservation", "wasm:earliest_finish", "--json"]));
+    assert_eq!(native["scheduler"]["digest"], guest["scheduler"]["digest"], "same decisions");
+    assert_eq!(guest["policy"], "ppipe.wasm");
+    let swapped = json(&with(&["--duration", "3s", "--swap-to", "wasm:ppipe", "--swap-at", "1s", "--json"]));
+    assert_eq!(native["scheduler"]["digest"], swapped["scheduler"]["digest"]);
+    let cfg = json(&with(&[
+        "--duration",
+        "2s",
+        "--policy",
+        "wasm:triton",
+        "--policy-config",
+        "max_queue_delay_us=1000",
+        "--json",
+    ]));
+    assert_eq!(cfg["unfinished"], 0);
+    // A hostile module: the run goes on with the native policy and the log names the module.
+    let trap = d.join("trap.wat");
+    std::fs::write(
+        &trap,
+        r#"(module (func (export "poolpipe_policy_abi_v1") (result i32) i32.const 1)
+                   (func (export "poolpipe_decide") (result i32) unreachable))"#,
+    )
+    .unwrap();
+    let out = with(&["--duration", "2s", "--policy", &trap.to_string_lossy(), "--json"]);
+    let v = json(&out);
+    assert_eq!((v["unfinished"].as_u64(), v["scheduler"]["policy_errors"].as_u64()), (Some(0), Some(1)));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("trap.wat trapped") && err.contains("falling back"), "{err}");
+    let out = with(&["--policy", "wasm:nope"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no built-in guest 'nope'"));
+    let out = with(&["--reservation", "wasm:ppipe"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no reservation policy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The benchmark, briefly.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let s = |p: PathBuf| p.to_string_lossy().into_owned();
+    let (f, w) = (s(root.join("configs/fleets/hc2.toml")), s(root.join("configs/workloads/group3.toml")));
+    let v = json(&poolpipe(&[
+        "bench",
+        "policies",
+        "--profiles",
+        &data,
+        "--fleet",
+        &f,
+        "--workload",
+        &w,
+        "--duration",
+        "1s",
+        "--repeats",
+        "1",
+        "--json",
+    ]));
+    let list = v["policies"].as_array().unwrap();
+    assert_eq!(list.len(), 4, "{v}");
+    for p in list {
+        assert!(p["native_ns"].as_f64().unwrap() > 0.0 && p["wasm_ns"].as_f64().unwrap() > 0.0, "{p}");
+        assert_eq!(p["same_decisions"], true, "{p}");
+        assert_eq!(p["wasm_failures"], 0, "{p}");
     }
 }

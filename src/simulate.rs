@@ -412,11 +412,6 @@ pub fn json(run: Option<&SimReport>, sweep: Option<&Sweep>) -> serde_json::Value
     }
 }
 
-/// Utilisation of the named classes.
-pub fn utilisation_of(r: &SimReport, class: &str) -> f64 {
-    r.utilisation.get(class).copied().unwrap_or(0.0)
-}
-
 /// Arrival process from the CLI's words.
 pub fn arrivals(kind: &str, cv: f64, trace: Option<&PathBuf>) -> Result<Arrivals> {
     match (kind, trace) {

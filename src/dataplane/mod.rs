@@ -336,20 +336,13 @@ impl Scheduler {
             }
             // Stage queues exist for every model: per-pool policies use them, and a hot swap
             // between routings leaves requests there for the new policy.
-            {
-                for (p, pl) in model.pipelines.iter().enumerate() {
-                    for (d, st) in pl.stages.iter().enumerate().skip(1) {
-                        let q = self.queues.len();
-                        self.queues.push(Queue {
-                            model: m,
-                            lanes: vec![(p, d)],
-                            entries: VecDeque::new(),
-                            timer: None,
-                        });
-                        self.stage_queues.insert((m, p, d), q);
-                        for &w in &st.workers {
-                            self.feeds[w] = q;
-                        }
+            for (p, pl) in model.pipelines.iter().enumerate() {
+                for (d, st) in pl.stages.iter().enumerate().skip(1) {
+                    let q = self.queues.len();
+                    self.queues.push(Queue { model: m, lanes: vec![(p, d)], entries: VecDeque::new(), timer: None });
+                    self.stage_queues.insert((m, p, d), q);
+                    for &w in &st.workers {
+                        self.feeds[w] = q;
                     }
                 }
             }
@@ -454,8 +447,12 @@ impl Scheduler {
                 self.run_queue(q, now);
             }
         }
-        if self.routing[model] == Routing::PerPool {
-            self.run_queue(self.feeds[worker], now);
+        // A worker is free: per-pool policies batch its queue now. Stage queues are asked under
+        // any routing, so requests left there by a swap from per-pool batching never wait on
+        // a policy that idles (an empty queue costs nothing).
+        let feeding = self.feeds[worker];
+        if self.routing[model] == Routing::PerPool || feeding != self.entry[model] {
+            self.run_queue(feeding, now);
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! The `poolpipe` command line.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use poolpipe::frames::Preset;
 use poolpipe::{bench, inspect, plan, profile, run};
@@ -209,6 +209,12 @@ enum Cmd {
         #[command(flatten)]
         sim: SimArgs,
     },
+    /// The cluster's certificates for mutual TLS between nodes: a cluster CA, and node
+    /// certificates signed by it (each node serves and connects with its own).
+    Certs {
+        #[command(subcommand)]
+        what: CertsCmd,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -378,6 +384,34 @@ impl PlanArgs {
             search: self.search,
         })
     }
+}
+
+#[derive(Subcommand)]
+enum CertsCmd {
+    /// Create a cluster CA: DIR/ca.pem (give it to every node) and DIR/ca.key (keep it safe;
+    /// only `certs issue` needs it).
+    Init {
+        /// Folder for ca.pem and ca.key.
+        #[arg(long, value_name = "DIR", default_value = "certs")]
+        out: std::path::PathBuf,
+        /// Replace an existing CA (every node certificate it signed stops being accepted).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a node certificate signed by the cluster CA: OUT/NAME.pem and OUT/NAME.key.
+    Issue {
+        /// Node name, also its TLS name (letters, digits, '-', '.'), e.g. worker-1.
+        name: String,
+        /// Folder of the CA (ca.pem, ca.key).
+        #[arg(long, value_name = "DIR", default_value = "certs")]
+        ca: std::path::PathBuf,
+        /// Folder for the node's files [default: the CA's folder].
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+        /// Replace an existing certificate of that name.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -618,6 +652,35 @@ fn run_cli(cli: Cli) -> Result<()> {
                     println!("\nplan written to {}", out.display());
                 }
             }
+            Ok(())
+        }
+        Cmd::Certs { what: CertsCmd::Init { out, force } } => {
+            use poolpipe_transport::tls;
+            if out.join("ca.key").exists() && !force {
+                anyhow::bail!(
+                    "{} already holds a CA; keep it (node certificates depend on it) or pass --force to replace it",
+                    out.display()
+                );
+            }
+            let (cert, key) = tls::save(&out, "ca", &tls::init_ca()?)?;
+            println!(
+                "cluster CA written: {} (share with every node) and {} (keep private)",
+                cert.display(),
+                key.display()
+            );
+            Ok(())
+        }
+        Cmd::Certs { what: CertsCmd::Issue { name, ca, out, force } } => {
+            use poolpipe_transport::tls;
+            let out = out.unwrap_or_else(|| ca.clone());
+            if out.join(format!("{name}.key")).exists() && !force {
+                anyhow::bail!("{} already has a certificate for '{name}'; pass --force to replace it", out.display());
+            }
+            let ca_id = tls::load(&ca, "ca").with_context(|| {
+                format!("reading the cluster CA in {} (create one with `poolpipe certs init --out DIR`)", ca.display())
+            })?;
+            let (cert, key) = tls::save(&out, &name, &tls::issue(&ca_id.key_pem, &name)?)?;
+            println!("certificate of '{name}' written: {} and {}", cert.display(), key.display());
             Ok(())
         }
         Cmd::Simulate { plan, profiles, fleet, workload, sim } => {

@@ -8,6 +8,7 @@ pub fn poolpipe(args: &[&str]) -> Output {
 }
 
 /// The one JSON object a successful `--json` run prints.
+#[allow(dead_code)] // shared by the test files; not every one prints JSON
 pub fn json(out: &Output) -> serde_json::Value {
     assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout)

@@ -3,6 +3,7 @@
 #  - mesa-vulkan-drivers: lavapipe, a software Vulkan driver, so wgpu has an adapter on
 #    CPU-only machines (the tests need one and fail without it);
 #  - clang and lld: build the WebAssembly scheduling-policy guests (C -> wasm32);
+#  - iproute2: `ip netns` and veth pairs for the transport test across network namespaces;
 #  - Python onnx, onnxruntime, numpy: outside oracles for the ONNX model-import tests.
 # Rust itself (cargo) must already be installed.
 set -euo pipefail
@@ -11,7 +12,7 @@ sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 
 missing=()
-for pkg in mesa-vulkan-drivers clang lld; do
+for pkg in mesa-vulkan-drivers clang lld iproute2; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

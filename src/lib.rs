@@ -33,6 +33,7 @@ pub mod classes;
 pub mod dataplane;
 pub mod frames;
 pub mod inspect;
+pub mod netbench;
 pub mod oracle;
 pub mod paper;
 pub mod plan;

@@ -416,6 +416,39 @@ enum CertsCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// Tensors over QUIC (poolpipe's transport, mutual TLS) against TLS 1.3 over TCP and plain
+    /// TCP on loopback, in one run: throughput and per-tensor latency for each size, and the
+    /// QUIC / TLS-over-TCP ratio.
+    Transport {
+        /// Tensor sizes (binary units: 64K, 1M, 16MiB).
+        #[arg(long, value_delimiter = ',', default_value = "64K,1M,4M,16M", value_parser = poolpipe::netbench::parse_size)]
+        sizes: Vec<usize>,
+        /// An eighth of the bytes (a few seconds).
+        #[arg(long)]
+        quick: bool,
+        /// MiB sent per size and transport in the throughput phase [default: 512; --quick: 64].
+        #[arg(long)]
+        mib: Option<u64>,
+        /// Throughput rounds per size; the legs take turns and each leg's median round counts.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Largest UDP payload QUIC's path MTU discovery probes for (loopback carries 65507;
+        /// Ethernet 1452).
+        #[arg(long, default_value_t = 65507)]
+        max_udp_payload: u16,
+        /// QUIC stream receive window, bytes (K/M suffixes).
+        #[arg(long, value_parser = poolpipe::netbench::parse_size)]
+        stream_window: Option<usize>,
+        /// QUIC connection receive window, bytes (K/M suffixes).
+        #[arg(long, value_parser = poolpipe::netbench::parse_size)]
+        connection_window: Option<usize>,
+        /// Batches in flight per peer.
+        #[arg(long)]
+        in_flight: Option<u32>,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Each built-in WebAssembly policy against its native twin on the same simulated run of
     /// a 100-GPU cluster: scheduler wall time per decision and per dispatched batch, the ratio,
     /// and whether both decided the same.
@@ -750,6 +783,57 @@ fn run_cli(cli: Cli) -> Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 print!("{}", poolpipe::policybench::render(&report));
+            }
+            Ok(())
+        }
+        Cmd::Bench {
+            what:
+                BenchCmd::Transport {
+                    sizes,
+                    quick,
+                    mib,
+                    rounds,
+                    max_udp_payload,
+                    stream_window,
+                    connection_window,
+                    in_flight,
+                    json,
+                },
+        } => {
+            let mut o = if quick {
+                poolpipe_transport::bench::BenchOptions::quick()
+            } else {
+                poolpipe_transport::bench::BenchOptions::default()
+            };
+            o.sizes = sizes;
+            if rounds == 0 {
+                anyhow::bail!("--rounds must be at least 1");
+            }
+            o.rounds = rounds;
+            if let Some(m) = mib {
+                if m == 0 {
+                    anyhow::bail!("--mib must be at least 1");
+                }
+                o.latency_bytes = o.latency_bytes * m / (o.bytes_per_size >> 20);
+                o.bytes_per_size = m << 20;
+            }
+            let c = &mut o.config;
+            c.max_udp_payload = max_udp_payload;
+            if let Some(w) = stream_window {
+                c.stream_window = w as u64;
+                c.connection_window = c.connection_window.max(w as u64);
+            }
+            if let Some(w) = connection_window {
+                c.connection_window = w as u64;
+            }
+            if let Some(n) = in_flight {
+                c.max_in_flight = n;
+            }
+            let report = poolpipe::netbench::bench(&o, json)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", poolpipe::netbench::render(&report));
             }
             Ok(())
         }

@@ -12,8 +12,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 pub const MAGIC: [u8; 4] = *b"PPTF";
 /// The frame format version this build writes and reads.
 pub const VERSION: u16 = 1;
-/// Frame kind of a batch of tensors.
+/// Frame kind of a batch of tensors (unidirectional streams).
 pub const KIND_BATCH: u8 = 1;
+/// Frame kind of a control message (bidirectional streams; `crate::control`).
+pub const KIND_CONTROL: u8 = 2;
 /// Bytes of the fixed prefix: magic, version, kind, flags, header length.
 pub const PREFIX: usize = 4 + 2 + 1 + 1 + 4;
 
@@ -157,9 +159,16 @@ pub enum FrameError {
         /// The version in the frame.
         found: u16,
     },
-    /// A kind this build does not know.
-    #[error("unknown frame kind {0}")]
-    Kind(u8),
+    /// A kind this build does not know, or one that does not belong on this stream type.
+    #[error(
+        "frame kind {found} where kind {expected} was expected (1 = batch, on unidirectional streams; 2 = control, on bidirectional streams)"
+    )]
+    Kind {
+        /// The kind in the frame.
+        found: u8,
+        /// The kind this stream type carries.
+        expected: u8,
+    },
     /// Over a limit.
     #[error("frame too large: {what} is {found}, the limit is {limit}")]
     TooLarge {
@@ -209,13 +218,18 @@ pub fn encode_header(h: &BatchHeader) -> Bytes {
             body.put_u64_le(d);
         }
     }
+    with_prefix(KIND_BATCH, &body)
+}
+
+/// The prefix of a frame of `kind` followed by `body`.
+pub(crate) fn with_prefix(kind: u8, body: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(PREFIX + body.len());
     out.put_slice(&MAGIC);
     out.put_u16_le(VERSION);
-    out.put_u8(KIND_BATCH);
+    out.put_u8(kind);
     out.put_u8(0);
     out.put_u32_le(body.len() as u32);
-    out.put_slice(&body);
+    out.put_slice(body);
     out.freeze()
 }
 
@@ -246,8 +260,13 @@ pub fn encode(h: &BatchHeader, payloads: &[Bytes]) -> Result<Bytes, FrameError> 
     Ok(out.freeze())
 }
 
-/// Reads the fixed prefix: the header body's length.
-pub fn decode_prefix(mut buf: &[u8], limits: &FrameLimits) -> Result<usize, FrameError> {
+/// Reads the fixed prefix of a batch frame: the header body's length.
+pub fn decode_prefix(buf: &[u8], limits: &FrameLimits) -> Result<usize, FrameError> {
+    decode_prefix_of(KIND_BATCH, buf, limits)
+}
+
+/// Reads the fixed prefix of a frame that must be of `expected` kind: the body's length.
+pub fn decode_prefix_of(expected: u8, mut buf: &[u8], limits: &FrameLimits) -> Result<usize, FrameError> {
     need(&buf, PREFIX, "the frame prefix")?;
     let mut magic = [0u8; 4];
     buf.copy_to_slice(&mut magic);
@@ -259,8 +278,8 @@ pub fn decode_prefix(mut buf: &[u8], limits: &FrameLimits) -> Result<usize, Fram
         return Err(FrameError::Version { found: version });
     }
     let kind = buf.get_u8();
-    if kind != KIND_BATCH {
-        return Err(FrameError::Kind(kind));
+    if kind != expected {
+        return Err(FrameError::Kind { found: kind, expected });
     }
     let flags = buf.get_u8();
     if flags != 0 {
@@ -320,21 +339,30 @@ pub fn decode_header_body(mut b: &[u8], limits: &FrameLimits) -> Result<BatchHea
     Ok(BatchHeader { model, batch, stage, requests, route, tensors })
 }
 
-/// Decodes a whole frame held in one buffer; payloads are slices of it.
-pub fn decode(frame: Bytes, limits: &FrameLimits) -> Result<Frame, FrameError> {
-    let header_len = decode_prefix(&frame, limits)?;
-    need(&&frame[PREFIX..], header_len, "the header")?;
-    let header = decode_header_body(&frame[PREFIX..PREFIX + header_len], limits)?;
-    let mut at = PREFIX + header_len;
+/// The byte length of each tensor's payload, checked against overflow and the payload limit.
+pub fn payload_lens(header: &BatchHeader, limits: &FrameLimits) -> Result<Vec<usize>, FrameError> {
     let mut total: u64 = 0;
-    let mut payloads = Vec::with_capacity(header.tensors.len());
+    let mut lens = Vec::with_capacity(header.tensors.len());
     for t in &header.tensors {
         let len = t.payload_len().ok_or_else(|| {
             FrameError::Malformed(format!("tensor '{}': shape {:?} overflows 64-bit sizes", t.name, t.dims))
         })?;
         total = total.saturating_add(len);
         too_large("the payload", total, limits.max_payload)?;
-        let len = len as usize;
+        lens.push(len as usize);
+    }
+    Ok(lens)
+}
+
+/// Decodes a whole frame held in one buffer; payloads are slices of it.
+pub fn decode(frame: Bytes, limits: &FrameLimits) -> Result<Frame, FrameError> {
+    let header_len = decode_prefix(&frame, limits)?;
+    need(&&frame[PREFIX..], header_len, "the header")?;
+    let header = decode_header_body(&frame[PREFIX..PREFIX + header_len], limits)?;
+    let mut at = PREFIX + header_len;
+    let lens = payload_lens(&header, limits)?;
+    let mut payloads = Vec::with_capacity(lens.len());
+    for len in lens {
         need(&&frame[at..], len, "a tensor payload")?;
         payloads.push(frame.slice(at..at + len));
         at += len;
@@ -390,7 +418,7 @@ mod tests {
         assert!(matches!(with(&|w| w[0] = b'X'), FrameError::BadMagic { .. }));
         assert_eq!(with(&|w| w[4] = 2), FrameError::Version { found: 2 });
         assert!(with(&|w| w[4] = 2).to_string().contains("upgrade the older peer"));
-        assert_eq!(with(&|w| w[6] = 9), FrameError::Kind(9));
+        assert_eq!(with(&|w| w[6] = 9), FrameError::Kind { found: 9, expected: KIND_BATCH });
         assert!(matches!(with(&|w| w.push(0)), FrameError::Malformed(m) if m.contains("after the last payload")));
         assert!(matches!(
             with(&|w| {

@@ -8,17 +8,26 @@
 //!   before trusting it), documented in `transport/PROTOCOL.md`;
 //! - [`tls`]: the cluster CA and node certificates (rcgen), and the mutual-TLS configurations
 //!   of QUIC endpoints (rustls, TLS 1.3, ALPN `poolpipe/1`);
+//! - [`control`]: control messages (register, welcome, assign, timing, health, ack, refused),
+//!   one exchange per bidirectional stream;
+//! - [`config`]: flow-control windows sized for tensors, in-flight batches per peer,
+//!   keep-alive, idle and connect timeouts, reconnection backoff, frame limits;
 //! - [`endpoint`]: a node's QUIC endpoint (quinn): connect, accept (refusing peers of another
-//!   CA with a log line), and one frame per unidirectional stream.
-//!
-//! Not yet: control messages, tuned flow control, bounded in-flight batches per peer,
-//! reconnection with backoff, and `poolpipe bench transport`.
+//!   CA with a log line), one batch frame per unidirectional stream, control calls;
+//! - [`link`]: the sending side of one peer: one connection, redialled with backoff, and a
+//!   bound on batches in flight;
+//! - [`bench`]: the loopback benchmark behind `poolpipe bench transport` (QUIC against TLS over
+//!   TCP and plain TCP).
 //!
 //! ## What it must never do
 //! It knows nothing of models, plans or policies: it moves bytes and tensors. It never accepts
 //! a peer whose certificate does not chain to the cluster CA, and never panics on a malformed
 //! frame.
 
+pub mod bench;
+pub mod config;
+pub mod control;
 pub mod endpoint;
 pub mod frame;
+pub mod link;
 pub mod tls;

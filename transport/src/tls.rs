@@ -154,9 +154,9 @@ fn roots(ca_pem: &str) -> Result<Arc<rustls::RootCertStore>, TlsError> {
     Ok(Arc::new(roots))
 }
 
-/// The QUIC server configuration of a node: its identity, and only clients whose certificate
-/// chains to the CA in `ca_pem`.
-pub fn server_config(id: &Identity, ca_pem: &str) -> Result<quinn::ServerConfig, TlsError> {
+/// The rustls server configuration of a node: TLS 1.3, its identity, ALPN `poolpipe/1`, and
+/// only clients whose certificate chains to the CA in `ca_pem`.
+pub fn tls_server_config(id: &Identity, ca_pem: &str) -> Result<rustls::ServerConfig, TlsError> {
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots(ca_pem)?, provider())
         .build()
         .map_err(|e| bad("client verifier", e))?;
@@ -167,13 +167,12 @@ pub fn server_config(id: &Identity, ca_pem: &str) -> Result<quinn::ServerConfig,
         .with_single_cert(certs(&id.cert_pem, "the node certificate")?, key(&id.key_pem, "the node key")?)
         .map_err(|e| bad("the node certificate and key", e))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls).map_err(|e| bad("QUIC server", e))?;
-    Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+    Ok(tls)
 }
 
-/// The QUIC client configuration of a node: its identity for client authentication, and only
-/// servers whose certificate chains to the CA.
-pub fn client_config(id: &Identity, ca_pem: &str) -> Result<quinn::ClientConfig, TlsError> {
+/// The rustls client configuration of a node: TLS 1.3, its identity for client
+/// authentication, ALPN `poolpipe/1`, and only servers whose certificate chains to the CA.
+pub fn tls_client_config(id: &Identity, ca_pem: &str) -> Result<rustls::ClientConfig, TlsError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| bad("TLS 1.3", e))?
@@ -181,6 +180,19 @@ pub fn client_config(id: &Identity, ca_pem: &str) -> Result<quinn::ClientConfig,
         .with_client_auth_cert(certs(&id.cert_pem, "the node certificate")?, key(&id.key_pem, "the node key")?)
         .map_err(|e| bad("the node certificate and key", e))?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| bad("QUIC client", e))?;
+    Ok(tls)
+}
+
+/// The QUIC server configuration of a node ([`tls_server_config`] over QUIC).
+pub fn server_config(id: &Identity, ca_pem: &str) -> Result<quinn::ServerConfig, TlsError> {
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls_server_config(id, ca_pem)?)
+        .map_err(|e| bad("QUIC server", e))?;
+    Ok(quinn::ServerConfig::with_crypto(Arc::new(quic)))
+}
+
+/// The QUIC client configuration of a node ([`tls_client_config`] over QUIC).
+pub fn client_config(id: &Identity, ca_pem: &str) -> Result<quinn::ClientConfig, TlsError> {
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls_client_config(id, ca_pem)?)
+        .map_err(|e| bad("QUIC client", e))?;
     Ok(quinn::ClientConfig::new(Arc::new(quic)))
 }

@@ -1,0 +1,197 @@
+//! Control messages (PROTOCOL.md, "Control messages"): registration, stage assignment, timing
+//! reports and health, each exchange on its own bidirectional stream: one message from the
+//! opener, one reply. Frames of kind 2 whose body is one JSON object.
+//!
+//! The transport carries these messages; it does not act on them. What an assignment means
+//! (which blocks, which plan) is the control plane's business: the `spec` field is opaque here.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::frame::{FrameError, FrameLimits, KIND_CONTROL, PREFIX, decode_prefix_of, with_prefix};
+
+/// One control message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Control {
+    /// A worker introduces itself to the controller.
+    Register {
+        /// The node name (its certificate's name).
+        node: String,
+        /// Its GPU class.
+        class: String,
+        /// Its device, in words.
+        device: String,
+        /// Where it accepts batch streams.
+        data_addr: String,
+    },
+    /// The controller accepts a worker and gives it an id.
+    Welcome {
+        /// The worker id used in routes.
+        worker: u32,
+    },
+    /// The controller assigns a stage of a model to a worker.
+    Assign {
+        /// The worker.
+        worker: u32,
+        /// The model id used in frames.
+        model: u32,
+        /// The stage index.
+        stage: u16,
+        /// Blocks `[first, end)` of the model this stage runs.
+        blocks: [u32; 2],
+        /// What else the control plane needs to say (opaque to the transport).
+        #[serde(default)]
+        spec: serde_json::Value,
+    },
+    /// A worker reports the actual timing of a batch (microseconds on its clock).
+    Timing {
+        /// The worker.
+        worker: u32,
+        /// The model.
+        model: u32,
+        /// The batch.
+        batch: u64,
+        /// The stage.
+        stage: u16,
+        /// Requests in the batch.
+        requests: u32,
+        /// When the batch arrived.
+        arrived_us: f64,
+        /// When compute started.
+        start_us: f64,
+        /// When compute ended.
+        end_us: f64,
+    },
+    /// A worker's periodic health report.
+    Health {
+        /// The worker.
+        worker: u32,
+        /// Report sequence number.
+        seq: u64,
+        /// Batches queued or running.
+        in_flight: u32,
+        /// Busy fraction since the last report.
+        busy: f64,
+    },
+    /// The message was taken.
+    Ack,
+    /// The message was refused; the reason says why and what to do.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Control {
+    /// The message type as written on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Control::Register { .. } => "register",
+            Control::Welcome { .. } => "welcome",
+            Control::Assign { .. } => "assign",
+            Control::Timing { .. } => "timing",
+            Control::Health { .. } => "health",
+            Control::Ack => "ack",
+            Control::Refused { .. } => "refused",
+        }
+    }
+}
+
+/// Encodes a control message as a frame of kind 2.
+pub fn encode_control(msg: &Control) -> Bytes {
+    // Serialising these plain types cannot fail: no maps with non-string keys, no NaN.
+    let body =
+        serde_json::to_vec(msg).unwrap_or_else(|e| format!("{{\"type\":\"refused\",\"reason\":\"{e}\"}}").into_bytes());
+    with_prefix(KIND_CONTROL, &body)
+}
+
+/// Decodes a control frame held in one buffer (the JSON body is bounded by
+/// `limits.max_header`).
+pub fn decode_control(frame: &[u8], limits: &FrameLimits) -> Result<Control, FrameError> {
+    let len = decode_prefix_of(KIND_CONTROL, frame, limits)?;
+    let body = &frame[PREFIX..];
+    if body.len() < len {
+        return Err(FrameError::Truncated { what: "the control message", need: len - body.len() });
+    }
+    if body.len() > len {
+        return Err(FrameError::Malformed(format!("{} bytes after the control message", body.len() - len)));
+    }
+    serde_json::from_slice(body).map_err(|e| FrameError::Malformed(format!("control message: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<Control> {
+        vec![
+            Control::Register {
+                node: "worker-1".into(),
+                class: "T4".into(),
+                device: "lavapipe".into(),
+                data_addr: "10.0.0.2:7000".into(),
+            },
+            Control::Welcome { worker: 3 },
+            Control::Assign { worker: 3, model: 1, stage: 0, blocks: [0, 4], spec: serde_json::json!({"batch": 8}) },
+            Control::Timing {
+                worker: 3,
+                model: 1,
+                batch: 9,
+                stage: 1,
+                requests: 4,
+                arrived_us: 1.0,
+                start_us: 2.0,
+                end_us: 3.5,
+            },
+            Control::Health { worker: 3, seq: 7, in_flight: 2, busy: 0.4 },
+            Control::Ack,
+            Control::Refused { reason: "unknown worker".into() },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in all() {
+            let bytes = encode_control(&m);
+            assert_eq!(decode_control(&bytes, &FrameLimits::default()).unwrap(), m, "{}", m.kind());
+        }
+    }
+
+    #[test]
+    fn bad_control_frames_are_refused_with_a_reason() {
+        let limits = FrameLimits::default();
+        let good = encode_control(&Control::Health { worker: 1, seq: 2, in_flight: 0, busy: 0.0 });
+        let e = decode_control(&good[..good.len() - 1], &limits).unwrap_err();
+        assert!(matches!(e, FrameError::Truncated { .. }), "{e}");
+        let mut extra = good.to_vec();
+        extra.push(b' ');
+        assert!(matches!(decode_control(&extra, &limits).unwrap_err(), FrameError::Malformed(_)));
+        let unknown = with_prefix(KIND_CONTROL, br#"{"type":"reboot"}"#);
+        let e = decode_control(&unknown, &limits).unwrap_err();
+        assert!(e.to_string().contains("reboot"), "{e}");
+        let batch = crate::frame::with_prefix(crate::frame::KIND_BATCH, b"{}");
+        assert_eq!(decode_control(&batch, &limits).unwrap_err(), FrameError::Kind { found: 1, expected: 2 });
+        for cut in 0..good.len() {
+            assert!(decode_control(&good[..cut], &limits).is_err());
+        }
+    }
+
+    #[test]
+    fn the_decoder_never_panics_on_damaged_input() {
+        let limits = FrameLimits::default();
+        for m in all() {
+            let good = encode_control(&m).to_vec();
+            for i in 0..good.len() {
+                for v in [0u8, 1, b'"', b'{', b'}', 0x7f, 0xff] {
+                    let mut bad = good.clone();
+                    bad[i] = v;
+                    if let Ok(back) = decode_control(&bad, &limits) {
+                        // Whatever decodes re-encodes to a frame that decodes the same.
+                        assert_eq!(decode_control(&encode_control(&back), &limits).unwrap(), back);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -307,3 +307,91 @@ async fn a_link_gives_up_on_an_unreachable_peer_with_a_clear_error() {
     let msg = err.to_string();
     assert!(msg.contains("batch 8") && msg.contains("unreachable after") && msg.contains("worker-b"), "{msg}");
 }
+
+/// A UDP relay between a client and a server that can be told to drop everything, as a peer
+/// that lost power or a cable would: no close, no reset, just silence.
+struct Relay {
+    addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    async fn start(server: SocketAddr) -> Relay {
+        let front = Arc::new(tokio::net::UdpSocket::bind(local()).await.unwrap());
+        let back = Arc::new(tokio::net::UdpSocket::bind(local()).await.unwrap());
+        back.connect(server).await.unwrap();
+        let addr = front.local_addr().unwrap();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client: Arc<tokio::sync::Mutex<Option<SocketAddr>>> = Arc::default();
+        {
+            let (front, back, cut, client) = (front.clone(), back.clone(), cut.clone(), client.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                    *client.lock().await = Some(from);
+                    if !cut.load(Ordering::SeqCst) {
+                        let _ = back.send(&buf[..n]).await;
+                    }
+                }
+            });
+        }
+        {
+            let cut = cut.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = back.recv(&mut buf).await {
+                    let to = *client.lock().await;
+                    if let (Some(to), false) = (to, cut.load(Ordering::SeqCst)) {
+                        let _ = front.send_to(&buf[..n], to).await;
+                    }
+                }
+            });
+        }
+        Relay { addr, cut }
+    }
+}
+
+#[tokio::test]
+async fn keep_alive_holds_an_idle_link_and_a_silent_peer_fails_the_send_by_the_idle_timeout() {
+    let ca = tls::init_ca().unwrap();
+    let cfg = TransportConfig {
+        keep_alive: Duration::from_millis(200),
+        idle_timeout: Duration::from_secs(1),
+        ..TransportConfig::default()
+    };
+    let a = node_with(&ca, "worker-a", local(), cfg.clone());
+    let b = node_with(&ca, "worker-b", local(), cfg);
+    let relay = Relay::start(b.local_addr().unwrap()).await;
+    let server = tokio::spawn(async move {
+        let conn = b.accept().await.unwrap();
+        let first = recv(&conn, &FrameLimits::default()).await.map(|f| f.header.batch);
+        let second = recv(&conn, &FrameLimits::default()).await.map(|f| f.header.batch);
+        // Hold the connection: only the relay going silent may end it.
+        let third = recv(&conn, &FrameLimits::default()).await.map(|f| f.header.batch);
+        (first, second, third, b)
+    });
+    let link = Link::new(&a, relay.addr, "worker-b");
+    link.send(&header(1, 1024), &payload(1024)).await.unwrap();
+    // Idle for twice the idle timeout: the keep-alives hold the connection open.
+    let conn = link.connection().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(conn.close_reason().is_none(), "the idle link was closed: {:?}", conn.close_reason());
+    link.send(&header(2, 1024), &payload(1024)).await.unwrap();
+    // Now the peer goes silent in the middle of a large batch.
+    relay.cut.store(true, Ordering::SeqCst);
+    let t0 = std::time::Instant::now();
+    let err = tokio::time::timeout(LONG, link.send(&header(3, 8 << 20), &payload(8 << 20)))
+        .await
+        .expect("the send to a silent peer hung")
+        .unwrap_err();
+    assert!(matches!(err, EndpointError::Send { batch: 3, .. }), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "the idle timeout is 1 s, the send failed after {:?}", t0.elapsed());
+    assert_eq!(
+        conn.close_reason().map(|r| r.to_string()),
+        Some("timed out".to_string()),
+        "the same connection timed out"
+    );
+    let (first, second, third, _b) = tokio::time::timeout(LONG, server).await.unwrap().unwrap();
+    assert_eq!((first.unwrap(), second.unwrap()), (1, 2));
+    assert!(third.is_err(), "batch 3 never arrived whole");
+}

@@ -70,6 +70,41 @@ async fn a_peer_from_another_ca_is_refused() {
 }
 
 #[tokio::test]
+async fn a_peer_without_a_certificate_is_refused() {
+    let ca = tls::init_ca().unwrap();
+    let b = node(&ca, "worker-b");
+    let addr = b.local_addr().unwrap();
+    let server = tokio::spawn(async move { tokio::time::timeout(std::time::Duration::from_secs(3), b.accept()).await });
+    // A client that trusts the cluster CA but presents no certificate of its own.
+    let mut roots = rustls::RootCertStore::empty();
+    let der = rustls::pki_types::pem::PemObject::from_pem_slice(ca.cert_pem.as_bytes()).unwrap();
+    roots.add(der).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    crypto.alpn_protocols = vec![tls::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
+    let mut anon = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    anon.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
+    let attempt = async {
+        let conn = anon.connect(addr, "worker-b").map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
+        // TLS 1.3: the server's verdict on the client certificate may arrive after the
+        // client's handshake completes; the connection is then closed.
+        let mut s = conn.open_uni().await.map_err(|e| e.to_string())?;
+        s.write_all(b"hello").await.map_err(|e| e.to_string())?;
+        let _ = s.finish();
+        Ok::<String, String>(conn.closed().await.to_string())
+    };
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), attempt).await.expect("the handshake hung");
+    let why = r.unwrap_or_else(|e| e);
+    assert!(why.to_lowercase().contains("certificate"), "{why}");
+    assert!(server.await.unwrap().is_err(), "the server accepted no connection");
+}
+
+#[tokio::test]
 async fn a_malformed_frame_fails_its_stream_only() {
     let ca = tls::init_ca().unwrap();
     let (a, b) = (node(&ca, "worker-a"), node(&ca, "worker-b"));

@@ -764,14 +764,12 @@ fn run_cli(cli: Cli) -> Result<()> {
             if !(load_factor.is_finite() && load_factor > 0.0) {
                 anyhow::bail!("--load-factor {load_factor} must be positive");
             }
-            let cfg = poolpipe::sim::SimConfig {
-                rate: load_factor * setup.layout.planned_rate(),
-                duration_s: duration,
-                arrivals: poolpipe::sim::Arrivals::Poisson,
-                weights: Some(setup.weights.clone()),
-                seed: 1,
-                jitter: 0.0,
-            };
+            let cfg = poolpipe::sim::SimConfig::poisson(
+                load_factor * setup.layout.planned_rate(),
+                duration,
+                setup.weights.clone(),
+                1,
+            );
             let pb = if json {
                 indicatif::ProgressBar::hidden()
             } else {

@@ -178,12 +178,8 @@ pub fn run(o: &PaperOptions, progress: bool) -> Result<PaperReport> {
                     pb.set_message(format!("{cluster} {group}: {} {policy} {name}", plan.planner));
                     let setup = setup_with(plan, &inputs.profiles, &inputs.fleet, &workload)?;
                     let base = SimConfig {
-                        rate: reference,
-                        duration_s: o.duration_s,
                         arrivals: arrivals.clone(),
-                        weights: Some(setup.weights.clone()),
-                        seed: o.seed,
-                        jitter: 0.0,
+                        ..SimConfig::poisson(reference, o.duration_s, setup.weights.clone(), o.seed)
                     };
                     let so = SweepOptions { reference_rate: reference, step: o.step, max: 1.0, target: 0.99 };
                     let policies = Policies::native(policy)?;

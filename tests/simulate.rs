@@ -276,14 +276,7 @@ fn bench_paper_writes_its_tables_csv_and_chart() {
 }
 
 fn cfg(setup: &Setup, load_factor: f64, duration_s: f64, seed: u64) -> SimConfig {
-    SimConfig {
-        rate: load_factor * setup.layout.planned_rate(),
-        duration_s,
-        arrivals: Arrivals::Poisson,
-        weights: Some(setup.weights.clone()),
-        seed,
-        jitter: 0.0,
-    }
+    SimConfig::poisson(load_factor * setup.layout.planned_rate(), duration_s, setup.weights.clone(), seed)
 }
 
 /// Policies with a generous deadline: these tests are about decisions, and a call preempted by

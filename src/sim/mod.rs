@@ -73,6 +73,13 @@ pub struct SimConfig {
     pub jitter: f64,
 }
 
+impl SimConfig {
+    /// Poisson arrivals at `rate` for `duration_s`, split by `weights`, no jitter.
+    pub fn poisson(rate: f64, duration_s: f64, weights: Vec<f64>, seed: u64) -> SimConfig {
+        SimConfig { rate, duration_s, arrivals: Arrivals::Poisson, weights: Some(weights), seed, jitter: 0.0 }
+    }
+}
+
 /// Results of one model.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ModelReport {
@@ -231,6 +238,8 @@ struct Sim {
     late: Vec<u64>,
     batch_sizes: BTreeMap<usize, u64>,
     sched_ns: u128,
+    /// The scheduler's outputs of the current event (kept to reuse its allocation).
+    outputs: Vec<Output>,
 }
 
 impl Sim {
@@ -250,8 +259,9 @@ impl Sim {
 
     /// Applies the scheduler's outputs: drops are answered, dispatches start running.
     fn apply(&mut self, now: f64) {
-        let outputs: Vec<Output> = self.sched.take_outputs().collect();
-        for out in outputs {
+        let mut outputs = std::mem::take(&mut self.outputs);
+        outputs.extend(self.sched.take_outputs());
+        for out in outputs.drain(..) {
             match out {
                 Output::Drop { model, .. } => self.dropped[model] += 1,
                 Output::PolicyError { .. } => {}
@@ -296,6 +306,7 @@ impl Sim {
                 }
             }
         }
+        self.outputs = outputs;
     }
 
     fn stage_done(&mut self, now: f64, batch: BatchId, stage: usize) {
@@ -370,6 +381,7 @@ pub fn simulate_with(scheduler: Scheduler, cfg: &SimConfig, swap: Option<Swap>) 
         dropped: vec![0; models],
         late: vec![0; models],
         batch_sizes: BTreeMap::new(),
+        outputs: Vec::new(),
         sched_ns: 0,
         sched: scheduler,
     };

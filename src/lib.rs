@@ -40,6 +40,7 @@ pub mod plan;
 pub mod policybench;
 pub mod profile;
 pub mod run;
+pub mod serve;
 pub mod sim;
 pub mod simulate;
 

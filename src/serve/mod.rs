@@ -1,0 +1,62 @@
+//! The serving cluster's data path (issue #9, in progress): what a worker does with a batch.
+//!
+//! - [`wire`]: engine boundary tensors to and from transport frames;
+//! - [`worker`]: a stage worker: it runs the stages it was assigned on its wgpu device and
+//!   forwards each batch to the next worker of the batch's reserved route, the last stage
+//!   back to the frontend.
+//!
+//! Still to come: the controller (registration, planning, assignment), the frontend (KServe
+//! v2 HTTP, the scheduler on a tokio clock), `poolpipe serve`, `demo` and `load`.
+
+pub mod wire;
+pub mod worker;
+
+/// Errors of the serving path; each names the batch, model, stage or peer it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The engine refused or failed a stage.
+    #[error("model {model} stage {stage}, batch {batch}: {source}")]
+    Engine {
+        /// Model id.
+        model: u32,
+        /// Stage index.
+        stage: u16,
+        /// Batch id.
+        batch: u64,
+        /// The engine's error.
+        source: poolpipe_engine::EngineError,
+    },
+    /// A batch arrived for a stage this worker was not assigned.
+    #[error("batch {batch} is for model {model} stage {stage}, which worker {worker} does not run")]
+    NotAssigned {
+        /// This worker.
+        worker: u32,
+        /// Model id.
+        model: u32,
+        /// Stage index.
+        stage: u16,
+        /// Batch id.
+        batch: u64,
+    },
+    /// The route names a worker this worker has no address for.
+    #[error("batch {batch}: the route's next worker {next} is unknown to worker {worker}")]
+    UnknownPeer {
+        /// This worker.
+        worker: u32,
+        /// The next worker.
+        next: u32,
+        /// Batch id.
+        batch: u64,
+    },
+    /// A frame's tensors do not fit the stage.
+    #[error("batch {batch}: {reason}")]
+    Tensors {
+        /// Batch id.
+        batch: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The transport failed.
+    #[error(transparent)]
+    Transport(#[from] poolpipe_transport::endpoint::EndpointError),
+}

@@ -1,0 +1,156 @@
+//! A stage worker: runs its assigned stages on its wgpu device and forwards each batch to the
+//! next worker of the batch's reserved route.
+//!
+//! A batch frame names its model, its stage and the rest of its route (PROTOCOL.md). The
+//! worker runs the stage, and sends the tensors crossing the stage's last cut to the route's
+//! next hop, with that hop removed from the route. The last hop of every route is the
+//! frontend ([`FRONTEND`]), which receives the model's outputs. The device runs one batch at a
+//! time; a worker holds at most [`IN_FLIGHT`] received batches (run or waiting to run), and
+//! the transport holds senders back beyond that.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use poolpipe_engine::boundary::{Boundary, Precision};
+use poolpipe_engine::gpu::{CompiledGraph, Device};
+use poolpipe_engine::partition::Partition;
+use poolpipe_engine::stage::Stage;
+use poolpipe_engine::{EngineError, Graph};
+use poolpipe_transport::endpoint::{EndpointError, recv};
+use poolpipe_transport::frame::{BatchHeader, Frame, FrameLimits};
+use poolpipe_transport::link::Link;
+
+use super::ServeError;
+use super::wire::{from_wire, to_wire};
+
+/// The worker id that stands for the frontend in routes: a route's last hop delivers the
+/// model's outputs there.
+pub const FRONTEND: u32 = 0;
+
+/// Batches a worker holds at once (one running, the others received and waiting).
+pub const IN_FLIGHT: usize = 2;
+
+/// One assigned stage, compiled for the worker's device.
+pub struct StageRunner {
+    model: u32,
+    index: u16,
+    stage: Stage,
+    compiled: CompiledGraph,
+}
+
+impl StageRunner {
+    /// Cuts blocks `blocks` of `graph` (as partitioned by `partition`), compiles them on
+    /// `device` for batches up to `max_batch`, as stage `index` of model `model`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        device: &Device,
+        graph: &Graph,
+        partition: &Partition,
+        blocks: Range<usize>,
+        model: u32,
+        index: u16,
+        precision: Precision,
+        max_batch: usize,
+    ) -> Result<StageRunner, EngineError> {
+        let stage = Stage::new(graph, partition, blocks, precision)?;
+        let compiled = device.compile(&stage.graph, &stage.compile_options(max_batch))?;
+        Ok(StageRunner { model, index, stage, compiled })
+    }
+
+    /// Runs the stage on a frame's tensors; returns every tensor crossing its last cut.
+    pub fn run(&mut self, frame: &Frame) -> Result<Vec<Boundary>, ServeError> {
+        let h = &frame.header;
+        let engine = |source| ServeError::Engine { model: h.model, stage: h.stage, batch: h.batch, source };
+        let received = from_wire(frame).map_err(|reason| ServeError::Tensors { batch: h.batch, reason })?;
+        let inputs = self.stage.order(&received).map_err(engine)?;
+        let (outputs, _) = self.compiled.run_boundary(&inputs).map_err(engine)?;
+        self.stage.forward(&received, outputs).map_err(engine)
+    }
+}
+
+/// A worker: its stages and the links to the workers (and frontend) it forwards to.
+pub struct Worker {
+    id: u32,
+    runners: Mutex<HashMap<(u32, u16), StageRunner>>,
+    peers: HashMap<u32, Link>,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Worker {
+    /// A worker with id `id` running `runners`, forwarding over `peers` (worker id to link;
+    /// [`FRONTEND`] for the frontend).
+    pub fn new(id: u32, runners: Vec<StageRunner>, peers: HashMap<u32, Link>) -> Arc<Worker> {
+        let runners = runners.into_iter().map(|r| ((r.model, r.index), r)).collect();
+        Arc::new(Worker {
+            id,
+            runners: Mutex::new(runners),
+            peers,
+            slots: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
+        })
+    }
+
+    /// Runs one received batch and forwards it to the next hop of its route; returns the
+    /// worker id it went to. Every error names the batch.
+    pub async fn handle(self: &Arc<Self>, frame: Frame) -> Result<u32, ServeError> {
+        let h = &frame.header;
+        let (model, stage, batch) = (h.model, h.stage, h.batch);
+        let next = *h.route.first().ok_or_else(|| ServeError::Tensors {
+            batch,
+            reason: "the route is empty: every route ends with the frontend".into(),
+        })?;
+        let link = self.peers.get(&next.worker).ok_or(ServeError::UnknownPeer {
+            worker: self.id,
+            next: next.worker,
+            batch,
+        })?;
+        let me = self.clone();
+        let (out, frame) = tokio::task::spawn_blocking(move || {
+            let mut runners = me.runners.lock().unwrap_or_else(|p| p.into_inner());
+            let runner = runners.get_mut(&(model, stage)).ok_or(ServeError::NotAssigned {
+                worker: me.id,
+                model,
+                stage,
+                batch,
+            })?;
+            runner.run(&frame).map(|out| (out, frame))
+        })
+        .await
+        .map_err(|e| ServeError::Tensors { batch, reason: format!("the stage task failed: {e}") })??;
+        let (tensors, payloads) = to_wire(out);
+        let h = frame.header;
+        let header = BatchHeader {
+            model,
+            batch,
+            stage: next.stage,
+            requests: h.requests,
+            route: h.route[1..].to_vec(),
+            tensors,
+        };
+        link.send(&header, &payloads).await?;
+        Ok(next.worker)
+    }
+
+    /// Serves one connection until it closes: each batch received is run and forwarded
+    /// while the next is received (at most [`IN_FLIGHT`] held); failures are logged with the
+    /// batch.
+    pub async fn serve(self: Arc<Self>, conn: quinn::Connection, limits: FrameLimits) {
+        loop {
+            let Ok(permit) = self.slots.clone().acquire_owned().await else { return };
+            match recv(&conn, &limits).await {
+                Ok(frame) => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let batch = frame.header.batch;
+                        if let Err(e) = me.handle(frame).await {
+                            tracing::warn!(worker = me.id, batch, "{e}");
+                        }
+                        drop(permit);
+                    });
+                }
+                Err(EndpointError::Closed { .. }) => return,
+                Err(e) => tracing::warn!(worker = self.id, "{e}"),
+            }
+        }
+    }
+}

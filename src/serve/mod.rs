@@ -1,5 +1,6 @@
 //! The serving cluster's data path (issue #9, in progress): what a worker does with a batch.
 //!
+//! - [`kserve`]: the KServe v2 inference request and response (JSON and binary tensors);
 //! - [`wire`]: engine boundary tensors to and from transport frames;
 //! - [`worker`]: a stage worker: it runs the stages it was assigned on its wgpu device and
 //!   forwards each batch to the next worker of the batch's reserved route, the last stage
@@ -8,6 +9,7 @@
 //! Still to come: the controller (registration, planning, assignment), the frontend (KServe
 //! v2 HTTP, the scheduler on a tokio clock), `poolpipe serve`, `demo` and `load`.
 
+pub mod kserve;
 pub mod wire;
 pub mod worker;
 

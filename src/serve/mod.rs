@@ -1,14 +1,21 @@
-//! The serving cluster's data path (issue #9, in progress): what a worker does with a batch.
+//! The serving cluster (issue #9, in progress): the frontend's HTTP API, the KServe v2
+//! messages, and what a worker does with a batch.
 //!
+//! - [`http`]: the frontend's HTTP API (KServe v2 endpoints, `/metrics`) over a [`http::Backend`];
 //! - [`kserve`]: the KServe v2 inference request and response (JSON and binary tensors);
 //! - [`wire`]: engine boundary tensors to and from transport frames;
 //! - [`worker`]: a stage worker: it runs the stages it was assigned on its wgpu device and
 //!   forwards each batch to the next worker of the batch's reserved route, the last stage
 //!   back to the frontend.
 //!
-//! Still to come: the controller (registration, planning, assignment), the frontend (KServe
-//! v2 HTTP, the scheduler on a tokio clock), `poolpipe serve`, `demo` and `load`.
+//! Still to come: the frontend's backend (the scheduler on a tokio clock, batches sent to the
+//! workers, results matched to requests), the controller (registration, planning,
+//! assignment), `poolpipe serve`, `demo` and `load`.
+//!
+//! Must never: answer a request twice or not at all, or let one bad request or peer take
+//! down the process.
 
+pub mod http;
 pub mod kserve;
 pub mod wire;
 pub mod worker;

@@ -1,0 +1,342 @@
+//! The frontend's HTTP API: KServe v2 / Open Inference Protocol (health, server and model
+//! metadata, model readiness, inference with JSON or binary tensors) and Prometheus
+//! `/metrics`, over any [`Backend`] that runs the models.
+//!
+//! | method | path | answer |
+//! | --- | --- | --- |
+//! | GET | `/v2/health/live` | 200 while the process serves |
+//! | GET | `/v2/health/ready` | 200 when every model is ready, else 503 |
+//! | GET | `/v2` | server metadata (name, version, extensions) |
+//! | GET | `/v2/models/{m}` (or `/versions/{v}`) | model metadata: inputs and outputs, batch dimension -1 |
+//! | GET | `/v2/models/{m}/ready` | 200 or 503; 404 for an unknown model |
+//! | POST | `/v2/models/{m}/infer` (or `/versions/{v}/infer`) | inference ([`super::kserve`]) |
+//! | GET | `/metrics` | request counts by model and status, latency histograms |
+//!
+//! Errors are `{"error": "..."}` with 400 (malformed or mismatched request), 404 (unknown
+//! model), 413 (body over the limit), 503 (not ready, or the backend cannot take it) or what
+//! the backend says. Each input's shape must match the model's except for the batch
+//! dimension, which may be any size from 1.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+
+use super::kserve::{ApiError, HEADER_LENGTH, InputTensor, OutputTensor, encode_response, parse_request};
+
+/// A tensor of a model's signature.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TensorMeta {
+    /// Name.
+    pub name: String,
+    /// Shape without the batch dimension.
+    pub shape: Vec<usize>,
+}
+
+/// What the API says about a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelMeta {
+    /// Name used in paths.
+    pub name: String,
+    /// Inputs.
+    pub inputs: Vec<TensorMeta>,
+    /// Outputs.
+    pub outputs: Vec<TensorMeta>,
+}
+
+/// Runs the models behind the API.
+pub trait Backend: Send + Sync + 'static {
+    /// The models served.
+    fn models(&self) -> Vec<ModelMeta>;
+    /// Whether `model` takes requests now.
+    fn ready(&self, model: &str) -> bool;
+    /// Runs one request: inputs checked against the model's signature (any batch size), in
+    /// signature order; outputs in signature order.
+    fn infer(
+        &self,
+        model: &str,
+        inputs: Vec<InputTensor>,
+    ) -> impl Future<Output = Result<Vec<OutputTensor>, ApiError>> + Send;
+}
+
+/// Settings of the HTTP API.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Largest request body, bytes.
+    pub max_body: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions { max_body: 64 << 20 }
+    }
+}
+
+/// Latency histogram bounds, seconds.
+const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, f64::INFINITY];
+
+#[derive(Default)]
+struct Metrics {
+    /// (model, status) -> count.
+    requests: BTreeMap<(String, u16), u64>,
+    /// model -> (bucket counts, sum of seconds, count) of successful inferences.
+    latency: BTreeMap<String, ([u64; 12], f64, u64)>,
+}
+
+struct Shared<B> {
+    backend: B,
+    options: HttpOptions,
+    metrics: Mutex<Metrics>,
+}
+
+/// The router of the API over `backend`.
+pub fn router<B: Backend>(backend: B, options: HttpOptions) -> Router {
+    let max = options.max_body;
+    let shared = Arc::new(Shared { backend, options, metrics: Mutex::new(Metrics::default()) });
+    Router::new()
+        .route("/v2/health/live", get(|| async { json(StatusCode::OK, &serde_json::json!({"live": true})) }))
+        .route("/v2/health/ready", get(ready::<B>))
+        .route("/v2", get(server_meta))
+        .route("/v2/models/{model}", get(model_meta::<B>))
+        .route("/v2/models/{model}/versions/{version}", get(model_meta_v::<B>))
+        .route("/v2/models/{model}/ready", get(model_ready::<B>))
+        .route("/v2/models/{model}/versions/{version}/ready", get(model_ready_v::<B>))
+        .route("/v2/models/{model}/infer", post(infer::<B>))
+        .route("/v2/models/{model}/versions/{version}/infer", post(infer_v::<B>))
+        .route("/metrics", get(metrics::<B>))
+        .fallback(|| async {
+            error(&ApiError { status: 404, message: "no such endpoint; see /v2 (KServe v2)".into() })
+        })
+        .layer(DefaultBodyLimit::max(max))
+        .with_state(shared)
+}
+
+fn json(status: StatusCode, v: &impl Serialize) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec());
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn error(e: &ApiError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json(status, &serde_json::json!({ "error": e.message }))
+}
+
+fn find<B: Backend>(s: &Shared<B>, model: &str) -> Result<ModelMeta, ApiError> {
+    let models = s.backend.models();
+    models.iter().find(|m| m.name == model).cloned().ok_or_else(|| ApiError {
+        status: 404,
+        message: format!(
+            "unknown model '{model}'; this server has: {}",
+            models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    })
+}
+
+async fn ready<B: Backend>(State(s): State<Arc<Shared<B>>>) -> Response {
+    let all = s.backend.models().iter().all(|m| s.backend.ready(&m.name));
+    let status = if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json(status, &serde_json::json!({ "ready": all }))
+}
+
+async fn server_meta() -> Response {
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"name": "poolpipe", "version": env!("CARGO_PKG_VERSION"), "extensions": ["binary_tensor_data"]}),
+    )
+}
+
+fn tensor_json(t: &TensorMeta) -> serde_json::Value {
+    let shape: Vec<i64> = std::iter::once(-1).chain(t.shape.iter().map(|&d| d as i64)).collect();
+    serde_json::json!({"name": t.name, "datatype": "FP32", "shape": shape})
+}
+
+async fn model_meta<B: Backend>(State(s): State<Arc<Shared<B>>>, Path(model): Path<String>) -> Response {
+    match find(&s, &model) {
+        Ok(m) => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "name": m.name,
+                "versions": ["1"],
+                "platform": "poolpipe",
+                "inputs": m.inputs.iter().map(tensor_json).collect::<Vec<_>>(),
+                "outputs": m.outputs.iter().map(tensor_json).collect::<Vec<_>>(),
+            }),
+        ),
+        Err(e) => error(&e),
+    }
+}
+
+async fn model_meta_v<B: Backend>(state: State<Arc<Shared<B>>>, Path((model, _)): Path<(String, String)>) -> Response {
+    model_meta(state, Path(model)).await
+}
+
+async fn model_ready<B: Backend>(State(s): State<Arc<Shared<B>>>, Path(model): Path<String>) -> Response {
+    match find(&s, &model) {
+        Ok(_) if s.backend.ready(&model) => json(StatusCode::OK, &serde_json::json!({"name": model, "ready": true})),
+        Ok(_) => json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({"name": model, "ready": false})),
+        Err(e) => error(&e),
+    }
+}
+
+async fn model_ready_v<B: Backend>(state: State<Arc<Shared<B>>>, Path((model, _)): Path<(String, String)>) -> Response {
+    model_ready(state, Path(model)).await
+}
+
+/// Checks inputs against the signature; returns them in signature order.
+fn match_inputs(meta: &ModelMeta, mut inputs: Vec<InputTensor>) -> Result<Vec<InputTensor>, ApiError> {
+    let bad = |message: String| ApiError { status: 400, message };
+    let mut ordered = Vec::with_capacity(meta.inputs.len());
+    for want in &meta.inputs {
+        let i = inputs.iter().position(|t| t.name == want.name).ok_or_else(|| {
+            bad(format!("model '{}' needs input '{}' with shape [N, {}]", meta.name, want.name, dims(&want.shape)))
+        })?;
+        let t = inputs.swap_remove(i);
+        if t.shape.len() != want.shape.len() + 1 || t.shape[1..] != want.shape[..] || t.shape[0] == 0 {
+            return Err(bad(format!(
+                "input '{}' of model '{}' has shape {:?}; it takes [N, {}] with N >= 1",
+                t.name,
+                meta.name,
+                t.shape,
+                dims(&want.shape)
+            )));
+        }
+        ordered.push(t);
+    }
+    if let Some(extra) = inputs.first() {
+        return Err(bad(format!("model '{}' has no input '{}'", meta.name, extra.name)));
+    }
+    let batches: Vec<usize> = ordered.iter().map(|t| t.shape[0]).collect();
+    if batches.windows(2).any(|w| w[0] != w[1]) {
+        return Err(bad(format!("the inputs' batch sizes differ: {batches:?}")));
+    }
+    Ok(ordered)
+}
+
+fn dims(shape: &[usize]) -> String {
+    shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+async fn infer<B: Backend>(
+    State(s): State<Arc<Shared<B>>>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = run_infer(&s, &model, &headers, body).await;
+    let status = match &result {
+        Ok(_) => 200,
+        Err(e) => e.status,
+    };
+    {
+        let mut m = s.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        *m.requests.entry((model.clone(), status)).or_default() += 1;
+        if status == 200 {
+            let secs = started.elapsed().as_secs_f64();
+            let e = m.latency.entry(model).or_default();
+            for (i, &b) in BUCKETS.iter().enumerate() {
+                if secs <= b {
+                    e.0[i] += 1;
+                }
+            }
+            e.1 += secs;
+            e.2 += 1;
+        }
+    }
+    match result {
+        Ok(r) => r,
+        Err(e) => error(&e),
+    }
+}
+
+async fn infer_v<B: Backend>(
+    state: State<Arc<Shared<B>>>,
+    Path((model, _)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    infer(state, Path(model), headers, body).await
+}
+
+async fn run_infer<B: Backend>(
+    s: &Shared<B>,
+    model: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let meta = find(s, model)?;
+    let body = body.map_err(|e| ApiError {
+        status: e.status().as_u16(),
+        message: format!(
+            "the request body could not be read ({e}); this server takes at most {} bytes",
+            s.options.max_body
+        ),
+    })?;
+    let header_length = match headers.get(HEADER_LENGTH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| ApiError { status: 400, message: format!("{HEADER_LENGTH} must be a byte count") })?,
+        ),
+    };
+    let max_elements = s.options.max_body;
+    let req = parse_request(&body, header_length, max_elements)?;
+    if !s.backend.ready(model) {
+        return Err(ApiError {
+            status: 503,
+            message: format!("model '{model}' is not ready; see /v2/models/{model}/ready"),
+        });
+    }
+    let inputs = match_inputs(&meta, req.inputs.clone())?;
+    let outputs = s.backend.infer(model, inputs).await?;
+    let (body, json_len) = encode_response(model, &req, &outputs)?;
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    match json_len {
+        Some(n) => {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            h.insert(HEADER_LENGTH, HeaderValue::from(n));
+        }
+        None => {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+    }
+    Ok(resp)
+}
+
+async fn metrics<B: Backend>(State(s): State<Arc<Shared<B>>>) -> Response {
+    let m = s.metrics.lock().unwrap_or_else(|p| p.into_inner());
+    let mut out = String::new();
+    out += "# HELP poolpipe_requests_total Inference requests by model and HTTP status.\n";
+    out += "# TYPE poolpipe_requests_total counter\n";
+    for ((model, status), n) in &m.requests {
+        out += &format!("poolpipe_requests_total{{model=\"{}\",status=\"{status}\"}} {n}\n", escape(model));
+    }
+    out += "# HELP poolpipe_request_seconds Latency of successful inference requests.\n";
+    out += "# TYPE poolpipe_request_seconds histogram\n";
+    for (model, (buckets, sum, count)) in &m.latency {
+        let model = escape(model);
+        for (b, n) in BUCKETS.iter().zip(buckets) {
+            let le = if b.is_infinite() { "+Inf".to_string() } else { b.to_string() };
+            out += &format!("poolpipe_request_seconds_bucket{{model=\"{model}\",le=\"{le}\"}} {n}\n");
+        }
+        out += &format!("poolpipe_request_seconds_sum{{model=\"{model}\"}} {sum}\n");
+        out += &format!("poolpipe_request_seconds_count{{model=\"{model}\"}} {count}\n");
+    }
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

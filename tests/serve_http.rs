@@ -1,0 +1,181 @@
+//! The KServe v2 HTTP API over a backend that doubles its input: every endpoint, JSON and
+//! binary tensors, and the refusals (unknown model, wrong shape, oversized body, not ready).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::body::{Body, to_bytes};
+use axum::http::{Request, StatusCode};
+use poolpipe::serve::http::{Backend, HttpOptions, ModelMeta, TensorMeta, router};
+use poolpipe::serve::kserve::{ApiError, InputTensor, OutputTensor};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+#[derive(Clone)]
+struct Doubler {
+    ready: Arc<AtomicBool>,
+}
+
+impl Backend for Doubler {
+    fn models(&self) -> Vec<ModelMeta> {
+        vec![ModelMeta {
+            name: "double".into(),
+            inputs: vec![TensorMeta { name: "frames".into(), shape: vec![2, 2] }],
+            outputs: vec![
+                TensorMeta { name: "twice".into(), shape: vec![2, 2] },
+                TensorMeta { name: "sum".into(), shape: vec![1] },
+            ],
+        }]
+    }
+    fn ready(&self, _: &str) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+    async fn infer(&self, _: &str, inputs: Vec<InputTensor>) -> Result<Vec<OutputTensor>, ApiError> {
+        let x = &inputs[0];
+        let n = x.shape[0];
+        let sums = x.data.chunks(4).map(|c| c.iter().sum()).collect();
+        Ok(vec![
+            OutputTensor {
+                name: "twice".into(),
+                shape: x.shape.clone(),
+                data: x.data.iter().map(|v| v * 2.0).collect(),
+            },
+            OutputTensor { name: "sum".into(), shape: vec![n, 1], data: sums },
+        ])
+    }
+}
+
+fn app(ready: bool) -> (axum::Router, Arc<AtomicBool>) {
+    let flag = Arc::new(AtomicBool::new(ready));
+    (router(Doubler { ready: flag.clone() }, HttpOptions { max_body: 4096 }), flag)
+}
+
+async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    (parts.status, parts.headers, to_bytes(body, 1 << 20).await.unwrap().to_vec())
+}
+
+async fn get(app: &axum::Router, path: &str) -> (StatusCode, Value) {
+    let (s, _, b) = call(app, Request::get(path).body(Body::empty()).unwrap()).await;
+    (s, serde_json::from_slice(&b).unwrap_or(Value::Null))
+}
+
+async fn post_json(app: &axum::Router, path: &str, v: Value) -> (StatusCode, Value) {
+    let req = Request::post(path).header("content-type", "application/json").body(Body::from(v.to_string())).unwrap();
+    let (s, _, b) = call(app, req).await;
+    (s, serde_json::from_slice(&b).unwrap_or_else(|_| json!(String::from_utf8_lossy(&b))))
+}
+
+#[tokio::test]
+async fn health_and_metadata() {
+    let (app, flag) = app(true);
+    assert_eq!(get(&app, "/v2/health/live").await.0, StatusCode::OK);
+    assert_eq!(get(&app, "/v2/health/ready").await.0, StatusCode::OK);
+    let (s, v) = get(&app, "/v2").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["name"], "poolpipe");
+    assert_eq!(v["extensions"], json!(["binary_tensor_data"]));
+    let (s, v) = get(&app, "/v2/models/double").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["inputs"][0], json!({"name": "frames", "datatype": "FP32", "shape": [-1, 2, 2]}));
+    assert_eq!(v["outputs"].as_array().unwrap().len(), 2);
+    assert_eq!(get(&app, "/v2/models/double/versions/1").await.0, StatusCode::OK);
+    assert_eq!(get(&app, "/v2/models/double/ready").await.0, StatusCode::OK);
+    let (s, v) = get(&app, "/v2/models/triple").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(v["error"].as_str().unwrap().contains("unknown model 'triple'; this server has: double"), "{v}");
+    flag.store(false, Ordering::SeqCst);
+    assert_eq!(get(&app, "/v2/health/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(get(&app, "/v2/models/double/ready").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    let (s, v) = post_json(
+        &app,
+        "/v2/models/double/infer",
+        json!({"inputs": [{"name": "frames", "shape": [1, 2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(get(&app, "/v1/nothing").await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn inference_with_json_and_binary_tensors() {
+    let (app, _) = app(true);
+    let (s, v) = post_json(
+        &app,
+        "/v2/models/double/infer",
+        json!({"id": "a1", "inputs": [{"name": "frames", "shape": [2, 2, 2], "datatype": "FP32", "data": [[[1, 2], [3, 4]], [[5, 6], [7, 8]]]}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["model_name"], "double");
+    assert_eq!(v["id"], "a1");
+    assert_eq!(v["outputs"][0]["data"], json!([2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0]));
+    assert_eq!(v["outputs"][1], json!({"name": "sum", "shape": [2, 1], "datatype": "FP32", "data": [10.0, 26.0]}));
+    // Binary in, binary out for one output.
+    let header = json!({
+        "inputs": [{"name": "frames", "shape": [1, 2, 2], "datatype": "FP32", "parameters": {"binary_data_size": 16}}],
+        "outputs": [{"name": "sum", "parameters": {"binary_data": true}}]
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    for x in [0.5f32, 1.5, 2.5, 3.5] {
+        body.extend(x.to_le_bytes());
+    }
+    let req = Request::post("/v2/models/double/versions/1/infer")
+        .header("Inference-Header-Content-Length", header.len())
+        .body(Body::from(body))
+        .unwrap();
+    let (s, h, b) = call(&app, req).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    let n: usize = h["inference-header-content-length"].to_str().unwrap().parse().unwrap();
+    let v: Value = serde_json::from_slice(&b[..n]).unwrap();
+    assert_eq!(v["outputs"][0]["parameters"]["binary_data_size"], 4);
+    assert_eq!(&b[n..], 8.0f32.to_le_bytes());
+    // Metrics count both, by status.
+    let (s, _, m) = call(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert_eq!(s, StatusCode::OK);
+    let m = String::from_utf8(m).unwrap();
+    assert!(m.contains("poolpipe_requests_total{model=\"double\",status=\"200\"} 2"), "{m}");
+    assert!(m.contains("poolpipe_request_seconds_count{model=\"double\"} 2"), "{m}");
+}
+
+#[tokio::test]
+async fn bad_requests_get_4xx_with_a_clear_message() {
+    let (app, _) = app(true);
+    let infer = |v: Value| {
+        let app = app.clone();
+        async move { post_json(&app, "/v2/models/double/infer", v).await }
+    };
+    let t = |shape: Value, data: Value| json!({"inputs": [{"name": "frames", "shape": shape, "datatype": "FP32", "data": data}]});
+    let (s, v) = infer(t(json!([1, 3, 3]), json!(vec![0; 9]))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("it takes [N, 2, 2]"), "{v}");
+    let (s, v) =
+        infer(json!({"inputs": [{"name": "pixels", "shape": [1, 2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}]}))
+            .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("needs input 'frames'"), "{v}");
+    let (s, v) = infer(t(json!([1, 2, 2]), json!([1, 2, 3]))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("3 elements"), "{v}");
+    let (s, v) = post_json(&app, "/v2/models/nope/infer", t(json!([1, 2, 2]), json!([1, 2, 3, 4]))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v) =
+        infer(json!({"inputs": [{"name": "frames", "shape": [1, 2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}],
+                              "outputs": [{"name": "boxes"}]}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().contains("no output 'boxes'"), "{v}");
+    let big =
+        json!({"inputs": [{"name": "frames", "shape": [1000, 2, 2], "datatype": "FP32", "data": vec![1.5; 4000]}]});
+    let (s, v) = infer(big).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("at most 4096 bytes"), "{v}");
+    let req = Request::post("/v2/models/double/infer")
+        .header("Inference-Header-Content-Length", "lots")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (s, _, b) = call(&app, req).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&b));
+}

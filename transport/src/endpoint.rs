@@ -247,12 +247,13 @@ pub async fn send(conn: &quinn::Connection, header: &BatchHeader, payloads: &[By
 enum ReadFail {
     /// The frame is bad: refuse it.
     Refused(FrameError),
-    /// The stream ended before the frame did.
-    Cut { batch: u64, got: usize, expected: usize, reason: String },
+    /// The stream ended before the frame did (`batch` is `None` when it ended before the
+    /// header was read).
+    Cut { batch: Option<u64>, got: usize, expected: usize, reason: String },
 }
 
 async fn read_batch(stream: &mut quinn::RecvStream, limits: &FrameLimits) -> Result<Frame, ReadFail> {
-    let cut = |got, expected, reason: String| ReadFail::Cut { batch: u64::MAX, got, expected, reason };
+    let cut = |got, expected, reason: String| ReadFail::Cut { batch: None, got, expected, reason };
     let exact = |e: quinn::ReadExactError, what: &'static str, need: usize| match e {
         quinn::ReadExactError::FinishedEarly(n) => ReadFail::Refused(FrameError::Truncated { what, need: need - n }),
         quinn::ReadExactError::ReadError(e) => cut(0, 0, e.to_string()),
@@ -276,7 +277,9 @@ async fn read_batch(stream: &mut quinn::RecvStream, limits: &FrameLimits) -> Res
                     need: expected - buf.len(),
                 }));
             }
-            Err(e) => return Err(ReadFail::Cut { batch, got: buf.len(), expected, reason: e.to_string() }),
+            Err(e) => {
+                return Err(ReadFail::Cut { batch: Some(batch), got: buf.len(), expected, reason: e.to_string() });
+            }
         }
     }
     match stream.read_chunk(1 << 16, true).await {
@@ -287,7 +290,7 @@ async fn read_batch(stream: &mut quinn::RecvStream, limits: &FrameLimits) -> Res
                 extra.bytes.len()
             ))));
         }
-        Err(e) => return Err(ReadFail::Cut { batch, got: buf.len(), expected, reason: e.to_string() }),
+        Err(e) => return Err(ReadFail::Cut { batch: Some(batch), got: buf.len(), expected, reason: e.to_string() }),
     }
     let all = buf.freeze();
     let mut at = 0;
@@ -316,14 +319,11 @@ pub async fn recv(conn: &quinn::Connection, limits: &FrameLimits) -> Result<Fram
             let _ = stream.stop(REFUSED.into());
             Err(EndpointError::Frame { peer, source })
         }
-        Err(ReadFail::Cut { batch, got, expected, reason }) => {
-            if batch == u64::MAX {
-                tracing::warn!(%peer, "discarded a batch stream cut before its header: {reason}");
-                return Err(EndpointError::Closed {
-                    peer,
-                    reason: format!("a batch stream ended before its header: {reason}"),
-                });
-            }
+        Err(ReadFail::Cut { batch: None, reason, .. }) => {
+            tracing::warn!(%peer, "discarded a batch stream cut before its header: {reason}");
+            Err(EndpointError::Closed { peer, reason: format!("a batch stream ended before its header: {reason}") })
+        }
+        Err(ReadFail::Cut { batch: Some(batch), got, expected, reason }) => {
             tracing::warn!(%peer, batch, "discarded a partial batch ({got} of {expected} payload bytes): {reason}");
             Err(EndpointError::Partial { batch, peer, got, expected, reason })
         }

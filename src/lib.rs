@@ -30,9 +30,11 @@
 
 pub mod bench;
 pub mod classes;
+pub mod cluster;
 pub mod dataplane;
 pub mod frames;
 pub mod inspect;
+pub mod load;
 pub mod netbench;
 pub mod oracle;
 pub mod paper;

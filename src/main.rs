@@ -220,6 +220,15 @@ enum Cmd {
         #[command(subcommand)]
         what: BenchCmd,
     },
+    /// A worker: owns one device, registers with the controller over QUIC (mutual TLS), runs
+    /// the stage it is assigned and forwards batches along their reserved routes.
+    Worker(poolpipe::cluster::WorkerArgs),
+    /// The controller and the frontend: registers workers, plans from the profiles, assigns
+    /// stages, re-plans when workers join or leave; serves the KServe v2 HTTP API.
+    Controller(poolpipe::cluster::ControllerArgs),
+    /// Every role in one process for a single box: the controller, the frontend and the
+    /// workers listed in the config's [[worker]] entries.
+    Serve(poolpipe::cluster::ServeArgs),
 }
 
 /// Simulation options of `simulate`.
@@ -555,6 +564,11 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Runs a cluster role on a multi-threaded tokio runtime.
+fn tokio_main(f: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?.block_on(f)
+}
+
 fn run_cli(cli: Cli) -> Result<()> {
     let filter = std::env::var("RUST_LOG").unwrap_or(cli.log.clone());
     tracing_subscriber::fmt()
@@ -564,6 +578,9 @@ fn run_cli(cli: Cli) -> Result<()> {
         .init();
     match cli.cmd {
         Cmd::Devices { classes, json } => devices(classes.as_deref(), json),
+        Cmd::Worker(a) => tokio_main(poolpipe::cluster::worker(a)),
+        Cmd::Controller(a) => tokio_main(poolpipe::cluster::controller(a)),
+        Cmd::Serve(a) => tokio_main(poolpipe::cluster::serve(a)),
         Cmd::Profile {
             model,
             out,

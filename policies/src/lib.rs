@@ -146,7 +146,7 @@ pub trait QueueHost {
 pub struct PolicyFailure(pub String);
 
 /// A batching policy: what to do with one queue now.
-pub trait BatchingPolicy {
+pub trait BatchingPolicy: Send {
     /// The policy's name (for logs and reports).
     fn name(&self) -> &str;
     /// How its batches move through a pipeline.
@@ -157,7 +157,7 @@ pub trait BatchingPolicy {
 }
 
 /// A reservation policy: which candidate takes a stage.
-pub trait ReservationPolicy {
+pub trait ReservationPolicy: Send {
     /// The policy's name.
     fn name(&self) -> &str;
     /// Index into `candidates` (never empty) of the chosen worker.

@@ -545,6 +545,76 @@ impl Scheduler {
         Ok(())
     }
 
+    /// A request that arrived at `arrival` (before `now`) enters its model's queue now, with
+    /// its deadline still `arrival + SLO`: a request moved from another scheduler (a plan
+    /// change) or retried after its batch failed keeps the time it has left.
+    pub fn arrive_since(&mut self, now: f64, model: usize, id: RequestId, arrival: f64) -> Result<(), DataplaneError> {
+        let slo = self
+            .layout
+            .models
+            .get(model)
+            .ok_or(DataplaneError::UnknownModel { model, models: self.layout.models.len() })?
+            .slo_us;
+        let arrival = arrival.min(now);
+        let entry = Entry { id, arrival, deadline: arrival + slo, enqueued: now, looked: false, origin: usize::MAX };
+        let q = self.entry[model];
+        let entries = &mut self.queues[q].entries;
+        let at = entries.partition_point(|e| e.deadline <= entry.deadline);
+        entries.insert(at, entry);
+        self.run_queue(q, now);
+        Ok(())
+    }
+
+    /// A dispatched batch failed (a worker left, a send failed, no result came): forgets it
+    /// and frees what is left of its reservations. Returns its model and requests, which
+    /// the driver answers or retries; the scheduler holds nothing of them any more.
+    pub fn abort(&mut self, now: f64, batch: BatchId) -> Result<(usize, Vec<RequestId>), DataplaneError> {
+        let flight = self.in_flight.remove(&batch).ok_or(DataplaneError::UnknownBatch { batch, stage: 0 })?;
+        for &(_, worker, start, finish) in &flight.hops {
+            if finish > now {
+                self.timelines.worker[worker].correct(start, finish, now.max(start));
+            }
+        }
+        let feeding: Vec<usize> = flight.hops.iter().map(|&(_, w, _, _)| self.feeds[w]).collect();
+        for q in feeding {
+            self.run_queue(q, now);
+        }
+        Ok((flight.model, flight.entries.iter().map(|e| e.id).collect()))
+    }
+
+    /// Takes a worker out of service from `now` (its process left): no later batch is
+    /// reserved on it. Batches already on it are the driver's to [`abort`](Self::abort).
+    pub fn worker_down(&mut self, now: f64, worker: usize) {
+        if let Some(tl) = self.timelines.worker.get_mut(worker) {
+            tl.prune(now);
+            let start = tl.earliest(now, f64::INFINITY);
+            tl.reserve(start, f64::INFINITY);
+        }
+    }
+
+    /// Batches in flight that have a hop on `worker`.
+    pub fn batches_on(&self, worker: usize) -> Vec<BatchId> {
+        let mut v: Vec<BatchId> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.hops.iter().any(|&(_, w, _, _)| w == worker))
+            .map(|(&b, _)| b)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Empties every queue: (model, request, arrival) of each queued request, for moving them
+    /// to another scheduler (a plan change). In-flight batches stay.
+    pub fn drain_queued(&mut self) -> Vec<(usize, RequestId, f64)> {
+        let mut out = vec![];
+        for q in &mut self.queues {
+            q.timer = None;
+            out.extend(q.entries.drain(..).map(|e| (q.model, e.id, e.arrival)));
+        }
+        out
+    }
+
     /// Replaces the reservation policy between two decisions.
     pub fn set_reservation_policy(&mut self, policy: Box<dyn ReservationPolicy>) {
         self.reservation = policy;
@@ -606,9 +676,9 @@ impl Scheduler {
             InFlight {
                 model,
                 pipeline,
-                // Per-pool routing re-queues the requests at the next stage; reserved routing
-                // needs only the hops.
-                entries: if completes { vec![] } else { entries.clone() },
+                // Per-pool routing re-queues the requests at the next stage; an aborted batch
+                // gives them back to the driver.
+                entries: entries.clone(),
                 hops: hops.iter().map(|h| (h.stage, h.worker, h.start, h.finish)).collect(),
             },
         );

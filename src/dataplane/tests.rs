@@ -270,3 +270,55 @@ fn the_scheduler_and_policies_never_read_the_wall_clock() {
         }
     }
 }
+
+#[test]
+fn an_aborted_batch_frees_its_reservations_and_gives_its_requests_back() {
+    let mut s = Scheduler::native(layout(1, 1), "ppipe").unwrap();
+    for i in 0..4 {
+        s.arrive(0.0, 0, i).unwrap();
+    }
+    let first = dispatch(&outputs(&mut s)).clone();
+    assert_eq!((first.hops[0].finish, first.hops[1].finish), (22_000.0, 40_000.0));
+    // Its worker left at 5 ms: the batch is aborted; its requests come back to the driver.
+    assert_eq!(s.abort(5_000.0, first.batch).unwrap(), (0, vec![0, 1, 2, 3]));
+    assert_eq!(s.in_flight(), 0);
+    assert!(s.abort(5_000.0, first.batch).is_err(), "an aborted batch is gone");
+    // The retried requests keep their arrival (deadline 60 ms) and start at once: nothing
+    // of the aborted batch's reservations is left on the workers.
+    for i in 0..4 {
+        s.arrive_since(5_000.0, 0, i, 0.0).unwrap();
+    }
+    let retry = dispatch(&outputs(&mut s)).clone();
+    assert_eq!(retry.hops[0].start, 5_000.0);
+    assert_eq!(s.batches_on(0), vec![retry.batch]);
+}
+
+#[test]
+fn a_worker_taken_out_of_service_gets_no_more_batches() {
+    let mut s = Scheduler::native(layout(2, 1), "ppipe").unwrap();
+    s.worker_down(0.0, 0);
+    for i in 0..8 {
+        s.arrive(0.0, 0, i).unwrap();
+    }
+    let out = outputs(&mut s);
+    for o in &out {
+        if let Output::Dispatch(d) = o {
+            assert!(d.hops.iter().all(|h| h.worker != 0), "{d:?}");
+        }
+    }
+    assert!(s.batches_on(0).is_empty());
+    // With every stage-0 worker down, requests are dropped, not held forever.
+    s.worker_down(0.0, 1);
+    for i in 8..12 {
+        s.arrive(100_000.0, 0, i).unwrap();
+    }
+    s.timer(200_000.0);
+    let dropped = outputs(&mut s).iter().filter(|o| matches!(o, Output::Drop { .. })).count();
+    assert_eq!(dropped + s.queued(), 4);
+    assert!(dropped > 0);
+    // Moving to another scheduler takes every queued request with its arrival.
+    let mut t = Scheduler::native(layout(1, 1), "ppipe").unwrap();
+    t.arrive(0.0, 0, 50).unwrap();
+    assert_eq!(t.drain_queued(), vec![(0, 50, 0.0)]);
+    assert_eq!((t.queued(), t.next_timer()), (0, None));
+}

@@ -15,8 +15,12 @@
 //! Must never: answer a request twice or not at all, or let one bad request or peer take
 //! down the process.
 
+pub mod agent;
+pub mod controller;
+pub mod frontend;
 pub mod http;
 pub mod kserve;
+pub mod spec;
 pub mod wire;
 pub mod worker;
 

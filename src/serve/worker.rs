@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use poolpipe_engine::boundary::{Boundary, Precision};
 use poolpipe_engine::gpu::{CompiledGraph, Device};
@@ -69,6 +70,19 @@ impl StageRunner {
     }
 }
 
+/// What became of a batch a worker ran.
+#[derive(Debug, Clone, Copy)]
+pub struct Handled {
+    /// The worker it was sent to.
+    pub next: u32,
+    /// When the device started on it.
+    pub start: Instant,
+    /// When the device finished it.
+    pub end: Instant,
+    /// Requests in it.
+    pub requests: usize,
+}
+
 /// A worker: its stages and the links to the workers (and frontend) it forwards to.
 pub struct Worker {
     id: u32,
@@ -90,9 +104,9 @@ impl Worker {
         })
     }
 
-    /// Runs one received batch and forwards it to the next hop of its route; returns the
-    /// worker id it went to. Every error names the batch.
-    pub async fn handle(self: &Arc<Self>, frame: Frame) -> Result<u32, ServeError> {
+    /// Runs one received batch and forwards it to the next hop of its route; says where it
+    /// went and when the device ran it. Every error names the batch.
+    pub async fn handle(self: &Arc<Self>, frame: Frame) -> Result<Handled, ServeError> {
         let h = &frame.header;
         let (model, stage, batch) = (h.model, h.stage, h.batch);
         let next = *h.route.first().ok_or_else(|| ServeError::Tensors {
@@ -105,7 +119,7 @@ impl Worker {
             batch,
         })?;
         let me = self.clone();
-        let (out, frame) = tokio::task::spawn_blocking(move || {
+        let (out, frame, start, end) = tokio::task::spawn_blocking(move || {
             let mut runners = me.runners.lock().unwrap_or_else(|p| p.into_inner());
             let runner = runners.get_mut(&(model, stage)).ok_or(ServeError::NotAssigned {
                 worker: me.id,
@@ -113,7 +127,8 @@ impl Worker {
                 stage,
                 batch,
             })?;
-            runner.run(&frame).map(|out| (out, frame))
+            let start = Instant::now();
+            runner.run(&frame).map(|out| (out, frame, start, Instant::now()))
         })
         .await
         .map_err(|e| ServeError::Tensors { batch, reason: format!("the stage task failed: {e}") })??;
@@ -128,7 +143,19 @@ impl Worker {
             tensors,
         };
         link.send(&header, &payloads).await?;
-        Ok(next.worker)
+        Ok(Handled { next: next.worker, start, end, requests: header.requests.len() })
+    }
+
+    /// This worker's id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The stages this worker runs: (model, stage index).
+    pub fn stages(&self) -> Vec<(u32, u16)> {
+        let mut v: Vec<(u32, u16)> = self.runners.lock().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+        v.sort_unstable();
+        v
     }
 
     /// Serves one connection until it closes: each batch received is run and forwarded

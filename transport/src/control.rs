@@ -63,6 +63,20 @@ pub enum Control {
         /// When compute ended.
         end_us: f64,
     },
+    /// A worker could not run or forward a batch: the frontend answers its requests now
+    /// instead of waiting for a result that will not come.
+    Failed {
+        /// The worker.
+        worker: u32,
+        /// The model.
+        model: u32,
+        /// The batch.
+        batch: u64,
+        /// The stage.
+        stage: u16,
+        /// What went wrong.
+        reason: String,
+    },
     /// A worker's periodic health report.
     Health {
         /// The worker.
@@ -91,6 +105,7 @@ impl Control {
             Control::Welcome { .. } => "welcome",
             Control::Assign { .. } => "assign",
             Control::Timing { .. } => "timing",
+            Control::Failed { .. } => "failed",
             Control::Health { .. } => "health",
             Control::Ack => "ack",
             Control::Refused { .. } => "refused",
@@ -145,6 +160,7 @@ mod tests {
                 end_us: 3.5,
             },
             Control::Health { worker: 3, seq: 7, in_flight: 2, busy: 0.4 },
+            Control::Failed { worker: 3, model: 1, batch: 9, stage: 1, reason: "stage 1 is not assigned".into() },
             Control::Ack,
             Control::Refused { reason: "unknown worker".into() },
         ]

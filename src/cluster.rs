@@ -1,0 +1,195 @@
+//! The cluster commands: `poolpipe worker`, `poolpipe controller` and `poolpipe serve` (the
+//! roles of [`crate::serve`] with their flags, certificates and HTTP server).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use poolpipe_engine::gpu::AdapterSelector;
+use poolpipe_transport::config::TransportConfig;
+use poolpipe_transport::tls;
+
+use crate::serve::agent::{self, AgentOptions};
+use crate::serve::controller::{ClusterConfig, Controller};
+use crate::serve::http::{HttpOptions, router};
+
+/// `poolpipe worker`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WorkerArgs {
+    /// The controller's QUIC address (its `listen` in cluster.toml).
+    #[arg(long, value_name = "IP:PORT")]
+    pub controller: SocketAddr,
+    /// The controller's certificate name.
+    #[arg(long, default_value = "controller")]
+    pub controller_name: String,
+    /// This worker's name: its certificate's name (CERTS/NAME.pem and NAME.key).
+    #[arg(long)]
+    pub name: String,
+    /// GPU class label; the controller's profile folder must have profiles of this class.
+    #[arg(long)]
+    pub class: String,
+    /// Adapter (as for `poolpipe devices`).
+    #[arg(long, default_value = "default")]
+    pub device: AdapterSelector,
+    /// Address to accept batch streams on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Address peers reach this worker at [default: the bound address].
+    #[arg(long)]
+    pub advertise: Option<SocketAddr>,
+    /// Folder with ca.pem and this worker's NAME.pem / NAME.key.
+    #[arg(long, value_name = "DIR", default_value = "certs")]
+    pub certs: PathBuf,
+}
+
+/// `poolpipe controller`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ControllerArgs {
+    /// Cluster configuration (see docs/deploy.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// HTTP address of the KServe v2 API [default: the config's].
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// QUIC address for workers [default: the config's].
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `poolpipe serve`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServeArgs {
+    /// Cluster configuration with [[worker]] entries for this machine's adapters.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// HTTP address of the KServe v2 API [default: the config's].
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+}
+
+/// Runs a worker until the controller goes away.
+pub async fn worker(a: WorkerArgs) -> Result<()> {
+    let (identity, ca_pem) = agent::identity(&a.certs, &a.name)?;
+    agent::run(AgentOptions {
+        controller: a.controller,
+        controller_name: a.controller_name,
+        listen: a.listen,
+        advertise: a.advertise,
+        device: a.device,
+        class: a.class,
+        name: a.name,
+        identity,
+        ca_pem,
+        transport: TransportConfig::default(),
+        heartbeat: Duration::from_millis(200),
+    })
+    .await
+}
+
+/// Serves the HTTP API of `controller` on `addr` until the task ends; returns the bound
+/// address.
+pub async fn http(controller: &Controller, addr: SocketAddr) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP API on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let app = router(controller.frontend(), HttpOptions::default());
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the HTTP API stopped: {e}");
+        }
+    });
+    Ok((bound, task))
+}
+
+fn certs_of(cfg: &ClusterConfig) -> Result<&Path> {
+    cfg.controller.certs.as_deref().context(
+        "[controller] certs is not set: name the folder with ca.pem and the controller's certificate (`poolpipe certs init`, `poolpipe certs issue controller`)",
+    )
+}
+
+/// Runs the controller and the frontend until Ctrl-C.
+pub async fn controller(a: ControllerArgs) -> Result<()> {
+    let mut cfg = ClusterConfig::load(&a.config)?;
+    if let Some(h) = a.http {
+        cfg.controller.http = h;
+    }
+    if let Some(l) = a.listen {
+        cfg.controller.listen = l;
+    }
+    let (identity, ca) = agent::identity(certs_of(&cfg)?, &cfg.controller.name)?;
+    let http_addr = cfg.controller.http;
+    let c = Controller::start(cfg, &identity, &ca, TransportConfig::default()).await?;
+    let (bound, _task) = http(&c, http_addr).await?;
+    eprintln!("controller: workers register at {} (QUIC); KServe v2 API at http://{bound}", c.addr()?);
+    tokio::signal::ctrl_c().await?;
+    eprintln!("controller: stopping");
+    c.close();
+    Ok(())
+}
+
+/// Everything in one process: the controller, the frontend and one worker per `[[worker]]`
+/// (each with its own device), over QUIC on loopback with a CA made for the run.
+pub async fn serve(a: ServeArgs) -> Result<()> {
+    let mut cfg = ClusterConfig::load(&a.config)?;
+    if let Some(h) = a.http {
+        cfg.controller.http = h;
+    }
+    if cfg.worker.is_empty() {
+        bail!("{}: no [[worker]] entries: `poolpipe serve` starts the workers it lists", a.config.display());
+    }
+    let total: usize = cfg.worker.iter().map(|w| w.count).sum();
+    cfg.controller.workers = total;
+    cfg.controller.listen = ([127, 0, 0, 1], 0).into();
+    let ca = tls::init_ca()?;
+    let http_addr = cfg.controller.http;
+    let workers = cfg.worker.clone();
+    let c = Controller::start(
+        cfg.clone(),
+        &tls::issue(&ca.key_pem, &cfg.controller.name)?,
+        &ca.cert_pem,
+        TransportConfig::default(),
+    )
+    .await?;
+    let controller_addr = c.addr()?;
+    let mut n = 0;
+    for w in &workers {
+        let device: AdapterSelector = w.device.parse().map_err(|e| anyhow::anyhow!("[[worker]] device: {e}"))?;
+        for _ in 0..w.count {
+            n += 1;
+            let name = format!("worker-{n}");
+            let o = AgentOptions {
+                controller: controller_addr,
+                controller_name: cfg.controller.name.clone(),
+                listen: ([127, 0, 0, 1], 0).into(),
+                advertise: None,
+                device: device.clone(),
+                class: w.class.clone(),
+                identity: tls::issue(&ca.key_pem, &name)?,
+                name,
+                ca_pem: ca.cert_pem.clone(),
+                transport: TransportConfig::default(),
+                heartbeat: Duration::from_millis(200),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = agent::run(o).await {
+                    tracing::error!("{e:#}");
+                }
+            });
+        }
+    }
+    let (bound, _task) = http(&c, http_addr).await?;
+    eprintln!("serve: {total} workers starting; KServe v2 API at http://{bound}");
+    let generation = c.wait_plan(1, Duration::from_secs(300)).await?;
+    eprintln!("serve: plan {generation} ready");
+    for w in c.workers() {
+        if let Some((model, stage, first, end)) = &w.stage {
+            eprintln!("  worker {} ({}, {}): {model} stage {stage}, blocks {first}..{end}", w.id, w.class, w.device);
+        } else {
+            eprintln!("  worker {} ({}, {}): idle", w.id, w.class, w.device);
+        }
+    }
+    tokio::signal::ctrl_c().await?;
+    c.close();
+    Ok(())
+}

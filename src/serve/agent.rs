@@ -1,0 +1,326 @@
+//! The worker role (`poolpipe worker`): one wgpu device, registered with the controller over
+//! QUIC, running the stage the controller assigns and forwarding batches along their routes.
+//!
+//! Life of a worker:
+//! 1. it opens its device and binds its QUIC endpoint (the address peers send batches to);
+//! 2. it dials the controller (with backoff) and sends `register`; the `welcome` gives its id;
+//! 3. it answers `assign` messages on that connection: each replaces its stage (blocks
+//!    `[0, 0]` release it), compiled before the `ack`, so an acknowledged worker is ready;
+//! 4. it serves batch streams from the frontend and other workers, and after each batch sends
+//!    `timing` (or `failed`, with the reason) to the controller;
+//! 5. every heartbeat it sends `health`; when the controller's connection closes, it stops.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use poolpipe_engine::boundary::Precision;
+use poolpipe_engine::gpu::{AdapterSelector, Device};
+use poolpipe_transport::config::TransportConfig;
+use poolpipe_transport::control::Control;
+use poolpipe_transport::endpoint::{EndpointError, Node, call, recv, recv_control};
+use poolpipe_transport::link::Link;
+use poolpipe_transport::tls;
+
+use super::spec::StageSpec;
+use super::worker::{IN_FLIGHT, StageRunner, Worker};
+
+/// How a worker starts.
+#[derive(Clone)]
+pub struct AgentOptions {
+    /// The controller's address.
+    pub controller: SocketAddr,
+    /// The controller's certificate name.
+    pub controller_name: String,
+    /// Where this worker accepts batch streams.
+    pub listen: SocketAddr,
+    /// The address others reach it at (default: the bound address; required when listening on
+    /// an unspecified address such as 0.0.0.0).
+    pub advertise: Option<SocketAddr>,
+    /// The device.
+    pub device: AdapterSelector,
+    /// GPU class label.
+    pub class: String,
+    /// Node name: its certificate's name.
+    pub name: String,
+    /// Its certificate and key.
+    pub identity: tls::Identity,
+    /// The cluster CA's certificate (PEM).
+    pub ca_pem: String,
+    /// Transport settings.
+    pub transport: TransportConfig,
+    /// Health report period.
+    pub heartbeat: Duration,
+}
+
+/// Reads a node's identity and the cluster CA from a certificate folder, with errors that say
+/// which command makes the missing file.
+pub fn identity(certs: &std::path::Path, name: &str) -> Result<(tls::Identity, String)> {
+    let id = tls::load(certs, name).with_context(|| {
+        format!(
+            "reading the certificate of '{name}' in {} (issue one with `poolpipe certs issue {name} --ca DIR --out {}`)",
+            certs.display(),
+            certs.display()
+        )
+    })?;
+    let ca = std::fs::read_to_string(certs.join("ca.pem")).with_context(|| {
+        format!("reading the cluster CA {} (copy ca.pem from the CA's folder)", certs.join("ca.pem").display())
+    })?;
+    Ok((id, ca))
+}
+
+struct State {
+    id: u32,
+    device: Device,
+    node: Node,
+    /// The current stage's worker (none before the first assignment or after a release).
+    current: Mutex<Option<Arc<Worker>>>,
+    /// Links by peer address, kept across assignments.
+    links: Mutex<HashMap<SocketAddr, Link>>,
+    /// Graphs loaded, by (source, fingerprint).
+    graphs: Mutex<HashMap<String, Arc<poolpipe_engine::Graph>>>,
+    epoch: Instant,
+    in_flight: AtomicU32,
+    busy_us: AtomicU64,
+}
+
+impl State {
+    fn us(&self, t: Instant) -> f64 {
+        t.saturating_duration_since(self.epoch).as_secs_f64() * 1e6
+    }
+}
+
+/// Runs a worker until the controller goes away (an error then says so) or the task is
+/// dropped.
+pub async fn run(o: AgentOptions) -> Result<()> {
+    let (identity, ca) = (o.identity.clone(), o.ca_pem.clone());
+    let selector = o.device.clone();
+    let device = tokio::task::spawn_blocking(move || Device::open(&selector))
+        .await
+        .context("opening the device")?
+        .with_context(|| format!("worker {}: opening device '{}'", o.name, o.device))?;
+    let node = Node::bind_with(o.listen, &identity, &ca, o.transport.clone())
+        .with_context(|| format!("worker {}: binding {}", o.name, o.listen))?;
+    let bound = node.local_addr()?;
+    let data_addr = match o.advertise {
+        Some(a) => a,
+        None if bound.ip().is_unspecified() => {
+            bail!("worker {} listens on {bound}: pass --advertise IP:PORT, the address peers reach it at", o.name)
+        }
+        None => bound,
+    };
+    let ctrl = Link::new(&node, o.controller, &o.controller_name);
+    let conn = ctrl.connection().await.with_context(|| format!("worker {}: reaching the controller", o.name))?;
+    let limits = o.transport.limits;
+    let register = Control::Register {
+        node: o.name.clone(),
+        class: o.class.clone(),
+        device: device.name().to_string(),
+        data_addr: data_addr.to_string(),
+    };
+    let id = match call(&conn, &register, &limits).await? {
+        Control::Welcome { worker } => worker,
+        Control::Refused { reason } => bail!("the controller refused worker {}: {reason}", o.name),
+        other => bail!("the controller answered register with {}", other.kind()),
+    };
+    tracing::info!(worker = id, name = %o.name, class = %o.class, device = device.name(), %data_addr, "registered");
+    let state = Arc::new(State {
+        id,
+        device,
+        node: node.clone(),
+        current: Mutex::new(None),
+        links: Mutex::new(HashMap::new()),
+        graphs: Mutex::new(HashMap::new()),
+        epoch: Instant::now(),
+        in_flight: AtomicU32::new(0),
+        busy_us: AtomicU64::new(0),
+    });
+
+    let accept = {
+        let (state, conn, node) = (state.clone(), conn.clone(), node.clone());
+        async move {
+            while let Some(peer) = node.accept().await {
+                tokio::spawn(serve_batches(state.clone(), peer, conn.clone(), limits));
+            }
+        }
+    };
+    let control = {
+        let (state, conn) = (state.clone(), conn.clone());
+        async move {
+            loop {
+                let (msg, reply) = match recv_control(&conn, &limits).await {
+                    Ok(x) => x,
+                    Err(EndpointError::Closed { reason, .. }) => return reason,
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        continue;
+                    }
+                };
+                let answer = match msg {
+                    Control::Assign { worker, model, stage, blocks, spec } if worker == state.id => {
+                        match assign(&state, model, stage, blocks, spec).await {
+                            Ok(()) => Control::Ack,
+                            Err(e) => {
+                                tracing::error!(worker, model, stage, "assignment refused: {e:#}");
+                                Control::Refused { reason: format!("worker {worker}: {e:#}") }
+                            }
+                        }
+                    }
+                    Control::Assign { worker, .. } => {
+                        Control::Refused { reason: format!("this is worker {}, not {worker}", state.id) }
+                    }
+                    other => Control::Refused { reason: format!("a worker does not take '{}' messages", other.kind()) },
+                };
+                if let Err(e) = reply.send(&answer).await {
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+    };
+    let heartbeat = {
+        let (state, conn) = (state.clone(), conn.clone());
+        async move {
+            let mut seq = 0u64;
+            let mut last = Instant::now();
+            loop {
+                tokio::time::sleep(o.heartbeat).await;
+                seq += 1;
+                let busy = state.busy_us.swap(0, Ordering::Relaxed) as f64 / 1e6 / last.elapsed().as_secs_f64();
+                last = Instant::now();
+                let msg = Control::Health {
+                    worker: state.id,
+                    seq,
+                    in_flight: state.in_flight.load(Ordering::Relaxed),
+                    busy: busy.min(1.0),
+                };
+                if let Err(e) = call(&conn, &msg, &limits).await
+                    && conn.close_reason().is_some()
+                {
+                    return e.to_string();
+                }
+            }
+        }
+    };
+    let why = tokio::select! {
+        () = accept => "the endpoint closed".to_string(),
+        why = control => why,
+        why = heartbeat => why,
+    };
+    node.close();
+    bail!("worker {} (id {id}) stops: the controller's connection ended ({why})", o.name)
+}
+
+/// Compiles and installs a new stage (or releases the worker).
+async fn assign(state: &Arc<State>, model: u32, stage: u16, blocks: [u32; 2], spec: serde_json::Value) -> Result<()> {
+    if blocks[0] == blocks[1] {
+        *state.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        tracing::info!(worker = state.id, "released: no stage assigned");
+        return Ok(());
+    }
+    let spec: StageSpec = serde_json::from_value(spec).context("the assignment's spec")?;
+    let (first, end) = (blocks[0] as usize, blocks[1] as usize);
+    if first >= end || end > spec.partition.len() {
+        bail!("blocks [{first}, {end}) do not fit model {} of {} blocks", spec.name, spec.partition.len());
+    }
+    let key = format!("{:?}/{}", spec.source, spec.fingerprint);
+    let cached = state.graphs.lock().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+    let graph = match cached {
+        Some(g) => g,
+        None => {
+            let source = spec.source.clone();
+            let g = tokio::task::spawn_blocking(move || source.load()).await??;
+            let found = crate::profile::fingerprint(&g);
+            if found != spec.fingerprint {
+                bail!(
+                    "model {} loaded from {} has fingerprint {found}, but the plan was cut on {}: give every node the same model file",
+                    spec.name,
+                    spec.source.model,
+                    spec.fingerprint
+                );
+            }
+            let g = Arc::new(g);
+            state.graphs.lock().unwrap_or_else(|p| p.into_inner()).insert(key, g.clone());
+            g
+        }
+    };
+    let (device, partition, max_batch) = (state.device.clone(), spec.partition.clone(), spec.max_batch.max(1));
+    let runner = tokio::task::spawn_blocking(move || {
+        StageRunner::new(&device, &graph, &partition, first..end, model, stage, Precision::F16, max_batch)
+    })
+    .await??;
+    let mut peers = HashMap::new();
+    {
+        let mut links = state.links.lock().unwrap_or_else(|p| p.into_inner());
+        for p in &spec.peers {
+            let addr: SocketAddr =
+                p.addr.parse().with_context(|| format!("peer {} has address '{}', not IP:PORT", p.id, p.addr))?;
+            let link = links.entry(addr).or_insert_with(|| Link::new(&state.node, addr, &p.name)).clone();
+            peers.insert(p.id, link);
+        }
+    }
+    let worker = Worker::new(state.id, vec![runner], peers);
+    *state.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(worker);
+    tracing::info!(worker = state.id, model = %spec.name, stage, first, end, generation = spec.generation, "stage ready");
+    Ok(())
+}
+
+/// Serves the batch streams of one peer connection; reports each batch to the controller.
+async fn serve_batches(
+    state: Arc<State>,
+    conn: quinn::Connection,
+    ctrl: quinn::Connection,
+    limits: poolpipe_transport::frame::FrameLimits,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let frame = match recv(&conn, &limits).await {
+            Ok(f) => f,
+            Err(EndpointError::Closed { .. }) => return,
+            Err(e) => {
+                tracing::warn!(worker = state.id, "{e}");
+                continue;
+            }
+        };
+        let arrived = Instant::now();
+        let (state, ctrl) = (state.clone(), ctrl.clone());
+        tokio::spawn(async move {
+            let h = &frame.header;
+            let (model, batch, stage) = (h.model, h.batch, h.stage);
+            let worker = state.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            state.in_flight.fetch_add(1, Ordering::Relaxed);
+            let result = match worker {
+                Some(w) => w.handle(frame).await.map_err(|e| e.to_string()),
+                None => Err(format!("worker {} has no stage assigned", state.id)),
+            };
+            state.in_flight.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+            let msg = match result {
+                Ok(done) => {
+                    let us = done.end.saturating_duration_since(done.start).as_micros() as u64;
+                    state.busy_us.fetch_add(us, Ordering::Relaxed);
+                    Control::Timing {
+                        worker: state.id,
+                        model,
+                        batch,
+                        stage,
+                        requests: done.requests as u32,
+                        arrived_us: state.us(arrived),
+                        start_us: state.us(done.start),
+                        end_us: state.us(done.end),
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(worker = state.id, batch, "{reason}");
+                    Control::Failed { worker: state.id, model, batch, stage, reason }
+                }
+            };
+            if let Err(e) = call(&ctrl, &msg, &limits).await {
+                tracing::debug!(worker = state.id, batch, "report not delivered: {e}");
+            }
+        });
+    }
+}

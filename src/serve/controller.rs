@@ -1,0 +1,822 @@
+//! The controller role (`poolpipe controller`, and the head of `poolpipe serve`): it holds the
+//! cluster configuration, registers workers over QUIC, plans from the profiles for the
+//! workers it has, assigns each worker its stage, and re-plans when workers join or leave.
+//! The frontend (the KServe API and the scheduler) runs in the same process and shares the
+//! controller's QUIC endpoint: workers send results and reports to the address they
+//! registered at.
+//!
+//! A plan change drains: queued requests wait aside, the old plan's batches finish (up to
+//! `drain_timeout_ms`, after which they are retried), the workers get their new stages and
+//! acknowledge them compiled, and only then does the new plan take requests. A worker is
+//! declared gone when its connection closes or it misses health reports for
+//! `dead_after_ms`; its batches fail over at once and nothing more is routed to it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use poolpipe_planner::config::{Fleet, GpuClass, Workload, WorkloadModel};
+use poolpipe_planner::plan::Plan;
+use poolpipe_planner::{Inputs, PlanOptions, Planner, PlannerKind};
+use poolpipe_transport::config::TransportConfig;
+use poolpipe_transport::control::Control;
+use poolpipe_transport::endpoint::{EndpointError, Node, call, recv, recv_control};
+use poolpipe_transport::link::Link;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use super::frontend::Frontend;
+use super::http::{ModelMeta, TensorMeta};
+use super::spec::{ModelSource, Peer, StageSpec};
+use super::worker::FRONTEND;
+use crate::dataplane::Layout;
+use crate::profile::PartitionFile;
+use crate::simulate::{Policies, PolicySpec};
+
+/// `cluster.toml`: the controller's settings and the models served.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The controller.
+    pub controller: ControllerConfig,
+    /// The models served (the workload).
+    pub model: Vec<ModelConfig>,
+    /// Workers `poolpipe serve` starts in its own process (ignored by `controller`).
+    #[serde(default)]
+    pub worker: Vec<LocalWorker>,
+}
+
+/// `[controller]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// QUIC address workers register at and send results to.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The address workers reach it at (default: `listen`).
+    #[serde(default)]
+    pub advertise: Option<SocketAddr>,
+    /// Its certificate name.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// HTTP address of the KServe v2 API.
+    #[serde(default = "default_http")]
+    pub http: SocketAddr,
+    /// Folder with ca.pem and the controller's NAME.pem / NAME.key (relative paths are
+    /// relative to the config file); `poolpipe serve` makes its own when absent.
+    #[serde(default)]
+    pub certs: Option<PathBuf>,
+    /// Profile folder (`poolpipe profile` output, with partitions/), relative to the file.
+    pub profiles: PathBuf,
+    /// Planner: ppipe, np or dart-r.
+    #[serde(default = "default_planner")]
+    pub planner: String,
+    /// Batching policy: ppipe, reactive, triton, a .wasm/.wat file or wasm:NAME.
+    #[serde(default = "default_policy")]
+    pub policy: String,
+    /// Plan once this many workers have registered.
+    #[serde(default = "one")]
+    pub workers: usize,
+    /// Most partitions per pipeline (1..=3).
+    #[serde(default = "two")]
+    pub max_partitions: usize,
+    /// Largest batch the planner may use.
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// NIC bandwidth between workers, Gbit/s.
+    #[serde(default = "default_bandwidth")]
+    pub bandwidth_gbps: f64,
+    /// A worker silent this long is gone.
+    #[serde(default = "default_dead_after")]
+    pub dead_after_ms: u64,
+    /// Longest wait for the old plan's batches at a plan change.
+    #[serde(default = "default_drain")]
+    pub drain_timeout_ms: u64,
+    /// Solver time limit per plan, seconds.
+    #[serde(default = "default_time_limit")]
+    pub plan_time_limit_s: f64,
+}
+
+/// `[[model]]`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Name in the API and in the profile files.
+    pub name: String,
+    /// Where the model comes from (`model`, `size`, `seed`, `input_shape`).
+    #[serde(flatten)]
+    pub source: ModelSource,
+    /// Share of the requests.
+    #[serde(default = "unit")]
+    pub weight: f64,
+    /// SLO, milliseconds.
+    pub slo_ms: f64,
+}
+
+/// `[[worker]]` of `poolpipe serve`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalWorker {
+    /// Adapter (as for `poolpipe devices`).
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// GPU class label (must have profiles).
+    pub class: String,
+    /// Workers on that adapter.
+    #[serde(default = "one")]
+    pub count: usize,
+}
+
+fn default_listen() -> SocketAddr {
+    ([127, 0, 0, 1], 7400).into()
+}
+fn default_http() -> SocketAddr {
+    ([127, 0, 0, 1], 8000).into()
+}
+fn default_name() -> String {
+    "controller".into()
+}
+fn default_planner() -> String {
+    "ppipe".into()
+}
+fn default_policy() -> String {
+    "ppipe".into()
+}
+fn default_device() -> String {
+    "default".into()
+}
+fn one() -> usize {
+    1
+}
+fn two() -> usize {
+    2
+}
+fn unit() -> f64 {
+    1.0
+}
+fn default_max_batch() -> usize {
+    8
+}
+fn default_bandwidth() -> f64 {
+    10.0
+}
+fn default_dead_after() -> u64 {
+    1000
+}
+fn default_drain() -> u64 {
+    3000
+}
+fn default_time_limit() -> f64 {
+    10.0
+}
+
+impl ClusterConfig {
+    /// Reads and checks `cluster.toml`; relative paths become relative to its folder.
+    pub fn load(path: &Path) -> Result<ClusterConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut c: ClusterConfig = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [c.controller.certs.as_mut(), Some(&mut c.controller.profiles)].into_iter().flatten() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        for m in &mut c.model {
+            if crate::run::is_model_file(&m.source.model) && Path::new(&m.source.model).is_relative() {
+                m.source.model = base.join(&m.source.model).to_string_lossy().into_owned();
+            }
+        }
+        c.validate().with_context(|| format!("{}", path.display()))?;
+        Ok(c)
+    }
+
+    /// Checks values a plan depends on.
+    pub fn validate(&self) -> Result<()> {
+        let c = &self.controller;
+        if self.model.is_empty() {
+            bail!("no [[model]]: name at least one model to serve");
+        }
+        for m in &self.model {
+            if !(m.slo_ms.is_finite() && m.slo_ms > 0.0) {
+                bail!("model {}: slo_ms = {} must be a positive number of milliseconds", m.name, m.slo_ms);
+            }
+            if !(m.weight.is_finite() && m.weight > 0.0) {
+                bail!("model {}: weight = {} must be positive", m.name, m.weight);
+            }
+        }
+        c.planner.parse::<PlannerKind>().map_err(|e| anyhow::anyhow!("[controller] planner: {e}"))?;
+        if c.workers == 0 {
+            bail!("[controller] workers = 0: the controller plans once this many workers registered; give at least 1");
+        }
+        if !(1..=3).contains(&c.max_partitions) {
+            bail!("[controller] max_partitions = {} is outside 1..=3", c.max_partitions);
+        }
+        if c.max_batch == 0 || c.max_batch > 64 {
+            bail!("[controller] max_batch = {} is outside 1..=64", c.max_batch);
+        }
+        if c.dead_after_ms < 100 {
+            bail!(
+                "[controller] dead_after_ms = {} is under 100 ms: workers report health every 200 ms",
+                c.dead_after_ms
+            );
+        }
+        for w in &self.worker {
+            if w.count == 0 {
+                bail!("[[worker]] of class {}: count = 0", w.class);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A registered worker.
+#[derive(Clone, Debug)]
+struct Registered {
+    name: String,
+    class: String,
+    device: String,
+    addr: SocketAddr,
+    conn: quinn::Connection,
+    last_seen: Instant,
+    alive: bool,
+}
+
+/// What a worker is doing, for reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct WorkerView {
+    /// Id in routes.
+    pub id: u32,
+    /// Node name.
+    pub name: String,
+    /// GPU class.
+    pub class: String,
+    /// Device, in words.
+    pub device: String,
+    /// Still registered and reporting.
+    pub alive: bool,
+    /// (model, stage, first block, end block) under the current plan.
+    pub stage: Option<(String, usize, usize, usize)>,
+}
+
+/// A served model as the controller loaded it.
+struct Served {
+    config: ModelConfig,
+    partition: PartitionFile,
+}
+
+struct State {
+    workers: BTreeMap<u32, Registered>,
+    next_id: u32,
+    plan: Option<Plan>,
+    /// Layout worker -> node, and each node's stage, under the current plan.
+    stages: HashMap<u32, (String, usize, usize, usize)>,
+    generation: u64,
+    planned_once: bool,
+    last_error: Option<String>,
+}
+
+struct Inner {
+    cfg: ClusterConfig,
+    node: Node,
+    frontend: Frontend,
+    served: Vec<Served>,
+    policies: Policies,
+    state: Mutex<State>,
+    replan: Notify,
+    planned: tokio::sync::watch::Sender<u64>,
+    /// A planner chosen at run time over the config's.
+    planner_override: Mutex<Option<String>>,
+}
+
+/// The controller. Cheap to clone.
+#[derive(Clone)]
+pub struct Controller {
+    inner: Arc<Inner>,
+}
+
+/// Loads a model's signature and checks it against the partition the profiles were cut on.
+fn load_served(cfg: &ModelConfig, profiles: &Path) -> Result<(Served, ModelMeta)> {
+    let path = profiles.join("partitions").join(format!("{}.json", cfg.name));
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "model {}: reading its partition {} (profile the model first: `poolpipe profile {} --name {} --out {}`)",
+            cfg.name,
+            path.display(),
+            cfg.source.model,
+            cfg.name,
+            profiles.display()
+        )
+    })?;
+    let partition: PartitionFile = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let g = cfg.source.load().with_context(|| format!("model {}", cfg.name))?;
+    let found = crate::profile::fingerprint(&g);
+    if found != partition.fingerprint {
+        bail!(
+            "model {}: {} was profiled on a different graph (fingerprint {} there, {found} here): re-run `poolpipe profile` on this model",
+            cfg.name,
+            profiles.display(),
+            partition.fingerprint
+        );
+    }
+    let meta = |ids: &[poolpipe_engine::ValueId]| {
+        ids.iter().map(|&i| TensorMeta { name: g.value(i).name.clone(), shape: g.value(i).dims.clone() }).collect()
+    };
+    let m = ModelMeta { name: cfg.name.clone(), inputs: meta(g.inputs()), outputs: meta(g.outputs()) };
+    Ok((Served { config: cfg.clone(), partition }, m))
+}
+
+impl Controller {
+    /// Binds the QUIC endpoint, loads the models and starts registering workers. The frontend
+    /// it returns serves the HTTP API (see [`super::http::router`]).
+    pub async fn start(
+        cfg: ClusterConfig,
+        identity: &poolpipe_transport::tls::Identity,
+        ca: &str,
+        transport: TransportConfig,
+    ) -> Result<Controller> {
+        let c = &cfg.controller;
+        let mut served = vec![];
+        let mut metas = vec![];
+        for m in &cfg.model {
+            let (s, meta) = load_served(m, &c.profiles)?;
+            served.push(s);
+            metas.push(meta);
+        }
+        let policies = Policies::load(&PolicySpec::native(&c.policy)).context("[controller] policy")?;
+        let node = Node::bind_with(c.listen, identity, ca, transport)
+            .with_context(|| format!("controller: binding {}", c.listen))?;
+        let frontend = Frontend::new(metas);
+        let (planned, _) = tokio::sync::watch::channel(0);
+        let inner = Arc::new(Inner {
+            cfg,
+            node: node.clone(),
+            frontend,
+            served,
+            policies,
+            state: Mutex::new(State {
+                workers: BTreeMap::new(),
+                next_id: 1,
+                plan: None,
+                stages: HashMap::new(),
+                generation: 0,
+                planned_once: false,
+                last_error: None,
+            }),
+            replan: Notify::new(),
+            planned,
+            planner_override: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            while let Some(conn) = node.accept().await {
+                let Some(inner) = weak.upgrade() else { return };
+                tokio::spawn(serve_conn(inner, conn));
+            }
+        });
+        tokio::spawn(planner_loop(Arc::downgrade(&inner)));
+        tokio::spawn(watchdog(Arc::downgrade(&inner)));
+        Ok(Controller { inner })
+    }
+
+    /// The frontend (the HTTP API's backend).
+    pub fn frontend(&self) -> Frontend {
+        self.inner.frontend.clone()
+    }
+
+    /// The QUIC address workers register at.
+    pub fn addr(&self) -> Result<SocketAddr> {
+        Ok(self.inner.cfg.controller.advertise.unwrap_or(self.inner.node.local_addr()?))
+    }
+
+    /// The current plan, when there is one.
+    pub fn plan(&self) -> Option<Plan> {
+        self.inner.lock().plan.clone()
+    }
+
+    /// Why the last planning attempt failed, if it did.
+    pub fn last_error(&self) -> Option<String> {
+        self.inner.lock().last_error.clone()
+    }
+
+    /// Registered workers and their stages.
+    pub fn workers(&self) -> Vec<WorkerView> {
+        let s = self.inner.lock();
+        s.workers
+            .iter()
+            .map(|(&id, w)| WorkerView {
+                id,
+                name: w.name.clone(),
+                class: w.class.clone(),
+                device: w.device.clone(),
+                alive: w.alive,
+                stage: s.stages.get(&id).cloned(),
+            })
+            .collect()
+    }
+
+    /// Waits until plan generation `generation` or a later one is serving.
+    pub async fn wait_plan(&self, generation: u64, timeout: Duration) -> Result<u64> {
+        let mut rx = self.inner.planned.subscribe();
+        let r = tokio::time::timeout(timeout, rx.wait_for(|&g| g >= generation)).await;
+        match r {
+            Ok(Ok(g)) => Ok(*g),
+            _ => bail!(
+                "no plan (generation {generation}) within {timeout:?}: {}",
+                self.last_error().unwrap_or_else(|| "waiting for workers to register".into())
+            ),
+        }
+    }
+
+    /// Re-plans with another planner (e.g. `np` for a single-stage comparison).
+    pub fn set_planner(&self, planner: &str) -> Result<()> {
+        planner.parse::<PlannerKind>().map_err(|e| anyhow::anyhow!(e))?;
+        self.inner.lock().last_error = None;
+        *self.inner.planner_override.lock().unwrap_or_else(|p| p.into_inner()) = Some(planner.to_string());
+        self.inner.replan.notify_one();
+        Ok(())
+    }
+
+    /// The layout's planned throughput (requests per second over all models) under the
+    /// current plan.
+    pub fn planned_rate(&self) -> Option<f64> {
+        let s = self.inner.lock();
+        let plan = s.plan.as_ref()?;
+        Some(plan.models.iter().map(|m| m.throughput).sum())
+    }
+
+    /// Closes the endpoint: workers see the controller leave.
+    pub fn close(&self) {
+        self.inner.node.close();
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn worker_gone(&self, id: u32, why: &str) {
+        let was_alive = {
+            let mut s = self.lock();
+            match s.workers.get_mut(&id) {
+                Some(w) if w.alive => {
+                    w.alive = false;
+                    w.conn.close(0u32.into(), b"declared gone");
+                    true
+                }
+                _ => false,
+            }
+        };
+        if was_alive {
+            tracing::warn!(worker = id, "worker gone ({why}); routing around it and re-planning");
+            self.frontend.worker_down(id);
+            self.replan.notify_one();
+        }
+    }
+}
+
+/// Serves one connection: control exchanges (registration, reports) and batch results.
+async fn serve_conn(inner: Arc<Inner>, conn: quinn::Connection) {
+    let limits = inner.node.config().limits;
+    let results = {
+        let (conn, frontend) = (conn.clone(), inner.frontend.clone());
+        tokio::spawn(async move {
+            loop {
+                match recv(&conn, &limits).await {
+                    Ok(frame) => frontend.result(frame),
+                    Err(EndpointError::Closed { .. }) => return,
+                    Err(e) => tracing::warn!("{e}"),
+                }
+            }
+        })
+    };
+    let mut registered: Option<u32> = None;
+    loop {
+        let (msg, reply) = match recv_control(&conn, &limits).await {
+            Ok(x) => x,
+            Err(EndpointError::Closed { reason, .. }) => {
+                if let Some(id) = registered {
+                    inner.worker_gone(id, &format!("connection closed: {reason}"));
+                }
+                results.abort();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                continue;
+            }
+        };
+        let answer = match msg {
+            Control::Register { node, class, device, data_addr } => {
+                match register(&inner, &conn, node, class, device, &data_addr) {
+                    Ok(id) => {
+                        registered = Some(id);
+                        Control::Welcome { worker: id }
+                    }
+                    Err(reason) => Control::Refused { reason },
+                }
+            }
+            Control::Health { worker, busy, .. } => {
+                if let Some(w) = inner.lock().workers.get_mut(&worker) {
+                    w.last_seen = Instant::now();
+                }
+                inner.frontend.health(worker, busy);
+                Control::Ack
+            }
+            Control::Timing { batch, stage, start_us, end_us, .. } => {
+                inner.frontend.timing(batch, stage as usize, (end_us - start_us).max(0.0));
+                Control::Ack
+            }
+            Control::Failed { worker, batch, reason, .. } => {
+                inner.frontend.failed(batch, worker, &reason);
+                Control::Ack
+            }
+            other => Control::Refused { reason: format!("the controller does not take '{}' messages", other.kind()) },
+        };
+        let _ = reply.send(&answer).await;
+    }
+}
+
+fn register(
+    inner: &Arc<Inner>,
+    conn: &quinn::Connection,
+    name: String,
+    class: String,
+    device: String,
+    data_addr: &str,
+) -> std::result::Result<u32, String> {
+    let addr: SocketAddr =
+        data_addr.parse().map_err(|_| format!("data address '{data_addr}' is not IP:PORT (pass --advertise)"))?;
+    let dir = &inner.cfg.controller.profiles;
+    let missing: Vec<&str> = inner
+        .served
+        .iter()
+        .filter(|s| !dir.join("block-latency").join(format!("{}-{class}-1.csv", s.config.name)).is_file())
+        .map(|s| s.config.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "class '{class}' has no profile for {} in {}: profile it on this worker's device (`poolpipe profile MODEL --class {class} --out DIR`) or register with a profiled class",
+            missing.join(", "),
+            dir.display()
+        ));
+    }
+    let mut s = inner.lock();
+    if s.workers.values().any(|w| w.alive && w.name == name) {
+        return Err(format!("a worker named '{name}' is already registered; give each worker its own name"));
+    }
+    let id = s.next_id;
+    s.next_id += 1;
+    s.workers.insert(
+        id,
+        Registered {
+            name: name.clone(),
+            class,
+            device,
+            addr,
+            conn: conn.clone(),
+            last_seen: Instant::now(),
+            alive: true,
+        },
+    );
+    drop(s);
+    tracing::info!(worker = id, %name, %addr, "worker registered");
+    inner.frontend.worker_up(id);
+    inner.replan.notify_one();
+    Ok(id)
+}
+
+/// Declares workers gone when their health reports stop.
+async fn watchdog(weak: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let limit = Duration::from_millis(inner.cfg.controller.dead_after_ms);
+        let silent: Vec<u32> = inner
+            .lock()
+            .workers
+            .iter()
+            .filter(|(_, w)| w.alive && w.last_seen.elapsed() > limit)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in silent {
+            inner.worker_gone(id, &format!("no health report for {limit:?}"));
+        }
+    }
+}
+
+/// Plans whenever the set of workers changes (after a short settling time).
+async fn planner_loop(weak: std::sync::Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let waiter = inner.clone();
+        drop(inner);
+        waiter.replan.notified().await;
+        drop(waiter);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let (alive, planned_once) = {
+            let s = inner.lock();
+            (s.workers.values().filter(|w| w.alive).count(), s.planned_once)
+        };
+        if !planned_once && alive < inner.cfg.controller.workers {
+            tracing::info!(
+                "{alive} of {} workers registered; waiting for the rest to plan",
+                inner.cfg.controller.workers
+            );
+            continue;
+        }
+        if let Err(e) = replan(&inner).await {
+            let reason = format!("no plan: {e:#}");
+            tracing::error!("{reason}");
+            inner.lock().last_error = Some(reason.clone());
+            inner.frontend.no_plan(reason);
+        }
+    }
+}
+
+/// Makes a plan for the live workers, drains, assigns and installs it.
+async fn replan(inner: &Arc<Inner>) -> Result<()> {
+    let c = &inner.cfg.controller;
+    let workers: Vec<(u32, Registered)> =
+        inner.lock().workers.iter().filter(|(_, w)| w.alive).map(|(&id, w)| (id, w.clone())).collect();
+    if workers.is_empty() {
+        bail!("no worker is registered");
+    }
+    let mut per_class: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for (id, w) in &workers {
+        per_class.entry(w.class.clone()).or_default().push(*id);
+    }
+    let fleet = Fleet {
+        bandwidth_gbps: c.bandwidth_gbps,
+        class: per_class
+            .iter()
+            .map(|(name, ids)| GpuClass {
+                name: name.clone(),
+                count: ids.len() as u32,
+                gpus_per_server: 1,
+                shares: Some(vec![1]),
+            })
+            .collect(),
+    };
+    let workload = Workload {
+        reference_class: per_class.keys().next().cloned().unwrap_or_default(),
+        model: inner
+            .served
+            .iter()
+            .map(|s| WorkloadModel {
+                name: s.config.name.clone(),
+                weight: s.config.weight,
+                slo_ms: Some(s.config.slo_ms),
+            })
+            .collect(),
+    };
+    let names = workload.model_names();
+    let classes = fleet.class_names();
+    let profiles = poolpipe_planner::profiles::load(&c.profiles, &names, &classes)?;
+    for (s, p) in inner.served.iter().zip(&profiles) {
+        if p.blocks != s.partition.partition.len() {
+            bail!(
+                "model {}: the profiles have {} blocks but partitions/{}.json has {}: re-run `poolpipe profile`",
+                s.config.name,
+                p.blocks,
+                s.config.name,
+                s.partition.partition.len()
+            );
+        }
+    }
+    let inputs = Inputs::new(fleet.clone(), workload, profiles)?;
+    let kind: PlannerKind = {
+        let o = inner.planner_override.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        o.unwrap_or_else(|| c.planner.clone()).parse().map_err(|e: String| anyhow::anyhow!(e))?
+    };
+    let options = PlanOptions {
+        max_partitions: c.max_partitions,
+        shares: vec![1],
+        max_batch_per_share: vec![c.max_batch],
+        time_limit: Duration::from_secs_f64(c.plan_time_limit_s),
+        ..PlanOptions::default()
+    };
+    let started = Instant::now();
+    let plan = {
+        let inputs = inputs.clone();
+        tokio::task::spawn_blocking(move || -> Result<Plan> { Ok(Planner::new(&inputs, options)?.plan(kind)?) })
+            .await??
+    };
+    let layout = Layout::new(&plan, &inputs.profiles, &fleet)?;
+    tracing::info!(
+        planner = kind.name(),
+        seconds = started.elapsed().as_secs_f64(),
+        objective = plan.objective,
+        "planned"
+    );
+    // Layout GPUs of each class, in order, are that class's workers in id order.
+    let mut taken: BTreeMap<usize, usize> = BTreeMap::new();
+    let gpu_node: Vec<u32> = layout
+        .gpus
+        .iter()
+        .map(|g| {
+            let k = taken.entry(g.class).or_default();
+            let id = per_class[&layout.classes[g.class].name][*k];
+            *k += 1;
+            id
+        })
+        .collect();
+    let nodes: Vec<u32> = layout.workers.iter().map(|w| gpu_node[w.gpu]).collect();
+    let frontend_addr = inner.cfg.controller.advertise.unwrap_or(inner.node.local_addr()?);
+    let mut peers: Vec<Peer> =
+        workers.iter().map(|(id, w)| Peer { id: *id, addr: w.addr.to_string(), name: w.name.clone() }).collect();
+    peers.push(Peer { id: FRONTEND, addr: frontend_addr.to_string(), name: inner.cfg.controller.name.clone() });
+
+    // Drain the old plan.
+    inner.frontend.begin_switch();
+    let drain_until = Instant::now() + Duration::from_millis(c.drain_timeout_ms);
+    while !inner.frontend.drained() && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !inner.frontend.drained() {
+        tracing::warn!("the old plan's batches did not finish within {} ms; retrying them", c.drain_timeout_ms);
+        inner.frontend.abandon_old();
+    }
+    let generation = inner.lock().generation + 1;
+    // Assign every worker its stage (or release it), all at once; each answers when compiled.
+    let mut stages: HashMap<u32, (String, usize, usize, usize)> = HashMap::new();
+    let mut messages: HashMap<u32, Control> = HashMap::new();
+    for (w, lw) in layout.workers.iter().enumerate() {
+        let node = nodes[w];
+        let m = &layout.models[lw.model];
+        let st = &m.pipelines[lw.pipeline].stages[lw.stage];
+        let s = &inner.served[lw.model];
+        let spec = StageSpec {
+            generation,
+            name: s.config.name.clone(),
+            source: s.config.source.clone(),
+            partition: s.partition.partition.clone(),
+            fingerprint: s.partition.fingerprint.clone(),
+            max_batch: st.max_batch(),
+            peers: peers.clone(),
+        };
+        if messages.contains_key(&node) {
+            bail!("worker {node} got two stages: the cluster runs one stage per worker (share 1)");
+        }
+        stages.insert(node, (s.config.name.clone(), lw.stage, st.first_block, st.end_block));
+        messages.insert(
+            node,
+            Control::Assign {
+                worker: node,
+                model: lw.model as u32,
+                stage: lw.stage as u16,
+                blocks: [st.first_block as u32, st.end_block as u32],
+                spec: serde_json::to_value(&spec)?,
+            },
+        );
+    }
+    let limits = inner.node.config().limits;
+    let mut calls = vec![];
+    for (id, w) in &workers {
+        let msg = messages.remove(id).unwrap_or(Control::Assign {
+            worker: *id,
+            model: 0,
+            stage: 0,
+            blocks: [0, 0],
+            spec: serde_json::Value::Null,
+        });
+        let (conn, id) = (w.conn.clone(), *id);
+        calls.push(tokio::spawn(async move {
+            let r = tokio::time::timeout(Duration::from_secs(120), call(&conn, &msg, &limits)).await;
+            (id, r)
+        }));
+    }
+    let mut refused = vec![];
+    for c in calls {
+        let (id, r) = c.await?;
+        match r {
+            Ok(Ok(Control::Ack)) => {}
+            Ok(Ok(Control::Refused { reason })) => refused.push(format!("worker {id}: {reason}")),
+            Ok(Ok(other)) => refused.push(format!("worker {id} answered {}", other.kind())),
+            Ok(Err(e)) => refused.push(format!("worker {id}: {e}")),
+            Err(_) => refused.push(format!("worker {id}: no answer within 120 s")),
+        }
+    }
+    if !refused.is_empty() {
+        bail!("the assignment failed: {}", refused.join("; "));
+    }
+    let links: HashMap<u32, Link> =
+        workers.iter().map(|(id, w)| (*id, Link::new(&inner.node, w.addr, &w.name))).collect();
+    let sched = inner.policies.scheduler(&layout)?;
+    let installed = inner.frontend.install(sched, nodes, links);
+    {
+        let mut s = inner.lock();
+        s.generation = installed;
+        s.plan = Some(plan);
+        s.stages = stages;
+        s.planned_once = true;
+        s.last_error = None;
+    }
+    let _ = inner.planned.send(installed);
+    tracing::info!(generation = installed, "plan installed");
+    Ok(())
+}

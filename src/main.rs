@@ -229,6 +229,10 @@ enum Cmd {
     /// Every role in one process for a single box: the controller, the frontend and the
     /// workers listed in the config's [[worker]] entries.
     Serve(poolpipe::cluster::ServeArgs),
+    /// Load generator for a KServe v2 server (like perf_analyzer): open loop at a rate or
+    /// closed loop at a concurrency, optionally a sweep; throughput, latency percentiles,
+    /// attainment per step; CSV out.
+    Load(poolpipe::load::LoadArgs),
 }
 
 /// Simulation options of `simulate`.
@@ -581,6 +585,18 @@ fn run_cli(cli: Cli) -> Result<()> {
         Cmd::Worker(a) => tokio_main(poolpipe::cluster::worker(a)),
         Cmd::Controller(a) => tokio_main(poolpipe::cluster::controller(a)),
         Cmd::Serve(a) => tokio_main(poolpipe::cluster::serve(a)),
+        Cmd::Load(a) => {
+            let report = poolpipe::load::run_blocking(&a, a.json)?;
+            if let Some(path) = &a.csv {
+                poolpipe::load::write_csv(&report, path)?;
+            }
+            if a.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", poolpipe::load::render(&report));
+            }
+            Ok(())
+        }
         Cmd::Profile {
             model,
             out,

@@ -276,6 +276,8 @@ struct State {
     generation: u64,
     planned_once: bool,
     last_error: Option<String>,
+    /// The live workers and planner override the current plan was made for.
+    planned_for: (Vec<u32>, Option<String>),
 }
 
 struct Inner {
@@ -364,6 +366,7 @@ impl Controller {
                 generation: 0,
                 planned_once: false,
                 last_error: None,
+                planned_for: (vec![], None),
             }),
             replan: Notify::new(),
             planned,
@@ -526,8 +529,8 @@ async fn serve_conn(inner: Arc<Inner>, conn: quinn::Connection) {
                 inner.frontend.health(worker, busy);
                 Control::Ack
             }
-            Control::Timing { batch, stage, start_us, end_us, .. } => {
-                inner.frontend.timing(batch, stage as usize, (end_us - start_us).max(0.0));
+            Control::Timing { worker, batch, stage, start_us, end_us, .. } => {
+                inner.frontend.timing(worker, batch, stage as usize, (end_us - start_us).max(0.0));
                 Control::Ack
             }
             Control::Failed { worker, batch, reason, .. } => {
@@ -618,10 +621,16 @@ async fn planner_loop(weak: std::sync::Weak<Inner>) {
         drop(waiter);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let Some(inner) = weak.upgrade() else { return };
-        let (alive, planned_once) = {
+        let (alive, planned_once, unchanged) = {
             let s = inner.lock();
-            (s.workers.values().filter(|w| w.alive).count(), s.planned_once)
+            let ids: Vec<u32> = s.workers.iter().filter(|(_, w)| w.alive).map(|(&id, _)| id).collect();
+            let planner = inner.planner_override.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let unchanged = s.plan.is_some() && s.planned_for == (ids.clone(), planner);
+            (ids.len(), s.planned_once, unchanged)
         };
+        if unchanged {
+            continue;
+        }
         if !planned_once && alive < inner.cfg.controller.workers {
             tracing::info!(
                 "{alive} of {} workers registered; waiting for the rest to plan",
@@ -689,10 +698,12 @@ async fn replan(inner: &Arc<Inner>) -> Result<()> {
         }
     }
     let inputs = Inputs::new(fleet.clone(), workload, profiles)?;
-    let kind: PlannerKind = {
-        let o = inner.planner_override.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        o.unwrap_or_else(|| c.planner.clone()).parse().map_err(|e: String| anyhow::anyhow!(e))?
-    };
+    let planner_override = inner.planner_override.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let kind: PlannerKind = planner_override
+        .clone()
+        .unwrap_or_else(|| c.planner.clone())
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
     let options = PlanOptions {
         max_partitions: c.max_partitions,
         shares: vec![1],
@@ -815,6 +826,7 @@ async fn replan(inner: &Arc<Inner>) -> Result<()> {
         s.stages = stages;
         s.planned_once = true;
         s.last_error = None;
+        s.planned_for = (workers.iter().map(|(id, _)| *id).collect(), planner_override);
     }
     let _ = inner.planned.send(installed);
     tracing::info!(generation = installed, "plan installed");

@@ -125,6 +125,8 @@ pub struct FrontStats {
     pub batches_done: u64,
     /// Policy errors (the native policy took over).
     pub policy_errors: u64,
+    /// Device seconds each worker (node id) reported computing.
+    pub compute_by_worker: BTreeMap<u32, f64>,
 }
 
 struct Core {
@@ -358,11 +360,12 @@ impl Frontend {
         self.inner.lock().down.remove(&node);
     }
 
-    /// A worker finished a stage of a batch (`timing`).
-    pub fn timing(&self, wire: u64, stage: usize, compute_us: f64) {
+    /// Worker `worker` finished a stage of a batch (`timing`) in `compute_us` of device time.
+    pub fn timing(&self, worker: u32, wire: u64, stage: usize, compute_us: f64) {
         let now = self.now();
         let mut core = self.inner.lock();
         let core = &mut *core;
+        *core.stats.compute_by_worker.entry(worker).or_default() += compute_us / 1e6;
         let Some(b) = core.batches.get_mut(&wire) else { return };
         b.compute_us += compute_us;
         let last = b.hops.len().saturating_sub(1);
@@ -527,6 +530,7 @@ impl Inner {
         let mut pieces: Vec<Vec<&Piece>> = vec![];
         let mut refs = vec![];
         let mut latest_deadline = now;
+        let mut queued_us = 0.0;
         for id in &d.requests {
             let Some(s) = core.samples.get(id) else { continue };
             if pieces.is_empty() {
@@ -539,6 +543,9 @@ impl Inner {
             }
             let deadline = s.arrival + slo;
             latest_deadline = latest_deadline.max(deadline);
+            if Arc::ptr_eq(&s.current, &s.input) {
+                queued_us += now - s.arrival;
+            }
             refs.push(RequestRef { id: *id, deadline_us: deadline });
         }
         let n = refs.len() as u64;
@@ -568,6 +575,7 @@ impl Inner {
             tensors,
         };
         *core.stats.batch_sizes.entry(d.requests.len()).or_default() += 1;
+        core.stats.queue_s += queued_us / 1e6;
         let fail_at = self.epoch + Duration::from_secs_f64(latest_deadline.max(last_finish) / 1e6) + GRACE;
         core.batches.insert(
             wire,
@@ -710,6 +718,39 @@ fn deliver(owner: &Pending, meta: &ModelMeta) {
 impl Backend for Frontend {
     fn models(&self) -> Vec<ModelMeta> {
         self.inner.models.clone()
+    }
+
+    fn metrics_text(&self) -> String {
+        let core = self.inner.lock();
+        let st = &core.stats;
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, v: f64| {
+            out += &format!("# HELP poolpipe_{name} {help}\n# TYPE poolpipe_{name} counter\npoolpipe_{name} {v}\n");
+        };
+        counter("frames_completed_total", "Frames (samples) answered with outputs.", st.completed as f64);
+        counter("frames_late_total", "Frames answered after their deadline.", st.late as f64);
+        counter("frames_dropped_total", "Frames dropped by the scheduler (SLO out of reach).", st.dropped as f64);
+        counter("frames_failed_total", "Frames failed (batch failures, no plan).", st.failed as f64);
+        counter("frames_retried_total", "Frames retried after their batch failed.", st.retried as f64);
+        counter("policy_errors_total", "Invalid actions or failures of the batching policy.", st.policy_errors as f64);
+        counter("queue_seconds_total", "Time frames waited in queues before their first batch.", st.queue_s);
+        counter("compute_seconds_total", "Time workers computed batches (reported).", st.compute_s);
+        counter("transfer_seconds_total", "Time batches spent between workers and the frontend.", st.transfer_s);
+        counter("batches_completed_total", "Batches whose result came back.", st.batches_done as f64);
+        out += "# HELP poolpipe_batches_total Batches sent, by size.\n# TYPE poolpipe_batches_total counter\n";
+        for (size, n) in &st.batch_sizes {
+            out += &format!("poolpipe_batches_total{{size=\"{size}\"}} {n}\n");
+        }
+        out += "# HELP poolpipe_worker_busy Busy fraction of each worker's device (last health report).\n";
+        out += "# TYPE poolpipe_worker_busy gauge\n";
+        for (w, b) in &core.busy {
+            out += &format!("poolpipe_worker_busy{{worker=\"{w}\"}} {b}\n");
+        }
+        out += &format!(
+            "# HELP poolpipe_plan_generation Plan generation serving.\n# TYPE poolpipe_plan_generation gauge\npoolpipe_plan_generation {}\n",
+            core.active.as_ref().map_or(0, |a| a.generation)
+        );
+        out
     }
 
     fn ready(&self, _model: &str) -> bool {

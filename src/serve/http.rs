@@ -66,6 +66,10 @@ pub trait Backend: Send + Sync + 'static {
         model: &str,
         inputs: Vec<InputTensor>,
     ) -> impl Future<Output = Result<Vec<OutputTensor>, ApiError>> + Send;
+    /// More Prometheus metrics of the backend, appended to `/metrics` (text format).
+    fn metrics_text(&self) -> String {
+        String::new()
+    }
 }
 
 /// Settings of the HTTP API.
@@ -334,6 +338,8 @@ async fn metrics<B: Backend>(State(s): State<Arc<Shared<B>>>) -> Response {
         out += &format!("poolpipe_request_seconds_sum{{model=\"{model}\"}} {sum}\n");
         out += &format!("poolpipe_request_seconds_count{{model=\"{model}\"}} {count}\n");
     }
+    drop(m);
+    out += &s.backend.metrics_text();
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

@@ -89,11 +89,15 @@ pub async fn worker(a: WorkerArgs) -> Result<()> {
 
 /// Serves the HTTP API of `controller` on `addr` until the task ends; returns the bound
 /// address.
-pub async fn http(controller: &Controller, addr: SocketAddr) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+pub async fn http(
+    controller: &Controller,
+    addr: SocketAddr,
+    admin_token: Option<String>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP API on {addr}"))?;
     let bound = listener.local_addr()?;
-    let app = router(controller.frontend(), HttpOptions::default());
+    let app = router(controller.frontend(), HttpOptions { admin_token, ..HttpOptions::default() });
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("the HTTP API stopped: {e}");
@@ -118,9 +122,9 @@ pub async fn controller(a: ControllerArgs) -> Result<()> {
         cfg.controller.listen = l;
     }
     let (identity, ca) = agent::identity(certs_of(&cfg)?, &cfg.controller.name)?;
-    let http_addr = cfg.controller.http;
+    let (http_addr, token) = (cfg.controller.http, cfg.controller.admin_token.clone());
     let c = Controller::start(cfg, &identity, &ca, TransportConfig::default()).await?;
-    let (bound, _task) = http(&c, http_addr).await?;
+    let (bound, _task) = http(&c, http_addr, token).await?;
     eprintln!("controller: workers register at {} (QUIC); KServe v2 API at http://{bound}", c.addr()?);
     tokio::signal::ctrl_c().await?;
     eprintln!("controller: stopping");
@@ -178,7 +182,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
             });
         }
     }
-    let (bound, _task) = http(&c, http_addr).await?;
+    let (bound, _task) = http(&c, http_addr, cfg.controller.admin_token.clone()).await?;
     eprintln!("serve: {total} workers starting; KServe v2 API at http://{bound}");
     let generation = c.wait_plan(1, Duration::from_secs(300)).await?;
     eprintln!("serve: plan {generation} ready");

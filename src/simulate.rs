@@ -217,6 +217,22 @@ impl Policies {
         Ok(Policies { spec: spec.clone(), batching, reservation })
     }
 
+    /// A batching policy from a WebAssembly module's bytes (binary or WAT text), with
+    /// earliest-finish reservations.
+    pub fn from_wasm(name: &str, bytes: &[u8], limits: poolpipe_policies::wasm::Limits) -> Result<Policies> {
+        let m = poolpipe_policies::wasm::WasmModule::from_bytes(name, bytes, &[], limits.clone())?;
+        if !m.has_batching() {
+            bail!("policy {}: exports no `poolpipe_decide`, so it is no batching policy", m.name());
+        }
+        let spec = PolicySpec { batching: name.to_string(), ..PolicySpec::native("ppipe") };
+        Ok(Policies { spec: PolicySpec { limits, ..spec }, batching: Some(m), reservation: None })
+    }
+
+    /// The batching policy's name as given.
+    pub fn name(&self) -> &str {
+        &self.spec.batching
+    }
+
     /// Native policies by name.
     pub fn native(name: &str) -> Result<Policies> {
         Policies::load(&PolicySpec::native(name))

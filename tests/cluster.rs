@@ -4,8 +4,9 @@
 //!
 //! One test walks the whole life of a cluster (starting four processes on lavapipe is the
 //! expensive part): outputs equal onnxruntime's within fp16 tolerance; bad requests get 4xx;
-//! a worker with a certificate from another CA is refused; a worker killed under load costs
-//! no request its answer, routing stops using it and the controller re-plans.
+//! a worker with a certificate from another CA is refused; the batching policy is swapped
+//! under load without a failed request; a worker killed under load costs no request its
+//! answer, routing stops using it and the controller re-plans.
 
 mod common;
 
@@ -44,10 +45,15 @@ fn free_port(udp: bool) -> u16 {
 
 /// One HTTP/1.1 exchange: (status, body).
 fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    http_with(addr, method, path, body, "")
+}
+
+/// One HTTP/1.1 exchange with extra header lines (each ending in CRLF).
+fn http_with(addr: SocketAddr, method: &str, path: &str, body: &[u8], extra: &str) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes())?;
@@ -105,6 +111,43 @@ fn metric(addr: SocketAddr, name: &str) -> f64 {
         .lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(-1.0)
+}
+
+/// Two clients send requests one after another for `secs` while `mid` runs; returns every
+/// (start time, status), the number sent and what `mid` returned.
+fn under_load(
+    api: SocketAddr,
+    frame: &[u8],
+    secs: f64,
+    mid: impl FnOnce(Instant) -> f64,
+) -> (Vec<(f64, u16)>, usize, f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let results: Arc<Mutex<Vec<(f64, u16)>>> = Arc::default();
+    let t0 = Instant::now();
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, results, frame) = (stop.clone(), results.clone(), frame.to_vec());
+            std::thread::spawn(move || {
+                let mut sent = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let at = t0.elapsed().as_secs_f64();
+                    let status = http(api, "POST", &format!("/v2/models/{MODEL}/infer"), &frame).map_or(0, |r| r.0);
+                    results.lock().unwrap().push((at, status));
+                    sent += 1;
+                }
+                sent
+            })
+        })
+        .collect();
+    let value = mid(t0);
+    let left = secs - t0.elapsed().as_secs_f64();
+    if left > 0.0 {
+        std::thread::sleep(Duration::from_secs_f64(left));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let sent: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    let results = results.lock().unwrap().clone();
+    (results, sent, value)
 }
 
 #[test]
@@ -180,11 +223,12 @@ certs = "certs"
 profiles = "profiles"
 workers = 3
 max_batch = 4
+admin_token = "s3cret"
 
 [[model]]
 name = "{MODEL}"
 model = "{MODEL}.onnx"
-slo_ms = 8000
+slo_ms = 1500
 "#
         ),
     )
@@ -258,38 +302,43 @@ slo_ms = 8000
         .unwrap();
     assert!(!rogue_out.status.success());
     let why = String::from_utf8_lossy(&rogue_out.stderr);
-    assert!(why.contains("controller"), "{why}");
+    assert!(why.contains("TLS handshake"), "{why}");
+
+    let frame = infer_body(&input_name, &[1, x.shape()[1], x.shape()[2], x.shape()[3]], &x.data()[..x.len() / 4]);
+
+    // Hot swap of the batching policy under load: a built-in guest by name, then a module
+    // uploaded as the body; no request is lost or failed.
+    let admin = "Authorization: Bearer s3cret\r\n";
+    let swap = |body: &[u8], extra: &str| http_with(api, "PUT", "/v2/admin/policy", body, extra).unwrap();
+    let (s, b) = swap(br#"{"policy":"reactive"}"#, "");
+    assert_eq!(s, 401, "{}", String::from_utf8_lossy(&b));
+    let (s, b) = swap(b"\0asm garbage", admin);
+    assert_eq!(s, 400, "{}", String::from_utf8_lossy(&b));
+    let guest = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/guests/ppipe.wasm")).unwrap();
+    let (results, sent, _) = under_load(api, &frame, 6.0, |t0| {
+        std::thread::sleep(Duration::from_secs(2));
+        let (s, b) = swap(br#"{"policy":"wasm:reactive"}"#, admin);
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+        std::thread::sleep(Duration::from_secs(2));
+        let (s, b) = swap(&guest, admin);
+        assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+        t0.elapsed().as_secs_f64()
+    });
+    assert_eq!(results.len(), sent);
+    assert!(results.len() > 4 && results.iter().all(|&(_, s)| s == 200), "{results:?}\n{}", logs(&dir));
+    assert!(std::fs::read_to_string(dir.join("controller.log")).unwrap().contains("batching policy swapped"));
 
     // Load from two clients; one first-stage worker is killed after a while.
-    let frame = infer_body(&input_name, &[1, x.shape()[1], x.shape()[2], x.shape()[3]], &x.data()[..x.len() / 4]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let results: Arc<Mutex<Vec<(f64, u16)>>> = Arc::default();
-    let t0 = Instant::now();
-    let clients: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, results, frame) = (stop.clone(), results.clone(), frame.clone());
-            std::thread::spawn(move || {
-                let mut sent = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let at = t0.elapsed().as_secs_f64();
-                    let status = http(api, "POST", &format!("/v2/models/{MODEL}/infer"), &frame).map_or(0, |r| r.0);
-                    results.lock().unwrap().push((at, status));
-                    sent += 1;
-                }
-                sent
-            })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_secs(3));
     let generation = metric(api, "poolpipe_plan_generation");
-    let killed_at = t0.elapsed().as_secs_f64();
-    let (_, victim) = procs.0.iter_mut().find(|(n, _)| n == "worker-1").unwrap();
-    victim.kill().unwrap();
-    victim.wait().unwrap();
-    std::thread::sleep(Duration::from_secs(8));
-    stop.store(true, Ordering::Relaxed);
-    let sent: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
-    let results = results.lock().unwrap().clone();
+    let mut victim = procs.0.iter_mut().find(|(n, _)| n == "worker-1").map(|(_, c)| c);
+    let (results, sent, killed_at) = under_load(api, &frame, 11.0, |t0| {
+        std::thread::sleep(Duration::from_secs(3));
+        let at = t0.elapsed().as_secs_f64();
+        let v = victim.take().unwrap();
+        v.kill().unwrap();
+        v.wait().unwrap();
+        at
+    });
     // Every request got an HTTP answer, and every failure was explicit.
     assert_eq!(results.len(), sent);
     assert!(results.iter().all(|&(_, s)| [200, 503, 504].contains(&s)), "{results:?}\n{}", logs(&dir));

@@ -47,7 +47,7 @@ impl Backend for Doubler {
 
 fn app(ready: bool) -> (axum::Router, Arc<AtomicBool>) {
     let flag = Arc::new(AtomicBool::new(ready));
-    (router(Doubler { ready: flag.clone() }, HttpOptions { max_body: 4096 }), flag)
+    (router(Doubler { ready: flag.clone() }, HttpOptions { max_body: 4096, admin_token: None }), flag)
 }
 
 async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {

@@ -95,6 +95,9 @@ pub struct ControllerConfig {
     /// Longest wait for the old plan's batches at a plan change.
     #[serde(default = "default_drain")]
     pub drain_timeout_ms: u64,
+    /// Bearer token of the HTTP admin endpoints (policy swap); they are off without one.
+    #[serde(default)]
+    pub admin_token: Option<String>,
     /// Solver time limit per plan, seconds.
     #[serde(default = "default_time_limit")]
     pub plan_time_limit_s: f64,
@@ -285,7 +288,6 @@ struct Inner {
     node: Node,
     frontend: Frontend,
     served: Vec<Served>,
-    policies: Policies,
     state: Mutex<State>,
     replan: Notify,
     planned: tokio::sync::watch::Sender<u64>,
@@ -350,14 +352,13 @@ impl Controller {
         let policies = Policies::load(&PolicySpec::native(&c.policy)).context("[controller] policy")?;
         let node = Node::bind_with(c.listen, identity, ca, transport)
             .with_context(|| format!("controller: binding {}", c.listen))?;
-        let frontend = Frontend::new(metas);
+        let frontend = Frontend::new(metas, policies);
         let (planned, _) = tokio::sync::watch::channel(0);
         let inner = Arc::new(Inner {
             cfg,
             node: node.clone(),
             frontend,
             served,
-            policies,
             state: Mutex::new(State {
                 workers: BTreeMap::new(),
                 next_id: 1,
@@ -817,8 +818,7 @@ async fn replan(inner: &Arc<Inner>) -> Result<()> {
     }
     let links: HashMap<u32, Link> =
         workers.iter().map(|(id, w)| (*id, Link::new(&inner.node, w.addr, &w.name))).collect();
-    let sched = inner.policies.scheduler(&layout)?;
-    let installed = inner.frontend.install(sched, nodes, links);
+    let installed = inner.frontend.install(&layout, nodes, links)?;
     {
         let mut s = inner.lock();
         s.generation = installed;

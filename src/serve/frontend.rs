@@ -32,7 +32,8 @@ use tokio::sync::{Notify, oneshot};
 use super::http::{Backend, ModelMeta};
 use super::kserve::{ApiError, InputTensor, OutputTensor};
 use super::worker::FRONTEND;
-use crate::dataplane::{BatchId, Output, RequestId, Scheduler};
+use crate::dataplane::{BatchId, Layout, Output, RequestId, Scheduler};
+use crate::simulate::Policies;
 
 /// Bits of a wire batch id below the plan generation.
 const GEN_SHIFT: u32 = 40;
@@ -148,6 +149,8 @@ struct Core {
 }
 
 struct Inner {
+    /// The policies every plan's scheduler is built with (swapped by the admin endpoint).
+    policies: Mutex<Policies>,
     core: Mutex<Core>,
     wake: Notify,
     epoch: Instant,
@@ -172,8 +175,9 @@ impl Frontend {
     /// A frontend serving `models` (in the plans' model order).
     /// It answers 503 until a plan is installed. Spawns its timer task on the current tokio
     /// runtime.
-    pub fn new(models: Vec<ModelMeta>) -> Frontend {
+    pub fn new(models: Vec<ModelMeta>, policies: Policies) -> Frontend {
         let inner = Arc::new(Inner {
+            policies: Mutex::new(policies),
             core: Mutex::new(Core {
                 active: None,
                 old: vec![],
@@ -284,7 +288,8 @@ impl Frontend {
 
     /// Installs a plan: `layout` with `nodes[w]` the node id running layout worker `w`, and
     /// links to every node. Requests waiting aside enter its scheduler with their deadlines.
-    pub fn install(&self, mut sched: Scheduler, nodes: Vec<u32>, links: HashMap<u32, Link>) -> u64 {
+    pub fn install(&self, layout: &Layout, nodes: Vec<u32>, links: HashMap<u32, Link>) -> anyhow::Result<u64> {
+        let mut sched = self.inner.policies.lock().unwrap_or_else(|p| p.into_inner()).scheduler(layout)?;
         let now = self.now();
         let mut core = self.inner.lock();
         core.generation += 1;
@@ -305,7 +310,30 @@ impl Frontend {
         self.inner.pump(&mut core, now);
         drop(core);
         self.inner.wake.notify_one();
-        generation
+        Ok(generation)
+    }
+
+    /// Replaces the batching policy of every model, between two decisions: queued and
+    /// in-flight requests stay where they are. Later plans use it too.
+    pub fn swap_policy(&self, policies: Policies) -> anyhow::Result<String> {
+        let name = policies.name().to_string();
+        let mut core = self.inner.lock();
+        if let Some(a) = core.active.as_mut() {
+            let fresh = policies.batching(a.sched.layout())?;
+            for (m, p) in fresh.into_iter().enumerate() {
+                a.sched.set_batching_policy(m, p)?;
+            }
+        }
+        *self.inner.policies.lock().unwrap_or_else(|p| p.into_inner()) = policies;
+        let now = self.inner.now();
+        for a in core.active.iter_mut() {
+            a.sched.timer(now);
+        }
+        self.inner.pump(&mut core, now);
+        drop(core);
+        self.inner.wake.notify_one();
+        tracing::info!(policy = %name, "batching policy swapped");
+        Ok(name)
     }
 
     /// No plan can serve the models now (`reason` says why): waiting requests are answered
@@ -718,6 +746,26 @@ fn deliver(owner: &Pending, meta: &ModelMeta) {
 impl Backend for Frontend {
     fn models(&self) -> Vec<ModelMeta> {
         self.inner.models.clone()
+    }
+
+    fn set_policy(&self, body: &[u8]) -> Result<String, ApiError> {
+        let bad = |message: String| ApiError { status: 400, message };
+        let policies = if body.starts_with(b"{") {
+            #[derive(serde::Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Named {
+                policy: String,
+            }
+            let named: Named = serde_json::from_slice(body)
+                .map_err(|e| bad(format!("expected {{\"policy\": NAME}} or a .wasm/.wat body: {e}")))?;
+            if named.policy.ends_with(".wasm") || named.policy.ends_with(".wat") {
+                return Err(bad("name a native policy or wasm:NAME; upload a module file as the body instead".into()));
+            }
+            Policies::native(&named.policy).map_err(|e| bad(format!("{e:#}")))?
+        } else {
+            Policies::from_wasm("uploaded.wasm", body, Default::default()).map_err(|e| bad(format!("{e:#}")))?
+        };
+        self.swap_policy(policies).map_err(|e| ApiError { status: 500, message: format!("{e:#}") })
     }
 
     fn metrics_text(&self) -> String {

@@ -10,7 +10,8 @@
 //! | GET | `/v2/models/{m}` (or `/versions/{v}`) | model metadata: inputs and outputs, batch dimension -1 |
 //! | GET | `/v2/models/{m}/ready` | 200 or 503; 404 for an unknown model |
 //! | POST | `/v2/models/{m}/infer` (or `/versions/{v}/infer`) | inference ([`super::kserve`]) |
-//! | GET | `/metrics` | request counts by model and status, latency histograms |
+//! | GET | `/metrics` | request counts by model and status, latency histograms, the backend's own |
+//! | PUT/POST | `/v2/admin/policy` | replace the batching policy (a .wasm/.wat body, or `{"policy": NAME}`); needs `Authorization: Bearer TOKEN` |
 //!
 //! Errors are `{"error": "..."}` with 400 (malformed or mismatched request), 404 (unknown
 //! model), 413 (body over the limit), 503 (not ready, or the backend cannot take it) or what
@@ -66,6 +67,13 @@ pub trait Backend: Send + Sync + 'static {
         model: &str,
         inputs: Vec<InputTensor>,
     ) -> impl Future<Output = Result<Vec<OutputTensor>, ApiError>> + Send;
+    /// Replaces the batching policy (admin): `body` is a WebAssembly module (binary, or WAT
+    /// text) or JSON `{"policy": NAME}` naming a native policy or built-in guest. Returns the
+    /// new policy's name.
+    fn set_policy(&self, body: &[u8]) -> Result<String, ApiError> {
+        let _ = body;
+        Err(ApiError { status: 404, message: "this server has no policy to swap".into() })
+    }
     /// More Prometheus metrics of the backend, appended to `/metrics` (text format).
     fn metrics_text(&self) -> String {
         String::new()
@@ -77,11 +85,13 @@ pub trait Backend: Send + Sync + 'static {
 pub struct HttpOptions {
     /// Largest request body, bytes.
     pub max_body: usize,
+    /// Bearer token of the admin endpoints; they are disabled without one.
+    pub admin_token: Option<String>,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        HttpOptions { max_body: 64 << 20 }
+        HttpOptions { max_body: 64 << 20, admin_token: None }
     }
 }
 
@@ -117,6 +127,7 @@ pub fn router<B: Backend>(backend: B, options: HttpOptions) -> Router {
         .route("/v2/models/{model}/infer", post(infer::<B>))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_v::<B>))
         .route("/metrics", get(metrics::<B>))
+        .route("/v2/admin/policy", axum::routing::put(set_policy::<B>).post(set_policy::<B>))
         .fallback(|| async {
             error(&ApiError { status: 404, message: "no such endpoint; see /v2 (KServe v2)".into() })
         })
@@ -317,6 +328,36 @@ async fn run_infer<B: Backend>(
         }
     }
     Ok(resp)
+}
+
+async fn set_policy<B: Backend>(
+    State(s): State<Arc<Shared<B>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Some(token) = &s.options.admin_token else {
+        return error(&ApiError {
+            status: 403,
+            message: "the admin endpoints are disabled: set admin_token in [controller] to enable them".into(),
+        });
+    };
+    let given =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if given != Some(token.as_str()) {
+        return error(&ApiError {
+            status: 401,
+            message: "admin endpoints need the header 'Authorization: Bearer TOKEN' with the configured admin_token"
+                .into(),
+        });
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return error(&ApiError { status: e.status().as_u16(), message: format!("the policy upload: {e}") }),
+    };
+    match s.backend.set_policy(&body) {
+        Ok(name) => json(StatusCode::OK, &serde_json::json!({ "policy": name })),
+        Err(e) => error(&e),
+    }
 }
 
 async fn metrics<B: Backend>(State(s): State<Arc<Shared<B>>>) -> Response {

@@ -42,6 +42,17 @@ pub enum EndpointError {
         /// What happened.
         reason: String,
     },
+    /// The peer refused this node's certificate (or this node refused the peer's) during the
+    /// handshake: retrying cannot help.
+    #[error(
+        "connection with {peer} refused in the TLS handshake: {reason} (are both nodes' certificates issued by the same cluster CA, and is the peer's name right?)"
+    )]
+    Handshake {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// What happened.
+        reason: String,
+    },
     /// Sending a batch failed (the peer went away mid-stream, refused the frame, or the
     /// connection closed). The batch was not delivered; the caller decides whether to retry.
     #[error("batch {batch} to {peer} not delivered: {reason}")]
@@ -161,7 +172,19 @@ impl Node {
         let fail = |reason: String| EndpointError::Connection { peer: addr, reason };
         let connecting = self.endpoint.connect(addr, name).map_err(|e| fail(e.to_string()))?;
         match tokio::time::timeout(self.config.connect_timeout, connecting).await {
-            Ok(r) => r.map_err(|e| fail(e.to_string())),
+            Ok(r) => r.map_err(|e| {
+                // Crypto errors (TLS alerts) have transport error codes 0x100..0x1ff.
+                let crypto = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
+                match &e {
+                    quinn::ConnectionError::TransportError(t) if crypto(t.code) => {
+                        EndpointError::Handshake { peer: addr, reason: e.to_string() }
+                    }
+                    quinn::ConnectionError::ConnectionClosed(c) if crypto(c.error_code) => {
+                        EndpointError::Handshake { peer: addr, reason: e.to_string() }
+                    }
+                    _ => fail(e.to_string()),
+                }
+            }),
             Err(_) => Err(fail(format!("no handshake within {:?}", self.config.connect_timeout))),
         }
     }

@@ -42,7 +42,7 @@ impl Link {
 
     /// The live connection, dialling (with backoff) when there is none or it has closed.
     /// Gives up after the backoff's `give_up` time with an error naming the peer, the attempts
-    /// and the last failure.
+    /// and the last failure; at once when the TLS handshake refuses a certificate.
     pub async fn connection(&self) -> Result<quinn::Connection, EndpointError> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref() {
@@ -64,6 +64,7 @@ impl Link {
                     *slot = Some(c.clone());
                     return Ok(c);
                 }
+                Err(e @ EndpointError::Handshake { .. }) => return Err(e),
                 Err(e) => {
                     let delay = backoff.delay(attempt);
                     attempt += 1;

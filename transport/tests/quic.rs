@@ -58,7 +58,7 @@ async fn a_peer_from_another_ca_is_refused() {
     let intruder = node(&other, "worker-x");
     let server = tokio::spawn(async move { tokio::time::timeout(std::time::Duration::from_secs(3), b.accept()).await });
     let err = intruder.connect(addr, "worker-b").await.unwrap_err();
-    assert!(matches!(err, EndpointError::Connection { peer, .. } if peer == addr), "{err}");
+    assert!(matches!(err, EndpointError::Handshake { peer, .. } if peer == addr), "{err}");
     assert!(server.await.unwrap().is_err(), "the server accepted no connection");
     // A name the certificate does not carry is refused too.
     let c = node(&ca, "worker-c");

@@ -32,6 +32,7 @@ pub mod bench;
 pub mod classes;
 pub mod cluster;
 pub mod dataplane;
+pub mod demo;
 pub mod frames;
 pub mod inspect;
 pub mod load;

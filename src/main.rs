@@ -233,6 +233,11 @@ enum Cmd {
     /// closed loop at a concurrency, optionally a sweep; throughput, latency percentiles,
     /// attainment per step; CSV out.
     Load(poolpipe::load::LoadArgs),
+    /// The whole system on this machine in about a minute: workers of two classes (lavapipe
+    /// with different thread counts on a CPU-only box), profiles measured on the spot, a
+    /// PPipe plan, a camera-frame load through the KServe v2 API and QUIC stages, then the
+    /// same load on the single-stage (NP) plan; a report on the terminal and in HTML.
+    Demo(poolpipe::demo::DemoArgs),
 }
 
 /// Simulation options of `simulate`.
@@ -569,7 +574,7 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Runs a cluster role on a multi-threaded tokio runtime.
-fn tokio_main(f: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+fn tokio_main<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?.block_on(f)
 }
 
@@ -585,6 +590,23 @@ fn run_cli(cli: Cli) -> Result<()> {
         Cmd::Worker(a) => tokio_main(poolpipe::cluster::worker(a)),
         Cmd::Controller(a) => tokio_main(poolpipe::cluster::controller(a)),
         Cmd::Serve(a) => tokio_main(poolpipe::cluster::serve(a)),
+        Cmd::Demo(a) => {
+            let bar = indicatif::ProgressBar::new(poolpipe::demo::steps(&a));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:20}] {pos}/{len} {wide_msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            let json = a.json;
+            let report =
+                tokio_main(async move { poolpipe::demo::run(a, &bar).await.inspect(|_| bar.finish_and_clear()) })?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", poolpipe::demo::render(&report));
+            }
+            Ok(())
+        }
         Cmd::Load(a) => {
             let report = poolpipe::load::run_blocking(&a, a.json)?;
             if let Some(path) = &a.csv {

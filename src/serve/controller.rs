@@ -293,6 +293,8 @@ struct Inner {
     planned: tokio::sync::watch::Sender<u64>,
     /// A planner chosen at run time over the config's.
     planner_override: Mutex<Option<String>>,
+    /// Shutting down: workers leaving are expected.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 /// The controller. Cheap to clone.
@@ -372,6 +374,7 @@ impl Controller {
             replan: Notify::new(),
             planned,
             planner_override: Mutex::new(None),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -451,6 +454,13 @@ impl Controller {
         Some(plan.models.iter().map(|m| m.throughput).sum())
     }
 
+    /// Stops the cluster: workers leaving from now on are expected (no re-plan), and the
+    /// endpoint closes.
+    pub fn shutdown(&self) {
+        self.inner.stopping.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.inner.node.close();
+    }
+
     /// Closes the endpoint: workers see the controller leave.
     pub fn close(&self) {
         self.inner.node.close();
@@ -463,6 +473,9 @@ impl Inner {
     }
 
     fn worker_gone(&self, id: u32, why: &str) {
+        if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let was_alive = {
             let mut s = self.lock();
             match s.workers.get_mut(&id) {

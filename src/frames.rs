@@ -47,29 +47,29 @@ pub fn is_image(path: &Path) -> bool {
 
 /// Decodes an image and turns it into one frame of `dims` = [C, H, W] (C is 1 or 3).
 pub fn image_frame(path: &Path, dims: &[usize], preset: Preset) -> Result<Tensor> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot open the image {}", path.display()))?;
+    image_bytes_frame(&bytes, &format!("the image {}", path.display()), dims, preset)
+}
+
+/// Decodes an image held in memory (`what` names it in errors) into one frame of `dims` =
+/// [C, H, W] (C is 1 or 3): scaled to cover H x W, centre cut, normalised per `preset`.
+pub fn image_bytes_frame(bytes: &[u8], what: &str, dims: &[usize], preset: Preset) -> Result<Tensor> {
     let &[c, h, w] = dims else {
         bail!(
-            "the model's input has shape {dims:?} per frame, not [channels, height, width]: \
-             give a tensor file (.npy) instead of the image {}",
-            path.display()
+            "the model's input has shape {dims:?} per frame, not [channels, height, width], so {what} cannot feed it"
         );
     };
     if c != 1 && c != 3 {
-        bail!(
-            "the model takes {c} channels per frame; images give 1 (gray) or 3 (RGB): \
-             give a tensor file (.npy) instead of {}",
-            path.display()
-        );
+        bail!("the model takes {c} channels per frame; images give 1 (gray) or 3 (RGB), so {what} cannot feed it");
     }
-    let img = image::ImageReader::open(path)
-        .with_context(|| format!("cannot open the image {}", path.display()))?
+    let img = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .with_context(|| format!("cannot read the image {}", path.display()))?
+        .with_context(|| format!("cannot read {what}"))?
         .decode()
-        .with_context(|| format!("cannot decode the image {} (PNG, JPEG, BMP or PNM expected)", path.display()))?;
+        .with_context(|| format!("cannot decode {what} (PNG, JPEG, BMP or PNM expected)"))?;
     let (iw, ih) = (img.width() as usize, img.height() as usize);
     if iw == 0 || ih == 0 {
-        bail!("the image {} is empty", path.display());
+        bail!("{what} is empty");
     }
     // Scale so that the image covers h x w, then cut the centre.
     let scale = (h as f64 / ih as f64).max(w as f64 / iw as f64);

@@ -179,3 +179,74 @@ async fn bad_requests_get_4xx_with_a_clear_message() {
     let (s, _, b) = call(&app, req).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{}", String::from_utf8_lossy(&b));
 }
+
+/// One model taking a 3 x 2 x 2 frame and giving the mean of each channel.
+struct Pixels;
+
+impl Backend for Pixels {
+    fn models(&self) -> Vec<ModelMeta> {
+        vec![ModelMeta {
+            name: "pix".into(),
+            inputs: vec![TensorMeta { name: "frames".into(), shape: vec![3, 2, 2] }],
+            outputs: vec![TensorMeta { name: "means".into(), shape: vec![3] }],
+        }]
+    }
+    fn ready(&self, _: &str) -> bool {
+        true
+    }
+    async fn infer(&self, _: &str, inputs: Vec<InputTensor>) -> Result<Vec<OutputTensor>, ApiError> {
+        let x = &inputs[0];
+        let data = x.data.chunks(4).map(|c| c.iter().sum::<f32>() / 4.0).collect();
+        Ok(vec![OutputTensor { name: "means".into(), shape: vec![x.shape[0], 3], data }])
+    }
+}
+
+#[tokio::test]
+async fn an_uploaded_image_is_fitted_to_the_input_and_answered_with_the_top_classes() {
+    let app = router(Pixels, HttpOptions::default());
+    // A 4 x 4 image: red everywhere but a blue centre; scaled to 2 x 2 with the raw preset.
+    let mut img = image::RgbImage::from_pixel(4, 4, image::Rgb([200, 0, 10]));
+    for (x, y) in [(1, 1), (1, 2), (2, 1), (2, 2)] {
+        img.put_pixel(x, y, image::Rgb([200, 0, 250]));
+    }
+    let mut png = vec![];
+    image::DynamicImage::ImageRgb8(img).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    let req = Request::post("/v2/models/pix/image?preset=raw").body(Body::from(png.clone())).unwrap();
+    let (s, _, b) = call(&app, req).await;
+    assert_eq!(s, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+    let v: Value = serde_json::from_slice(&b).unwrap();
+    let means: Vec<f64> = v["outputs"][0]["data"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert!((means[0] - 200.0).abs() < 1.0 && means[1].abs() < 1.0 && means[2] > 10.0 && means[2] < 250.0, "{means:?}");
+    let top: Vec<u64> = v["top5"].as_array().unwrap().iter().map(|t| t["class"].as_u64().unwrap()).collect();
+    assert_eq!(top, [0, 2, 1]);
+    // Not an image, an unknown preset, an unknown model: 4xx naming the problem.
+    let (s, _, b) = call(&app, Request::post("/v2/models/pix/image").body(Body::from("text")).unwrap()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&b).contains("uploaded image"), "{}", String::from_utf8_lossy(&b));
+    let (s, _, b) = call(&app, Request::post("/v2/models/pix/image?preset=hdr").body(Body::from(png)).unwrap()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&b).contains("hdr"));
+    let (s, _, _) = call(&app, Request::post("/v2/models/nope/image").body(Body::from("x")).unwrap()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_admin_endpoint_needs_its_token() {
+    let put = |auth: Option<&str>| {
+        let mut r = Request::put("/v2/admin/policy");
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.body(Body::from(r#"{"policy":"reactive"}"#)).unwrap()
+    };
+    // Without a configured token the admin endpoints are off.
+    let (s, _, b) = call(&app(true).0, put(Some("Bearer x"))).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&b).contains("admin_token"));
+    let guarded = router(Pixels, HttpOptions { admin_token: Some("t0k".into()), ..HttpOptions::default() });
+    assert_eq!(call(&guarded, put(None)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&guarded, put(Some("Bearer wrong"))).await.0, StatusCode::UNAUTHORIZED);
+    // With the token the backend answers: this one has no policy to swap.
+    let (s, _, b) = call(&guarded, put(Some("Bearer t0k"))).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{}", String::from_utf8_lossy(&b));
+}

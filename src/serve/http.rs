@@ -10,6 +10,7 @@
 //! | GET | `/v2/models/{m}` (or `/versions/{v}`) | model metadata: inputs and outputs, batch dimension -1 |
 //! | GET | `/v2/models/{m}/ready` | 200 or 503; 404 for an unknown model |
 //! | POST | `/v2/models/{m}/infer` (or `/versions/{v}/infer`) | inference ([`super::kserve`]) |
+//! | POST | `/v2/models/{m}/image` (`?preset=imagenet\|unit\|raw`) | convenience: one PNG/JPEG/BMP/PNM image as the body, fitted to the model's input; the outputs and, for a classifier, the top 5 |
 //! | GET | `/metrics` | request counts by model and status, latency histograms, the backend's own |
 //! | PUT/POST | `/v2/admin/policy` | replace the batching policy (a .wasm/.wat body, or `{"policy": NAME}`); needs `Authorization: Bearer TOKEN` |
 //!
@@ -106,6 +107,22 @@ struct Metrics {
     latency: BTreeMap<String, ([u64; 12], f64, u64)>,
 }
 
+impl Metrics {
+    fn record(&mut self, model: &str, status: u16, secs: f64) {
+        *self.requests.entry((model.to_string(), status)).or_default() += 1;
+        if status == 200 {
+            let e = self.latency.entry(model.to_string()).or_default();
+            for (i, &b) in BUCKETS.iter().enumerate() {
+                if secs <= b {
+                    e.0[i] += 1;
+                }
+            }
+            e.1 += secs;
+            e.2 += 1;
+        }
+    }
+}
+
 struct Shared<B> {
     backend: B,
     options: HttpOptions,
@@ -127,6 +144,7 @@ pub fn router<B: Backend>(backend: B, options: HttpOptions) -> Router {
         .route("/v2/models/{model}/infer", post(infer::<B>))
         .route("/v2/models/{model}/versions/{version}/infer", post(infer_v::<B>))
         .route("/metrics", get(metrics::<B>))
+        .route("/v2/models/{model}/image", post(image::<B>))
         .route("/v2/admin/policy", axum::routing::put(set_policy::<B>).post(set_policy::<B>))
         .fallback(|| async {
             error(&ApiError { status: 404, message: "no such endpoint; see /v2 (KServe v2)".into() })
@@ -252,21 +270,7 @@ async fn infer<B: Backend>(
         Ok(_) => 200,
         Err(e) => e.status,
     };
-    {
-        let mut m = s.metrics.lock().unwrap_or_else(|p| p.into_inner());
-        *m.requests.entry((model.clone(), status)).or_default() += 1;
-        if status == 200 {
-            let secs = started.elapsed().as_secs_f64();
-            let e = m.latency.entry(model).or_default();
-            for (i, &b) in BUCKETS.iter().enumerate() {
-                if secs <= b {
-                    e.0[i] += 1;
-                }
-            }
-            e.1 += secs;
-            e.2 += 1;
-        }
-    }
+    s.metrics.lock().unwrap_or_else(|p| p.into_inner()).record(&model, status, started.elapsed().as_secs_f64());
     match result {
         Ok(r) => r,
         Err(e) => error(&e),
@@ -328,6 +332,71 @@ async fn run_infer<B: Backend>(
         }
     }
     Ok(resp)
+}
+
+#[derive(serde::Deserialize)]
+struct ImageQuery {
+    #[serde(default)]
+    preset: Option<String>,
+}
+
+async fn image<B: Backend>(
+    State(s): State<Arc<Shared<B>>>,
+    Path(model): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<ImageQuery>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let result = run_image(&s, &model, q.preset.as_deref(), body).await;
+    let status = match &result {
+        Ok(_) => 200,
+        Err(e) => e.status,
+    };
+    s.metrics.lock().unwrap_or_else(|p| p.into_inner()).record(&model, status, started.elapsed().as_secs_f64());
+    match result {
+        Ok(r) => r,
+        Err(e) => error(&e),
+    }
+}
+
+async fn run_image<B: Backend>(
+    s: &Shared<B>,
+    model: &str,
+    preset: Option<&str>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    use clap::ValueEnum;
+    let bad = |message: String| ApiError { status: 400, message };
+    let meta = find(s, model)?;
+    let body = body.map_err(|e| ApiError { status: e.status().as_u16(), message: format!("the image upload: {e}") })?;
+    let preset = match preset {
+        None => crate::frames::Preset::Imagenet,
+        Some(p) => crate::frames::Preset::from_str(p, true)
+            .map_err(|_| bad(format!("unknown preset '{p}': use imagenet, unit or raw")))?,
+    };
+    let [input] = meta.inputs.as_slice() else {
+        return Err(bad(format!("model '{model}' takes {} inputs; the image endpoint feeds one", meta.inputs.len())));
+    };
+    let frame = crate::frames::image_bytes_frame(&body, "the uploaded image", &input.shape, preset)
+        .map_err(|e| bad(format!("{e:#}")))?;
+    let mut shape = vec![1];
+    shape.extend(&input.shape);
+    let inputs = vec![InputTensor { name: input.name.clone(), shape, data: frame.data().to_vec() }];
+    let outputs = s.backend.infer(model, inputs).await?;
+    let top5 = outputs.first().filter(|o| o.shape.len() == 2).map(|o| {
+        let mut idx: Vec<usize> = (0..o.data.len()).collect();
+        idx.sort_by(|&a, &b| o.data[b].total_cmp(&o.data[a]));
+        idx.into_iter().take(5).map(|i| serde_json::json!({"class": i, "score": o.data[i]})).collect::<Vec<_>>()
+    });
+    let outs: Vec<serde_json::Value> = outputs
+        .iter()
+        .map(|o| serde_json::json!({"name": o.name, "shape": o.shape, "datatype": "FP32", "data": o.data}))
+        .collect();
+    let mut v = serde_json::json!({"model_name": model, "outputs": outs});
+    if let Some(t) = top5 {
+        v["top5"] = serde_json::Value::from(t);
+    }
+    Ok(json(StatusCode::OK, &v))
 }
 
 async fn set_policy<B: Backend>(

@@ -190,6 +190,8 @@ mod tests {
             ("NVIDIA A100-SXM4-80GB", "A100"),
             ("NVIDIA GeForce RTX 3080 Ti", "RTX3080Ti"),
             ("AMD Radeon RX 7900 XTX", "RX7900XTX"),
+            ("AMD Radeon RX 7900 XTX (RADV NAVI31)", "RX7900XTX"),
+            ("Intel(R) Arc(tm) A770 Graphics (DG2)", "ArcA770"),
             ("Apple M2 Max", "M2Max"),
             ("llvmpipe (LLVM 15.0.6, 256 bits)", "llvmpipe"),
             ("Intel(R) UHD Graphics 630", "UHDGraphics630"),

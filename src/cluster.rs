@@ -26,9 +26,14 @@ pub struct WorkerArgs {
     /// This worker's name: its certificate's name (CERTS/NAME.pem and NAME.key).
     #[arg(long)]
     pub name: String,
-    /// GPU class label; the controller's profile folder must have profiles of this class.
+    /// GPU class label; the controller's profile folder must have profiles of this class
+    /// [default: from the class file, else derived from the adapter name, as `poolpipe
+    /// devices` shows].
     #[arg(long)]
-    pub class: String,
+    pub class: Option<String>,
+    /// Class file (as for `poolpipe devices`).
+    #[arg(long, value_name = "FILE")]
+    pub classes: Option<PathBuf>,
     /// Adapter (as for `poolpipe devices`).
     #[arg(long, default_value = "default")]
     pub device: AdapterSelector,
@@ -78,6 +83,7 @@ pub async fn worker(a: WorkerArgs) -> Result<()> {
         advertise: a.advertise,
         device: a.device,
         class: a.class,
+        classes: a.classes,
         name: a.name,
         identity,
         ca_pem,
@@ -168,7 +174,8 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
                 listen: ([127, 0, 0, 1], 0).into(),
                 advertise: None,
                 device: device.clone(),
-                class: w.class.clone(),
+                class: Some(w.class.clone()),
+                classes: None,
                 identity: tls::issue(&ca.key_pem, &name)?,
                 name,
                 ca_pem: ca.cert_pem.clone(),

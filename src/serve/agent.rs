@@ -42,8 +42,10 @@ pub struct AgentOptions {
     pub advertise: Option<SocketAddr>,
     /// The device.
     pub device: AdapterSelector,
-    /// GPU class label.
-    pub class: String,
+    /// GPU class label [default: from the class file, else derived from the adapter name].
+    pub class: Option<String>,
+    /// Class file (as for `poolpipe devices`).
+    pub classes: Option<std::path::PathBuf>,
     /// Node name: its certificate's name.
     pub name: String,
     /// Its certificate and key.
@@ -102,6 +104,13 @@ pub async fn run(o: AgentOptions) -> Result<()> {
         .await
         .context("opening the device")?
         .with_context(|| format!("worker {}: opening device '{}'", o.name, o.device))?;
+    let class = match &o.class {
+        Some(c) => {
+            crate::classes::validate(c)?;
+            c.clone()
+        }
+        None => crate::classes::ClassConfig::load(o.classes.as_deref())?.label(device.adapter()).0,
+    };
     let node = Node::bind_with(o.listen, &identity, &ca, o.transport.clone())
         .with_context(|| format!("worker {}: binding {}", o.name, o.listen))?;
     let bound = node.local_addr()?;
@@ -117,7 +126,7 @@ pub async fn run(o: AgentOptions) -> Result<()> {
     let limits = o.transport.limits;
     let register = Control::Register {
         node: o.name.clone(),
-        class: o.class.clone(),
+        class: class.clone(),
         device: device.name().to_string(),
         data_addr: data_addr.to_string(),
     };
@@ -126,7 +135,7 @@ pub async fn run(o: AgentOptions) -> Result<()> {
         Control::Refused { reason } => bail!("the controller refused worker {}: {reason}", o.name),
         other => bail!("the controller answered register with {}", other.kind()),
     };
-    tracing::info!(worker = id, name = %o.name, class = %o.class, device = device.name(), %data_addr, "registered");
+    tracing::info!(worker = id, name = %o.name, %class, device = device.name(), %data_addr, "registered");
     let state = Arc::new(State {
         id,
         device,

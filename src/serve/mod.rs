@@ -1,16 +1,19 @@
-//! The serving cluster (issue #9, in progress): the frontend's HTTP API, the KServe v2
-//! messages, and what a worker does with a batch.
+//! The serving cluster: the controller, the frontend and the worker roles, the frontend's
+//! HTTP API, and the KServe v2 messages.
 //!
-//! - [`http`]: the frontend's HTTP API (KServe v2 endpoints, `/metrics`) over a [`http::Backend`];
+//! - [`controller`]: `cluster.toml`, worker registration, planning for the live workers,
+//!   stage assignment, failure detection and re-planning (the frontend runs in its process);
+//! - [`frontend`]: the data-plane scheduler on a real clock, batch frames along reserved
+//!   routes, results matched to requests, retries and timeouts, the policy hot swap;
+//! - [`agent`]: the worker process (device, registration, assignments, reports);
+//! - [`worker`]: a stage worker: it runs its assigned stage on its wgpu device and forwards
+//!   each batch to the next worker of the batch's reserved route, the last stage back to
+//!   the frontend;
+//! - [`spec`]: what an assignment tells a worker;
+//! - [`http`]: the frontend's HTTP API (KServe v2 endpoints, image upload, `/metrics`, admin)
+//!   over a [`http::Backend`];
 //! - [`kserve`]: the KServe v2 inference request and response (JSON and binary tensors);
-//! - [`wire`]: engine boundary tensors to and from transport frames;
-//! - [`worker`]: a stage worker: it runs the stages it was assigned on its wgpu device and
-//!   forwards each batch to the next worker of the batch's reserved route, the last stage
-//!   back to the frontend.
-//!
-//! Still to come: the frontend's backend (the scheduler on a tokio clock, batches sent to the
-//! workers, results matched to requests), the controller (registration, planning,
-//! assignment), `poolpipe serve`, `demo` and `load`.
+//! - [`wire`]: engine boundary tensors to and from transport frames.
 //!
 //! Must never: answer a request twice or not at all, or let one bad request or peer take
 //! down the process.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh Debian machine: installs what is missing (scripts/setup.sh),
+# The whole test suite on a fresh Debian machine: installs what is missing (scripts/setup.sh,
+# and cargo-deb for the package test),
 # checks that the committed WebAssembly policy guests match their sources, runs every test of
 # the workspace, and ends with one line "tests: N passed, N failed".
 # GPU tests run on the first wgpu adapter (lavapipe on CPU-only machines); set
@@ -7,6 +8,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# cargo-deb builds the Debian package that tests/package.rs checks (and installs, as root).
+if ! cargo deb --version >/dev/null 2>&1; then
+    echo "test: installing cargo-deb" >&2
+    cargo install --quiet --locked cargo-deb --version 3.8.0
+fi
 # The committed policy guests must be what their C sources build to.
 bash scripts/build_policies.sh --check
 # Mesa warns on stderr when XDG_RUNTIME_DIR is unset; give it one.

@@ -1204,7 +1204,7 @@ pub fn render(r: &LoadReport) -> String {
         "sent", "ok", "errors", "ok/s", "sent/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "mean ms", "max ms", "attain"
     );
     for st in &r.steps {
-        let l = st.latency_ms;
+        let l = latency_cells(st.latency_ms);
         s += &format!(
             "{:>8} {:>7} {:>7} {:>7} {:>9.1} {:>9.1} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>6.1}%\n",
             st.value,
@@ -1213,12 +1213,12 @@ pub fn render(r: &LoadReport) -> String {
             st.error_count(),
             st.throughput,
             st.send_rate,
-            ms(l.map(|l| l.p50)),
-            ms(l.map(|l| l.p90)),
-            ms(l.map(|l| l.p95)),
-            ms(l.map(|l| l.p99)),
-            ms(l.map(|l| l.mean)),
-            ms(l.map(|l| l.max)),
+            ms(l[0]),
+            ms(l[1]),
+            ms(l[2]),
+            ms(l[3]),
+            ms(l[4]),
+            ms(l[5]),
             st.attainment * 100.0
         );
     }
@@ -1236,6 +1236,11 @@ pub fn render(r: &LoadReport) -> String {
     s
 }
 
+/// p50, p90, p95, p99, mean and max of a step (none without successes).
+fn latency_cells(l: Option<Latency>) -> [Option<f64>; 6] {
+    l.map_or([None; 6], |l| [Some(l.p50), Some(l.p90), Some(l.p95), Some(l.p99), Some(l.mean), Some(l.max)])
+}
+
 /// The steps as CSV: a header line, then one row per step (perf_analyzer-like columns; Client
 /// Send is the achieved send rate, Errors the failed requests, Attainment a fraction).
 pub fn csv(r: &LoadReport) -> String {
@@ -1249,18 +1254,18 @@ pub fn csv(r: &LoadReport) -> String {
     );
     let cell = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
     for st in &r.steps {
-        let l = st.latency_ms;
+        let l = latency_cells(st.latency_ms);
         s += &format!(
             "{},{:.3},{:.3},{},{},{},{},{},{},{},{},{},{:.4}\n",
             st.value,
             st.inferences_per_s,
             st.send_rate,
-            cell(l.map(|l| l.p50)),
-            cell(l.map(|l| l.p90)),
-            cell(l.map(|l| l.p95)),
-            cell(l.map(|l| l.p99)),
-            cell(l.map(|l| l.mean)),
-            cell(l.map(|l| l.max)),
+            cell(l[0]),
+            cell(l[1]),
+            cell(l[2]),
+            cell(l[3]),
+            cell(l[4]),
+            cell(l[5]),
             st.sent,
             st.ok,
             st.error_count(),

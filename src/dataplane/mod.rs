@@ -392,19 +392,7 @@ impl Scheduler {
 
     /// A request for `model` arrived at `now`; its deadline is `now + SLO`.
     pub fn arrive(&mut self, now: f64, model: usize, id: RequestId) -> Result<(), DataplaneError> {
-        let slo = self
-            .layout
-            .models
-            .get(model)
-            .ok_or(DataplaneError::UnknownModel { model, models: self.layout.models.len() })?
-            .slo_us;
-        let entry = Entry { id, arrival: now, deadline: now + slo, enqueued: now, looked: false, origin: usize::MAX };
-        let q = self.entry[model];
-        let entries = &mut self.queues[q].entries;
-        let at = entries.partition_point(|e| e.deadline <= entry.deadline);
-        entries.insert(at, entry);
-        self.run_queue(q, now);
-        Ok(())
+        self.arrive_since(now, model, id, now)
     }
 
     /// Timers due at `now` fire.

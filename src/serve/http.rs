@@ -266,15 +266,7 @@ async fn infer<B: Backend>(
 ) -> Response {
     let started = Instant::now();
     let result = run_infer(&s, &model, &headers, body).await;
-    let status = match &result {
-        Ok(_) => 200,
-        Err(e) => e.status,
-    };
-    s.metrics.lock().unwrap_or_else(|p| p.into_inner()).record(&model, status, started.elapsed().as_secs_f64());
-    match result {
-        Ok(r) => r,
-        Err(e) => error(&e),
-    }
+    answer(&s, &model, started, result)
 }
 
 async fn infer_v<B: Backend>(
@@ -348,11 +340,16 @@ async fn image<B: Backend>(
 ) -> Response {
     let started = Instant::now();
     let result = run_image(&s, &model, q.preset.as_deref(), body).await;
+    answer(&s, &model, started, result)
+}
+
+/// Records an inference's status and latency and turns its result into the response.
+fn answer<B: Backend>(s: &Shared<B>, model: &str, started: Instant, result: Result<Response, ApiError>) -> Response {
     let status = match &result {
         Ok(_) => 200,
         Err(e) => e.status,
     };
-    s.metrics.lock().unwrap_or_else(|p| p.into_inner()).record(&model, status, started.elapsed().as_secs_f64());
+    s.metrics.lock().unwrap_or_else(|p| p.into_inner()).record(model, status, started.elapsed().as_secs_f64());
     match result {
         Ok(r) => r,
         Err(e) => error(&e),

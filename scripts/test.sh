@@ -21,7 +21,8 @@ mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 
 log=$(mktemp)
 status=0
-cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+# --no-fail-fast: every test binary runs even after one fails, so the count is complete.
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 # Two endpoints in two network namespaces joined by a veth pair: needs root (CI runs as root).
 if [ "$(id -u)" = 0 ]; then
     cargo test --locked -p poolpipe-transport --test netns -- --ignored 2>&1 | tee -a "$log" || status=$?

@@ -265,6 +265,8 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
             dead_after_ms: 2000,
             drain_timeout_ms: 5000,
             admin_token: None,
+            mix_window_s: 30.0,
+            mix_threshold: 0.0,
             plan_time_limit_s: 10.0,
         },
         model: vec![ModelConfig {

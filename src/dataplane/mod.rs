@@ -262,6 +262,9 @@ pub struct Scheduler {
     by_server: Vec<(u64, f64, f64)>,
     generation: u64,
     reservation_error: Option<String>,
+    /// Ask an idling queue again when a worker of its pool frees up (see
+    /// [`Scheduler::set_idle_wakeups`]).
+    wake_idle: bool,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -307,6 +310,7 @@ impl Scheduler {
             by_server: vec![(0, 0.0, 0.0); layout.servers.len()],
             generation: 0,
             reservation_error: None,
+            wake_idle: false,
             layout,
         };
         s.build_queues();
@@ -503,7 +507,7 @@ impl Scheduler {
                     return;
                 }
                 Action::Idle => {
-                    self.queues[q].timer = None;
+                    self.queues[q].timer = if self.wake_idle { self.pool_frees(q, now) } else { None };
                     return;
                 }
             }
@@ -601,6 +605,39 @@ impl Scheduler {
             out.extend(q.entries.drain(..).map(|e| (q.model, e.id, e.arrival)));
         }
         out
+    }
+
+    /// With `on`, a queue whose policy idles with requests waiting is asked again when the
+    /// first worker of its pool is free by its timeline. A driver on a real clock needs it:
+    /// a report that comes early for a batch whose reservation was pushed back leaves the
+    /// worker busy on its timeline with no event due at the end. The simulator's workers
+    /// follow their reservations, so it runs without.
+    pub fn set_idle_wakeups(&mut self, on: bool) {
+        self.wake_idle = on;
+    }
+
+    /// When the first worker fed by queue `q` has nothing reserved any more (what policies
+    /// see as idle), if after `now`.
+    fn pool_frees(&self, q: usize, now: f64) -> Option<f64> {
+        self.feeds
+            .iter()
+            .enumerate()
+            .filter(|&(_, &f)| f == q)
+            .map(|(w, _)| self.timelines.worker[w].intervals().iter().map(|iv| iv.1).fold(now, f64::max))
+            .filter(|t| t.is_finite() && *t > now)
+            .min_by(f64::total_cmp)
+    }
+
+    /// Takes a queued request out of its queue (its driver answered it another way).
+    /// Returns whether it was queued.
+    pub fn cancel(&mut self, request: RequestId) -> bool {
+        for q in &mut self.queues {
+            if let Some(i) = q.entries.iter().position(|e| e.id == request) {
+                q.entries.remove(i);
+                return true;
+            }
+        }
+        false
     }
 
     /// Replaces the reservation policy between two decisions.

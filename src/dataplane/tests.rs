@@ -322,3 +322,20 @@ fn a_worker_taken_out_of_service_gets_no_more_batches() {
     assert_eq!(t.drain_queued(), vec![(0, 50, 0.0)]);
     assert_eq!((t.queued(), t.next_timer()), (0, None));
 }
+
+#[test]
+fn an_idling_queue_wakes_when_its_pool_frees_up_and_queued_requests_can_be_cancelled() {
+    for wake in [false, true] {
+        let mut s = Scheduler::native(layout(1, 1), "reactive").unwrap();
+        s.set_idle_wakeups(wake);
+        s.arrive(0.0, 0, 0).unwrap();
+        assert!(matches!(outputs(&mut s)[..], [Output::Dispatch(_)]));
+        // The only stage-0 worker is busy until 10 ms: reactive idles.
+        s.arrive(1_000.0, 0, 1).unwrap();
+        assert!(outputs(&mut s).is_empty());
+        assert_eq!(s.next_timer(), if wake { Some(10_000.0) } else { None });
+        assert!(s.cancel(1));
+        assert!(!s.cancel(1));
+        assert_eq!(s.queued(), 0);
+    }
+}

@@ -5,6 +5,10 @@
 //! controller's QUIC endpoint: workers send results and reports to the address they
 //! registered at.
 //!
+//! The controller also re-plans when the models' arrival mix (counted by the frontend over
+//! `mix_window_s`) moves more than `mix_threshold` from the plan's weights: the observed
+//! shares become the weights.
+//!
 //! A plan change drains: queued requests wait aside, the old plan's batches finish (up to
 //! `drain_timeout_ms`, after which they are retried), the workers get their new stages and
 //! acknowledge them compiled, and only then does the new plan take requests. A worker is
@@ -98,6 +102,14 @@ pub struct ControllerConfig {
     /// Bearer token of the HTTP admin endpoints (policy swap); they are off without one.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// Window over which the controller compares the served models' arrival mix with the
+    /// plan's weights, seconds.
+    #[serde(default = "default_mix_window")]
+    pub mix_window_s: f64,
+    /// Re-plan when a model's share of the arrivals moves this far (absolute, 0..1) from its
+    /// share of the plan's weights; 0 turns mix re-planning off.
+    #[serde(default = "default_mix_threshold")]
+    pub mix_threshold: f64,
     /// Solver time limit per plan, seconds.
     #[serde(default = "default_time_limit")]
     pub plan_time_limit_s: f64,
@@ -175,6 +187,30 @@ fn default_drain() -> u64 {
 fn default_time_limit() -> f64 {
     10.0
 }
+fn default_mix_window() -> f64 {
+    30.0
+}
+fn default_mix_threshold() -> f64 {
+    0.2
+}
+
+/// Frames a mix window needs before the controller trusts its shares.
+pub const MIX_MIN_FRAMES: u64 = 50;
+
+/// The weights to re-plan with when the arrival mix moved: `planned` are the weights of the
+/// plan in service, `arrived` the frames per model in the last window. Returns the observed
+/// shares (each at least 1%, so no model loses its pipelines) when some model's share moved
+/// more than `threshold`, and none otherwise or with fewer than `min_frames` frames.
+pub fn mix_shift(planned: &[f64], arrived: &[u64], threshold: f64, min_frames: u64) -> Option<Vec<f64>> {
+    let total: u64 = arrived.iter().sum();
+    let weight: f64 = planned.iter().sum();
+    if threshold <= 0.0 || total < min_frames || planned.len() != arrived.len() || planned.len() < 2 || weight <= 0.0 {
+        return None;
+    }
+    let observed: Vec<f64> = arrived.iter().map(|&a| a as f64 / total as f64).collect();
+    let moved = planned.iter().zip(&observed).any(|(p, o)| (p / weight - o).abs() > threshold);
+    moved.then(|| observed.iter().map(|o| o.max(0.01)).collect())
+}
 
 impl ClusterConfig {
     /// Reads and checks `cluster.toml`; relative paths become relative to its folder.
@@ -219,6 +255,12 @@ impl ClusterConfig {
         }
         if c.max_batch == 0 || c.max_batch > 64 {
             bail!("[controller] max_batch = {} is outside 1..=64", c.max_batch);
+        }
+        if !(c.mix_window_s.is_finite() && c.mix_window_s >= 1.0) {
+            bail!("[controller] mix_window_s = {} must be at least 1 second", c.mix_window_s);
+        }
+        if !(0.0..1.0).contains(&c.mix_threshold) {
+            bail!("[controller] mix_threshold = {} must be in 0..1 (0 turns mix re-planning off)", c.mix_threshold);
         }
         if c.dead_after_ms < 100 {
             bail!(
@@ -281,6 +323,10 @@ struct State {
     last_error: Option<String>,
     /// The live workers and planner override the current plan was made for.
     planned_for: (Vec<u32>, Option<String>),
+    /// Weights from the observed arrival mix, replacing the config's.
+    weights: Option<Vec<f64>>,
+    /// The weights the current plan was made with.
+    planned_weights: Vec<f64>,
 }
 
 struct Inner {
@@ -370,6 +416,8 @@ impl Controller {
                 planned_once: false,
                 last_error: None,
                 planned_for: (vec![], None),
+                weights: None,
+                planned_weights: vec![],
             }),
             replan: Notify::new(),
             planned,
@@ -385,6 +433,7 @@ impl Controller {
         });
         tokio::spawn(planner_loop(Arc::downgrade(&inner)));
         tokio::spawn(watchdog(Arc::downgrade(&inner)));
+        tokio::spawn(mix_watch(Arc::downgrade(&inner)));
         Ok(Controller { inner })
     }
 
@@ -625,6 +674,31 @@ async fn watchdog(weak: std::sync::Weak<Inner>) {
     }
 }
 
+/// Re-plans when the models' arrival mix moves away from the plan's weights.
+async fn mix_watch(weak: std::sync::Weak<Inner>) {
+    let mut last: Vec<u64> = vec![];
+    loop {
+        let Some(window) = weak.upgrade().map(|i| i.cfg.controller.mix_window_s) else { return };
+        tokio::time::sleep(Duration::from_secs_f64(window)).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let now = inner.frontend.stats().arrived_by_model;
+        let delta: Vec<u64> = now.iter().enumerate().map(|(i, &n)| n - last.get(i).copied().unwrap_or(0)).collect();
+        last = now;
+        let planned = {
+            let s = inner.lock();
+            if s.plan.is_none() {
+                continue;
+            }
+            s.planned_weights.clone()
+        };
+        if let Some(weights) = mix_shift(&planned, &delta, inner.cfg.controller.mix_threshold, MIX_MIN_FRAMES) {
+            tracing::info!(?planned, observed = ?weights, "the arrival mix moved; re-planning with the observed weights");
+            inner.lock().weights = Some(weights);
+            inner.replan.notify_one();
+        }
+    }
+}
+
 /// Plans whenever the set of workers changes (after a short settling time).
 async fn planner_loop(weak: std::sync::Weak<Inner>) {
     loop {
@@ -639,7 +713,8 @@ async fn planner_loop(weak: std::sync::Weak<Inner>) {
             let s = inner.lock();
             let ids: Vec<u32> = s.workers.iter().filter(|(_, w)| w.alive).map(|(&id, _)| id).collect();
             let planner = inner.planner_override.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let unchanged = s.plan.is_some() && s.planned_for == (ids.clone(), planner);
+            let weights = s.weights.clone().unwrap_or_else(|| inner.served.iter().map(|m| m.config.weight).collect());
+            let unchanged = s.plan.is_some() && s.planned_for == (ids.clone(), planner) && s.planned_weights == weights;
             (ids.len(), s.planned_once, unchanged)
         };
         if unchanged {
@@ -654,9 +729,14 @@ async fn planner_loop(weak: std::sync::Weak<Inner>) {
         }
         if let Err(e) = replan(&inner).await {
             let reason = format!("no plan: {e:#}");
-            tracing::error!("{reason}");
             inner.lock().last_error = Some(reason.clone());
-            inner.frontend.no_plan(reason);
+            if planned_once && !inner.frontend.is_switching() {
+                // The plan in service routes around the workers that left; keep it.
+                tracing::error!("re-planning failed; the current plan keeps serving: {reason}");
+            } else {
+                tracing::error!("{reason}");
+                inner.frontend.no_plan(reason);
+            }
         }
     }
 }
@@ -685,16 +765,15 @@ async fn replan(inner: &Arc<Inner>) -> Result<()> {
             })
             .collect(),
     };
+    let weights: Vec<f64> =
+        inner.lock().weights.clone().unwrap_or_else(|| inner.served.iter().map(|m| m.config.weight).collect());
     let workload = Workload {
         reference_class: per_class.keys().next().cloned().unwrap_or_default(),
         model: inner
             .served
             .iter()
-            .map(|s| WorkloadModel {
-                name: s.config.name.clone(),
-                weight: s.config.weight,
-                slo_ms: Some(s.config.slo_ms),
-            })
+            .zip(&weights)
+            .map(|(s, &weight)| WorkloadModel { name: s.config.name.clone(), weight, slo_ms: Some(s.config.slo_ms) })
             .collect(),
     };
     let names = workload.model_names();
@@ -840,8 +919,53 @@ async fn replan(inner: &Arc<Inner>) -> Result<()> {
         s.planned_once = true;
         s.last_error = None;
         s.planned_for = (workers.iter().map(|(id, _)| *id).collect(), planner_override);
+        s.planned_weights = weights;
     }
     let _ = inner.planned.send(installed);
     tracing::info!(generation = installed, "plan installed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_moved_mix_gives_the_observed_weights() {
+        // Planned 1:1, observed 3:1 over enough frames: 0.75 is 0.25 away from 0.5.
+        assert_eq!(mix_shift(&[1.0, 1.0], &[75, 25], 0.2, 50), Some(vec![0.75, 0.25]));
+        // Within the threshold, too few frames, one model, or the check turned off: no change.
+        assert_eq!(mix_shift(&[1.0, 1.0], &[60, 40], 0.2, 50), None);
+        assert_eq!(mix_shift(&[1.0, 1.0], &[30, 10], 0.2, 50), None);
+        assert_eq!(mix_shift(&[1.0], &[100], 0.2, 50), None);
+        assert_eq!(mix_shift(&[1.0, 1.0], &[75, 25], 0.0, 50), None);
+        // A model nobody asks for keeps a floor, so it keeps a pipeline.
+        assert_eq!(mix_shift(&[2.0, 1.0, 1.0], &[0, 50, 50], 0.2, 50), Some(vec![0.01, 0.5, 0.5]));
+    }
+
+    fn config(controller_extra: &str, slo_ms: &str) -> ClusterConfig {
+        let text = format!(
+            "[controller]\nprofiles = \"p\"\n{controller_extra}\n[[model]]\nname = \"m\"\nmodel = \"resnet-mini\"\nslo_ms = {slo_ms}\n"
+        );
+        toml::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn cluster_configs_are_checked_key_by_key() {
+        let c = config("", "100");
+        c.validate().unwrap();
+        assert_eq!((c.controller.mix_window_s, c.controller.mix_threshold), (30.0, 0.2));
+        for (extra, slo, says) in [
+            ("planner = \"magic\"", "100", "planner"),
+            ("mix_threshold = 1.5", "100", "mix_threshold"),
+            ("workers = 0", "100", "workers"),
+            ("", "-1", "slo_ms"),
+        ] {
+            let e = config(extra, slo).validate().unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+        let text = "[controller]\nprofiles = \"p\"\ntypo = 1\n[[model]]\nname = \"m\"\nmodel = \"x\"\nslo_ms = 1\n";
+        let e = toml::from_str::<ClusterConfig>(text).unwrap_err().to_string();
+        assert!(e.contains("typo"), "{e}");
+    }
 }

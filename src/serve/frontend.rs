@@ -76,6 +76,8 @@ struct Sample {
     owner: Arc<Pending>,
     slot: usize,
     retries: u32,
+    /// The batch (wire id) carrying it, while one does.
+    batch: Option<u64>,
 }
 
 struct BatchState {
@@ -128,6 +130,8 @@ pub struct FrontStats {
     pub policy_errors: u64,
     /// Device seconds each worker (node id) reported computing.
     pub compute_by_worker: BTreeMap<u32, f64>,
+    /// Frames (samples) that arrived, per model in plan order.
+    pub arrived_by_model: Vec<u64>,
 }
 
 struct Core {
@@ -259,6 +263,11 @@ impl Frontend {
         core.switching = true;
     }
 
+    /// Whether a plan change is under way (requests wait aside for the next plan).
+    pub fn is_switching(&self) -> bool {
+        self.inner.lock().switching
+    }
+
     /// Whether the old plans' batches have all finished.
     pub fn drained(&self) -> bool {
         let core = self.inner.lock();
@@ -290,6 +299,7 @@ impl Frontend {
     /// links to every node. Requests waiting aside enter its scheduler with their deadlines.
     pub fn install(&self, layout: &Layout, nodes: Vec<u32>, links: HashMap<u32, Link>) -> anyhow::Result<u64> {
         let mut sched = self.inner.policies.lock().unwrap_or_else(|p| p.into_inner()).scheduler(layout)?;
+        sched.set_idle_wakeups(true);
         let now = self.now();
         let mut core = self.inner.lock();
         core.generation += 1;
@@ -453,6 +463,32 @@ impl Inner {
         }
         let at = Instant::now();
         let overdue: Vec<u64> = core.batches.iter().filter(|(_, b)| b.fail_at <= at).map(|(&id, _)| id).collect();
+        // Requests no batch carries, past their deadline plus the grace period: the policy
+        // neither dispatched nor dropped them. They are answered now.
+        let slo: Vec<f64> = match core.active.iter().chain(&core.old).next() {
+            Some(a) => a.sched.layout().models.iter().map(|m| m.slo_us).collect(),
+            None => vec![],
+        };
+        let grace = GRACE.as_secs_f64() * 1e6;
+        let stale: Vec<RequestId> = core
+            .samples
+            .iter()
+            .filter(|(_, s)| s.batch.is_none() && slo.get(s.model).is_some_and(|&slo| now > s.arrival + slo + grace))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in stale {
+            for a in core.active.iter_mut().chain(core.old.iter_mut()) {
+                a.sched.cancel(id);
+            }
+            core.held.retain(|&h| h != id);
+            let model = core.samples.get(&id).map_or(0, |s| s.model);
+            let message = format!(
+                "model {}: the request was neither dispatched nor dropped by its deadline (policy {}); retry later",
+                self.models[model].name,
+                self.policies.lock().unwrap_or_else(|p| p.into_inner()).name()
+            );
+            self.answer_err(core, id, ApiError { status: 504, message }, false);
+        }
         for id in overdue {
             let b = &core.batches[&id];
             let pending: Vec<String> =
@@ -468,6 +504,7 @@ impl Inner {
     fn requeue(self: &Arc<Self>, core: &mut Core, now: f64, id: RequestId) {
         let Some(s) = core.samples.get_mut(&id) else { return };
         s.current = s.input.clone();
+        s.batch = None;
         let (model, arrival) = (s.model, s.arrival);
         match core.active.as_mut() {
             Some(a) => {
@@ -497,9 +534,16 @@ impl Inner {
             let _ = a.sched.abort(now, b.batch);
         }
         tracing::warn!(batch = b.batch, generation = b.generation, "batch failed: {reason}");
+        // The SLO of the batch's model under the plan that dispatched it.
+        let slo = core
+            .active
+            .iter()
+            .chain(&core.old)
+            .find(|a| a.generation == b.generation)
+            .and_then(|a| a.sched.layout().models.get(b.model))
+            .map_or(0.0, |m| m.slo_us);
         for id in b.requests {
             let Some(s) = core.samples.get_mut(&id) else { continue };
-            let slo = core.active.as_ref().and_then(|a| a.sched.layout().models.get(s.model)).map_or(0.0, |m| m.slo_us);
             if retry && s.retries == 0 && now < s.arrival + slo {
                 s.retries += 1;
                 core.stats.retried += 1;
@@ -560,6 +604,11 @@ impl Inner {
         let mut latest_deadline = now;
         let mut queued_us = 0.0;
         for id in &d.requests {
+            if let Some(s) = core.samples.get_mut(id) {
+                s.batch = Some(wire);
+            }
+        }
+        for id in &d.requests {
             let Some(s) = core.samples.get(id) else { continue };
             if pieces.is_empty() {
                 pieces = vec![vec![]; s.current.len()];
@@ -575,6 +624,13 @@ impl Inner {
                 queued_us += now - s.arrival;
             }
             refs.push(RequestRef { id: *id, deadline_us: deadline });
+        }
+        if refs.is_empty() {
+            // Every sample of the batch was answered already: nothing to send.
+            if let Some(a) = core.active.iter_mut().chain(core.old.iter_mut()).find(|a| a.generation == generation) {
+                let _ = a.sched.abort(now, d.batch);
+            }
+            return;
         }
         let n = refs.len() as u64;
         let mut tensors = vec![];
@@ -677,6 +733,7 @@ impl Inner {
             for (id, pieces) in b.requests.iter().zip(std::mem::take(&mut per)) {
                 if let Some(s) = core.samples.get_mut(id) {
                     s.current = Arc::new(pieces);
+                    s.batch = None;
                 }
             }
         }
@@ -834,6 +891,10 @@ impl Backend for Frontend {
                 if core.active.is_none() && !core.switching {
                     return Err(unavailable(core.no_plan.clone()));
                 }
+                if core.stats.arrived_by_model.len() < inner.models.len() {
+                    core.stats.arrived_by_model.resize(inner.models.len(), 0);
+                }
+                core.stats.arrived_by_model[m] += n as u64;
                 for slot in 0..n {
                     let input: Vec<Piece> = inputs
                         .iter()
@@ -862,6 +923,7 @@ impl Backend for Frontend {
                             owner: owner.clone(),
                             slot,
                             retries: 0,
+                            batch: None,
                         },
                     );
                     inner.requeue(&mut core, now, id);

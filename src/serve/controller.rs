@@ -521,6 +521,11 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The weights to plan with: the observed mix when it moved, else the config's.
+    fn weights(&self, s: &State) -> Vec<f64> {
+        s.weights.clone().unwrap_or_else(|| self.served.iter().map(|m| m.config.weight).collect())
+    }
+
     fn worker_gone(&self, id: u32, why: &str) {
         if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
             return;
@@ -713,7 +718,7 @@ async fn planner_loop(weak: std::sync::Weak<Inner>) {
             let s = inner.lock();
             let ids: Vec<u32> = s.workers.iter().filter(|(_, w)| w.alive).map(|(&id, _)| id).collect();
             let planner = inner.planner_override.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let weights = s.weights.clone().unwrap_or_else(|| inner.served.iter().map(|m| m.config.weight).collect());
+            let weights = inner.weights(&s);
             let unchanged = s.plan.is_some() && s.planned_for == (ids.clone(), planner) && s.planned_weights == weights;
             (ids.len(), s.planned_once, unchanged)
         };
@@ -765,8 +770,7 @@ async fn replan(inner: &Arc<Inner>) -> Result<()> {
             })
             .collect(),
     };
-    let weights: Vec<f64> =
-        inner.lock().weights.clone().unwrap_or_else(|| inner.served.iter().map(|m| m.config.weight).collect());
+    let weights = inner.weights(&inner.lock());
     let workload = Workload {
         reference_class: per_class.keys().next().cloned().unwrap_or_default(),
         model: inner

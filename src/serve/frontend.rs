@@ -152,6 +152,28 @@ struct Core {
     busy: BTreeMap<u32, f64>,
 }
 
+impl Core {
+    /// Every scheduler: the current plan's, then those still draining.
+    fn plans_mut(&mut self) -> impl Iterator<Item = &mut Active> {
+        self.active.iter_mut().chain(self.old.iter_mut())
+    }
+
+    /// The scheduler of plan generation `generation`.
+    fn plan(&self, generation: u64) -> Option<&Active> {
+        self.active.iter().chain(&self.old).find(|a| a.generation == generation)
+    }
+
+    /// The scheduler of plan generation `generation`, to change.
+    fn plan_mut(&mut self, generation: u64) -> Option<&mut Active> {
+        self.plans_mut().find(|a| a.generation == generation)
+    }
+
+    /// The SLO (microseconds) of `model` under plan `generation`; 0 when unknown.
+    fn slo(&self, generation: u64, model: usize) -> f64 {
+        self.plan(generation).and_then(|a| a.sched.layout().models.get(model)).map_or(0.0, |m| m.slo_us)
+    }
+}
+
 struct Inner {
     /// The policies every plan's scheduler is built with (swapped by the admin endpoint).
     policies: Mutex<Policies>,
@@ -374,7 +396,7 @@ impl Frontend {
         }
         let mut victims = vec![];
         let core = &mut *core;
-        for a in core.active.iter_mut().chain(core.old.iter_mut()) {
+        for a in core.plans_mut() {
             for (w, &n) in a.nodes.iter().enumerate() {
                 if n == node {
                     a.sched.worker_down(now, w);
@@ -413,7 +435,7 @@ impl Frontend {
         {
             b.hops[h].2 = true;
             let (generation, batch) = (b.generation, b.batch);
-            if let Some(a) = core.active.iter_mut().chain(core.old.iter_mut()).find(|a| a.generation == generation) {
+            if let Some(a) = core.plan_mut(generation) {
                 let _ = a.sched.stage_done(now, batch, stage);
             }
             self.inner.pump(core, now);
@@ -458,7 +480,7 @@ impl Inner {
         let now = self.now();
         let mut guard = self.lock();
         let core = &mut *guard;
-        for a in core.active.iter_mut().chain(core.old.iter_mut()) {
+        for a in core.plans_mut() {
             a.sched.timer(now);
         }
         let at = Instant::now();
@@ -477,7 +499,7 @@ impl Inner {
             .map(|(&id, _)| id)
             .collect();
         for id in stale {
-            for a in core.active.iter_mut().chain(core.old.iter_mut()) {
+            for a in core.plans_mut() {
                 a.sched.cancel(id);
             }
             core.held.retain(|&h| h != id);
@@ -530,18 +552,12 @@ impl Inner {
 
     fn fail_batch(self: &Arc<Self>, core: &mut Core, now: f64, wire: u64, reason: String, retry: bool) {
         let Some(b) = core.batches.remove(&wire) else { return };
-        if let Some(a) = core.active.iter_mut().chain(core.old.iter_mut()).find(|a| a.generation == b.generation) {
+        if let Some(a) = core.plan_mut(b.generation) {
             let _ = a.sched.abort(now, b.batch);
         }
         tracing::warn!(batch = b.batch, generation = b.generation, "batch failed: {reason}");
         // The SLO of the batch's model under the plan that dispatched it.
-        let slo = core
-            .active
-            .iter()
-            .chain(&core.old)
-            .find(|a| a.generation == b.generation)
-            .and_then(|a| a.sched.layout().models.get(b.model))
-            .map_or(0.0, |m| m.slo_us);
+        let slo = core.slo(b.generation, b.model);
         for id in b.requests {
             let Some(s) = core.samples.get_mut(&id) else { continue };
             if retry && s.retries == 0 && now < s.arrival + slo {
@@ -559,7 +575,7 @@ impl Inner {
     /// Carries out what the schedulers asked for.
     fn pump(self: &Arc<Self>, core: &mut Core, now: f64) {
         let mut outs = vec![];
-        for a in core.active.iter_mut().chain(core.old.iter_mut()) {
+        for a in core.plans_mut() {
             let generation = a.generation;
             outs.extend(a.sched.take_outputs().map(|o| (generation, o)));
         }
@@ -567,13 +583,7 @@ impl Inner {
             match out {
                 Output::Dispatch(d) => self.dispatch(core, now, generation, d),
                 Output::Drop { model, request } => {
-                    let slo = core
-                        .active
-                        .iter()
-                        .chain(&core.old)
-                        .find(|a| a.generation == generation)
-                        .and_then(|a| a.sched.layout().models.get(model))
-                        .map_or(0.0, |m| m.slo_us);
+                    let slo = core.slo(generation, model);
                     let reason = core.old.iter().find(|a| a.generation == generation).and_then(|a| a.reason.clone());
                     let message = reason.unwrap_or_else(|| {
                         format!(
@@ -593,7 +603,7 @@ impl Inner {
     }
 
     fn dispatch(self: &Arc<Self>, core: &mut Core, now: f64, generation: u64, d: crate::dataplane::Dispatch) {
-        let Some(a) = core.active.iter().chain(&core.old).find(|a| a.generation == generation) else { return };
+        let Some(a) = core.plan(generation) else { return };
         let nodes: Vec<u32> = d.hops.iter().map(|h| a.nodes[h.worker]).collect();
         let slo = a.sched.layout().models[d.model].slo_us;
         let last_finish = d.hops.last().map_or(now, |h| h.finish);
@@ -627,7 +637,7 @@ impl Inner {
         }
         if refs.is_empty() {
             // Every sample of the batch was answered already: nothing to send.
-            if let Some(a) = core.active.iter_mut().chain(core.old.iter_mut()).find(|a| a.generation == generation) {
+            if let Some(a) = core.plan_mut(generation) {
                 let _ = a.sched.abort(now, d.batch);
             }
             return;
@@ -723,12 +733,7 @@ impl Inner {
                 });
             }
         }
-        let slo = core
-            .active
-            .iter()
-            .chain(&core.old)
-            .find(|a| a.generation == b.generation)
-            .map_or(0.0, |a| a.sched.layout().models[b.model].slo_us);
+        let slo = core.slo(b.generation, b.model);
         if !b.completes {
             for (id, pieces) in b.requests.iter().zip(std::mem::take(&mut per)) {
                 if let Some(s) = core.samples.get_mut(id) {
@@ -737,7 +742,7 @@ impl Inner {
                 }
             }
         }
-        if let Some(a) = core.active.iter_mut().chain(core.old.iter_mut()).find(|a| a.generation == b.generation) {
+        if let Some(a) = core.plan_mut(b.generation) {
             for &(stage, _, done) in &b.hops {
                 if !done {
                     let _ = a.sched.stage_done(now, b.batch, stage);

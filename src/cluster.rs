@@ -1,5 +1,6 @@
-//! The cluster commands: `poolpipe worker`, `poolpipe controller` and `poolpipe serve` (the
-//! roles of [`crate::serve`] with their flags, certificates and HTTP server).
+//! The cluster commands: `poolpipe worker`, `poolpipe controller`, `poolpipe frontend` and
+//! `poolpipe serve` (the roles of [`crate::serve`] with their flags, certificates and HTTP
+//! server).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,9 @@ use poolpipe_transport::config::TransportConfig;
 use poolpipe_transport::tls;
 
 use crate::serve::agent::{self, AgentOptions};
-use crate::serve::controller::{ClusterConfig, Controller};
+use crate::serve::attach::{self, FrontendOptions};
+use crate::serve::controller::{ClusterConfig, Controller, FrontendMode};
+use crate::serve::frontend::Frontend;
 use crate::serve::http::{HttpOptions, router};
 
 /// `poolpipe worker`.
@@ -46,6 +49,40 @@ pub struct WorkerArgs {
     /// Folder with ca.pem and this worker's NAME.pem / NAME.key.
     #[arg(long, value_name = "DIR", default_value = "certs")]
     pub certs: PathBuf,
+}
+
+/// `poolpipe frontend`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct FrontendArgs {
+    /// The controller's QUIC address (its `listen` in cluster.toml, with frontend = "remote").
+    #[arg(long, value_name = "IP:PORT")]
+    pub controller: SocketAddr,
+    /// The controller's certificate name.
+    #[arg(long, default_value = "controller")]
+    pub controller_name: String,
+    /// This frontend's name: its certificate's name (CERTS/NAME.pem and NAME.key).
+    #[arg(long, default_value = "frontend")]
+    pub name: String,
+    /// HTTP address of the KServe v2 API.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub http: SocketAddr,
+    /// Address to accept the workers' results on (QUIC).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Address workers reach this frontend at [default: the bound address].
+    #[arg(long)]
+    pub advertise: Option<SocketAddr>,
+    /// Folder with ca.pem and this frontend's NAME.pem / NAME.key.
+    #[arg(long, value_name = "DIR", default_value = "certs")]
+    pub certs: PathBuf,
+    /// Batching policy: ppipe, reactive, triton, a .wasm/.wat file or wasm:NAME [default:
+    /// the controller's `policy`].
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// File holding the bearer token of the admin endpoints (policy swap); they are off
+    /// without one.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// `poolpipe controller`.
@@ -93,17 +130,17 @@ pub async fn worker(a: WorkerArgs) -> Result<()> {
     .await
 }
 
-/// Serves the HTTP API of `controller` on `addr` until the task ends; returns the bound
+/// Serves the HTTP API of `frontend` on `addr` until the task ends; returns the bound
 /// address.
 pub async fn http(
-    controller: &Controller,
+    frontend: Frontend,
     addr: SocketAddr,
     admin_token: Option<String>,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP API on {addr}"))?;
     let bound = listener.local_addr()?;
-    let app = router(controller.frontend(), HttpOptions { admin_token, ..HttpOptions::default() });
+    let app = router(frontend, HttpOptions { admin_token, ..HttpOptions::default() });
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("the HTTP API stopped: {e}");
@@ -118,7 +155,67 @@ fn certs_of(cfg: &ClusterConfig) -> Result<&Path> {
     )
 }
 
-/// Runs the controller and the frontend until Ctrl-C.
+/// Runs a frontend attached to a controller until Ctrl-C.
+pub async fn frontend(a: FrontendArgs) -> Result<()> {
+    let (identity, ca_pem) = agent::identity(&a.certs, &a.name)?;
+    let admin_token = match &a.admin_token_file {
+        Some(f) => {
+            let t = std::fs::read_to_string(f)
+                .with_context(|| format!("reading the admin token file {}", f.display()))?
+                .trim()
+                .to_string();
+            if t.is_empty() {
+                bail!("the admin token file {} is empty: put the bearer token in it", f.display());
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let o = FrontendOptions {
+        controller: a.controller,
+        controller_name: a.controller_name,
+        listen: a.listen,
+        advertise: a.advertise,
+        http: a.http,
+        name: a.name,
+        identity,
+        ca_pem,
+        transport: TransportConfig::default(),
+        policy: a.policy,
+        admin_token,
+        report_every: Duration::from_secs(1),
+    };
+    let run = tokio::spawn(attach::run(o, Some(tx), async {
+        stop_signal().await;
+        eprintln!("frontend: stopping");
+    }));
+    if let Ok(s) = rx.await {
+        eprintln!("frontend: KServe v2 API at http://{}; workers send results to {} (QUIC)", s.http, s.data_addr);
+    }
+    run.await.context("the frontend task")?
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM (what systemd sends on stop).
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                return;
+            }
+            Err(e) => tracing::warn!("cannot watch SIGTERM ({e}); stopping on Ctrl-C only"),
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Runs the controller (and its embedded frontend) until Ctrl-C.
 pub async fn controller(a: ControllerArgs) -> Result<()> {
     let mut cfg = ClusterConfig::load(&a.config)?;
     if let Some(h) = a.http {
@@ -130,11 +227,26 @@ pub async fn controller(a: ControllerArgs) -> Result<()> {
     let (identity, ca) = agent::identity(certs_of(&cfg)?, &cfg.controller.name)?;
     let (http_addr, token) = (cfg.controller.http, cfg.controller.admin_token.clone());
     let c = Controller::start(cfg, &identity, &ca, TransportConfig::default()).await?;
-    let (bound, _task) = http(&c, http_addr, token).await?;
-    eprintln!("controller: workers register at {} (QUIC); KServe v2 API at http://{bound}", c.addr()?);
-    tokio::signal::ctrl_c().await?;
+    let _task = match c.frontend_mode() {
+        FrontendMode::Embedded => {
+            let (bound, task) = http(c.frontend()?, http_addr, token).await?;
+            eprintln!("controller: workers register at {} (QUIC); KServe v2 API at http://{bound}", c.addr()?);
+            Some(task)
+        }
+        FrontendMode::Remote => {
+            eprintln!(
+                "controller: workers register and the frontend attaches at {} (QUIC); start `poolpipe frontend --controller {}`",
+                c.addr()?,
+                c.addr()?
+            );
+            None
+        }
+    };
+    stop_signal().await;
     eprintln!("controller: stopping");
-    c.close();
+    c.shutdown();
+    // Let the close reach the workers and the frontend.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
 }
 
@@ -151,6 +263,8 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     let total: usize = cfg.worker.iter().map(|w| w.count).sum();
     cfg.controller.workers = total;
     cfg.controller.listen = ([127, 0, 0, 1], 0).into();
+    // Every role runs here, the frontend too.
+    cfg.controller.frontend = FrontendMode::Embedded;
     let ca = tls::init_ca()?;
     let http_addr = cfg.controller.http;
     let workers = cfg.worker.clone();
@@ -189,7 +303,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
             });
         }
     }
-    let (bound, _task) = http(&c, http_addr, cfg.controller.admin_token.clone()).await?;
+    let (bound, _task) = http(c.frontend()?, http_addr, cfg.controller.admin_token.clone()).await?;
     eprintln!("serve: {total} workers starting; KServe v2 API at http://{bound}");
     let generation = c.wait_plan(1, Duration::from_secs(300)).await?;
     eprintln!("serve: plan {generation} ready");
@@ -200,7 +314,8 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
             eprintln!("  worker {} ({}, {}): idle", w.id, w.class, w.device);
         }
     }
-    tokio::signal::ctrl_c().await?;
-    c.close();
+    stop_signal().await;
+    c.shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
 }

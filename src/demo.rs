@@ -268,6 +268,7 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
             mix_window_s: 30.0,
             mix_threshold: 0.0,
             plan_time_limit_s: 10.0,
+            frontend: crate::serve::controller::FrontendMode::Embedded,
         },
         model: vec![ModelConfig {
             name: name.clone(),
@@ -286,7 +287,7 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
     let controller =
         Controller::start(cfg, &tls::issue(&ca.key_pem, "controller")?, &ca.cert_pem, TransportConfig::default())
             .await?;
-    let (http_addr, _server) = crate::cluster::http(&controller, ([127, 0, 0, 1], 0).into(), None).await?;
+    let (http_addr, _server) = crate::cluster::http(controller.frontend()?, ([127, 0, 0, 1], 0).into(), None).await?;
     let ctl_addr = controller.addr()?.to_string();
     let mut children = Children(vec![]);
     for (i, w) in workers.iter().enumerate() {
@@ -361,7 +362,7 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
             })
             .collect();
         progress.set_message(format!("{planner}: {offered:.1} frames/s for {:.0} s", a.duration));
-        let before = controller.frontend().stats();
+        let before = controller.frontend()?.stats();
         let args = load_args(
             &http_addr.to_string(),
             &name,
@@ -373,7 +374,7 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
         let p = progress.clone();
         let report = crate::load::run(&args, &move |m: &str| p.set_message(format!("{planner}: {m}"))).await?;
         let seconds = window.elapsed().as_secs_f64();
-        let after = controller.frontend().stats();
+        let after = controller.frontend()?.stats();
         progress.inc(1);
         let step = report.steps.into_iter().next().context("the load ran one step")?;
         // Utilisation per class: device seconds reported over the window, per worker.
@@ -408,7 +409,7 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
     }
     controller.shutdown();
     drop(children);
-    let input = crate::serve::http::Backend::models(&controller.frontend())
+    let input = crate::serve::http::Backend::models(&controller.frontend()?)
         .first()
         .and_then(|m| m.inputs.first())
         .map(|t| t.shape.clone())

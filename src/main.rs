@@ -223,9 +223,14 @@ enum Cmd {
     /// A worker: owns one device, registers with the controller over QUIC (mutual TLS), runs
     /// the stage it is assigned and forwards batches along their reserved routes.
     Worker(poolpipe::cluster::WorkerArgs),
-    /// The controller and the frontend: registers workers, plans from the profiles, assigns
-    /// stages, re-plans when workers join or leave; serves the KServe v2 HTTP API.
+    /// The controller: registers workers, plans from the profiles, assigns stages, re-plans
+    /// when workers join or leave or the mix moves; with its embedded frontend it serves the
+    /// KServe v2 HTTP API too (frontend = "remote": a `poolpipe frontend` attaches instead).
     Controller(poolpipe::cluster::ControllerArgs),
+    /// The frontend as its own process: attaches to a controller (frontend = "remote"), runs
+    /// the scheduler with the batching policy and serves the KServe v2 HTTP API, `/metrics`
+    /// and the admin endpoint.
+    Frontend(poolpipe::cluster::FrontendArgs),
     /// Every role in one process for a single box: the controller, the frontend and the
     /// workers listed in the config's [[worker]] entries.
     Serve(poolpipe::cluster::ServeArgs),
@@ -589,6 +594,7 @@ fn run_cli(cli: Cli) -> Result<()> {
         Cmd::Devices { classes, json } => devices(classes.as_deref(), json),
         Cmd::Worker(a) => tokio_main(poolpipe::cluster::worker(a)),
         Cmd::Controller(a) => tokio_main(poolpipe::cluster::controller(a)),
+        Cmd::Frontend(a) => tokio_main(poolpipe::cluster::frontend(a)),
         Cmd::Serve(a) => tokio_main(poolpipe::cluster::serve(a)),
         Cmd::Demo(a) => {
             let bar = indicatif::ProgressBar::new(poolpipe::demo::steps(&a));

@@ -4,237 +4,49 @@
 //!
 //! One test walks the whole life of a cluster (starting four processes on lavapipe is the
 //! expensive part): outputs equal onnxruntime's within fp16 tolerance; bad requests get 4xx;
-//! a worker with a certificate from another CA is refused; the batching policy is swapped
-//! under load without a failed request; a worker killed under load costs no request its
-//! answer, routing stops using it and the controller re-plans.
+//! a worker with a certificate from another CA is refused, and so is a frontend (this
+//! controller serves its own API); the batching policy is swapped under load without a
+//! failed request; a worker killed under load costs no request its answer, routing stops
+//! using it and the controller re-plans.
 
-mod common;
+mod cluster_kit;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
 
-use common::poolpipe;
+use cluster_kit::*;
 
 const MODEL: &str = "resnet50_block";
-
-fn tmp(name: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn ok(out: std::process::Output) -> String {
-    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A free loopback port (TCP or UDP), released for the caller to bind.
-fn free_port(udp: bool) -> u16 {
-    if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    }
-}
-
-/// One HTTP/1.1 exchange: (status, body).
-fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
-    http_with(addr, method, path, body, "")
-}
-
-/// One HTTP/1.1 exchange with extra header lines (each ending in CRLF).
-fn http_with(addr: SocketAddr, method: &str, path: &str, body: &[u8], extra: &str) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut resp = vec![];
-    s.read_to_end(&mut resp)?;
-    let text = String::from_utf8_lossy(&resp);
-    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let at = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |p| p + 4);
-    Ok((status, resp[at..].to_vec()))
-}
-
-fn infer_body(input: &str, shape: &[usize], data: &[f32]) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "inputs": [{"name": input, "shape": shape, "datatype": "FP32", "data": data}]
-    }))
-    .unwrap()
-}
-
-struct Procs(Vec<(String, Child)>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn(args: &[&str], log: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_poolpipe"))
-        .args(args)
-        .env("RUST_LOG", "info,wgpu_hal=off")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("the binary starts")
-}
-
-fn logs(dir: &Path) -> String {
-    let mut out = String::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.path().extension().is_some_and(|x| x == "log") {
-            out += &format!("--- {}\n{}\n", e.path().display(), std::fs::read_to_string(e.path()).unwrap_or_default());
-        }
-    }
-    out
-}
-
-fn metric(addr: SocketAddr, name: &str) -> f64 {
-    let (_, body) = http(addr, "GET", "/metrics", b"").unwrap();
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(-1.0)
-}
-
-/// Two clients send requests one after another for `secs` while `mid` runs; returns every
-/// (start time, status), the number sent and what `mid` returned.
-fn under_load(
-    api: SocketAddr,
-    frame: &[u8],
-    secs: f64,
-    mid: impl FnOnce(Instant) -> f64,
-) -> (Vec<(f64, u16)>, usize, f64) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let results: Arc<Mutex<Vec<(f64, u16)>>> = Arc::default();
-    let t0 = Instant::now();
-    let clients: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, results, frame) = (stop.clone(), results.clone(), frame.to_vec());
-            std::thread::spawn(move || {
-                let mut sent = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let at = t0.elapsed().as_secs_f64();
-                    let status = http(api, "POST", &format!("/v2/models/{MODEL}/infer"), &frame).map_or(0, |r| r.0);
-                    results.lock().unwrap().push((at, status));
-                    sent += 1;
-                }
-                sent
-            })
-        })
-        .collect();
-    let value = mid(t0);
-    let left = secs - t0.elapsed().as_secs_f64();
-    if left > 0.0 {
-        std::thread::sleep(Duration::from_secs_f64(left));
-    }
-    stop.store(true, Ordering::Relaxed);
-    let sent: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
-    let results = results.lock().unwrap().clone();
-    (results, sent, value)
-}
 
 #[test]
 fn a_cluster_of_processes_serves_the_model_and_survives_a_worker_killed_under_load() {
     let dir = tmp("cluster");
-    // The model and onnxruntime's outputs.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gen_onnx_models.py");
-    let gen_out =
-        Command::new("python3").arg(&script).arg(&dir).args(["--only", MODEL]).output().expect("python3 runs");
-    assert!(gen_out.status.success(), "{}", String::from_utf8_lossy(&gen_out.stderr));
-    let model = dir.join(format!("{MODEL}.onnx"));
-
-    // Profiles: measured on lavapipe, then two classes made from them so that the best plan
-    // is two stages: "hi" as measured, "lo" as fast on the first half of the blocks but 50
-    // times slower on the rest. One hi and two lo workers serve the most as lo -> hi
-    // pipelines (hi running only second halves), about twice what whole models on each
-    // worker would.
-    let prof = dir.join("profiles");
-    ok(poolpipe(&[
-        "profile",
-        model.to_str().unwrap(),
-        "--out",
-        prof.to_str().unwrap(),
-        "--class",
-        "lvp",
-        "--blocks",
-        "4",
-        "--batches",
-        "1..4",
-        "--shares",
-        "1",
-        "--iters",
-        "1",
-        "--warmup",
-        "0",
-    ]));
-    let measured = std::fs::read_to_string(prof.join(format!("block-latency/{MODEL}-lvp-1.csv"))).unwrap();
-    for (class, slow_from, slow_to) in [("lo", 2, 4), ("hi", 0, 0)] {
-        let rows: Vec<String> = measured
-            .lines()
-            .enumerate()
-            .map(|(b, line)| {
-                let f = if (slow_from..slow_to).contains(&b) { 50 } else { 1 };
-                line.split(',')
-                    .map(|v| (v.trim().parse::<u64>().unwrap() * f).to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            })
-            .collect();
-        std::fs::write(prof.join(format!("block-latency/{MODEL}-{class}-1.csv")), rows.join("\n") + "\n").unwrap();
-    }
+    // The model, onnxruntime's outputs, and two classes planned as lo -> hi pipelines.
+    model_with_two_classes(&dir, MODEL);
 
     // Certificates: the cluster's, and a rogue CA's.
-    let certs = dir.join("certs");
+    let certs = cluster_certs(&dir, &["controller", "worker-1", "worker-2", "worker-3", "frontend"]);
     let rogue = dir.join("rogue");
-    ok(poolpipe(&["certs", "init", "--out", certs.to_str().unwrap()]));
     ok(poolpipe(&["certs", "init", "--out", rogue.to_str().unwrap()]));
-    for name in ["controller", "worker-1", "worker-2", "worker-3"] {
-        ok(poolpipe(&["certs", "issue", name, "--ca", certs.to_str().unwrap()]));
-    }
     ok(poolpipe(&["certs", "issue", "worker-9", "--ca", rogue.to_str().unwrap()]));
 
     let quic: SocketAddr = format!("127.0.0.1:{}", free_port(true)).parse().unwrap();
     let api: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
-    let config = dir.join("cluster.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"[controller]
-listen = "{quic}"
-http = "{api}"
-certs = "certs"
-profiles = "profiles"
+    let config = cluster_config(
+        &dir,
+        quic,
+        MODEL,
+        &format!(
+            r#"http = "{api}"
 workers = 3
-max_batch = 4
 admin_token = "s3cret"
 # Four busy processes on a small machine can hold a health report up for a second.
-dead_after_ms = 2500
-
-[[model]]
-name = "{MODEL}"
-model = "{MODEL}.onnx"
-slo_ms = 1500
-"#
+dead_after_ms = 2500"#
         ),
-    )
-    .unwrap();
+    );
     let quic_s = quic.to_string();
     let mut procs = Procs(vec![]);
     procs.0.push((
@@ -249,36 +61,10 @@ slo_ms = 1500
         procs.0.push((name.into(), child));
     }
 
-    // Ready once the plan is installed.
-    let start = Instant::now();
-    loop {
-        if let Ok((200, _)) = http(api, "GET", "/v2/health/ready", b"") {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(180), "no plan within 180 s:\n{}", logs(&dir));
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let (status, meta) = http(api, "GET", &format!("/v2/models/{MODEL}"), b"").unwrap();
-    assert_eq!(status, 200);
-    let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
-    let input_name = meta["inputs"][0]["name"].as_str().unwrap().to_string();
-
-    // Outputs through two stages on two processes equal onnxruntime's.
-    let x = poolpipe_engine::npy::read(&dir.join(format!("{MODEL}.b4.input.npy"))).unwrap();
-    let want = poolpipe_engine::npy::read(&dir.join(format!("{MODEL}.b4.out0.npy"))).unwrap();
-    let (status, body) =
-        http(api, "POST", &format!("/v2/models/{MODEL}/infer"), &infer_body(&input_name, x.shape(), x.data())).unwrap();
-    assert_eq!(status, 200, "{}\n{}", String::from_utf8_lossy(&body), logs(&dir));
-    let resp: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(resp["model_name"], MODEL);
-    let out = &resp["outputs"][0];
-    assert_eq!(out["datatype"], "FP32");
-    let shape: Vec<usize> = out["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-    assert_eq!(shape, want.shape());
-    let got: Vec<f32> = out["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-    let scale = want.data().iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
-    let err = got.iter().zip(want.data()).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
-    assert!(err < 2e-2, "relative error {err} against onnxruntime");
+    // Ready once the plan is installed; outputs through two stages on two processes equal
+    // onnxruntime's.
+    wait_ready(api, &dir, Duration::from_secs(180));
+    let (input_name, frame) = outputs_match_onnxruntime(api, &dir, MODEL);
     // Both stages ran: the workers' logs name their stages.
     let stages = logs(&dir);
     assert!(stages.contains("stage=0") && stages.contains("stage=1"), "{stages}");
@@ -306,7 +92,15 @@ slo_ms = 1500
     let why = String::from_utf8_lossy(&rogue_out.stderr);
     assert!(why.contains("TLS handshake"), "{why}");
 
-    let frame = infer_body(&input_name, &[1, x.shape()[1], x.shape()[2], x.shape()[3]], &x.data()[..x.len() / 4]);
+    // This controller serves its own API: a separate frontend is refused with what to change.
+    let frontend_out = Command::new(env!("CARGO_BIN_EXE_poolpipe"))
+        .args(["frontend", "--controller", &quic_s, "--http", "127.0.0.1:0", "--certs"])
+        .arg(&certs)
+        .output()
+        .unwrap();
+    assert!(!frontend_out.status.success());
+    let why = String::from_utf8_lossy(&frontend_out.stderr);
+    assert!(why.contains("frontend = \"remote\""), "{why}");
 
     // Hot swap of the batching policy under load: a built-in guest by name, then a module
     // uploaded as the body; no request is lost or failed.
@@ -318,7 +112,7 @@ slo_ms = 1500
     assert_eq!(s, 400, "{}", String::from_utf8_lossy(&b));
     let guest = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/guests/ppipe.wasm")).unwrap();
     let failed_before = metric(api, "poolpipe_frames_failed_total");
-    let (results, sent, _) = under_load(api, &frame, 6.0, |t0| {
+    let (results, sent, _) = under_load(api, MODEL, &frame, 6.0, |t0| {
         std::thread::sleep(Duration::from_secs(2));
         let (s, b) = swap(br#"{"policy":"wasm:reactive"}"#, admin);
         assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
@@ -342,7 +136,7 @@ slo_ms = 1500
     let generation = metric(api, "poolpipe_plan_generation");
     let mut victim = procs.0.iter_mut().find(|(n, _)| n == "worker-1").map(|(_, c)| c);
     let failed_settled = Mutex::new(0.0);
-    let (results, sent, killed_at) = under_load(api, &frame, 13.0, |t0| {
+    let (results, sent, killed_at) = under_load(api, MODEL, &frame, 13.0, |t0| {
         std::thread::sleep(Duration::from_secs(3));
         let at = t0.elapsed().as_secs_f64();
         let v = victim.take().unwrap();

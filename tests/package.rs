@@ -47,9 +47,11 @@ fn the_debian_package_holds_the_binary_units_and_config_and_installs_offline() {
         "./lib/systemd/system/poolpipe-controller.service",
         "./lib/systemd/system/poolpipe-worker@.service",
         "./lib/systemd/system/poolpipe-serve.service",
+        "./lib/systemd/system/poolpipe-frontend.service",
         "./etc/poolpipe/cluster.toml",
         "./usr/share/doc/poolpipe/deploy.md",
         "./usr/share/doc/poolpipe/worker.env.example",
+        "./usr/share/doc/poolpipe/frontend.env.example",
     ] {
         assert!(files.lines().any(|l| l.ends_with(f)), "{f} is not in the package:\n{files}");
     }
@@ -65,7 +67,12 @@ fn the_debian_package_holds_the_binary_units_and_config_and_installs_offline() {
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root));
     let version = run(Command::new(root.join("usr/bin/poolpipe")).arg("--version"));
     assert!(version.starts_with("poolpipe "), "{version}");
-    for unit in ["poolpipe-controller.service", "poolpipe-worker@.service", "poolpipe-serve.service"] {
+    for unit in [
+        "poolpipe-controller.service",
+        "poolpipe-worker@.service",
+        "poolpipe-serve.service",
+        "poolpipe-frontend.service",
+    ] {
         let text = std::fs::read_to_string(root.join("lib/systemd/system").join(unit)).unwrap();
         assert!(text.contains("User=poolpipe") && text.contains("ExecStart=/usr/bin/poolpipe "), "{unit}:\n{text}");
         assert!(text.contains("NoNewPrivileges=yes") && text.contains("WantedBy=multi-user.target"), "{unit}");

@@ -16,14 +16,14 @@ use poolpipe_planner::profiles::ModelProfile;
 use super::DataplaneError;
 
 /// A server: GPUs of one class behind one NIC (an uplink and a downlink).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Server {
     /// Class index.
     pub class: usize,
 }
 
 /// A physical GPU.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Gpu {
     /// Class index.
     pub class: usize,
@@ -32,7 +32,7 @@ pub struct Gpu {
 }
 
 /// A worker: one vGPU (1/share of a GPU) serving one stage of one pipeline.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Worker {
     /// GPU index.
     pub gpu: usize,
@@ -51,7 +51,7 @@ pub struct Worker {
 }
 
 /// One stage (partition) of a pipeline.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Stage {
     /// First block.
     pub first_block: usize,
@@ -86,7 +86,7 @@ impl Stage {
 }
 
 /// A pipeline of a model.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PipelineLayout {
     /// Planned batch size.
     pub batch: usize,
@@ -110,7 +110,7 @@ impl PipelineLayout {
 }
 
 /// A served model.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelLayout {
     /// Model name.
     pub name: String,
@@ -125,7 +125,7 @@ pub struct ModelLayout {
 }
 
 /// A GPU class of the fleet.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ClassLayout {
     /// Name.
     pub name: String,
@@ -134,7 +134,7 @@ pub struct ClassLayout {
 }
 
 /// The whole cluster under a plan.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Layout {
     /// Classes of the fleet.
     pub classes: Vec<ClassLayout>,

@@ -2,8 +2,10 @@
 //! cluster configuration, registers workers over QUIC, plans from the profiles for the
 //! workers it has, assigns each worker its stage, and re-plans when workers join or leave.
 //! The frontend (the KServe API and the scheduler) runs in the same process and shares the
-//! controller's QUIC endpoint: workers send results and reports to the address they
-//! registered at.
+//! controller's QUIC endpoint (`frontend = "embedded"`, the default), or runs as its own
+//! process, `poolpipe frontend`, that attaches over QUIC (`frontend = "remote"`; see
+//! [`super::frontside`]). Workers send their reports to the controller, which relays them to
+//! a remote frontend, and their results to the frontend's address.
 //!
 //! The controller also re-plans when the models' arrival mix (counted by the frontend over
 //! `mix_window_s`) moves more than `mix_threshold` from the plan's weights: the observed
@@ -28,11 +30,11 @@ use poolpipe_planner::{Inputs, PlanOptions, Planner, PlannerKind};
 use poolpipe_transport::config::TransportConfig;
 use poolpipe_transport::control::Control;
 use poolpipe_transport::endpoint::{EndpointError, Node, call, recv, recv_control};
-use poolpipe_transport::link::Link;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use super::frontend::Frontend;
+use super::frontside::{AttachedSpec, Front, InstallSpec};
 use super::http::{ModelMeta, TensorMeta};
 use super::spec::{ModelSource, Peer, StageSpec};
 use super::worker::FRONTEND;
@@ -113,6 +115,21 @@ pub struct ControllerConfig {
     /// Solver time limit per plan, seconds.
     #[serde(default = "default_time_limit")]
     pub plan_time_limit_s: f64,
+    /// Where the frontend runs: "embedded" (in the controller's process, serving `http`) or
+    /// "remote" (a `poolpipe frontend` process attaches; the controller serves no HTTP).
+    #[serde(default)]
+    pub frontend: FrontendMode,
+}
+
+/// Where the frontend runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrontendMode {
+    /// In the controller's process.
+    #[default]
+    Embedded,
+    /// In a `poolpipe frontend` process that attaches to the controller.
+    Remote,
 }
 
 /// `[[model]]`.
@@ -321,8 +338,8 @@ struct State {
     generation: u64,
     planned_once: bool,
     last_error: Option<String>,
-    /// The live workers and planner override the current plan was made for.
-    planned_for: (Vec<u32>, Option<String>),
+    /// The live workers, planner override and frontend the current plan was made for.
+    planned_for: (Vec<u32>, Option<String>, Option<u64>),
     /// Weights from the observed arrival mix, replacing the config's.
     weights: Option<Vec<f64>>,
     /// The weights the current plan was made with.
@@ -332,7 +349,9 @@ struct State {
 struct Inner {
     cfg: ClusterConfig,
     node: Node,
-    frontend: Frontend,
+    frontend: Front,
+    /// The served models' signatures (what a remote frontend is told on attaching).
+    metas: Vec<ModelMeta>,
     served: Vec<Served>,
     state: Mutex<State>,
     replan: Notify,
@@ -397,15 +416,21 @@ impl Controller {
             served.push(s);
             metas.push(meta);
         }
-        let policies = Policies::load(&PolicySpec::native(&c.policy)).context("[controller] policy")?;
-        let node = Node::bind_with(c.listen, identity, ca, transport)
+        let node = Node::bind_with(c.listen, identity, ca, transport.clone())
             .with_context(|| format!("controller: binding {}", c.listen))?;
-        let frontend = Frontend::new(metas, policies);
+        let frontend = match c.frontend {
+            FrontendMode::Embedded => {
+                let policies = Policies::load(&PolicySpec::native(&c.policy)).context("[controller] policy")?;
+                Front::Embedded(Frontend::new(metas.clone(), policies))
+            }
+            FrontendMode::Remote => Front::remote(transport.limits),
+        };
         let (planned, _) = tokio::sync::watch::channel(0);
         let inner = Arc::new(Inner {
             cfg,
             node: node.clone(),
             frontend,
+            metas,
             served,
             state: Mutex::new(State {
                 workers: BTreeMap::new(),
@@ -415,7 +440,7 @@ impl Controller {
                 generation: 0,
                 planned_once: false,
                 last_error: None,
-                planned_for: (vec![], None),
+                planned_for: (vec![], None, None),
                 weights: None,
                 planned_weights: vec![],
             }),
@@ -437,9 +462,19 @@ impl Controller {
         Ok(Controller { inner })
     }
 
-    /// The frontend (the HTTP API's backend).
-    pub fn frontend(&self) -> Frontend {
-        self.inner.frontend.clone()
+    /// The embedded frontend (the HTTP API's backend); an error when the frontend is remote.
+    pub fn frontend(&self) -> Result<Frontend> {
+        match self.inner.frontend.embedded() {
+            Some(f) => Ok(f.clone()),
+            None => bail!(
+                "the frontend is a separate process (frontend = \"remote\"): its API is served by `poolpipe frontend`"
+            ),
+        }
+    }
+
+    /// Where the frontend runs.
+    pub fn frontend_mode(&self) -> FrontendMode {
+        self.inner.cfg.controller.frontend
     }
 
     /// The QUIC address workers register at.
@@ -521,6 +556,17 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The frontend as the last hop of routes (key, peer); none while a remote frontend is
+    /// not attached.
+    fn front_peer(&self) -> Option<(u64, Peer)> {
+        let own = Peer {
+            id: FRONTEND,
+            addr: self.cfg.controller.advertise.or_else(|| self.node.local_addr().ok())?.to_string(),
+            name: self.cfg.controller.name.clone(),
+        };
+        self.frontend.peer(own)
+    }
+
     /// The weights to plan with: the observed mix when it moved, else the config's.
     fn weights(&self, s: &State) -> Vec<f64> {
         s.weights.clone().unwrap_or_else(|| self.served.iter().map(|m| m.config.weight).collect())
@@ -543,7 +589,7 @@ impl Inner {
         };
         if was_alive {
             tracing::warn!(worker = id, "worker gone ({why}); routing around it and re-planning");
-            self.frontend.worker_down(id);
+            self.frontend.worker_down(id, why);
             self.replan.notify_one();
         }
     }
@@ -553,11 +599,17 @@ impl Inner {
 async fn serve_conn(inner: Arc<Inner>, conn: quinn::Connection) {
     let limits = inner.node.config().limits;
     let results = {
-        let (conn, frontend) = (conn.clone(), inner.frontend.clone());
+        let (conn, frontend) = (conn.clone(), inner.frontend.embedded().cloned());
         tokio::spawn(async move {
             loop {
                 match recv(&conn, &limits).await {
-                    Ok(frame) => frontend.result(frame),
+                    Ok(frame) => match &frontend {
+                        Some(f) => f.result(frame),
+                        None => tracing::warn!(
+                            batch = frame.header.batch,
+                            "a result came to the controller, but the frontend is remote; discarded"
+                        ),
+                    },
                     Err(EndpointError::Closed { .. }) => return,
                     Err(e) => tracing::warn!("{e}"),
                 }
@@ -571,6 +623,10 @@ async fn serve_conn(inner: Arc<Inner>, conn: quinn::Connection) {
             Err(EndpointError::Closed { reason, .. }) => {
                 if let Some(id) = registered {
                     inner.worker_gone(id, &format!("connection closed: {reason}"));
+                }
+                if inner.frontend.detach(&conn) && !inner.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!("the frontend left ({reason}); the workers keep their stages until one attaches");
+                    inner.replan.notify_one();
                 }
                 results.abort();
                 return;
@@ -590,19 +646,37 @@ async fn serve_conn(inner: Arc<Inner>, conn: quinn::Connection) {
                     Err(reason) => Control::Refused { reason },
                 }
             }
-            Control::Health { worker, busy, .. } => {
+            Control::Health { worker, .. } => {
                 if let Some(w) = inner.lock().workers.get_mut(&worker) {
                     w.last_seen = Instant::now();
                 }
-                inner.frontend.health(worker, busy);
+                inner.frontend.report(msg);
                 Control::Ack
             }
-            Control::Timing { worker, batch, stage, start_us, end_us, .. } => {
-                inner.frontend.timing(worker, batch, stage as usize, (end_us - start_us).max(0.0));
+            Control::Timing { .. } | Control::Failed { .. } => {
+                inner.frontend.report(msg);
                 Control::Ack
             }
-            Control::Failed { worker, batch, reason, .. } => {
-                inner.frontend.failed(batch, worker, &reason);
+            Control::Attach { node, data_addr } => match inner.frontend.attach(&conn, node.clone(), &data_addr) {
+                Ok(key) => {
+                    tracing::info!(%node, %data_addr, attachment = key, "frontend attached; re-planning");
+                    inner.replan.notify_one();
+                    let spec =
+                        AttachedSpec { models: inner.metas.clone(), policy: inner.cfg.controller.policy.clone() };
+                    match serde_json::to_value(&spec) {
+                        Ok(spec) => Control::Attached { spec },
+                        Err(e) => {
+                            Control::Refused { reason: format!("the controller could not describe its models: {e}") }
+                        }
+                    }
+                }
+                Err(reason) => {
+                    tracing::warn!(%node, "frontend refused: {reason}");
+                    Control::Refused { reason }
+                }
+            },
+            Control::Arrivals { by_model } => {
+                inner.frontend.arrivals(by_model);
                 Control::Ack
             }
             other => Control::Refused { reason: format!("the controller does not take '{}' messages", other.kind()) },
@@ -686,8 +760,10 @@ async fn mix_watch(weak: std::sync::Weak<Inner>) {
         let Some(window) = weak.upgrade().map(|i| i.cfg.controller.mix_window_s) else { return };
         tokio::time::sleep(Duration::from_secs_f64(window)).await;
         let Some(inner) = weak.upgrade() else { return };
-        let now = inner.frontend.stats().arrived_by_model;
-        let delta: Vec<u64> = now.iter().enumerate().map(|(i, &n)| n - last.get(i).copied().unwrap_or(0)).collect();
+        let now = inner.frontend.arrived();
+        // A frontend that attached anew counts from zero: that window says nothing.
+        let delta: Vec<u64> =
+            now.iter().enumerate().map(|(i, &n)| n.saturating_sub(last.get(i).copied().unwrap_or(0))).collect();
         last = now;
         let planned = {
             let s = inner.lock();
@@ -714,15 +790,23 @@ async fn planner_loop(weak: std::sync::Weak<Inner>) {
         drop(waiter);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let Some(inner) = weak.upgrade() else { return };
+        let front = inner.front_peer().map(|(key, _)| key);
         let (alive, planned_once, unchanged) = {
             let s = inner.lock();
             let ids: Vec<u32> = s.workers.iter().filter(|(_, w)| w.alive).map(|(&id, _)| id).collect();
             let planner = inner.planner_override.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let weights = inner.weights(&s);
-            let unchanged = s.plan.is_some() && s.planned_for == (ids.clone(), planner) && s.planned_weights == weights;
+            let unchanged =
+                s.plan.is_some() && s.planned_for == (ids.clone(), planner, front) && s.planned_weights == weights;
             (ids.len(), s.planned_once, unchanged)
         };
         if unchanged {
+            continue;
+        }
+        if front.is_none() {
+            let why = "no frontend is attached: start `poolpipe frontend --controller ADDR` (frontend = \"remote\")";
+            tracing::info!("{why}; planning once one attaches");
+            inner.lock().last_error = Some(why.into());
             continue;
         }
         if !planned_once && alive < inner.cfg.controller.workers {
@@ -834,21 +918,14 @@ async fn replan(inner: &Arc<Inner>) -> Result<()> {
         })
         .collect();
     let nodes: Vec<u32> = layout.workers.iter().map(|w| gpu_node[w.gpu]).collect();
-    let frontend_addr = inner.cfg.controller.advertise.unwrap_or(inner.node.local_addr()?);
-    let mut peers: Vec<Peer> =
+    let (front_key, front) = inner.front_peer().context("the frontend left; planning once one attaches")?;
+    let workers_peers: Vec<Peer> =
         workers.iter().map(|(id, w)| Peer { id: *id, addr: w.addr.to_string(), name: w.name.clone() }).collect();
-    peers.push(Peer { id: FRONTEND, addr: frontend_addr.to_string(), name: inner.cfg.controller.name.clone() });
+    let mut peers = workers_peers.clone();
+    peers.push(front);
 
     // Drain the old plan.
-    inner.frontend.begin_switch();
-    let drain_until = Instant::now() + Duration::from_millis(c.drain_timeout_ms);
-    while !inner.frontend.drained() && Instant::now() < drain_until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if !inner.frontend.drained() {
-        tracing::warn!("the old plan's batches did not finish within {} ms; retrying them", c.drain_timeout_ms);
-        inner.frontend.abandon_old();
-    }
+    inner.frontend.drain(Duration::from_millis(c.drain_timeout_ms)).await?;
     let generation = inner.lock().generation + 1;
     // Assign every worker its stage (or release it), all at once; each answers when compiled.
     let mut stages: HashMap<u32, (String, usize, usize, usize)> = HashMap::new();
@@ -912,9 +989,9 @@ async fn replan(inner: &Arc<Inner>) -> Result<()> {
     if !refused.is_empty() {
         bail!("the assignment failed: {}", refused.join("; "));
     }
-    let links: HashMap<u32, Link> =
-        workers.iter().map(|(id, w)| (*id, Link::new(&inner.node, w.addr, &w.name))).collect();
-    let installed = inner.frontend.install(&layout, nodes, links)?;
+    let spec = InstallSpec { layout, nodes, peers: workers_peers };
+    inner.frontend.install(generation, spec, &inner.node).await?;
+    let installed = generation;
     {
         let mut s = inner.lock();
         s.generation = installed;
@@ -922,7 +999,7 @@ async fn replan(inner: &Arc<Inner>) -> Result<()> {
         s.stages = stages;
         s.planned_once = true;
         s.last_error = None;
-        s.planned_for = (workers.iter().map(|(id, _)| *id).collect(), planner_override);
+        s.planned_for = (workers.iter().map(|(id, _)| *id).collect(), planner_override, Some(front_key));
         s.planned_weights = weights;
     }
     let _ = inner.planned.send(installed);
@@ -968,6 +1045,11 @@ mod tests {
             let e = config(extra, slo).validate().unwrap_err().to_string();
             assert!(e.contains(says), "{e}");
         }
+        assert_eq!(c.controller.frontend, FrontendMode::Embedded);
+        assert_eq!(config("frontend = \"remote\"", "100").controller.frontend, FrontendMode::Remote);
+        let text = "[controller]\nprofiles = \"p\"\nfrontend = \"elsewhere\"\n[[model]]\nname = \"m\"\nmodel = \"x\"\nslo_ms = 1\n";
+        let e = toml::from_str::<ClusterConfig>(text).unwrap_err().to_string();
+        assert!(e.contains("elsewhere") && e.contains("remote"), "{e}");
         let text = "[controller]\nprofiles = \"p\"\ntypo = 1\n[[model]]\nname = \"m\"\nmodel = \"x\"\nslo_ms = 1\n";
         let e = toml::from_str::<ClusterConfig>(text).unwrap_err().to_string();
         assert!(e.contains("typo"), "{e}");

@@ -258,6 +258,13 @@ impl Frontend {
         self.inner.lock().stats.clone()
     }
 
+    /// Frames (samples) arrived per model, in plan order, since the frontend started.
+    pub fn arrived(&self) -> Vec<u64> {
+        let mut v = self.inner.lock().stats.arrived_by_model.clone();
+        v.resize(self.inner.models.len(), 0);
+        v
+    }
+
     /// The busy fraction last reported by each worker.
     pub fn busy(&self) -> BTreeMap<u32, f64> {
         self.inner.lock().busy.clone()
@@ -314,6 +321,21 @@ impl Frontend {
         for a in &mut old {
             let queued = a.sched.drain_queued();
             core.held.extend(queued.into_iter().map(|(_, id, _)| id));
+        }
+    }
+
+    /// The first step of a plan change, whole: [`Frontend::begin_switch`], then waits up to
+    /// `timeout` for the old plan's batches ([`Frontend::drained`]) and fails those still
+    /// running ([`Frontend::abandon_old`]) so their samples are retried under the next plan.
+    pub async fn drain(&self, timeout: Duration) {
+        self.begin_switch();
+        let until = Instant::now() + timeout;
+        while !self.drained() && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !self.drained() {
+            tracing::warn!("the old plan's batches did not finish within {timeout:?}; retrying them");
+            self.abandon_old();
         }
     }
 
@@ -413,6 +435,14 @@ impl Frontend {
         }
         core.links.remove(&node);
         self.inner.pump(core, now);
+    }
+
+    /// Forgets which workers left and the links to them: a controller that restarted numbers
+    /// its workers anew. Batches in flight keep their routes.
+    pub fn forget_workers(&self) {
+        let mut core = self.inner.lock();
+        core.down.clear();
+        core.links.clear();
     }
 
     /// A worker rejoined under its id (a new plan will route to it).
@@ -864,7 +894,14 @@ impl Backend for Frontend {
     }
 
     fn ready(&self, _model: &str) -> bool {
-        self.inner.lock().active.is_some()
+        // During a plan change, requests wait for the next plan: the model still takes them.
+        let core = self.inner.lock();
+        core.active.is_some() || (core.switching && core.generation > 0)
+    }
+
+    fn unready_reason(&self, _model: &str) -> Option<String> {
+        let core = self.inner.lock();
+        Some(if core.switching { "the first plan is being installed".into() } else { core.no_plan.clone() })
     }
 
     fn infer(

@@ -36,7 +36,7 @@ use serde::Serialize;
 use super::kserve::{ApiError, HEADER_LENGTH, InputTensor, OutputTensor, encode_response, parse_request};
 
 /// A tensor of a model's signature.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct TensorMeta {
     /// Name.
     pub name: String,
@@ -45,7 +45,7 @@ pub struct TensorMeta {
 }
 
 /// What the API says about a model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct ModelMeta {
     /// Name used in paths.
     pub name: String,
@@ -61,6 +61,10 @@ pub trait Backend: Send + Sync + 'static {
     fn models(&self) -> Vec<ModelMeta>;
     /// Whether `model` takes requests now.
     fn ready(&self, model: &str) -> bool;
+    /// Why `model` does not take requests now, in words for the client (when known).
+    fn unready_reason(&self, _model: &str) -> Option<String> {
+        None
+    }
     /// Runs one request: inputs checked against the model's signature (any batch size), in
     /// signature order; outputs in signature order.
     fn infer(
@@ -306,7 +310,10 @@ async fn run_infer<B: Backend>(
     if !s.backend.ready(model) {
         return Err(ApiError {
             status: 503,
-            message: format!("model '{model}' is not ready; see /v2/models/{model}/ready"),
+            message: match s.backend.unready_reason(model) {
+                Some(why) => format!("model '{model}' is not ready: {why}"),
+                None => format!("model '{model}' is not ready; see /v2/models/{model}/ready"),
+            },
         });
     }
     let inputs = match_inputs(&meta, req.inputs.clone())?;

@@ -2,7 +2,10 @@
 //! HTTP API, and the KServe v2 messages.
 //!
 //! - [`controller`]: `cluster.toml`, worker registration, planning for the live workers,
-//!   stage assignment, failure detection and re-planning (the frontend runs in its process);
+//!   stage assignment, failure detection and re-planning (the frontend runs in its process,
+//!   or attaches from its own);
+//! - [`frontside`]: the controller's frontend, embedded or remote, and the plan handover;
+//! - [`attach`]: the separate frontend process (`poolpipe frontend`);
 //! - [`frontend`]: the data-plane scheduler on a real clock, batch frames along reserved
 //!   routes, results matched to requests, retries and timeouts, the policy hot swap;
 //! - [`agent`]: the worker process (device, registration, assignments, reports);
@@ -19,8 +22,10 @@
 //! down the process.
 
 pub mod agent;
+pub mod attach;
 pub mod controller;
 pub mod frontend;
+pub mod frontside;
 pub mod http;
 pub mod kserve;
 pub mod spec;

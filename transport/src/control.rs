@@ -1,5 +1,5 @@
 //! Control messages (PROTOCOL.md, "Control messages"): registration, stage assignment, timing
-//! reports and health, each exchange on its own bidirectional stream: one message from the
+//! reports and health, a frontend's attachment and plan handover, each exchange on its own bidirectional stream: one message from the
 //! opener, one reply. Frames of kind 2 whose body is one JSON object.
 //!
 //! The transport carries these messages; it does not act on them. What an assignment means
@@ -88,6 +88,58 @@ pub enum Control {
         /// Busy fraction since the last report.
         busy: f64,
     },
+    /// A frontend attaches to the controller: it runs the scheduler, sends every batch's first
+    /// hop and receives the last hop of every route at `data_addr`.
+    Attach {
+        /// The frontend's node name (its certificate's name).
+        node: String,
+        /// Where it accepts batch streams (results).
+        data_addr: String,
+    },
+    /// The controller took the frontend; `spec` says what it serves (opaque to the transport).
+    Attached {
+        /// What the frontend serves.
+        #[serde(default)]
+        spec: serde_json::Value,
+    },
+    /// Controller to frontend: a plan change starts. New requests wait, the plan in service
+    /// takes no more batches, and the answer comes once its batches finished (those still
+    /// running after `timeout_ms` are failed, for retry under the next plan).
+    Drain {
+        /// Longest wait for the batches in flight.
+        timeout_ms: u64,
+    },
+    /// Controller to frontend: serve plan `generation`; answered once it serves.
+    Install {
+        /// The controller's plan generation.
+        generation: u64,
+        /// The plan as the frontend needs it (opaque to the transport).
+        #[serde(default)]
+        spec: serde_json::Value,
+    },
+    /// Controller to frontend: no plan can serve now; requests are answered with the reason.
+    NoPlan {
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// Controller to frontend: a worker registered.
+    WorkerUp {
+        /// The worker.
+        worker: u32,
+    },
+    /// Controller to frontend: a worker left; nothing more goes to it.
+    WorkerDown {
+        /// The worker.
+        worker: u32,
+        /// Why it is considered gone.
+        reason: String,
+    },
+    /// Frontend to controller, periodically: frames arrived per model since it attached
+    /// (the controller re-plans when the mix moves). Also the frontend's health report.
+    Arrivals {
+        /// Frames per model, in the order of the `attached` spec.
+        by_model: Vec<u64>,
+    },
     /// The message was taken.
     Ack,
     /// The message was refused; the reason says why and what to do.
@@ -107,6 +159,14 @@ impl Control {
             Control::Timing { .. } => "timing",
             Control::Failed { .. } => "failed",
             Control::Health { .. } => "health",
+            Control::Attach { .. } => "attach",
+            Control::Attached { .. } => "attached",
+            Control::Drain { .. } => "drain",
+            Control::Install { .. } => "install",
+            Control::NoPlan { .. } => "no_plan",
+            Control::WorkerUp { .. } => "worker_up",
+            Control::WorkerDown { .. } => "worker_down",
+            Control::Arrivals { .. } => "arrivals",
             Control::Ack => "ack",
             Control::Refused { .. } => "refused",
         }
@@ -161,6 +221,14 @@ mod tests {
             },
             Control::Health { worker: 3, seq: 7, in_flight: 2, busy: 0.4 },
             Control::Failed { worker: 3, model: 1, batch: 9, stage: 1, reason: "stage 1 is not assigned".into() },
+            Control::Attach { node: "frontend".into(), data_addr: "10.0.0.1:7500".into() },
+            Control::Attached { spec: serde_json::json!({"models": []}) },
+            Control::Drain { timeout_ms: 3000 },
+            Control::Install { generation: 4, spec: serde_json::json!({"nodes": [1, 2]}) },
+            Control::NoPlan { reason: "no worker".into() },
+            Control::WorkerUp { worker: 2 },
+            Control::WorkerDown { worker: 2, reason: "connection closed".into() },
+            Control::Arrivals { by_model: vec![3, 0, 9] },
             Control::Ack,
             Control::Refused { reason: "unknown worker".into() },
         ]

@@ -100,7 +100,7 @@ fn a_frontend_process_serves_the_controllers_plans_and_outlives_them() {
     assert_eq!(results.len(), sent);
     assert!(results.iter().all(|&(_, s)| s == 200 || s == 503), "{results:?}\n{}", logs(&dir));
     assert!(results.iter().filter(|r| r.1 == 200).count() * 5 >= results.len() * 4, "{results:?}");
-    assert!(metric(api, "poolpipe_compute_seconds_total") > 0.0, "{}", logs(&dir));
+    assert!(metric(api, "poolpipe_batch_compute_seconds_sum") > 0.0, "{}", logs(&dir));
     assert_eq!(metric(api, "poolpipe_frames_failed_total"), 0.0, "{}", logs(&dir));
     let (_, m) = http(api, "GET", "/metrics", b"").unwrap();
     assert!(String::from_utf8_lossy(&m).contains("poolpipe_worker_busy{worker=\"1\"}"));

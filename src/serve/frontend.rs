@@ -29,7 +29,7 @@ use poolpipe_transport::frame::{BatchHeader, Dtype, Frame, RequestRef, RouteHop,
 use poolpipe_transport::link::Link;
 use tokio::sync::{Notify, oneshot};
 
-use super::http::{Backend, ModelMeta};
+use super::http::{Backend, Histogram, ModelMeta};
 use super::kserve::{ApiError, InputTensor, OutputTensor};
 use super::worker::FRONTEND;
 use crate::dataplane::{BatchId, Layout, Output, RequestId, Scheduler};
@@ -118,12 +118,13 @@ pub struct FrontStats {
     pub retried: u64,
     /// Batches sent, by size.
     pub batch_sizes: BTreeMap<usize, u64>,
-    /// Sum over completed samples of the time queued before their first dispatch, seconds.
-    pub queue_s: f64,
-    /// Sum over batches of the workers' compute time, seconds.
-    pub compute_s: f64,
-    /// Sum over batches of the time from send to result not spent computing, seconds.
-    pub transfer_s: f64,
+    /// Time each sample queued before its first dispatch.
+    pub queue: Histogram,
+    /// The workers' compute time of each batch whose result came back (all its stages).
+    pub compute: Histogram,
+    /// Time of each such batch from send to result not spent computing (transfers and
+    /// waits between stages).
+    pub transfer: Histogram,
     /// Batches whose result came back.
     pub batches_done: u64,
     /// Policy errors (the native policy took over).
@@ -642,7 +643,7 @@ impl Inner {
         let mut pieces: Vec<Vec<&Piece>> = vec![];
         let mut refs = vec![];
         let mut latest_deadline = now;
-        let mut queued_us = 0.0;
+        let mut queued = vec![];
         for id in &d.requests {
             if let Some(s) = core.samples.get_mut(id) {
                 s.batch = Some(wire);
@@ -661,7 +662,7 @@ impl Inner {
             let deadline = s.arrival + slo;
             latest_deadline = latest_deadline.max(deadline);
             if Arc::ptr_eq(&s.current, &s.input) {
-                queued_us += now - s.arrival;
+                queued.push(now - s.arrival);
             }
             refs.push(RequestRef { id: *id, deadline_us: deadline });
         }
@@ -699,7 +700,9 @@ impl Inner {
             tensors,
         };
         *core.stats.batch_sizes.entry(d.requests.len()).or_default() += 1;
-        core.stats.queue_s += queued_us / 1e6;
+        for q in queued {
+            core.stats.queue.observe(q / 1e6);
+        }
         let fail_at = self.epoch + Duration::from_secs_f64(latest_deadline.max(last_finish) / 1e6) + GRACE;
         core.batches.insert(
             wire,
@@ -741,8 +744,8 @@ impl Inner {
         };
         let total_us = now - b.sent_us;
         core.stats.batches_done += 1;
-        core.stats.compute_s += b.compute_us / 1e6;
-        core.stats.transfer_s += (total_us - b.compute_us).max(0.0) / 1e6;
+        core.stats.compute.observe(b.compute_us / 1e6);
+        core.stats.transfer.observe((total_us - b.compute_us).max(0.0) / 1e6);
         // Split each tensor by request.
         let n = b.requests.len();
         let mut per: Vec<Vec<Piece>> = vec![vec![]; n];
@@ -873,10 +876,23 @@ impl Backend for Frontend {
         counter("frames_failed_total", "Frames failed (batch failures, no plan).", st.failed as f64);
         counter("frames_retried_total", "Frames retried after their batch failed.", st.retried as f64);
         counter("policy_errors_total", "Invalid actions or failures of the batching policy.", st.policy_errors as f64);
-        counter("queue_seconds_total", "Time frames waited in queues before their first batch.", st.queue_s);
-        counter("compute_seconds_total", "Time workers computed batches (reported).", st.compute_s);
-        counter("transfer_seconds_total", "Time batches spent between workers and the frontend.", st.transfer_s);
         counter("batches_completed_total", "Batches whose result came back.", st.batches_done as f64);
+        for (name, help, h) in [
+            (
+                "frame_queue_seconds",
+                "Time each frame waited in its queue until a batch took it (again after a retry).",
+                &st.queue,
+            ),
+            ("batch_compute_seconds", "Device time of each completed batch, all stages (reported).", &st.compute),
+            (
+                "batch_transfer_seconds",
+                "Time of each completed batch from send to result not spent computing.",
+                &st.transfer,
+            ),
+        ] {
+            out += &format!("# HELP poolpipe_{name} {help}\n# TYPE poolpipe_{name} histogram\n");
+            out += &h.render(&format!("poolpipe_{name}"), "");
+        }
         out += "# HELP poolpipe_batches_total Batches sent, by size.\n# TYPE poolpipe_batches_total counter\n";
         for (size, n) in &st.batch_sizes {
             out += &format!("poolpipe_batches_total{{size=\"{size}\"}} {n}\n");

@@ -103,26 +103,57 @@ impl Default for HttpOptions {
 /// Latency histogram bounds, seconds.
 const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, f64::INFINITY];
 
+/// A Prometheus histogram of seconds over fixed bounds (5 ms to 10 s, then +Inf).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Histogram {
+    /// Observations at or under each bound (cumulative, as exposed).
+    pub buckets: [u64; 12],
+    /// Sum of the observations, seconds.
+    pub sum: f64,
+    /// Observations.
+    pub count: u64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&mut self, secs: f64) {
+        for (i, &b) in BUCKETS.iter().enumerate() {
+            if secs <= b {
+                self.buckets[i] += 1;
+            }
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+
+    /// The exposition lines of one series: `NAME_bucket{LABELS,le=...}`, `NAME_sum`,
+    /// `NAME_count`; `labels` is empty or `key="value",...`.
+    pub fn render(&self, name: &str, labels: &str) -> String {
+        let mut out = String::new();
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (b, n) in BUCKETS.iter().zip(&self.buckets) {
+            let le = if b.is_infinite() { "+Inf".to_string() } else { b.to_string() };
+            out += &format!("{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}\n");
+        }
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        out += &format!("{name}_sum{braces} {}\n{name}_count{braces} {}\n", self.sum, self.count);
+        out
+    }
+}
+
 #[derive(Default)]
 struct Metrics {
     /// (model, status) -> count.
     requests: BTreeMap<(String, u16), u64>,
-    /// model -> (bucket counts, sum of seconds, count) of successful inferences.
-    latency: BTreeMap<String, ([u64; 12], f64, u64)>,
+    /// model -> latency of successful inferences.
+    latency: BTreeMap<String, Histogram>,
 }
 
 impl Metrics {
     fn record(&mut self, model: &str, status: u16, secs: f64) {
         *self.requests.entry((model.to_string(), status)).or_default() += 1;
         if status == 200 {
-            let e = self.latency.entry(model.to_string()).or_default();
-            for (i, &b) in BUCKETS.iter().enumerate() {
-                if secs <= b {
-                    e.0[i] += 1;
-                }
-            }
-            e.1 += secs;
-            e.2 += 1;
+            self.latency.entry(model.to_string()).or_default().observe(secs);
         }
     }
 }
@@ -443,14 +474,8 @@ async fn metrics<B: Backend>(State(s): State<Arc<Shared<B>>>) -> Response {
     }
     out += "# HELP poolpipe_request_seconds Latency of successful inference requests.\n";
     out += "# TYPE poolpipe_request_seconds histogram\n";
-    for (model, (buckets, sum, count)) in &m.latency {
-        let model = escape(model);
-        for (b, n) in BUCKETS.iter().zip(buckets) {
-            let le = if b.is_infinite() { "+Inf".to_string() } else { b.to_string() };
-            out += &format!("poolpipe_request_seconds_bucket{{model=\"{model}\",le=\"{le}\"}} {n}\n");
-        }
-        out += &format!("poolpipe_request_seconds_sum{{model=\"{model}\"}} {sum}\n");
-        out += &format!("poolpipe_request_seconds_count{{model=\"{model}\"}} {count}\n");
+    for (model, h) in &m.latency {
+        out += &h.render("poolpipe_request_seconds", &format!("model=\"{}\"", escape(model)));
     }
     drop(m);
     out += &s.backend.metrics_text();
@@ -459,4 +484,26 @@ async fn metrics<B: Backend>(State(s): State<Arc<Shared<B>>>) -> Response {
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Histogram;
+
+    #[test]
+    fn a_histogram_renders_cumulative_buckets_sum_and_count() {
+        let mut h = Histogram::default();
+        for s in [0.004, 0.2, 0.2, 30.0] {
+            h.observe(s);
+        }
+        let text = h.render("x_seconds", "model=\"m\"");
+        assert!(text.contains("x_seconds_bucket{model=\"m\",le=\"0.005\"} 1\n"), "{text}");
+        assert!(text.contains("x_seconds_bucket{model=\"m\",le=\"0.25\"} 3\n"), "{text}");
+        assert!(text.contains("x_seconds_bucket{model=\"m\",le=\"+Inf\"} 4\n"), "{text}");
+        assert!(
+            text.contains("x_seconds_sum{model=\"m\"} 30.404") && text.contains("x_seconds_count{model=\"m\"} 4\n")
+        );
+        let bare = h.render("y", "");
+        assert!(bare.contains("y_bucket{le=\"10\"} 3\n") && bare.contains("y_count 4\n"), "{bare}");
+    }
 }

@@ -13,7 +13,7 @@ use poolpipe_transport::tls;
 
 use crate::serve::agent::{self, AgentOptions};
 use crate::serve::attach::{self, FrontendOptions};
-use crate::serve::controller::{ClusterConfig, Controller, FrontendMode};
+use crate::serve::controller::{ClusterConfig, Controller, FrontendMode, LocalWorker};
 use crate::serve::frontend::Frontend;
 use crate::serve::http::{HttpOptions, router};
 
@@ -250,15 +250,35 @@ pub async fn controller(a: ControllerArgs) -> Result<()> {
     Ok(())
 }
 
+/// The workers of `poolpipe serve` when the config lists none: one per local adapter, with
+/// its class from the class file or the adapter name. A GPU that wgpu lists under several
+/// backends counts once, and CPU adapters (lavapipe) only on a machine without a GPU.
+pub fn local_workers() -> Result<Vec<LocalWorker>> {
+    let list = poolpipe_engine::gpu::list_adapters();
+    if list.is_empty() {
+        return Err(poolpipe_engine::EngineError::NoAdapter.into());
+    }
+    let gpus = list.iter().any(|a| a.device_type != "Cpu");
+    let mut seen = std::collections::HashSet::new();
+    Ok(list
+        .iter()
+        .filter(|a| !gpus || a.device_type != "Cpu")
+        .filter(|a| seen.insert(a.name.clone()))
+        .map(|a| LocalWorker { device: a.index.to_string(), class: None, count: 1 })
+        .collect())
+}
+
 /// Everything in one process: the controller, the frontend and one worker per `[[worker]]`
-/// (each with its own device), over QUIC on loopback with a CA made for the run.
+/// (each with its own device; without entries, one per local adapter), over QUIC on loopback
+/// with a CA made for the run.
 pub async fn serve(a: ServeArgs) -> Result<()> {
     let mut cfg = ClusterConfig::load(&a.config)?;
     if let Some(h) = a.http {
         cfg.controller.http = h;
     }
     if cfg.worker.is_empty() {
-        bail!("{}: no [[worker]] entries: `poolpipe serve` starts the workers it lists", a.config.display());
+        cfg.worker = local_workers()?;
+        eprintln!("serve: no [[worker]] entries; one worker per local adapter: {} workers", cfg.worker.len());
     }
     let total: usize = cfg.worker.iter().map(|w| w.count).sum();
     cfg.controller.workers = total;
@@ -288,7 +308,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
                 listen: ([127, 0, 0, 1], 0).into(),
                 advertise: None,
                 device: device.clone(),
-                class: Some(w.class.clone()),
+                class: w.class.clone(),
                 classes: None,
                 identity: tls::issue(&ca.key_pem, &name)?,
                 name,
@@ -318,4 +338,22 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     c.shutdown();
     tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn serve_without_worker_entries_takes_each_adapter_once() {
+        let list = poolpipe_engine::gpu::list_adapters();
+        let workers = super::local_workers().expect("an adapter (lavapipe)");
+        assert!(!workers.is_empty());
+        let gpu = list.iter().any(|a| a.device_type != "Cpu");
+        let mut names = std::collections::HashSet::new();
+        for w in &workers {
+            assert_eq!((w.count, w.class.as_deref()), (1, None));
+            let a = &list[w.device.parse::<usize>().expect("an adapter index")];
+            assert!(names.insert(a.name.clone()), "{} twice", a.name);
+            assert!(!gpu || a.device_type != "Cpu", "a CPU adapter next to a GPU: {}", a.name);
+        }
+    }
 }

@@ -50,7 +50,8 @@ pub struct ClusterConfig {
     pub controller: ControllerConfig,
     /// The models served (the workload).
     pub model: Vec<ModelConfig>,
-    /// Workers `poolpipe serve` starts in its own process (ignored by `controller`).
+    /// Workers `poolpipe serve` starts in its own process (ignored by `controller`); without
+    /// any, one per local adapter.
     #[serde(default)]
     pub worker: Vec<LocalWorker>,
 }
@@ -155,8 +156,10 @@ pub struct LocalWorker {
     /// Adapter (as for `poolpipe devices`).
     #[serde(default = "default_device")]
     pub device: String,
-    /// GPU class label (must have profiles).
-    pub class: String,
+    /// GPU class label (must have profiles) [default: from the class file, else derived
+    /// from the adapter name, as `poolpipe devices` shows].
+    #[serde(default)]
+    pub class: Option<String>,
     /// Workers on that adapter.
     #[serde(default = "one")]
     pub count: usize,
@@ -287,7 +290,7 @@ impl ClusterConfig {
         }
         for w in &self.worker {
             if w.count == 0 {
-                bail!("[[worker]] of class {}: count = 0", w.class);
+                bail!("[[worker]] on device {}: count = 0", w.device);
             }
         }
         Ok(())

@@ -151,11 +151,8 @@ pub fn under_load(
 }
 
 /// Generates `model` with onnxruntime's reference outputs into `dir` and profiles it on
-/// lavapipe into `dir/profiles`, then makes two classes from the measurement so that the
-/// best plan is two stages: "hi" as measured, "lo" as fast on the first half of the blocks
-/// but 50 times slower on the rest (lo -> hi pipelines, hi running second halves, serve about
-/// twice what whole models on each worker would). Returns the model file.
-pub fn model_with_two_classes(dir: &Path, model: &str) -> PathBuf {
+/// lavapipe as class `class` into `dir/profiles`. Returns the model file.
+pub fn model_profiled_as(dir: &Path, model: &str, class: &str) -> PathBuf {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/gen_onnx_models.py");
     let gen_out = Command::new("python3").arg(&script).arg(dir).args(["--only", model]).output().expect("python3 runs");
     assert!(gen_out.status.success(), "{}", String::from_utf8_lossy(&gen_out.stderr));
@@ -167,7 +164,7 @@ pub fn model_with_two_classes(dir: &Path, model: &str) -> PathBuf {
         "--out",
         prof.to_str().unwrap(),
         "--class",
-        "lvp",
+        class,
         "--blocks",
         "4",
         "--batches",
@@ -179,6 +176,16 @@ pub fn model_with_two_classes(dir: &Path, model: &str) -> PathBuf {
         "--warmup",
         "0",
     ]));
+    file
+}
+
+/// [`model_profiled_as`] class "lvp", then makes two classes from the measurement so that the
+/// best plan is two stages: "hi" as measured, "lo" as fast on the first half of the blocks
+/// but 50 times slower on the rest (lo -> hi pipelines, hi running second halves, serve about
+/// twice what whole models on each worker would). Returns the model file.
+pub fn model_with_two_classes(dir: &Path, model: &str) -> PathBuf {
+    let file = model_profiled_as(dir, model, "lvp");
+    let prof = dir.join("profiles");
     let measured = std::fs::read_to_string(prof.join(format!("block-latency/{model}-lvp-1.csv"))).unwrap();
     for (class, slow_from, slow_to) in [("lo", 2, 4), ("hi", 0, 0)] {
         let rows: Vec<String> = measured
@@ -256,4 +263,14 @@ pub fn cluster_config(dir: &Path, quic: SocketAddr, model: &str, controller_keys
     );
     std::fs::write(&config, text).unwrap();
     config
+}
+
+/// Sends SIGTERM, as systemd does on stop, and waits for the process.
+pub fn terminate(procs: &mut Procs, name: &str) {
+    let i = procs.0.iter().position(|(n, _)| n == name).unwrap();
+    let (_, mut child) = procs.0.remove(i);
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{name} stopped with {status} on SIGTERM");
 }

@@ -219,6 +219,11 @@ pub async fn stop_signal() {
 pub async fn controller(a: ControllerArgs) -> Result<()> {
     let mut cfg = ClusterConfig::load(&a.config)?;
     if let Some(h) = a.http {
+        if cfg.controller.frontend == FrontendMode::Remote {
+            bail!(
+                "--http {h}: this controller's frontend is remote (frontend = \"remote\"), so it serves no HTTP; pass --http to `poolpipe frontend`"
+            );
+        }
         cfg.controller.http = h;
     }
     if let Some(l) = a.listen {

@@ -47,6 +47,11 @@ fn a_frontend_process_serves_the_controllers_plans_and_outlives_them() {
 
     let quic: SocketAddr = format!("127.0.0.1:{}", free_port(true)).parse().unwrap();
     let config = cluster_config(&dir, quic, MODEL, "frontend = \"remote\"\nworkers = 2\ndead_after_ms = 2500");
+    // A remote-frontend controller serves no HTTP: asking it to is an error naming the role
+    // that does.
+    let out = poolpipe(&["controller", "--config", config.to_str().unwrap(), "--http", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pass --http to `poolpipe frontend`"));
     let quic_s = quic.to_string();
     let mut procs = Procs(vec![]);
     let start_cluster = |procs: &mut Procs, round: usize| {

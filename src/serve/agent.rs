@@ -74,6 +74,19 @@ pub fn identity(certs: &std::path::Path, name: &str) -> Result<(tls::Identity, S
     Ok((id, ca))
 }
 
+/// The address peers send batches to: `advertise`, else the node's bound address, which must
+/// then be a specific one (not 0.0.0.0). `who` names the node in the error.
+pub fn advertised(node: &Node, advertise: Option<SocketAddr>, who: &str) -> Result<SocketAddr> {
+    let bound = node.local_addr()?;
+    match advertise {
+        Some(a) => Ok(a),
+        None if bound.ip().is_unspecified() => {
+            bail!("{who} listens on {bound}: pass --advertise IP:PORT, the address peers reach it at")
+        }
+        None => Ok(bound),
+    }
+}
+
 struct State {
     id: u32,
     device: Device,
@@ -113,14 +126,7 @@ pub async fn run(o: AgentOptions) -> Result<()> {
     };
     let node = Node::bind_with(o.listen, &identity, &ca, o.transport.clone())
         .with_context(|| format!("worker {}: binding {}", o.name, o.listen))?;
-    let bound = node.local_addr()?;
-    let data_addr = match o.advertise {
-        Some(a) => a,
-        None if bound.ip().is_unspecified() => {
-            bail!("worker {} listens on {bound}: pass --advertise IP:PORT, the address peers reach it at", o.name)
-        }
-        None => bound,
-    };
+    let data_addr = advertised(&node, o.advertise, &format!("worker {}", o.name))?;
     let ctrl = Link::new(&node, o.controller, &o.controller_name);
     let conn = ctrl.connection().await.with_context(|| format!("worker {}: reaching the controller", o.name))?;
     let limits = o.transport.limits;

@@ -92,14 +92,7 @@ pub async fn run(
 }
 
 async fn serve(o: &FrontendOptions, node: &Node, started: Option<tokio::sync::oneshot::Sender<Started>>) -> Result<()> {
-    let bound = node.local_addr()?;
-    let data_addr = match o.advertise {
-        Some(a) => a,
-        None if bound.ip().is_unspecified() => {
-            bail!("frontend {} listens on {bound}: pass --advertise IP:PORT, the address workers reach it at", o.name)
-        }
-        None => bound,
-    };
+    let data_addr = super::agent::advertised(node, o.advertise, &format!("frontend {}", o.name))?;
     let ctrl = Link::new(node, o.controller, &o.controller_name);
     let limits = o.transport.limits;
     let mut serving: Option<(Frontend, Vec<ModelMeta>)> = None;
@@ -262,16 +255,8 @@ async fn handle(frontend: &Frontend, msg: Control, node: &Node, links: &Mutex<Ha
             frontend.worker_down(worker);
             Control::Ack
         }
-        Control::Timing { worker, batch, stage, start_us, end_us, .. } => {
-            frontend.timing(worker, batch, stage as usize, (end_us - start_us).max(0.0));
-            Control::Ack
-        }
-        Control::Failed { worker, batch, reason, .. } => {
-            frontend.failed(batch, worker, &reason);
-            Control::Ack
-        }
-        Control::Health { worker, busy, .. } => {
-            frontend.health(worker, busy);
+        ref report @ (Control::Timing { .. } | Control::Failed { .. } | Control::Health { .. }) => {
+            frontend.report(report);
             Control::Ack
         }
         other => Control::Refused { reason: format!("a frontend does not take '{}' messages", other.kind()) },

@@ -438,6 +438,20 @@ impl Frontend {
         self.inner.pump(core, now);
     }
 
+    /// A worker's `timing`, `failed` or `health` report; false for any other message.
+    pub fn report(&self, msg: &poolpipe_transport::control::Control) -> bool {
+        use poolpipe_transport::control::Control;
+        match msg {
+            Control::Timing { worker, batch, stage, start_us, end_us, .. } => {
+                self.timing(*worker, *batch, *stage as usize, (end_us - start_us).max(0.0))
+            }
+            Control::Failed { worker, batch, reason, .. } => self.failed(*batch, *worker, reason),
+            Control::Health { worker, busy, .. } => self.health(*worker, *busy),
+            _ => return false,
+        }
+        true
+    }
+
     /// Forgets which workers left and the links to them: a controller that restarted numbers
     /// its workers anew. Batches in flight keep their routes.
     pub fn forget_workers(&self) {

@@ -189,14 +189,9 @@ impl Front {
     /// A worker's `timing`, `failed` or `health` report.
     pub fn report(&self, msg: Control) {
         match self {
-            Front::Embedded(f) => match msg {
-                Control::Timing { worker, batch, stage, start_us, end_us, .. } => {
-                    f.timing(worker, batch, stage as usize, (end_us - start_us).max(0.0))
-                }
-                Control::Failed { worker, batch, reason, .. } => f.failed(batch, worker, &reason),
-                Control::Health { worker, busy, .. } => f.health(worker, busy),
-                _ => {}
-            },
+            Front::Embedded(f) => {
+                f.report(&msg);
+            }
             Front::Remote(r) => r.tell(msg),
         }
     }

@@ -128,8 +128,8 @@ dead_after_ms = 2500"#
     let ok = results.iter().filter(|r| r.1 == 200).count();
     assert!(results.iter().all(|&(_, s)| s == 200 || s == 503), "{results:?}\n{}", logs(&dir));
     assert!(results.len() > 4 && ok * 5 >= results.len() * 4, "{results:?}\n{}", logs(&dir));
-    assert_eq!(metric(api, "poolpipe_frames_failed_total"), failed_before);
-    assert_eq!(metric(api, "poolpipe_policy_errors_total"), 0.0);
+    assert_eq!(metric(api, "poolpipe_frames_failed_total"), failed_before, "{}", logs(&dir));
+    assert_eq!(metric(api, "poolpipe_policy_errors_total"), 0.0, "{}", logs(&dir));
     assert!(std::fs::read_to_string(dir.join("controller.log")).unwrap().contains("batching policy swapped"));
 
     // Load from two clients; one first-stage worker is killed after a while.

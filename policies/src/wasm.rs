@@ -1,6 +1,12 @@
 //! WebAssembly policies: loading, the host imports of ABI v1 (`policies/ABI.md`), and the
 //! sandbox (a deadline per decision by epoch interruption, a memory cap, optional fuel).
 //!
+//! The deadline is wall-clock time with a preemption allowance: a call still running when its
+//! deadline passes is stopped once it has used another deadline's worth of its thread's CPU
+//! time from then on (checked every [`TICK`]). A runaway guest is stopped after one to two
+//! deadlines; a call the operating system preempted on a loaded machine finishes. Where the
+//! thread's CPU time cannot be read, the call is stopped at the deadline.
+//!
 //! A module is compiled once ([`WasmModule::load`]); every batching or reservation policy made
 //! from it ([`WasmModule::batching`], [`WasmModule::reservation`]) is its own instance with its
 //! own store and memory, initialised with the module's configuration blob. A call that traps,
@@ -13,6 +19,7 @@ use std::time::Duration;
 
 use wasmtime::{
     Caller, Config, Engine, Instance, Linker, Module, Store, StoreLimits, StoreLimitsBuilder, Trap, TypedFunc,
+    UpdateDeadline,
 };
 
 use crate::{Action, BatchingPolicy, Candidate, PolicyFailure, QueueHost, ReservationPolicy, Routing};
@@ -46,8 +53,9 @@ pub enum WasmError {
 /// Sandbox limits of every call into a policy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
-    /// Wall-clock budget of one decision (epoch interruption; the guest is stopped between
-    /// one and two ticks of [`TICK`] past it).
+    /// Wall-clock budget of one decision (epoch interruption, checked every [`TICK`]); a call
+    /// past it is stopped once it has used as much again of its thread's CPU time (see the
+    /// module docs).
     pub deadline: Duration,
     /// Largest linear memory, bytes.
     pub memory_bytes: usize,
@@ -64,6 +72,31 @@ impl Default for Limits {
 
 /// Period of the epoch ticker that enforces deadlines.
 pub const TICK: Duration = Duration::from_micros(500);
+
+/// Budget of loading an instance (instantiation, the ABI marker, `init`, `poolpipe_routing`),
+/// under the same preemption allowance as the calls' deadline: `init` may parse a
+/// configuration, and a loop there still ends as a clear error.
+pub const LOAD_BUDGET: Duration = Duration::from_millis(100);
+
+/// CPU time the calling thread has used, where the platform tells.
+fn thread_cpu() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec; the call only writes it.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Epoch ticks that cover `budget`.
+fn ticks(budget: Duration) -> u64 {
+    (budget.as_nanos() / TICK.as_nanos()).max(1) as u64 + 1
+}
 
 /// The engines (with and without fuel), and the ticker thread that advances their epochs.
 fn engine(fuel: bool) -> Result<Engine, String> {
@@ -107,6 +140,10 @@ struct State {
     fault: Option<String>,
     limits: StoreLimits,
     name: Arc<str>,
+    /// CPU time a call may use once its deadline passed (the preemption allowance).
+    budget: Duration,
+    /// The thread's CPU time when the current call's deadline passed.
+    overran_at: Option<Duration>,
 }
 
 // SAFETY: the raw pointers are set only for the duration of one synchronous call into the
@@ -377,12 +414,33 @@ impl WasmModule {
             .instances(1)
             .trap_on_grow_failure(true)
             .build();
-        let state = State { host: None, candidates: None, action: None, fault: None, limits, name: self.name.clone() };
+        let state = State {
+            host: None,
+            candidates: None,
+            action: None,
+            fault: None,
+            limits,
+            name: self.name.clone(),
+            budget: LOAD_BUDGET.max(self.limits.deadline),
+            overran_at: None,
+        };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        let ticks = (self.limits.deadline.as_nanos() / TICK.as_nanos()).max(1) as u64 + 1;
-        store.set_epoch_deadline(ticks);
+        // Past the deadline: go on while the call has used less than its budget of CPU time
+        // since (it was preempted), else stop it.
+        store.epoch_deadline_callback(|mut ctx| {
+            let s = ctx.data_mut();
+            let Some(now) = thread_cpu() else { return Ok(UpdateDeadline::Interrupt) };
+            match s.overran_at {
+                None => {
+                    s.overran_at = Some(now);
+                    Ok(UpdateDeadline::Continue(1))
+                }
+                Some(at) if now.saturating_sub(at) < s.budget => Ok(UpdateDeadline::Continue(1)),
+                Some(_) => Ok(UpdateDeadline::Interrupt),
+            }
+        });
+        store.set_epoch_deadline(ticks(LOAD_BUDGET.max(self.limits.deadline)));
         if let Some(f) = self.limits.fuel {
             store.set_fuel(f).map_err(|e| format!("cannot set fuel: {e}"))?;
         }
@@ -456,8 +514,10 @@ impl WasmModule {
 impl Running {
     /// Re-arms the deadline and the fuel before a call.
     fn arm(&mut self) -> Result<(), PolicyFailure> {
-        let ticks = (self.limits.deadline.as_nanos() / TICK.as_nanos()).max(1) as u64 + 1;
-        self.store.set_epoch_deadline(ticks);
+        let s = self.store.data_mut();
+        s.budget = self.limits.deadline;
+        s.overran_at = None;
+        self.store.set_epoch_deadline(ticks(self.limits.deadline));
         if let Some(f) = self.limits.fuel {
             self.store.set_fuel(f).map_err(|e| PolicyFailure(format!("policy {}: fuel: {e}", self.name)))?;
         }

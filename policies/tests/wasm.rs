@@ -16,10 +16,13 @@ struct Fake {
     planned: Vec<usize>,
     busy: Vec<f64>,
     idle: Vec<usize>,
+    /// Time `now()` takes off the CPU (a thread the operating system preempts).
+    stall: Duration,
 }
 
 impl QueueHost for Fake {
     fn now(&self) -> f64 {
+        std::thread::sleep(self.stall);
         self.now
     }
     fn queue_len(&self) -> usize {
@@ -74,6 +77,7 @@ fn queues() -> Vec<Fake> {
                         planned: vec![4, 2],
                         busy: busy.to_vec(),
                         idle: idle.to_vec(),
+                        stall: Duration::ZERO,
                     });
                 }
             }
@@ -102,8 +106,15 @@ fn built_in_guests_decide_as_their_native_twins() {
         }
     }
     // Configuration reaches the guest: a wider first look accepts a smaller batch.
-    let q =
-        Fake { now: 0.0, deadlines: vec![25_000.0], looked: false, planned: vec![4], busy: vec![0.0], idle: vec![1] };
+    let q = Fake {
+        now: 0.0,
+        deadlines: vec![25_000.0],
+        looked: false,
+        planned: vec![4],
+        busy: vec![0.0],
+        idle: vec![1],
+        stall: Duration::ZERO,
+    };
     let mut narrow = guest("ppipe", "").batching().unwrap().unwrap();
     assert_eq!(narrow.decide(&mut q.clone()).unwrap(), Action::Drop { count: 1 });
     let mut wide = guest("ppipe", "first_look_fraction=0.25").batching().unwrap().unwrap();
@@ -179,6 +190,34 @@ fn a_loop_stops_at_its_deadline() {
     assert!(t.elapsed() < Duration::from_secs(5), "stopped, not left running");
     let e = decide_with(&body, Limits { fuel: Some(10_000), deadline: Duration::from_secs(10), ..Limits::default() });
     assert!(e.contains("ran out of its fuel"), "{e}");
+}
+
+#[test]
+fn a_preempted_call_is_no_runaway() {
+    // The guest's thread is off the CPU for 20 ms (here: in a host call) and then runs a short
+    // loop: the wall-clock deadline has passed, but the call used little CPU time since.
+    let body = format!(
+        r#"(import "poolpipe" "now" (func $now (result f64))) {MARKER}
+           (func (export "poolpipe_decide") (result i32) (local i32)
+             (drop (call $now))
+             (loop (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+                   (br_if 0 (i32.lt_u (local.get 0) (i32.const 100000))))
+             i32.const 0)"#
+    );
+    let m = load(&body, Limits { deadline: Duration::from_millis(2), ..Limits::default() }).unwrap();
+    let mut p = m.batching().unwrap().unwrap();
+    let mut q = Fake { stall: Duration::from_millis(20), ..queues()[10].clone() };
+    for _ in 0..3 {
+        assert_eq!(p.decide(&mut q), Ok(Action::Idle));
+    }
+    // The same guest stalled in a loop that keeps the CPU busy is still stopped.
+    let spin = format!(
+        r#"(import "poolpipe" "now" (func $now (result f64))) {MARKER}
+           (func (export "poolpipe_decide") (result i32) (drop (call $now)) (loop br 0) i32.const 0)"#
+    );
+    let m = load(&spin, Limits { deadline: Duration::from_millis(2), ..Limits::default() }).unwrap();
+    let e = m.batching().unwrap().unwrap().decide(&mut q).unwrap_err().to_string();
+    assert!(e.contains("ran past its deadline of 2ms"), "{e}");
 }
 
 #[test]

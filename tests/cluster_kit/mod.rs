@@ -171,10 +171,12 @@ pub fn model_profiled_as(dir: &Path, model: &str, class: &str) -> PathBuf {
         "1..4",
         "--shares",
         "1",
+        // The median of five after a warm-up: one stalled run (a busy machine, a first
+        // pipeline compile) must not make a block look a hundred times slower than it is.
         "--iters",
-        "1",
+        "5",
         "--warmup",
-        "0",
+        "1",
     ]));
     file
 }

@@ -110,7 +110,7 @@ pub struct ServeArgs {
     pub http: Option<SocketAddr>,
 }
 
-/// Runs a worker until the controller goes away.
+/// Runs a worker until the process stops (it registers again whenever the controller goes away).
 pub async fn worker(a: WorkerArgs) -> Result<()> {
     let (identity, ca_pem) = agent::identity(&a.certs, &a.name)?;
     agent::run(AgentOptions {

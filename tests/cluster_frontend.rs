@@ -54,13 +54,15 @@ fn a_frontend_process_serves_the_controllers_plans_and_outlives_them() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("pass --http to `poolpipe frontend`"));
     let quic_s = quic.to_string();
     let mut procs = Procs(vec![]);
-    let start_cluster = |procs: &mut Procs, round: usize| {
+    let start_controller = |procs: &mut Procs, round: usize| {
         let controller =
             spawn(&["controller", "--config", config.to_str().unwrap()], &dir.join(format!("controller-{round}.log")));
         procs.0.push(("controller".into(), controller));
+    };
+    let start_workers = |procs: &mut Procs| {
         for (name, class) in [("worker-1", "lo"), ("worker-2", "hi")] {
             let args = ["worker", "--controller", &quic_s, "--name", name, "--class", class, "--certs", &certs_s];
-            procs.0.push((name.into(), spawn(&args, &dir.join(format!("{name}-{round}.log")))));
+            procs.0.push((name.into(), spawn(&args, &dir.join(format!("{name}.log")))));
         }
     };
     let start_frontend = |procs: &mut Procs, name: &str, api: SocketAddr| {
@@ -68,7 +70,8 @@ fn a_frontend_process_serves_the_controllers_plans_and_outlives_them() {
             ["frontend", "--controller", &quic_s, "--name", name, "--http", &api.to_string(), "--certs", &certs_s];
         procs.0.push((name.into(), spawn(&args, &dir.join(format!("{name}.log")))));
     };
-    start_cluster(&mut procs, 1);
+    start_controller(&mut procs, 1);
+    start_workers(&mut procs);
     // The controller serves no HTTP of its own: the frontend does.
     let api: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
     start_frontend(&mut procs, "frontend", api);
@@ -114,20 +117,22 @@ fn a_frontend_process_serves_the_controllers_plans_and_outlives_them() {
         "{controller}"
     );
 
-    // The controller stops (its workers with it): the frontend answers at once, with the
-    // reason, and serves again when a controller is back.
+    // The controller stops: the frontend answers at once, with the reason; the frontend and
+    // the workers keep running and attach and register again when a controller is back.
     terminate(&mut procs, "controller");
     std::thread::sleep(Duration::from_millis(500));
     let (s, b) = http(api2, "POST", &format!("/v2/models/{MODEL}/infer"), &frame).unwrap();
     let body = String::from_utf8_lossy(&b).into_owned();
     assert_eq!(s, 503, "{body}");
     assert!(body.contains("controller"), "{body}");
-    for (_, w) in procs.0.iter_mut().filter(|(n, _)| n.starts_with("worker")) {
-        let _ = w.wait();
-    }
-    procs.0.retain(|(n, _)| !n.starts_with("worker"));
-    start_cluster(&mut procs, 2);
+    start_controller(&mut procs, 2);
     wait_ready(api2, &dir, Duration::from_secs(180));
     infer_ok(api2, &frame, &dir);
-    assert!(log(&dir, "controller-2").contains("frontend attached"), "{}", logs(&dir));
+    let controller = log(&dir, "controller-2");
+    assert!(controller.contains("frontend attached"), "{}", logs(&dir));
+    assert_eq!(controller.matches("worker registered").count(), 2, "{}", logs(&dir));
+    for name in ["worker-1", "worker-2"] {
+        let worker = log(&dir, name);
+        assert!(worker.contains("registering again") && worker.matches("registered worker=").count() == 2, "{worker}");
+    }
 }

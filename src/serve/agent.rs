@@ -8,7 +8,9 @@
 //!    `[0, 0]` release it), compiled before the `ack`, so an acknowledged worker is ready;
 //! 4. it serves batch streams from the frontend and other workers, and after each batch sends
 //!    `timing` (or `failed`, with the reason) to the controller;
-//! 5. every heartbeat it sends `health`; when the controller's connection closes, it stops.
+//! 5. every heartbeat it sends `health`;
+//! 6. when the controller's connection closes, it drops its stage and registers again (step 2,
+//!    retrying until a controller answers), under the id the controller gives it then.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -93,10 +95,10 @@ struct State {
     node: Node,
     /// The current stage's worker (none before the first assignment or after a release).
     current: Mutex<Option<Arc<Worker>>>,
-    /// Links by peer address, kept across assignments.
-    links: Mutex<HashMap<SocketAddr, Link>>,
-    /// Graphs loaded, by (source, fingerprint).
-    graphs: Mutex<HashMap<String, Arc<poolpipe_engine::Graph>>>,
+    /// Links by peer address, kept across assignments and registrations.
+    links: Arc<Mutex<HashMap<SocketAddr, Link>>>,
+    /// Graphs loaded, by (source, fingerprint), kept across registrations.
+    graphs: Arc<Mutex<HashMap<String, Arc<poolpipe_engine::Graph>>>>,
     epoch: Instant,
     in_flight: AtomicU32,
     busy_us: AtomicU64,
@@ -108,8 +110,10 @@ impl State {
     }
 }
 
-/// Runs a worker until the controller goes away (an error then says so) or the task is
-/// dropped.
+/// Runs a worker until its task is dropped (the process stops). It registers with the
+/// controller and serves; when the controller's connection ends (the controller restarted, the
+/// network failed) it drops its stage and registers again, retrying until a controller
+/// answers. Only the first registration is allowed to fail: an error then says why.
 pub async fn run(o: AgentOptions) -> Result<()> {
     let (identity, ca) = (o.identity.clone(), o.ca_pem.clone());
     let selector = o.device.clone();
@@ -128,7 +132,6 @@ pub async fn run(o: AgentOptions) -> Result<()> {
         .with_context(|| format!("worker {}: binding {}", o.name, o.listen))?;
     let data_addr = advertised(&node, o.advertise, &format!("worker {}", o.name))?;
     let ctrl = Link::new(&node, o.controller, &o.controller_name);
-    let conn = ctrl.connection().await.with_context(|| format!("worker {}: reaching the controller", o.name))?;
     let limits = o.transport.limits;
     let register = Control::Register {
         node: o.name.clone(),
@@ -136,32 +139,90 @@ pub async fn run(o: AgentOptions) -> Result<()> {
         device: device.name().to_string(),
         data_addr: data_addr.to_string(),
     };
-    let id = match call(&conn, &register, &limits).await? {
-        Control::Welcome { worker } => worker,
-        Control::Refused { reason } => bail!("the controller refused worker {}: {reason}", o.name),
-        other => bail!("the controller answered register with {}", other.kind()),
-    };
-    tracing::info!(worker = id, name = %o.name, %class, device = device.name(), %data_addr, "registered");
-    let state = Arc::new(State {
-        id,
-        device,
-        node: node.clone(),
-        current: Mutex::new(None),
-        links: Mutex::new(HashMap::new()),
-        graphs: Mutex::new(HashMap::new()),
-        epoch: Instant::now(),
-        in_flight: AtomicU32::new(0),
-        busy_us: AtomicU64::new(0),
-    });
-
+    // Kept across registrations: links to peers and the models loaded.
+    let links: Arc<Mutex<HashMap<SocketAddr, Link>>> = Arc::default();
+    let graphs: Arc<Mutex<HashMap<String, Arc<poolpipe_engine::Graph>>>> = Arc::default();
+    let live: Live = Arc::default();
     let accept = {
-        let (state, conn, node) = (state.clone(), conn.clone(), node.clone());
-        async move {
+        let (live, node) = (live.clone(), node.clone());
+        tokio::spawn(async move {
             while let Some(peer) = node.accept().await {
-                tokio::spawn(serve_batches(state.clone(), peer, conn.clone(), limits));
+                tokio::spawn(serve_batches(live.clone(), peer, limits));
             }
-        }
+        })
     };
+    // The accept loop ends with the task that runs this worker.
+    struct Abort(tokio::task::JoinHandle<()>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _accept = Abort(accept);
+    let mut sessions = 0u64;
+    loop {
+        let attempt = async {
+            let conn =
+                ctrl.connection().await.with_context(|| format!("worker {}: reaching the controller", o.name))?;
+            let id = match call(&conn, &register, &limits).await? {
+                Control::Welcome { worker } => worker,
+                Control::Refused { reason } => bail!("the controller refused worker {}: {reason}", o.name),
+                other => bail!("the controller answered register with {}", other.kind()),
+            };
+            anyhow::Ok((conn, id))
+        };
+        let (conn, id) = match attempt.await {
+            Ok(x) => x,
+            Err(e) if sessions == 0 => {
+                node.close();
+                return Err(e);
+            }
+            Err(e) => {
+                tracing::warn!(name = %o.name, "registering again failed: {e:#}; retrying in {REREGISTER:?}");
+                tokio::time::sleep(REREGISTER).await;
+                continue;
+            }
+        };
+        sessions += 1;
+        tracing::info!(worker = id, name = %o.name, %class, device = device.name(), %data_addr, "registered");
+        let state = Arc::new(State {
+            id,
+            device: device.clone(),
+            node: node.clone(),
+            current: Mutex::new(None),
+            links: links.clone(),
+            graphs: graphs.clone(),
+            epoch: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            busy_us: AtomicU64::new(0),
+        });
+        *live.lock().unwrap_or_else(|p| p.into_inner()) = Some((state.clone(), conn.clone()));
+        let why = session(&o, state.clone(), conn, limits).await;
+        *live.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *state.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        tracing::warn!(
+            worker = id,
+            name = %o.name,
+            "the controller's connection ended ({why}); dropping the stage and registering again"
+        );
+    }
+}
+
+/// The registration serving now (its state and the controller's connection), if any.
+type Live = Arc<Mutex<Option<(Arc<State>, quinn::Connection)>>>;
+
+/// Pause between attempts to register again after the controller's connection ended.
+const REREGISTER: Duration = Duration::from_secs(1);
+
+/// Serves one registration: the controller's assignments and health reports (batches are
+/// served by the accept loop, for the registration in [`Live`]). Returns why it ended (the
+/// controller's connection closed).
+async fn session(
+    o: &AgentOptions,
+    state: Arc<State>,
+    conn: quinn::Connection,
+    limits: poolpipe_transport::frame::FrameLimits,
+) -> String {
     let control = {
         let (state, conn) = (state.clone(), conn.clone());
         async move {
@@ -219,13 +280,10 @@ pub async fn run(o: AgentOptions) -> Result<()> {
             }
         }
     };
-    let why = tokio::select! {
-        () = accept => "the endpoint closed".to_string(),
+    tokio::select! {
         why = control => why,
         why = heartbeat => why,
-    };
-    node.close();
-    bail!("worker {} (id {id}) stops: the controller's connection ended ({why})", o.name)
+    }
 }
 
 /// Compiles and installs a new stage (or releases the worker).
@@ -283,12 +341,7 @@ async fn assign(state: &Arc<State>, model: u32, stage: u16, blocks: [u32; 2], sp
 }
 
 /// Serves the batch streams of one peer connection; reports each batch to the controller.
-async fn serve_batches(
-    state: Arc<State>,
-    conn: quinn::Connection,
-    ctrl: quinn::Connection,
-    limits: poolpipe_transport::frame::FrameLimits,
-) {
+async fn serve_batches(live: Live, conn: quinn::Connection, limits: poolpipe_transport::frame::FrameLimits) {
     let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
@@ -296,12 +349,16 @@ async fn serve_batches(
             Ok(f) => f,
             Err(EndpointError::Closed { .. }) => return,
             Err(e) => {
-                tracing::warn!(worker = state.id, "{e}");
+                tracing::warn!("{e}");
                 continue;
             }
         };
+        // The registration serving now: a connection outlives the registration it began in.
+        let Some((state, ctrl)) = live.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+            tracing::warn!(batch = frame.header.batch, "a batch arrived while not registered; dropped");
+            continue;
+        };
         let arrived = Instant::now();
-        let (state, ctrl) = (state.clone(), ctrl.clone());
         tokio::spawn(async move {
             let h = &frame.header;
             let (model, batch, stage) = (h.model, h.batch, h.stage);

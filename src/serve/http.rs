@@ -458,9 +458,12 @@ async fn set_policy<B: Backend>(
         Ok(b) => b,
         Err(e) => return error(&ApiError { status: e.status().as_u16(), message: format!("the policy upload: {e}") }),
     };
-    match s.backend.set_policy(&body) {
-        Ok(name) => json(StatusCode::OK, &serde_json::json!({ "policy": name })),
-        Err(e) => error(&e),
+    // Compiling a module takes a while: off the runtime's threads, which serve requests.
+    let backend = s.clone();
+    match tokio::task::spawn_blocking(move || backend.backend.set_policy(&body)).await {
+        Ok(Ok(name)) => json(StatusCode::OK, &serde_json::json!({ "policy": name })),
+        Ok(Err(e)) => error(&e),
+        Err(e) => error(&ApiError { status: 500, message: format!("the policy swap did not finish: {e}") }),
     }
 }
 

@@ -140,7 +140,8 @@ struct State {
     fault: Option<String>,
     limits: StoreLimits,
     name: Arc<str>,
-    /// CPU time a call may use once its deadline passed (the preemption allowance).
+    /// CPU time a call may use once its deadline passed (the preemption allowance): the load
+    /// budget while loading, then the calls' deadline.
     budget: Duration,
     /// The thread's CPU time when the current call's deadline passed.
     overran_at: Option<Duration>,
@@ -414,6 +415,7 @@ impl WasmModule {
             .instances(1)
             .trap_on_grow_failure(true)
             .build();
+        let load_budget = LOAD_BUDGET.max(self.limits.deadline);
         let state = State {
             host: None,
             candidates: None,
@@ -421,7 +423,7 @@ impl WasmModule {
             fault: None,
             limits,
             name: self.name.clone(),
-            budget: LOAD_BUDGET.max(self.limits.deadline),
+            budget: load_budget,
             overran_at: None,
         };
         let mut store = Store::new(&self.engine, state);
@@ -440,7 +442,7 @@ impl WasmModule {
                 Some(_) => Ok(UpdateDeadline::Interrupt),
             }
         });
-        store.set_epoch_deadline(ticks(LOAD_BUDGET.max(self.limits.deadline)));
+        store.set_epoch_deadline(ticks(load_budget));
         if let Some(f) = self.limits.fuel {
             store.set_fuel(f).map_err(|e| format!("cannot set fuel: {e}"))?;
         }
@@ -507,6 +509,8 @@ impl WasmModule {
                 }
             }
         };
+        // Loaded: from now on each call's allowance is the calls' deadline.
+        store.data_mut().budget = self.limits.deadline;
         Ok(Running { name: self.name.clone(), store, limits: self.limits.clone(), decide, choose, routing })
     }
 }
@@ -514,9 +518,7 @@ impl WasmModule {
 impl Running {
     /// Re-arms the deadline and the fuel before a call.
     fn arm(&mut self) -> Result<(), PolicyFailure> {
-        let s = self.store.data_mut();
-        s.budget = self.limits.deadline;
-        s.overran_at = None;
+        self.store.data_mut().overran_at = None;
         self.store.set_epoch_deadline(ticks(self.limits.deadline));
         if let Some(f) = self.limits.fuel {
             self.store.set_fuel(f).map_err(|e| PolicyFailure(format!("policy {}: fuel: {e}", self.name)))?;

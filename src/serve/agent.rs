@@ -159,7 +159,7 @@ pub async fn run(o: AgentOptions) -> Result<()> {
         }
     }
     let _accept = Abort(accept);
-    let mut sessions = 0u64;
+    let mut registered_once = false;
     loop {
         let attempt = async {
             let conn =
@@ -173,7 +173,7 @@ pub async fn run(o: AgentOptions) -> Result<()> {
         };
         let (conn, id) = match attempt.await {
             Ok(x) => x,
-            Err(e) if sessions == 0 => {
+            Err(e) if !registered_once => {
                 node.close();
                 return Err(e);
             }
@@ -183,7 +183,7 @@ pub async fn run(o: AgentOptions) -> Result<()> {
                 continue;
             }
         };
-        sessions += 1;
+        registered_once = true;
         tracing::info!(worker = id, name = %o.name, %class, device = device.name(), %data_addr, "registered");
         let state = Arc::new(State {
             id,

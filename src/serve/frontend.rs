@@ -438,8 +438,8 @@ impl Frontend {
         self.inner.pump(core, now);
     }
 
-    /// A worker's `timing`, `failed` or `health` report; false for any other message.
-    pub fn report(&self, msg: &poolpipe_transport::control::Control) -> bool {
+    /// A worker's `timing`, `failed` or `health` report (any other message is ignored).
+    pub fn report(&self, msg: &poolpipe_transport::control::Control) {
         use poolpipe_transport::control::Control;
         match msg {
             Control::Timing { worker, batch, stage, start_us, end_us, .. } => {
@@ -447,9 +447,8 @@ impl Frontend {
             }
             Control::Failed { worker, batch, reason, .. } => self.failed(*batch, *worker, reason),
             Control::Health { worker, busy, .. } => self.health(*worker, *busy),
-            _ => return false,
+            _ => {}
         }
-        true
     }
 
     /// Forgets which workers left and the links to them: a controller that restarted numbers

@@ -189,9 +189,7 @@ impl Front {
     /// A worker's `timing`, `failed` or `health` report.
     pub fn report(&self, msg: Control) {
         match self {
-            Front::Embedded(f) => {
-                f.report(&msg);
-            }
+            Front::Embedded(f) => f.report(&msg),
             Front::Remote(r) => r.tell(msg),
         }
     }

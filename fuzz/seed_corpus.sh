@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fills the seed corpora of the fuzz targets (corpus/onnx_import, corpus/onnx_reference):
 #  - the nine light_*.onnx models shipped in the Python `onnx` package (required);
-#  - the twelve small generated models of scripts/gen_onnx_models.py (needs onnxruntime and
+#  - the thirteen small generated models of scripts/gen_onnx_models.py (needs onnxruntime and
 #    numpy; skipped with a warning when the generator fails, or with --light-only).
 # Existing corpus files are kept. Usage: bash seed_corpus.sh [--light-only]
 set -euo pipefail

@@ -9,7 +9,7 @@ Usage
 
 Modes
 -----
-default   Twelve synthetic models (a block or a small stack shaped like a CNN family), built
+default   Thirteen synthetic models (a block or a small stack shaped like a CNN family), built
           with the ``onnx.helper`` API, with random weights (fixed seed derived from ``--seed``
           and the model name) and BatchNormalization with random scale, bias, mean and positive
           variance wherever the family has it:
@@ -36,6 +36,9 @@ default   Twelve synthetic models (a block or a small stack shaped like a CNN fa
                                           via Shape->Gather->Unsqueeze->Concat and with 0,
                                           Concat axis 2; 2 outputs
             nonlocal_block         15     batched MatMul attention, Softmax(-1), Transpose
+            dbnet_head             13     text-detection decoder: ConvTranspose 2x2/2 with the
+                                          default output_padding (absent, then [0, 0]), BN,
+                                          Sigmoid probability map
 
           Sizes are reduced (inputs 32..64 pixels, narrow widths, 1..10 MFLOP per sample) unless
           ``--full`` asks for the real ones (224x224 mostly, real widths; 0.1..27 GFLOP; slow,
@@ -564,6 +567,30 @@ def nonlocal_block(b: Builder, full: bool) -> list[str]:
     return [b.node("Add", [x, y])]
 
 
+def conv_transpose(b: Builder, x: str, cin: int, cout: int, k: int, stride: int,
+                   explicit_zero_padding: bool = False) -> str:
+    """ConvTranspose k x k / stride with a bias; output_padding left to its default (0) unless
+    `explicit_zero_padding` writes output_padding=[0, 0] out."""
+    inputs = [x, b.init("wt", b.he((cin, cout, k, k), cin * k * k)), b.init("bt", b.small((cout,)))]
+    attrs = dict(kernel_shape=[k, k], strides=[stride, stride])
+    if explicit_zero_padding:
+        attrs["output_padding"] = [0, 0]
+    return b.node("ConvTranspose", inputs, **attrs)
+
+
+def dbnet_head(b: Builder, full: bool) -> list[str]:
+    """DBNet text-detection head: a stride-4 backbone, 3x3 conv + BN + ReLU, two 2x2/2
+    ConvTranspose (the first without output_padding, the second with output_padding=[0, 0]
+    written out) with BN + ReLU between, Sigmoid: a probability map of the input's size."""
+    c1, c = (64, 256) if full else (16, 32)
+    x = b.conv_bn(b.input, 3, c1, 3, 2, act="relu")
+    x = b.conv_bn(x, c1, c, 3, 2, act="relu")
+    h = b.conv_bn(x, c, c // 4, 3, act="relu")
+    h = b.act(b.bn(conv_transpose(b, h, c // 4, c // 4, 2, 2), c // 4), "relu")
+    h = conv_transpose(b, h, c // 4, 1, 2, 2, explicit_zero_padding=True)
+    return [b.node("Sigmoid", [h])]
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     build: Callable[[Builder, bool], list[str]]
@@ -586,6 +613,7 @@ MODELS: dict[str, ModelSpec] = {
     "fcn_head": ModelSpec(fcn_head, 13, 48, 224, ("probs", "aux_logits")),
     "fpn_neck": ModelSpec(fpn_neck, 17, 64, 224, ("features", "p5")),
     "nonlocal_block": ModelSpec(nonlocal_block, 15, 32, 224, ("features",)),
+    "dbnet_head": ModelSpec(dbnet_head, 13, 32, 640, ("prob",)),
 }
 
 

@@ -4,7 +4,7 @@
 #    CPU-only machines (the tests need one and fail without it);
 #  - clang and lld: build the WebAssembly scheduling-policy guests (C -> wasm32);
 #  - iproute2: `ip netns` and veth pairs for the transport test across network namespaces;
-#  - Python onnx, onnxruntime, numpy: outside oracles for the ONNX model-import tests.
+#  - Python onnx (pinned), onnxruntime, numpy: outside oracles for the ONNX model-import tests.
 # Rust itself (cargo) must already be installed.
 set -euo pipefail
 
@@ -21,10 +21,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import onnx, onnxruntime, numpy' 2>/dev/null; then
-    echo "setup: installing Python onnx, onnxruntime, numpy" >&2
-    python3 -m pip install --quiet --disable-pip-version-check onnx onnxruntime numpy 2>/dev/null \
-        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages onnx onnxruntime numpy
+# onnx is pinned: engine/tests/onnx_node_pass.txt lists the node cases of this version that pass.
+onnx_pin=1.23.2
+if ! python3 -c "import onnx, onnxruntime, numpy; assert onnx.__version__ == '$onnx_pin'" 2>/dev/null; then
+    echo "setup: installing Python onnx==$onnx_pin, onnxruntime, numpy" >&2
+    python3 -m pip install --quiet --disable-pip-version-check "onnx==$onnx_pin" onnxruntime numpy 2>/dev/null \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "onnx==$onnx_pin" onnxruntime numpy
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }

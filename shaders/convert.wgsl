@@ -46,3 +46,119 @@ fn pack_f16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     }
     packed_out[w] = pack2x16float(vec2<f32>(lo, hi));
 }
+
+// Element type conversions (Cast). Float tensors are f32 words, integer and bool tensors i32
+// words. cast_f2i and cast_i2i write integers wrapped to word 1 bits (8, 16 or 32) signed when
+// word 2 is 1, or bools when word 3 is 1; cast_i2f and cast_f2f round to fp16 (word 3 = 1) or
+// bfloat16 (word 3 = 2). round16 rounds a float tensor in place the same way (word 1).
+// Parameter word 0: elements.
+
+@group(0) @binding(5) var<storage, read> cin_f: array<f32>;
+@group(0) @binding(6) var<storage, read> cin_i: array<i32>;
+@group(0) @binding(7) var<storage, read_write> cout_f: array<f32>;
+@group(0) @binding(8) var<storage, read_write> cout_i: array<i32>;
+@group(0) @binding(9) var<storage, read_write> inplace: array<f32>;
+
+fn wrap_int(v: i32) -> i32 {
+    if (pu(3u) == 1u) {
+        return i32(v != 0);
+    }
+    let bits = pu(1u);
+    if (bits >= 32u) {
+        return v;
+    }
+    let shift = 32u - bits;
+    if (pu(2u) == 1u) {
+        return (v << shift) >> shift;
+    }
+    return i32(u32(v) & ((1u << bits) - 1u));
+}
+
+fn round_half(x: f32, mode: u32) -> f32 {
+    if (x != x) {
+        return x;
+    }
+    if (mode == 1u) {
+        // Beyond the rounding threshold of the largest fp16 value: infinity, as IEEE.
+        if (abs(x) >= 65520.0) {
+            return select(bitcast<f32>(0x7f800000u), bitcast<f32>(0xff800000u), x < 0.0);
+        }
+        return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x;
+    }
+    if (mode == 2u) {
+        let b = bitcast<u32>(x);
+        let lsb = (b >> 16u) & 1u;
+        return bitcast<f32>((b + 0x7fffu + lsb) & 0xffff0000u);
+    }
+    return x;
+}
+
+@compute @workgroup_size(WG)
+fn cast_f2i(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * WG + lid;
+    if (i >= pu(0u)) {
+        return;
+    }
+    let x = cin_f[i];
+    if (pu(3u) == 1u) {
+        cout_i[i] = i32(x != 0.0);
+        return;
+    }
+    if (pu(3u) == 2u) {
+        // Saturating, for integers computed as floats: clamped to the type's range (bits,
+        // signed; a bool is 1 bit unsigned), so an empty max (-inf) is the type's minimum.
+        let bits = pu(1u);
+        var lo = 0.0;
+        var hi = exp2(f32(bits)) - 1.0;
+        if (pu(2u) == 1u || bits >= 32u) {
+            lo = -exp2(f32(min(bits, 32u) - 1u));
+            hi = -lo - 1.0;
+        }
+        // The largest f32 below 2^31.
+        hi = min(hi, 2147483520.0);
+        cout_i[i] = i32(clamp(select(trunc(x), 0.0, x != x), lo, hi));
+        return;
+    }
+    cout_i[i] = wrap_int(select(i32(trunc(x)), 0, x != x));
+}
+
+@compute @workgroup_size(WG)
+fn cast_i2i(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * WG + lid;
+    if (i >= pu(0u)) {
+        return;
+    }
+    cout_i[i] = wrap_int(cin_i[i]);
+}
+
+@compute @workgroup_size(WG)
+fn cast_i2f(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * WG + lid;
+    if (i >= pu(0u)) {
+        return;
+    }
+    cout_f[i] = round_half(f32(cin_i[i]), pu(3u));
+}
+
+@compute @workgroup_size(WG)
+fn cast_f2f(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * WG + lid;
+    if (i >= pu(0u)) {
+        return;
+    }
+    cout_f[i] = round_half(cin_f[i], pu(3u));
+}
+
+@compute @workgroup_size(WG)
+fn round16(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * WG + lid;
+    if (i >= pu(0u)) {
+        return;
+    }
+    inplace[i] = round_half(inplace[i], pu(1u));
+}

@@ -1,24 +1,157 @@
-// Elementwise family: binary operations with numpy broadcasting (OP: 0 add, 1 sub, 2 mul,
-// 3 div), and activations (ACT of the prelude). Four elements per invocation.
+// Elementwise family: binary operations with numpy broadcasting, functions of one value, float
+// classification, and selection. Float tensors are f32 words, integer and bool tensors i32
+// words (bool: 0 or 1), so one kernel serves every integer type.
 //
-// binary parameter words: 0 elements   1..6 output dims (rank 6, leading 1s)
-//   7..12 strides of a per output dim (0 where a broadcasts)   13..18 strides of b
-//   19 act a (f32)   20 act b (f32)   21 same-shape flag (no index arithmetic)
-// unary parameter words: 0 elements   1 act a (f32)   2 act b (f32)
+// OP codes: 0 add, 1 sub, 2 mul, 3 div, 4 pow, 5 mod (Python: sign of the divisor), 6 fmod
+// (C: sign of the dividend), 7 max, 8 min, 9 prelu (a if a >= 0 else a * b), 10 equal,
+// 11 less, 12 less or equal, 13 greater, 14 greater or equal, 15 and, 16 or, 17 xor.
+//
+// binary (f32 -> f32), compare (f32 -> i32: OP 10..14), binary_int (i32 -> i32: every OP;
+// integer division truncates toward zero, division by zero gives 0) parameter words:
+//   0 elements   1..6 output dims (rank 6, leading 1s)   7..12 strides of a per output dim
+//   (0 where a broadcasts)   13..18 strides of b   19 act a (f32)   20 act b (f32)
+//   21 same-shape flag (no index arithmetic)
+// unary (f32, ACT of the prelude) parameter words: 0 elements   1 act a (f32)   2 act b (f32)
+// unary_int (i32; MODE 0 abs, 1 neg, 2 sign, 3 relu, 4 clip [word 1, word 2], 5 logical not)
+//   parameter words: 0 elements   1 min (i32)   2 max (i32)
+// classify (f32 -> i32; MODE 0 is-nan, 1 is-inf with word 1 = detect +inf, word 2 = detect
+//   -inf) parameter words: 0 elements   1, 2 flags
+// select (cond i32, x and y any 32-bit words) parameter words: 0 elements   1..6 output dims
+//   7..12 strides of cond   13..18 strides of x   19..24 strides of y
 
 override OP: u32 = 0u;
+override MODE: u32 = 0u;
 
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> a: array<f32>;
 @group(0) @binding(3) var<storage, read> b: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out_i: array<i32>;
+@group(0) @binding(5) var<storage, read> a_i: array<i32>;
+@group(0) @binding(6) var<storage, read> b_i: array<i32>;
+@group(0) @binding(7) var<storage, read_write> out_u: array<u32>;
+@group(0) @binding(8) var<storage, read> cond: array<i32>;
+@group(0) @binding(9) var<storage, read> x_u: array<u32>;
+@group(0) @binding(10) var<storage, read> y_u: array<u32>;
+
+// pow as C defines it for the cases ONNX models meet: x^0 = 1, 0^y = 0 or infinity, a
+// negative base with an integral exponent, NaN for a negative base otherwise.
+fn pow_c(x: f32, y: f32) -> f32 {
+    if (y == 0.0) {
+        return 1.0;
+    }
+    if (x == 0.0) {
+        return select(bitcast<f32>(0x7f800000u), 0.0, y > 0.0);
+    }
+    let r = pow(abs(x), y);
+    if (x > 0.0) {
+        return r;
+    }
+    if (y != floor(y)) {
+        return bitcast<f32>(0x7fc00000u);
+    }
+    let odd = abs(y - 2.0 * floor(y * 0.5)) == 1.0;
+    return select(r, -r, odd);
+}
+
+// C fmod: x - y * trunc(x / y), and x itself for a finite x over an infinite y.
+fn fmod_c(x: f32, y: f32) -> f32 {
+    let inf = bitcast<f32>(0x7f800000u);
+    if (abs(y) == inf && abs(x) != inf) {
+        return x;
+    }
+    return x - y * trunc(x / y);
+}
 
 fn apply_op(x: f32, y: f32) -> f32 {
     switch OP {
         case 1u: { return x - y; }
         case 2u: { return x * y; }
         case 3u: { return x / y; }
+        case 4u: { return pow_c(x, y); }
+        case 5u: {
+            let r = fmod_c(x, y);
+            return select(r, r + y, r != 0.0 && ((r < 0.0) != (y < 0.0)));
+        }
+        case 6u: { return fmod_c(x, y); }
+        case 7u: { return select(max(x, y), x + y, x != x || y != y); }
+        case 8u: { return select(min(x, y), x + y, x != x || y != y); }
+        case 9u: { return select(x, x * y, x < 0.0); }
         default: { return x + y; }
     }
+}
+
+fn compare_op(x: f32, y: f32) -> bool {
+    switch OP {
+        case 11u: { return x < y; }
+        case 12u: { return x <= y; }
+        case 13u: { return x > y; }
+        case 14u: { return x >= y; }
+        default: { return x == y; }
+    }
+}
+
+fn int_pow(x: i32, y: i32) -> i32 {
+    if (y < 0) {
+        return select(select(0, select(-1, 1, (y & 1) == 0), x == -1), 1, x == 1);
+    }
+    var r = 1;
+    var base = x;
+    var e = u32(y);
+    for (var k = 0u; k < 32u && e != 0u; k++) {
+        if ((e & 1u) != 0u) {
+            r = r * base;
+        }
+        base = base * base;
+        e = e >> 1u;
+    }
+    return r;
+}
+
+fn int_op(x: i32, y: i32) -> i32 {
+    switch OP {
+        case 1u: { return x - y; }
+        case 2u: { return x * y; }
+        case 3u: { return select(x / y, 0, y == 0); }
+        case 4u: { return int_pow(x, y); }
+        case 5u: {
+            if (y == 0) {
+                return 0;
+            }
+            let r = x % y;
+            return select(r, r + y, r != 0 && ((r < 0) != (y < 0)));
+        }
+        case 6u: { return select(x % y, 0, y == 0); }
+        case 7u: { return max(x, y); }
+        case 8u: { return min(x, y); }
+        case 9u: { return select(x, x * y, x < 0); }
+        case 10u: { return i32(x == y); }
+        case 11u: { return i32(x < y); }
+        case 12u: { return i32(x <= y); }
+        case 13u: { return i32(x > y); }
+        case 14u: { return i32(x >= y); }
+        case 15u: { return i32(x != 0 && y != 0); }
+        case 16u: { return i32(x != 0 || y != 0); }
+        case 17u: { return i32((x != 0) != (y != 0)); }
+        default: { return x + y; }
+    }
+}
+
+// Flat indices of a and b for output element i (broadcast strides in words 7..18).
+fn operands(i: u32) -> vec2<u32> {
+    if (pu(21u) != 0u) {
+        return vec2<u32>(i, i);
+    }
+    var ia = 0u;
+    var ib = 0u;
+    var rem = i;
+    for (var d = 6u; d >= 1u; d--) {
+        let dim = pu(d);
+        let idx = rem % dim;
+        rem = rem / dim;
+        ia += idx * pu(6u + d);
+        ib += idx * pu(12u + d);
+    }
+    return vec2<u32>(ia, ib);
 }
 
 @compute @workgroup_size(WG)
@@ -28,27 +161,43 @@ fn binary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let total = pu(0u);
     let fa = pf(19u);
     let fb = pf(20u);
-    let same = pu(21u) != 0u;
     for (var e = 0u; e < 4u; e++) {
         let i = t * 4u + e;
         if (i >= total) {
             return;
         }
-        var ia = i;
-        var ib = i;
-        if (!same) {
-            ia = 0u;
-            ib = 0u;
-            var rem = i;
-            for (var d = 6u; d >= 1u; d--) {
-                let dim = pu(d);
-                let idx = rem % dim;
-                rem = rem / dim;
-                ia += idx * pu(6u + d);
-                ib += idx * pu(12u + d);
-            }
+        let ix = operands(i);
+        out[i] = act(apply_op(a[ix.x], b[ix.y]), fa, fb);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn compare(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wid, nwg) * WG + lid;
+    let total = pu(0u);
+    for (var e = 0u; e < 4u; e++) {
+        let i = t * 4u + e;
+        if (i >= total) {
+            return;
         }
-        out[i] = act(apply_op(a[ia], b[ib]), fa, fb);
+        let ix = operands(i);
+        out_i[i] = i32(compare_op(a[ix.x], b[ix.y]));
+    }
+}
+
+@compute @workgroup_size(WG)
+fn binary_int(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wid, nwg) * WG + lid;
+    let total = pu(0u);
+    for (var e = 0u; e < 4u; e++) {
+        let i = t * 4u + e;
+        if (i >= total) {
+            return;
+        }
+        let ix = operands(i);
+        out_i[i] = int_op(a_i[ix.x], b_i[ix.y]);
     }
 }
 
@@ -66,4 +215,68 @@ fn unary(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
         }
         out[i] = act(a[i], fa, fb);
     }
+}
+
+@compute @workgroup_size(WG)
+fn unary_int(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * WG + lid;
+    if (i >= pu(0u)) {
+        return;
+    }
+    let x = a_i[i];
+    var r = x;
+    switch MODE {
+        case 0u: { r = abs(x); }
+        case 1u: { r = -x; }
+        case 2u: { r = sign(x); }
+        case 3u: { r = max(x, 0); }
+        case 4u: { r = clamp(x, pi(1u), pi(2u)); }
+        case 5u: { r = i32(x == 0); }
+        default: {}
+    }
+    out_i[i] = r;
+}
+
+@compute @workgroup_size(WG)
+fn classify(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * WG + lid;
+    if (i >= pu(0u)) {
+        return;
+    }
+    let bits = bitcast<u32>(a[i]);
+    let exp_all = (bits & 0x7f800000u) == 0x7f800000u;
+    let man = bits & 0x007fffffu;
+    var r = false;
+    if (MODE == 0u) {
+        r = exp_all && man != 0u;
+    } else {
+        let inf = exp_all && man == 0u;
+        let neg = (bits & 0x80000000u) != 0u;
+        r = inf && ((!neg && pu(1u) != 0u) || (neg && pu(2u) != 0u));
+    }
+    out_i[i] = i32(r);
+}
+
+@compute @workgroup_size(WG)
+fn select_words(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = group_index(wid, nwg) * WG + lid;
+    if (i >= pu(0u)) {
+        return;
+    }
+    var ic = 0u;
+    var ix = 0u;
+    var iy = 0u;
+    var rem = i;
+    for (var d = 6u; d >= 1u; d--) {
+        let dim = pu(d);
+        let idx = rem % dim;
+        rem = rem / dim;
+        ic += idx * pu(6u + d);
+        ix += idx * pu(12u + d);
+        iy += idx * pu(18u + d);
+    }
+    out_u[i] = select(y_u[iy], x_u[ix], cond[ic] != 0);
 }

@@ -1,5 +1,5 @@
 // Pooling family: max (KIND 0) and average (KIND 1) pooling over windows of [N, C, H, W], with
-// padding, dilation (max), ceil mode and count_include_pad. One output per invocation: pooling
+// padding, dilation, ceil mode and count_include_pad. One output per invocation: pooling
 // reads each input a few times at most, so tiling buys little here. Global pooling is a
 // reduction (reduce.wgsl).
 //
@@ -48,20 +48,29 @@ fn pool2d(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         }
         out[t] = m;
     } else {
-        let he = min(hs + KH, H + pi(12u));
-        let we = min(ws + KW, W + pi(13u));
-        let pool_size = (he - hs) * (we - ws);
-        let y0 = max(hs, 0);
-        let x0 = max(ws, 0);
-        let y1 = min(he, H);
-        let x1 = min(we, W);
-        var s = 0.0;
-        for (var iy = y0; iy < y1; iy++) {
-            for (var ix = x0; ix < x1; ix++) {
-                s += x[base + u32(iy * W + ix)];
+        // The window's taps, cut at the end of the padding (PyTorch's rule): the taps there
+        // are the count_include_pad divisor, those inside the input the other one.
+        var sum = 0.0;
+        var inside = 0;
+        var in_pad = 0;
+        for (var ky = 0; ky < KH; ky++) {
+            let iy = hs + ky * DH;
+            if (iy >= H + pi(12u)) {
+                break;
+            }
+            for (var kx = 0; kx < KW; kx++) {
+                let ix = ws + kx * DW;
+                if (ix >= W + pi(13u)) {
+                    break;
+                }
+                in_pad += 1;
+                if (iy >= 0 && iy < H && ix >= 0 && ix < W) {
+                    sum += x[base + u32(iy * W + ix)];
+                    inside += 1;
+                }
             }
         }
-        let count = select((y1 - y0) * (x1 - x0), pool_size, pu(16u) != 0u);
-        out[t] = s / f32(max(count, 1));
+        let count = select(inside, in_pad, pu(16u) != 0u);
+        out[t] = select(0.0, sum / f32(count), count > 0);
     }
 }

@@ -87,12 +87,12 @@ impl KernelShape {
     fn graph(&self, rng: &mut Rng) -> Result<Graph> {
         let mut g = GraphBuilder::new(self.name);
         let y = if self.kind == "gemm" {
-            let x = g.input("x", &[self.input[0]]);
+            let x = g.input("x", &[self.batch, self.input[0]]);
             let w = g.constant("w", Tensor::random(vec![self.out, self.input[0]], rng, -0.1, 0.1));
             let b = g.constant("b", Tensor::random(vec![self.out], rng, -0.1, 0.1));
             g.gemm("gemm", x, w, Some(b), GemmAttrs { trans_b: true, ..Default::default() })?
         } else {
-            let x = g.input("x", &self.input);
+            let x = g.input("x", &[self.batch, self.input[0], self.input[1], self.input[2]]);
             let cg = self.input[0] / self.groups;
             let w = g.constant("w", Tensor::random(vec![self.out, cg, self.k, self.k], rng, -0.1, 0.1));
             let b = g.constant("b", Tensor::random(vec![self.out], rng, -0.1, 0.1));
@@ -112,7 +112,7 @@ impl KernelShape {
 
     /// Floating-point operations of one run (2 per multiply-accumulate).
     pub fn flops(&self, g: &Graph) -> f64 {
-        2.0 * g.macs_per_sample() as f64 * self.batch as f64
+        2.0 * g.macs() as f64
     }
 }
 
@@ -199,9 +199,9 @@ pub fn kernels(
     for s in &shapes {
         pb.set_message(s.name.to_string());
         let g = s.graph(&mut rng)?;
-        let input = Tensor::random(g.value(g.inputs()[0]).shape_at(s.batch), &mut rng, -1.0, 1.0);
+        let input = Tensor::random(g.value(g.inputs()[0]).shape.clone(), &mut rng, -1.0, 1.0);
         let inputs = vec![input];
-        let opts = CompileOptions { max_batch: s.batch, workgroup_size, ..Default::default() };
+        let opts = CompileOptions { workgroup_size, ..Default::default() };
         let mut tiled = device.compile(&g, &opts)?;
         let mut naive = device.compile(&g, &CompileOptions { naive_kernels: true, ..opts })?;
         let (tt, out_t, gpu_t) = time(&mut tiled, &inputs, iters)?;

@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use poolpipe_engine::Tensor;
+use poolpipe_engine::{DType, Tensor};
 
 /// How pixels become input values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -96,50 +96,74 @@ pub fn image_bytes_frame(bytes: &[u8], what: &str, dims: &[usize], preset: Prese
     Ok(Tensor::new(vec![1, c, h, w], data)?)
 }
 
-/// Reads a tensor file as frames of `dims`: a tensor of shape `dims` is one frame, one of
-/// shape [N, dims...] is N frames. Returns [N, dims...].
-pub fn tensor_frames(path: &Path, t: Tensor, dims: &[usize]) -> Result<Tensor> {
+/// Reads a tensor file as frames of `dims` (a `None` dimension takes any size): a tensor of
+/// shape `dims` is one frame, one of shape [N, dims...] is N frames. Returns [N, dims...] of
+/// the element type `dtype`: a tensor of another float type is converted, as is one of
+/// another integer type whose values fit; other mismatches are errors.
+pub fn tensor_frames(path: &Path, t: Tensor, dims: &[Option<usize>], dtype: DType) -> Result<Tensor> {
+    let t = fit_dtype(path, t, dtype)?;
     let shape = t.shape().to_vec();
-    if shape == dims {
+    let fits = |s: &[usize]| s.len() == dims.len() && s.iter().zip(dims).all(|(a, b)| b.is_none_or(|b| b == *a));
+    if fits(&shape) {
         let mut s = vec![1];
-        s.extend_from_slice(dims);
+        s.extend_from_slice(&shape);
         return Ok(t.reshaped(s)?);
     }
-    if shape.len() == dims.len() + 1 && shape[1..] == *dims && shape[0] > 0 {
+    if shape.len() == dims.len() + 1 && fits(&shape[1..]) && shape[0] > 0 {
         return Ok(t);
     }
+    let show: Vec<String> = dims.iter().map(|d| d.map_or("?".to_string(), |v| v.to_string())).collect();
     bail!(
-        "{} holds a tensor of shape {shape:?}; the model takes frames of {dims:?} \
+        "{} holds a tensor of shape {shape:?}; the model takes frames of [{}] \
          (give [{}] for one frame or [N, {}] for N)",
         path.display(),
-        join(dims),
-        join(dims)
+        show.join(", "),
+        show.join(", "),
+        show.join(", ")
     )
 }
 
-fn join(d: &[usize]) -> String {
-    d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+/// The tensor in the model input's element type, or an error naming both types.
+fn fit_dtype(path: &Path, t: Tensor, dtype: DType) -> Result<Tensor> {
+    let have = t.dtype();
+    if have == dtype {
+        return Ok(t);
+    }
+    if have.is_float() && dtype.is_float() {
+        return Ok(t.cast(dtype));
+    }
+    if have.is_int() && dtype.is_int() {
+        let c = t.cast(dtype);
+        if c.to_i64s() == t.to_i64s() {
+            return Ok(c);
+        }
+        bail!("{} holds {have} values that do not fit the model's {dtype} input", path.display());
+    }
+    bail!("{} holds {have} values; the model's input takes {dtype}", path.display())
 }
 
-/// Stacks frames ([n_i, dims...] each) into one batch.
+/// Stacks frames ([n_i, dims...] each, one element type) into one batch.
 pub fn stack(frames: &[Tensor]) -> Result<Tensor> {
     let first = frames.first().context("no frames")?;
     let per = first.shape()[1..].to_vec();
-    let mut data = Vec::new();
+    let mut src = Vec::new();
     let mut n = 0;
-    for f in frames {
-        debug_assert_eq!(f.shape()[1..], per[..]);
+    for (k, f) in frames.iter().enumerate() {
+        if f.shape()[1..] != per[..] {
+            bail!("frames of shapes {:?} and {:?} cannot form one batch", first.shape(), f.shape());
+        }
         n += f.shape()[0];
-        data.extend_from_slice(f.data());
+        src.extend((0..f.len()).map(|i| (k, i)));
     }
-    Ok(Tensor::new([vec![n], per].concat(), data)?)
+    let parts: Vec<&Tensor> = frames.iter().collect();
+    Ok(Tensor::select(first.dtype(), [vec![n], per].concat(), &parts, &src)?)
 }
 
 /// Repeats a batch of one frame `batch` times.
 pub fn repeat(t: &Tensor, batch: usize) -> Result<Tensor> {
     let per = t.shape()[1..].to_vec();
-    let data: Vec<f32> = (0..batch).flat_map(|_| t.data().iter().copied()).collect();
-    Ok(Tensor::new([vec![batch], per].concat(), data)?)
+    let src: Vec<Option<usize>> = (0..batch).flat_map(|_| (0..t.len()).map(Some)).collect();
+    Ok(t.gather([vec![batch], per].concat(), &src, 0.0)?)
 }
 
 #[cfg(test)]
@@ -178,12 +202,21 @@ mod tests {
     #[test]
     fn tensor_frames_take_one_or_many() {
         let p = Path::new("x.npy");
+        let d = [Some(2), Some(3)];
         let one = Tensor::new(vec![2, 3], vec![0.0; 6]).unwrap();
-        assert_eq!(tensor_frames(p, one, &[2, 3]).unwrap().shape(), &[1, 2, 3]);
+        assert_eq!(tensor_frames(p, one, &d, DType::F32).unwrap().shape(), &[1, 2, 3]);
         let many = Tensor::new(vec![4, 2, 3], vec![0.0; 24]).unwrap();
-        assert_eq!(tensor_frames(p, many, &[2, 3]).unwrap().shape(), &[4, 2, 3]);
+        assert_eq!(tensor_frames(p, many.clone(), &d, DType::F32).unwrap().shape(), &[4, 2, 3]);
         let wrong = Tensor::new(vec![3, 2], vec![0.0; 6]).unwrap();
-        let e = tensor_frames(p, wrong, &[2, 3]).unwrap_err().to_string();
+        let e = tensor_frames(p, wrong, &d, DType::F32).unwrap_err().to_string();
         assert!(e.contains("[3, 2]") && e.contains("[N, 2, 3]"), "{e}");
+        // Symbolic dimensions take any size; floats convert, floats never become integers.
+        let any = tensor_frames(p, many.clone(), &[None, Some(3)], DType::F16).unwrap();
+        assert_eq!((any.shape(), any.dtype()), (&[4, 2, 3][..], DType::F16));
+        let e = tensor_frames(p, many, &d, DType::I64).unwrap_err().to_string();
+        assert!(e.contains("float32") && e.contains("int64"), "{e}");
+        let ints = Tensor::from_i64(DType::I64, vec![2, 3], vec![1, 2, 3, 4, 5, 300]).unwrap();
+        assert!(tensor_frames(p, ints.clone(), &d, DType::I32).is_ok());
+        assert!(tensor_frames(p, ints, &d, DType::U8).unwrap_err().to_string().contains("do not fit"));
     }
 }

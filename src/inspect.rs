@@ -1,5 +1,6 @@
-//! `poolpipe inspect`: what a model holds (file facts, ops with their support, parameters)
-//! and, when it imports, its layers with output shapes, parameters and FLOPs per frame.
+//! `poolpipe inspect`: what a model holds (file facts, ops with their support, parameters,
+//! `Constant` nodes included) and, when it imports, its layers at batch 1 with output types
+//! and shapes, parameters and FLOPs per frame, and the nodes that run on the host.
 //!
 //! FLOPs count 2 per multiply-accumulate of convolutions and matrix products; elementwise
 //! work, pooling and normalisation are not counted (they are small next to them in CNNs).
@@ -7,7 +8,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use poolpipe_engine::{Graph, onnx};
+use poolpipe_engine::{DType, Graph, onnx};
 use serde::Serialize;
 
 use crate::run::{is_model_file, load_model};
@@ -19,7 +20,9 @@ pub struct Layer {
     pub name: String,
     /// Operation.
     pub op: String,
-    /// Output shape per frame (first output).
+    /// Output element type (first output).
+    pub dtype: DType,
+    /// Output shape at batch 1 (first output).
     pub output: Vec<usize>,
     /// Weight values the node reads (its constant inputs).
     pub parameters: u64,
@@ -51,12 +54,18 @@ pub struct InspectReport {
     pub importable: bool,
     /// The import error otherwise.
     pub import_error: Option<String>,
-    /// Inputs per frame (after import).
-    pub inputs: Vec<(String, Vec<usize>)>,
-    /// Outputs per frame (after import).
-    pub outputs: Vec<(String, Vec<usize>)>,
-    /// Layers (after import).
+    /// Inputs at batch 1 (after import): name, element type, shape.
+    pub inputs: Vec<(String, DType, Vec<usize>)>,
+    /// Outputs of the device graph at batch 1 (after import).
+    pub outputs: Vec<(String, DType, Vec<usize>)>,
+    /// Layers of the (first) device graph at batch 1 (after import).
     pub layers: Vec<Layer>,
+    /// The host step after the first device graph, if any: node, op, and the bytes read back
+    /// for it at batch 1. The rest of the model is specialised when its outputs are known.
+    pub host_step: Option<(String, String, u64)>,
+    /// Nodes of op types that run on the host when their inputs come from the data
+    /// (NonZero, NonMaxSuppression, Unique, TopK, Range, ConstantOfShape): node, op.
+    pub host_capable: Vec<(String, String)>,
     /// Weight values.
     pub parameters: u64,
     /// FLOPs per frame (after import).
@@ -72,8 +81,8 @@ pub struct FileFacts {
     pub opset: i64,
     /// Producer.
     pub producer: String,
-    /// Declared inputs with their dimensions (names for symbolic ones).
-    pub inputs: Vec<(String, Vec<String>)>,
+    /// Declared inputs with their element types and dimensions (names for symbolic ones).
+    pub inputs: Vec<(String, String, Vec<String>)>,
     /// Declared outputs.
     pub outputs: Vec<String>,
 }
@@ -89,6 +98,8 @@ pub fn inspect(model: &str, size: usize, input_shape: Option<&[usize]>) -> Resul
         inputs: vec![],
         outputs: vec![],
         layers: vec![],
+        host_step: None,
+        host_capable: vec![],
         parameters: 0,
         flops_per_frame: 0,
     };
@@ -105,6 +116,7 @@ pub fn inspect(model: &str, size: usize, input_shape: Option<&[usize]>) -> Resul
             .map(|(op, count, supported)| OpCount { op: op.clone(), count: *count, supported: *supported })
             .collect();
         report.parameters = s.parameters;
+        report.host_capable = s.host_capable.clone();
         report.file = Some(FileFacts {
             ir_version: s.ir_version,
             opset: s.opset,
@@ -113,9 +125,14 @@ pub fn inspect(model: &str, size: usize, input_shape: Option<&[usize]>) -> Resul
             outputs: s.outputs,
         });
     }
-    match load_model(model, size, 1, input_shape) {
-        Ok(g) => {
-            fill_layers(&mut report, &g);
+    match load_model(model, size, 1, input_shape).and_then(|m| Ok(m.first_segment(1)?)) {
+        Ok(seg) => {
+            fill_layers(&mut report, &seg.graph);
+            if let Some(h) = &seg.host {
+                let g = &seg.graph;
+                let bytes = g.outputs().iter().map(|&o| g.value(o).numel() as u64 * 4).sum();
+                report.host_step = Some((h.node.clone(), h.op.name().to_string(), bytes));
+            }
             report.importable = true;
         }
         Err(e) if report.file.is_some() => report.import_error = Some(format!("{e:#}")),
@@ -125,8 +142,8 @@ pub fn inspect(model: &str, size: usize, input_shape: Option<&[usize]>) -> Resul
 }
 
 fn fill_layers(r: &mut InspectReport, g: &Graph) {
-    let io = |ids: &[poolpipe_engine::ValueId]| -> Vec<(String, Vec<usize>)> {
-        ids.iter().map(|&v| (g.value(v).name.clone(), g.value(v).dims.clone())).collect()
+    let io = |ids: &[poolpipe_engine::ValueId]| -> Vec<(String, DType, Vec<usize>)> {
+        ids.iter().map(|&v| (g.value(v).name.clone(), g.value(v).dtype, g.value(v).shape.clone())).collect()
     };
     r.inputs = io(g.inputs());
     r.outputs = io(g.outputs());
@@ -135,19 +152,28 @@ fn fill_layers(r: &mut InspectReport, g: &Graph) {
         r.layers.push(Layer {
             name: n.name.clone(),
             op: n.op.name().to_string(),
-            output: g.value(n.outputs[0]).dims.clone(),
+            dtype: g.value(n.outputs[0]).dtype,
+            output: g.value(n.outputs[0]).shape.clone(),
             parameters,
             flops: 2 * g.node_macs(i),
         });
     }
-    r.flops_per_frame = 2 * g.macs_per_sample();
+    r.flops_per_frame = 2 * g.macs();
     if r.file.is_none() {
-        r.parameters = g.values().iter().filter_map(|v| v.constant()).map(|t| t.len() as u64).sum();
+        r.parameters = g.parameters();
         let mut ops: std::collections::BTreeMap<String, usize> = Default::default();
         for n in g.nodes() {
             *ops.entry(n.op.name().to_string()).or_default() += 1;
         }
         r.ops = ops.into_iter().map(|(op, count)| OpCount { op, count, supported: true }).collect();
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    if b >= 1 << 20 {
+        format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+    } else {
+        format!("{:.1} KiB", b as f64 / 1024.0)
     }
 }
 
@@ -166,8 +192,8 @@ pub fn render(r: &InspectReport) -> String {
     s += &format!("model        {}\n", r.model);
     if let Some(f) = &r.file {
         s += &format!("file         ONNX IR {}, opset {}, producer '{}'\n", f.ir_version, f.opset, f.producer);
-        for (n, d) in &f.inputs {
-            s += &format!("declared in  {n} [{}]\n", d.join(", "));
+        for (n, t, d) in &f.inputs {
+            s += &format!("declared in  {n} {t} [{}]\n", d.join(", "));
         }
         s += &format!("declared out {}\n", f.outputs.join(", "));
     }
@@ -180,18 +206,38 @@ pub fn render(r: &InspectReport) -> String {
         s += &format!("import       fails: {e}\n");
         return s;
     }
-    s += &format!("import       ok: {} layers, {}FLOPs per frame\n", r.layers.len(), human(r.flops_per_frame));
-    for (n, d) in &r.inputs {
-        s += &format!("input        {n} {d:?} per frame\n");
+    s += &format!(
+        "import       ok: {} layers on the device, {}FLOPs per frame\n",
+        r.layers.len(),
+        human(r.flops_per_frame)
+    );
+    for (n, t, d) in &r.inputs {
+        s += &format!("input        {n} {t} {d:?} at batch 1\n");
     }
-    for (n, d) in &r.outputs {
-        s += &format!("output       {n} {d:?} per frame\n");
+    for (n, t, d) in &r.outputs {
+        s += &format!("output       {n} {t} {d:?} at batch 1\n");
+    }
+    match &r.host_step {
+        Some((node, op, bytes)) => {
+            s += &format!(
+                "host         {node} ({op}) runs on the CPU after these layers; {} read back for it at batch 1; \
+                 the layers after it are specialised once its outputs are known\n",
+                human_bytes(*bytes)
+            );
+        }
+        None => s += "host         none: the whole model runs on the device\n",
+    }
+    if r.host_step.is_some() || !r.host_capable.is_empty() {
+        let all: Vec<String> = r.host_capable.iter().map(|(n, op)| format!("{n} ({op})")).collect();
+        if !all.is_empty() {
+            s += &format!("host-capable {}\n", all.join(", "));
+        }
     }
     let w = r.layers.iter().map(|l| l.name.len()).max().unwrap_or(4).clamp(4, 40);
     let ow = r.layers.iter().map(|l| l.op.len()).max().unwrap_or(2).max(2);
     s += &format!(
-        "\n{:>4}  {:<w$}  {:<ow$}  {:<20} {:>10} {:>11}  {:>5}\n",
-        "#", "name", "op", "output", "params", "FLOPs", "%"
+        "\n{:>4}  {:<w$}  {:<ow$}  {:<8} {:<20} {:>10} {:>11}  {:>5}\n",
+        "#", "name", "op", "type", "output", "params", "FLOPs", "%"
     );
     let total = r.flops_per_frame.max(1) as f64;
     for (i, l) in r.layers.iter().enumerate() {
@@ -201,10 +247,11 @@ pub fn render(r: &InspectReport) -> String {
             l.name.clone()
         };
         s += &format!(
-            "{:>4}  {:<w$}  {:<ow$}  {:<20} {:>10} {:>11}  {:>5.1}\n",
+            "{:>4}  {:<w$}  {:<ow$}  {:<8} {:<20} {:>10} {:>11}  {:>5.1}\n",
             i,
             name,
             l.op,
+            l.dtype.name(),
             format!("{:?}", l.output),
             human(l.parameters),
             human(l.flops),

@@ -40,15 +40,17 @@ enum Cmd {
         #[arg(long, conflicts_with = "model_arg")]
         model: Option<String>,
         /// Input file, repeatable: an image (PNG, JPEG, BMP, PNM; fitted and normalised per
-        /// --preset), a .npy tensor of one frame [C,H,W] or N frames [N,C,H,W], or a .npz
-        /// with one array per model input. Random frames when absent.
+        /// --preset), a tensor of one frame [C,H,W] or N frames [N,C,H,W] (.npy, or .pb: a
+        /// serialised ONNX TensorProto) of the input's element type (float16/32/64, integers,
+        /// bool; other float types convert), or a .npz with one array per model input.
+        /// Random frames when absent.
         #[arg(long, value_name = "FILE")]
         input: Vec<std::path::PathBuf>,
         /// How image pixels become values.
         #[arg(long, value_enum, default_value = "imagenet")]
         preset: Preset,
         /// Per-frame input shape for ONNX models with symbolic sizes, e.g. 3x224x224 (taken
-        /// from a .npy input when absent).
+        /// from the input tensors when absent).
         #[arg(long, value_name = "CxHxW")]
         input_shape: Option<run::Shape>,
         /// Frame height and width of built-in models.
@@ -83,8 +85,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show what a model holds: ops (and which are supported), parameters, and per layer the
-    /// output shape, parameters and FLOPs.
+    /// Show what a model holds: ops (and which are supported), parameters, and per layer at
+    /// batch 1 the output type and shape, parameters and FLOPs, and the nodes that run on the
+    /// host.
     Inspect {
         /// An .onnx file or a built-in model name.
         model: String,

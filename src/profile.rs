@@ -247,7 +247,7 @@ pub fn fingerprint(g: &Graph) -> String {
         }
     };
     for &i in g.inputs() {
-        eat(&format!("{}{:?}", g.value(i).name, g.value(i).dims));
+        eat(&format!("{}{}{:?}", g.value(i).name, g.value(i).dtype, g.value(i).shape));
     }
     for n in g.nodes() {
         eat(&n.name);
@@ -318,8 +318,8 @@ pub fn profile(o: &ProfileOptions) -> Result<ProfileReport> {
     if o.shares.is_empty() || o.shares.iter().any(|&k| k == 0 || k > 8) {
         bail!("--shares takes numbers of copies between 1 and 8, e.g. 1,2,3,4");
     }
-    let graph = crate::run::load_model(&o.model, o.size, o.seed, o.input_shape.as_deref())?;
-    let g = poolpipe_engine::optimize(&graph)?;
+    let loaded = std::sync::Arc::new(crate::run::load_model(&o.model, o.size, o.seed, o.input_shape.as_deref())?);
+    let g = poolpipe_engine::optimize(&loaded.graph(1)?)?;
     let n = g.nodes().len();
     if o.blocks == 0 || o.blocks > n {
         bail!("cannot cut '{model}' ({n} nodes after rewrites) into {} blocks; use --blocks 1..={n}", o.blocks);
@@ -464,7 +464,7 @@ pub fn profile(o: &ProfileOptions) -> Result<ProfileReport> {
             pb.set_message(format!("{model} on {class}: k={k} block {}/{m}", b + 1));
             pb.inc(1);
         };
-        let us = engine_profile::block_latencies(&devices, &g, p, o.precision, cols, &mo, &mut rng, &mut step)
+        let us = engine_profile::block_latencies(&devices, &loaded, p, o.precision, cols, &mo, &mut rng, &mut step)
             .with_context(|| format!("profiling the blocks at share 1/{k}"))?;
         let us: Vec<Vec<u64>> = us.iter().map(|r| r.iter().map(|t| (t.round() as u64).max(1)).collect()).collect();
         let file = out_path(&o.out, "block-latency", &format!("{model}-{class}-{k}.csv"));
@@ -477,7 +477,7 @@ pub fn profile(o: &ProfileOptions) -> Result<ProfileReport> {
     pb.set_message(format!("{model} on {class}: whole model"));
     let cols1 = batches_for_share(o.max_batch, 1);
     let whole_model_us: Vec<u64> =
-        engine_profile::whole_latencies(&device, &g, cols1, &mo, &mut rng, &mut |_| pb.inc(1))?
+        engine_profile::whole_latencies(&device, &loaded, cols1, &mo, &mut rng, &mut |_| pb.inc(1))?
             .iter()
             .map(|t| (t.round() as u64).max(1))
             .collect();

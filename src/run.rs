@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use poolpipe_engine::gpu::{AdapterSelector, CompileOptions, Device};
-use poolpipe_engine::{Graph, Rng, Tensor, models, npy, onnx, reference};
+use std::sync::Arc;
+
+use poolpipe_engine::gpu::{AdapterSelector, CompileOptions, CompiledModel, Device};
+use poolpipe_engine::model::{Dim, Model};
+use poolpipe_engine::{DType, Rng, Tensor, models, npy, onnx, reference};
 use serde::Serialize;
 
 use crate::frames::{self, Preset};
@@ -46,6 +49,8 @@ pub struct RunOptions {
 pub struct InputReport {
     /// The model's name for it.
     pub name: String,
+    /// Element type.
+    pub dtype: DType,
     /// Shape at the batch.
     pub shape: Vec<usize>,
     /// Where the values came from: "random" or the files.
@@ -57,6 +62,8 @@ pub struct InputReport {
 pub struct OutputReport {
     /// The model's name for it.
     pub name: String,
+    /// Element type.
+    pub dtype: DType,
     /// Shape at the batch.
     pub shape: Vec<usize>,
     /// Smallest, largest and mean value.
@@ -106,12 +113,19 @@ pub struct RunReport {
     pub inputs: Vec<InputReport>,
     /// Outputs.
     pub outputs: Vec<OutputReport>,
-    /// Nodes of the graph as loaded.
+    /// Nodes of the device graphs at this batch (after constant folding).
     pub nodes: usize,
     /// Nodes after batch-norm folding and activation fusion.
     pub fused_nodes: usize,
     /// Kernel launches per run.
     pub dispatches: usize,
+    /// Time to compile the graphs of this batch (at its first run), milliseconds.
+    pub compile_ms: f64,
+    /// Nodes run on the host between device graphs (output shapes that depend on the data):
+    /// (node, op).
+    pub host_nodes: Vec<(String, String)>,
+    /// Bytes read back from the device and uploaded again for the host nodes, per batch.
+    pub host_bytes: (u64, u64),
     /// Multiply-accumulates per frame.
     pub macs_per_frame: u64,
     /// Weights (f32 values).
@@ -159,24 +173,43 @@ pub fn is_model_file(model: &str) -> bool {
 }
 
 /// Loads the model named on the command line.
-pub fn load_model(model: &str, size: usize, seed: u64, input_shape: Option<&[usize]>) -> Result<Graph> {
+pub fn load_model(model: &str, size: usize, seed: u64, input_shape: Option<&[usize]>) -> Result<Model> {
     if is_model_file(model) {
         let path = Path::new(model);
         if !path.is_file() {
             bail!("model file {model} not found (give a path to an .onnx file, or a built-in model name)");
         }
         let opts = onnx::ImportOptions { input_dims: input_shape.map(|s| vec![s.to_vec()]).unwrap_or_default() };
-        let g = onnx::load(path, &opts).map_err(|e| {
-            let hint = if e.to_string().contains("symbolic") { " (poolpipe: pass --input-shape CxHxW)" } else { "" };
-            anyhow::anyhow!("{e}{hint}")
-        })?;
-        Ok(g)
+        Ok(onnx::load(path, &opts)?)
     } else {
         if input_shape.is_some() {
             bail!("--input-shape applies to ONNX models; built-in models take --size");
         }
         models::builtin(model, size, seed).map_err(|e| anyhow::anyhow!("{e} (or give the path of an .onnx file)"))
     }
+}
+
+/// The dimensions after the batch of each model input: known sizes, or None for symbolic ones
+/// (taken from the given tensors).
+fn sample_dims(model: &Model, input_shape: Option<&[usize]>) -> Vec<Vec<Option<usize>>> {
+    model
+        .signature()
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(k, spec)| {
+            spec.dims
+                .iter()
+                .skip(1)
+                .enumerate()
+                .map(|(i, d)| match d {
+                    Dim::Fixed(n) => Some(*n),
+                    _ if k == 0 => input_shape.and_then(|s| s.get(i).copied()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// A per-frame input shape given on the command line ("3x224x224" or "3,224,224").
@@ -195,58 +228,59 @@ impl std::str::FromStr for Shape {
     }
 }
 
-/// Resolves the ONNX input shape from a `.npy` input when the model leaves H and W symbolic.
-fn shape_from_npy(model: &str, inputs: &[PathBuf]) -> Result<Option<Vec<usize>>> {
-    if !is_model_file(model) || inputs.len() != 1 || !has_ext(&inputs[0], "npy") {
-        return Ok(None);
-    }
-    let Ok(summary) = onnx::summarize(Path::new(model)) else { return Ok(None) };
-    let Some((_, dims)) = summary.inputs.first() else { return Ok(None) };
-    if dims.iter().skip(1).all(|d| d.parse::<usize>().is_ok()) {
-        return Ok(None);
-    }
-    let t = npy::read(&inputs[0])?;
-    let s = t.shape();
-    Ok(if s.len() == dims.len() {
-        Some(s[1..].to_vec())
-    } else if s.len() + 1 == dims.len() {
-        Some(s.to_vec())
-    } else {
-        None
-    })
-}
-
 fn has_ext(p: &Path, ext: &str) -> bool {
     p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext))
 }
 
 /// Builds the input tensors at the batch.
-fn build_inputs(graph: &Graph, o: &RunOptions, default_batch: usize) -> Result<(Vec<Tensor>, Vec<InputReport>)> {
-    let ins = graph.inputs();
-    let names: Vec<String> = ins.iter().map(|&v| graph.value(v).name.clone()).collect();
-    let dims: Vec<Vec<usize>> = ins.iter().map(|&v| graph.value(v).dims.clone()).collect();
+fn build_inputs(
+    model: &Model,
+    o: &RunOptions,
+    input_shape: Option<&[usize]>,
+    default_batch: usize,
+) -> Result<(Vec<Tensor>, Vec<InputReport>)> {
+    let sig = model.signature();
+    let names: Vec<String> = sig.inputs.iter().map(|i| i.name.clone()).collect();
+    let dtypes: Vec<DType> = sig.inputs.iter().map(|i| i.dtype).collect();
+    let dims = sample_dims(model, input_shape);
     if let Some(b) = o.batch
         && b == 0
     {
         bail!("--batch must be at least 1");
     }
+    let report = |tensors: &[Tensor], from: &str| -> Vec<InputReport> {
+        names
+            .iter()
+            .zip(tensors)
+            .map(|(n, t)| InputReport {
+                name: n.clone(),
+                dtype: t.dtype(),
+                shape: t.shape().to_vec(),
+                from: from.into(),
+            })
+            .collect()
+    };
     if o.inputs.is_empty() {
         let batch = o.batch.unwrap_or(default_batch);
         let mut rng = Rng::new(o.seed ^ 0xF4A3E5);
-        let tensors: Vec<Tensor> =
-            dims.iter().map(|d| Tensor::random([vec![batch], d.clone()].concat(), &mut rng, 0.0, 1.0)).collect();
-        let reports = names
-            .iter()
-            .zip(&tensors)
-            .map(|(n, t)| InputReport { name: n.clone(), shape: t.shape().to_vec(), from: "random".into() })
-            .collect();
+        let mut tensors = vec![];
+        for ((n, d), &dtype) in names.iter().zip(&dims).zip(&dtypes) {
+            let Some(d) = d.iter().copied().collect::<Option<Vec<usize>>>() else {
+                bail!(
+                    "input '{n}' has symbolic dimensions; give its shape (--input-shape for the first input) or an input file"
+                );
+            };
+            // Floats uniform in [0, 1); integers 0 or 1; bools fair coins.
+            tensors.push(Tensor::random_of(dtype, [vec![batch], d].concat(), &mut rng, 0.0, 1.0));
+        }
+        let reports = report(&tensors, "random");
         return Ok((tensors, reports));
     }
     let files = o.inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
     let per_input: Vec<Tensor> = if names.len() == 1 {
         let mut frames_list = Vec::new();
         for p in &o.inputs {
-            frames_list.push(read_frames(p, &names[0], &dims[0], o.preset)?);
+            frames_list.push(read_frames(p, &names[0], &dims[0], dtypes[0], o.preset)?);
         }
         vec![frames::stack(&frames_list)?]
     } else {
@@ -268,11 +302,12 @@ fn build_inputs(graph: &Graph, o: &RunOptions, default_batch: usize) -> Result<(
         names
             .iter()
             .zip(&dims)
-            .map(|(n, d)| {
+            .zip(&dtypes)
+            .map(|((n, d), &dtype)| {
                 let t = arrays.iter().find(|(k, _)| k == n).map(|(_, t)| t.clone()).with_context(|| {
                     format!("{} has no array named '{n}' (it holds: {})", p.display(), keys(&arrays))
                 })?;
-                frames::tensor_frames(p, t, d)
+                frames::tensor_frames(p, t, d, dtype)
             })
             .collect::<Result<_>>()?
     };
@@ -288,11 +323,7 @@ fn build_inputs(graph: &Graph, o: &RunOptions, default_batch: usize) -> Result<(
             bail!("--batch {b} but the inputs ({files}) hold {n} frames; drop --batch or give one frame to repeat")
         }
     };
-    let reports = names
-        .iter()
-        .zip(&tensors)
-        .map(|(nm, t)| InputReport { name: nm.clone(), shape: t.shape().to_vec(), from: files.clone() })
-        .collect();
+    let reports = report(&tensors, &files);
     Ok((tensors, reports))
 }
 
@@ -301,11 +332,20 @@ fn keys(arrays: &[(String, Tensor)]) -> String {
 }
 
 /// One input file as frames [n, dims...] of the model input `name`.
-fn read_frames(p: &Path, name: &str, dims: &[usize], preset: Preset) -> Result<Tensor> {
+fn read_frames(p: &Path, name: &str, dims: &[Option<usize>], dtype: DType, preset: Preset) -> Result<Tensor> {
     if frames::is_image(p) {
-        frames::image_frame(p, dims, preset)
+        let Some(d) = dims.iter().copied().collect::<Option<Vec<usize>>>() else {
+            bail!("input '{name}' has symbolic dimensions; give its shape with --input-shape to fit an image to it");
+        };
+        if !dtype.is_float() {
+            bail!("input '{name}' takes {dtype} values; images feed float inputs only");
+        }
+        Ok(frames::image_frame(p, &d, preset)?.cast(dtype))
     } else if has_ext(p, "npy") {
-        frames::tensor_frames(p, npy::read(p)?, dims)
+        frames::tensor_frames(p, npy::read(p)?, dims, dtype)
+    } else if has_ext(p, "pb") {
+        // A serialised ONNX TensorProto, as ONNX's test data is stored.
+        frames::tensor_frames(p, onnx::read_tensor(p)?, dims, dtype)
     } else if has_ext(p, "npz") {
         let arrays = npy::read_npz(p)?;
         let t = match arrays.iter().find(|(k, _)| k == name) {
@@ -313,9 +353,12 @@ fn read_frames(p: &Path, name: &str, dims: &[usize], preset: Preset) -> Result<T
             None if arrays.len() == 1 => arrays[0].1.clone(),
             None => bail!("{} holds several arrays ({}) and none named '{name}'", p.display(), keys(&arrays)),
         };
-        frames::tensor_frames(p, t, dims)
+        frames::tensor_frames(p, t, dims, dtype)
     } else {
-        bail!("{}: unknown input kind; give an image (.png, .jpg, .bmp, .ppm) or a tensor (.npy, .npz)", p.display())
+        bail!(
+            "{}: unknown input kind; give an image (.png, .jpg, .bmp, .ppm) or a tensor (.npy, .npz, or .pb: an ONNX TensorProto)",
+            p.display()
+        )
     }
 }
 
@@ -342,42 +385,44 @@ pub fn run_model(o: &RunOptions) -> Result<RunReport> {
     if o.compare_ort && !onnx_model {
         bail!("--compare-ort needs an ONNX model file; built-in models are checked against the CPU reference");
     }
-    let input_shape = match &o.input_shape {
-        Some(s) => Some(s.clone()),
-        None => shape_from_npy(&o.model, &o.inputs)?,
-    };
-    let graph = load_model(&o.model, o.size, o.seed, input_shape.as_deref())?;
+    let input_shape = o.input_shape.clone();
+    let model = Arc::new(load_model(&o.model, o.size, o.seed, input_shape.as_deref())?);
+    let sig = model.signature().clone();
     if let Some(p) = &o.output {
-        check_output_path(p, graph.outputs().len())?;
+        check_output_path(p, sig.outputs.len())?;
     }
-    let (inputs, input_reports) = build_inputs(&graph, o, if onnx_model { 1 } else { 4 })?;
-    let batch = inputs[0].shape()[0];
+    let (inputs, input_reports) = build_inputs(&model, o, input_shape.as_deref(), if onnx_model { 1 } else { 4 })?;
+    let batch = inputs.first().map_or(1, |t| t.shape().first().copied().unwrap_or(1));
     let device = Device::open(&o.device).context("opening the device")?;
     tracing::info!(device = device.name(), model = %o.model, batch, "compiling");
-    let mut compiled = device.compile(&graph, &CompileOptions { max_batch: batch, ..Default::default() })?;
+    let mut compiled = CompiledModel::new(&device, model.clone(), CompileOptions::default());
 
     let check = o.check.unwrap_or(!onnx_model);
     let extra = u64::from(check) + u64::from(o.compare_ort);
-    let pb = crate::progress(o.iters.max(1) as u64 + 1 + extra, &format!("running on {}", device.name()));
-    let (outputs, _) = compiled.run_timed(&inputs)?; // warm-up: first dispatches compile lazily
+    let pb = crate::progress(o.iters.max(1) as u64 + 1 + extra, &format!("compiling and running on {}", device.name()));
+    // The first run compiles this batch's graphs (and lavapipe compiles pipelines lazily).
+    let first = compiled.run_full(&inputs)?;
+    let outputs = first.outputs.clone();
     pb.inc(1);
+    pb.set_message(format!("running on {}", device.name()));
     let (mut gpu, mut wall) = (vec![], vec![]);
     for _ in 0..o.iters.max(1) {
-        let (_, t) = compiled.run_timed(&inputs)?;
-        wall.push(t.wall);
-        if let Some(g) = t.gpu {
+        let r = compiled.run_full(&inputs)?;
+        wall.push(r.wall);
+        if let Some(g) = r.gpu {
             gpu.push(g);
         }
         pb.inc(1);
     }
     let (timing, latency) =
         if gpu.len() == wall.len() { ("gpu-timestamps", median(gpu)) } else { ("wall-clock", median(wall.clone())) };
+    let stats = compiled.last_run_stats();
 
-    let out_names: Vec<String> = graph.outputs().iter().map(|&v| graph.value(v).name.clone()).collect();
+    let out_names: Vec<String> = sig.outputs.iter().map(|o| o.name.clone()).collect();
     let mut failures = vec![];
     let max_rel_error = if check {
         pb.set_message("checking against the CPU reference");
-        let want = reference::run(&graph, &inputs)?;
+        let want = reference::run_model(&model, &inputs)?;
         pb.inc(1);
         let worst = outputs
             .iter()
@@ -428,8 +473,9 @@ pub fn run_model(o: &RunOptions) -> Result<RunReport> {
         let named: Vec<(String, Tensor)> = out_names.iter().cloned().zip(outputs.iter().cloned()).collect();
         if has_ext(p, "npy") { npy::write(p, &outputs[0])? } else { npy::write_npz(p, &named)? }
     }
-    let params: u64 = graph.values().iter().filter_map(|v| v.constant()).map(|t| t.len() as u64).sum();
     let secs = latency.as_secs_f64();
+    // Work per frame: the device graphs at batch 1 (the first one when host nodes follow).
+    let one = model.first_segment(1).ok();
     Ok(RunReport {
         model: o.model.clone(),
         source: if onnx_model { "onnx" } else { "builtin" }.into(),
@@ -438,33 +484,44 @@ pub fn run_model(o: &RunOptions) -> Result<RunReport> {
         batch,
         inputs: input_reports,
         outputs: out_names.iter().zip(&outputs).map(|(n, t)| output_report(n, t)).collect(),
-        nodes: graph.nodes().len(),
-        fused_nodes: compiled.graph().nodes().len(),
-        dispatches: compiled.dispatch_count(),
-        macs_per_frame: graph.macs_per_sample(),
-        parameters: params,
-        device_bytes: compiled.memory_bytes(),
+        nodes: stats.nodes,
+        fused_nodes: stats.fused_nodes,
+        dispatches: stats.dispatches,
+        compile_ms: first.compiled.as_secs_f64() * 1e3,
+        host_nodes: first.host.steps.clone(),
+        host_bytes: (first.host.to_host, first.host.to_device),
+        macs_per_frame: one.as_ref().map_or(0, |s| s.graph.macs()),
+        parameters: one.as_ref().map_or(0, |s| s.graph.parameters()),
+        device_bytes: stats.device_bytes,
         timing: timing.to_string(),
         latency_ms: secs * 1e3,
         frames_per_second: batch as f64 / secs,
         wall_ms: median(wall).as_secs_f64() * 1e3,
         max_rel_error,
         onnxruntime,
-        top5: top5(&outputs[0]),
+        top5: outputs.first().and_then(top5),
         output_file: o.output.as_ref().map(|p| p.display().to_string()),
         failures,
     })
 }
 
 fn output_report(name: &str, t: &Tensor) -> OutputReport {
-    let d = t.data();
-    let (min, max) = d.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-    let mean = (d.iter().map(|&v| v as f64).sum::<f64>() / d.len().max(1) as f64) as f32;
-    OutputReport { name: name.to_string(), shape: t.shape().to_vec(), min, max, mean }
+    let d = t.to_f64s();
+    let (min, max) = d.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let mean = d.iter().sum::<f64>() / d.len().max(1) as f64;
+    OutputReport {
+        name: name.to_string(),
+        dtype: t.dtype(),
+        shape: t.shape().to_vec(),
+        min: min as f32,
+        max: max as f32,
+        mean: mean as f32,
+    }
 }
 
 /// Top-5 per frame when the output looks like class scores: [N, K] or [N, K, 1, 1], K >= 2.
 fn top5(t: &Tensor) -> Option<Vec<Vec<TopClass>>> {
+    let t = t.as_f32().map(|_| t)?;
     let s = t.shape();
     let k = match s {
         [_, k] => *k,
@@ -501,13 +558,23 @@ pub fn render(r: &RunReport) -> String {
     let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
     s += &format!("model        {} ({}, batch {})\n", r.model, r.source, r.batch);
     for i in &r.inputs {
-        s += &format!("input        {} {:?} from {}\n", i.name, i.shape, i.from);
+        s += &format!("input        {} {} {:?} from {}\n", i.name, i.dtype, i.shape, i.from);
     }
     s += &format!("device       {} [{}]\n", r.device, r.backend);
     s += &format!(
         "graph        {} nodes, {} after folding/fusion, {} kernel launches per batch\n",
         r.nodes, r.fused_nodes, r.dispatches
     );
+    s += &format!("compile      {:.1} ms for batch {} (once per batch size)\n", r.compile_ms, r.batch);
+    if !r.host_nodes.is_empty() {
+        let nodes: Vec<String> = r.host_nodes.iter().map(|(n, op)| format!("{n} ({op})")).collect();
+        s += &format!(
+            "host         {} run on the CPU; {:.1} KiB read back, {:.1} KiB uploaded per batch\n",
+            nodes.join(", "),
+            r.host_bytes.0 as f64 / 1024.0,
+            r.host_bytes.1 as f64 / 1024.0
+        );
+    }
     s += &format!(
         "work         {:.1} MMAC per frame, {:.2} M parameters\n",
         r.macs_per_frame as f64 / 1e6,
@@ -519,7 +586,10 @@ pub fn render(r: &RunReport) -> String {
         mb(r.device_bytes.1)
     );
     for o in &r.outputs {
-        s += &format!("output       {} {:?}  min {:.4} max {:.4} mean {:.4}\n", o.name, o.shape, o.min, o.max, o.mean);
+        s += &format!(
+            "output       {} {} {:?}  min {:.4} max {:.4} mean {:.4}\n",
+            o.name, o.dtype, o.shape, o.min, o.max, o.mean
+        );
     }
     s += &format!(
         "latency      {:.2} ms per batch ({}; {:.2} ms wall with transfers)\n",

@@ -26,8 +26,10 @@ fn python(code: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Models from scripts/gen_onnx_models.py plus two written here: `symbolic.onnx` (N x 3 x H x W)
-/// and `unsupported.onnx` (TopK and NonMaxSuppression).
+/// Models from scripts/gen_onnx_models.py plus four written here: `symbolic.onnx` (N x 3 x H x
+/// W), `unsupported.onnx` (TfIdfVectorizer and an op of another domain), `nms.onnx` (boxes and
+/// scores through NonMaxSuppression, which runs on the host, then a Gather of the selected
+/// boxes on the device) and `ints.onnx` (an int64 input and int64 and bool outputs).
 fn models() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -58,12 +60,55 @@ m = helper.make_model(helper.make_graph(nodes, "sym", [x], [y], [w]), opset_impo
 onnx.save(m, f"{d}/symbolic.onnx")
 x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
 y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-k = numpy_helper.from_array(np.array([3], dtype=np.int64), "k")
 nodes = [helper.make_node("Relu", ["x"], ["a"], name="relu"),
-         helper.make_node("TopK", ["a", "k"], ["y", "i"], name="topk1"),
-         helper.make_node("NonMaxSuppression", ["a"], ["z"], name="nms1")]
-m = helper.make_model(helper.make_graph(nodes, "u", [x], [y], [k]), opset_imports=[helper.make_opsetid("", 17)])
+         helper.make_node("TfIdfVectorizer", ["a"], ["t"], name="tfidf1", mode="TF", min_gram_length=1,
+                          max_gram_length=1, max_skip_count=0, ngram_counts=[0], ngram_indexes=[0], pool_int64s=[1]),
+         helper.make_node("FusedConv", ["t"], ["y"], name="fused1", domain="com.microsoft")]
+m = helper.make_model(helper.make_graph(nodes, "u", [x], [y]),
+                      opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
 onnx.save(m, f"{d}/unsupported.onnx")
+# Detection post-processing: NMS (host) between two device graphs.
+boxes = helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 8, 4])
+scores = helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 2, 8])
+sel = helper.make_tensor_value_info("selected", TensorProto.INT64, ["n", 3])
+picked = helper.make_tensor_value_info("picked", TensorProto.FLOAT, ["n", 4])
+inits = [numpy_helper.from_array(np.array([3], dtype=np.int64), "max_out"),
+         numpy_helper.from_array(np.array([0.5], dtype=np.float32), "iou"),
+         numpy_helper.from_array(np.array([0.4], dtype=np.float32), "score_min"),
+         numpy_helper.from_array(np.array([2], dtype=np.int64), "col"),
+         numpy_helper.from_array(np.array([-1], dtype=np.int64), "flat"),
+         numpy_helper.from_array(np.array([0], dtype=np.int64), "axis0"),
+         numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two")]
+nodes = [helper.make_node("Sigmoid", ["scores"], ["probs"], name="sigmoid"),
+         helper.make_node("NonMaxSuppression", ["boxes", "probs", "max_out", "iou", "score_min"], ["selected"],
+                          name="nms"),
+         helper.make_node("Gather", ["selected", "col"], ["box_idx"], axis=1, name="which"),
+         helper.make_node("Reshape", ["box_idx", "flat"], ["idx"], name="flatten"),
+         helper.make_node("Squeeze", ["boxes", "axis0"], ["all_boxes"], name="squeeze"),
+         helper.make_node("Gather", ["all_boxes", "idx"], ["chosen"], axis=0, name="pick"),
+         helper.make_node("Mul", ["chosen", "two"], ["picked"], name="scale")]
+m = helper.make_model(helper.make_graph(nodes, "nms", [boxes, scores], [sel, picked], inits),
+                      opset_imports=[helper.make_opsetid("", 17)])
+onnx.checker.check_model(m, full_check=True)
+onnx.save(m, f"{d}/nms.onnx")
+b = rng.uniform(0, 1, (1, 8, 4)).astype(np.float32)
+b[..., 2:] = b[..., :2] + rng.uniform(0.1, 0.5, (1, 8, 2)).astype(np.float32)
+np.savez(f"{d}/nms.inputs.npz", boxes=b, scores=rng.standard_normal((1, 2, 8)).astype(np.float32))
+# Integer tensors in and out: ArgMax + an int64 offset input, a comparison.
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])
+off = helper.make_tensor_value_info("offset", TensorProto.INT64, ["N", 1])
+idx = helper.make_tensor_value_info("index", TensorProto.INT64, ["N", 1])
+big = helper.make_tensor_value_info("big", TensorProto.BOOL, ["N", 5])
+inits = [numpy_helper.from_array(np.array(0.5, dtype=np.float32), "half")]
+nodes = [helper.make_node("ArgMax", ["x"], ["am"], axis=1, keepdims=1),
+         helper.make_node("Add", ["am", "offset"], ["index"]),
+         helper.make_node("Greater", ["x", "half"], ["big"])]
+m = helper.make_model(helper.make_graph(nodes, "ints", [x, off], [idx, big], inits),
+                      opset_imports=[helper.make_opsetid("", 17)])
+onnx.checker.check_model(m, full_check=True)
+onnx.save(m, f"{d}/ints.onnx")
+np.savez(f"{d}/ints.inputs.npz", x=rng.standard_normal((3, 5)).astype(np.float32),
+         offset=np.array([[10], [-20], [30]], dtype=np.int64))
 "#,
             &[dir.to_str().unwrap()],
         );
@@ -246,9 +291,20 @@ fn inspect_reports_layers_flops_and_unsupported_ops() {
         .filter(|o| o["supported"] == false)
         .map(|o| o["op"].as_str().unwrap())
         .collect();
-    assert_eq!(unsupported, ["NonMaxSuppression", "TopK"]);
+    assert_eq!(unsupported, ["TfIdfVectorizer", "com.microsoft::FusedConv"]);
     let e = v["import_error"].as_str().unwrap();
-    assert!(e.contains("TopK (nodes topk1)") && e.contains("NonMaxSuppression (nodes nms1)"), "{e}");
+    assert!(
+        e.contains("TfIdfVectorizer (nodes tfidf1)") && e.contains("com.microsoft::FusedConv (nodes fused1)"),
+        "{e}"
+    );
+    // A host node: named with what crosses for it; the device graph before it is listed.
+    let v = json(&poolpipe(&["inspect", &path("nms.onnx"), "--json"]));
+    assert_eq!(v["importable"], true);
+    assert_eq!(v["host_step"][0], "nms");
+    assert_eq!(v["host_step"][1], "NonMaxSuppression");
+    assert_eq!(v["host_step"][2], 8 * 4 * 4 + 2 * 8 * 4, "boxes and probabilities are read back");
+    let text = String::from_utf8_lossy(&poolpipe(&["inspect", &path("nms.onnx")]).stdout).into_owned();
+    assert!(text.contains("nms (NonMaxSuppression) runs on the CPU"), "{text}");
     let text = String::from_utf8_lossy(&poolpipe(&["inspect", &path("nonlocal_block.onnx")]).stdout).into_owned();
     assert!(text.contains("MatMul") && text.contains("FLOPs") && text.contains("import       ok"), "{text}");
     let text = String::from_utf8_lossy(&poolpipe(&["inspect", "resnet-mini", "--size", "32"]).stdout).into_owned();
@@ -257,7 +313,7 @@ fn inspect_reports_layers_flops_and_unsupported_ops() {
 
 #[test]
 fn bad_models_inputs_and_outputs_are_clear_errors() {
-    fails_with(&["run", &path("unsupported.onnx")], &["TopK (nodes topk1)", "NonMaxSuppression (nodes nms1)"]);
+    fails_with(&["run", &path("unsupported.onnx")], &["TfIdfVectorizer (nodes tfidf1)", "com.microsoft::FusedConv"]);
     fails_with(&["run", &path("missing.onnx")], &["missing.onnx", "not found"]);
     fails_with(&["run", &path("manifest.json")], &["manifest.json", "not a valid ONNX file"]);
     fails_with(&["inspect", &path("manifest.json")], &["manifest.json", "not a valid ONNX file"]);
@@ -272,6 +328,78 @@ fn bad_models_inputs_and_outputs_are_clear_errors() {
     fails_with(&["run", "resnet-mini", "--input-shape", "3x8x8"], &["--size"]);
     // Nothing is written when the run fails before the end.
     assert!(!models().join("o.npy").exists());
+}
+
+#[test]
+fn a_host_node_runs_between_two_device_graphs_and_matches_onnxruntime() {
+    let out = path("nms.out.npz");
+    let v = json(&poolpipe(&[
+        "run",
+        &path("nms.onnx"),
+        "--input",
+        &path("nms.inputs.npz"),
+        "--compare-ort",
+        "--check",
+        "--iters",
+        "1",
+        "--output",
+        &out,
+        "--json",
+    ]));
+    assert_eq!(v["failures"], serde_json::json!([]), "{v}");
+    assert_eq!(v["host_nodes"], serde_json::json!([["nms", "NonMaxSuppression"]]));
+    assert!(v["host_bytes"][0].as_u64().unwrap() > 0 && v["host_bytes"][1].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["outputs"][0]["dtype"], "int64");
+    let n = v["outputs"][0]["shape"][0].as_u64().unwrap();
+    assert!((1..=6).contains(&n), "selected {n} boxes");
+    assert_eq!(v["outputs"][1]["shape"], serde_json::json!([n, 4]));
+    for c in v["onnxruntime"].as_array().unwrap() {
+        assert_eq!(c["rel_error"].as_f64().unwrap(), 0.0, "{c}");
+    }
+    let got = python(
+        "import sys, numpy as np; z = np.load(sys.argv[1]); print(z['selected'].dtype, z['picked'].dtype)",
+        &[&out],
+    );
+    assert_eq!(got.trim(), "int64 float32");
+    let text =
+        String::from_utf8_lossy(&poolpipe(&["run", &path("nms.onnx"), "--input", &path("nms.inputs.npz")]).stdout)
+            .into_owned();
+    assert!(text.contains("host         nms (NonMaxSuppression) run on the CPU"), "{text}");
+}
+
+#[test]
+fn integer_and_bool_inputs_and_outputs_run_through_npz() {
+    let out = path("ints.out.npz");
+    let v = json(&poolpipe(&[
+        "run",
+        &path("ints.onnx"),
+        "--input",
+        &path("ints.inputs.npz"),
+        "--compare-ort",
+        "--check",
+        "--iters",
+        "1",
+        "--output",
+        &out,
+        "--json",
+    ]));
+    assert_eq!(v["failures"], serde_json::json!([]), "{v}");
+    assert_eq!(v["inputs"][1]["dtype"], "int64");
+    assert_eq!(v["outputs"][0]["dtype"], "int64");
+    assert_eq!(v["outputs"][1]["dtype"], "bool");
+    let got = python(
+        "import sys, numpy as np; z = np.load(sys.argv[1]); i = np.load(sys.argv[2]); \
+         print(z['index'].dtype, z['big'].dtype, bool((z['index'] == i['x'].argmax(1)[:, None] + i['offset']).all()), \
+         bool((z['big'] == (i['x'] > 0.5)).all()))",
+        &[&out, &path("ints.inputs.npz")],
+    );
+    assert_eq!(got.trim(), "int64 bool True True");
+    // A float array for the int64 input is refused, naming both types.
+    python(
+        "import sys, numpy as np; np.savez(sys.argv[1], x=np.zeros((2, 5), np.float32), offset=np.zeros((2, 1), np.float32))",
+        &[&path("ints.bad.npz")],
+    );
+    fails_with(&["run", &path("ints.onnx"), "--input", &path("ints.bad.npz")], &["float32", "int64"]);
 }
 
 #[test]

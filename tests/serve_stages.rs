@@ -11,13 +11,14 @@ use poolpipe::serve::ServeError;
 use poolpipe::serve::wire::{from_wire, to_wire};
 use poolpipe::serve::worker::{FRONTEND, StageRunner, Worker};
 use poolpipe_engine::boundary::{Boundary, Precision};
-use poolpipe_engine::gpu::{AdapterSelector, CompileOptions, Device};
+use poolpipe_engine::gpu::{AdapterSelector, CompileOptions, CompiledModel, Device};
 use poolpipe_engine::partition::{PartitionOptions, estimate_costs, partition};
 use poolpipe_engine::{Rng, Tensor, models, optimize};
 use poolpipe_transport::endpoint::{Node, recv};
 use poolpipe_transport::frame::{BatchHeader, FrameLimits, RequestRef, RouteHop};
 use poolpipe_transport::link::Link;
 use poolpipe_transport::tls;
+use std::sync::Arc;
 
 fn device() -> Device {
     let sel: AdapterSelector = std::env::var("POOLPIPE_TEST_ADAPTER").unwrap_or_default().parse().unwrap();
@@ -43,20 +44,18 @@ fn addr(n: &Node) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_workers_run_a_cut_model_and_the_frontend_gets_the_whole_models_outputs() {
-    let graph = optimize(&models::builtin("resnet-mini", 32, 1).unwrap()).unwrap();
+    let model = Arc::new(models::builtin("resnet-mini", 32, 1).unwrap());
+    let graph = optimize(&model.graph(1).unwrap()).unwrap();
     let split = partition(&graph, &[estimate_costs(&graph)], &PartitionOptions { blocks: 4, tolerance: 0.5 }).unwrap();
     let batch = 2;
-    let x = Tensor::random(graph.value(graph.inputs()[0]).shape_at(batch), &mut Rng::new(7), -1.0, 1.0);
-    let want = device()
-        .compile(&graph, &CompileOptions { max_batch: batch, ..Default::default() })
-        .unwrap()
-        .run(std::slice::from_ref(&x))
-        .unwrap();
+    let x = Tensor::random(model.input_shapes(batch).unwrap().remove(0), &mut Rng::new(7), -1.0, 1.0);
+    let want =
+        CompiledModel::new(&device(), model.clone(), CompileOptions::default()).run(std::slice::from_ref(&x)).unwrap();
 
     let ca = tls::init_ca().unwrap();
     let (front, w1, w2) = (node(&ca, "frontend"), node(&ca, "worker-1"), node(&ca, "worker-2"));
-    let first = StageRunner::new(&device(), &graph, &split, 0..2, 1, 0, Precision::F16, 4).unwrap();
-    let second = StageRunner::new(&device(), &graph, &split, 2..4, 1, 1, Precision::F16, 4).unwrap();
+    let first = StageRunner::new(&device(), &model, &split, 0..2, 1, 0, Precision::F16, 4).unwrap();
+    let second = StageRunner::new(&device(), &model, &split, 2..4, 1, 1, Precision::F16, 4).unwrap();
     let to_w2 = HashMap::from([(2, Link::new(&w1, addr(&w2), "worker-2"))]);
     let to_front = HashMap::from([(FRONTEND, Link::new(&w2, addr(&front), "frontend"))]);
     serve(w1.clone(), Worker::new(1, vec![first], to_w2));
@@ -109,13 +108,14 @@ async fn two_workers_run_a_cut_model_and_the_frontend_gets_the_whole_models_outp
 
 #[tokio::test]
 async fn a_batch_for_a_stage_the_worker_does_not_run_is_refused_with_its_id() {
-    let graph = optimize(&models::builtin("resnet-mini", 32, 1).unwrap()).unwrap();
+    let model = Arc::new(models::builtin("resnet-mini", 32, 1).unwrap());
+    let graph = optimize(&model.graph(1).unwrap()).unwrap();
     let split = partition(&graph, &[estimate_costs(&graph)], &PartitionOptions { blocks: 4, tolerance: 0.5 }).unwrap();
     let ca = tls::init_ca().unwrap();
     let (front, w1) = (node(&ca, "frontend"), node(&ca, "worker-1"));
-    let first = StageRunner::new(&device(), &graph, &split, 0..2, 1, 0, Precision::F16, 4).unwrap();
+    let first = StageRunner::new(&device(), &model, &split, 0..2, 1, 0, Precision::F16, 4).unwrap();
     let worker = Worker::new(1, vec![first], HashMap::from([(FRONTEND, Link::new(&w1, addr(&front), "frontend"))]));
-    let x = Tensor::random(graph.value(graph.inputs()[0]).shape_at(1), &mut Rng::new(1), -1.0, 1.0);
+    let x = Tensor::random(graph.value(graph.inputs()[0]).shape.clone(), &mut Rng::new(1), -1.0, 1.0);
     let (tensors, payloads) = to_wire(vec![Boundary::from_tensor("x", &x, Precision::F32)]);
     let frame = |model, stage, route: Vec<RouteHop>| poolpipe_transport::frame::Frame {
         header: BatchHeader { model, batch: 44, stage, requests: vec![], route, tensors: tensors.clone() },

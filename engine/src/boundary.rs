@@ -1,7 +1,8 @@
 //! Boundary tensors: what one pipeline stage hands to the next.
 //!
-//! Tensors crossing a cut travel as fp16 by default (half the bytes on the wire; PPipe
-//! measured an accuracy loss of 0.00-0.01 %), fp32 on request. A [`Boundary`] holds a tensor
+//! Float tensors crossing a cut travel as fp16 by default (half the bytes on the wire; PPipe
+//! measured an accuracy loss of 0.00-0.01 %), fp32 on request; integer and bool tensors
+//! travel as the int32 words the device holds them in. A [`Boundary`] holds a tensor
 //! in its wire form: name, shape (batch first), precision and little-endian bytes, fp16
 //! values packed two per 32-bit word exactly as the GPU's `pack2x16float` writes them, so a
 //! stage can upload received bytes as they are and the GPU unpacks them
@@ -17,7 +18,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, Result};
-use crate::tensor::{Tensor, numel};
+use crate::tensor::{DType, Tensor, numel};
 
 /// Element precision of a boundary tensor.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -29,6 +30,10 @@ pub enum Precision {
     /// IEEE binary32, 4 bytes an element.
     #[serde(rename = "fp32")]
     F32,
+    /// 32-bit integer words, 4 bytes an element: integer and bool tensors (bools 0 or 1;
+    /// int64 values within the int32 range).
+    #[serde(rename = "int32")]
+    I32,
 }
 
 impl Precision {
@@ -36,7 +41,7 @@ impl Precision {
     pub fn bytes_per_element(self) -> usize {
         match self {
             Precision::F16 => 2,
-            Precision::F32 => 4,
+            Precision::F32 | Precision::I32 => 4,
         }
     }
 }
@@ -46,6 +51,7 @@ impl fmt::Display for Precision {
         f.write_str(match self {
             Precision::F16 => "fp16",
             Precision::F32 => "fp32",
+            Precision::I32 => "int32",
         })
     }
 }
@@ -56,68 +62,13 @@ impl FromStr for Precision {
         match s.to_ascii_lowercase().as_str() {
             "f16" | "fp16" | "half" => Ok(Precision::F16),
             "f32" | "fp32" | "float" => Ok(Precision::F32),
+            "i32" | "int32" => Ok(Precision::I32),
             _ => Err(format!("unknown precision '{s}': use fp16 or fp32")),
         }
     }
 }
 
-/// Largest finite fp16 value.
-pub const F16_MAX: f32 = 65504.0;
-
-/// Rounds `v >> shift` to nearest, ties to even.
-fn round_shift(v: u32, shift: u32) -> u32 {
-    let q = v >> shift;
-    let rem = v & ((1 << shift) - 1);
-    let half = 1 << (shift - 1);
-    if rem > half || (rem == half && q & 1 == 1) { q + 1 } else { q }
-}
-
-/// fp32 to fp16 bits: round to nearest even, finite values clamped to ±65504, infinities
-/// kept, NaN kept as a quiet NaN.
-pub fn f32_to_f16(x: f32) -> u16 {
-    let b = x.to_bits();
-    let sign = ((b >> 16) & 0x8000) as u16;
-    let exp = ((b >> 23) & 0xff) as i32;
-    let man = b & 0x7f_ffff;
-    if exp == 0xff {
-        return sign | if man != 0 { 0x7e00 } else { 0x7c00 };
-    }
-    let e = exp - 127 + 15;
-    if e >= 0x1f {
-        return sign | 0x7bff;
-    }
-    if e <= 0 {
-        if e < -10 {
-            return sign;
-        }
-        // Subnormal: units of 2^-24.
-        let m = man | 0x80_0000;
-        return sign | round_shift(m, (14 - e) as u32) as u16;
-    }
-    let h = round_shift(((e as u32) << 23) | man, 13);
-    // A carry into the exponent may reach infinity: clamp like the GPU does.
-    sign | h.min(0x7bff) as u16
-}
-
-/// fp16 bits to fp32 (exact).
-pub fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h & 0x8000) as u32) << 16;
-    let exp = ((h >> 10) & 0x1f) as u32;
-    let man = (h & 0x3ff) as u32;
-    let bits = match exp {
-        0 if man == 0 => sign,
-        0 => {
-            // Subnormal: normalise.
-            let shift = man.leading_zeros() - 21; // bring the top set bit to bit 10
-            let m = (man << shift) & 0x3ff;
-            let e = 127 - 15 + 1 - shift;
-            sign | (e << 23) | (m << 13)
-        }
-        0x1f => sign | 0x7f80_0000 | (man << 13),
-        _ => sign | ((exp + 127 - 15) << 23) | (man << 13),
-    };
-    f32::from_bits(bits)
-}
+pub use crate::half::{F16_MAX, f16_to_f32, f32_to_f16};
 
 /// A tensor in its wire form between two stages.
 #[derive(Clone, PartialEq)]
@@ -144,11 +95,18 @@ impl fmt::Debug for Boundary {
 }
 
 impl Boundary {
-    /// Encodes a tensor (fp16 rounding on the CPU when asked).
+    /// Encodes a tensor (fp16 rounding on the CPU when asked; integers wrapped to 32 bits).
     pub fn from_tensor(name: &str, t: &Tensor, precision: Precision) -> Boundary {
+        let floats = || -> Vec<f32> {
+            match t.as_f32() {
+                Some(v) => v.to_vec(),
+                None => t.to_f64s().into_iter().map(|v| v as f32).collect(),
+            }
+        };
         let bytes = match precision {
-            Precision::F32 => bytemuck::cast_slice(t.data()).to_vec(),
-            Precision::F16 => t.data().iter().flat_map(|&x| f32_to_f16(x).to_le_bytes()).collect(),
+            Precision::F32 => floats().iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Precision::F16 => floats().iter().flat_map(|&x| f32_to_f16(x).to_le_bytes()).collect(),
+            Precision::I32 => t.to_i64s().iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
         };
         Boundary { name: name.to_string(), shape: t.shape().to_vec(), precision, bytes }
     }
@@ -175,72 +133,43 @@ impl Boundary {
         Ok(())
     }
 
-    /// Decodes to an f32 tensor.
+    /// Decodes to a tensor: float32 for fp16/fp32, int32 for int32 words.
     pub fn to_tensor(&self) -> Result<Tensor> {
         self.validate()?;
-        let data: Vec<f32> = match self.precision {
-            Precision::F32 => {
-                self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-            }
-            Precision::F16 => {
-                self.bytes.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()
-            }
-        };
-        Tensor::new(self.shape.clone(), data)
+        match self.precision {
+            Precision::F32 => Tensor::new(
+                self.shape.clone(),
+                self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            ),
+            Precision::F16 => Tensor::new(
+                self.shape.clone(),
+                self.bytes.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+            ),
+            Precision::I32 => Tensor::from_i64(
+                DType::I32,
+                self.shape.clone(),
+                self.bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
+            ),
+        }
+    }
+
+    /// Decodes to a tensor of the given element type (the type of the model value it
+    /// carries: float types from fp16/fp32, integer and bool types from int32 words).
+    pub fn to_tensor_as(&self, dtype: DType) -> Result<Tensor> {
+        let t = self.to_tensor()?;
+        if dtype.is_float() != (self.precision != Precision::I32) {
+            return Err(EngineError::Boundary {
+                tensor: self.name.clone(),
+                reason: format!("a {dtype} tensor cannot travel as {}", self.precision),
+            });
+        }
+        Ok(if t.dtype() == dtype { t } else { t.cast(dtype) })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_finite_half_round_trips() {
-        for h in 0..=u16::MAX {
-            let exp = (h >> 10) & 0x1f;
-            if exp == 0x1f {
-                continue;
-            }
-            let f = f16_to_f32(h);
-            assert_eq!(f32_to_f16(f), h, "half {h:#06x} = {f}");
-        }
-    }
-
-    #[test]
-    fn known_values() {
-        assert_eq!(f32_to_f16(1.0), 0x3c00);
-        assert_eq!(f32_to_f16(-2.0), 0xc000);
-        assert_eq!(f32_to_f16(65504.0), 0x7bff);
-        assert_eq!(f32_to_f16(1e6), 0x7bff, "finite overflow clamps");
-        assert_eq!(f32_to_f16(-1e6), 0xfbff);
-        assert_eq!(f32_to_f16(f32::INFINITY), 0x7c00);
-        assert!(f16_to_f32(f32_to_f16(f32::NAN)).is_nan());
-        assert_eq!(f32_to_f16(5.960_464_5e-8), 0x0001, "smallest subnormal");
-        assert_eq!(f32_to_f16(2.0e-8), 0x0000, "below half the smallest subnormal");
-        assert_eq!(f16_to_f32(0x0001), 5.960_464_5e-8);
-        assert_eq!(f16_to_f32(0x0400), 6.103_515_6e-5, "smallest normal");
-        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
-        assert_eq!(f32_to_f16(-0.0), 0x8000);
-    }
-
-    #[test]
-    fn rounds_to_nearest_even() {
-        // 1 + 2^-11 lies halfway between 1 and 1 + 2^-10: ties go to the even mantissa (1).
-        assert_eq!(f32_to_f16(1.0 + 2f32.powi(-11)), 0x3c00);
-        // 1 + 3 * 2^-11 is halfway between 1 + 2^-10 (odd) and 1 + 2^-9 (even).
-        assert_eq!(f32_to_f16(1.0 + 3.0 * 2f32.powi(-11)), 0x3c02);
-        // Just above the halfway point rounds up.
-        assert_eq!(f32_to_f16(f32::from_bits((1.0f32 + 2f32.powi(-11)).to_bits() + 1)), 0x3c01);
-        // Rounding carries into the exponent: 2047.9 -> 2048.
-        assert_eq!(f16_to_f32(f32_to_f16(2047.9)), 2048.0);
-        // Relative error of any in-range value is at most 2^-11.
-        let mut rng = crate::Rng::new(3);
-        for _ in 0..10_000 {
-            let x = rng.uniform(-1000.0, 1000.0);
-            let y = f16_to_f32(f32_to_f16(x));
-            assert!((x - y).abs() <= x.abs() * 2f32.powi(-11) + 2f32.powi(-25), "{x} -> {y}");
-        }
-    }
 
     #[test]
     fn boundary_encodes_and_checks_lengths() {
@@ -257,5 +186,9 @@ mod tests {
         assert!(e.contains("'x'") && e.contains("5 bytes") && e.contains("expected 6"), "{e}");
         assert_eq!("fp32".parse::<Precision>().unwrap(), Precision::F32);
         assert!("int8".parse::<Precision>().unwrap_err().contains("fp16 or fp32"));
+        let i = Tensor::from_i64(DType::I64, vec![3], vec![-1, 0, 7]).unwrap();
+        let bi = Boundary::from_tensor("i", &i, Precision::I32);
+        assert_eq!(bi.to_tensor_as(DType::I64).unwrap(), i);
+        assert!(bi.to_tensor_as(DType::F32).is_err());
     }
 }

@@ -33,6 +33,12 @@ pub enum EngineError {
         /// Values given.
         got: usize,
     },
+    /// A tensor holds values of another element type than the operation needs.
+    #[error("tensor type: {reason}")]
+    TensorType {
+        /// What was asked and what the tensor holds.
+        reason: String,
+    },
     /// A model file could not be read or makes no sense as a CNN (corrupt, truncated, wrong
     /// input shape, missing external data, bad attribute).
     #[error("model '{model}': {reason}")]
@@ -62,8 +68,8 @@ pub enum EngineError {
         /// What is wrong.
         reason: String,
     },
-    /// The batch asked for is larger than the one the graph was compiled for.
-    #[error("graph '{graph}': batch {batch} exceeds the compiled maximum of {max}; compile with max_batch >= {batch}")]
+    /// The batch asked for is larger than the largest one a stage serves.
+    #[error("graph '{graph}': batch {batch} exceeds the maximum of {max}; raise max_batch to at least {batch}")]
     BatchTooLarge {
         /// Name of the graph.
         graph: String,
@@ -95,7 +101,7 @@ pub enum EngineError {
     },
     /// A tensor is larger than one buffer may be on this device.
     #[error(
-        "node '{node}': tensor '{tensor}' needs {bytes} bytes at batch {batch}, more than device '{device}' allows in one buffer ({limit} bytes); use a smaller max_batch or input size"
+        "node '{node}': tensor '{tensor}' needs {bytes} bytes, more than device '{device}' allows in one buffer ({limit} bytes); use a smaller batch or input size"
     )]
     TensorTooLarge {
         /// Node that produces or uses the tensor.
@@ -104,8 +110,6 @@ pub enum EngineError {
         tensor: String,
         /// Bytes needed.
         bytes: u64,
-        /// Batch size compiled for.
-        batch: usize,
         /// Device name.
         device: String,
         /// The device's limit.
@@ -113,7 +117,7 @@ pub enum EngineError {
     },
     /// The device ran out of memory.
     #[error(
-        "device '{device}' ran out of memory while allocating for {what}; use a smaller max_batch, a smaller block range, or a device with more memory"
+        "device '{device}' ran out of memory while allocating for {what}; use a smaller batch, a smaller block range, or a device with more memory"
     )]
     OutOfMemory {
         /// Device name.

@@ -6,6 +6,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::graph::{Graph, GraphBuilder, ValueId};
+use crate::model::Model;
 use crate::ops::*;
 use crate::tensor::{Rng, Tensor};
 
@@ -16,13 +17,21 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("segnet-mini", "segmentation: strided encoder, dilated convs, concat, bilinear upsample to the input size"),
 ];
 
-/// Builds a built-in model for 3-channel `size` x `size` frames with weights from `seed`.
-pub fn builtin(name: &str, size: usize, seed: u64) -> Result<Graph> {
+/// A built-in model for 3-channel `size` x `size` frames with weights from `seed`, at any
+/// batch (the graph of each batch size is built with the same weights).
+pub fn builtin(name: &str, size: usize, seed: u64) -> Result<Model> {
     if size < 16 {
         return Err(EngineError::InvalidGraph { graph: name.into(), reason: format!("input size {size} is below 16") });
     }
-    let mut m = Model { g: GraphBuilder::new(name), rng: Rng::new(seed), n: 0 };
-    let x = m.g.input("frames", &[3, size, size]);
+    build(name, size, seed, 1)?;
+    let owned = name.to_string();
+    Model::batched(name, move |batch| build(&owned, size, seed, batch))
+}
+
+/// The graph of a built-in model at one batch size.
+fn build(name: &str, size: usize, seed: u64, batch: usize) -> Result<Graph> {
+    let mut m = Builder { g: GraphBuilder::new(name), rng: Rng::new(seed), n: 0 };
+    let x = m.g.input("frames", &[batch, 3, size, size]);
     let y = match name {
         "resnet-mini" => m.resnet(x)?,
         "mobilenet-mini" => m.mobilenet(x)?,
@@ -41,13 +50,13 @@ pub fn builtin(name: &str, size: usize, seed: u64) -> Result<Graph> {
     m.g.build()
 }
 
-struct Model {
+struct Builder {
     g: GraphBuilder,
     rng: Rng,
     n: usize,
 }
 
-impl Model {
+impl Builder {
     fn name(&mut self, base: &str) -> String {
         self.n += 1;
         format!("{base}{}", self.n)
@@ -110,7 +119,7 @@ impl Model {
         let w = self.weight("fc.weight", vec![classes, c], c);
         let b = self.weight("fc.bias", vec![classes], c);
         let y = self.g.gemm("fc", f, w, Some(b), GemmAttrs { trans_b: true, ..Default::default() })?;
-        self.g.add("softmax", Op::Softmax { axis: 1 }, vec![y])
+        self.g.add("softmax", Op::Softmax { axis: 1, kind: SoftmaxKind::Softmax }, vec![y])
     }
 
     fn resnet(&mut self, x: ValueId) -> Result<ValueId> {
@@ -187,11 +196,11 @@ impl Model {
         let w = self.weight("classifier.weight", vec![5, 32, 1, 1], 32);
         let b = self.weight("classifier.bias", vec![5], 32);
         let logits = self.g.conv("classifier", f, w, Some(b), ConvAttrs::default())?;
-        let h = self.g.dims(logits)[1];
+        let h = self.g.shape(logits)[2];
         let s = size as f32 / h as f32;
         let attrs =
             ResizeAttrs { mode: ResizeMode::Linear, coord: CoordMode::HalfPixel, out_hw: [size, size], scales: [s, s] };
         let up = self.g.add("upsample", Op::Resize(attrs), vec![logits])?;
-        self.g.add("softmax", Op::Softmax { axis: 1 }, vec![up])
+        self.g.add("softmax", Op::Softmax { axis: 1, kind: SoftmaxKind::Softmax }, vec![up])
     }
 }

@@ -1,18 +1,57 @@
-//! NumPy `.npy` files of float32 tensors (C order) and `.npz` archives of several named ones,
-//! read and written: the exchange format with onnxruntime in the tests and for users' raw
-//! input and output tensors. `.npz` archives are those of `numpy.savez` (stored, not
-//! compressed; ZIP64 size fields are understood).
+//! NumPy `.npy` files (C order, little-endian; float16/32/64, signed and unsigned integers of
+//! 8 to 64 bits, bool) and `.npz` archives of several named ones, read and written: the
+//! exchange format with onnxruntime in the tests and for users' raw input and output tensors.
+//! `.npz` archives are those of `numpy.savez` (stored, not compressed; ZIP64 size fields are
+//! understood).
 
 use std::path::Path;
 
 use crate::error::{EngineError, Result};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 fn bad(path: &str, reason: impl Into<String>) -> EngineError {
-    EngineError::Model { model: path.to_string(), reason: format!("not a float32 .npy file: {}", reason.into()) }
+    EngineError::Model { model: path.to_string(), reason: format!("not a usable .npy file: {}", reason.into()) }
 }
 
-/// Reads a `.npy` holding float32 (`<f4`) or float64 (`<f8`, converted) values in C order.
+/// The numpy type code of an element type (little-endian).
+fn descr(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "<f4",
+        DType::F16 => "<f2",
+        DType::F64 => "<f8",
+        DType::BF16 => "<V2",
+        DType::I8 => "|i1",
+        DType::I16 => "<i2",
+        DType::I32 => "<i4",
+        DType::I64 => "<i8",
+        DType::U8 => "|u1",
+        DType::U16 => "<u2",
+        DType::U32 => "<u4",
+        DType::U64 => "<u8",
+        DType::Bool => "|b1",
+    }
+}
+
+/// The element type of a numpy type code.
+fn dtype_of(code: &str) -> Option<DType> {
+    Some(match code {
+        "<f4" | "float32" => DType::F32,
+        "<f2" => DType::F16,
+        "<f8" => DType::F64,
+        "|i1" | "<i1" => DType::I8,
+        "<i2" => DType::I16,
+        "<i4" => DType::I32,
+        "<i8" => DType::I64,
+        "|u1" | "<u1" => DType::U8,
+        "<u2" => DType::U16,
+        "<u4" => DType::U32,
+        "<u8" => DType::U64,
+        "|b1" | "<b1" => DType::Bool,
+        _ => return None,
+    })
+}
+
+/// Reads a `.npy` file in C order.
 pub fn read(path: &Path) -> Result<Tensor> {
     let name = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| bad(&name, format!("cannot read it: {e}")))?;
@@ -35,17 +74,17 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Tensor> {
         let at = header.find(&format!("'{key}'"))?;
         Some(header[at + key.len() + 2..].trim_start().trim_start_matches(':').trim_start())
     };
-    let descr = field("descr").ok_or_else(|| bad(name, "no descr"))?;
-    let width = if descr.starts_with("'<f4'") || descr.starts_with("'float32'") {
-        4
-    } else if descr.starts_with("'<f8'") {
-        8
-    } else {
-        return Err(bad(
+    let descr_txt = field("descr").ok_or_else(|| bad(name, "no descr"))?;
+    let code = descr_txt.trim_start_matches('\'').split('\'').next().unwrap_or("");
+    let dtype = dtype_of(code).ok_or_else(|| {
+        bad(
             name,
-            format!("element type {} is not float32 or float64", descr.split(',').next().unwrap_or("")),
-        ));
-    };
+            format!(
+                "element type '{code}' is not supported (float16/32/64, int8..64, uint8..64 and bool are, little-endian)"
+            ),
+        )
+    })?;
+    let width = dtype.size();
     if field("fortran_order").is_some_and(|v| v.starts_with("True")) {
         return Err(bad(name, "Fortran order is not supported; save with C order"));
     }
@@ -58,24 +97,27 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Tensor> {
         .map(|s| s.parse::<usize>().map_err(|_| bad(name, format!("bad dimension '{s}'"))))
         .collect::<Result<_>>()?;
     let data = &bytes[start + hlen..];
-    let need = shape.iter().try_fold(width as usize, |acc: usize, &d| acc.checked_mul(d));
+    let need = shape.iter().try_fold(width, |acc: usize, &d| acc.checked_mul(d));
     if need != Some(data.len()) {
         let need = need.map_or("more than addressable".to_string(), |n| n.to_string());
         return Err(bad(name, format!("holds {} bytes of data, shape {shape:?} needs {need}", data.len())));
     }
-    let values: Vec<f32> = if width == 4 {
-        data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
-    } else {
-        data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()
-    };
-    Tensor::new(shape, values)
+    crate::onnx::decode_le(dtype, shape, data)
 }
 
-/// The `.npy` bytes of a tensor (float32, C order, format 1.0).
+/// The `.npy` bytes of a tensor (its element type, C order, format 1.0; bfloat16, which
+/// numpy lacks, is written as float32).
 pub fn to_bytes(t: &Tensor) -> Vec<u8> {
+    let widened;
+    let t = if t.dtype() == DType::BF16 {
+        widened = t.cast(DType::F32);
+        &widened
+    } else {
+        t
+    };
     let dims: Vec<String> = t.shape().iter().map(|d| d.to_string()).collect();
     let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    let mut header = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}", descr(t.dtype()));
     // Pad so that the data starts at a multiple of 64 bytes, ending the header with '\n'.
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -84,9 +126,7 @@ pub fn to_bytes(t: &Tensor) -> Vec<u8> {
     let mut out = b"\x93NUMPY\x01\x00".to_vec();
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    for v in t.data() {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    out.extend_from_slice(&crate::onnx::encode_le(t));
     out
 }
 
@@ -283,7 +323,14 @@ mod tests {
         let mut i8 = b.clone();
         let at = i8.windows(3).position(|w| w == b"<f4").unwrap();
         i8[at + 1] = b'i';
-        assert!(parse(&i8, "int").unwrap_err().to_string().contains("not float32"));
+        let it = parse(&i8, "int").unwrap();
+        assert_eq!(it.dtype(), DType::I32);
+        i8[at + 1] = b'c';
+        assert!(parse(&i8, "complex").unwrap_err().to_string().contains("not supported"));
+        for d in [DType::F16, DType::F64, DType::I8, DType::U8, DType::I16, DType::I64, DType::U32, DType::Bool] {
+            let x = Tensor::from_f64_as(d, vec![2, 2], vec![1.0, 0.0, 3.0, 1.0]).unwrap();
+            assert_eq!(parse(&to_bytes(&x), "x").unwrap(), x, "{d}");
+        }
     }
 
     #[test]

@@ -48,7 +48,15 @@ pub fn optimize(g: &Graph) -> Result<Graph> {
     for n in &g.nodes {
         let x = resolve(&alias, n.inputs[0]);
         let sole = uses.get(&n.inputs[0]).copied() == Some(1);
-        if sole && let Some(&p) = producer.get(&x) {
+        // Rewrites keep float32 exact; other types (16-bit rounding after each node, integers)
+        // stay as they are.
+        let f32_chain = g.value(n.inputs[0]).dtype == crate::DType::F32
+            && n.outputs.iter().all(|&o| g.value(o).dtype == crate::DType::F32)
+            && n.inputs.iter().all(|&i| g.value(i).dtype == crate::DType::F32);
+        if sole
+            && f32_chain
+            && let Some(&p) = producer.get(&x)
+        {
             let spec = &mut specs[p];
             let fused = match (&n.op, &mut spec.op) {
                 (Op::BatchNorm { epsilon }, Op::Conv(a)) if a.activation.is_none() => {
@@ -103,7 +111,7 @@ pub fn optimize(g: &Graph) -> Result<Graph> {
     let mut map: HashMap<ValueId, ValueId> = HashMap::new();
     for &i in &g.inputs {
         let v = g.value(i);
-        map.insert(i, b.input(&v.name, &v.dims));
+        map.insert(i, b.input_typed(&v.name, v.dtype, &v.shape));
     }
     for spec in specs {
         let mut ins = vec![];
@@ -131,7 +139,19 @@ pub fn optimize(g: &Graph) -> Result<Graph> {
         }
     }
     for &o in &g.outputs {
-        b.output(map[&resolve(&alias, o)]);
+        let r = resolve(&alias, o);
+        let id = match map.get(&r) {
+            Some(&id) => id,
+            None => {
+                // An output that is a constant of the graph.
+                let val = g.value(r);
+                let t = val.constant().expect("outputs are inputs, node outputs or constants").clone();
+                let id = b.constant_arc(&val.name, t);
+                map.insert(r, id);
+                id
+            }
+        };
+        b.output(id);
     }
     b.build()
 }

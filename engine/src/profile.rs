@@ -12,6 +12,7 @@ use crate::boundary::{Boundary, Precision};
 use crate::error::{EngineError, Result};
 use crate::gpu::{CompileOptions, CompiledGraph, Device, RunTiming};
 use crate::graph::Graph;
+use crate::model::Model;
 use crate::partition::Partition;
 use crate::stage::Stage;
 use crate::tensor::{Rng, Tensor};
@@ -129,15 +130,23 @@ pub fn measure(copies: &mut [CompiledGraph], inputs: &[Boundary], o: &MeasureOpt
     Ok(median(all))
 }
 
-/// Random inputs of a graph at a batch, in the given precisions.
-pub fn random_inputs(g: &Graph, precisions: &[Precision], batch: usize, rng: &mut Rng) -> Vec<Boundary> {
+/// Random inputs of a static graph in the given precisions (floats uniform in [-1, 1),
+/// integers 0 or 1, bools fair coins).
+pub fn random_inputs(g: &Graph, precisions: &[Precision], rng: &mut Rng) -> Vec<Boundary> {
     g.inputs()
         .iter()
         .zip(precisions)
         .map(|(&v, &p)| {
-            Boundary::from_tensor(&g.value(v).name, &Tensor::random(g.value(v).shape_at(batch), rng, -1.0, 1.0), p)
+            let val = g.value(v);
+            let (lo, hi) = if val.dtype.is_float() { (-1.0, 1.0) } else { (0.0, 1.0) };
+            Boundary::from_tensor(&val.name, &Tensor::random_of(val.dtype, val.shape.clone(), rng, lo, hi), p)
         })
         .collect()
+}
+
+/// The wire precisions of a graph's inputs with floats in fp32.
+fn fp32_inputs(g: &Graph) -> Vec<Precision> {
+    g.inputs().iter().map(|&v| crate::gpu::wire_precision(g.value(v).dtype, false)).collect()
 }
 
 /// Latency of every node of `graph` run alone at batch 1, microseconds (the costs
@@ -153,8 +162,8 @@ pub fn node_costs(
     let mut costs = Vec::with_capacity(graph.nodes().len());
     for i in 0..graph.nodes().len() {
         let sub = graph.slice_nodes(i..i + 1)?;
-        let mut c = device.compile(&sub, &CompileOptions { max_batch: 1, optimize: false, ..Default::default() })?;
-        let ins = random_inputs(&sub, &vec![Precision::F32; sub.inputs().len()], 1, rng);
+        let mut c = device.compile(&sub, &CompileOptions { optimize: false, ..Default::default() })?;
+        let ins = random_inputs(&sub, &fp32_inputs(&sub), rng);
         costs.push(measure(std::slice::from_mut(&mut c), &ins, o)?);
         step();
     }
@@ -168,7 +177,7 @@ pub fn node_costs(
 #[allow(clippy::too_many_arguments)]
 pub fn block_latencies(
     devices: &[Device],
-    graph: &Graph,
+    model: &Arc<Model>,
     partition: &Partition,
     precision: Precision,
     max_batch: usize,
@@ -178,12 +187,13 @@ pub fn block_latencies(
 ) -> Result<Vec<Vec<f64>>> {
     let mut us = Vec::with_capacity(partition.len());
     for b in 0..partition.len() {
-        let s = Stage::new(graph, partition, b..b + 1, precision)?;
-        let mut copies: Vec<CompiledGraph> =
-            devices.iter().map(|d| d.compile(&s.graph, &s.compile_options(max_batch))).collect::<Result<_>>()?;
+        let s = Stage::new(model, partition, b..b + 1, precision)?;
+        let opts = CompileOptions { constants: Some(crate::gpu::ConstPool::default()), ..s.compile_options() };
         let mut row = Vec::with_capacity(max_batch);
         for batch in 1..=max_batch {
-            let ins = random_inputs(&s.graph, &s.input_precisions, batch, rng);
+            let g = s.graph(batch)?;
+            let mut copies: Vec<CompiledGraph> = devices.iter().map(|d| d.compile(&g, &opts)).collect::<Result<_>>()?;
+            let ins = random_inputs(&g, &s.input_precisions, rng);
             row.push(measure(&mut copies, &ins, o)?);
             step(b, batch);
         }
@@ -192,19 +202,21 @@ pub fn block_latencies(
     Ok(us)
 }
 
-/// Latency of the whole graph at batches `1..=max_batch` on one device, microseconds.
+/// Latency of the whole model at batches `1..=max_batch` on one device, microseconds.
 pub fn whole_latencies(
     device: &Device,
-    graph: &Graph,
+    model: &Model,
     max_batch: usize,
     o: &MeasureOptions,
     rng: &mut Rng,
     step: &mut dyn FnMut(usize),
 ) -> Result<Vec<f64>> {
-    let mut c = device.compile(graph, &CompileOptions { max_batch, ..Default::default() })?;
+    let opts = CompileOptions { constants: Some(crate::gpu::ConstPool::default()), ..Default::default() };
     let mut out = Vec::with_capacity(max_batch);
     for batch in 1..=max_batch {
-        let ins = random_inputs(graph, &vec![Precision::F32; graph.inputs().len()], batch, rng);
+        let g = model.graph(batch)?;
+        let mut c = device.compile(&g, &opts)?;
+        let ins = random_inputs(&g, &fp32_inputs(&g), rng);
         out.push(measure(std::slice::from_mut(&mut c), &ins, o)?);
         step(batch);
     }

@@ -11,10 +11,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use common::device;
-use poolpipe_engine::gpu::CompileOptions;
+use poolpipe_engine::gpu::{CompileOptions, CompiledModel};
 use poolpipe_engine::{npy, onnx};
 
 const TOL: f32 = 1e-3;
@@ -54,14 +54,12 @@ fn check_manifest(dir: &Path, only: Option<&str>) {
         if only.is_some_and(|o| !name.contains(o)) {
             continue;
         }
-        let graph = onnx::load(&dir.join(m["file"].as_str().unwrap()), &Default::default())
+        let model = onnx::load(&dir.join(m["file"].as_str().unwrap()), &Default::default())
             .unwrap_or_else(|e| panic!("{name}: import failed: {e}"));
         let batches: Vec<usize> =
             m["batches"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as usize).collect();
-        let max_batch = *batches.iter().max().unwrap();
-        let mut compiled = dev
-            .compile(&graph, &CompileOptions { max_batch, ..Default::default() })
-            .unwrap_or_else(|e| panic!("{name}: compile failed: {e}"));
+        // One model, compiled once per batch size it is run at.
+        let mut compiled = CompiledModel::new(&dev, Arc::new(model), CompileOptions::default());
         for b in batches {
             let input = npy::read(&dir.join(format!("{name}.b{b}.input.npy"))).unwrap();
             let got = compiled.run(&[input]).unwrap_or_else(|e| panic!("{name} batch {b}: {e}"));

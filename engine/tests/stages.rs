@@ -7,14 +7,14 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use common::device;
 use poolpipe_engine::boundary::{Boundary, Precision, f16_to_f32, f32_to_f16};
-use poolpipe_engine::gpu::CompileOptions;
+use poolpipe_engine::gpu::{CompileOptions, CompiledModel};
 use poolpipe_engine::partition::{PartitionOptions, estimate_costs, partition};
-use poolpipe_engine::stage::Stage;
-use poolpipe_engine::{Activation, Graph, GraphBuilder, Rng, Tensor, onnx, optimize};
+use poolpipe_engine::stage::{CompiledStage, Stage};
+use poolpipe_engine::{Activation, Graph, GraphBuilder, Model, Rng, Tensor, onnx, optimize};
 
 /// Families with skip connections (resnet, mobilenet v3 with SE, fpn with two outputs, one
 /// of them used later), branches and concat (inception), LayerNorm and MatMul (convnext),
@@ -46,10 +46,12 @@ fn generated() -> PathBuf {
     .clone()
 }
 
-fn model(name: &str) -> Graph {
-    let g = onnx::load(&generated().join(format!("{name}.onnx")), &Default::default())
+/// A generated model and its rewritten graph at batch 1 (what partitions index).
+fn model(name: &str) -> (Arc<Model>, Graph) {
+    let m = onnx::load(&generated().join(format!("{name}.onnx")), &Default::default())
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-    optimize(&g).unwrap()
+    let g = optimize(&m.graph(1).unwrap()).unwrap();
+    (Arc::new(m), g)
 }
 
 /// Error of `got` against `want` relative to the largest |want| (floor 1e-6).
@@ -58,7 +60,8 @@ fn rel(got: &Tensor, want: &Tensor) -> f32 {
     got.max_abs_diff(want) / want.max_abs().max(1e-6)
 }
 
-/// Runs the stages of `blocks` in a chain on `x`; returns every tensor the last stage sends on.
+/// Runs the stages in a chain on `x` (batch first); returns every tensor the last stage
+/// sends on.
 fn run_chain(graph: &Graph, stages: &[Stage], x: &[Tensor], batch: usize) -> Vec<Boundary> {
     let dev = device();
     let mut carried: Vec<Boundary> = graph
@@ -68,10 +71,9 @@ fn run_chain(graph: &Graph, stages: &[Stage], x: &[Tensor], batch: usize) -> Vec
         .map(|(&v, t)| Boundary::from_tensor(&graph.value(v).name, t, Precision::F32))
         .collect();
     for s in stages {
-        let mut c =
-            dev.compile(&s.graph, &s.compile_options(batch)).unwrap_or_else(|e| panic!("{}: {e}", s.graph.name));
+        let mut c = CompiledStage::new(&dev, s.clone(), batch);
         let ins = s.order(&carried).unwrap();
-        let (outs, _) = c.run_boundary(&ins).unwrap_or_else(|e| panic!("{}: {e}", s.graph.name));
+        let (outs, _) = c.run_boundary(batch, &ins).unwrap_or_else(|e| panic!("{}: {e}", s.graph.name));
         for (o, p) in outs.iter().zip(&s.output_precisions) {
             assert_eq!(o.precision, *p);
             assert_eq!(o.bytes.len(), o.numel() * p.bytes_per_element(), "{}", o.name);
@@ -81,9 +83,8 @@ fn run_chain(graph: &Graph, stages: &[Stage], x: &[Tensor], batch: usize) -> Vec
     carried
 }
 
-fn whole(graph: &Graph, x: &[Tensor], batch: usize) -> Vec<Tensor> {
-    let mut c = device().compile(graph, &CompileOptions { max_batch: batch, ..Default::default() }).unwrap();
-    c.run(x).unwrap()
+fn whole(model: &Arc<Model>, x: &[Tensor]) -> Vec<Tensor> {
+    CompiledModel::new(&device(), model.clone(), CompileOptions::default()).run(x).unwrap()
 }
 
 /// Outputs of the model picked by name from what the chain delivered.
@@ -105,16 +106,18 @@ fn every_cut_of_generated_models_matches_the_whole_model_in_fp16() {
     let batch = 2;
     let mut worst = 0f32;
     for name in MODELS {
-        let g = model(name);
+        let (md, g) = model(name);
         let m = 10.min(g.nodes().len());
         let p = partition(&g, &[estimate_costs(&g)], &PartitionOptions { blocks: m, tolerance: 0.5 }).unwrap();
         let mut rng = Rng::new(11);
-        let x: Vec<Tensor> =
-            g.inputs().iter().map(|&i| Tensor::random(g.value(i).shape_at(batch), &mut rng, -1.0, 1.0)).collect();
-        let want = whole(&g, &x, batch);
+        let shapes = md.input_shapes(batch).unwrap();
+        let x: Vec<Tensor> = shapes.iter().map(|s| Tensor::random(s.clone(), &mut rng, -1.0, 1.0)).collect();
+        let want = whole(&md, &x);
         for c in 1..m {
-            let stages =
-                [Stage::new(&g, &p, 0..c, Precision::F16).unwrap(), Stage::new(&g, &p, c..m, Precision::F16).unwrap()];
+            let stages = [
+                Stage::new(&md, &p, 0..c, Precision::F16).unwrap(),
+                Stage::new(&md, &p, c..m, Precision::F16).unwrap(),
+            ];
             // The first stage sends exactly the tensors crossing cut c: their fp16 bytes per
             // frame are the partition's cut bytes (model outputs among them travel as fp32).
             let delivered = run_chain(&g, &stages, &x, batch);
@@ -128,7 +131,7 @@ fn every_cut_of_generated_models_matches_the_whole_model_in_fp16() {
         // fp32 boundaries: the same as the whole model up to float reassociation.
         let c = m / 2;
         let stages =
-            [Stage::new(&g, &p, 0..c, Precision::F32).unwrap(), Stage::new(&g, &p, c..m, Precision::F32).unwrap()];
+            [Stage::new(&md, &p, 0..c, Precision::F32).unwrap(), Stage::new(&md, &p, c..m, Precision::F32).unwrap()];
         let got = model_outputs(&g, &run_chain(&g, &stages, &x, batch));
         for (a, b) in got.iter().zip(&want) {
             assert!(rel(a, b) <= 1e-5, "{name}: fp32 boundaries differ from the whole model by {}", rel(a, b));
@@ -139,14 +142,14 @@ fn every_cut_of_generated_models_matches_the_whole_model_in_fp16() {
 
 #[test]
 fn the_bytes_sent_across_a_cut_are_the_partition_cut_bytes() {
-    let g = model("fpn_neck");
+    let (md, g) = model("fpn_neck");
     let p = partition(&g, &[estimate_costs(&g)], &PartitionOptions { blocks: 6, tolerance: 0.5 }).unwrap();
     let model_outputs: Vec<&str> = g.outputs().iter().map(|&o| g.value(o).name.as_str()).collect();
     let mut rng = Rng::new(5);
     let x: Vec<Tensor> =
-        g.inputs().iter().map(|&i| Tensor::random(g.value(i).shape_at(1), &mut rng, -1.0, 1.0)).collect();
+        g.inputs().iter().map(|&i| Tensor::random(g.value(i).shape.clone(), &mut rng, -1.0, 1.0)).collect();
     for c in 1..6 {
-        let first = Stage::new(&g, &p, 0..c, Precision::F16).unwrap();
+        let first = Stage::new(&md, &p, 0..c, Precision::F16).unwrap();
         let sent = run_chain(&g, &[first], &x, 1);
         // At batch 1 every element is 2 bytes on the wire, except model outputs (fp32).
         let fp16_equiv: usize = sent
@@ -159,17 +162,29 @@ fn the_bytes_sent_across_a_cut_are_the_partition_cut_bytes() {
 
 #[test]
 fn three_stages_pass_skip_connections_through_the_middle_one() {
-    // x -> a -> b -> c, out = c + a: the middle stage [c] does not read a, but must hand it on.
-    let mut rng = Rng::new(3);
-    let mut gb = GraphBuilder::new("skip");
-    let x = gb.input("x", &[4, 5, 5]);
-    let a = gb.unary("a", x, Activation::Relu).unwrap();
-    let w = gb.constant("w", Tensor::random(vec![4, 4, 3, 3], &mut rng, -0.5, 0.5));
-    let b = gb.conv("b", a, w, None, poolpipe_engine::ConvAttrs { pads: [1; 4], ..Default::default() }).unwrap();
-    let c = gb.unary("c", b, Activation::Tanh).unwrap();
-    let y = gb.binary("y", poolpipe_engine::BinaryOp::Add, c, a).unwrap();
-    gb.output(y);
-    let g = gb.build().unwrap();
+    // x -> a -> b -> c, out = c + a: the middle stage [c] does not read a, but must hand it on
+    // (nothing here fuses, so the rewritten graph keeps the four nodes).
+    let weights = Tensor::random(vec![4, 4, 3, 3], &mut Rng::new(3), -0.5, 0.5);
+    let md = Arc::new(
+        Model::batched("skip", move |batch| {
+            let mut gb = GraphBuilder::new("skip");
+            let x = gb.input("x", &[batch, 4, 5, 5]);
+            let a = gb.unary("a", x, Activation::Relu)?;
+            let w = gb.constant("w", weights.clone());
+            let b = gb.conv("b", a, w, None, poolpipe_engine::ConvAttrs { pads: [1; 4], ..Default::default() })?;
+            let c = gb.add(
+                "c",
+                poolpipe_engine::Op::Softmax { axis: 1, kind: poolpipe_engine::SoftmaxKind::Softmax },
+                vec![b],
+            )?;
+            let y = gb.binary("y", poolpipe_engine::BinaryOp::Add, c, a)?;
+            gb.output(y);
+            gb.build()
+        })
+        .unwrap(),
+    );
+    let g = md.graph(1).unwrap();
+    let mut rng = Rng::new(4);
     let p = poolpipe_engine::partition::Partition {
         bounds: vec![0, 2, 3, 4],
         cut_bytes: vec![],
@@ -177,12 +192,12 @@ fn three_stages_pass_skip_connections_through_the_middle_one() {
         max_over: 0.0,
         max_under: 0.0,
     };
-    let stages: Vec<Stage> = (0..3).map(|i| Stage::new(&g, &p, i..i + 1, Precision::F16).unwrap()).collect();
+    let stages: Vec<Stage> = (0..3).map(|i| Stage::new(&md, &p, i..i + 1, Precision::F16).unwrap()).collect();
     assert_eq!(stages[1].pass_through, vec!["a".to_string()]);
     assert_eq!(stages[1].input_names(), vec!["b"]);
     let xt = Tensor::random(vec![3, 4, 5, 5], &mut rng, -1.0, 1.0);
     let got = model_outputs(&g, &run_chain(&g, &stages, std::slice::from_ref(&xt), 3));
-    let want = whole(&g, &[xt], 3);
+    let want = whole(&md, &[xt]);
     assert!(rel(&got[0], &want[0]) <= 1e-2, "{}", rel(&got[0], &want[0]));
     // A stage that misses a tensor says which and where.
     let e = stages[2].order(&[]).unwrap_err().to_string();
@@ -192,18 +207,20 @@ fn three_stages_pass_skip_connections_through_the_middle_one() {
 #[test]
 fn device_fp16_packing_matches_the_cpu_conversion() {
     // An odd element count per sample (105) and values beyond the fp16 range.
-    let mut gb = GraphBuilder::new("id");
-    let x = gb.input("x", &[3, 5, 7]);
-    let y = gb.unary("r", x, Activation::Relu).unwrap();
-    gb.output(y);
-    let g = gb.build().unwrap();
+    let graph = |batch: usize| {
+        let mut gb = GraphBuilder::new("id");
+        let x = gb.input("x", &[batch, 3, 5, 7]);
+        let y = gb.unary("r", x, Activation::Relu).unwrap();
+        gb.output(y);
+        gb.build().unwrap()
+    };
     let dev = device();
-    let opts = CompileOptions { max_batch: 3, f16_io: vec!["x".into(), "r".into()], ..Default::default() };
-    let mut c = dev.compile(&g, &opts).unwrap();
-    assert_eq!(c.input_precisions(), vec![Precision::F16]);
-    assert_eq!(c.output_precisions(), vec![Precision::F16]);
+    let opts = CompileOptions { f16_io: vec!["x".into(), "r".into()], ..Default::default() };
     let mut rng = Rng::new(9);
     for batch in [1, 2, 3] {
+        let mut c = dev.compile(&graph(batch), &opts).unwrap();
+        assert_eq!(c.input_precisions(), vec![Precision::F16]);
+        assert_eq!(c.output_precisions(), vec![Precision::F16]);
         let mut data: Vec<f32> =
             (0..batch * 105).map(|_| rng.uniform(-3.0, 3.0) * 10f32.powi(rng.uniform(-4.0, 4.0) as i32)).collect();
         data[0] = 1e6;
@@ -223,8 +240,8 @@ fn device_fp16_packing_matches_the_cpu_conversion() {
     }
     // Rounding on the device (f32 values inside a stage packed at its end) against the CPU's
     // round-to-nearest-even: within one unit in the last place.
-    let mut c =
-        dev.compile(&g, &CompileOptions { max_batch: 2, f16_io: vec!["r".into()], ..Default::default() }).unwrap();
+    let g = graph(2);
+    let mut c = dev.compile(&g, &CompileOptions { f16_io: vec!["r".into()], ..Default::default() }).unwrap();
     let t = Tensor::random(vec![2, 3, 5, 7], &mut rng, 0.0, 50.0);
     let (out, _) = c.run_boundary(&[Boundary::from_tensor("x", &t, Precision::F32)]).unwrap();
     let mut differ = 0;

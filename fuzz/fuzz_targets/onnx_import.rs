@@ -1,5 +1,7 @@
-//! ONNX import of arbitrary bytes: `onnx::load_bytes` returns a graph or an error, never
-//! panics. No base directory is given, so external-data references never touch the disk.
+//! ONNX import of arbitrary bytes: `onnx::load_bytes` parses the model and
+//! `Model::first_segment` specializes it at batch 1 (shape inference, constant folding, the
+//! split at host operations); both return a result or an error, never panic. No base
+//! directory is given, so external-data references never touch the disk.
 
 #![no_main]
 
@@ -7,5 +9,7 @@ use libfuzzer_sys::fuzz_target;
 use poolpipe_engine::onnx::{ImportOptions, load_bytes};
 
 fuzz_target!(|data: &[u8]| {
-    let _ = load_bytes(data, "fuzz.onnx", None, &ImportOptions::default());
+    if let Ok(model) = load_bytes(data, "fuzz.onnx", None, &ImportOptions::default()) {
+        let _ = model.first_segment(1);
+    }
 });

@@ -98,7 +98,7 @@ struct State {
     /// Links by peer address, kept across assignments and registrations.
     links: Arc<Mutex<HashMap<SocketAddr, Link>>>,
     /// Graphs loaded, by (source, fingerprint), kept across registrations.
-    graphs: Arc<Mutex<HashMap<String, Arc<poolpipe_engine::Graph>>>>,
+    graphs: Arc<Mutex<HashMap<String, Arc<poolpipe_engine::Model>>>>,
     epoch: Instant,
     in_flight: AtomicU32,
     busy_us: AtomicU64,
@@ -141,7 +141,7 @@ pub async fn run(o: AgentOptions) -> Result<()> {
     };
     // Kept across registrations: links to peers and the models loaded.
     let links: Arc<Mutex<HashMap<SocketAddr, Link>>> = Arc::default();
-    let graphs: Arc<Mutex<HashMap<String, Arc<poolpipe_engine::Graph>>>> = Arc::default();
+    let graphs: Arc<Mutex<HashMap<String, Arc<poolpipe_engine::Model>>>> = Arc::default();
     let live: Live = Arc::default();
     let accept = {
         let (live, node) = (live.clone(), node.clone());
@@ -305,7 +305,7 @@ async fn assign(state: &Arc<State>, model: u32, stage: u16, blocks: [u32; 2], sp
         None => {
             let source = spec.source.clone();
             let g = tokio::task::spawn_blocking(move || source.load()).await??;
-            let found = crate::profile::fingerprint(&g);
+            let found = crate::profile::fingerprint(&super::spec::ModelSource::graph(&g)?);
             if found != spec.fingerprint {
                 bail!(
                     "model {} loaded from {} has fingerprint {found}, but the plan was cut on {}: give every node the same model file",
@@ -314,7 +314,6 @@ async fn assign(state: &Arc<State>, model: u32, stage: u16, blocks: [u32; 2], sp
                     spec.fingerprint
                 );
             }
-            let g = Arc::new(g);
             state.graphs.lock().unwrap_or_else(|p| p.into_inner()).insert(key, g.clone());
             g
         }

@@ -385,7 +385,8 @@ fn load_served(cfg: &ModelConfig, profiles: &Path) -> Result<(Served, ModelMeta)
         )
     })?;
     let partition: PartitionFile = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
-    let g = cfg.source.load().with_context(|| format!("model {}", cfg.name))?;
+    let model = cfg.source.load().with_context(|| format!("model {}", cfg.name))?;
+    let g = super::spec::ModelSource::graph(&model).with_context(|| format!("model {}", cfg.name))?;
     let found = crate::profile::fingerprint(&g);
     if found != partition.fingerprint {
         bail!(
@@ -395,8 +396,25 @@ fn load_served(cfg: &ModelConfig, profiles: &Path) -> Result<(Served, ModelMeta)
             partition.fingerprint
         );
     }
+    // Per-sample shapes: the batch-1 graph's without the batch. Serving takes float32 inputs
+    // and gives float outputs (the HTTP API's tensors are FP32).
+    for &v in g.inputs().iter().chain(g.outputs()) {
+        let val = g.value(v);
+        if val.dtype != poolpipe_engine::DType::F32 || val.shape.first() != Some(&1) {
+            bail!(
+                "model {}: {} '{}' is {} {:?} at batch 1; serving needs float32 inputs and outputs whose first dimension is the batch (run such models with `poolpipe run`)",
+                cfg.name,
+                if g.inputs().contains(&v) { "input" } else { "output" },
+                val.name,
+                val.dtype,
+                val.shape
+            );
+        }
+    }
     let meta = |ids: &[poolpipe_engine::ValueId]| {
-        ids.iter().map(|&i| TensorMeta { name: g.value(i).name.clone(), shape: g.value(i).dims.clone() }).collect()
+        ids.iter()
+            .map(|&i| TensorMeta { name: g.value(i).name.clone(), shape: g.value(i).shape[1..].to_vec() })
+            .collect()
     };
     let m = ModelMeta { name: cfg.name.clone(), inputs: meta(g.inputs()), outputs: meta(g.outputs()) };
     Ok((Served { config: cfg.clone(), partition }, m))

@@ -840,6 +840,10 @@ fn deliver(owner: &Pending, meta: &ModelMeta) {
                         .chunks_exact(2)
                         .map(|c| poolpipe_engine::boundary::f16_to_f32(u16::from_le_bytes([c[0], c[1]]))),
                 ),
+                // Served models have float outputs (checked when they load); integer words
+                // are answered as their values.
+                Dtype::I32 => data
+                    .extend(piece.bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)),
             }
         }
         let mut shape = vec![n];

@@ -1,5 +1,6 @@
 //! Engine boundary tensors to and from transport frames. The precisions map one to one
-//! (fp16 to `Dtype::F16`, fp32 to `Dtype::F32`); outgoing bytes move without a copy.
+//! (fp16 to `Dtype::F16`, fp32 to `Dtype::F32`, int32 words to `Dtype::I32`); outgoing bytes
+//! move without a copy.
 
 use bytes::Bytes;
 use poolpipe_engine::boundary::{Boundary, Precision};
@@ -13,6 +14,7 @@ pub fn to_wire(tensors: Vec<Boundary>) -> (Vec<TensorInfo>, Vec<Bytes>) {
             let dtype = match b.precision {
                 Precision::F16 => Dtype::F16,
                 Precision::F32 => Dtype::F32,
+                Precision::I32 => Dtype::I32,
             };
             let info = TensorInfo { name: b.name, dtype, dims: b.shape.iter().map(|&d| d as u64).collect() };
             (info, Bytes::from(b.bytes))
@@ -37,6 +39,7 @@ pub fn from_wire(frame: &Frame) -> Result<Vec<Boundary>, String> {
             let precision = match t.dtype {
                 Dtype::F16 => Precision::F16,
                 Dtype::F32 => Precision::F32,
+                Dtype::I32 => Precision::I32,
             };
             Ok(Boundary { name: t.name.clone(), shape, precision, bytes: p.to_vec() })
         })

@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use poolpipe_engine::boundary::{Boundary, Precision};
-use poolpipe_engine::gpu::{CompiledGraph, Device};
+use poolpipe_engine::gpu::Device;
 use poolpipe_engine::partition::Partition;
-use poolpipe_engine::stage::Stage;
-use poolpipe_engine::{EngineError, Graph};
+use poolpipe_engine::stage::{CompiledStage, Stage};
+use poolpipe_engine::{EngineError, Model};
 use poolpipe_transport::endpoint::{EndpointError, recv};
 use poolpipe_transport::frame::{BatchHeader, Frame, FrameLimits};
 use poolpipe_transport::link::Link;
@@ -32,21 +32,21 @@ pub const FRONTEND: u32 = 0;
 /// Batches a worker holds at once (one running, the others received and waiting).
 pub const IN_FLIGHT: usize = 2;
 
-/// One assigned stage, compiled for the worker's device.
+/// One assigned stage, compiled for the worker's device at every batch size it serves.
 pub struct StageRunner {
     model: u32,
     index: u16,
-    stage: Stage,
-    compiled: CompiledGraph,
+    compiled: CompiledStage,
 }
 
 impl StageRunner {
     /// Cuts blocks `blocks` of `graph` (as partitioned by `partition`), compiles them on
-    /// `device` for batches up to `max_batch`, as stage `index` of model `model`.
+    /// `device` for every batch 1..=`max_batch` (before the stage serves, so no batch waits
+    /// for a compile), as stage `index` of model `model`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         device: &Device,
-        graph: &Graph,
+        graph: &Arc<Model>,
         partition: &Partition,
         blocks: Range<usize>,
         model: u32,
@@ -55,8 +55,11 @@ impl StageRunner {
         max_batch: usize,
     ) -> Result<StageRunner, EngineError> {
         let stage = Stage::new(graph, partition, blocks, precision)?;
-        let compiled = device.compile(&stage.graph, &stage.compile_options(max_batch))?;
-        Ok(StageRunner { model, index, stage, compiled })
+        let mut compiled = CompiledStage::new(device, stage, max_batch);
+        for b in 1..=max_batch {
+            compiled.prepare(b)?;
+        }
+        Ok(StageRunner { model, index, compiled })
     }
 
     /// Runs the stage on a frame's tensors; returns every tensor crossing its last cut.
@@ -64,9 +67,11 @@ impl StageRunner {
         let h = &frame.header;
         let engine = |source| ServeError::Engine { model: h.model, stage: h.stage, batch: h.batch, source };
         let received = from_wire(frame).map_err(|reason| ServeError::Tensors { batch: h.batch, reason })?;
-        let inputs = self.stage.order(&received).map_err(engine)?;
-        let (outputs, _) = self.compiled.run_boundary(&inputs).map_err(engine)?;
-        self.stage.forward(&received, outputs).map_err(engine)
+        let stage = self.compiled.stage();
+        let inputs = stage.order(&received).map_err(engine)?;
+        let batch = h.requests.len().max(1);
+        let (outputs, _) = self.compiled.run_boundary(batch, &inputs).map_err(engine)?;
+        self.compiled.stage().forward(&received, outputs).map_err(engine)
     }
 }
 

@@ -26,6 +26,8 @@ pub enum Dtype {
     F16,
     /// IEEE single precision.
     F32,
+    /// 32-bit integers (integer and bool tensors, as the devices hold them).
+    I32,
 }
 
 impl Dtype {
@@ -33,7 +35,7 @@ impl Dtype {
     pub fn size(self) -> u64 {
         match self {
             Dtype::F16 => 2,
-            Dtype::F32 => 4,
+            Dtype::F32 | Dtype::I32 => 4,
         }
     }
 
@@ -41,6 +43,7 @@ impl Dtype {
         match self {
             Dtype::F16 => 1,
             Dtype::F32 => 2,
+            Dtype::I32 => 3,
         }
     }
 
@@ -48,6 +51,7 @@ impl Dtype {
         match c {
             1 => Some(Dtype::F16),
             2 => Some(Dtype::F32),
+            3 => Some(Dtype::I32),
             _ => None,
         }
     }

@@ -1,25 +1,65 @@
-//! Compiled graphs: buffers, bind groups and pipelines created once; runs that only upload
-//! inputs, record dispatches and read outputs back.
+//! Compiled graphs: buffers, bind groups and pipelines created once for a static graph; runs
+//! that only upload inputs, record dispatches and read outputs back.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wgpu::util::DeviceExt;
 
 use super::device::{Device, DeviceInner};
 use super::kernels::{Family, Kernel};
-use super::lower::{Buf, Dispatch, PARAM_WORDS, SizeFn, lower};
+use super::lower::{Buf, Class, Dispatch, PARAM_WORDS, Words, class_of, device_words, lower};
 use crate::boundary::{Boundary, Precision};
 use crate::error::{EngineError, Result};
-use crate::graph::{Graph, ValueId};
-use crate::tensor::Tensor;
+use crate::graph::{Graph, ValueId, ValueSource};
+use crate::tensor::{DType, Tensor};
+
+/// Device buffers of constants shared by the compiled graphs of one model (one graph per
+/// batch size): a weight is uploaded once, whatever the batch. Keyed by the device, the
+/// constant's name, length and content hash (a pool used with several devices keeps each
+/// device's buffers apart).
+#[derive(Clone, Default)]
+pub struct ConstPool {
+    buffers: Arc<Mutex<HashMap<ConstKey, Arc<wgpu::Buffer>>>>,
+}
+
+/// (device address, constant name, length, content hash).
+type ConstKey = (usize, String, usize, u64);
+
+impl std::fmt::Debug for ConstPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.buffers.lock().map(|b| b.len()).unwrap_or(0);
+        f.debug_struct("ConstPool").field("buffers", &n).finish()
+    }
+}
+
+impl ConstPool {
+    fn get_or_upload(&self, dev: &DeviceInner, name: &str, words: &[u32]) -> Arc<wgpu::Buffer> {
+        // FNV-1a over the words: cheap, and a collision also needs the same name and length.
+        let hash = words.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &w| (h ^ w as u64).wrapping_mul(0x100_0000_01b3));
+        let key = (dev as *const DeviceInner as usize, name.to_string(), words.len(), hash);
+        let mut map = self.buffers.lock().expect("constant pool poisoned");
+        map.entry(key).or_insert_with(|| Arc::new(upload(&dev.device, name, words))).clone()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.buffers.lock().map(|b| b.values().map(|x| x.size()).sum()).unwrap_or(0)
+    }
+}
+
+fn upload(device: &wgpu::Device, name: &str, words: &[u32]) -> wgpu::Buffer {
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(name),
+        contents: bytemuck::cast_slice(words),
+        usage: wgpu::BufferUsages::STORAGE,
+    })
+}
 
 /// How to compile a graph.
 #[derive(Clone, Debug)]
 pub struct CompileOptions {
-    /// Largest batch a run may use; buffers are sized for it once.
-    pub max_batch: usize,
     /// Fold batch norms and fuse activations first ([`crate::optimize`]).
     pub optimize: bool,
     /// Use the one-output-per-invocation baseline kernels for convolutions and Gemm (for
@@ -29,13 +69,16 @@ pub struct CompileOptions {
     pub workgroup_size: u32,
     /// Names of graph inputs and outputs exchanged as packed fp16 (boundary tensors between
     /// stages, see [`crate::boundary`]): inputs are unpacked and outputs packed by kernels on
-    /// the device, so only half the bytes cross the bus. Others are exchanged as fp32.
+    /// the device, so only half the bytes cross the bus. Other float tensors are exchanged as
+    /// fp32, integer and bool ones as int32 words.
     pub f16_io: Vec<String>,
+    /// Constant buffers shared with other graphs of the same model (see [`ConstPool`]).
+    pub constants: Option<ConstPool>,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
-        CompileOptions { max_batch: 8, optimize: true, naive_kernels: false, workgroup_size: 64, f16_io: vec![] }
+        CompileOptions { optimize: true, naive_kernels: false, workgroup_size: 64, f16_io: vec![], constants: None }
     }
 }
 
@@ -48,12 +91,6 @@ pub struct RunTiming {
     pub gpu: Option<Duration>,
 }
 
-struct BatchState {
-    _params: wgpu::Buffer,
-    bind_groups: Vec<wgpu::BindGroup>,
-    workgroups: Vec<[u32; 2]>,
-}
-
 struct Timestamps {
     set: wgpu::QuerySet,
     resolve: wgpu::Buffer,
@@ -61,16 +98,26 @@ struct Timestamps {
     period_ns: f64,
 }
 
-/// A graph compiled for one device, runnable at any batch from 1 to its maximum.
+/// Where a graph output comes from.
+enum OutSource {
+    /// A device buffer (computed, or an input passed through), read back.
+    Buffer { slot: usize, staging: wgpu::Buffer },
+    /// A constant known at compile time (taken from the graph).
+    Constant,
+}
+
+/// A static graph compiled for one device.
 pub struct CompiledGraph {
     dev: Arc<DeviceInner>,
     graph: Graph,
-    max_batch: usize,
     slots: Vec<wgpu::Buffer>,
     slot_of: HashMap<ValueId, usize>,
     pipelines: Vec<Arc<wgpu::ComputePipeline>>,
-    batches: Vec<BatchState>,
-    staging: Vec<wgpu::Buffer>,
+    _params: wgpu::Buffer,
+    _consts: Vec<Arc<wgpu::Buffer>>,
+    bind_groups: Vec<wgpu::BindGroup>,
+    workgroups: Vec<[u32; 2]>,
+    outputs: Vec<OutSource>,
     /// Per graph input, then per graph output: the packed fp16 buffer when exchanged as fp16.
     packed_in: Vec<Option<usize>>,
     packed_out: Vec<Option<usize>>,
@@ -78,6 +125,7 @@ pub struct CompiledGraph {
     timestamps: Option<Timestamps>,
     arena_bytes: u64,
     const_bytes: u64,
+    compile_time: Duration,
 }
 
 impl std::fmt::Debug for CompiledGraph {
@@ -85,7 +133,6 @@ impl std::fmt::Debug for CompiledGraph {
         f.debug_struct("CompiledGraph")
             .field("graph", &self.graph.name)
             .field("device", &self.dev.info.name)
-            .field("max_batch", &self.max_batch)
             .field("dispatches", &self.pipelines.len())
             .finish()
     }
@@ -96,25 +143,26 @@ fn gpu_err(dev: &DeviceInner, context: impl Into<String>, e: impl std::fmt::Disp
 }
 
 impl Device {
-    /// Compiles a graph (or a node range of one, see [`Graph::slice_nodes`]) for this device.
+    /// Compiles a static graph (or a node range of one, see [`Graph::slice_nodes`]) for this
+    /// device.
     pub fn compile(&self, graph: &Graph, opts: &CompileOptions) -> Result<CompiledGraph> {
         CompiledGraph::new(self.inner.clone(), graph, opts)
     }
 }
 
+/// Bytes of a value's device buffer (32-bit words, at least 16 bytes).
+fn bytes_of(g: &Graph, v: ValueId) -> u64 {
+    ((g.value(v).numel() * 4) as u64).div_ceil(16).max(1) * 16
+}
+
 impl CompiledGraph {
     fn new(dev: Arc<DeviceInner>, graph: &Graph, opts: &CompileOptions) -> Result<Self> {
-        if opts.max_batch == 0 {
-            return Err(EngineError::InvalidGraph {
-                graph: graph.name.clone(),
-                reason: "max_batch must be at least 1".into(),
-            });
-        }
+        let started = Instant::now();
         let wg = opts.workgroup_size.clamp(1, dev.limits.max_compute_invocations_per_workgroup);
         let g = if opts.optimize { crate::optimize(graph)? } else { graph.clone() };
         let max_binding = dev.limits.max_buffer_size.min(dev.limits.max_storage_buffer_binding_size);
-        let mut lowered = lower(&g, opts.max_batch, opts.naive_kernels, wg, max_binding)?;
-        let (packed_in, packed_out, packed_words) = add_f16_conversions(&g, &mut lowered, &opts.f16_io, wg)?;
+        let mut lowered = lower(&g, opts.naive_kernels, wg, max_binding)?;
+        let (packed_in, packed_out, packed_len) = add_f16_conversions(&g, &mut lowered, &opts.f16_io, wg)?;
         let device = &dev.device;
         let root = |v: ValueId| *lowered.alias.get(&v).unwrap_or(&v);
 
@@ -122,27 +170,28 @@ impl CompiledGraph {
         let mut last: HashMap<ValueId, usize> = HashMap::new();
         for (i, node) in g.nodes().iter().enumerate() {
             for &v in node.inputs.iter().chain(&node.outputs) {
-                if g.value(v).is_batched() {
+                if g.value(v).is_activation() {
                     let e = last.entry(root(v)).or_insert(i);
                     *e = (*e).max(i);
                 }
             }
         }
         for &o in g.outputs() {
-            last.insert(root(o), usize::MAX);
+            if g.value(o).is_activation() {
+                last.insert(root(o), usize::MAX);
+            }
         }
         for &i in g.inputs() {
             last.entry(root(i)).or_insert(usize::MAX);
         }
         // Greedy slot assignment in node order: a slot is reused once its value is dead.
-        let bytes_of = |v: ValueId| ((g.value(v).per_sample_len() * opts.max_batch * 4) as u64).div_ceil(16) * 16;
         let mut slot_size: Vec<u64> = vec![];
         let mut slot_owner: Vec<(String, String)> = vec![]; // (node, tensor) of the largest value
         let mut slot_of: HashMap<ValueId, usize> = HashMap::new();
         let mut live: Vec<(usize, ValueId)> = vec![];
         let mut free: Vec<usize> = vec![];
         let mut assign = |v: ValueId, node: &str, free: &mut Vec<usize>, live: &mut Vec<(usize, ValueId)>| {
-            let need = bytes_of(v);
+            let need = bytes_of(&g, v);
             // Best fit among free slots, else the largest free one (grown), else a new slot.
             let pick = free
                 .iter()
@@ -171,7 +220,7 @@ impl CompiledGraph {
         }
         for (i, node) in g.nodes().iter().enumerate() {
             live.retain(|&(s, v)| {
-                if last[&v] < i {
+                if last.get(&v).is_some_and(|&l| l < i) {
                     free.push(s);
                     false
                 } else {
@@ -190,30 +239,23 @@ impl CompiledGraph {
         }
 
         // Device limits: a tensor must fit one buffer and one binding.
-        let limit = dev.limits.max_buffer_size.min(dev.limits.max_storage_buffer_binding_size);
+        let limit = max_binding;
+        let too_large = |node: String, tensor: String, bytes: u64| EngineError::TensorTooLarge {
+            node,
+            tensor,
+            bytes,
+            device: dev.info.name.clone(),
+            limit,
+        };
         for (s, &size) in slot_size.iter().enumerate() {
             if size > limit {
-                return Err(EngineError::TensorTooLarge {
-                    node: slot_owner[s].0.clone(),
-                    tensor: slot_owner[s].1.clone(),
-                    bytes: size,
-                    batch: opts.max_batch,
-                    device: dev.info.name.clone(),
-                    limit,
-                });
+                return Err(too_large(slot_owner[s].0.clone(), slot_owner[s].1.clone(), size));
             }
         }
         for (name, data) in &lowered.consts {
             let size = (data.len() * 4) as u64;
             if size > limit {
-                return Err(EngineError::TensorTooLarge {
-                    node: name.split('.').next().unwrap_or(name).to_string(),
-                    tensor: name.clone(),
-                    bytes: size,
-                    batch: opts.max_batch,
-                    device: dev.info.name.clone(),
-                    limit,
-                });
+                return Err(too_large(name.split('.').next().unwrap_or(name).to_string(), name.clone(), size));
             }
         }
 
@@ -232,15 +274,12 @@ impl CompiledGraph {
                 })
             })
             .collect();
-        let consts: Vec<wgpu::Buffer> = lowered
+        let consts: Vec<Arc<wgpu::Buffer>> = lowered
             .consts
             .iter()
-            .map(|(name, data)| {
-                device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(name),
-                    contents: bytemuck::cast_slice(data),
-                    usage: wgpu::BufferUsages::STORAGE,
-                })
+            .map(|(name, data)| match &opts.constants {
+                Some(pool) => pool.get_or_upload(&dev, name, data),
+                None => Arc::new(upload(device, name, data)),
             })
             .collect();
         let scratch: Vec<wgpu::Buffer> = lowered
@@ -255,10 +294,10 @@ impl CompiledGraph {
                 })
             })
             .collect();
-        let packed: Vec<wgpu::Buffer> = packed_words
+        let packed: Vec<wgpu::Buffer> = packed_len
             .iter()
-            .map(|&per_sample| {
-                let words = (per_sample * opts.max_batch).div_ceil(2) as u64;
+            .map(|&n| {
+                let words = n.div_ceil(2) as u64;
                 device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("packed fp16 boundary"),
                     size: ((words * 4).div_ceil(16) * 16).max(16),
@@ -267,16 +306,20 @@ impl CompiledGraph {
                 })
             })
             .collect();
-        let staging: Vec<wgpu::Buffer> = g
+        let outputs: Vec<OutSource> = g
             .outputs()
             .iter()
-            .map(|&o| {
-                device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(&format!("read-back {}", g.value(o).name)),
-                    size: bytes_of(o),
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
+            .map(|&o| match &g.value(o).source {
+                ValueSource::Constant(_) => OutSource::Constant,
+                _ => OutSource::Buffer {
+                    slot: slot_of[&o],
+                    staging: device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(&format!("read-back {}", g.value(o).name)),
+                        size: bytes_of(&g, o),
+                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    }),
+                },
             })
             .collect();
 
@@ -292,63 +335,59 @@ impl CompiledGraph {
             }
         };
         let max_groups = dev.limits.max_compute_workgroups_per_dimension as u64;
-        let mut batches = vec![];
-        for b in 1..=opts.max_batch {
-            let n = lowered.dispatches.len().max(1);
-            let mut words = vec![0u32; n * PARAM_WORDS];
-            let mut workgroups = vec![];
-            for (i, d) in lowered.dispatches.iter().enumerate() {
-                let (groups, p) = (d.size)(b);
-                words[i * PARAM_WORDS..(i + 1) * PARAM_WORDS].copy_from_slice(&p);
-                let grid = if groups <= max_groups {
-                    [groups as u32, 1]
-                } else {
-                    let y = groups.div_ceil(max_groups);
-                    if y > max_groups {
-                        let (node, op) = match g.nodes().get(d.node) {
-                            Some(n) => (n.name.clone(), n.op.name().to_string()),
-                            None => ("boundary".to_string(), "fp16 conversion".to_string()),
-                        };
-                        return Err(EngineError::InvalidNode {
-                            node,
-                            op,
-                            reason: format!("needs {groups} workgroups, more than the device can launch"),
-                        });
-                    }
-                    [max_groups as u32, y as u32]
-                };
-                workgroups.push(grid);
-            }
-            let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(&format!("params batch {b}")),
-                contents: bytemuck::cast_slice(&words),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-            let bind_groups = lowered
-                .dispatches
-                .iter()
-                .enumerate()
-                .map(|(i, d)| {
-                    let mut entries = vec![wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &params,
-                            offset: (i * PARAM_WORDS * 4) as u64,
-                            size: std::num::NonZeroU64::new((PARAM_WORDS * 4) as u64),
-                        }),
-                    }];
-                    for &(binding, buf) in &d.bindings {
-                        entries.push(wgpu::BindGroupEntry { binding, resource: resolve(buf).as_entire_binding() });
-                    }
-                    device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some(g.nodes().get(d.node).map_or("fp16 conversion", |n| n.name.as_str())),
-                        layout: &pipelines[i].get_bind_group_layout(0),
-                        entries: &entries,
-                    })
-                })
-                .collect();
-            batches.push(BatchState { _params: params, bind_groups, workgroups });
+        let n = lowered.dispatches.len().max(1);
+        let mut words = vec![0u32; n * PARAM_WORDS];
+        let mut workgroups = vec![];
+        for (i, d) in lowered.dispatches.iter().enumerate() {
+            words[i * PARAM_WORDS..(i + 1) * PARAM_WORDS].copy_from_slice(&d.params);
+            let groups = d.groups;
+            let grid = if groups <= max_groups {
+                [groups as u32, 1]
+            } else {
+                let y = groups.div_ceil(max_groups);
+                if y > max_groups {
+                    let (node, op) = match g.nodes().get(d.node) {
+                        Some(n) => (n.name.clone(), n.op.name().to_string()),
+                        None => ("boundary".to_string(), "fp16 conversion".to_string()),
+                    };
+                    return Err(EngineError::InvalidNode {
+                        node,
+                        op,
+                        reason: format!("needs {groups} workgroups, more than the device can launch"),
+                    });
+                }
+                [max_groups as u32, y as u32]
+            };
+            workgroups.push(grid);
         }
+        let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("params"),
+            contents: bytemuck::cast_slice(&words),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let bind_groups = lowered
+            .dispatches
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &params,
+                        offset: (i * PARAM_WORDS * 4) as u64,
+                        size: std::num::NonZeroU64::new((PARAM_WORDS * 4) as u64),
+                    }),
+                }];
+                for &(binding, buf) in &d.bindings {
+                    entries.push(wgpu::BindGroupEntry { binding, resource: resolve(buf).as_entire_binding() });
+                }
+                device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(g.nodes().get(d.node).map_or("fp16 conversion", |n| n.name.as_str())),
+                    layout: &pipelines[i].get_bind_group_layout(0),
+                    entries: &entries,
+                })
+            })
+            .collect();
 
         let timestamps = dev.timestamps.then(|| Timestamps {
             set: device.create_query_set(&wgpu::QuerySetDescriptor {
@@ -376,14 +415,14 @@ impl CompiledGraph {
         if let Some(e) = merr {
             return Err(EngineError::OutOfMemory {
                 device: dev.info.name.clone(),
-                what: format!("graph '{}' at max batch {} ({e})", g.name, opts.max_batch),
+                what: format!("graph '{}' ({e})", g.name),
             });
         }
         if let Some(e) = verr {
             return Err(gpu_err(&dev, format!("compiling graph '{}'", g.name), e));
         }
         let arena_bytes = slot_size.iter().sum();
-        let const_bytes = lowered.consts.iter().map(|(_, d)| d.len() as u64 * 4).sum();
+        let const_bytes = consts.iter().map(|b| b.size()).sum();
         tracing::debug!(
             graph = %g.name, dispatches = pipelines.len(), slots = slots.len(), arena_bytes, const_bytes,
             "compiled"
@@ -391,29 +430,27 @@ impl CompiledGraph {
         Ok(CompiledGraph {
             dev,
             graph: g,
-            max_batch: opts.max_batch,
             slots,
             slot_of,
             pipelines,
-            batches,
-            staging,
+            _params: params,
+            _consts: consts,
+            bind_groups,
+            workgroups,
+            outputs,
             packed_in,
             packed_out,
             packed,
             timestamps,
             arena_bytes,
             const_bytes,
+            compile_time: started.elapsed(),
         })
     }
 
     /// The graph as compiled (after rewrites).
     pub fn graph(&self) -> &Graph {
         &self.graph
-    }
-
-    /// Largest batch a run may use.
-    pub fn max_batch(&self) -> usize {
-        self.max_batch
     }
 
     /// Number of kernel launches per run.
@@ -426,91 +463,109 @@ impl CompiledGraph {
         (self.arena_bytes, self.const_bytes)
     }
 
+    /// How long compiling took.
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+
     /// Name of the device.
     pub fn device_name(&self) -> &str {
         &self.dev.info.name
     }
 
-    /// Runs a batch: `inputs` in the order of the graph's inputs, each [batch, dims...].
-    pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-        self.run_timed(inputs).map(|(o, _)| o)
-    }
-
-    /// The precision each graph input is exchanged in ([`CompileOptions::f16_io`]).
+    /// The precision each graph input is exchanged in: fp16 for those in
+    /// [`CompileOptions::f16_io`], fp32 for other floats, int32 words for integers and bools.
     pub fn input_precisions(&self) -> Vec<Precision> {
-        self.packed_in.iter().map(|p| if p.is_some() { Precision::F16 } else { Precision::F32 }).collect()
+        let g = &self.graph;
+        g.inputs().iter().zip(&self.packed_in).map(|(&v, p)| wire_precision(g.value(v).dtype, p.is_some())).collect()
     }
 
     /// The precision each graph output is exchanged in.
     pub fn output_precisions(&self) -> Vec<Precision> {
-        self.packed_out.iter().map(|p| if p.is_some() { Precision::F16 } else { Precision::F32 }).collect()
+        let g = &self.graph;
+        g.outputs().iter().zip(&self.packed_out).map(|(&v, p)| wire_precision(g.value(v).dtype, p.is_some())).collect()
     }
 
-    fn check_inputs(&self, shapes: &[&[usize]]) -> Result<usize> {
+    fn input_error(&self, input: &str, reason: String) -> EngineError {
+        EngineError::Input { graph: self.graph.name.clone(), input: input.to_string(), reason }
+    }
+
+    fn check_shapes(&self, shapes: &[&[usize]]) -> Result<()> {
         let g = &self.graph;
         if shapes.len() != g.inputs().len() {
-            return Err(EngineError::Input {
-                graph: g.name.clone(),
-                input: g.inputs().iter().map(|&i| g.value(i).name.clone()).collect::<Vec<_>>().join(", "),
-                reason: format!("expected {} input tensors, got {}", g.inputs().len(), shapes.len()),
-            });
+            let names: Vec<String> = g.inputs().iter().map(|&i| g.value(i).name.clone()).collect();
+            return Err(self.input_error(
+                &names.join(", "),
+                format!("expected {} input tensors, got {}", g.inputs().len(), shapes.len()),
+            ));
         }
-        let mut batch = None;
         for (&s, &v) in shapes.iter().zip(g.inputs()) {
             let val = g.value(v);
-            let bad = |reason: String| EngineError::Input { graph: g.name.clone(), input: val.name.clone(), reason };
-            if s.is_empty() || s[1..] != val.dims[..] {
-                return Err(bad(format!("expected shape [batch, {}], got {s:?}", dims_str(&val.dims))));
-            }
-            if s[0] == 0 {
-                return Err(bad("batch must be at least 1".into()));
-            }
-            if *batch.get_or_insert(s[0]) != s[0] {
-                return Err(bad(format!("batch {} differs from the first input's {}", s[0], batch.unwrap())));
+            if s != val.shape.as_slice() {
+                return Err(self.input_error(&val.name, format!("expected shape {:?}, got {s:?}", val.shape)));
             }
         }
-        let b = batch.expect("graphs have inputs");
-        if b > self.max_batch {
-            return Err(EngineError::BatchTooLarge { graph: g.name.clone(), batch: b, max: self.max_batch });
-        }
-        Ok(b)
+        Ok(())
     }
 
-    /// Runs a batch and reports how long it took (GPU time when timestamps are available).
+    /// Runs the graph: `inputs` in the order of the graph's inputs, each of the graph's type
+    /// and shape.
+    pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+        self.run_timed(inputs).map(|(o, _)| o)
+    }
+
+    /// Runs the graph and reports how long it took (GPU time when timestamps are available).
     /// Inputs and outputs exchanged as fp16 are rounded to fp16 on the way (on the CPU for
     /// inputs, on the device for outputs).
     pub fn run_timed(&mut self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, RunTiming)> {
         let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
-        let b = self.check_inputs(&shapes)?;
+        self.check_shapes(&shapes)?;
         let g = &self.graph;
-        let bytes: Vec<Vec<u8>> = inputs
-            .iter()
-            .zip(g.inputs())
-            .zip(&self.packed_in)
-            .map(|((t, &v), p)| match p {
-                Some(_) => Boundary::from_tensor(&g.value(v).name, t, Precision::F16).bytes,
-                None => bytemuck::cast_slice(t.data()).to_vec(),
-            })
-            .collect();
-        let (raw, timing) = self.execute(b, &bytes)?;
+        let mut bytes: Vec<Vec<u8>> = vec![];
+        for ((t, &v), p) in inputs.iter().zip(g.inputs()).zip(&self.packed_in) {
+            let val = g.value(v);
+            if t.dtype() != val.dtype {
+                return Err(
+                    self.input_error(&val.name, format!("expected element type {}, got {}", val.dtype, t.dtype()))
+                );
+            }
+            bytes.push(match p {
+                Some(_) => Boundary::from_tensor(&val.name, t, Precision::F16).bytes,
+                None => {
+                    let w = device_words(t, &val.name).map_err(|e| self.input_error(&val.name, e))?;
+                    bytemuck::cast_slice(&w).to_vec()
+                }
+            });
+        }
+        let (raw, timing) = self.execute(&bytes)?;
         let g = &self.graph;
         let mut outputs = vec![];
         for ((bytes, &o), p) in raw.into_iter().zip(g.outputs()).zip(&self.packed_out) {
-            let precision = if p.is_some() { Precision::F16 } else { Precision::F32 };
-            let wire = Boundary { name: g.value(o).name.clone(), shape: g.value(o).shape_at(b), precision, bytes };
-            outputs.push(wire.to_tensor()?);
+            let val = g.value(o);
+            outputs.push(match bytes {
+                None => val.constant().expect("constant output").as_ref().clone(),
+                Some(bytes) => {
+                    let wire = Boundary {
+                        name: val.name.clone(),
+                        shape: val.shape.clone(),
+                        precision: wire_precision(val.dtype, p.is_some()),
+                        bytes,
+                    };
+                    wire.to_tensor_as(val.dtype)?
+                }
+            });
         }
         Ok((outputs, timing))
     }
 
-    /// Runs a batch on tensors in their wire form (what a stage receives from the previous
+    /// Runs the graph on tensors in their wire form (what a stage receives from the previous
     /// one), in the order of the graph's inputs, each in the precision the graph was compiled
     /// to take ([`Self::input_precisions`]); returns the outputs in wire form, fp16 ones as
     /// the device packed them. The bytes are uploaded and read back as they are: no
     /// conversion on the CPU.
     pub fn run_boundary(&mut self, inputs: &[Boundary]) -> Result<(Vec<Boundary>, RunTiming)> {
         let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
-        let b = self.check_inputs(&shapes)?;
+        self.check_shapes(&shapes)?;
         let g = &self.graph;
         for ((t, &v), want) in inputs.iter().zip(g.inputs()).zip(self.input_precisions()) {
             let name = &g.value(v).name;
@@ -532,29 +587,33 @@ impl CompiledGraph {
             t.validate()?;
         }
         let bytes: Vec<Vec<u8>> = inputs.iter().map(|t| t.bytes.clone()).collect();
-        let (raw, timing) = self.execute(b, &bytes)?;
+        let (raw, timing) = self.execute(&bytes)?;
         let g = &self.graph;
         let outs = raw
             .into_iter()
             .zip(g.outputs())
             .zip(self.output_precisions())
-            .map(|((bytes, &o), precision)| Boundary {
-                name: g.value(o).name.clone(),
-                shape: g.value(o).shape_at(b),
-                precision,
-                bytes,
+            .map(|((bytes, &o), precision)| {
+                let val = g.value(o);
+                match bytes {
+                    Some(bytes) => Boundary { name: val.name.clone(), shape: val.shape.clone(), precision, bytes },
+                    None => Boundary::from_tensor(&val.name, val.constant().expect("constant output"), precision),
+                }
             })
             .collect();
         Ok((outs, timing))
     }
 
-    /// Uploads the inputs' bytes, runs every dispatch at batch `b` and reads the outputs'
-    /// bytes back (fp16 outputs: exactly 2 bytes an element).
-    fn execute(&mut self, b: usize, inputs: &[Vec<u8>]) -> Result<(Vec<Vec<u8>>, RunTiming)> {
+    /// Uploads the inputs' bytes, runs every dispatch and reads the outputs' bytes back
+    /// (None for constant outputs; fp16 outputs: exactly 2 bytes an element).
+    fn execute(&mut self, inputs: &[Vec<u8>]) -> Result<(Vec<Option<Vec<u8>>>, RunTiming)> {
         let start = Instant::now();
         let dev = &self.dev;
         let g = &self.graph;
         for (k, (bytes, &v)) in inputs.iter().zip(g.inputs()).enumerate() {
+            if bytes.is_empty() {
+                continue;
+            }
             let target = match self.packed_in[k] {
                 Some(i) => &self.packed[i],
                 None => &self.slots[self.slot_of[&v]],
@@ -568,7 +627,6 @@ impl CompiledGraph {
                 dev.queue.write_buffer(target, 0, &padded);
             }
         }
-        let state = &self.batches[b - 1];
         let mut enc = dev.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(&g.name) });
         {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -580,12 +638,12 @@ impl CompiledGraph {
                 }),
             });
             for (i, p) in self.pipelines.iter().enumerate() {
-                let [x, y] = state.workgroups[i];
+                let [x, y] = self.workgroups[i];
                 if x == 0 {
                     continue;
                 }
                 pass.set_pipeline(p);
-                pass.set_bind_group(0, &state.bind_groups[i], &[]);
+                pass.set_bind_group(0, &self.bind_groups[i], &[]);
                 pass.dispatch_workgroups(x, y, 1);
             }
         }
@@ -593,22 +651,31 @@ impl CompiledGraph {
             enc.resolve_query_set(&t.set, 0..2, &t.resolve, 0);
             enc.copy_buffer_to_buffer(&t.resolve, 0, &t.readback, 0, 16);
         }
-        // (bytes to read, bytes that are the tensor)
+        // (bytes to read, bytes that are the tensor) per output read back.
         let mut sizes = vec![];
-        for (k, &o) in g.outputs().iter().enumerate() {
-            let n = (g.value(o).per_sample_len() * b) as u64;
-            let (src, copy, used) = match self.packed_out[k] {
-                Some(i) => (&self.packed[i], n.div_ceil(2) * 4, n * 2),
-                None => (&self.slots[self.slot_of[&o]], n * 4, n * 4),
+        for (k, (&o, src)) in g.outputs().iter().zip(&self.outputs).enumerate() {
+            let OutSource::Buffer { slot, staging } = src else {
+                sizes.push(None);
+                continue;
             };
-            enc.copy_buffer_to_buffer(src, 0, &self.staging[k], 0, copy);
-            sizes.push((copy, used));
+            let n = g.value(o).numel() as u64;
+            let (buf, copy, used) = match self.packed_out[k] {
+                Some(i) => (&self.packed[i], n.div_ceil(2) * 4, n * 2),
+                None => (&self.slots[*slot], n * 4, n * 4),
+            };
+            if copy > 0 {
+                enc.copy_buffer_to_buffer(buf, 0, staging, 0, copy);
+            }
+            sizes.push(Some((copy, used)));
         }
         dev.queue.submit([enc.finish()]);
 
         let mut maps = vec![];
-        for (k, &(copy, _)) in sizes.iter().enumerate() {
-            maps.push(map_read(&self.staging[k], copy));
+        for (src, size) in self.outputs.iter().zip(&sizes) {
+            maps.push(match (src, size) {
+                (OutSource::Buffer { staging, .. }, Some((copy, _))) if *copy > 0 => Some(map_read(staging, *copy)),
+                _ => None,
+            });
         }
         let ts_map = self.timestamps.as_ref().map(|t| map_read(&t.readback, 16));
         dev.device
@@ -618,10 +685,16 @@ impl CompiledGraph {
             return Err(gpu_err(dev, format!("running graph '{}'", g.name), e));
         }
         let mut outputs = vec![];
-        for (k, &(copy, used)) in sizes.iter().enumerate() {
-            let mut data = read_mapped(dev, &self.staging[k], copy, &maps[k], &g.name)?;
-            data.truncate(used as usize);
-            outputs.push(data);
+        for ((src, size), rx) in self.outputs.iter().zip(&sizes).zip(&maps) {
+            outputs.push(match (src, size, rx) {
+                (OutSource::Buffer { staging, .. }, Some((copy, used)), Some(rx)) => {
+                    let mut data = read_mapped(dev, staging, *copy, rx, &g.name)?;
+                    data.truncate(*used as usize);
+                    Some(data)
+                }
+                (OutSource::Buffer { .. }, _, _) => Some(vec![]),
+                (OutSource::Constant, _, _) => None,
+            });
         }
         let gpu = match (&self.timestamps, ts_map) {
             (Some(t), Some(rx)) => {
@@ -642,9 +715,19 @@ impl CompiledGraph {
     }
 }
 
+/// The wire precision of a tensor of type `dtype`.
+pub(crate) fn wire_precision(dtype: DType, packed: bool) -> Precision {
+    match class_of(dtype) {
+        Class::Int => Precision::I32,
+        Class::Float if packed => Precision::F16,
+        Class::Float => Precision::F32,
+    }
+}
+
 /// Adds the fp16 unpack dispatches (before everything) and pack dispatches (after
-/// everything) for the graph inputs and outputs named in `names`. Returns, per input and per
-/// output, the index of its packed buffer, and each packed buffer's elements per sample.
+/// everything) for the graph inputs and outputs named in `names` (float, non-constant ones).
+/// Returns, per input and per output, the index of its packed buffer, and each packed
+/// buffer's element count.
 #[allow(clippy::type_complexity)]
 fn add_f16_conversions(
     g: &Graph,
@@ -652,10 +735,12 @@ fn add_f16_conversions(
     names: &[String],
     wg: u32,
 ) -> Result<(Vec<Option<usize>>, Vec<Option<usize>>, Vec<usize>)> {
-    let mut per_sample = vec![];
+    let mut lens = vec![];
     let find = |name: &str, list: &[ValueId]| list.iter().position(|&v| g.value(v).name == name);
     for name in names {
-        if find(name, g.inputs()).is_none() && find(name, g.outputs()).is_none() {
+        let v =
+            find(name, g.inputs()).map(|i| g.inputs()[i]).or_else(|| find(name, g.outputs()).map(|i| g.outputs()[i]));
+        let Some(v) = v else {
             return Err(EngineError::InvalidGraph {
                 graph: g.name.clone(),
                 reason: format!(
@@ -664,29 +749,30 @@ fn add_f16_conversions(
                     names_of(g, g.outputs())
                 ),
             });
+        };
+        if !g.value(v).dtype.is_float() {
+            return Err(EngineError::InvalidGraph {
+                graph: g.name.clone(),
+                reason: format!("'{name}' is a {} tensor; only float tensors are exchanged as fp16", g.value(v).dtype),
+            });
         }
     }
-    let wants = |v: ValueId| names.iter().any(|n| *n == g.value(v).name);
-    let size = move |len: usize| -> SizeFn {
-        Box::new(move |b| {
-            let n = len * b;
-            let groups = n.div_ceil(2).div_ceil(wg as usize) as u64;
-            let mut p = vec![0u32; PARAM_WORDS];
-            p[0] = n as u32;
-            (groups, p)
-        })
-    };
+    let wants = |v: ValueId| names.iter().any(|n| *n == g.value(v).name) && g.value(v).is_activation();
+    let params = |n: usize| Words::new().u(0, n).done();
+    let groups = |n: usize| n.div_ceil(2).div_ceil(wg as usize) as u64;
     let mut front = vec![];
     let mut packed_in = vec![];
     for &v in g.inputs() {
         if wants(v) {
-            let i = per_sample.len();
-            per_sample.push(g.value(v).per_sample_len());
+            let i = lens.len();
+            let n = g.value(v).numel();
+            lens.push(n);
             front.push(Dispatch {
                 node: usize::MAX,
                 kernel: Kernel::new(Family::Convert, "unpack_f16", &[("WG", wg)]),
                 bindings: vec![(1, Buf::Packed(i)), (2, Buf::Value(v))],
-                size: size(g.value(v).per_sample_len()),
+                groups: groups(n),
+                params: params(n),
             });
             packed_in.push(Some(i));
         } else {
@@ -696,13 +782,15 @@ fn add_f16_conversions(
     let mut packed_out = vec![];
     for &o in g.outputs() {
         if wants(o) {
-            let i = per_sample.len();
-            per_sample.push(g.value(o).per_sample_len());
+            let i = lens.len();
+            let n = g.value(o).numel();
+            lens.push(n);
             lowered.dispatches.push(Dispatch {
                 node: usize::MAX,
                 kernel: Kernel::new(Family::Convert, "pack_f16", &[("WG", wg)]),
                 bindings: vec![(3, Buf::Value(o)), (4, Buf::Packed(i))],
-                size: size(g.value(o).per_sample_len()),
+                groups: groups(n),
+                params: params(n),
             });
             packed_out.push(Some(i));
         } else {
@@ -711,7 +799,7 @@ fn add_f16_conversions(
     }
     front.append(&mut lowered.dispatches);
     lowered.dispatches = front;
-    Ok((packed_in, packed_out, per_sample))
+    Ok((packed_in, packed_out, lens))
 }
 
 fn names_of(g: &Graph, list: &[ValueId]) -> String {
@@ -737,8 +825,4 @@ fn read_mapped(dev: &DeviceInner, buf: &wgpu::Buffer, bytes: u64, rx: &MapResult
     };
     buf.unmap();
     Ok(data)
-}
-
-fn dims_str(d: &[usize]) -> String {
-    d.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
 }

@@ -13,19 +13,23 @@ pub enum Family {
     Conv,
     /// matmul.wgsl: matmul, pack_b.
     Matmul,
-    /// elementwise.wgsl: binary, unary.
+    /// elementwise.wgsl: binary, compare, binary_int, unary, unary_int, classify,
+    /// select_words.
     Elementwise,
     /// pool.wgsl: pool2d.
     Pool,
-    /// reduce.wgsl: reduce, softmax, layer_norm.
+    /// reduce.wgsl: reduce, arg_reduce, softmax, layer_norm.
     Reduce,
     /// norm.wgsl: batch_norm, lrn.
     Norm,
     /// layout.wgsl: strided_copy, pad, resize.
     Layout,
+    /// index.wgsl: gather.
+    Index,
     /// naive.wgsl: one-output-per-invocation baselines for benchmarks.
     Naive,
-    /// convert.wgsl: fp16 packing of boundary tensors (unpack_f16, pack_f16).
+    /// convert.wgsl: fp16 packing of boundary tensors (unpack_f16, pack_f16), casts
+    /// (cast_f2i, cast_i2i, cast_i2f, cast_f2f) and 16-bit rounding (round16).
     Convert,
 }
 
@@ -34,7 +38,7 @@ pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 9] = [
+    pub const ALL: [Family; 10] = [
         Family::Conv,
         Family::Matmul,
         Family::Elementwise,
@@ -42,6 +46,7 @@ impl Family {
         Family::Reduce,
         Family::Norm,
         Family::Layout,
+        Family::Index,
         Family::Naive,
         Family::Convert,
     ];
@@ -56,6 +61,7 @@ impl Family {
             Family::Reduce => "reduce.wgsl",
             Family::Norm => "norm.wgsl",
             Family::Layout => "layout.wgsl",
+            Family::Index => "index.wgsl",
             Family::Naive => "naive.wgsl",
             Family::Convert => "convert.wgsl",
         }
@@ -71,6 +77,7 @@ impl Family {
             Family::Reduce => include_str!("../../../shaders/reduce.wgsl"),
             Family::Norm => include_str!("../../../shaders/norm.wgsl"),
             Family::Layout => include_str!("../../../shaders/layout.wgsl"),
+            Family::Index => include_str!("../../../shaders/index.wgsl"),
             Family::Naive => include_str!("../../../shaders/naive.wgsl"),
             Family::Convert => include_str!("../../../shaders/convert.wgsl"),
         }
@@ -153,13 +160,17 @@ mod tests {
         let entries: &[(Family, &[&str])] = &[
             (Family::Conv, &["conv2d", "conv1x1", "depthwise", "conv_transpose"]),
             (Family::Matmul, &["matmul", "pack_b"]),
-            (Family::Elementwise, &["binary", "unary"]),
+            (
+                Family::Elementwise,
+                &["binary", "compare", "binary_int", "unary", "unary_int", "classify", "select_words"],
+            ),
             (Family::Pool, &["pool2d"]),
-            (Family::Reduce, &["reduce", "softmax", "layer_norm"]),
+            (Family::Reduce, &["reduce", "arg_reduce", "softmax", "layer_norm"]),
             (Family::Norm, &["batch_norm", "lrn"]),
             (Family::Layout, &["strided_copy", "pad", "resize"]),
+            (Family::Index, &["gather"]),
             (Family::Naive, &["naive_conv2d", "naive_matmul"]),
-            (Family::Convert, &["unpack_f16", "pack_f16"]),
+            (Family::Convert, &["unpack_f16", "pack_f16", "cast_f2i", "cast_i2i", "cast_i2f", "cast_f2f", "round16"]),
         ];
         assert_eq!(entries.len(), Family::ALL.len());
         for &(family, names) in entries {

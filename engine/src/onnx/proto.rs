@@ -161,7 +161,9 @@ pub struct TensorProto {
     pub data_location: i32,
 }
 
-/// Tensor element types (TensorProto.DataType) the importer reads.
+/// Tensor element type codes (TensorProto.DataType) used by the tests.
+#[cfg(test)]
+#[allow(dead_code)]
 pub mod data_type {
     pub const FLOAT: i32 = 1;
     pub const UINT8: i32 = 2;

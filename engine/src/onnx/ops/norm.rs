@@ -1,0 +1,161 @@
+//! Normalisations: BatchNormalization and LRN map to IR operations; InstanceNormalization,
+//! GroupNormalization, RMSNormalization, MeanVarianceNormalization and LpNormalization are
+//! built from reductions and elementwise operations (as their ONNX function bodies are).
+
+use super::super::{Ctx, V};
+use crate::error::Result;
+use crate::ops::{Activation, BinaryOp, LrnAttrs, Op, ReduceKind};
+use crate::tensor::Tensor;
+
+fn bin(cx: &mut Ctx, op: BinaryOp, a: V, b: V) -> Result<V> {
+    cx.add1(Op::Binary { op, activation: None }, &[a, b])
+}
+
+fn un(cx: &mut Ctx, act: Activation, a: V) -> Result<V> {
+    cx.add1(Op::Unary(act), &[a])
+}
+
+fn mean(cx: &mut Ctx, x: V, axes: Vec<usize>) -> Result<V> {
+    cx.add1(Op::Reduce { kind: ReduceKind::Mean, axes, keepdims: true }, &[x])
+}
+
+/// (x - mean) / sqrt(var + eps) over `axes` (biased variance).
+fn standardise(cx: &mut Ctx, x: V, axes: Vec<usize>, eps: f32) -> Result<V> {
+    let m = mean(cx, x.clone(), axes.clone())?;
+    let d = bin(cx, BinaryOp::Sub, x, m)?;
+    let sq = bin(cx, BinaryOp::Mul, d.clone(), d.clone())?;
+    let var = mean(cx, sq, axes)?;
+    let t = cx.dtype(&d);
+    let e = cx.constant(Tensor::scalar(t, eps as f64));
+    let ve = bin(cx, BinaryOp::Add, var, e)?;
+    let sd = un(cx, Activation::Sqrt, ve)?;
+    bin(cx, BinaryOp::Div, d, sd)
+}
+
+/// A per-channel vector [C] shaped to broadcast over [N, C, spatial...] of rank `rank`.
+fn per_channel(cx: &mut Ctx, v: V, rank: usize) -> Result<V> {
+    let c = cx.shape(&v).iter().product::<usize>();
+    let mut shape = vec![c];
+    shape.extend(std::iter::repeat_n(1, rank.saturating_sub(2)));
+    cx.add1(Op::Reshape { shape }, &[v])
+}
+
+pub(super) fn map(cx: &mut Ctx) -> Result<()> {
+    let x = cx.need(0)?;
+    let rank = cx.rank(&x);
+    let out = match cx.op() {
+        "BatchNormalization" => {
+            if cx.opset() < 9 && cx.attrs.i("spatial", 1) == 0 {
+                return Err(cx.err("per-element (spatial = 0) batch normalisation is not supported"));
+            }
+            if (1..5).any(|k| cx.wants_output(k)) || cx.attrs.i("training_mode", 0) != 0 {
+                return Err(cx.err("training-mode batch normalisation is not supported; export for inference"));
+            }
+            let ins: Vec<V> = (0..5).map(|k| cx.need(k)).collect::<Result<_>>()?;
+            cx.add1(Op::BatchNorm { epsilon: cx.attrs.f("epsilon", 1e-5) }, &ins)?
+        }
+        "LRN" => {
+            let size = cx.attrs.i("size", 0);
+            if size <= 0 {
+                return Err(cx.err("size must be a positive integer"));
+            }
+            let attrs = LrnAttrs {
+                size: size as usize,
+                alpha: cx.attrs.f("alpha", 1e-4),
+                beta: cx.attrs.f("beta", 0.75),
+                bias: cx.attrs.f("bias", 1.0),
+            };
+            cx.add1(Op::Lrn(attrs), &[x])?
+        }
+        "InstanceNormalization" => {
+            if rank < 3 {
+                return Err(cx.err(format!("input must be [N, C, spatial...], is {:?}", cx.shape(&x))));
+            }
+            let eps = cx.attrs.f("epsilon", 1e-5);
+            let y = standardise(cx, x, (2..rank).collect(), eps)?;
+            let (s, b) = (cx.need(1)?, cx.need(2)?);
+            let s = per_channel(cx, s, rank)?;
+            let b = per_channel(cx, b, rank)?;
+            let y = bin(cx, BinaryOp::Mul, y, s)?;
+            bin(cx, BinaryOp::Add, y, b)?
+        }
+        "GroupNormalization" => {
+            let xs = cx.shape(&x);
+            if rank < 3 {
+                return Err(cx.err(format!("input must be [N, C, spatial...], is {xs:?}")));
+            }
+            let g = cx.attrs.i("num_groups", 0);
+            let c = xs[1];
+            if g <= 0 || !c.is_multiple_of(g as usize) {
+                return Err(cx.err(format!("num_groups {g} must divide the {c} channels")));
+            }
+            let g = g as usize;
+            let eps = cx.attrs.f("epsilon", 1e-5);
+            let grouped =
+                cx.add1(Op::Reshape { shape: vec![xs[0], g, xs[1..].iter().product::<usize>() / g] }, &[x])?;
+            let y = standardise(cx, grouped, vec![2], eps)?;
+            let y = cx.add1(Op::Reshape { shape: xs.clone() }, &[y])?;
+            let (mut s, mut b) = (cx.need(1)?, cx.need(2)?);
+            if cx.shape(&s).iter().product::<usize>() == g && g != c {
+                // Opset 18: one scale and bias per group, repeated over its channels.
+                for v in [&mut s, &mut b] {
+                    let col = cx.add1(Op::Reshape { shape: vec![g, 1] }, std::slice::from_ref(v))?;
+                    let rep = cx.add1(Op::Expand { shape: vec![g, c / g] }, &[col])?;
+                    *v = cx.add1(Op::Reshape { shape: vec![c] }, &[rep])?;
+                }
+            }
+            let s = per_channel(cx, s, rank)?;
+            let b = per_channel(cx, b, rank)?;
+            let y = bin(cx, BinaryOp::Mul, y, s)?;
+            bin(cx, BinaryOp::Add, y, b)?
+        }
+        "RMSNormalization" => {
+            let axis = super::axis(cx, cx.attrs.i("axis", -1), rank)?;
+            let eps = cx.attrs.f("epsilon", 1e-5);
+            let sq = bin(cx, BinaryOp::Mul, x.clone(), x.clone())?;
+            let ms = mean(cx, sq, (axis..rank).collect())?;
+            let t = cx.dtype(&ms);
+            let e = cx.constant(Tensor::scalar(t, eps as f64));
+            let ve = bin(cx, BinaryOp::Add, ms, e)?;
+            let rms = un(cx, Activation::Sqrt, ve)?;
+            let y = bin(cx, BinaryOp::Div, x, rms)?;
+            let s = cx.need(1)?;
+            bin(cx, BinaryOp::Mul, y, s)?
+        }
+        "MeanVarianceNormalization" => {
+            let ax = cx.attrs.ints("axes").unwrap_or(vec![0, 2, 3]);
+            let axes = super::axes(cx, &ax, rank)?;
+            // (x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9), as the ONNX function computes it.
+            let m = mean(cx, x.clone(), axes.clone())?;
+            let sq = bin(cx, BinaryOp::Mul, x.clone(), x.clone())?;
+            let msq = mean(cx, sq, axes)?;
+            let m2 = bin(cx, BinaryOp::Mul, m.clone(), m.clone())?;
+            let var = bin(cx, BinaryOp::Sub, msq, m2)?;
+            let sd = un(cx, Activation::Sqrt, var)?;
+            let t = cx.dtype(&sd);
+            let e = cx.constant(Tensor::scalar(t, 1e-9));
+            let den = bin(cx, BinaryOp::Add, sd, e)?;
+            let d = bin(cx, BinaryOp::Sub, x, m)?;
+            bin(cx, BinaryOp::Div, d, den)?
+        }
+        "LpNormalization" => {
+            let axis = super::axis(cx, cx.attrs.i("axis", -1), rank)?;
+            let p = cx.attrs.i("p", 2);
+            let kind = match p {
+                1 => ReduceKind::L1,
+                2 => ReduceKind::L2,
+                _ => return Err(cx.err(format!("p = {p}: only 1 and 2 are defined"))),
+            };
+            let norm = cx.add1(Op::Reduce { kind, axes: vec![axis], keepdims: true }, std::slice::from_ref(&x))?;
+            let y = bin(cx, BinaryOp::Div, x, norm.clone())?;
+            // A zero norm gives zeros, not NaN.
+            let t = cx.dtype(&norm);
+            let zero = cx.constant(Tensor::scalar(t, 0.0));
+            let is_zero = bin(cx, BinaryOp::Equal, norm, zero.clone())?;
+            cx.add1(Op::Where, &[is_zero, zero, y])?
+        }
+        other => return Err(cx.err(format!("{other} is not a normalisation"))),
+    };
+    cx.set(0, out);
+    Ok(())
+}

@@ -94,6 +94,8 @@ pub struct OrtComparison {
     pub max_abs_error: f32,
     /// That difference relative to the largest |onnxruntime value|.
     pub rel_error: f32,
+    /// Whether the output agrees ([`agrees`]).
+    pub ok: bool,
 }
 
 /// The report of a run.
@@ -142,6 +144,10 @@ pub struct RunReport {
     pub wall_ms: f64,
     /// Largest error against the CPU reference relative to the largest |reference value|.
     pub max_rel_error: Option<f32>,
+    /// Largest absolute error against the CPU reference.
+    pub max_abs_error: Option<f32>,
+    /// Whether every output agrees with the CPU reference ([`agrees`]).
+    pub check_ok: Option<bool>,
     /// Per-output comparison with onnxruntime (`--compare-ort`).
     pub onnxruntime: Option<Vec<OrtComparison>>,
     /// Top-5 classes per frame, for classifiers (first output of shape [N, classes]).
@@ -155,6 +161,17 @@ pub struct RunReport {
 /// Tolerance of the reference and onnxruntime checks: the largest absolute error relative to
 /// the largest absolute oracle value.
 pub const CHECK_TOLERANCE: f32 = 1e-3;
+
+/// Absolute tolerance of the same checks: an output whose values are all tiny (a detector's
+/// score map with nothing found, ~1e-6) agrees when no element is off by more than this,
+/// whatever the relative error.
+pub const CHECK_ABS_TOLERANCE: f32 = 1e-6;
+
+/// Whether an output agrees with its oracle: relative error within [`CHECK_TOLERANCE`] or
+/// absolute error within [`CHECK_ABS_TOLERANCE`] (NaN never agrees).
+pub fn agrees(max_abs: f32, rel: f32) -> bool {
+    !(max_abs.is_nan() || rel.is_nan()) && (rel <= CHECK_TOLERANCE || max_abs <= CHECK_ABS_TOLERANCE)
+}
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -420,23 +437,26 @@ pub fn run_model(o: &RunOptions) -> Result<RunReport> {
 
     let out_names: Vec<String> = sig.outputs.iter().map(|o| o.name.clone()).collect();
     let mut failures = vec![];
-    let max_rel_error = if check {
+    let (max_rel_error, max_abs_error, check_ok) = if check {
         pb.set_message("checking against the CPU reference");
         let want = reference::run_model(&model, &inputs)?;
         pb.inc(1);
-        let worst = outputs
-            .iter()
-            .zip(&want)
-            .map(|(g, w)| rel_error(g, w))
-            .fold(0.0f32, |a, e| if e.is_nan() { e } else { a.max(e) });
-        if worst.is_nan() || worst > CHECK_TOLERANCE {
-            failures.push(format!(
-                "the GPU result differs from the CPU reference: relative error {worst:e} above {CHECK_TOLERANCE:e}"
-            ));
+        let worst = |a: f32, e: f32| if a.is_nan() || e.is_nan() { f32::NAN } else { a.max(e) };
+        let (mut rel, mut abs, mut ok) = (0.0f32, 0.0f32, true);
+        for ((g, w), name) in outputs.iter().zip(&want).zip(&out_names) {
+            let (a, e) = (g.max_abs_diff(w), rel_error(g, w));
+            if !agrees(a, e) {
+                ok = false;
+                failures.push(format!(
+                    "output '{name}': the GPU result differs from the CPU reference: relative error {e:e} above {CHECK_TOLERANCE:e} and absolute error {a:e} above {CHECK_ABS_TOLERANCE:e}"
+                ));
+            }
+            rel = worst(rel, e);
+            abs = worst(abs, a);
         }
-        Some(worst)
+        (Some(rel), Some(abs), Some(ok))
     } else {
-        None
+        (None, None, None)
     };
     let onnxruntime = if o.compare_ort {
         pb.set_message("running onnxruntime");
@@ -455,13 +475,14 @@ pub fn run_model(o: &RunOptions) -> Result<RunReport> {
             let ours = ours.clone().reshaped(want.shape().to_vec()).map_err(|_| {
                 anyhow::anyhow!("output '{name}': shape {:?} here, {:?} in onnxruntime", ours.shape(), want.shape())
             })?;
-            let e = rel_error(&ours, want);
-            if e.is_nan() || e > CHECK_TOLERANCE {
+            let (a, e) = (ours.max_abs_diff(want), rel_error(&ours, want));
+            let ok = agrees(a, e);
+            if !ok {
                 failures.push(format!(
-                    "output '{name}' differs from onnxruntime: relative error {e:e} above {CHECK_TOLERANCE:e}"
+                    "output '{name}' differs from onnxruntime: relative error {e:e} above {CHECK_TOLERANCE:e} and absolute error {a:e} above {CHECK_ABS_TOLERANCE:e}"
                 ));
             }
-            cmp.push(OrtComparison { name: name.clone(), max_abs_error: ours.max_abs_diff(want), rel_error: e });
+            cmp.push(OrtComparison { name: name.clone(), max_abs_error: a, rel_error: e, ok });
         }
         Some(cmp)
     } else {
@@ -498,6 +519,8 @@ pub fn run_model(o: &RunOptions) -> Result<RunReport> {
         frames_per_second: batch as f64 / secs,
         wall_ms: median(wall).as_secs_f64() * 1e3,
         max_rel_error,
+        max_abs_error,
+        check_ok,
         onnxruntime,
         top5: outputs.first().and_then(top5),
         output_file: o.output.as_ref().map(|p| p.display().to_string()),
@@ -596,20 +619,20 @@ pub fn render(r: &RunReport) -> String {
         r.latency_ms, r.timing, r.wall_ms
     );
     s += &format!("throughput   {:.1} frames/s\n", r.frames_per_second);
-    let verdict = |e: f32| if e.is_nan() || e > CHECK_TOLERANCE { "FAILED" } else { "ok" };
-    if let Some(e) = r.max_rel_error {
+    let verdict = |ok: bool| if ok { "ok" } else { "FAILED" };
+    if let (Some(e), Some(a), Some(ok)) = (r.max_rel_error, r.max_abs_error, r.check_ok) {
         s += &format!(
-            "check        relative error {e:.2e} vs CPU reference (tolerance {CHECK_TOLERANCE:.0e}): {}\n",
-            verdict(e)
+            "check        relative error {e:.2e}, max abs error {a:.2e} vs CPU reference (tolerance {CHECK_TOLERANCE:.0e} relative or {CHECK_ABS_TOLERANCE:.0e} absolute): {}\n",
+            verdict(ok)
         );
     }
     for c in r.onnxruntime.iter().flatten() {
         s += &format!(
-            "onnxruntime  {}: max abs error {:.2e}, relative {:.2e} (tolerance {CHECK_TOLERANCE:.0e}): {}\n",
+            "onnxruntime  {}: max abs error {:.2e}, relative {:.2e} (tolerance {CHECK_TOLERANCE:.0e} relative or {CHECK_ABS_TOLERANCE:.0e} absolute): {}\n",
             c.name,
             c.max_abs_error,
             c.rel_error,
-            verdict(c.rel_error)
+            verdict(c.ok)
         );
     }
     if let Some(top) = &r.top5 {
@@ -627,4 +650,25 @@ pub fn render(r: &RunReport) -> String {
         s += &format!("written      {f}\n");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_output_agrees_within_the_relative_or_the_absolute_tolerance() {
+        let want = Tensor::new(vec![4], vec![2e-6, 1e-6, 0.0, 3e-7]).unwrap();
+        // 3% off relative, but every element within 1e-7: agrees.
+        let got = Tensor::new(vec![4], vec![2.06e-6, 1e-6, 0.0, 3e-7]).unwrap();
+        let (a, e) = (got.max_abs_diff(&want), rel_error(&got, &want));
+        assert!(e > CHECK_TOLERANCE && a < CHECK_ABS_TOLERANCE && agrees(a, e));
+        // Large values: the relative tolerance decides.
+        let want = Tensor::new(vec![2], vec![100.0, -50.0]).unwrap();
+        let close = Tensor::new(vec![2], vec![100.05, -50.0]).unwrap();
+        let far = Tensor::new(vec![2], vec![100.5, -50.0]).unwrap();
+        assert!(agrees(close.max_abs_diff(&want), rel_error(&close, &want)));
+        assert!(!agrees(far.max_abs_diff(&want), rel_error(&far, &want)));
+        assert!(!agrees(f32::NAN, 0.0) && !agrees(0.0, f32::NAN));
+    }
 }

@@ -21,9 +21,6 @@ SHAPE = {"Constant", "Shape", "Size", "Identity", "Dropout"}
 
 def main():
     report = json.load(open(sys.argv[1]))
-    supported = set()
-    if len(sys.argv) > 2:
-        supported = set(open(sys.argv[2]).read().split())
     by_op = collections.defaultdict(list)
     for case in report:
         for op in case["ops"] or ["(none)"]:

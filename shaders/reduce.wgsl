@@ -72,7 +72,7 @@ fn kind_mode() -> u32 {
 
 fn kind_init() -> f32 {
     switch KIND {
-        case 1u, 8u: { return bitcast<f32>(NEG_INF); }
+        case 1u: { return bitcast<f32>(NEG_INF); }
         case 3u: { return bitcast<f32>(POS_INF); }
         case 4u: { return 1.0; }
         default: { return 0.0; }
@@ -85,6 +85,18 @@ fn kind_pre(v: f32) -> f32 {
         case 6u, 9u: { return v * v; }
         default: { return v; }
     }
+}
+
+// The element of the row at `base` that is the i-th of the reduced axes (sizes at params
+// 14.., strides at 20..).
+fn reduced_offset(base: u32, i: u32) -> u32 {
+    var off = base;
+    var r = i;
+    for (var d = 6u; d >= 1u; d--) {
+        off += (r % pu(13u + d)) * pu(19u + d);
+        r = r / pu(13u + d);
+    }
+    return off;
 }
 
 @compute @workgroup_size(WG)
@@ -106,13 +118,7 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         var mx = bitcast<f32>(NEG_INF);
         if (valid) {
             for (var i = lid; i < L; i += WG) {
-                var off = base;
-                var r = i;
-                for (var d = 6u; d >= 1u; d--) {
-                    off += (r % pu(13u + d)) * pu(19u + d);
-                    r = r / pu(13u + d);
-                }
-                mx = max(mx, x[off]);
+                mx = max(mx, x[reduced_offset(base, i)]);
             }
         }
         m = wg_reduce(mx, lid, 1u);
@@ -121,16 +127,10 @@ fn reduce(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
         }
     }
     let mode = kind_mode();
-    var acc = select(kind_init(), 0.0, KIND == 8u);
+    var acc = kind_init();
     if (valid) {
         for (var i = lid; i < L; i += WG) {
-            var off = base;
-            var r = i;
-            for (var d = 6u; d >= 1u; d--) {
-                off += (r % pu(13u + d)) * pu(19u + d);
-                r = r / pu(13u + d);
-            }
-            var v = kind_pre(x[off]);
+            var v = kind_pre(x[reduced_offset(base, i)]);
             if (KIND == 8u) {
                 v = exp(v - m);
             }

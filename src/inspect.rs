@@ -129,9 +129,7 @@ pub fn inspect(model: &str, size: usize, input_shape: Option<&[usize]>) -> Resul
         Ok(seg) => {
             fill_layers(&mut report, &seg.graph);
             if let Some(h) = &seg.host {
-                let g = &seg.graph;
-                let bytes = g.outputs().iter().map(|&o| g.value(o).numel() as u64 * 4).sum();
-                report.host_step = Some((h.node.clone(), h.op.name().to_string(), bytes));
+                report.host_step = Some((h.node.clone(), h.op.name().to_string(), seg.output_bytes()));
             }
             report.importable = true;
         }
@@ -227,11 +225,9 @@ pub fn render(r: &InspectReport) -> String {
         }
         None => s += "host         none: the whole model runs on the device\n",
     }
-    if r.host_step.is_some() || !r.host_capable.is_empty() {
+    if !r.host_capable.is_empty() {
         let all: Vec<String> = r.host_capable.iter().map(|(n, op)| format!("{n} ({op})")).collect();
-        if !all.is_empty() {
-            s += &format!("host-capable {}\n", all.join(", "));
-        }
+        s += &format!("host-capable {}\n", all.join(", "));
     }
     let w = r.layers.iter().map(|l| l.name.len()).max().unwrap_or(4).clamp(4, 40);
     let ow = r.layers.iter().map(|l| l.op.len()).max().unwrap_or(2).max(2);

@@ -319,7 +319,7 @@ pub fn profile(o: &ProfileOptions) -> Result<ProfileReport> {
         bail!("--shares takes numbers of copies between 1 and 8, e.g. 1,2,3,4");
     }
     let loaded = std::sync::Arc::new(crate::run::load_model(&o.model, o.size, o.seed, o.input_shape.as_deref())?);
-    let g = poolpipe_engine::optimize(&loaded.graph(1)?)?;
+    let g = loaded.optimized(1)?;
     let n = g.nodes().len();
     if o.blocks == 0 || o.blocks > n {
         bail!("cannot cut '{model}' ({n} nodes after rewrites) into {} blocks; use --blocks 1..={n}", o.blocks);

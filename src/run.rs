@@ -178,9 +178,11 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// The error measure of every check: max |got - want| / max |want| (floor 1e-6).
-pub fn rel_error(got: &Tensor, want: &Tensor) -> f32 {
-    got.max_abs_diff(want) / want.max_abs().max(1e-6)
+/// The error measures of every check: max |got - want|, and that relative to max |want|
+/// (floor 1e-6).
+pub fn errors(got: &Tensor, want: &Tensor) -> (f32, f32) {
+    let abs = got.max_abs_diff(want);
+    (abs, abs / want.max_abs().max(1e-6))
 }
 
 /// True when `model` names a model file rather than a built-in model.
@@ -444,7 +446,7 @@ pub fn run_model(o: &RunOptions) -> Result<RunReport> {
         let worst = |a: f32, e: f32| if a.is_nan() || e.is_nan() { f32::NAN } else { a.max(e) };
         let (mut rel, mut abs, mut ok) = (0.0f32, 0.0f32, true);
         for ((g, w), name) in outputs.iter().zip(&want).zip(&out_names) {
-            let (a, e) = (g.max_abs_diff(w), rel_error(g, w));
+            let (a, e) = errors(g, w);
             if !agrees(a, e) {
                 ok = false;
                 failures.push(format!(
@@ -475,7 +477,7 @@ pub fn run_model(o: &RunOptions) -> Result<RunReport> {
             let ours = ours.clone().reshaped(want.shape().to_vec()).map_err(|_| {
                 anyhow::anyhow!("output '{name}': shape {:?} here, {:?} in onnxruntime", ours.shape(), want.shape())
             })?;
-            let (a, e) = (ours.max_abs_diff(want), rel_error(&ours, want));
+            let (a, e) = errors(&ours, want);
             let ok = agrees(a, e);
             if !ok {
                 failures.push(format!(
@@ -661,14 +663,16 @@ mod tests {
         let want = Tensor::new(vec![4], vec![2e-6, 1e-6, 0.0, 3e-7]).unwrap();
         // 3% off relative, but every element within 1e-7: agrees.
         let got = Tensor::new(vec![4], vec![2.06e-6, 1e-6, 0.0, 3e-7]).unwrap();
-        let (a, e) = (got.max_abs_diff(&want), rel_error(&got, &want));
+        let (a, e) = errors(&got, &want);
         assert!(e > CHECK_TOLERANCE && a < CHECK_ABS_TOLERANCE && agrees(a, e));
         // Large values: the relative tolerance decides.
         let want = Tensor::new(vec![2], vec![100.0, -50.0]).unwrap();
         let close = Tensor::new(vec![2], vec![100.05, -50.0]).unwrap();
         let far = Tensor::new(vec![2], vec![100.5, -50.0]).unwrap();
-        assert!(agrees(close.max_abs_diff(&want), rel_error(&close, &want)));
-        assert!(!agrees(far.max_abs_diff(&want), rel_error(&far, &want)));
+        let (a, e) = errors(&close, &want);
+        assert!(agrees(a, e));
+        let (a, e) = errors(&far, &want);
+        assert!(!agrees(a, e));
         assert!(!agrees(f32::NAN, 0.0) && !agrees(0.0, f32::NAN));
     }
 }

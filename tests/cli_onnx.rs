@@ -120,22 +120,29 @@ fn path(name: &str) -> String {
     models().join(name).display().to_string()
 }
 
-#[test]
-fn run_onnx_matches_onnxruntime_and_writes_outputs() {
-    let out_npy = path("logits.out.npy");
-    let v = json(&poolpipe(&[
+/// `poolpipe run MODEL --input INPUT --compare-ort --check --iters 1 --output OUT --json`
+/// (model and input in the models folder): its report.
+fn run_checked(model: &str, input: &str, out: &str) -> serde_json::Value {
+    let (model, input) = (path(model), path(input));
+    json(&poolpipe(&[
         "run",
-        &path("resnet50_block.onnx"),
+        &model,
         "--input",
-        &path("resnet50_block.b4.input.npy"),
+        &input,
         "--compare-ort",
         "--check",
         "--iters",
         "1",
         "--output",
-        &out_npy,
+        out,
         "--json",
-    ]));
+    ]))
+}
+
+#[test]
+fn run_onnx_matches_onnxruntime_and_writes_outputs() {
+    let out_npy = path("logits.out.npy");
+    let v = run_checked("resnet50_block.onnx", "resnet50_block.b4.input.npy", &out_npy);
     assert_eq!(v["source"], "onnx");
     assert_eq!(v["batch"], 4, "the batch comes from the input file");
     assert_eq!(v["outputs"][0]["name"], "logits", "outputs keep the file's names");
@@ -333,19 +340,7 @@ fn bad_models_inputs_and_outputs_are_clear_errors() {
 #[test]
 fn a_host_node_runs_between_two_device_graphs_and_matches_onnxruntime() {
     let out = path("nms.out.npz");
-    let v = json(&poolpipe(&[
-        "run",
-        &path("nms.onnx"),
-        "--input",
-        &path("nms.inputs.npz"),
-        "--compare-ort",
-        "--check",
-        "--iters",
-        "1",
-        "--output",
-        &out,
-        "--json",
-    ]));
+    let v = run_checked("nms.onnx", "nms.inputs.npz", &out);
     assert_eq!(v["failures"], serde_json::json!([]), "{v}");
     assert_eq!(v["host_nodes"], serde_json::json!([["nms", "NonMaxSuppression"]]));
     assert!(v["host_bytes"][0].as_u64().unwrap() > 0 && v["host_bytes"][1].as_u64().unwrap() > 0, "{v}");
@@ -370,19 +365,7 @@ fn a_host_node_runs_between_two_device_graphs_and_matches_onnxruntime() {
 #[test]
 fn integer_and_bool_inputs_and_outputs_run_through_npz() {
     let out = path("ints.out.npz");
-    let v = json(&poolpipe(&[
-        "run",
-        &path("ints.onnx"),
-        "--input",
-        &path("ints.inputs.npz"),
-        "--compare-ort",
-        "--check",
-        "--iters",
-        "1",
-        "--output",
-        &out,
-        "--json",
-    ]));
+    let v = run_checked("ints.onnx", "ints.inputs.npz", &out);
     assert_eq!(v["failures"], serde_json::json!([]), "{v}");
     assert_eq!(v["inputs"][1]["dtype"], "int64");
     assert_eq!(v["outputs"][0]["dtype"], "int64");

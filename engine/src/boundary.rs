@@ -56,19 +56,20 @@ impl fmt::Display for Precision {
     }
 }
 
+/// The precision chosen for float boundary tensors (on the command line): fp16 or fp32;
+/// integer tensors always travel as int32.
 impl FromStr for Precision {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
             "f16" | "fp16" | "half" => Ok(Precision::F16),
             "f32" | "fp32" | "float" => Ok(Precision::F32),
-            "i32" | "int32" => Ok(Precision::I32),
             _ => Err(format!("unknown precision '{s}': use fp16 or fp32")),
         }
     }
 }
 
-pub use crate::half::{F16_MAX, f16_to_f32, f32_to_f16};
+pub use crate::half::{f16_to_f32, f32_to_f16};
 
 /// A tensor in its wire form between two stages.
 #[derive(Clone, PartialEq)]
@@ -97,15 +98,12 @@ impl fmt::Debug for Boundary {
 impl Boundary {
     /// Encodes a tensor (fp16 rounding on the CPU when asked; integers wrapped to 32 bits).
     pub fn from_tensor(name: &str, t: &Tensor, precision: Precision) -> Boundary {
-        let floats = || -> Vec<f32> {
-            match t.as_f32() {
-                Some(v) => v.to_vec(),
-                None => t.to_f64s().into_iter().map(|v| v as f32).collect(),
-            }
-        };
         let bytes = match precision {
-            Precision::F32 => floats().iter().flat_map(|x| x.to_le_bytes()).collect(),
-            Precision::F16 => floats().iter().flat_map(|&x| f32_to_f16(x).to_le_bytes()).collect(),
+            Precision::F32 => match t.as_f32() {
+                Some(v) => bytemuck::cast_slice(v).to_vec(),
+                None => bytemuck::cast_slice(&t.to_f32s()).to_vec(),
+            },
+            Precision::F16 => t.to_f32s().iter().flat_map(|&x| f32_to_f16(x).to_le_bytes()).collect(),
             Precision::I32 => t.to_i64s().iter().flat_map(|&x| (x as i32).to_le_bytes()).collect(),
         };
         Boundary { name: name.to_string(), shape: t.shape().to_vec(), precision, bytes }

@@ -254,11 +254,6 @@ impl GraphBuilder {
         }
     }
 
-    /// The graph's name.
-    pub fn name(&self) -> &str {
-        &self.g.name
-    }
-
     fn unique(&mut self, base: &str) -> String {
         let base = if base.is_empty() { "v" } else { base };
         if self.names.insert(base.to_string()) {
@@ -323,11 +318,6 @@ impl GraphBuilder {
     /// Element type of a value added so far.
     pub fn dtype(&self, v: ValueId) -> DType {
         self.g.values[v.0].dtype
-    }
-
-    /// Number of nodes added so far.
-    pub fn node_count(&self) -> usize {
-        self.g.nodes.len()
     }
 
     /// Adds a node with one output; returns the output.

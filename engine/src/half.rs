@@ -6,9 +6,6 @@
 //! [`f32_to_f16_ieee`] gives ±infinity as IEEE and numpy do (the rule of a `Cast` to
 //! float16 and of float16 tensors in model files).
 
-/// Largest finite fp16 value.
-pub const F16_MAX: f32 = 65504.0;
-
 /// Rounds `v >> shift` to nearest, ties to even.
 fn round_shift(v: u32, shift: u32) -> u32 {
     let q = v >> shift;

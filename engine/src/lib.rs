@@ -78,7 +78,7 @@ pub mod stage;
 
 pub use error::{EngineError, Result};
 pub use graph::{Graph, GraphBuilder, Node, Value, ValueId, ValueSource};
-pub use half::{f16_to_f32, f32_to_f16, f32_to_f16_ieee, round_f16};
+pub use half::round_f16;
 pub use model::{Model, Segment, Signature};
 pub use ops::*;
 pub use optimize::optimize;

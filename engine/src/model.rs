@@ -1,5 +1,6 @@
-//! Models: what a user loads (an ONNX file, a built-in builder, or a hand-built graph), and
-//! its specialisation into static graphs.
+//! Models: what a user loads (an ONNX file or a builder, e.g. a built-in model), and its
+//! specialisation into static graphs. (A hand-built static graph compiles directly:
+//! [`crate::gpu::Device::compile`].)
 //!
 //! A [`Model`] has a [`Signature`]: its inputs and outputs with element types and
 //! dimensions, the first dimension of each input being the batch. It compiles to fully
@@ -22,6 +23,7 @@
 //! # Ok::<(), poolpipe_engine::EngineError>(())
 //! ```
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -60,13 +62,6 @@ pub struct TensorSpec {
     pub dtype: DType,
     /// Dimensions (empty when the model does not declare them, for outputs).
     pub dims: Vec<Dim>,
-}
-
-impl TensorSpec {
-    /// The dimensions after the batch, when they are all fixed.
-    pub fn sample_dims(&self) -> Option<Vec<usize>> {
-        self.dims.iter().skip(1).map(|d| if let Dim::Fixed(n) = d { Some(*n) } else { None }).collect()
-    }
 }
 
 /// What a model takes and gives.
@@ -133,7 +128,6 @@ pub type Builder = dyn Fn(&[Vec<usize>]) -> Result<Graph> + Send + Sync;
 enum Source {
     Onnx(Arc<crate::onnx::Parsed>),
     Built(Arc<Builder>),
-    Fixed(Arc<Graph>),
 }
 
 /// Key of a cached specialisation: where it starts and the shapes of what it reads.
@@ -141,6 +135,9 @@ type Key = (usize, Vec<(String, DType, Vec<usize>)>);
 
 /// Specialisations kept at most (each holds a graph sharing the model's constants).
 const CACHE_ENTRIES: usize = 64;
+
+/// Rewritten graphs kept at most ([`Model::optimized`]).
+const OPTIMIZED_ENTRIES: usize = 2;
 
 /// A loaded model, specialised on demand for the input shapes it is run with.
 pub struct Model {
@@ -150,6 +147,8 @@ pub struct Model {
     /// Per-sample dimensions given by the user for inputs with symbolic dimensions.
     sample_dims: Vec<Vec<usize>>,
     cache: Mutex<Vec<(Key, Arc<Segment>)>>,
+    /// Rewritten graphs ([`crate::optimize`]) by batch size, as [`Model::optimized`] gives them.
+    optimized: Mutex<Vec<(usize, Arc<Graph>)>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -167,6 +166,7 @@ impl Model {
             signature,
             sample_dims,
             cache: Mutex::default(),
+            optimized: Mutex::default(),
         }
     }
 
@@ -180,6 +180,7 @@ impl Model {
             signature,
             sample_dims: vec![],
             cache: Mutex::default(),
+            optimized: Mutex::default(),
         }
     }
 
@@ -210,30 +211,6 @@ impl Model {
         Ok(Model::from_builder(name, signature, Arc::new(builder)))
     }
 
-    /// A model of one static graph: it runs only at the graph's own input shapes.
-    pub fn from_graph(graph: Graph) -> Model {
-        let spec = |ids: &[crate::ValueId]| -> Vec<TensorSpec> {
-            ids.iter()
-                .map(|&v| {
-                    let val = graph.value(v);
-                    TensorSpec {
-                        name: val.name.clone(),
-                        dtype: val.dtype,
-                        dims: val.shape.iter().map(|&d| Dim::Fixed(d)).collect(),
-                    }
-                })
-                .collect()
-        };
-        let signature = Signature { inputs: spec(graph.inputs()), outputs: spec(graph.outputs()) };
-        Model {
-            name: graph.name.clone(),
-            source: Source::Fixed(Arc::new(graph)),
-            signature,
-            sample_dims: vec![],
-            cache: Mutex::default(),
-        }
-    }
-
     /// The model's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -260,14 +237,7 @@ impl Model {
                 for (i, d) in spec.dims.iter().enumerate() {
                     shape.push(match d {
                         Dim::Batch => batch,
-                        Dim::Fixed(n) if i == 0 => {
-                            if matches!(self.source, Source::Fixed(_)) && *n != batch {
-                                return Err(self.err(format!(
-                                    "this graph was built for batch {n}; it cannot run at batch {batch}"
-                                )));
-                            }
-                            if matches!(self.source, Source::Fixed(_)) { *n } else { batch }
-                        }
+                        Dim::Fixed(_) if i == 0 => batch,
                         Dim::Fixed(n) => given.and_then(|g| g.get(i - 1)).copied().unwrap_or(*n),
                         Dim::Symbolic(s) => *given.and_then(|g| g.get(i.wrapping_sub(1))).ok_or_else(|| {
                             self.err(format!(
@@ -326,7 +296,7 @@ impl Model {
             for (i, (d, &s)) in spec.dims.iter().zip(shape).enumerate() {
                 if let Dim::Fixed(n) = d
                     && *n != s
-                    && (i != 0 || matches!(self.source, Source::Fixed(_)))
+                    && i != 0
                 {
                     return Err(EngineError::Input {
                         graph: self.name.clone(),
@@ -346,7 +316,6 @@ impl Model {
         let seg = Arc::new(match &self.source {
             Source::Onnx(p) => crate::onnx::specialize(p, shapes)?,
             Source::Built(f) => Segment { graph: f(shapes)?, host: None },
-            Source::Fixed(g) => Segment { graph: g.as_ref().clone(), host: None },
         });
         self.remember(key, seg.clone());
         Ok(seg)
@@ -371,7 +340,7 @@ impl Model {
     /// partitioning, pipeline stages and profiles need); a model with a host step is an
     /// error naming it.
     pub fn graph(&self, batch: usize) -> Result<Graph> {
-        let seg = self.specialize(&self.input_shapes(batch)?)?;
+        let seg = self.first_segment(batch)?;
         if let Some(h) = &seg.host {
             return Err(self.err(format!(
                 "node '{}' ({}) has an output whose shape depends on the data, so it runs on the host between \
@@ -388,6 +357,36 @@ impl Model {
     /// outputs are unknown: the first segment (for reports; later segments depend on data).
     pub fn first_segment(&self, batch: usize) -> Result<Arc<Segment>> {
         self.specialize(&self.input_shapes(batch)?)
+    }
+
+    /// The rewritten graph at a batch size ([`crate::optimize`] of [`Model::graph`]): the
+    /// graph partitions index and pipeline stages are cut from. The last two batch sizes asked
+    /// for are kept (each holds its own folded weights), so a caller walking the batches once,
+    /// or coming back to batch 1, rewrites each only once.
+    pub fn optimized(&self, batch: usize) -> Result<Arc<Graph>> {
+        {
+            let mut cache = self.optimized.lock().expect("model cache poisoned");
+            if let Some(i) = cache.iter().position(|(b, _)| *b == batch) {
+                let hit = cache.remove(i);
+                cache.push(hit.clone());
+                return Ok(hit.1);
+            }
+        }
+        let g = Arc::new(crate::optimize(&self.graph(batch)?)?);
+        let mut cache = self.optimized.lock().expect("model cache poisoned");
+        if cache.len() >= OPTIMIZED_ENTRIES {
+            cache.remove(0);
+        }
+        cache.push((batch, g.clone()));
+        Ok(g)
+    }
+}
+
+impl Segment {
+    /// Bytes the device graph's outputs take as device words (4 bytes an element): what is
+    /// read back when a host step follows.
+    pub fn output_bytes(&self) -> u64 {
+        self.graph.outputs().iter().map(|&o| (self.graph.value(o).numel() * 4) as u64).sum()
     }
 }
 
@@ -416,7 +415,7 @@ pub struct HostTraffic {
 pub fn run_segments(
     model: &Model,
     inputs: &[Tensor],
-    mut run_graph: impl FnMut(&Graph, &[Tensor]) -> Result<Vec<Tensor>>,
+    mut run_graph: impl FnMut(&Graph, &[&Tensor]) -> Result<Vec<Tensor>>,
 ) -> Result<(Vec<Tensor>, HostTraffic)> {
     let sig = model.signature();
     if inputs.len() != sig.inputs.len() {
@@ -437,18 +436,19 @@ pub fn run_segments(
     }
     let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
     let mut seg = model.specialize(&shapes)?;
-    let mut env: HashMap<String, Tensor> =
-        sig.inputs.iter().zip(inputs).map(|(s, t)| (s.name.clone(), t.clone())).collect();
+    // The model's inputs are borrowed; what the graphs and host steps make is owned.
+    let mut env: HashMap<String, Cow<Tensor>> =
+        sig.inputs.iter().zip(inputs).map(|(s, t)| (s.name.clone(), Cow::Borrowed(t))).collect();
     let mut traffic = HostTraffic::default();
     let mut first = true;
     loop {
         let g = &seg.graph;
-        let ins: Vec<Tensor> = g
+        let ins: Vec<&Tensor> = g
             .inputs()
             .iter()
             .map(|&v| {
                 let name = &g.value(v).name;
-                env.get(name).cloned().ok_or_else(|| EngineError::InvalidGraph {
+                env.get(name).map(|t| t.as_ref()).ok_or_else(|| EngineError::InvalidGraph {
                     graph: g.name.clone(),
                     reason: format!("value '{name}' is needed but was not computed"),
                 })
@@ -459,25 +459,25 @@ pub fn run_segments(
         }
         let outs = run_graph(g, &ins)?;
         for (&o, t) in g.outputs().iter().zip(outs) {
-            env.insert(g.value(o).name.clone(), t);
+            env.insert(g.value(o).name.clone(), Cow::Owned(t));
         }
         let Some(h) = &seg.host else { break };
         first = false;
-        traffic.to_host += g.outputs().iter().map(|&o| (g.value(o).numel() * 4) as u64).sum::<u64>();
-        let args: Vec<Option<Tensor>> = h
+        traffic.to_host += seg.output_bytes();
+        let args: Vec<Option<&Tensor>> = h
             .inputs
             .iter()
             .map(|a| match a {
-                HostArg::Value(n) => env.get(n).cloned().map(Some).ok_or_else(|| EngineError::InvalidNode {
+                HostArg::Value(n) => env.get(n).map(|t| Some(t.as_ref())).ok_or_else(|| EngineError::InvalidNode {
                     node: h.node.clone(),
                     op: h.op.name().into(),
                     reason: format!("input '{n}' was not computed"),
                 }),
-                HostArg::Constant(t) => Ok(Some(t.as_ref().clone())),
+                HostArg::Constant(t) => Ok(Some(t.as_ref())),
                 HostArg::Absent => Ok(None),
             })
             .collect::<Result<_>>()?;
-        let present: Vec<&Tensor> = args.iter().flatten().collect();
+        let present: Vec<&Tensor> = args.iter().flatten().copied().collect();
         if args.iter().skip(present.len()).any(Option::is_some) {
             return Err(EngineError::InvalidNode {
                 node: h.node.clone(),
@@ -493,7 +493,7 @@ pub fn run_segments(
         traffic.steps.push((h.node.clone(), h.op.name().to_string()));
         for (name, t) in h.outputs.iter().zip(results) {
             if !name.is_empty() {
-                env.insert(name.clone(), t);
+                env.insert(name.clone(), Cow::Owned(t));
             }
         }
         let live: Vec<(String, DType, Vec<usize>)> = h
@@ -515,7 +515,7 @@ pub fn run_segments(
         .outputs
         .iter()
         .map(|o| {
-            env.remove(&o.name).ok_or_else(|| EngineError::InvalidGraph {
+            env.remove(&o.name).map(Cow::into_owned).ok_or_else(|| EngineError::InvalidGraph {
                 graph: model.name().into(),
                 reason: format!("output '{}' was not computed", o.name),
             })

@@ -23,7 +23,6 @@ pub fn builtin(name: &str, size: usize, seed: u64) -> Result<Model> {
     if size < 16 {
         return Err(EngineError::InvalidGraph { graph: name.into(), reason: format!("input size {size} is below 16") });
     }
-    build(name, size, seed, 1)?;
     let owned = name.to_string();
     Model::batched(name, move |batch| build(&owned, size, seed, batch))
 }

@@ -173,7 +173,7 @@ pub fn node_costs(
 /// Latency of every block of `partition` as the stage that would run it (boundary tensors
 /// in `precision`), at batches `1..=max_batch`, with one copy per device in `devices` running
 /// at once (k devices for share 1/k): `us[block][batch - 1]`. `step` is called after each
-/// (block, batch).
+/// (block, batch); batch by batch, so the model is rewritten once per batch size.
 #[allow(clippy::too_many_arguments)]
 pub fn block_latencies(
     devices: &[Device],
@@ -185,19 +185,22 @@ pub fn block_latencies(
     rng: &mut Rng,
     step: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Vec<f64>>> {
-    let mut us = Vec::with_capacity(partition.len());
-    for b in 0..partition.len() {
-        let s = Stage::new(model, partition, b..b + 1, precision)?;
-        let opts = CompileOptions { constants: Some(crate::gpu::ConstPool::default()), ..s.compile_options() };
-        let mut row = Vec::with_capacity(max_batch);
-        for batch in 1..=max_batch {
+    let stages: Vec<(Stage, CompileOptions)> = (0..partition.len())
+        .map(|b| {
+            let s = Stage::new(model, partition, b..b + 1, precision)?;
+            let opts = CompileOptions { constants: Some(crate::gpu::ConstPool::default()), ..s.compile_options() };
+            Ok((s, opts))
+        })
+        .collect::<Result<_>>()?;
+    let mut us = vec![Vec::with_capacity(max_batch); partition.len()];
+    for batch in 1..=max_batch {
+        for (b, (s, opts)) in stages.iter().enumerate() {
             let g = s.graph(batch)?;
-            let mut copies: Vec<CompiledGraph> = devices.iter().map(|d| d.compile(&g, &opts)).collect::<Result<_>>()?;
+            let mut copies: Vec<CompiledGraph> = devices.iter().map(|d| d.compile(&g, opts)).collect::<Result<_>>()?;
             let ins = random_inputs(&g, &s.input_precisions, rng);
-            row.push(measure(&mut copies, &ins, o)?);
+            us[b].push(measure(&mut copies, &ins, o)?);
             step(b, batch);
         }
-        us.push(row);
     }
     Ok(us)
 }

@@ -14,7 +14,7 @@
 //! use std::sync::Arc;
 //! use poolpipe_engine::{gpu, models, partition, stage, boundary::Precision, Rng, Tensor};
 //! let model = Arc::new(models::builtin("resnet-mini", 32, 1)?);
-//! let graph = poolpipe_engine::optimize(&model.graph(1)?)?;
+//! let graph = model.optimized(1)?;
 //! let costs = vec![partition::estimate_costs(&graph)];
 //! let split = partition::partition(&graph, &costs, &partition::PartitionOptions { blocks: 4, tolerance: 0.5 })?;
 //! let device = gpu::Device::open(&gpu::AdapterSelector::Default)?;
@@ -69,7 +69,7 @@ impl Stage {
     /// computed on); float boundary tensors in `precision`, the model's own inputs and
     /// outputs in fp32.
     pub fn new(model: &Arc<Model>, partition: &Partition, blocks: Range<usize>, precision: Precision) -> Result<Stage> {
-        let graph = crate::optimize(&model.graph(1)?)?;
+        let graph = model.optimized(1)?;
         let m = partition.len();
         let n = graph.nodes().len();
         if partition.bounds.last() != Some(&n) {
@@ -93,13 +93,7 @@ impl Stage {
             graph.inputs().iter().chain(graph.outputs()).map(|&v| graph.value(v).name.as_str()).collect();
         let prec = |v: crate::ValueId| -> Precision {
             let val = sub.value(v);
-            if !val.dtype.is_float() {
-                Precision::I32
-            } else if model_io.contains(val.name.as_str()) {
-                Precision::F32
-            } else {
-                precision
-            }
+            wire_precision(val.dtype, precision == Precision::F16 && !model_io.contains(val.name.as_str()))
         };
         let input_precisions = sub.inputs().iter().map(|&v| prec(v)).collect();
         let output_precisions = sub.outputs().iter().map(|&v| prec(v)).collect();
@@ -136,7 +130,7 @@ impl Stage {
         if batch == 1 {
             return Ok(self.graph.clone());
         }
-        let full = crate::optimize(&self.model.graph(batch)?)?;
+        let full = self.model.optimized(batch)?;
         let g = full.slice_nodes(self.nodes.clone())?;
         let names = |g: &Graph, ids: &[crate::ValueId]| -> Vec<String> {
             ids.iter().map(|&v| g.value(v).name.clone()).collect()
@@ -154,14 +148,15 @@ impl Stage {
         Ok(g)
     }
 
-    /// Compile options for this stage: the fp16 boundary tensors named.
+    /// Compile options for this stage: the fp16 boundary tensors named; no second rewrite
+    /// (the stage's graph is cut from the rewritten model).
     pub fn compile_options(&self) -> CompileOptions {
         let g = &self.graph;
         let ins = g.inputs().iter().zip(&self.input_precisions);
         let outs = g.outputs().iter().zip(&self.output_precisions);
         let f16_io =
             ins.chain(outs).filter(|(_, p)| **p == Precision::F16).map(|(&v, _)| g.value(v).name.clone()).collect();
-        CompileOptions { f16_io, ..Default::default() }
+        CompileOptions { f16_io, optimize: false, ..Default::default() }
     }
 
     /// Names of the stage's inputs, in order.
@@ -257,15 +252,5 @@ impl CompiledStage {
     /// stage's inputs ([`Stage::order`]).
     pub fn run_boundary(&mut self, batch: usize, inputs: &[Boundary]) -> Result<(Vec<Boundary>, RunTiming)> {
         self.compiled(batch)?.0.run_boundary(inputs)
-    }
-
-    /// The wire precision of each output at this stage.
-    pub fn output_precisions(&self) -> Vec<Precision> {
-        let g = &self.stage.graph;
-        g.outputs()
-            .iter()
-            .zip(&self.stage.output_precisions)
-            .map(|(&v, p)| wire_precision(g.value(v).dtype, *p == Precision::F16))
-            .collect()
     }
 }

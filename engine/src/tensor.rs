@@ -88,11 +88,6 @@ impl DType {
         !self.is_float() && self != DType::Bool
     }
 
-    /// True for signed integers and floats.
-    pub fn is_signed(self) -> bool {
-        self.is_float() || matches!(self, DType::I8 | DType::I16 | DType::I32 | DType::I64)
-    }
-
     /// Bytes per element in files (.npy, ONNX raw data).
     pub fn size(self) -> usize {
         match self {
@@ -449,6 +444,16 @@ impl Tensor {
         match &self.data {
             Data::Bool(v) => Some(v),
             _ => None,
+        }
+    }
+
+    /// Every value as f32 (float64 and integers narrowed, bools 0 and 1).
+    pub fn to_f32s(&self) -> Vec<f32> {
+        match &self.data {
+            Data::F32(v) => v.clone(),
+            Data::F64(v) => v.iter().map(|&x| x as f32).collect(),
+            Data::I64(v) => v.iter().map(|&x| x as f32).collect(),
+            Data::Bool(v) => v.iter().map(|&x| x as u8 as f32).collect(),
         }
     }
 

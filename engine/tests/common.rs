@@ -1,6 +1,6 @@
-//! Shared helpers of the GPU tests: one device per test binary (lavapipe on CPU-only
-//! machines; a test fails, never skips, when there is no adapter) and the comparison of a
-//! GPU run with the CPU reference.
+//! Shared helpers of the engine tests: ONNX's node cases generated into a folder, one device
+//! per test binary (lavapipe on CPU-only machines; a test fails, never skips, when there is
+//! no adapter) and the comparison of a GPU run with the CPU reference.
 
 #![allow(dead_code)]
 
@@ -21,6 +21,22 @@ pub fn device() -> Device {
         }
     })
     .clone()
+}
+
+/// ONNX's backend node cases, generated from the installed `onnx` package by
+/// `scripts/onnx_node_cases.py` into a fresh temporary folder named after `tag` (one folder
+/// a case: `model.onnx`, `input_*.pb`, `output_*.pb`; `manifest.json`). Returns the folder.
+pub fn node_cases(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("poolpipe-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/onnx_node_cases.py");
+    let status = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&dir)
+        .status()
+        .expect("python3 runs (scripts/setup.sh installs onnx)");
+    assert!(status.success(), "{} failed", script.display());
+    dir
 }
 
 /// Random inputs for a static graph (floats in [-1, 1), integers 0..=2, bools coins).

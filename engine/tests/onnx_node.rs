@@ -170,15 +170,7 @@ fn pass_list_path() -> PathBuf {
 
 #[test]
 fn onnx_backend_node_cases() {
-    let dir = std::env::temp_dir().join(format!("poolpipe-node-cases-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/onnx_node_cases.py");
-    let status = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(&dir)
-        .status()
-        .expect("python3 runs (scripts/setup.sh installs onnx)");
-    assert!(status.success(), "{} failed", script.display());
+    let dir = common::node_cases("node-cases");
     let mut cases = cases(&dir);
     assert!(cases.len() > 1000, "only {} node cases were generated", cases.len());
 

@@ -304,8 +304,13 @@ async fn assign(state: &Arc<State>, model: u32, stage: u16, blocks: [u32; 2], sp
         Some(g) => g,
         None => {
             let source = spec.source.clone();
-            let g = tokio::task::spawn_blocking(move || source.load()).await??;
-            let found = crate::profile::fingerprint(&super::spec::ModelSource::graph(&g)?);
+            // Loading and rewriting are CPU work: off the runtime threads.
+            let (g, found) = tokio::task::spawn_blocking(move || -> Result<_> {
+                let g = source.load()?;
+                let found = crate::profile::fingerprint(&*g.optimized(1)?);
+                Ok((g, found))
+            })
+            .await??;
             if found != spec.fingerprint {
                 bail!(
                     "model {} loaded from {} has fingerprint {found}, but the plan was cut on {}: give every node the same model file",

@@ -386,7 +386,7 @@ fn load_served(cfg: &ModelConfig, profiles: &Path) -> Result<(Served, ModelMeta)
     })?;
     let partition: PartitionFile = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
     let model = cfg.source.load().with_context(|| format!("model {}", cfg.name))?;
-    let g = super::spec::ModelSource::graph(&model).with_context(|| format!("model {}", cfg.name))?;
+    let g = model.optimized(1).with_context(|| format!("model {}", cfg.name))?;
     let found = crate::profile::fingerprint(&g);
     if found != partition.fingerprint {
         bail!(

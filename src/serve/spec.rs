@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
+use poolpipe_engine::Model;
 use poolpipe_engine::partition::Partition;
-use poolpipe_engine::{Graph, Model};
 
 /// Where a model comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,11 +42,6 @@ impl ModelSource {
     /// Loads the model.
     pub fn load(&self) -> anyhow::Result<Arc<Model>> {
         Ok(Arc::new(crate::run::load_model(&self.model, self.size, self.seed, self.input_shape.as_deref())?))
-    }
-
-    /// The model's rewritten graph at batch 1: the graph the partition's blocks index.
-    pub fn graph(model: &Model) -> anyhow::Result<Graph> {
-        Ok(poolpipe_engine::optimize(&model.graph(1)?)?)
     }
 }
 

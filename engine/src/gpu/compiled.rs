@@ -1,6 +1,7 @@
 //! Compiled graphs: buffers, bind groups and pipelines created once for a static graph; runs
 //! that only upload inputs, record dispatches and read outputs back.
 
+use std::borrow::{Borrow, Cow};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,8 +22,13 @@ use crate::tensor::{DType, Tensor};
 /// device's buffers apart).
 #[derive(Clone, Default)]
 pub struct ConstPool {
-    buffers: Arc<Mutex<HashMap<ConstKey, Arc<wgpu::Buffer>>>>,
+    /// Each buffer with the device it lives on: holding the device keeps its address, part
+    /// of the key, from being reused by another device while the entry exists.
+    buffers: Arc<Mutex<HashMap<ConstKey, PooledConst>>>,
 }
+
+/// A pooled constant: the device it lives on, and its buffer.
+type PooledConst = (Arc<DeviceInner>, Arc<wgpu::Buffer>);
 
 /// (device address, constant name, length, content hash).
 type ConstKey = (usize, String, usize, u64);
@@ -35,17 +41,17 @@ impl std::fmt::Debug for ConstPool {
 }
 
 impl ConstPool {
-    fn get_or_upload(&self, dev: &DeviceInner, name: &str, words: &[u32]) -> Arc<wgpu::Buffer> {
+    fn get_or_upload(&self, dev: &Arc<DeviceInner>, name: &str, words: &[u32]) -> Arc<wgpu::Buffer> {
         // FNV-1a over the words: cheap, and a collision also needs the same name and length.
         let hash = words.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &w| (h ^ w as u64).wrapping_mul(0x100_0000_01b3));
-        let key = (dev as *const DeviceInner as usize, name.to_string(), words.len(), hash);
+        let key = (Arc::as_ptr(dev) as usize, name.to_string(), words.len(), hash);
         let mut map = self.buffers.lock().expect("constant pool poisoned");
-        map.entry(key).or_insert_with(|| Arc::new(upload(&dev.device, name, words))).clone()
+        map.entry(key).or_insert_with(|| (dev.clone(), Arc::new(upload(&dev.device, name, words)))).1.clone()
     }
 
     /// Bytes held.
     pub fn bytes(&self) -> u64 {
-        self.buffers.lock().map(|b| b.values().map(|x| x.size()).sum()).unwrap_or(0)
+        self.buffers.lock().map(|b| b.values().map(|(_, x)| x.size()).sum()).unwrap_or(0)
     }
 }
 
@@ -125,7 +131,6 @@ pub struct CompiledGraph {
     timestamps: Option<Timestamps>,
     arena_bytes: u64,
     const_bytes: u64,
-    compile_time: Duration,
 }
 
 impl std::fmt::Debug for CompiledGraph {
@@ -157,7 +162,6 @@ fn bytes_of(g: &Graph, v: ValueId) -> u64 {
 
 impl CompiledGraph {
     fn new(dev: Arc<DeviceInner>, graph: &Graph, opts: &CompileOptions) -> Result<Self> {
-        let started = Instant::now();
         let wg = opts.workgroup_size.clamp(1, dev.limits.max_compute_invocations_per_workgroup);
         let g = if opts.optimize { crate::optimize(graph)? } else { graph.clone() };
         let max_binding = dev.limits.max_buffer_size.min(dev.limits.max_storage_buffer_binding_size);
@@ -444,7 +448,6 @@ impl CompiledGraph {
             timestamps,
             arena_bytes,
             const_bytes,
-            compile_time: started.elapsed(),
         })
     }
 
@@ -461,11 +464,6 @@ impl CompiledGraph {
     /// Bytes of activation buffers (the arena) and of constants on the device.
     pub fn memory_bytes(&self) -> (u64, u64) {
         (self.arena_bytes, self.const_bytes)
-    }
-
-    /// How long compiling took.
-    pub fn compile_time(&self) -> Duration {
-        self.compile_time
     }
 
     /// Name of the device.
@@ -518,22 +516,30 @@ impl CompiledGraph {
     /// Inputs and outputs exchanged as fp16 are rounded to fp16 on the way (on the CPU for
     /// inputs, on the device for outputs).
     pub fn run_timed(&mut self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, RunTiming)> {
-        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+        self.run_borrowed(inputs)
+    }
+
+    /// [`Self::run_timed`] on tensors owned or borrowed (as the model runner holds them).
+    pub(crate) fn run_borrowed<T: Borrow<Tensor>>(&mut self, inputs: &[T]) -> Result<(Vec<Tensor>, RunTiming)> {
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.borrow().shape()).collect();
         self.check_shapes(&shapes)?;
         let g = &self.graph;
-        let mut bytes: Vec<Vec<u8>> = vec![];
+        let mut bytes: Vec<Cow<[u8]>> = vec![];
         for ((t, &v), p) in inputs.iter().zip(g.inputs()).zip(&self.packed_in) {
+            let t = t.borrow();
             let val = g.value(v);
             if t.dtype() != val.dtype {
                 return Err(
                     self.input_error(&val.name, format!("expected element type {}, got {}", val.dtype, t.dtype()))
                 );
             }
-            bytes.push(match p {
-                Some(_) => Boundary::from_tensor(&val.name, t, Precision::F16).bytes,
-                None => {
+            bytes.push(match (p, t.as_f32()) {
+                (Some(_), _) => Cow::Owned(Boundary::from_tensor(&val.name, t, Precision::F16).bytes),
+                // f32 values are the device words as they are.
+                (None, Some(v)) => Cow::Borrowed(bytemuck::cast_slice(v)),
+                (None, None) => {
                     let w = device_words(t, &val.name).map_err(|e| self.input_error(&val.name, e))?;
-                    bytemuck::cast_slice(&w).to_vec()
+                    Cow::Owned(bytemuck::cast_slice(&w).to_vec())
                 }
             });
         }
@@ -586,7 +592,7 @@ impl CompiledGraph {
             }
             t.validate()?;
         }
-        let bytes: Vec<Vec<u8>> = inputs.iter().map(|t| t.bytes.clone()).collect();
+        let bytes: Vec<Cow<[u8]>> = inputs.iter().map(|t| Cow::Borrowed(t.bytes.as_slice())).collect();
         let (raw, timing) = self.execute(&bytes)?;
         let g = &self.graph;
         let outs = raw
@@ -606,7 +612,7 @@ impl CompiledGraph {
 
     /// Uploads the inputs' bytes, runs every dispatch and reads the outputs' bytes back
     /// (None for constant outputs; fp16 outputs: exactly 2 bytes an element).
-    fn execute(&mut self, inputs: &[Vec<u8>]) -> Result<(Vec<Option<Vec<u8>>>, RunTiming)> {
+    fn execute(&mut self, inputs: &[Cow<[u8]>]) -> Result<(Vec<Option<Vec<u8>>>, RunTiming)> {
         let start = Instant::now();
         let dev = &self.dev;
         let g = &self.graph;
@@ -622,7 +628,7 @@ impl CompiledGraph {
                 dev.queue.write_buffer(target, 0, bytes);
             } else {
                 // Buffer writes go in whole words: pad an odd fp16 count with a zero half.
-                let mut padded = bytes.clone();
+                let mut padded = bytes.to_vec();
                 padded.resize(bytes.len().next_multiple_of(4), 0);
                 dev.queue.write_buffer(target, 0, &padded);
             }

@@ -193,7 +193,7 @@ impl CompiledModel {
             stats.fused_nodes += c.graph().nodes().len();
             stats.dispatches += c.dispatch_count();
             stats.device_bytes.0 += c.memory_bytes().0;
-            let (outs, t) = c.run_timed(ins)?;
+            let (outs, t) = c.run_borrowed(ins)?;
             if let Some(d) = t.gpu {
                 *gpu.get_or_insert(Duration::ZERO) += d;
             }

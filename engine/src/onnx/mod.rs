@@ -295,7 +295,7 @@ impl<'p> Importer<'p> {
         let nodes = &self.p.nodes;
         for (i, n) in nodes.iter().enumerate().skip(start) {
             let name = parse::node_name(n, i);
-            self.node(n, &name)?;
+            self.node(i, n, &name)?;
             if let Some(split) = self.split.take() {
                 return self.finish_at_host(i + 1, split);
             }
@@ -303,7 +303,7 @@ impl<'p> Importer<'p> {
         self.finish()
     }
 
-    fn node(&mut self, n: &'p NodeProto, name: &str) -> Result<()> {
+    fn node(&mut self, index: usize, n: &'p NodeProto, name: &str) -> Result<()> {
         let op = n.op_type.as_str();
         let err = |r: String| node_err(name, op, r);
         let mut inputs = vec![];
@@ -328,7 +328,7 @@ impl<'p> Importer<'p> {
         if n.output.first().is_none_or(String::is_empty) && op != "Constant" {
             return Err(err("has no output; the file is malformed, re-export it".into()));
         }
-        let mut cx = Ctx { im: self, n, name: name.to_string(), inputs, attrs: Attrs::new(n), added: 0 };
+        let mut cx = Ctx { im: self, index, n, name: name.to_string(), inputs, attrs: Attrs::new(n), added: 0 };
         ops::map(&mut cx)
     }
 
@@ -460,7 +460,7 @@ impl<'p> Importer<'p> {
 pub(crate) struct Attrs<'a>(HashMap<&'a str, &'a AttributeProto>);
 
 impl<'a> Attrs<'a> {
-    fn new(n: &'a NodeProto) -> Self {
+    pub(crate) fn new(n: &'a NodeProto) -> Self {
         Attrs(n.attribute.iter().map(|a| (a.name.as_str(), a)).collect())
     }
     pub fn has(&self, k: &str) -> bool {
@@ -493,6 +493,8 @@ pub(crate) fn node_err(node: &str, op: &str, reason: impl Into<String>) -> Engin
 /// What an op family's mapping sees of the node it maps.
 pub(crate) struct Ctx<'a, 'p> {
     im: &'a mut Importer<'p>,
+    /// The node's index in the model.
+    index: usize,
     pub n: &'p NodeProto,
     pub name: String,
     inputs: Vec<Option<V>>,
@@ -591,6 +593,11 @@ impl Ctx<'_, '_> {
         V::Const(Arc::new(t))
     }
 
+    /// The node's `value` tensor attribute (Constant, ConstantOfShape), decoded at load.
+    pub fn value_attr(&self) -> Option<Arc<Tensor>> {
+        self.im.p.node_values[self.index].clone()
+    }
+
     /// Sets output `k` of the node.
     pub fn set(&mut self, k: usize, v: V) {
         if let Some(o) = self.n.output.get(k).filter(|s| !s.is_empty()) {
@@ -623,6 +630,11 @@ impl Ctx<'_, '_> {
             inputs.iter().enumerate().map(|(k, v)| self.im.value_id(v, &format!("{name}.in{k}"))).collect();
         let outs = self.im.b.add_multi(&name, op, ids)?;
         Ok(outs.into_iter().map(V::Act).collect())
+    }
+
+    /// A binary operation without activation ([`Ctx::add1`]).
+    pub fn binary(&mut self, op: crate::ops::BinaryOp, a: V, b: V) -> Result<V> {
+        self.add1(Op::Binary { op, activation: None }, &[a, b])
     }
 
     /// [`Ctx::add`] for a one-output operation.

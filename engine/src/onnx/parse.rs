@@ -3,7 +3,7 @@
 //! every specialisation), inputs and outputs described.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use prost::Message;
@@ -49,9 +49,10 @@ pub(crate) struct Parsed {
     pub opset: i64,
     pub nodes: Vec<NodeProto>,
     pub initializers: HashMap<String, Arc<Tensor>>,
+    /// Per node, the decoded `value` tensor attribute of a Constant or ConstantOfShape.
+    pub node_values: Vec<Option<Arc<Tensor>>>,
     pub inputs: Vec<ValueDecl>,
     pub outputs: Vec<ValueDecl>,
-    pub base_dir: Option<PathBuf>,
 }
 
 pub(crate) fn node_name(n: &NodeProto, i: usize) -> String {
@@ -132,6 +133,15 @@ pub(crate) fn parse(bytes: &[u8], model: &str, base_dir: Option<&Path>) -> Resul
     for t in &graph.initializer {
         initializers.insert(t.name.clone(), Arc::new(reader.tensor(t)?));
     }
+    // Tensor attributes are decoded here, once, like initializers.
+    let mut node_values = Vec::with_capacity(graph.node.len());
+    for n in &graph.node {
+        let value = match n.op_type.as_str() {
+            "Constant" | "ConstantOfShape" => super::Attrs::new(n).get("value").and_then(|a| a.t.as_ref()),
+            _ => None,
+        };
+        node_values.push(value.map(|t| reader.tensor(t).map(Arc::new)).transpose()?);
+    }
     let inputs: Vec<ValueDecl> = graph.input.iter().filter(|v| !initializers.contains_key(&v.name)).map(decl).collect();
     for i in &inputs {
         if i.dtype.is_none() {
@@ -144,16 +154,7 @@ pub(crate) fn parse(bytes: &[u8], model: &str, base_dir: Option<&Path>) -> Resul
         }
     }
     let outputs = graph.output.iter().map(decl).collect();
-    Ok(Parsed {
-        name,
-        model: model.to_string(),
-        opset,
-        nodes: graph.node,
-        initializers,
-        inputs,
-        outputs,
-        base_dir: base_dir.map(Path::to_path_buf),
-    })
+    Ok(Parsed { name, model: model.to_string(), opset, nodes: graph.node, initializers, node_values, inputs, outputs })
 }
 
 impl Parsed {
@@ -206,11 +207,6 @@ impl Parsed {
             FileDim::Value(v) => Some(*v),
             _ => None,
         }
-    }
-
-    /// A tensor attribute or Constant value, decoded.
-    pub fn tensor(&self, t: &TensorProto) -> Result<Tensor> {
-        TensorReader { model: &self.model, base_dir: self.base_dir.as_deref() }.tensor(t)
     }
 }
 

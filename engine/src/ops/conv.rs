@@ -1,9 +1,9 @@
 //! Convolutions: 2-D convolution and transposed convolution over [N, C, H, W].
 
-use super::{Activation, Check, In, Infer, Op, positive};
+use super::{Activation, Check, In, Infer, Op, pool_out, positive};
 
 /// Attributes of a 2-D convolution. Inputs: x [N, C, H, W], w [M, C/groups, kH, kW]
-/// (constant), optional bias [M] (constant).
+/// (constant), optional bias `[M]` (constant).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvAttrs {
     /// Stride (h, w).
@@ -25,7 +25,7 @@ impl Default for ConvAttrs {
 }
 
 /// Attributes of a transposed 2-D convolution. Inputs: x [N, C, H, W], w [C, M/groups, kH, kW]
-/// (constant), optional bias [M]. Output size: (H-1)*s - pad_begin - pad_end + d*(k-1) + 1 +
+/// (constant), optional bias `[M]`. Output size: (H-1)*s - pad_begin - pad_end + d*(k-1) + 1 +
 /// output_padding.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvTransposeAttrs {
@@ -54,12 +54,6 @@ impl Default for ConvTransposeAttrs {
             activation: None,
         }
     }
-}
-
-/// Output length of a convolution along one axis, None when the window does not fit.
-pub(crate) fn conv_out(len: usize, pad: usize, k: usize, d: usize, s: usize) -> Option<usize> {
-    let eff = d * (k - 1) + 1;
-    (len + pad).checked_sub(eff).map(|v| v / s + 1)
 }
 
 pub(super) fn infer(op: &Op, ins: &[In]) -> Infer {
@@ -103,8 +97,8 @@ pub(super) fn infer(op: &Op, ins: &[In]) -> Infer {
                     return Err(format!("bias must have shape [{}], has {:?}", w[0], c.shape(2)));
                 }
             }
-            let oh = conv_out(x[2], a.pads[0] + a.pads[2], w[2], a.dilation[0], a.stride[0]);
-            let ow = conv_out(x[3], a.pads[1] + a.pads[3], w[3], a.dilation[1], a.stride[1]);
+            let oh = pool_out(x[2], a.pads[0], a.pads[2], w[2], a.dilation[0], a.stride[0], false);
+            let ow = pool_out(x[3], a.pads[1], a.pads[3], w[3], a.dilation[1], a.stride[1], false);
             match (oh, ow) {
                 (Some(oh), Some(ow)) => Ok(vec![(c.dtype(0), vec![x[0], w[0], oh, ow])]),
                 _ => Err(format!(

@@ -7,8 +7,8 @@
 //! axis are allowed. Every shape in a graph is static.
 //!
 //! Host operations (`host.rs`) have outputs whose shape depends on the data; they never
-//! appear in a [`crate::Graph`]: they run on the CPU between two device graphs of a
-//! [`crate::model::Program`].
+//! appear in a [`crate::Graph`]: they run on the CPU between two device graphs (a
+//! [`crate::model::HostStep`] after a [`crate::model::Segment`]).
 
 mod conv;
 mod convert;
@@ -35,15 +35,16 @@ use crate::tensor::{DType, Tensor};
 pub(crate) use layout::slice_axis;
 pub(crate) use matmul::matmul_shape;
 pub(crate) use pool::pool_out;
+pub(crate) use reduce::reduced_shape;
 
 /// An operation of the graph IR.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
-    /// 2-D convolution: x, w, [bias].
+    /// 2-D convolution: x, w, optional bias.
     Conv(ConvAttrs),
-    /// Transposed 2-D convolution: x, w, [bias].
+    /// Transposed 2-D convolution: x, w, optional bias.
     ConvTranspose(ConvTransposeAttrs),
-    /// General matrix multiply: a, b, [c].
+    /// General matrix multiply: a, b, optional c.
     Gemm(GemmAttrs),
     /// Batched matrix multiply with numpy broadcasting of the leading dimensions: a, b.
     MatMul {
@@ -110,7 +111,7 @@ pub enum Op {
         /// Which of the three.
         kind: SoftmaxKind,
     },
-    /// Layer normalisation over the axes from `axis` to the last: x, scale, [bias].
+    /// Layer normalisation over the axes from `axis` to the last: x, scale, optional bias.
     LayerNorm {
         /// First normalised axis.
         axis: usize,
@@ -155,7 +156,7 @@ pub enum Op {
     },
     /// Permutation of axes.
     Transpose {
-        /// Output axis i is input axis perm[i].
+        /// Output axis i is input axis `perm[i]`.
         perm: Vec<usize>,
     },
     /// Padding of each axis (begin, end).
@@ -179,8 +180,8 @@ pub enum Op {
     },
     /// Indices of the nonzero elements, [rank, count] int64 (host).
     NonZero,
-    /// Non-maximum suppression (host): boxes, scores, [max_output_boxes_per_class],
-    /// [iou_threshold], [score_threshold]; selected indices [n, 3] int64.
+    /// Non-maximum suppression (host): boxes, scores, optional
+    /// max_output_boxes_per_class, iou_threshold, score_threshold; selected indices `[n, 3]` int64.
     NonMaxSuppression(NmsAttrs),
     /// Unique elements (host): Y, and optionally indices, inverse indices and counts.
     Unique {

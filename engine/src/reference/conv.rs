@@ -18,11 +18,8 @@ fn conv_len(len: usize, pb: usize, pe: usize, k: usize, d: usize, s: usize) -> O
     if k == 0 || d == 0 || s == 0 {
         return Err(format!("kernel {k}, dilation {d} and stride {s} must be >= 1"));
     }
-    let eff = d * (k - 1) + 1;
-    (len + pb + pe)
-        .checked_sub(eff)
-        .map(|span| span / s + 1)
-        .ok_or_else(|| format!("window {eff} is larger than the padded input {}", len + pb + pe))
+    crate::ops::pool_out(len, pb, pe, k, d, s, false)
+        .ok_or_else(|| format!("window {} is larger than the padded input {}", d * (k - 1) + 1, len + pb + pe))
 }
 
 /// out[n][m][oy][ox] = bias[m] + sum over the channels c of m's group and the taps (ky, kx) of

@@ -1,6 +1,6 @@
 //! Reference elementwise operations on every element type.
 
-use super::{OpResult, activate, broadcast_map, broadcast_shapes, make};
+use super::{OpResult, activate, broadcast, broadcast_map, make};
 use crate::ops::{Activation, BinaryOp, Op};
 use crate::tensor::{DType, Tensor};
 
@@ -45,7 +45,7 @@ fn bools(shape: &[usize], v: Vec<bool>) -> OpResult<Tensor> {
 }
 
 fn binary(a: &Tensor, b: &Tensor, op: BinaryOp, act: Option<Activation>) -> OpResult<Tensor> {
-    let shape = broadcast_shapes(a.shape(), b.shape())?;
+    let shape = broadcast(a.shape(), b.shape())?;
     let a_map = broadcast_map(a.shape(), &shape)?;
     let b_map = broadcast_map(b.shape(), &shape)?;
     let t = a.dtype();
@@ -91,7 +91,7 @@ fn select(cond: &Tensor, x: &Tensor, y: &Tensor) -> OpResult<Tensor> {
     if x.dtype() != y.dtype() {
         return Err(format!("x is {} and y is {}; they must have the same type", x.dtype(), y.dtype()));
     }
-    let shape = broadcast_shapes(&broadcast_shapes(cond.shape(), x.shape())?, y.shape())?;
+    let shape = broadcast(&broadcast(cond.shape(), x.shape())?, y.shape())?;
     let (cm, xm, ym) =
         (broadcast_map(cond.shape(), &shape)?, broadcast_map(x.shape(), &shape)?, broadcast_map(y.shape(), &shape)?);
     let src: Vec<(usize, usize)> = (0..cm.len()).map(|i| if c[cm[i]] { (0, xm[i]) } else { (1, ym[i]) }).collect();

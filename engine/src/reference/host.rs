@@ -3,7 +3,7 @@
 
 use super::{OpResult, check_axis, split_at_axis};
 use crate::ops::{NmsAttrs, Op};
-use crate::tensor::{DType, Tensor, numel, strides};
+use crate::tensor::{DType, Tensor, strides};
 
 pub(super) fn eval(op: &Op, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
     match op {
@@ -222,8 +222,8 @@ fn unique(x: &Tensor, sorted: bool, axis: Option<usize>) -> OpResult<Vec<Tensor>
         }
         None => vec![u],
     };
-    let flat = x.clone().reshaped(vec![numel(&s)]).map_err(|e| e.to_string())?;
-    let y = flat.gather(y_shape, &src, 0.0).map_err(|e| e.to_string())?;
+    // Gather reads flat indices whatever the source's shape.
+    let y = x.gather(y_shape, &src, 0.0).map_err(|e| e.to_string())?;
     let indices = ints(vec![u], order.iter().map(|&k| uniq[k].1 as i64).collect())?;
     let inverse = ints(vec![len], inverse_raw.iter().map(|&k| rank[k] as i64).collect())?;
     let counts = ints(vec![u], order.iter().map(|&k| uniq[k].2).collect())?;

@@ -29,6 +29,11 @@ use crate::tensor::{DType, Tensor, numel, strides};
 /// Runs the whole graph on the CPU. `inputs` are in the order of `graph.inputs()`, each with
 /// the graph's type and shape. Returns the outputs in the order of `graph.outputs()`.
 pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
+    run_borrowed(graph, inputs)
+}
+
+/// [`run`] on tensors owned or borrowed.
+fn run_borrowed<T: std::borrow::Borrow<Tensor>>(graph: &Graph, inputs: &[T]) -> Result<Vec<Tensor>> {
     check_inputs(graph, inputs)?;
     let n_values = graph.values().len();
 
@@ -46,7 +51,7 @@ pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
 
     let mut env: Vec<Option<Tensor>> = vec![None; n_values];
     for (&id, t) in graph.inputs().iter().zip(inputs) {
-        env[id.index()] = Some(t.clone());
+        env[id.index()] = Some(t.borrow().clone());
     }
 
     for (i, node) in graph.nodes().iter().enumerate() {
@@ -90,11 +95,11 @@ pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
 /// Runs a model on the CPU, host steps included: the oracle of the GPU executor.
 /// `inputs` are in signature order; returns the outputs in signature order.
 pub fn run_model(model: &crate::model::Model, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
-    crate::model::run_segments(model, inputs, run).map(|(o, _)| o)
+    crate::model::run_segments(model, inputs, |g, ins| run_borrowed(g, ins)).map(|(o, _)| o)
 }
 
 /// Checks the inputs given to [`run`] against the graph's inputs.
-pub(crate) fn check_inputs(graph: &Graph, inputs: &[Tensor]) -> Result<()> {
+pub(crate) fn check_inputs<T: std::borrow::Borrow<Tensor>>(graph: &Graph, inputs: &[T]) -> Result<()> {
     let ids = graph.inputs();
     let input_error = |input: &str, reason: String| EngineError::Input {
         graph: graph.name.clone(),
@@ -110,7 +115,7 @@ pub(crate) fn check_inputs(graph: &Graph, inputs: &[Tensor]) -> Result<()> {
         ));
     }
     for (&id, t) in ids.iter().zip(inputs) {
-        let v = graph.value(id);
+        let (v, t) = (graph.value(id), t.borrow());
         if t.shape() != v.shape.as_slice() {
             return Err(input_error(&v.name, format!("expected shape {:?}, got {:?}", v.shape, t.shape())));
         }
@@ -212,10 +217,6 @@ pub(crate) fn dims4(t: &Tensor, what: &str) -> OpResult<[usize; 4]> {
     }
 }
 
-pub(crate) fn check_axis(axis: usize, rank: usize) -> OpResult<()> {
-    if axis < rank { Ok(()) } else { Err(format!("axis {axis} is out of range for rank {rank}")) }
-}
-
 /// Applies an optional activation to a float.
 pub(crate) fn activate(act: Option<Activation>, v: f64) -> f64 {
     act.map_or(v, |a| a.apply_f64(v))
@@ -246,10 +247,6 @@ pub(crate) fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize])) {
 }
 
 /// Numpy broadcast of two concrete shapes.
-pub(crate) fn broadcast_shapes(a: &[usize], b: &[usize]) -> OpResult<Vec<usize>> {
-    crate::ops::broadcast(a, b)
-}
-
 /// For each element of `out` (row-major), the flat index of the element of a tensor of shape
 /// `input` that numpy broadcasting maps to it.
 pub(crate) fn broadcast_map(input: &[usize], out: &[usize]) -> OpResult<Vec<usize>> {

@@ -1,7 +1,7 @@
 //! Reference reductions, arg-max/arg-min, softmax variants and layer normalisation.
 
 use super::{OpResult, broadcast_map, check_axis, floats, for_each_index, make, split_at_axis};
-use crate::ops::{Op, ReduceKind, SoftmaxKind};
+use crate::ops::{Op, ReduceKind, SoftmaxKind, reduced_shape};
 use crate::tensor::{Tensor, numel, strides};
 
 pub(super) fn eval(op: &Op, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
@@ -47,11 +47,7 @@ fn groups(shape: &[usize], axes: &[usize]) -> OpResult<(Vec<usize>, Vec<Vec<usiz
 fn reduce(x: &Tensor, kind: ReduceKind, axes: &[usize], keepdims: bool) -> OpResult<Tensor> {
     let s = x.shape();
     let (kept_shape, members) = groups(s, axes)?;
-    let shape: Vec<usize> = if keepdims {
-        kept_shape
-    } else {
-        s.iter().enumerate().filter(|(a, _)| !axes.contains(a)).map(|(_, &d)| d).collect()
-    };
+    let shape = if keepdims { kept_shape } else { reduced_shape(s, axes, false) };
     if x.dtype().is_int() || x.dtype() == crate::DType::Bool {
         let v = x.to_i64s();
         let out: Vec<i64> = members
@@ -115,8 +111,7 @@ fn arg_reduce(x: &Tensor, max: bool, axis: usize, keepdims: bool, last: bool) ->
             out.push(best as i64);
         }
     }
-    let shape: Vec<usize> =
-        s.iter().enumerate().filter_map(|(a, &d)| if a == axis { keepdims.then_some(1) } else { Some(d) }).collect();
+    let shape = reduced_shape(s, &[axis], keepdims);
     Tensor::from_i64(crate::DType::I64, shape, out).map_err(|e| e.to_string())
 }
 

@@ -790,8 +790,8 @@ fn helpers() {
     assert_eq!(broadcast_map(&[2, 1], &[3, 2, 2]).unwrap(), vec![0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1]);
     assert!(broadcast_map(&[3], &[2]).is_err());
     assert!(broadcast_map(&[1, 2], &[2]).is_err());
-    assert_eq!(broadcast_shapes(&[2, 1, 3], &[4, 1]).unwrap(), vec![2, 4, 3]);
-    assert!(broadcast_shapes(&[2], &[3]).is_err());
+    assert_eq!(broadcast(&[2, 1, 3], &[4, 1]).unwrap(), vec![2, 4, 3]);
+    assert!(broadcast(&[2], &[3]).is_err());
     // Reflection repeats with period 2(d-1); edge clamps.
     let r: Vec<usize> = (-4..7).map(|j| layout::pad_source(j, 3, PadMode::Reflect).unwrap()).collect();
     assert_eq!(r, vec![0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2]);

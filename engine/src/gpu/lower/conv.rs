@@ -2,7 +2,7 @@
 //! with vec4 input loads, a depthwise kernel with 4 pixels per invocation) and transposed
 //! convolution as a gather-form implicit GEMM; bias and activation in the write-back.
 
-use super::{Buf, Ctx, Words, act_of, div_up, f32_values};
+use super::{Buf, Ctx, Words, act_of, div_up};
 use crate::error::Result;
 use crate::gpu::kernels::{Family, Kernel};
 use crate::graph::Node;
@@ -88,7 +88,7 @@ impl ConvGeom {
 pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
     let (x, y) = (node.inputs[0], node.outputs[0]);
     let wt = cx.g.value(node.inputs[1]).constant().expect("checked").clone();
-    let wdata = f32_values(&wt);
+    let wdata = wt.to_f32s();
     let (groups, stride, pads, dilation, activation) = match &node.op {
         Op::Conv(a) => (a.groups, a.stride, a.pads, a.dilation, a.activation),
         Op::ConvTranspose(a) => (a.groups, a.stride, a.pads, a.dilation, a.activation),
@@ -139,7 +139,7 @@ fn conv_bias(cx: &mut Ctx, node: &Node, m: usize) -> Result<Buf> {
     match node.inputs.get(2) {
         Some(&b) => {
             let t = cx.g.value(b).constant().expect("checked").clone();
-            Ok(cx.constant(format!("{}.bias", node.name), f32_values(&t)))
+            Ok(cx.constant(format!("{}.bias", node.name), t.to_f32s()))
         }
         None => Ok(cx.zeros(format!("{}.bias", node.name), m)),
     }

@@ -1,6 +1,6 @@
 //! Element type conversions (Cast) between the device's f32 and i32 words.
 
-use super::{Buf, Class, Ctx, Words, class_of};
+use super::{Buf, Class, Ctx, Words, class_of, int_bits, round_mode};
 use crate::error::Result;
 use crate::gpu::kernels::{Family, Kernel};
 use crate::graph::Node;
@@ -13,20 +13,9 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
     let from = cx.dtype(x);
     let n = cx.g.value(y).numel();
     let xb = cx.buf(node, x)?;
-    // Integer targets: bits and signedness to wrap to (64-bit ones are held as i32), or bool.
-    let (bits, signed) = match to {
-        DType::I8 => (8, 1),
-        DType::U8 => (8, 0),
-        DType::I16 => (16, 1),
-        DType::U16 => (16, 0),
-        _ => (32, 1),
-    };
-    let round = match to {
-        DType::F16 => 1,
-        DType::BF16 => 2,
-        _ => 0,
-    };
-    let flag = if to == DType::Bool { 1 } else { round };
+    // Integer targets: bits and signedness to wrap to, or bool; float16 targets: rounding.
+    let (bits, signed) = int_bits(to);
+    let flag = if to == DType::Bool { 1 } else { round_mode(to).unwrap_or(0) };
     let (entry, in_b, out_b) = match (class_of(from), class_of(to)) {
         (Class::Float, Class::Float) => ("cast_f2f", 5, 7),
         (Class::Float, Class::Int) => ("cast_f2i", 5, 8),

@@ -68,10 +68,9 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
         }
         Op::Where => {
             let o = cx.shape(y);
-            rank6(node, &o, &istrides(&o))?;
+            let (od, _) = rank6(node, &o, &istrides(&o))?;
             let (c, a, b) = (node.inputs[0], node.inputs[1], node.inputs[2]);
             let (cb, ab, bb) = (cx.buf(node, c)?, cx.buf(node, a)?, cx.buf(node, b)?);
-            let (od, _) = rank6(node, &o, &istrides(&o))?;
             let (_, c6) = rank6(node, &o, &bstrides(&cx.shape(c), &o))?;
             let (_, a6) = rank6(node, &o, &bstrides(&cx.shape(a), &o))?;
             let (_, b6) = rank6(node, &o, &bstrides(&cx.shape(b), &o))?;
@@ -92,7 +91,7 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
 fn binary(cx: &mut Ctx, ni: usize, node: &Node, op: BinaryOp, activation: Option<Activation>) -> Result<()> {
     let (a, bv, y) = (node.inputs[0], node.inputs[1], node.outputs[0]);
     let (sa, sb, so) = (cx.shape(a), cx.shape(bv), cx.shape(y));
-    rank6(node, &so, &istrides(&so))?;
+    let (od, _) = rank6(node, &so, &istrides(&so))?;
     let wg = cx.wg as u32;
     let (act, fa, fb) = act_of(activation);
     let (mut ab, mut bb) = (cx.buf(node, a)?, cx.buf(node, bv)?);
@@ -115,7 +114,6 @@ fn binary(cx: &mut Ctx, ni: usize, node: &Node, op: BinaryOp, activation: Option
         (Class::Int, _) => ("binary_int", 4, 5, 6),
     };
     let kernel = Kernel::new(Family::Elementwise, entry, &[("OP", op.code()), ("ACT", act), ("WG", wg)]);
-    let (od, _) = rank6(node, &so, &istrides(&so))?;
     let (_, a6) = rank6(node, &so, &bstrides(&sa, &so))?;
     let (_, b6) = rank6(node, &so, &bstrides(&sb, &so))?;
     let items: usize = so.iter().product();

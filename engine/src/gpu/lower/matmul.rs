@@ -2,7 +2,7 @@
 //! packed at compile time (split into column chunks when it exceeds a storage binding); an
 //! activation B is packed by a `pack_b` dispatch.
 
-use super::{Buf, Ctx, Words, act_of, div_up, f32_values, node_err};
+use super::{Buf, Ctx, Words, act_of, div_up, node_err};
 use crate::error::Result;
 use crate::gpu::kernels::{Family, Kernel};
 use crate::graph::Node;
@@ -112,7 +112,7 @@ fn gemm(cx: &mut Ctx, ni: usize, node: &Node, a: &GemmAttrs) -> Result<()> {
                 "the naive baseline kernel only supports alpha = beta = 1, no transposed A and a per-column C".into(),
             ));
         }
-        let raw = cx.constant(format!("{}.b", node.name), f32_values(bt));
+        let raw = cx.constant(format!("{}.b", node.name), bt.to_f32s());
         let bias = match cbuf {
             Some(b) if c_sn == 1 => b,
             _ => cx.zeros(format!("{}.bias", node.name), n),
@@ -149,7 +149,7 @@ fn gemm(cx: &mut Ctx, ni: usize, node: &Node, a: &GemmAttrs) -> Result<()> {
                 fa,
                 fb,
             };
-            push_dense(cx, ni, node, xb, &f32_values(&bt), cb, dense);
+            push_dense(cx, ni, node, xb, &bt.to_f32s(), cb, dense);
         }
         None => {
             let src = cx.buf(node, node.inputs[1])?;
@@ -235,7 +235,7 @@ fn matmul(cx: &mut Ctx, ni: usize, node: &Node, activation: Option<crate::ops::A
             fa,
             fb,
         };
-        push_dense(cx, ni, node, ab, &f32_values(bt), zero, dense);
+        push_dense(cx, ni, node, ab, &bt.to_f32s(), zero, dense);
         return Ok(());
     }
 
@@ -245,7 +245,7 @@ fn matmul(cx: &mut Ctx, ni: usize, node: &Node, activation: Option<crate::ops::A
     }
     let b_mats: usize = sb[..sb.len() - 2].iter().product();
     let bbuf = match &b_const {
-        Some(bt) => pack_const_b(cx, format!("{}.packed_b", node.name), &f32_values(bt), b_mats, kdim, n, false),
+        Some(bt) => pack_const_b(cx, format!("{}.packed_b", node.name), &bt.to_f32s(), b_mats, kdim, n, false),
         None => {
             let src = cx.buf(node, bv)?;
             pack_activation_b(cx, ni, node, src, b_mats, kdim, n, n, 1)

@@ -109,11 +109,26 @@ pub(crate) fn class_of(d: DType) -> Class {
     if d.is_float() { Class::Float } else { Class::Int }
 }
 
-/// The f32 values of a float constant (float64 narrowed).
-pub(crate) fn f32_values(t: &Tensor) -> Vec<f32> {
-    match t.as_f32() {
-        Some(v) => v.to_vec(),
-        None => t.to_f64s().into_iter().map(|v| v as f32).collect(),
+/// Bits and signedness (1 or 0) of an integer type's values in their 32-bit device words
+/// (64- and 32-bit types are held as i32); a bool is 1 bit, unsigned.
+pub(crate) fn int_bits(d: DType) -> (usize, usize) {
+    match d {
+        DType::Bool => (1, 0),
+        DType::I8 => (8, 1),
+        DType::U8 => (8, 0),
+        DType::I16 => (16, 1),
+        DType::U16 => (16, 0),
+        _ => (32, 1),
+    }
+}
+
+/// The rounding a 16-bit float type's values take after each operation (the `round16`
+/// kernel's mode): 1 for float16, 2 for bfloat16.
+pub(crate) fn round_mode(d: DType) -> Option<usize> {
+    match d {
+        DType::F16 => Some(1),
+        DType::BF16 => Some(2),
+        _ => None,
     }
 }
 
@@ -121,7 +136,7 @@ pub(crate) fn f32_values(t: &Tensor) -> Vec<f32> {
 /// outside the i32 range is an error naming the tensor.
 pub(crate) fn device_words(t: &Tensor, name: &str) -> std::result::Result<Vec<u32>, String> {
     if t.dtype().is_float() {
-        return Ok(f32_values(t).into_iter().map(f32::to_bits).collect());
+        return Ok(t.to_f32s().into_iter().map(f32::to_bits).collect());
     }
     let v = t.to_i64s();
     if let Some(&bad) = v.iter().find(|&&x| x < i32::MIN as i64 || x > i32::MAX as i64) {
@@ -327,11 +342,7 @@ impl Ctx<'_> {
             return;
         }
         for &o in &node.outputs {
-            let mode = match self.dtype(o) {
-                DType::F16 => 1,
-                DType::BF16 => 2,
-                _ => continue,
-            };
+            let Some(mode) = round_mode(self.dtype(o)) else { continue };
             let n = self.g.value(o).numel();
             let kernel = Kernel::new(Family::Convert, "round16", &[("WG", self.wg as u32)]);
             let groups = self.groups(n);
@@ -385,14 +396,7 @@ impl Ctx<'_> {
     /// value `y`: truncated and clamped to its type's range (so the empty maximum, -inf,
     /// becomes the type's minimum as in the reference).
     pub fn float_to_int(&mut self, ni: usize, src: Buf, y: ValueId) {
-        let (bits, signed) = match self.dtype(y) {
-            DType::Bool => (1, 0),
-            DType::I8 => (8, 1),
-            DType::U8 => (8, 0),
-            DType::I16 => (16, 1),
-            DType::U16 => (16, 0),
-            _ => (32, 1),
-        };
+        let (bits, signed) = int_bits(self.dtype(y));
         // Saturating conversion (flag 2).
         let flag = 2;
         let n = self.g.value(y).numel();
@@ -403,7 +407,7 @@ impl Ctx<'_> {
     }
 
     /// A float copy of an integer buffer (an f32 scratch of `n` elements).
-    pub fn int_to_float(&mut self, ni: usize, src: Buf, n: usize, name: String) -> Buf {
+    fn int_to_float(&mut self, ni: usize, src: Buf, n: usize, name: String) -> Buf {
         let dst = self.scratch(name, (n * 4) as u64);
         let kernel = Kernel::new(Family::Convert, "cast_i2f", &[("WG", self.wg as u32)]);
         let groups = self.groups(n);

@@ -1,7 +1,7 @@
 //! Per-channel normalisations: batch norm as a kernel (when it could not be folded into a
 //! convolution) and local response normalisation.
 
-use super::{Buf, Ctx, Words, f32_values};
+use super::{Buf, Ctx, Words};
 use crate::error::Result;
 use crate::gpu::kernels::{Family, Kernel};
 use crate::graph::Node;
@@ -15,7 +15,7 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
     let groups = cx.groups(total);
     match &node.op {
         Op::BatchNorm { epsilon } => {
-            let c = |i: usize| f32_values(cx.g.value(node.inputs[i]).constant().expect("checked"));
+            let c = |i: usize| cx.g.value(node.inputs[i]).constant().expect("checked").to_f32s();
             let (scale, bias, mean, var) = (c(1), c(2), c(3), c(4));
             let s: Vec<f32> =
                 (0..scale.len()).map(|i| (scale[i] as f64 / (var[i] as f64 + *epsilon as f64).sqrt()) as f32).collect();

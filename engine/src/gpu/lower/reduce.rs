@@ -1,11 +1,10 @@
 //! Row reductions: reductions over any axes, arg-max/arg-min, softmax variants, layer norm.
 
-use super::{Buf, Class, Ctx, Words, class_of, f32_values, istrides, node_err, rank6};
+use super::{Buf, Class, Ctx, Words, class_of, istrides, node_err, rank6};
 use crate::error::Result;
 use crate::gpu::kernels::{Family, Kernel};
 use crate::graph::Node;
-use crate::ops::{Op, ReduceKind, broadcast};
-use crate::tensor::strides;
+use crate::ops::{Op, ReduceKind};
 
 pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
     let (x, y) = (node.inputs[0], node.outputs[0]);
@@ -24,11 +23,8 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
             let d = cx.shape(x);
             let (l, inner) = (d[*axis], d[axis + 1..].iter().product::<usize>());
             let rows = d.iter().product::<usize>() / l.max(1);
-            let mut xb = cx.buf(node, x)?;
-            if class_of(cx.dtype(x)) == Class::Int {
-                // Integers are compared as floats (exact up to 2^24).
-                xb = cx.int_to_float(ni, xb, d.iter().product(), format!("{}.as_float", node.name));
-            }
+            // Integers are compared as floats (exact up to 2^24).
+            let xb = if class_of(cx.dtype(x)) == Class::Int { cx.as_float(ni, node, x)? } else { cx.buf(node, x)? };
             let kernel = Kernel::new(Family::Reduce, "arg_reduce", &[("KIND", u32::from(!*max)), ("WG", 64)]);
             let p = Words::new().u(0, rows).u(1, l).u(2, inner).u(3, *last as usize).done();
             cx.push(ni, kernel, vec![(5, Buf::Value(y)), (2, xb)], rows as u64, p);
@@ -52,24 +48,11 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
             let rows = d.iter().product::<usize>() / l.max(1);
             let expand = |t: &crate::Tensor| -> Vec<f32> {
                 // Broadcast scale/bias to the normalised shape.
-                let full = broadcast(&norm, t.shape()).expect("checked");
-                debug_assert_eq!(full, norm);
-                let ts = strides(t.shape());
-                let vals = f32_values(t);
-                let off = norm.len() - t.shape().len();
-                (0..l)
-                    .map(|i| {
-                        let mut rem = i;
-                        let mut idx = 0;
-                        for dd in (0..norm.len()).rev() {
-                            let c = rem % norm[dd];
-                            rem /= norm[dd];
-                            if dd >= off && t.shape()[dd - off] != 1 {
-                                idx += c * ts[dd - off];
-                            }
-                        }
-                        vals[idx]
-                    })
+                let vals = t.to_f32s();
+                crate::reference::broadcast_map(t.shape(), &norm)
+                    .expect("checked")
+                    .into_iter()
+                    .map(|i| vals[i])
                     .collect()
             };
             let scale = expand(cx.g.value(node.inputs[1]).constant().expect("checked"));

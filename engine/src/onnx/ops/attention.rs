@@ -14,10 +14,6 @@ use crate::error::Result;
 use crate::ops::{Activation, BinaryOp, Op, ReduceKind, SoftmaxKind};
 use crate::tensor::{DType, Tensor};
 
-fn bin(cx: &mut Ctx, op: BinaryOp, a: V, b: V) -> Result<V> {
-    cx.add1(Op::Binary { op, activation: None }, &[a, b])
-}
-
 fn reshape(cx: &mut Ctx, v: V, shape: Vec<usize>) -> Result<V> {
     cx.add1(Op::Reshape { shape }, &[v])
 }
@@ -144,7 +140,7 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
             }
         };
         let c = cx.constant(causal);
-        bias = Some(bin(cx, BinaryOp::Add, base, c)?);
+        bias = Some(cx.binary(BinaryOp::Add, base, c)?);
     } else if let Some(m) = mask.clone() {
         bias = Some(as_bias(cx, m)?);
     }
@@ -163,7 +159,7 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         };
         let w = cx.constant(window);
         bias = Some(match bias {
-            Some(b) => bin(cx, BinaryOp::Add, b, w)?,
+            Some(b) => cx.binary(BinaryOp::Add, b, w)?,
             None => w,
         });
     }
@@ -177,7 +173,7 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         }
         let p = cx.constant(Tensor::from_f64_as(dt, vec![batch, 1, 1, skv], vals)?);
         bias = Some(match bias {
-            Some(b) => bin(cx, BinaryOp::Add, b, p)?,
+            Some(b) => cx.binary(BinaryOp::Add, b, p)?,
             None => p,
         });
     }
@@ -199,21 +195,21 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
     }
 
     // The scores.
-    let qs_ = bin(cx, BinaryOp::Mul, q, sqrt_scale.clone())?;
-    let ks_ = bin(cx, BinaryOp::Mul, k, sqrt_scale)?;
+    let qs_ = cx.binary(BinaryOp::Mul, q, sqrt_scale.clone())?;
+    let ks_ = cx.binary(BinaryOp::Mul, k, sqrt_scale)?;
     let kt = transpose(cx, ks_, vec![0, 1, 3, 2])?;
     let mut qk = cx.add1(Op::MatMul { activation: None }, &[qs_, kt])?;
     if cx.attrs.has("softcap") {
         let c = cx.attrs.f("softcap", 0.0);
         if c > 0.0 {
             let cv = cx.constant(Tensor::scalar(dt, c as f64));
-            let d = bin(cx, BinaryOp::Div, qk, cv.clone())?;
+            let d = cx.binary(BinaryOp::Div, qk, cv.clone())?;
             let t = cx.add1(Op::Unary(Activation::Tanh), &[d])?;
-            qk = bin(cx, BinaryOp::Mul, t, cv)?;
+            qk = cx.binary(BinaryOp::Mul, t, cv)?;
         }
     }
     let with_bias = match bias.clone() {
-        Some(b) => bin(cx, BinaryOp::Add, qk.clone(), b)?,
+        Some(b) => cx.binary(BinaryOp::Add, qk.clone(), b)?,
         None => qk.clone(),
     };
     let mode = cx.attrs.i("qk_matmul_output_mode", 0);
@@ -250,9 +246,7 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         qk_out = probs.clone();
     }
     if cx.wants_output(3) {
-        if mode == 1 {
-            // Mode 1 is the product after softcap (the mask is not added), as mode 0.
-        }
+        // Mode 1 (the product after softcap, without the mask) is mode 0's value.
         cx.set(3, qk_out);
     }
     let mut y = cx.add1(Op::MatMul { activation: None }, &[probs, v])?;

@@ -23,13 +23,7 @@ pub(super) fn pads(
 ) -> Result<Vec<usize>> {
     let n = input.len();
     match cx.attrs.s("auto_pad", "NOTSET").as_str() {
-        "NOTSET" => {
-            let p = cx.attrs.ints("pads").unwrap_or(vec![0; 2 * n]);
-            if p.len() != 2 * n || p.iter().any(|&v| v < 0) {
-                return Err(cx.err(format!("pads {p:?} must be {} non-negative values", 2 * n)));
-            }
-            Ok(p.iter().map(|&v| v as usize).collect())
-        }
+        "NOTSET" => explicit_pads(cx, n),
         "VALID" => Ok(vec![0; 2 * n]),
         mode @ ("SAME_UPPER" | "SAME_LOWER") => {
             let mut out = vec![0usize; 2 * n];
@@ -37,19 +31,33 @@ pub(super) fn pads(
                 let o = input[i].div_ceil(stride[i]);
                 let eff = dilation[i] * (kernel[i] - 1) + 1;
                 let total = ((o.max(1) - 1) * stride[i] + eff).saturating_sub(input[i]);
-                let (small, big) = (total / 2, total - total / 2);
-                if mode == "SAME_UPPER" {
-                    out[i] = small;
-                    out[i + n] = big;
-                } else {
-                    out[i] = big;
-                    out[i + n] = small;
-                }
+                split_same(&mut out, i, total, mode == "SAME_UPPER");
             }
             Ok(out)
         }
-        other => Err(cx.err(format!("auto_pad '{other}' is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER"))),
+        other => Err(bad_auto_pad(cx, other)),
     }
+}
+
+/// The `pads` attribute: 2 x `n` non-negative values (zeros when absent).
+fn explicit_pads(cx: &Ctx, n: usize) -> Result<Vec<usize>> {
+    let p = cx.attrs.ints("pads").unwrap_or(vec![0; 2 * n]);
+    if p.len() != 2 * n || p.iter().any(|&v| v < 0) {
+        return Err(cx.err(format!("pads {p:?} must be {} non-negative values", 2 * n)));
+    }
+    Ok(p.iter().map(|&v| v as usize).collect())
+}
+
+/// Splits `total` padding of axis `i` between its begin (`pads[i]`) and end
+/// (`pads[i + n]`): the larger half at the end for SAME_UPPER, at the begin for SAME_LOWER.
+fn split_same(pads: &mut [usize], i: usize, total: usize, upper: bool) {
+    let n = pads.len() / 2;
+    let (small, big) = (total / 2, total - total / 2);
+    (pads[i], pads[i + n]) = if upper { (small, big) } else { (big, small) };
+}
+
+fn bad_auto_pad(cx: &Ctx, mode: &str) -> crate::error::EngineError {
+    cx.err(format!("auto_pad '{mode}' is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER"))
 }
 
 /// Adds a unit height to a 1-D tensor [N, C, L] -> [N, C, 1, L] (or a 1-D weight).
@@ -67,11 +75,12 @@ pub(super) fn lower(cx: &mut Ctx, v: V) -> Result<V> {
 }
 
 /// 2-D values from 1-D ones: [1, v] (or [0, v] for begin/end pads).
-fn two(v: &[usize], fill: usize) -> [usize; 2] {
+pub(super) fn two(v: &[usize], fill: usize) -> [usize; 2] {
     if v.len() == 1 { [fill, v[0]] } else { [v[0], v[1]] }
 }
 
-fn four(p: &[usize]) -> [usize; 4] {
+/// 2-D pads [top, left, bottom, right] from 1-D ones [begin, end] (no height padding).
+pub(super) fn four(p: &[usize]) -> [usize; 4] {
     if p.len() == 2 { [0, p[0], 0, p[1]] } else { [p[0], p[1], p[2], p[3]] }
 }
 
@@ -148,16 +157,7 @@ fn transpose_pads(
     let auto = cx.attrs.s("auto_pad", "NOTSET");
     let full = |i: usize, op: usize| (input[i] - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1 + op;
     let mut pads = vec![0usize; 2 * n];
-    let split = |pads: &mut Vec<usize>, i: usize, total: usize| {
-        let (small, big) = (total / 2, total - total / 2);
-        if auto == "SAME_UPPER" {
-            pads[i] = small;
-            pads[i + n] = big;
-        } else {
-            pads[i] = big;
-            pads[i + n] = small;
-        }
-    };
+    let upper = auto == "SAME_UPPER";
     if let Some(os) = cx.attrs.ints("output_shape") {
         let os = &os[os.len().saturating_sub(n)..];
         if os.len() != n {
@@ -168,22 +168,18 @@ fn transpose_pads(
             if total < 0 {
                 output_padding[i] += (-total) as usize;
             } else {
-                split(&mut pads, i, total as usize);
+                split_same(&mut pads, i, total as usize, upper);
             }
         }
     } else if auto == "SAME_UPPER" || auto == "SAME_LOWER" {
         for i in 0..n {
             let total = full(i, output_padding[i]).saturating_sub(input[i] * stride[i]);
-            split(&mut pads, i, total);
+            split_same(&mut pads, i, total, upper);
         }
     } else if auto == "NOTSET" {
-        let p = cx.attrs.ints("pads").unwrap_or(vec![0; 2 * n]);
-        if p.len() != 2 * n || p.iter().any(|&v| v < 0) {
-            return Err(cx.err(format!("pads {p:?} must be {} non-negative values", 2 * n)));
-        }
-        pads = p.iter().map(|&v| v as usize).collect();
+        pads = explicit_pads(cx, n)?;
     } else if auto != "VALID" {
-        return Err(cx.err(format!("auto_pad '{auto}' is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER")));
+        return Err(bad_auto_pad(cx, &auto));
     }
     Ok((pads, output_padding))
 }

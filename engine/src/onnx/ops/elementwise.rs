@@ -28,7 +28,7 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
     };
     if let Some(b) = binary {
         let (x, y) = (cx.need(0)?, cx.need(1)?);
-        let out = cx.add1(Op::Binary { op: b, activation: None }, &[x, y])?;
+        let out = cx.binary(b, x, y)?;
         cx.set(0, out);
         return Ok(());
     }
@@ -45,11 +45,11 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
             };
             let mut acc = ins[0].clone();
             for v in &ins[1..] {
-                acc = cx.add1(Op::Binary { op: b, activation: None }, &[acc, v.clone()])?;
+                acc = cx.binary(b, acc, v.clone())?;
             }
             if op == "Mean" && ins.len() > 1 {
                 let n = cx.constant(Tensor::scalar(cx.dtype(&acc), ins.len() as f64));
-                acc = cx.add1(Op::Binary { op: BinaryOp::Div, activation: None }, &[acc, n])?;
+                acc = cx.binary(BinaryOp::Div, acc, n)?;
             }
             cx.set(0, acc);
         }

@@ -59,8 +59,7 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
             cx.add1(Op::Slice { axes, starts, ends, steps }, &[x])?
         }
         "Reshape" => {
-            let target = if cx.opset() < 5 { cx.attrs.ints("shape") } else { cx.ints(1, "the target shape")? };
-            let target = target.ok_or_else(|| cx.err("needs a target shape"))?;
+            let target = cx.ints(1, "the target shape")?.ok_or_else(|| cx.err("needs a target shape"))?;
             let allowzero = cx.attrs.i("allowzero", 0) != 0;
             let shape = reshape_target(cx, &xs, &target, allowzero)?;
             cx.add1(Op::Reshape { shape }, &[x])?

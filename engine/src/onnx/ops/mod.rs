@@ -168,7 +168,7 @@ pub(super) fn min_inputs(op: &str, opset: i64) -> usize {
         "BatchNormalization" => 5,
         "Where" | "Range" | "InstanceNormalization" | "GroupNormalization" | "Attention" => 3,
         "Slice" if opset >= 10 => 3,
-        "Reshape" if opset >= 5 => 2,
+        "Reshape" => 2,
         "Upsample" if opset >= 9 => 2,
         "TopK" if opset >= 10 => 2,
         "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Mod" | "PRelu" | "Equal" | "Less" | "LessOrEqual" | "Greater"

@@ -7,10 +7,6 @@ use crate::error::Result;
 use crate::ops::{Activation, BinaryOp, LrnAttrs, Op, ReduceKind};
 use crate::tensor::Tensor;
 
-fn bin(cx: &mut Ctx, op: BinaryOp, a: V, b: V) -> Result<V> {
-    cx.add1(Op::Binary { op, activation: None }, &[a, b])
-}
-
 fn un(cx: &mut Ctx, act: Activation, a: V) -> Result<V> {
     cx.add1(Op::Unary(act), &[a])
 }
@@ -22,14 +18,14 @@ fn mean(cx: &mut Ctx, x: V, axes: Vec<usize>) -> Result<V> {
 /// (x - mean) / sqrt(var + eps) over `axes` (biased variance).
 fn standardise(cx: &mut Ctx, x: V, axes: Vec<usize>, eps: f32) -> Result<V> {
     let m = mean(cx, x.clone(), axes.clone())?;
-    let d = bin(cx, BinaryOp::Sub, x, m)?;
-    let sq = bin(cx, BinaryOp::Mul, d.clone(), d.clone())?;
+    let d = cx.binary(BinaryOp::Sub, x, m)?;
+    let sq = cx.binary(BinaryOp::Mul, d.clone(), d.clone())?;
     let var = mean(cx, sq, axes)?;
     let t = cx.dtype(&d);
     let e = cx.constant(Tensor::scalar(t, eps as f64));
-    let ve = bin(cx, BinaryOp::Add, var, e)?;
+    let ve = cx.binary(BinaryOp::Add, var, e)?;
     let sd = un(cx, Activation::Sqrt, ve)?;
-    bin(cx, BinaryOp::Div, d, sd)
+    cx.binary(BinaryOp::Div, d, sd)
 }
 
 /// A per-channel vector [C] shaped to broadcast over [N, C, spatial...] of rank `rank`.
@@ -76,8 +72,8 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
             let (s, b) = (cx.need(1)?, cx.need(2)?);
             let s = per_channel(cx, s, rank)?;
             let b = per_channel(cx, b, rank)?;
-            let y = bin(cx, BinaryOp::Mul, y, s)?;
-            bin(cx, BinaryOp::Add, y, b)?
+            let y = cx.binary(BinaryOp::Mul, y, s)?;
+            cx.binary(BinaryOp::Add, y, b)?
         }
         "GroupNormalization" => {
             let xs = cx.shape(&x);
@@ -106,37 +102,37 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
             }
             let s = per_channel(cx, s, rank)?;
             let b = per_channel(cx, b, rank)?;
-            let y = bin(cx, BinaryOp::Mul, y, s)?;
-            bin(cx, BinaryOp::Add, y, b)?
+            let y = cx.binary(BinaryOp::Mul, y, s)?;
+            cx.binary(BinaryOp::Add, y, b)?
         }
         "RMSNormalization" => {
             let axis = super::axis(cx, cx.attrs.i("axis", -1), rank)?;
             let eps = cx.attrs.f("epsilon", 1e-5);
-            let sq = bin(cx, BinaryOp::Mul, x.clone(), x.clone())?;
+            let sq = cx.binary(BinaryOp::Mul, x.clone(), x.clone())?;
             let ms = mean(cx, sq, (axis..rank).collect())?;
             let t = cx.dtype(&ms);
             let e = cx.constant(Tensor::scalar(t, eps as f64));
-            let ve = bin(cx, BinaryOp::Add, ms, e)?;
+            let ve = cx.binary(BinaryOp::Add, ms, e)?;
             let rms = un(cx, Activation::Sqrt, ve)?;
-            let y = bin(cx, BinaryOp::Div, x, rms)?;
+            let y = cx.binary(BinaryOp::Div, x, rms)?;
             let s = cx.need(1)?;
-            bin(cx, BinaryOp::Mul, y, s)?
+            cx.binary(BinaryOp::Mul, y, s)?
         }
         "MeanVarianceNormalization" => {
             let ax = cx.attrs.ints("axes").unwrap_or(vec![0, 2, 3]);
             let axes = super::axes(cx, &ax, rank)?;
             // (x - E[x]) / (sqrt(E[x^2] - E[x]^2) + 1e-9), as the ONNX function computes it.
             let m = mean(cx, x.clone(), axes.clone())?;
-            let sq = bin(cx, BinaryOp::Mul, x.clone(), x.clone())?;
+            let sq = cx.binary(BinaryOp::Mul, x.clone(), x.clone())?;
             let msq = mean(cx, sq, axes)?;
-            let m2 = bin(cx, BinaryOp::Mul, m.clone(), m.clone())?;
-            let var = bin(cx, BinaryOp::Sub, msq, m2)?;
+            let m2 = cx.binary(BinaryOp::Mul, m.clone(), m.clone())?;
+            let var = cx.binary(BinaryOp::Sub, msq, m2)?;
             let sd = un(cx, Activation::Sqrt, var)?;
             let t = cx.dtype(&sd);
             let e = cx.constant(Tensor::scalar(t, 1e-9));
-            let den = bin(cx, BinaryOp::Add, sd, e)?;
-            let d = bin(cx, BinaryOp::Sub, x, m)?;
-            bin(cx, BinaryOp::Div, d, den)?
+            let den = cx.binary(BinaryOp::Add, sd, e)?;
+            let d = cx.binary(BinaryOp::Sub, x, m)?;
+            cx.binary(BinaryOp::Div, d, den)?
         }
         "LpNormalization" => {
             let axis = super::axis(cx, cx.attrs.i("axis", -1), rank)?;
@@ -147,11 +143,11 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
                 _ => return Err(cx.err(format!("p = {p}: only 1 and 2 are defined"))),
             };
             let norm = cx.add1(Op::Reduce { kind, axes: vec![axis], keepdims: true }, std::slice::from_ref(&x))?;
-            let y = bin(cx, BinaryOp::Div, x, norm.clone())?;
+            let y = cx.binary(BinaryOp::Div, x, norm.clone())?;
             // A zero norm gives zeros, not NaN.
             let t = cx.dtype(&norm);
             let zero = cx.constant(Tensor::scalar(t, 0.0));
-            let is_zero = bin(cx, BinaryOp::Equal, norm, zero.clone())?;
+            let is_zero = cx.binary(BinaryOp::Equal, norm, zero.clone())?;
             cx.add1(Op::Where, &[is_zero, zero, y])?
         }
         other => return Err(cx.err(format!("{other} is not a normalisation"))),

@@ -2,7 +2,7 @@
 //! GlobalMaxPool.
 
 use super::super::Ctx;
-use super::conv::{lift, lower, pads};
+use super::conv::{four, lift, lower, pads, two};
 use crate::error::Result;
 use crate::ops::{Op, PoolAttrs, PoolKind};
 
@@ -34,15 +34,13 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
     let stride = ints("strides", 1)?;
     let dilation = ints("dilations", 1)?;
     let p = pads(cx, &xs[2..], &kernel, &stride, &dilation)?;
-    let lift2 = |v: &[usize], fill: usize| if v.len() == 1 { [fill, v[0]] } else { [v[0], v[1]] };
-    let pads4 = if nd == 1 { [0, p[0], 0, p[1]] } else { [p[0], p[1], p[2], p[3]] };
     let kind = if op == "MaxPool" { PoolKind::Max } else { PoolKind::Average };
     let attrs = PoolAttrs {
         kind,
-        kernel: lift2(&kernel, 1),
-        stride: lift2(&stride, 1),
-        pads: pads4,
-        dilation: lift2(&dilation, 1),
+        kernel: two(&kernel, 1),
+        stride: two(&stride, 1),
+        pads: four(&p),
+        dilation: two(&dilation, 1),
         ceil_mode: cx.attrs.i("ceil_mode", 0) != 0,
         count_include_pad: cx.attrs.i("count_include_pad", 0) != 0,
     };

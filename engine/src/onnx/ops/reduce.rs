@@ -93,11 +93,11 @@ fn layer_norm(cx: &mut Ctx, x: V, rank: usize) -> Result<()> {
             Op::Reduce { kind: ReduceKind::Mean, axes: axes.clone(), keepdims: true },
             std::slice::from_ref(&xt),
         )?;
-        let d = cx.add1(Op::Binary { op: BinaryOp::Sub, activation: None }, &[xt, mean.clone()])?;
-        let sq = cx.add1(Op::Binary { op: BinaryOp::Mul, activation: None }, &[d.clone(), d])?;
+        let d = cx.binary(BinaryOp::Sub, xt, mean.clone())?;
+        let sq = cx.binary(BinaryOp::Mul, d.clone(), d)?;
         let var = cx.add1(Op::Reduce { kind: ReduceKind::Mean, axes, keepdims: true }, &[sq])?;
         let e = cx.constant(Tensor::scalar(stash, eps as f64));
-        let ve = cx.add1(Op::Binary { op: BinaryOp::Add, activation: None }, &[var, e])?;
+        let ve = cx.binary(BinaryOp::Add, var, e)?;
         let sd = cx.add1(Op::Unary(crate::ops::Activation::Sqrt), &[ve])?;
         let inv = cx.add1(Op::Unary(crate::ops::Activation::Reciprocal), &[sd])?;
         cx.set(1, mean);

@@ -2,7 +2,9 @@
 //! inference), Shape and Size (every shape is static once the model is specialised), Range
 //! (folded when its inputs are known, else a host step).
 
-use super::super::Ctx;
+use std::sync::Arc;
+
+use super::super::{Ctx, V};
 use crate::error::Result;
 use crate::ops::Op;
 use crate::tensor::{DType, Tensor};
@@ -11,23 +13,22 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
     match cx.op() {
         "Constant" => {
             let a = &cx.attrs;
-            let t = if let Some(t) = a.get("value").and_then(|t| t.t.as_ref()) {
-                cx_tensor(cx, t)?
+            let t = if let Some(t) = cx.value_attr() {
+                t
             } else if a.has("value_float") {
-                Tensor::new(vec![], vec![a.f("value_float", 0.0)])?
+                Arc::new(Tensor::new(vec![], vec![a.f("value_float", 0.0)])?)
             } else if let Some(fs) = a.floats("value_floats") {
-                Tensor::new(vec![fs.len()], fs)?
+                Arc::new(Tensor::new(vec![fs.len()], fs)?)
             } else if a.has("value_int") {
-                Tensor::from_i64(DType::I64, vec![], vec![a.i("value_int", 0)])?
+                Arc::new(Tensor::from_i64(DType::I64, vec![], vec![a.i("value_int", 0)])?)
             } else if let Some(is) = a.ints("value_ints") {
-                Tensor::ints(&is)
+                Arc::new(Tensor::ints(&is))
             } else if a.has("sparse_value") || a.has("value_string") || a.has("value_strings") {
                 return Err(cx.err("sparse and string constants are not supported"));
             } else {
                 return Err(cx.err("needs a value, value_float(s) or value_int(s) attribute"));
             };
-            let v = cx.constant(t);
-            cx.set(0, v);
+            cx.set(0, V::Const(t));
         }
         "Identity" => {
             let v = cx.need(0)?;
@@ -71,8 +72,8 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
             cx.set(0, v);
         }
         "ConstantOfShape" => {
-            let value = match cx.attrs.get("value").and_then(|t| t.t.as_ref()) {
-                Some(t) => cx_tensor(cx, t)?,
+            let value = match cx.value_attr() {
+                Some(t) => t.as_ref().clone(),
                 None => Tensor::new(vec![1], vec![0.0])?,
             };
             if value.len() != 1 {
@@ -88,8 +89,4 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         _ => unreachable!("shape family"),
     }
     Ok(())
-}
-
-fn cx_tensor(cx: &Ctx, t: &super::super::proto::TensorProto) -> Result<Tensor> {
-    cx.im.p.tensor(t)
 }

@@ -31,6 +31,14 @@ pub enum Family {
     /// convert.wgsl: fp16 packing of boundary tensors (unpack_f16, pack_f16), casts
     /// (cast_f2i, cast_i2i, cast_i2f, cast_f2f) and 16-bit rounding (round16).
     Convert,
+    /// sample.wgsl: sampling at computed coordinates.
+    Sample,
+    /// recurrent.wgsl: recurrent layers.
+    Recurrent,
+    /// quant.wgsl: quantisation.
+    Quant,
+    /// signal.wgsl: signal processing.
+    Signal,
 }
 
 /// The prelude shared by every module.
@@ -38,7 +46,7 @@ pub const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 10] = [
+    pub const ALL: [Family; 14] = [
         Family::Conv,
         Family::Matmul,
         Family::Elementwise,
@@ -49,6 +57,10 @@ impl Family {
         Family::Index,
         Family::Naive,
         Family::Convert,
+        Family::Sample,
+        Family::Recurrent,
+        Family::Quant,
+        Family::Signal,
     ];
 
     /// File name in `shaders/`.
@@ -64,6 +76,10 @@ impl Family {
             Family::Index => "index.wgsl",
             Family::Naive => "naive.wgsl",
             Family::Convert => "convert.wgsl",
+            Family::Sample => "sample.wgsl",
+            Family::Recurrent => "recurrent.wgsl",
+            Family::Quant => "quant.wgsl",
+            Family::Signal => "signal.wgsl",
         }
     }
 
@@ -80,6 +96,10 @@ impl Family {
             Family::Index => include_str!("../../../shaders/index.wgsl"),
             Family::Naive => include_str!("../../../shaders/naive.wgsl"),
             Family::Convert => include_str!("../../../shaders/convert.wgsl"),
+            Family::Sample => include_str!("../../../shaders/sample.wgsl"),
+            Family::Recurrent => include_str!("../../../shaders/recurrent.wgsl"),
+            Family::Quant => include_str!("../../../shaders/quant.wgsl"),
+            Family::Signal => include_str!("../../../shaders/signal.wgsl"),
         }
     }
 
@@ -171,6 +191,10 @@ mod tests {
             (Family::Index, &["gather"]),
             (Family::Naive, &["naive_conv2d", "naive_matmul"]),
             (Family::Convert, &["unpack_f16", "pack_f16", "cast_f2i", "cast_i2i", "cast_i2f", "cast_f2f", "round16"]),
+            (Family::Sample, &[]),
+            (Family::Recurrent, &[]),
+            (Family::Quant, &[]),
+            (Family::Signal, &[]),
         ];
         assert_eq!(entries.len(), Family::ALL.len());
         for &(family, names) in entries {

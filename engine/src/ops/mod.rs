@@ -1,6 +1,6 @@
 //! Operations of the graph IR, their attributes and their shape and type inference, one
 //! file per op family (mirroring `shaders/`): `conv`, `matmul`, `pool`, `elementwise`,
-//! `reduce`, `norm`, `layout`, `index`, `convert` and `host`.
+//! `reduce`, `norm`, `layout`, `index`, `convert`, `host`, `sample`, `recurrent`, `quant` and `signal`.
 //!
 //! Axes are those of the full tensor, as in ONNX: the batch is an ordinary dimension (axis 0
 //! of the model's inputs) once a graph is specialised for a batch size, so operations on any
@@ -19,7 +19,11 @@ mod layout;
 mod matmul;
 mod norm;
 mod pool;
+mod quant;
+mod recurrent;
 mod reduce;
+mod sample;
+mod signal;
 
 pub use conv::{ConvAttrs, ConvTransposeAttrs};
 pub use elementwise::{Activation, BinaryOp};
@@ -29,6 +33,18 @@ pub use matmul::GemmAttrs;
 pub use norm::LrnAttrs;
 pub use pool::{PoolAttrs, PoolKind};
 pub use reduce::{ReduceKind, SoftmaxKind};
+// [index] begin
+// [index] end
+// [conv-pool] begin
+// [conv-pool] end
+// [sample] begin
+// [sample] end
+// [recurrent] begin
+// [recurrent] end
+// [quant] begin
+// [quant] end
+// [misc] begin
+// [misc] end
 
 use crate::tensor::{DType, Tensor};
 
@@ -209,6 +225,18 @@ pub enum Op {
         /// Sorted output (else any order; the engine always sorts).
         sorted: bool,
     },
+    // [index] begin
+    // [index] end
+    // [conv-pool] begin
+    // [conv-pool] end
+    // [sample] begin
+    // [sample] end
+    // [recurrent] begin
+    // [recurrent] end
+    // [quant] begin
+    // [quant] end
+    // [misc] begin
+    // [misc] end
 }
 
 impl Op {
@@ -254,21 +282,45 @@ impl Op {
             Op::TopK { .. } => "TopK",
             Op::Range => "Range",
             Op::ConstantOfShape { .. } => "ConstantOfShape",
+            // [index] begin
+            // [index] end
+            // [conv-pool] begin
+            // [conv-pool] end
+            // [sample] begin
+            // [sample] end
+            // [recurrent] begin
+            // [recurrent] end
+            // [quant] begin
+            // [quant] end
+            // [misc] begin
+            // [misc] end
         }
     }
 
     /// True for operations whose output shape depends on the input values: they run on the
     /// host, never inside a graph.
     pub fn is_host(&self) -> bool {
-        matches!(
-            self,
+        match self {
             Op::NonZero
-                | Op::NonMaxSuppression(_)
-                | Op::Unique { .. }
-                | Op::TopK { .. }
-                | Op::Range
-                | Op::ConstantOfShape { .. }
-        )
+            | Op::NonMaxSuppression(_)
+            | Op::Unique { .. }
+            | Op::TopK { .. }
+            | Op::Range
+            | Op::ConstantOfShape { .. } => true,
+            // [index] begin
+            // [index] end
+            // [conv-pool] begin
+            // [conv-pool] end
+            // [sample] begin
+            // [sample] end
+            // [recurrent] begin
+            // [recurrent] end
+            // [quant] begin
+            // [quant] end
+            // [misc] begin
+            // [misc] end
+            _ => false,
+        }
     }
 }
 
@@ -315,6 +367,14 @@ pub enum OpFamily {
     Index,
     /// Operations whose output shape depends on the data (run on the host).
     Host,
+    /// Sampling at computed coordinates: grid sampling, region pooling.
+    Sample,
+    /// Recurrent layers (LSTM, GRU, RNN).
+    Recurrent,
+    /// Quantisation and integer arithmetic of quantised models.
+    Quant,
+    /// Signal processing (DFT, STFT, windows).
+    Signal,
 }
 
 impl Op {
@@ -345,6 +405,18 @@ impl Op {
             | Op::TopK { .. }
             | Op::Range
             | Op::ConstantOfShape { .. } => OpFamily::Host,
+            // [index] begin
+            // [index] end
+            // [conv-pool] begin
+            // [conv-pool] end
+            // [sample] begin
+            // [sample] end
+            // [recurrent] begin
+            // [recurrent] end
+            // [quant] begin
+            // [quant] end
+            // [misc] begin
+            // [misc] end
         }
     }
 
@@ -369,6 +441,10 @@ pub(crate) fn infer(op: &Op, ins: &[In]) -> Infer {
         OpFamily::Layout => layout::infer(op, ins),
         OpFamily::Index => index::infer(op, ins),
         OpFamily::Host => host::infer(op, ins),
+        OpFamily::Sample => sample::infer(op, ins),
+        OpFamily::Recurrent => recurrent::infer(op, ins),
+        OpFamily::Quant => quant::infer(op, ins),
+        OpFamily::Signal => signal::infer(op, ins),
     }
 }
 

@@ -16,7 +16,11 @@ mod layout;
 mod matmul;
 mod norm;
 mod pool;
+mod quant;
+mod recurrent;
 mod reduce;
+mod sample;
+mod signal;
 
 #[cfg(test)]
 mod tests;
@@ -197,6 +201,10 @@ pub(crate) fn eval(op: &Op, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
             arity(1, 5)?;
             host::eval(op, ins)
         }
+        OpFamily::Sample => sample::eval(op, ins),
+        OpFamily::Recurrent => recurrent::eval(op, ins),
+        OpFamily::Quant => quant::eval(op, ins),
+        OpFamily::Signal => signal::eval(op, ins),
     }
 }
 

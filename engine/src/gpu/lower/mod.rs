@@ -16,7 +16,11 @@ mod layout;
 mod matmul;
 mod norm;
 mod pool;
+mod quant;
+mod recurrent;
 mod reduce;
+mod sample;
+mod signal;
 
 use std::collections::HashMap;
 
@@ -332,6 +336,10 @@ impl Ctx<'_> {
             OpFamily::Layout => layout::lower(self, ni, node),
             OpFamily::Index => index::lower(self, ni, node),
             OpFamily::Host => Err(node_err(node, "host operations run on the CPU, never inside a device graph".into())),
+            OpFamily::Sample => sample::lower(self, ni, node),
+            OpFamily::Recurrent => recurrent::lower(self, ni, node),
+            OpFamily::Quant => quant::lower(self, ni, node),
+            OpFamily::Signal => signal::lower(self, ni, node),
         }
     }
 

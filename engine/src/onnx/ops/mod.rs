@@ -14,6 +14,18 @@ mod norm;
 mod pool;
 mod reduce;
 mod shape;
+// [index] begin
+// [index] end
+// [conv-pool] begin
+// [conv-pool] end
+// [sample] begin
+// [sample] end
+// [recurrent] begin
+// [recurrent] end
+// [quant] begin
+// [quant] end
+// [misc] begin
+// [misc] end
 
 use super::Ctx;
 use crate::error::Result;
@@ -154,6 +166,18 @@ pub(super) const SUPPORTED: &[&str] = &[
     "Range",
     "Shape",
     "Size",
+    // [index] begin
+    // [index] end
+    // [conv-pool] begin
+    // [conv-pool] end
+    // [sample] begin
+    // [sample] end
+    // [recurrent] begin
+    // [recurrent] end
+    // [quant] begin
+    // [quant] end
+    // [misc] begin
+    // [misc] end
 ];
 
 /// True for op types the importer maps.
@@ -175,6 +199,18 @@ pub(super) fn min_inputs(op: &str, opset: i64) -> usize {
         | "GreaterOrEqual" | "And" | "Or" | "Xor" | "Gemm" | "MatMul" | "Conv" | "ConvTranspose"
         | "LayerNormalization" | "RMSNormalization" | "Gather" | "Expand" | "Tile" | "CastLike"
         | "NonMaxSuppression" => 2,
+        // [index] begin
+        // [index] end
+        // [conv-pool] begin
+        // [conv-pool] end
+        // [sample] begin
+        // [sample] end
+        // [recurrent] begin
+        // [recurrent] end
+        // [quant] begin
+        // [quant] end
+        // [misc] begin
+        // [misc] end
         _ => 1,
     }
 }
@@ -201,6 +237,18 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         "Gather" => index::map(cx),
         "NonMaxSuppression" | "NonZero" | "TopK" | "Unique" => host::map(cx),
         "Constant" | "ConstantOfShape" | "Dropout" | "Identity" | "Range" | "Shape" | "Size" => shape::map(cx),
+        // [index] begin
+        // [index] end
+        // [conv-pool] begin
+        // [conv-pool] end
+        // [sample] begin
+        // [sample] end
+        // [recurrent] begin
+        // [recurrent] end
+        // [quant] begin
+        // [quant] end
+        // [misc] begin
+        // [misc] end
         _ => elementwise::map(cx),
     }
 }

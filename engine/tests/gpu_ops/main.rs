@@ -8,7 +8,16 @@
 //! of GELU with absolute error < 1.5e-7); data movement, integer, bool and cast results must
 //! be exact; float16 graphs within `TOL_F16` = 2e-3 (one fp16 rounding step apart).
 
+#[path = "../common.rs"]
 mod common;
+
+// The operations of each area in a file of its own.
+mod composite;
+mod conv_pool;
+mod index;
+mod quant;
+mod recurrent;
+mod sample;
 
 use common::{check, device, inputs};
 use poolpipe_engine::*;

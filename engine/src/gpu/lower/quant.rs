@@ -1,0 +1,9 @@
+//! Lowering: Quantisation and the integer arithmetic of quantised models.
+
+use super::{Ctx, node_err};
+use crate::error::Result;
+use crate::graph::Node;
+
+pub(super) fn lower(_cx: &mut Ctx, _ni: usize, node: &Node) -> Result<()> {
+    Err(node_err(node, format!("{} is not an operation of the quant family", node.op.name())))
+}

@@ -1,0 +1,9 @@
+//! Lowering: Sampling at computed coordinates (grid sampling, region pooling).
+
+use super::{Ctx, node_err};
+use crate::error::Result;
+use crate::graph::Node;
+
+pub(super) fn lower(_cx: &mut Ctx, _ni: usize, node: &Node) -> Result<()> {
+    Err(node_err(node, format!("{} is not an operation of the sample family", node.op.name())))
+}

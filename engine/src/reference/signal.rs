@@ -1,0 +1,9 @@
+//! Reference: Signal processing (DFT, STFT, windows).
+
+use super::OpResult;
+use crate::ops::Op;
+use crate::tensor::Tensor;
+
+pub(super) fn eval(op: &Op, _ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
+    Err(format!("{} is not an operation of the signal family", op.name()))
+}

@@ -1,0 +1,1 @@
+// Quantisation and the integer arithmetic of quantised models family.

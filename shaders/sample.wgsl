@@ -1,0 +1,1 @@
+// Sampling at computed coordinates (grid sampling, region pooling) family.

@@ -1,0 +1,1 @@
+// Signal processing (DFT, STFT, windows) family.

@@ -86,13 +86,32 @@ pub(super) fn four(p: &[usize]) -> [usize; 4] {
 
 pub(super) fn map(cx: &mut Ctx) -> Result<()> {
     let (x, w) = (cx.need(0)?, cx.need(1)?);
+    let bias = cx.input(2);
+    let out = if cx.op() == "Conv" { conv_node(cx, x, w, bias)? } else { conv_transpose_node(cx, x, w, bias)? };
+    cx.set(0, out);
+    Ok(())
+}
+
+/// A convolution of `x` by `w` (plus `bias`) with the attributes of the node being mapped
+/// (those of ONNX `Conv`, which `ConvInteger` and `QLinearConv` share).
+pub(super) fn conv_node(cx: &mut Ctx, x: V, w: V, bias: Option<V>) -> Result<V> {
+    conv_any(cx, x, w, bias, false)
+}
+
+/// A transposed convolution of `x` by `w` (plus `bias`) with the attributes of the node being
+/// mapped (ONNX `ConvTranspose`).
+pub(super) fn conv_transpose_node(cx: &mut Ctx, x: V, w: V, bias: Option<V>) -> Result<V> {
+    conv_any(cx, x, w, bias, true)
+}
+
+fn conv_any(cx: &mut Ctx, x: V, w: V, bias: Option<V>, transposed: bool) -> Result<V> {
     let xs = cx.shape(&x);
     let ws = cx.shape(&w);
     let nd = xs.len().saturating_sub(2);
     if !(1..=2).contains(&nd) || ws.len() != xs.len() {
         return Err(cx.err(format!(
             "only 1-D and 2-D {} are supported (input {xs:?}, weight {ws:?})",
-            if cx.op() == "Conv" { "convolutions" } else { "transposed convolutions" }
+            if transposed { "transposed convolutions" } else { "convolutions" }
         )));
     }
     let kernel = ws[2..].to_vec();
@@ -107,11 +126,10 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         .ok()
         .filter(|&g| g > 0)
         .ok_or_else(|| cx.err("group must be positive"))?;
-    let bias = cx.input(2);
     let (x2, w2) = if nd == 1 { (lift(cx, x)?, lift(cx, w)?) } else { (x, w) };
     let mut ins = vec![x2, w2];
     ins.extend(bias);
-    let out = if cx.op() == "Conv" {
+    let out = if !transposed {
         let p = pads(cx, &xs[2..], &kernel, &stride, &dilation)?;
         let attrs = ConvAttrs {
             stride: two(&stride, 1),
@@ -138,9 +156,7 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         };
         cx.add1(Op::ConvTranspose(attrs), &ins)?
     };
-    let out = if nd == 1 { lower(cx, out)? } else { out };
-    cx.set(0, out);
-    Ok(())
+    if nd == 1 { lower(cx, out) } else { Ok(out) }
 }
 
 /// Pads and output padding of a transposed convolution from `pads`, `auto_pad` or

@@ -1,7 +1,9 @@
 // Row reductions, one workgroup per row with a tree reduction in workgroup memory: reduce over
 // any set of axes (KIND 0 mean, 1 max, 2 sum, 3 min, 4 prod, 5 L1, 6 L2, 7 log-sum,
 // 8 log-sum-exp, 9 sum of squares; also global pooling), arg-max/arg-min along an axis,
-// softmax along an axis (KIND 0 softmax, 1 log-softmax, 2 hardmax), and layer normalisation.
+// softmax along an axis (KIND 0 softmax, 1 log-softmax, 2 hardmax), layer normalisation,
+// cumulative sums and products (a workgroup scan per row), and TopK (each element's rank in
+// its row by comparison with every other element of the row).
 //
 // reduce parameter words: 0 rows (outputs)   1 L (elements per row)
 //   2..7 kept dims (rank 6, leading 1s)   8..13 input strides of the kept dims
@@ -11,6 +13,11 @@
 // softmax parameter words: 0 rows   1 L   2 inner (stride between elements of a row)
 // layer_norm parameter words: 0 rows   1 L   2 epsilon (f32)   3 has bias
 //   (scale and bias are expanded to L values)
+// cumulative parameter words: 0 rows   1 L   2 inner (stride between elements of a row)
+//   3 exclusive   4 reverse   5 integer words (i32, wrapped to word 6 bits, signed when word
+//   7 is 1; else f32)   (KIND 0 sum, 1 product; words in xw, out to outw)
+// top_k parameter words: 0 rows   1 L   2 inner   3 k   4 workgroups per row   5 integer words
+//   6 largest   (values in xw, out to outw; i32 indices to out_i)
 
 override KIND: u32 = 0u;
 
@@ -19,9 +26,12 @@ override KIND: u32 = 0u;
 @group(0) @binding(3) var<storage, read> scale: array<f32>;
 @group(0) @binding(4) var<storage, read> shift: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out_i: array<i32>;
+@group(0) @binding(6) var<storage, read> xw: array<u32>;
+@group(0) @binding(7) var<storage, read_write> outw: array<u32>;
 
 var<workgroup> red: array<f32, WG>;
 var<workgroup> red_i: array<u32, WG>;
+var<workgroup> words: array<u32, WG>;
 
 const NEG_INF: u32 = 0xff800000u;
 const POS_INF: u32 = 0x7f800000u;
@@ -288,5 +298,149 @@ fn layer_norm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
             }
             out[base + i] = v;
         }
+    }
+}
+
+// Cumulative sum (KIND 0) or product (KIND 1) of two words: i32 (word 5) or f32.
+fn scan_combine(a: u32, b: u32) -> u32 {
+    if (pu(5u) != 0u) {
+        let p = bitcast<i32>(a);
+        let q = bitcast<i32>(b);
+        return bitcast<u32>(select(p + q, p * q, KIND == 1u));
+    }
+    let p = bitcast<f32>(a);
+    let q = bitcast<f32>(b);
+    return bitcast<u32>(select(p + q, p * q, KIND == 1u));
+}
+
+fn scan_identity() -> u32 {
+    if (KIND == 0u) {
+        return 0u;
+    }
+    return select(bitcast<u32>(1.0), 1u, pu(5u) != 0u);
+}
+
+// Integer words wrapped to their type's bits (words 6 and 7).
+fn scan_wrap(v: u32) -> u32 {
+    let bits = pu(6u);
+    if (pu(5u) == 0u || bits >= 32u) {
+        return v;
+    }
+    let shift = 32u - bits;
+    if (pu(7u) == 1u) {
+        return bitcast<u32>((bitcast<i32>(v) << shift) >> shift);
+    }
+    return v & ((1u << bits) - 1u);
+}
+
+// One workgroup per row: each invocation combines a contiguous chunk of the row, a scan of
+// the chunk totals in workgroup memory gives each chunk its start, then each chunk is
+// written. Reverse rows are scanned from their end.
+@compute @workgroup_size(WG)
+fn cumulative(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let row = row_index(wid, nwg);
+    let valid = row < pu(0u);
+    let L = pu(1u);
+    let inner = pu(2u);
+    let exclusive = pu(3u) != 0u;
+    let reverse = pu(4u) != 0u;
+    let base = (row / inner) * L * inner + row % inner;
+    let chunk = (L + WG - 1u) / WG;
+    let first = min(lid * chunk, L);
+    let last = min(first + chunk, L);
+    var total = scan_identity();
+    if (valid) {
+        for (var q = first; q < last; q++) {
+            let j = select(q, L - 1u - q, reverse);
+            total = scan_combine(total, xw[base + j * inner]);
+        }
+    }
+    words[lid] = total;
+    workgroupBarrier();
+    for (var off = 1u; off < WG; off *= 2u) {
+        var v = words[lid];
+        if (lid >= off) {
+            v = scan_combine(words[lid - off], v);
+        }
+        workgroupBarrier();
+        words[lid] = v;
+        workgroupBarrier();
+    }
+    var acc = scan_identity();
+    if (lid > 0u) {
+        acc = words[lid - 1u];
+    }
+    if (valid) {
+        for (var q = first; q < last; q++) {
+            let e = base + select(q, L - 1u - q, reverse) * inner;
+            let next = scan_combine(acc, xw[e]);
+            outw[e] = scan_wrap(select(next, acc, exclusive));
+            acc = next;
+        }
+    }
+}
+
+// An unsigned key ordered as TopK orders values: i32 words (word 5) by value; f32 words by
+// value with -0 equal to +0 and every NaN equal and larger than +infinity.
+fn topk_key(w: u32) -> u32 {
+    if (pu(5u) != 0u) {
+        return w ^ 0x80000000u;
+    }
+    var b = w;
+    if ((b & 0x7fffffffu) > POS_INF) {
+        b = 0x7fffffffu;
+    }
+    if (b == 0x80000000u) {
+        b = 0u;
+    }
+    return select(b ^ 0x80000000u, ~b, (b & 0x80000000u) != 0u);
+}
+
+// Each invocation takes one element of a row (rows are split over `word 4` workgroups) and
+// counts the elements that come before it (larger, or smaller, or equal at a lower index),
+// reading the row in tiles through workgroup memory; an element whose rank is below k
+// writes itself and its index at that rank.
+@compute @workgroup_size(WG)
+fn top_k(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let g = group_index(wid, nwg);
+    let chunks = pu(4u);
+    let row = g / chunks;
+    let valid_row = row < pu(0u);
+    let L = pu(1u);
+    let inner = pu(2u);
+    let k = pu(3u);
+    let largest = pu(6u) != 0u;
+    let base = (row / inner) * L * inner + row % inner;
+    let p = (g % chunks) * WG + lid;
+    let mine = valid_row && p < L;
+    var word = 0u;
+    var key = 0u;
+    if (mine) {
+        word = xw[base + p * inner];
+        key = topk_key(word);
+    }
+    var rank = 0u;
+    for (var start = 0u; start < L; start += WG) {
+        let j = start + lid;
+        var kj = 0u;
+        if (valid_row && j < L) {
+            kj = topk_key(xw[base + j * inner]);
+        }
+        words[lid] = kj;
+        workgroupBarrier();
+        let n = min(WG, L - start);
+        for (var q = 0u; q < n; q++) {
+            let kq = words[q];
+            let before = select((kq < key), (kq > key), largest) || (kq == key && start + q < p);
+            rank += select(0u, 1u, before);
+        }
+        workgroupBarrier();
+    }
+    if (mine && rank < k) {
+        let o = ((row / inner) * k + rank) * inner + row % inner;
+        outw[o] = word;
+        out_i[o] = i32(p);
     }
 }

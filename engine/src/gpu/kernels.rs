@@ -18,13 +18,14 @@ pub enum Family {
     Elementwise,
     /// pool.wgsl: pool2d.
     Pool,
-    /// reduce.wgsl: reduce, arg_reduce, softmax, layer_norm.
+    /// reduce.wgsl: reduce, arg_reduce, softmax, layer_norm, cumulative, top_k.
     Reduce,
     /// norm.wgsl: batch_norm, lrn.
     Norm,
     /// layout.wgsl: strided_copy, pad, resize.
     Layout,
-    /// index.wgsl: gather.
+    /// index.wgsl: gather, gather_elements, gather_nd, scatter_elements, scatter_nd,
+    /// tensor_scatter, one_hot, trilu, reverse_sequence.
     Index,
     /// naive.wgsl: one-output-per-invocation baselines for benchmarks.
     Naive,
@@ -185,10 +186,23 @@ mod tests {
                 &["binary", "compare", "binary_int", "unary", "unary_int", "classify", "select_words"],
             ),
             (Family::Pool, &["pool2d"]),
-            (Family::Reduce, &["reduce", "arg_reduce", "softmax", "layer_norm"]),
+            (Family::Reduce, &["reduce", "arg_reduce", "softmax", "layer_norm", "cumulative", "top_k"]),
             (Family::Norm, &["batch_norm", "lrn"]),
             (Family::Layout, &["strided_copy", "pad", "resize"]),
-            (Family::Index, &["gather"]),
+            (
+                Family::Index,
+                &[
+                    "gather",
+                    "gather_elements",
+                    "gather_nd",
+                    "scatter_elements",
+                    "scatter_nd",
+                    "tensor_scatter",
+                    "one_hot",
+                    "trilu",
+                    "reverse_sequence",
+                ],
+            ),
             (Family::Naive, &["naive_conv2d", "naive_matmul"]),
             (Family::Convert, &["unpack_f16", "pack_f16", "cast_f2i", "cast_i2i", "cast_i2f", "cast_f2f", "round16"]),
             (Family::Sample, &[]),

@@ -118,7 +118,7 @@ pub fn summarize(path: &Path) -> Result<ModelSummary> {
     for (i, n) in graph.node.iter().enumerate() {
         if matches!(
             n.op_type.as_str(),
-            "NonZero" | "NonMaxSuppression" | "Unique" | "TopK" | "Range" | "ConstantOfShape"
+            "NonZero" | "NonMaxSuppression" | "Unique" | "TopK" | "Range" | "ConstantOfShape" | "Compress"
         ) && (n.domain.is_empty() || n.domain == "ai.onnx")
         {
             host_capable.push((parse::node_name(n, i), n.op_type.clone()));

@@ -34,6 +34,8 @@ pub use norm::LrnAttrs;
 pub use pool::{PoolAttrs, PoolKind};
 pub use reduce::{ReduceKind, SoftmaxKind};
 // [index] begin
+pub use index::ScatterReduction;
+pub use reduce::ScanKind;
 // [index] end
 // [conv-pool] begin
 // [conv-pool] end
@@ -226,6 +228,91 @@ pub enum Op {
         sorted: bool,
     },
     // [index] begin
+    /// Gather of single elements along an axis: data, indices (the data's rank, no larger off
+    /// the axis; negative ones count from the end). The output has the indices' shape.
+    GatherElements {
+        /// The axis indexed.
+        axis: usize,
+    },
+    /// Gather of slices by index tuples (the last dimension of the indices) after `batch_dims`
+    /// leading dimensions shared by data and indices: data, indices.
+    GatherNd {
+        /// Leading dimensions shared by data and indices.
+        batch_dims: usize,
+    },
+    /// A copy of the data with updates written at indices along an axis (ONNX ScatterElements
+    /// and Scatter): data, indices, updates (the shape of the indices). Duplicate targets
+    /// combine in update order.
+    ScatterElements {
+        /// The axis indexed.
+        axis: usize,
+        /// How an update combines with the value at its target.
+        reduction: ScatterReduction,
+    },
+    /// A copy of the data with update slices written at index tuples: data, indices, updates.
+    ScatterNd {
+        /// How an update combines with the value at its target.
+        reduction: ScatterReduction,
+    },
+    /// A KV-cache update (ONNX TensorScatter): past_cache, update, optional write_indices (one
+    /// per batch); the update is written along `axis` from each batch's write index.
+    TensorScatter {
+        /// The sequence axis (not 0).
+        axis: usize,
+        /// Write positions wrap around the cache's length (else they must fit).
+        circular: bool,
+    },
+    /// One-hot encoding: indices (integers or floats, truncated; negative ones count back from
+    /// `depth`, out-of-range ones give only off values), values `[off, on]`.
+    OneHot {
+        /// Where the new axis of length `depth` goes in the output.
+        axis: usize,
+        /// Number of classes.
+        depth: usize,
+    },
+    /// The upper or lower triangle of the last two dimensions (others set to zero).
+    Trilu {
+        /// Keep the upper triangle (else the lower).
+        upper: bool,
+        /// The diagonal: 0 the main one, positive above, negative below.
+        k: i64,
+    },
+    /// Reverses the first `sequence_lens[b]` elements along the time axis of each batch `b`:
+    /// input, sequence_lens.
+    ReverseSequence {
+        /// The batch axis.
+        batch_axis: usize,
+        /// The time axis.
+        time_axis: usize,
+    },
+    /// The slices (or elements of the flattened input) whose condition is true (host: the
+    /// output length depends on the condition): input, condition (bool, may be shorter).
+    Compress {
+        /// The axis, or None for the flattened input.
+        axis: Option<usize>,
+    },
+    /// Cumulative sum or product along an axis (ONNX CumSum, CumProd).
+    Scan {
+        /// Sum or product.
+        kind: ScanKind,
+        /// The axis.
+        axis: usize,
+        /// Each output excludes its own element.
+        exclusive: bool,
+        /// Accumulate from the end of the axis.
+        reverse: bool,
+    },
+    /// The k largest or smallest elements along an axis with k known when the graph is built
+    /// (the device form of TopK): values and int64 indices, sorted, equal values by lower index,
+    /// NaN larger than every number.
+    TopKStatic {
+        /// The axis.
+        axis: usize,
+        /// Elements kept.
+        k: usize,
+        /// Largest (else smallest).
+        largest: bool,
+    },
     // [index] end
     // [conv-pool] begin
     // [conv-pool] end
@@ -283,6 +370,17 @@ impl Op {
             Op::Range => "Range",
             Op::ConstantOfShape { .. } => "ConstantOfShape",
             // [index] begin
+            Op::GatherElements { .. } => "GatherElements",
+            Op::GatherNd { .. } => "GatherND",
+            Op::ScatterElements { .. } => "ScatterElements",
+            Op::ScatterNd { .. } => "ScatterND",
+            Op::TensorScatter { .. } => "TensorScatter",
+            Op::OneHot { .. } => "OneHot",
+            Op::Trilu { .. } => "Trilu",
+            Op::ReverseSequence { .. } => "ReverseSequence",
+            Op::Compress { .. } => "Compress",
+            Op::Scan { kind, .. } => kind.name(),
+            Op::TopKStatic { .. } => "TopK",
             // [index] end
             // [conv-pool] begin
             // [conv-pool] end
@@ -308,6 +406,7 @@ impl Op {
             | Op::Range
             | Op::ConstantOfShape { .. } => true,
             // [index] begin
+            Op::Compress { .. } => true,
             // [index] end
             // [conv-pool] begin
             // [conv-pool] end
@@ -406,6 +505,16 @@ impl Op {
             | Op::Range
             | Op::ConstantOfShape { .. } => OpFamily::Host,
             // [index] begin
+            Op::GatherElements { .. }
+            | Op::GatherNd { .. }
+            | Op::ScatterElements { .. }
+            | Op::ScatterNd { .. }
+            | Op::TensorScatter { .. }
+            | Op::OneHot { .. }
+            | Op::Trilu { .. }
+            | Op::ReverseSequence { .. } => OpFamily::Index,
+            Op::Compress { .. } => OpFamily::Host,
+            Op::Scan { .. } | Op::TopKStatic { .. } => OpFamily::Reduce,
             // [index] end
             // [conv-pool] begin
             // [conv-pool] end

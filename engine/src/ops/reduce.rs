@@ -1,6 +1,6 @@
 //! Reductions along axes (sums, means, extrema, norms, log-sum-exp), arg-max/arg-min,
-//! softmax and its log and hard variants, layer normalisation: the operations of
-//! `shaders/reduce.wgsl`.
+//! softmax and its log and hard variants, layer normalisation, cumulative sums and products,
+//! TopK with a constant k: the operations of `shaders/reduce.wgsl`.
 
 use std::collections::HashSet;
 
@@ -141,6 +141,33 @@ impl SoftmaxKind {
     }
 }
 
+/// What a cumulative scan (CumSum, CumProd) accumulates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanKind {
+    /// Running sum.
+    Sum,
+    /// Running product.
+    Prod,
+}
+
+impl ScanKind {
+    /// The ONNX op type.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScanKind::Sum => "CumSum",
+            ScanKind::Prod => "CumProd",
+        }
+    }
+
+    /// Kernel code (the `KIND` override constant of `cumulative`).
+    pub fn code(self) -> u32 {
+        match self {
+            ScanKind::Sum => 0,
+            ScanKind::Prod => 1,
+        }
+    }
+}
+
 /// The output shape of a reduction of `shape` over `axes`.
 pub(crate) fn reduced_shape(shape: &[usize], axes: &[usize], keepdims: bool) -> Vec<usize> {
     let mut out = vec![];
@@ -212,6 +239,30 @@ pub(super) fn infer(op: &Op, ins: &[In]) -> Infer {
                 }
             }
             Ok(vec![(c.dtype(0), c.shape(0).to_vec())])
+        }
+        Op::Scan { kind, axis, .. } => {
+            c.arity(1, 1)?;
+            let t = c.dtype(0);
+            if !(t.is_float() || t.is_int()) {
+                return Err(format!("{} of a {t} tensor is not defined", kind.name()));
+            }
+            check_axis(*axis, c.rank(0))?;
+            Ok(vec![(t, c.shape(0).to_vec())])
+        }
+        Op::TopKStatic { axis, k, .. } => {
+            c.arity(1, 1)?;
+            let t = c.dtype(0);
+            if t == DType::Bool {
+                return Err("input must be numbers, it is bool".into());
+            }
+            check_axis(*axis, c.rank(0))?;
+            let len = c.shape(0)[*axis];
+            if *k > len {
+                return Err(format!("k = {k} is larger than axis {axis} of length {len}"));
+            }
+            let mut shape = c.shape(0).to_vec();
+            shape[*axis] = *k;
+            Ok(vec![(t, shape.clone()), (DType::I64, shape)])
         }
         _ => unreachable!("reduce family"),
     }

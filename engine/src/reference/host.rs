@@ -1,5 +1,6 @@
 //! Reference host operations (data-dependent output shapes): NonZero, NonMaxSuppression,
-//! Unique and TopK. These run on the CPU between device graphs.
+//! Unique, TopK (defined with the device's TopK in `reduce.rs`) and Compress. These run on
+//! the CPU between device graphs.
 
 use super::{OpResult, check_axis, split_at_axis};
 use crate::ops::{NmsAttrs, Op};
@@ -16,9 +17,13 @@ pub(super) fn eval(op: &Op, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
                 return Err(format!("k must be one integer, it is {} {:?}", k.dtype(), k.shape()));
             }
             let k = k.i64_at(0);
-            topk(ins[0], k, *axis, *largest)
+            super::reduce::topk(ins[0], k, *axis, *largest)
         }
         Op::Range => range(ins),
+        Op::Compress { axis } => {
+            let cond = ins.get(1).ok_or("takes input and condition")?;
+            compress(ins[0], cond, *axis).map(|t| vec![t])
+        }
         Op::ConstantOfShape { value } => {
             let shape = ins[0].to_i64s();
             if let Some(bad) = shape.iter().find(|&&d| d < 0) {
@@ -230,43 +235,38 @@ fn unique(x: &Tensor, sorted: bool, axis: Option<usize>) -> OpResult<Vec<Tensor>
     Ok(vec![y, indices, inverse, counts])
 }
 
-/// The k largest (or smallest) values along the axis, sorted, ties by lower index; and
-/// their int64 indices.
-fn topk(x: &Tensor, k: i64, axis: usize, largest: bool) -> OpResult<Vec<Tensor>> {
-    let s = x.shape();
-    check_axis(axis, s.len())?;
-    let (outer, len, inner) = split_at_axis(s, axis);
-    if k < 0 || k as usize > len {
-        return Err(format!("k = {k} is outside 0..={len}, the length of axis {axis}"));
+/// The positions whose condition is true, checked against a dimension of `len` (a condition
+/// may be shorter; a true entry past the end is an error, as in numpy).
+pub(crate) fn compress_positions(cond: &Tensor, len: usize) -> OpResult<Vec<usize>> {
+    if cond.dtype() != DType::Bool || cond.shape().len() != 1 {
+        return Err(format!("condition must be a 1-D bool tensor, it is {} {:?}", cond.dtype(), cond.shape()));
     }
-    let k = k as usize;
-    let v = x.to_f64s();
-    let mut src = Vec::with_capacity(outer * k * inner);
-    let mut idx = vec![0i64; outer * k * inner];
+    let picked: Vec<usize> = cond.to_bools().iter().enumerate().filter(|(_, b)| **b).map(|(i, _)| i).collect();
+    if let Some(bad) = picked.iter().find(|&&i| i >= len) {
+        return Err(format!("condition selects position {bad}, beyond the length {len} it applies to"));
+    }
+    Ok(picked)
+}
+
+/// numpy.compress: the slices along `axis` (or the elements of the flattened input) whose
+/// condition is true.
+fn compress(x: &Tensor, cond: &Tensor, axis: Option<usize>) -> OpResult<Tensor> {
+    let (shape, axis) = match axis {
+        Some(a) => {
+            check_axis(a, x.shape().len())?;
+            (x.shape().to_vec(), a)
+        }
+        None => (vec![x.len()], 0),
+    };
+    let (outer, len, inner) = split_at_axis(&shape, axis);
+    let picked = compress_positions(cond, len)?;
+    let mut src = Vec::with_capacity(outer * picked.len() * inner);
     for o in 0..outer {
-        for i in 0..inner {
-            let at = |j: usize| (o * len + j) * inner + i;
-            let mut order: Vec<usize> = (0..len).collect();
-            order.sort_by(|&p, &q| {
-                let (a, b) = (v[at(p)], v[at(q)]);
-                let c = if largest { b.partial_cmp(&a) } else { a.partial_cmp(&b) };
-                c.unwrap_or(std::cmp::Ordering::Equal).then(p.cmp(&q))
-            });
-            for (r, &j) in order.iter().take(k).enumerate() {
-                idx[(o * k + r) * inner + i] = j as i64;
-            }
+        for &j in &picked {
+            src.extend((0..inner).map(|i| Some((o * len + j) * inner + i)));
         }
     }
-    for o in 0..outer {
-        for r in 0..k {
-            for i in 0..inner {
-                let j = idx[(o * k + r) * inner + i] as usize;
-                src.push(Some((o * len + j) * inner + i));
-            }
-        }
-    }
-    let mut shape = s.to_vec();
-    shape[axis] = k;
-    let values = x.gather(shape.clone(), &src, 0.0).map_err(|e| e.to_string())?;
-    Ok(vec![values, ints(shape, idx)?])
+    let mut out_shape = shape;
+    out_shape[axis] = picked.len();
+    x.gather(out_shape, &src, 0.0).map_err(|e| e.to_string())
 }

@@ -194,7 +194,7 @@ pub(crate) fn eval(op: &Op, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
             layout::eval(op, ins)
         }
         OpFamily::Index => {
-            arity(2, 2)?;
+            arity(1, 3)?;
             index::eval(op, ins)
         }
         OpFamily::Host => {

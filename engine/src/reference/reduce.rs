@@ -1,11 +1,17 @@
-//! Reference reductions, arg-max/arg-min, softmax variants and layer normalisation.
+//! Reference reductions, arg-max/arg-min, softmax variants, layer normalisation, cumulative
+//! sums and products, and TopK (also the host TopK's definition).
+
+use std::cmp::Ordering;
 
 use super::{OpResult, broadcast_map, check_axis, floats, for_each_index, make, split_at_axis};
-use crate::ops::{Op, ReduceKind, SoftmaxKind, reduced_shape};
-use crate::tensor::{Tensor, numel, strides};
+use crate::ops::{Op, ReduceKind, ScanKind, SoftmaxKind, reduced_shape};
+use crate::tensor::{DType, Tensor, numel, strides};
 
 pub(super) fn eval(op: &Op, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
     let x = ins[0];
+    if let Op::TopKStatic { axis, k, largest } = op {
+        return topk(x, *k as i64, *axis, *largest);
+    }
     Ok(vec![match op {
         Op::Reduce { kind, axes, keepdims } => reduce(x, *kind, axes, *keepdims)?,
         Op::ArgReduce { max, axis, keepdims, last } => arg_reduce(x, *max, *axis, *keepdims, *last)?,
@@ -16,6 +22,7 @@ pub(super) fn eval(op: &Op, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
             }
             layer_norm(x, ins[1], ins.get(2).copied(), *axis, *epsilon)?
         }
+        Op::Scan { kind, axis, exclusive, reverse } => scan(x, *kind, *axis, *exclusive, *reverse)?,
         _ => unreachable!("reduce family"),
     }])
 }
@@ -175,4 +182,137 @@ fn layer_norm(x: &Tensor, scale: &Tensor, bias: Option<&Tensor>, axis: usize, ep
         }
     }
     make(x.dtype(), s.to_vec(), out)
+}
+
+/// The running sum or product along the axis: inclusive or exclusive (the first output is
+/// the identity), from the start or from the end. Floats accumulate in f64, integers in i64
+/// (wrapping, then wrapped into the type).
+fn scan(x: &Tensor, kind: ScanKind, axis: usize, exclusive: bool, reverse: bool) -> OpResult<Tensor> {
+    let s = x.shape();
+    check_axis(axis, s.len())?;
+    let (outer, len, inner) = split_at_axis(s, axis);
+    let order = |p: usize| if reverse { len - 1 - p } else { p };
+    let at = |o: usize, j: usize, i: usize| (o * len + j) * inner + i;
+    if x.dtype().is_int() {
+        let v = x.to_i64s();
+        let mut out = vec![0i64; v.len()];
+        let (id, comb): (i64, fn(i64, i64) -> i64) = match kind {
+            ScanKind::Sum => (0, i64::wrapping_add),
+            ScanKind::Prod => (1, i64::wrapping_mul),
+        };
+        for o in 0..outer {
+            for i in 0..inner {
+                let mut acc = id;
+                for p in 0..len {
+                    let e = at(o, order(p), i);
+                    let next = comb(acc, v[e]);
+                    out[e] = if exclusive { acc } else { next };
+                    acc = next;
+                }
+            }
+        }
+        return Tensor::from_i64(x.dtype(), s.to_vec(), out).map_err(|e| e.to_string());
+    }
+    let v = floats(x, "input")?;
+    let mut out = vec![0f64; v.len()];
+    for o in 0..outer {
+        for i in 0..inner {
+            let mut acc = if kind == ScanKind::Sum { 0.0 } else { 1.0 };
+            for p in 0..len {
+                let e = at(o, order(p), i);
+                let next = if kind == ScanKind::Sum { acc + v[e] } else { acc * v[e] };
+                out[e] = if exclusive { acc } else { next };
+                acc = next;
+            }
+        }
+    }
+    make(x.dtype(), s.to_vec(), out)
+}
+
+/// TopK's order of two values: NaN is larger than every number (and equal to NaN).
+fn topk_cmp(a: f64, b: f64) -> Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        _ => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+    }
+}
+
+/// The k largest (or smallest) values along the axis, sorted, equal values by lower index
+/// (as ONNX specifies), NaN larger than every number; and their int64 indices. Integers are
+/// compared exactly.
+pub(super) fn topk(x: &Tensor, k: i64, axis: usize, largest: bool) -> OpResult<Vec<Tensor>> {
+    let s = x.shape();
+    check_axis(axis, s.len())?;
+    if x.dtype() == DType::Bool {
+        return Err("TopK of a bool tensor is not defined".into());
+    }
+    let (outer, len, inner) = split_at_axis(s, axis);
+    if k < 0 || k as usize > len {
+        return Err(format!("k = {k} is outside 0..={len}, the length of axis {axis}"));
+    }
+    let k = k as usize;
+    let (ints, floats) = if x.dtype().is_int() { (x.to_i64s(), vec![]) } else { (vec![], x.to_f64s()) };
+    let cmp =
+        |p: usize, q: usize| if floats.is_empty() { ints[p].cmp(&ints[q]) } else { topk_cmp(floats[p], floats[q]) };
+    let mut src = Vec::with_capacity(outer * k * inner);
+    let mut idx = vec![0i64; outer * k * inner];
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| (o * len + j) * inner + i;
+            let mut order: Vec<usize> = (0..len).collect();
+            order.sort_by(|&p, &q| {
+                let c = if largest { cmp(at(q), at(p)) } else { cmp(at(p), at(q)) };
+                c.then(p.cmp(&q))
+            });
+            for (r, &j) in order.iter().take(k).enumerate() {
+                idx[(o * k + r) * inner + i] = j as i64;
+            }
+        }
+    }
+    for o in 0..outer {
+        for r in 0..k {
+            for i in 0..inner {
+                let j = idx[(o * k + r) * inner + i] as usize;
+                src.push(Some((o * len + j) * inner + i));
+            }
+        }
+    }
+    let mut shape = s.to_vec();
+    shape[axis] = k;
+    let values = x.gather(shape.clone(), &src, 0.0).map_err(|e| e.to_string())?;
+    let indices = Tensor::from_i64(DType::I64, shape, idx).map_err(|e| e.to_string())?;
+    Ok(vec![values, indices])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_inclusive_exclusive_reverse() {
+        let x = Tensor::new(vec![3], vec![1.0, 2.0, 3.0]).unwrap();
+        let run = |kind, exclusive, reverse| scan(&x, kind, 0, exclusive, reverse).unwrap().data().to_vec();
+        assert_eq!(run(ScanKind::Sum, false, false), [1.0, 3.0, 6.0]);
+        assert_eq!(run(ScanKind::Sum, true, false), [0.0, 1.0, 3.0]);
+        assert_eq!(run(ScanKind::Sum, false, true), [6.0, 5.0, 3.0]);
+        assert_eq!(run(ScanKind::Sum, true, true), [5.0, 3.0, 0.0]);
+        assert_eq!(run(ScanKind::Prod, false, false), [1.0, 2.0, 6.0]);
+        assert_eq!(run(ScanKind::Prod, true, true), [6.0, 3.0, 1.0]);
+        let big = Tensor::from_i64(DType::I32, vec![2], vec![i32::MAX as i64, 1]).unwrap();
+        let s = scan(&big, ScanKind::Sum, 0, false, false).unwrap();
+        assert_eq!(s.to_i64s(), [i32::MAX as i64, i32::MIN as i64], "int32 sums wrap");
+    }
+
+    #[test]
+    fn topk_ties_by_lower_index_and_nan_largest() {
+        let x = Tensor::new(vec![5], vec![1.0, f32::NAN, 3.0, 1.0, 3.0]).unwrap();
+        let r = topk(&x, 3, 0, true).unwrap();
+        assert_eq!(r[1].to_i64s(), [1, 2, 4]);
+        let r = topk(&x, 3, 0, false).unwrap();
+        assert_eq!(r[1].to_i64s(), [0, 3, 2]);
+        let r = topk(&x, 5, 0, false).unwrap();
+        assert_eq!(r[1].to_i64s(), [0, 3, 2, 4, 1], "NaN comes last among the smallest");
+    }
 }

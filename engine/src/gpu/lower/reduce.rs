@@ -1,6 +1,7 @@
-//! Row reductions: reductions over any axes, arg-max/arg-min, softmax variants, layer norm.
+//! Row reductions: reductions over any axes, arg-max/arg-min, softmax variants, layer norm,
+//! cumulative sums and products, TopK with a constant k.
 
-use super::{Buf, Class, Ctx, Words, class_of, istrides, node_err, rank6};
+use super::{Buf, Class, Ctx, Words, class_of, int_bits, istrides, node_err, rank6};
 use crate::error::Result;
 use crate::gpu::kernels::{Family, Kernel};
 use crate::graph::Node;
@@ -68,6 +69,50 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
             let xb = cx.buf(node, x)?;
             let p = Words::new().u(0, rows).u(1, l).f(2, *epsilon).u(3, has_bias as usize).done();
             cx.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb), (3, sb), (4, bb)], rows as u64, p);
+            Ok(())
+        }
+        Op::Scan { kind, axis, exclusive, reverse } => {
+            let d = cx.shape(x);
+            let (l, inner) = (d[*axis], d[axis + 1..].iter().product::<usize>());
+            let rows = d.iter().product::<usize>() / l.max(1);
+            let t = cx.dtype(x);
+            let (bits, signed) = int_bits(t);
+            let is_int = class_of(t) == Class::Int;
+            let kernel = Kernel::new(Family::Reduce, "cumulative", &[("KIND", kind.code()), ("WG", 64)]);
+            let p = Words::new()
+                .u(0, rows)
+                .u(1, l)
+                .u(2, inner)
+                .u(3, *exclusive as usize)
+                .u(4, *reverse as usize)
+                .u(5, is_int as usize)
+                .u(6, bits)
+                .u(7, signed)
+                .done();
+            let xb = cx.buf(node, x)?;
+            cx.push(ni, kernel, vec![(7, Buf::Value(y)), (6, xb)], rows as u64, p);
+            Ok(())
+        }
+        Op::TopKStatic { axis, k, largest } => {
+            let d = cx.shape(x);
+            let (l, inner) = (d[*axis], d[axis + 1..].iter().product::<usize>());
+            let rows = d.iter().product::<usize>() / l.max(1);
+            // Each workgroup ranks 64 elements of a row against the whole row.
+            let chunks = l.div_ceil(64);
+            let is_int = class_of(cx.dtype(x)) == Class::Int;
+            let kernel = Kernel::new(Family::Reduce, "top_k", &[("WG", 64)]);
+            let p = Words::new()
+                .u(0, rows)
+                .u(1, l)
+                .u(2, inner)
+                .u(3, *k)
+                .u(4, chunks)
+                .u(5, is_int as usize)
+                .u(6, *largest as usize)
+                .done();
+            let xb = cx.buf(node, x)?;
+            let bindings = vec![(7, Buf::Value(y)), (5, Buf::Value(node.outputs[1])), (6, xb)];
+            cx.push(ni, kernel, bindings, (rows * chunks) as u64, p);
             Ok(())
         }
         _ => unreachable!("reduce family"),

@@ -167,6 +167,19 @@ pub(super) const SUPPORTED: &[&str] = &[
     "Shape",
     "Size",
     // [index] begin
+    "Compress",
+    "CumProd",
+    "CumSum",
+    "EyeLike",
+    "GatherElements",
+    "GatherND",
+    "OneHot",
+    "ReverseSequence",
+    "Scatter",
+    "ScatterElements",
+    "ScatterND",
+    "TensorScatter",
+    "Trilu",
     // [index] end
     // [conv-pool] begin
     // [conv-pool] end
@@ -200,6 +213,8 @@ pub(super) fn min_inputs(op: &str, opset: i64) -> usize {
         | "LayerNormalization" | "RMSNormalization" | "Gather" | "Expand" | "Tile" | "CastLike"
         | "NonMaxSuppression" => 2,
         // [index] begin
+        "GatherElements" | "GatherND" | "TensorScatter" | "ReverseSequence" | "Compress" | "CumSum" | "CumProd" => 2,
+        "ScatterElements" | "Scatter" | "ScatterND" | "OneHot" => 3,
         // [index] end
         // [conv-pool] begin
         // [conv-pool] end
@@ -238,6 +253,10 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         "NonMaxSuppression" | "NonZero" | "TopK" | "Unique" => host::map(cx),
         "Constant" | "ConstantOfShape" | "Dropout" | "Identity" | "Range" | "Shape" | "Size" => shape::map(cx),
         // [index] begin
+        "GatherElements" | "GatherND" | "ScatterElements" | "Scatter" | "ScatterND" | "TensorScatter" | "OneHot"
+        | "Trilu" | "ReverseSequence" | "EyeLike" => index::map(cx),
+        "Compress" => host::map(cx),
+        "CumSum" | "CumProd" => reduce::map(cx),
         // [index] end
         // [conv-pool] begin
         // [conv-pool] end

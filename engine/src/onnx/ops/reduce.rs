@@ -1,10 +1,11 @@
 //! Reductions (axes as attribute before opset 18, ReduceSum before 13; as input after),
 //! ArgMax/ArgMin, Softmax/LogSoftmax/Hardmax (before opset 13 over every axis from `axis`
-//! on), LayerNormalization (with its mean and inverse standard deviation outputs).
+//! on), LayerNormalization (with its mean and inverse standard deviation outputs), CumSum
+//! and CumProd (the axis an input known at compile time).
 
 use super::super::{Ctx, V};
 use crate::error::Result;
-use crate::ops::{BinaryOp, Op, ReduceKind, SoftmaxKind};
+use crate::ops::{BinaryOp, Op, ReduceKind, ScanKind, SoftmaxKind};
 use crate::tensor::{DType, Tensor};
 
 pub(super) fn map(cx: &mut Ctx) -> Result<()> {
@@ -44,6 +45,18 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
             cx.set(0, out);
         }
         "LayerNormalization" => layer_norm(cx, x, rank)?,
+        "CumSum" | "CumProd" => {
+            let kind = if op == "CumSum" { ScanKind::Sum } else { ScanKind::Prod };
+            let a = match cx.ints(1, "axis")? {
+                Some(v) if v.len() == 1 => v[0],
+                other => return Err(cx.err(format!("axis must be one integer, got {other:?}"))),
+            };
+            let axis = super::axis(cx, a, rank)?;
+            let exclusive = cx.attrs.i("exclusive", 0) != 0;
+            let reverse = cx.attrs.i("reverse", 0) != 0;
+            let out = cx.add1(Op::Scan { kind, axis, exclusive, reverse }, &[x])?;
+            cx.set(0, out);
+        }
         _ => {
             let kind = match op.as_str() {
                 "ReduceMean" => ReduceKind::Mean,

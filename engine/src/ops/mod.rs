@@ -35,7 +35,7 @@ pub use pool::{PoolAttrs, PoolKind};
 pub use reduce::{ReduceKind, SoftmaxKind};
 // [index] begin
 pub use index::ScatterReduction;
-pub use reduce::ScanKind;
+pub use reduce::CumulativeKind;
 // [index] end
 // [conv-pool] begin
 // [conv-pool] end
@@ -292,9 +292,9 @@ pub enum Op {
         axis: Option<usize>,
     },
     /// Cumulative sum or product along an axis (ONNX CumSum, CumProd).
-    Scan {
+    Cumulative {
         /// Sum or product.
-        kind: ScanKind,
+        kind: CumulativeKind,
         /// The axis.
         axis: usize,
         /// Each output excludes its own element.
@@ -379,7 +379,7 @@ impl Op {
             Op::Trilu { .. } => "Trilu",
             Op::ReverseSequence { .. } => "ReverseSequence",
             Op::Compress { .. } => "Compress",
-            Op::Scan { kind, .. } => kind.name(),
+            Op::Cumulative { kind, .. } => kind.name(),
             Op::TopKStatic { .. } => "TopK",
             // [index] end
             // [conv-pool] begin
@@ -514,7 +514,7 @@ impl Op {
             | Op::Trilu { .. }
             | Op::ReverseSequence { .. } => OpFamily::Index,
             Op::Compress { .. } => OpFamily::Host,
-            Op::Scan { .. } | Op::TopKStatic { .. } => OpFamily::Reduce,
+            Op::Cumulative { .. } | Op::TopKStatic { .. } => OpFamily::Reduce,
             // [index] end
             // [conv-pool] begin
             // [conv-pool] end

@@ -143,27 +143,27 @@ impl SoftmaxKind {
 
 /// What a cumulative scan (CumSum, CumProd) accumulates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ScanKind {
+pub enum CumulativeKind {
     /// Running sum.
     Sum,
     /// Running product.
     Prod,
 }
 
-impl ScanKind {
+impl CumulativeKind {
     /// The ONNX op type.
     pub fn name(self) -> &'static str {
         match self {
-            ScanKind::Sum => "CumSum",
-            ScanKind::Prod => "CumProd",
+            CumulativeKind::Sum => "CumSum",
+            CumulativeKind::Prod => "CumProd",
         }
     }
 
     /// Kernel code (the `KIND` override constant of `cumulative`).
     pub fn code(self) -> u32 {
         match self {
-            ScanKind::Sum => 0,
-            ScanKind::Prod => 1,
+            CumulativeKind::Sum => 0,
+            CumulativeKind::Prod => 1,
         }
     }
 }
@@ -240,7 +240,7 @@ pub(super) fn infer(op: &Op, ins: &[In]) -> Infer {
             }
             Ok(vec![(c.dtype(0), c.shape(0).to_vec())])
         }
-        Op::Scan { kind, axis, .. } => {
+        Op::Cumulative { kind, axis, .. } => {
             c.arity(1, 1)?;
             let t = c.dtype(0);
             if !(t.is_float() || t.is_int()) {

@@ -4,7 +4,7 @@
 use std::cmp::Ordering;
 
 use super::{OpResult, broadcast_map, check_axis, floats, for_each_index, make, split_at_axis};
-use crate::ops::{Op, ReduceKind, ScanKind, SoftmaxKind, reduced_shape};
+use crate::ops::{CumulativeKind, Op, ReduceKind, SoftmaxKind, reduced_shape};
 use crate::tensor::{DType, Tensor, numel, strides};
 
 pub(super) fn eval(op: &Op, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
@@ -22,7 +22,7 @@ pub(super) fn eval(op: &Op, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
             }
             layer_norm(x, ins[1], ins.get(2).copied(), *axis, *epsilon)?
         }
-        Op::Scan { kind, axis, exclusive, reverse } => scan(x, *kind, *axis, *exclusive, *reverse)?,
+        Op::Cumulative { kind, axis, exclusive, reverse } => cumulative(x, *kind, *axis, *exclusive, *reverse)?,
         _ => unreachable!("reduce family"),
     }])
 }
@@ -187,7 +187,7 @@ fn layer_norm(x: &Tensor, scale: &Tensor, bias: Option<&Tensor>, axis: usize, ep
 /// The running sum or product along the axis: inclusive or exclusive (the first output is
 /// the identity), from the start or from the end. Floats accumulate in f64, integers in i64
 /// (wrapping, then wrapped into the type).
-fn scan(x: &Tensor, kind: ScanKind, axis: usize, exclusive: bool, reverse: bool) -> OpResult<Tensor> {
+fn cumulative(x: &Tensor, kind: CumulativeKind, axis: usize, exclusive: bool, reverse: bool) -> OpResult<Tensor> {
     let s = x.shape();
     check_axis(axis, s.len())?;
     let (outer, len, inner) = split_at_axis(s, axis);
@@ -197,8 +197,8 @@ fn scan(x: &Tensor, kind: ScanKind, axis: usize, exclusive: bool, reverse: bool)
         let v = x.to_i64s();
         let mut out = vec![0i64; v.len()];
         let (id, comb): (i64, fn(i64, i64) -> i64) = match kind {
-            ScanKind::Sum => (0, i64::wrapping_add),
-            ScanKind::Prod => (1, i64::wrapping_mul),
+            CumulativeKind::Sum => (0, i64::wrapping_add),
+            CumulativeKind::Prod => (1, i64::wrapping_mul),
         };
         for o in 0..outer {
             for i in 0..inner {
@@ -217,10 +217,10 @@ fn scan(x: &Tensor, kind: ScanKind, axis: usize, exclusive: bool, reverse: bool)
     let mut out = vec![0f64; v.len()];
     for o in 0..outer {
         for i in 0..inner {
-            let mut acc = if kind == ScanKind::Sum { 0.0 } else { 1.0 };
+            let mut acc = if kind == CumulativeKind::Sum { 0.0 } else { 1.0 };
             for p in 0..len {
                 let e = at(o, order(p), i);
-                let next = if kind == ScanKind::Sum { acc + v[e] } else { acc * v[e] };
+                let next = if kind == CumulativeKind::Sum { acc + v[e] } else { acc * v[e] };
                 out[e] = if exclusive { acc } else { next };
                 acc = next;
             }
@@ -293,15 +293,15 @@ mod tests {
     #[test]
     fn scans_inclusive_exclusive_reverse() {
         let x = Tensor::new(vec![3], vec![1.0, 2.0, 3.0]).unwrap();
-        let run = |kind, exclusive, reverse| scan(&x, kind, 0, exclusive, reverse).unwrap().data().to_vec();
-        assert_eq!(run(ScanKind::Sum, false, false), [1.0, 3.0, 6.0]);
-        assert_eq!(run(ScanKind::Sum, true, false), [0.0, 1.0, 3.0]);
-        assert_eq!(run(ScanKind::Sum, false, true), [6.0, 5.0, 3.0]);
-        assert_eq!(run(ScanKind::Sum, true, true), [5.0, 3.0, 0.0]);
-        assert_eq!(run(ScanKind::Prod, false, false), [1.0, 2.0, 6.0]);
-        assert_eq!(run(ScanKind::Prod, true, true), [6.0, 3.0, 1.0]);
+        let run = |kind, exclusive, reverse| cumulative(&x, kind, 0, exclusive, reverse).unwrap().data().to_vec();
+        assert_eq!(run(CumulativeKind::Sum, false, false), [1.0, 3.0, 6.0]);
+        assert_eq!(run(CumulativeKind::Sum, true, false), [0.0, 1.0, 3.0]);
+        assert_eq!(run(CumulativeKind::Sum, false, true), [6.0, 5.0, 3.0]);
+        assert_eq!(run(CumulativeKind::Sum, true, true), [5.0, 3.0, 0.0]);
+        assert_eq!(run(CumulativeKind::Prod, false, false), [1.0, 2.0, 6.0]);
+        assert_eq!(run(CumulativeKind::Prod, true, true), [6.0, 3.0, 1.0]);
         let big = Tensor::from_i64(DType::I32, vec![2], vec![i32::MAX as i64, 1]).unwrap();
-        let s = scan(&big, ScanKind::Sum, 0, false, false).unwrap();
+        let s = cumulative(&big, CumulativeKind::Sum, 0, false, false).unwrap();
         assert_eq!(s.to_i64s(), [i32::MAX as i64, i32::MIN as i64], "int32 sums wrap");
     }
 

@@ -267,11 +267,11 @@ fn trilu_and_reverse_sequence() {
 #[test]
 fn cumsum_cumprod_exclusive_reverse_on_every_axis() {
     let mut case = 0u64;
-    for kind in [ScanKind::Sum, ScanKind::Prod] {
+    for kind in [CumulativeKind::Sum, CumulativeKind::Prod] {
         for (exclusive, reverse) in [(false, false), (true, false), (false, true), (true, true)] {
             let graph = |n: usize| {
                 build(&format!("{}_{exclusive}_{reverse}", kind.name()), |g| {
-                    let scan = |axis| Op::Scan { kind, axis, exclusive, reverse };
+                    let scan = |axis| Op::Cumulative { kind, axis, exclusive, reverse };
                     // Rows of 3 (axis 1), of 150 (longer than a workgroup: chunks) and the batch.
                     let x = g.input("x", &[n, 3, 150]);
                     // Products of values near 1 stay in range.
@@ -279,7 +279,7 @@ fn cumsum_cumprod_exclusive_reverse_on_every_axis() {
                     let quarter = floats(g, "quarter", vec![1], vec![0.25]);
                     let small = g.binary("small", BinaryOp::Mul, x, quarter)?;
                     let near1 = g.binary("near1", BinaryOp::Add, small, one)?;
-                    let xs = if kind == ScanKind::Prod { near1 } else { x };
+                    let xs = if kind == CumulativeKind::Prod { near1 } else { x };
                     let mut outs = vec![
                         g.add("axis2", scan(2), vec![xs])?,
                         g.add("axis1", scan(1), vec![xs])?,
@@ -300,7 +300,7 @@ fn cumsum_cumprod_exclusive_reverse_on_every_axis() {
             let half = |n: usize| {
                 build(&format!("{}_f16", kind.name()), |g| {
                     let h = g.input_typed("h", DType::F16, &[n, 9]);
-                    Ok(vec![g.add("f16", Op::Scan { kind, axis: 1, exclusive, reverse }, vec![h])?])
+                    Ok(vec![g.add("f16", Op::Cumulative { kind, axis: 1, exclusive, reverse }, vec![h])?])
                 })
             };
             check(half, BATCHES, TOL_F16, 90 + case);

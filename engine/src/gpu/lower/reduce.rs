@@ -71,7 +71,7 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
             cx.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb), (3, sb), (4, bb)], rows as u64, p);
             Ok(())
         }
-        Op::Scan { kind, axis, exclusive, reverse } => {
+        Op::Cumulative { kind, axis, exclusive, reverse } => {
             let d = cx.shape(x);
             let (l, inner) = (d[*axis], d[axis + 1..].iter().product::<usize>());
             let rows = d.iter().product::<usize>() / l.max(1);

@@ -113,6 +113,9 @@ fn eye_like(cx: &mut Ctx) -> Result<super::super::V> {
     } else {
         cx.dtype(&x)
     };
+    if rows.checked_mul(cols).is_none_or(|n| n > 1 << 28) {
+        return Err(cx.err(format!("a constant of shape {shape:?} would be more than 2^28 elements")));
+    }
     let k = cx.attrs.i("k", 0);
     let values = (0..rows * cols).map(|f| if (f % cols) as i64 - (f / cols) as i64 == k { 1.0 } else { 0.0 }).collect();
     let t = Tensor::from_f64_as(dtype, shape, values).map_err(|e| cx.err(e.to_string()))?;

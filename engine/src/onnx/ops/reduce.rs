@@ -5,7 +5,7 @@
 
 use super::super::{Ctx, V};
 use crate::error::Result;
-use crate::ops::{BinaryOp, Op, ReduceKind, ScanKind, SoftmaxKind};
+use crate::ops::{BinaryOp, CumulativeKind, Op, ReduceKind, SoftmaxKind};
 use crate::tensor::{DType, Tensor};
 
 pub(super) fn map(cx: &mut Ctx) -> Result<()> {
@@ -46,7 +46,7 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         }
         "LayerNormalization" => layer_norm(cx, x, rank)?,
         "CumSum" | "CumProd" => {
-            let kind = if op == "CumSum" { ScanKind::Sum } else { ScanKind::Prod };
+            let kind = if op == "CumSum" { CumulativeKind::Sum } else { CumulativeKind::Prod };
             let a = match cx.ints(1, "axis")? {
                 Some(v) if v.len() == 1 => v[0],
                 other => return Err(cx.err(format!("axis must be one integer, got {other:?}"))),
@@ -54,7 +54,7 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
             let axis = super::axis(cx, a, rank)?;
             let exclusive = cx.attrs.i("exclusive", 0) != 0;
             let reverse = cx.attrs.i("reverse", 0) != 0;
-            let out = cx.add1(Op::Scan { kind, axis, exclusive, reverse }, &[x])?;
+            let out = cx.add1(Op::Cumulative { kind, axis, exclusive, reverse }, &[x])?;
             cx.set(0, out);
         }
         _ => {

@@ -21,9 +21,9 @@
 // scatter_elements 0 lines (update positions off the axis)   1..6 update dims (rank 6)
 //                  7..12 data strides   13 the axis   14 data axis length
 //                  (one invocation per line, serial along the axis)
-// scatter_nd       0 invocations   1 slice size   2 k   3 tuples   8..23 data dims indexed
-//                  24..39 their strides   (KIND 0: one invocation per updated element;
-//                  reductions: one invocation per slice element, serial over the tuples)
+// scatter_nd       0 invocations   1 slice size   2 k   3 tuples   5 targets cannot collide
+//                  8..23 data dims indexed   24..39 their strides   (word 5: one invocation
+//                  per updated element; else one per slice element, serial over the tuples)
 // tensor_scatter   0 elements   1 cache length M   2 update length   3 inner   4 elements per
 //                  batch   5 circular   6 write indices given (aux)
 // one_hot          0 elements   1 depth   2 inner (index elements after the new axis)
@@ -219,10 +219,11 @@ fn scatter_nd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
         return;
     }
     let slice = pu(1u);
-    if (KIND == 0u) {
+    if (pu(5u) != 0u) {
         let off = tuple_offset(t / slice, false);
         if (off >= 0) {
-            out[u32(off) + t % slice] = updates[t];
+            let o = u32(off) + t % slice;
+            out[o] = combine(out[o], updates[t]);
         }
         return;
     }

@@ -172,10 +172,17 @@ fn scatter_nd_slices_and_elements_every_reduction() {
                 let us = g.input("us", &[ns, 5, 7]);
                 let ur = g.input("ur", &[nr, 7]);
                 let uc = g.input_typed("uc", DType::I64, &[nc]);
+                // Constant tuples: distinct ones are scattered all at once, repeated ones in
+                // order.
+                let distinct = int64s(g, "distinct", vec![3, 2], vec![0, 1, 0, -1, 0, 2]);
+                let repeated = int64s(g, "repeated", vec![3, 2], vec![0, 1, -(n as i64), -4, 0, 3]);
+                let uk = g.input("uk", &[3, 7]);
                 Ok(vec![
                     g.add("samples", op.clone(), vec![data, samples, us])?,
                     g.add("rows", op.clone(), vec![data, rows, ur])?,
-                    g.add("elements", op, vec![ints, cols, uc])?,
+                    g.add("elements", op.clone(), vec![ints, cols, uc])?,
+                    g.add("distinct", op.clone(), vec![data, distinct, uk])?,
+                    g.add("repeated", op, vec![data, repeated, uk])?,
                 ])
             })
         };

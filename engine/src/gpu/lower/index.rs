@@ -156,11 +156,14 @@ fn scatter_nd(cx: &mut Ctx, ni: usize, node: &Node, r: ScatterReduction) -> Resu
     if tuples == 0 || slice == 0 {
         return Ok(());
     }
-    // Replacing: every updated element at once (duplicate targets are undefined in ONNX);
-    // reductions: one invocation per slice element, the tuples in order.
-    let items = if r == ScatterReduction::None { tuples * slice } else { slice };
+    // Replacing (duplicate targets are undefined in ONNX) or constant tuples that are all
+    // distinct: every updated element at once; else one invocation per slice element, the
+    // tuples in order.
+    let parallel =
+        r == ScatterReduction::None || cx.g.value(idx).constant().is_some_and(|t| distinct_tuples(t, &d[..k]));
+    let items = if parallel { tuples * slice } else { slice };
     let mut p = Words::new();
-    p.u(0, items).u(1, slice).u(3, tuples);
+    p.u(0, items).u(1, slice).u(3, tuples).u(5, parallel as usize);
     tuple_words(node, &mut p, &d, 0, k)?;
     int_words(cx, &mut p, y);
     let (ib, ub) = (cx.buf(node, idx)?, cx.buf(node, upd)?);
@@ -169,6 +172,15 @@ fn scatter_nd(cx: &mut Ctx, ni: usize, node: &Node, r: ScatterReduction) -> Resu
     cx.push(ni, kern, vec![(1, Buf::Value(y)), (3, ib), (4, ub)], groups, p.done());
     round_reduced(cx, ni, y, r);
     Ok(())
+}
+
+/// True when the index tuples (rows of `t`, indexing `dims`) name distinct targets.
+fn distinct_tuples(t: &crate::Tensor, dims: &[usize]) -> bool {
+    let k = dims.len();
+    let norm: Vec<i64> =
+        t.to_i64s().iter().enumerate().map(|(n, &i)| if i < 0 { i + dims[n % k] as i64 } else { i }).collect();
+    let mut seen = std::collections::HashSet::new();
+    norm.chunks(k).all(|tuple| seen.insert(tuple.to_vec()))
 }
 
 fn tensor_scatter(cx: &mut Ctx, ni: usize, node: &Node, axis: usize, circular: bool) -> Result<()> {

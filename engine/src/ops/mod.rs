@@ -40,6 +40,9 @@ pub use reduce::{ReduceKind, SoftmaxKind};
 // [sample] begin
 // [sample] end
 // [recurrent] begin
+pub use recurrent::{
+    CellActivation, RecurrentAttrs, RecurrentCell, RecurrentDirection, RecurrentInputs, RecurrentSlots,
+};
 // [recurrent] end
 // [quant] begin
 // [quant] end
@@ -232,6 +235,9 @@ pub enum Op {
     // [sample] begin
     // [sample] end
     // [recurrent] begin
+    /// A recurrent layer (ONNX LSTM, GRU, RNN): X, W, R and the optional inputs its
+    /// attributes list; outputs Y, Y_h and (LSTM) Y_c.
+    Recurrent(RecurrentAttrs),
     // [recurrent] end
     // [quant] begin
     // [quant] end
@@ -289,6 +295,7 @@ impl Op {
             // [sample] begin
             // [sample] end
             // [recurrent] begin
+            Op::Recurrent(a) => a.cell.name(),
             // [recurrent] end
             // [quant] begin
             // [quant] end
@@ -412,6 +419,7 @@ impl Op {
             // [sample] begin
             // [sample] end
             // [recurrent] begin
+            Op::Recurrent(_) => OpFamily::Recurrent,
             // [recurrent] end
             // [quant] begin
             // [quant] end

@@ -191,6 +191,52 @@ fn weights_from_the_data() {
     }
 }
 
+/// Sequence lengths known at compile time (a constant of int32, partial lengths and 0).
+#[test]
+fn constant_sequence_lengths() {
+    let mut a = RecurrentAttrs::new(RecurrentCell::Gru, RecurrentDirection::Bidirectional, 7);
+    a.inputs.sequence_lens = true;
+    a.inputs.bias = true;
+    let mut rng = Rng::new(550);
+    let wt = Weights::new(&a, 5, &mut rng);
+    let graph = |n: usize| {
+        build("gru_const_lens", |g| {
+            let x = g.input("x", &[4, n, 5]);
+            let w = g.constant("w", wt.w.clone());
+            let r = g.constant("r", wt.r.clone());
+            let b = g.constant("b", wt.b.clone());
+            let lens: Vec<i64> = (0..n).map(|k| [3, 0, 4, 1][k % 4]).collect();
+            let lens = g.constant("lens", Tensor::from_i64(DType::I32, vec![n], lens).unwrap());
+            g.add_multi("gru", Op::Recurrent(a.clone()), vec![x, w, r, b, lens])
+        })
+    };
+    check(graph, BATCHES, TOL, 551);
+}
+
+/// A float16 layer computes in f32 and rounds its outputs to float16.
+#[test]
+fn float16_lstm() {
+    let mut a = RecurrentAttrs::new(RecurrentCell::Lstm, RecurrentDirection::Forward, 6);
+    a.inputs.bias = true;
+    a.inputs.initial_h = true;
+    let mut rng = Rng::new(560);
+    let wt = Weights::new(&a, 5, &mut rng);
+    let half = |t: &Tensor| t.cast(DType::F16);
+    let graph = |n: usize| {
+        build("lstm_f16", |g| {
+            let x = g.input_typed("x", DType::F16, &[3, n, 5]);
+            let w = g.constant("w", half(&wt.w));
+            let r = g.constant("r", half(&wt.r));
+            let b = g.constant("b", half(&wt.b));
+            let h0 = g.input_typed("h0", DType::F16, &[1, n, 6]);
+            g.add_multi("lstm", Op::Recurrent(a.clone()), vec![x, w, r, b, h0])
+        })
+    };
+    check(graph, BATCHES, TOL_F16, 561);
+    let out = run_gpu(&graph(2), 562);
+    assert!(out.iter().all(|o| o.dtype() == DType::F16 && o.data().iter().all(|&v| round_f16(v) == v)));
+}
+
 /// The shape of a CRNN text recogniser: conv features [N, C, 1, W] -> [W, N, C] -> a
 /// bidirectional LSTM -> [W, N, 2H] -> a linear layer -> log-softmax over the classes.
 #[test]

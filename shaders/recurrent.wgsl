@@ -15,7 +15,7 @@
 //  12..13 projection row strides of a step and of a batch entry   14..15 direction 0 / 1
 //   runs reversed   16 has clip   17 clip (f32)   18 LSTM input_forget / GRU
 //   linear_before_reset   19 G (gates)   20 + 3*(d*3 + i): activation i of direction d
-//   (code, alpha, beta)
+//   (code, alpha, beta)   38 KS (slices of k per unit, see CELL_WG)
 // The projection `xw` is [rows][D*G*H], row = t*(12) + n*(13). The bias is ONNX's B
 // [D][2*G*H] (input biases, then recurrent ones), the peepholes P [D][3*H] (i, o, f).
 //
@@ -143,27 +143,81 @@ fn carry(w: Unit, slots: u32) {
     }
 }
 
-@compute @workgroup_size(WG)
+// The cells run in workgroups of CELL_WG invocations: CELL_WG / KS units (word 38: KS, a
+// power of two up to 8), each unit's recurrent products split over KS slices of k (k =
+// slice, slice + KS, ...) and summed through workgroup memory, so that few batch entries
+// still spread over many workgroups and each invocation's loop is H / KS long.
+const CELL_WG: u32 = 64u;
+
+var<workgroup> partial: array<vec4<f32>, 64>;
+
+// One invocation of a cell: the unit it works for (`valid` false past the last), and its
+// slice of k.
+struct Lane {
+    u: u32,
+    local: u32,
+    slice: u32,
+    ks: u32,
+    valid: bool,
+}
+
+fn lane_of(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Lane {
+    var l: Lane;
+    l.ks = pu(38u);
+    let units = CELL_WG / l.ks;
+    l.local = lid % units;
+    l.slice = lid / units;
+    l.u = group_index(wid, nwg) * units + l.local;
+    l.valid = l.u < pu(0u);
+    return l;
+}
+
+// The sum over the slices of a unit's partial products (after the barrier).
+fn slices_sum(l: Lane) -> vec4<f32> {
+    let units = CELL_WG / l.ks;
+    var v = vec4<f32>(0.0);
+    for (var s = 0u; s < l.ks; s++) {
+        v += partial[s * units + l.local];
+    }
+    return v;
+}
+
+// Index in `rw` of (direction, k = the lane's first, unit); successive k of the slice are
+// ks * H further on.
+fn first_r(w: Unit, l: Lane) -> u32 {
+    let H = pu(1u);
+    return (w.d * H + l.slice) * H + w.j;
+}
+
+@compute @workgroup_size(CELL_WG)
 fn lstm_cell(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let u = group_index(wid, nwg) * WG + lid;
-    if (u >= pu(0u)) {
+    let l = lane_of(wid, nwg, lid);
+    let H = pu(1u);
+    var w: Unit;
+    var acc = vec4<f32>(0.0);
+    if (l.valid) {
+        w = unit_of(l.u);
+        if (w.live) {
+            let hb = state_index(w, 0u, 0u);
+            var ri = first_r(w, l);
+            for (var k = l.slice; k < H; k += l.ks) {
+                acc += s_in[hb + k] * rw[ri];
+                ri += l.ks * H;
+            }
+        }
+    }
+    partial[lid] = acc;
+    workgroupBarrier();
+    if (!l.valid || l.slice != 0u) {
         return;
     }
-    let w = unit_of(u);
     if (!w.live) {
         carry(w, 2u);
         return;
     }
-    let H = pu(1u);
-    var acc = vec4<f32>(projected(w, 0u, true), projected(w, 1u, true), projected(w, 2u, true),
-                        projected(w, 3u, true));
-    let hb = state_index(w, 0u, 0u);
-    var ri = w.d * H * H + w.j;
-    for (var k = 0u; k < H; k++) {
-        acc += s_in[hb + k] * rw[ri];
-        ri += H;
-    }
+    acc = slices_sum(l) + vec4<f32>(projected(w, 0u, true), projected(w, 1u, true), projected(w, 2u, true),
+                                     projected(w, 3u, true));
     let c_prev = s_in[state_index(w, 1u, w.j)];
     var pi = 0.0;
     var po = 0.0;
@@ -192,104 +246,118 @@ fn lstm_cell(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
 
 // GRU without linear_before_reset, first pass: r ⊙ h_prev of every unit (the candidate's
 // recurrent product needs it for all units).
-@compute @workgroup_size(WG)
+@compute @workgroup_size(CELL_WG)
 fn gru_reset(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) lid: u32) {
-    let u = group_index(wid, nwg) * WG + lid;
-    if (u >= pu(0u)) {
-        return;
-    }
-    let w = unit_of(u);
-    if (!w.live) {
-        return;
-    }
+    let l = lane_of(wid, nwg, lid);
     let H = pu(1u);
-    var acc = projected(w, 1u, true);
-    let hb = state_index(w, 0u, 0u);
-    var ri = w.d * H * H + w.j;
-    for (var k = 0u; k < H; k++) {
-        acc += s_in[hb + k] * rw[ri].y;
-        ri += H;
+    var w: Unit;
+    var acc = 0.0;
+    if (l.valid) {
+        w = unit_of(l.u);
+        if (w.live) {
+            let hb = state_index(w, 0u, 0u);
+            var ri = first_r(w, l);
+            for (var k = l.slice; k < H; k += l.ks) {
+                acc += s_in[hb + k] * rw[ri].y;
+                ri += l.ks * H;
+            }
+        }
     }
-    let r = gate_act(w.d, 0u, acc);
+    partial[lid] = vec4<f32>(acc, 0.0, 0.0, 0.0);
+    workgroupBarrier();
+    if (!l.valid || l.slice != 0u || !w.live) {
+        return;
+    }
+    let r = gate_act(w.d, 0u, slices_sum(l).x + projected(w, 1u, true));
     let i = state_index(w, 0u, w.j);
     rh_out[i] = r * s_in[i];
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(CELL_WG)
 fn gru_cell(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
-    let u = group_index(wid, nwg) * WG + lid;
-    if (u >= pu(0u)) {
-        return;
-    }
-    let w = unit_of(u);
-    if (!w.live) {
-        carry(w, 1u);
-        return;
-    }
+    let l = lane_of(wid, nwg, lid);
     let H = pu(1u);
     let linear = pu(18u) != 0u;
-    let hb = state_index(w, 0u, 0u);
-    var ri = w.d * H * H + w.j;
+    var w: Unit;
     // z, r and the candidate's recurrent product (of h, or of r ⊙ h from gru_reset).
-    var az = 0.0;
-    var ar = 0.0;
-    var ah = 0.0;
-    if (linear) {
-        for (var k = 0u; k < H; k++) {
-            let v = rw[ri];
-            let hk = s_in[hb + k];
-            az += hk * v.x;
-            ar += hk * v.y;
-            ah += hk * v.z;
-            ri += H;
-        }
-    } else {
-        for (var k = 0u; k < H; k++) {
-            let v = rw[ri];
-            az += s_in[hb + k] * v.x;
-            ah += rh_in[hb + k] * v.z;
-            ri += H;
+    var acc = vec4<f32>(0.0);
+    if (l.valid) {
+        w = unit_of(l.u);
+        if (w.live) {
+            let hb = state_index(w, 0u, 0u);
+            var ri = first_r(w, l);
+            if (linear) {
+                for (var k = l.slice; k < H; k += l.ks) {
+                    acc += s_in[hb + k] * rw[ri];
+                    ri += l.ks * H;
+                }
+            } else {
+                for (var k = l.slice; k < H; k += l.ks) {
+                    let v = rw[ri];
+                    acc.x += s_in[hb + k] * v.x;
+                    acc.z += rh_in[hb + k] * v.z;
+                    ri += l.ks * H;
+                }
+            }
         }
     }
-    let z = gate_act(w.d, 0u, projected(w, 0u, true) + az);
-    let h_prev = s_in[hb + w.j];
-    var cand = 0.0;
-    if (linear) {
-        let r = gate_act(w.d, 0u, projected(w, 1u, true) + ar);
-        cand = gate_act(w.d, 1u, projected(w, 2u, false) + r * (ah + recurrent_bias(w, 2u)));
-    } else {
-        cand = gate_act(w.d, 1u, projected(w, 2u, true) + ah);
-    }
-    let h = (1.0 - z) * cand + z * h_prev;
-    y[y_index(w)] = h;
-    s_out[hb + w.j] = h;
-}
-
-@compute @workgroup_size(WG)
-fn rnn_cell(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-            @builtin(local_invocation_index) lid: u32) {
-    let u = group_index(wid, nwg) * WG + lid;
-    if (u >= pu(0u)) {
+    partial[lid] = acc;
+    workgroupBarrier();
+    if (!l.valid || l.slice != 0u) {
         return;
     }
-    let w = unit_of(u);
     if (!w.live) {
         carry(w, 1u);
         return;
     }
-    let H = pu(1u);
-    var acc = projected(w, 0u, true);
-    let hb = state_index(w, 0u, 0u);
-    var ri = w.d * H * H + w.j;
-    for (var k = 0u; k < H; k++) {
-        acc += s_in[hb + k] * rw[ri].x;
-        ri += H;
+    acc = slices_sum(l);
+    let z = gate_act(w.d, 0u, projected(w, 0u, true) + acc.x);
+    let i = state_index(w, 0u, w.j);
+    var cand = 0.0;
+    if (linear) {
+        let r = gate_act(w.d, 0u, projected(w, 1u, true) + acc.y);
+        cand = gate_act(w.d, 1u, projected(w, 2u, false) + r * (acc.z + recurrent_bias(w, 2u)));
+    } else {
+        cand = gate_act(w.d, 1u, projected(w, 2u, true) + acc.z);
     }
-    let h = gate_act(w.d, 0u, acc);
+    let h = (1.0 - z) * cand + z * s_in[i];
     y[y_index(w)] = h;
-    s_out[hb + w.j] = h;
+    s_out[i] = h;
+}
+
+@compute @workgroup_size(CELL_WG)
+fn rnn_cell(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let l = lane_of(wid, nwg, lid);
+    let H = pu(1u);
+    var w: Unit;
+    var acc = 0.0;
+    if (l.valid) {
+        w = unit_of(l.u);
+        if (w.live) {
+            let hb = state_index(w, 0u, 0u);
+            var ri = first_r(w, l);
+            for (var k = l.slice; k < H; k += l.ks) {
+                acc += s_in[hb + k] * rw[ri].x;
+                ri += l.ks * H;
+            }
+        }
+    }
+    partial[lid] = vec4<f32>(acc, 0.0, 0.0, 0.0);
+    workgroupBarrier();
+    if (!l.valid || l.slice != 0u) {
+        return;
+    }
+    if (!w.live) {
+        carry(w, 1u);
+        return;
+    }
+    let h = gate_act(w.d, 0u, slices_sum(l).x + projected(w, 0u, true));
+    let i = state_index(w, 0u, w.j);
+    y[y_index(w)] = h;
+    s_out[i] = h;
 }
 
 // Packs R [D][G*H][H] (from the data) into `rw`'s layout.

@@ -177,7 +177,7 @@ fn rnn_activations_and_clip() {
 #[test]
 fn weights_from_the_data() {
     for (k, cell) in CELLS.into_iter().enumerate() {
-        let mut a = RecurrentAttrs::new(cell, RecurrentDirection::Bidirectional, [13, 5, 33][k]);
+        let mut a = RecurrentAttrs::new(cell, RecurrentDirection::Bidirectional, [13, 21, 33][k]);
         a.linear_before_reset = false;
         a.batch_major = k == 1;
         a.inputs = RecurrentInputs {

@@ -11,7 +11,8 @@
 //! 4. one cell dispatch per time step, both directions together (`lstm_cell`, `rnn_cell`,
 //!    `gru_cell`, with a `gru_reset` dispatch before each step of a GRU without
 //!    linear_before_reset), reading one state buffer and writing the other, and writing the
-//!    step's slice of Y;
+//!    step's slice of Y; each unit's recurrent products are split over up to 8 invocations
+//!    of a workgroup (`k_slices`) so that a batch of one still fills many workgroups;
 //! 5. `finish_state`: Y_h and Y_c from the final states.
 //!
 //! B, P, initial states and sequence lengths are read where they are (constants or values
@@ -92,10 +93,12 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
     };
     let cell = Kernel::new(Family::Recurrent, entry, &wg);
     let reset = Kernel::new(Family::Recurrent, "gru_reset", &wg);
+    let ks = k_slices(dims.h);
+    let cell_groups = div_up(units, CELL_WG / ks) as u64;
     for step in 0..dims.t {
         let (s_in, s_out) = (states[step % 2], states[(step + 1) % 2]);
-        let params = cell_params(a, dims, step, slots.sequence_lens.is_some());
-        let groups = cx.groups(units);
+        let params = cell_params(a, dims, step, slots.sequence_lens.is_some(), ks);
+        let groups = cell_groups;
         if let Some(rh) = rh {
             let b = vec![(2, xw), (3, rw), (4, bias), (6, lens), (7, s_in), (10, rh)];
             cx.push(ni, reset.clone(), b, groups, params.clone());
@@ -123,8 +126,22 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
     Ok(())
 }
 
+/// Invocations of a cell workgroup (`CELL_WG` in `shaders/recurrent.wgsl`).
+const CELL_WG: usize = 64;
+
+/// Slices of k each unit's recurrent products are split over: a power of two up to 8, with
+/// at least 4 values of k per slice (a batch of one still spreads over H / 8 workgroups
+/// per direction, each invocation looping over H / 8 values).
+fn k_slices(h: usize) -> usize {
+    let mut ks = 1;
+    while ks < 8 && ks * 2 * 4 <= h {
+        ks *= 2;
+    }
+    ks
+}
+
 /// The parameter words of the cell dispatch of one step (see `shaders/recurrent.wgsl`).
-fn cell_params(a: &RecurrentAttrs, dims: Dims, step: usize, has_lens: bool) -> Vec<u32> {
+fn cell_params(a: &RecurrentAttrs, dims: Dims, step: usize, has_lens: bool, ks: usize) -> Vec<u32> {
     let Dims { t, n, d, h, .. } = dims;
     let mut p = Words::new();
     p.u(0, d * n * h).u(1, h).u(2, n).u(3, d).u(4, t).u(5, step).u(6, has_lens as usize);
@@ -137,7 +154,7 @@ fn cell_params(a: &RecurrentAttrs, dims: Dims, step: usize, has_lens: bool) -> V
     if let Some(c) = a.clip {
         p.u(16, 1).f(17, c);
     }
-    p.u(18, (a.input_forget || a.linear_before_reset) as usize).u(19, dims.g);
+    p.u(18, (a.input_forget || a.linear_before_reset) as usize).u(19, dims.g).u(38, ks);
     for dir in 0..d {
         for which in 0..a.cell.functions() {
             let (code, alpha, beta) = a.activation(dir, which).code();

@@ -103,3 +103,210 @@ fn all_steps(cx: &Ctx, lens: &V, x: &V, batch_major: bool) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::proto::*;
+    use crate::onnx::{ImportOptions, load_bytes};
+    use crate::ops::{CellActivation, Op, RecurrentAttrs};
+    use crate::tensor::{DType, Tensor};
+
+    fn attr(name: &str) -> AttributeProto {
+        AttributeProto { name: name.into(), ..Default::default() }
+    }
+
+    fn value_info(name: &str, elem_type: i32, dims: &[usize]) -> ValueInfoProto {
+        let dim = dims.iter().map(|&d| Dimension { value: Some(DimValue::Value(d as i64)) }).collect();
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                tensor_type: Some(TensorTypeProto { elem_type, shape: Some(TensorShapeProto { dim }) }),
+            }),
+        }
+    }
+
+    fn floats(name: &str, dims: &[usize], seed: usize) -> TensorProto {
+        let n: usize = dims.iter().product();
+        let v: Vec<f32> = (0..n).map(|k| (((k * 37 + seed * 11) % 17) as f32 - 8.0) / 20.0).collect();
+        TensorProto {
+            dims: dims.iter().map(|&d| d as i64).collect(),
+            data_type: data_type::FLOAT,
+            name: name.into(),
+            float_data: v,
+            ..Default::default()
+        }
+    }
+
+    /// A model of one recurrent node: `data` are graph inputs (name, type, dims), `inits`
+    /// initializers; `inputs` and `outputs` the node's, "" for an absent one.
+    fn model(
+        op: &str,
+        opset: i64,
+        attrs: Vec<AttributeProto>,
+        inputs: &[&str],
+        data: Vec<(&str, i32, Vec<usize>)>,
+        inits: Vec<TensorProto>,
+        outputs: &[&str],
+    ) -> Vec<u8> {
+        use prost::Message;
+        let node = NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            name: "layer".into(),
+            op_type: op.into(),
+            domain: String::new(),
+            attribute: attrs,
+        };
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: opset }],
+            producer_name: "test".into(),
+            producer_version: String::new(),
+            graph: Some(GraphProto {
+                node: vec![node],
+                name: "recurrent".into(),
+                initializer: inits,
+                input: data.iter().map(|(n, t, d)| value_info(n, *t, d)).collect(),
+                output: outputs
+                    .iter()
+                    .filter(|o| !o.is_empty())
+                    .map(|o| value_info(o, data_type::FLOAT, &[]))
+                    .collect(),
+                value_info: vec![],
+            }),
+        }
+        .encode_to_vec()
+    }
+
+    /// The recurrent node of a model specialised for its declared input shapes.
+    fn imported(bytes: &[u8], shapes: &[Vec<usize>]) -> crate::Result<RecurrentAttrs> {
+        let m = load_bytes(bytes, "layer.onnx", None, &ImportOptions::default())?;
+        let seg = m.specialize(shapes)?;
+        let node = seg.graph.nodes().iter().find(|n| matches!(n.op, Op::Recurrent(_))).expect("a recurrent node");
+        let Op::Recurrent(a) = &node.op else { unreachable!() };
+        Ok(a.clone())
+    }
+
+    /// A batch-major bidirectional LSTM with named activations and their parameters, clip,
+    /// sequence lengths and an initial state from the data, and only Y_h kept.
+    #[test]
+    fn lstm_attributes_and_optional_inputs() {
+        let (t, n, i, h) = (3, 2, 4, 5);
+        let mut acts = attr("activations");
+        acts.strings = ["HardSigmoid", "Tanh", "ScaledTanh", "sigmoid", "Relu", "Tanh"]
+            .iter()
+            .map(|s| s.as_bytes().to_vec())
+            .collect();
+        let mut alpha = attr("activation_alpha");
+        alpha.floats = vec![0.3, 1.2];
+        let mut beta = attr("activation_beta");
+        beta.floats = vec![0.4];
+        let mut clip = attr("clip");
+        clip.f = 0.9;
+        let mut layout = attr("layout");
+        layout.i = 1;
+        let mut direction = attr("direction");
+        direction.s = b"bidirectional".to_vec();
+        let bytes = model(
+            "LSTM",
+            14,
+            vec![acts, alpha, beta, clip, layout, direction],
+            &["x", "w", "r", "b", "lens", "h0"],
+            vec![
+                ("x", data_type::FLOAT, vec![n, t, i]),
+                ("lens", data_type::INT32, vec![n]),
+                ("h0", data_type::FLOAT, vec![n, 2, h]),
+            ],
+            vec![floats("w", &[2, 4 * h, i], 1), floats("r", &[2, 4 * h, h], 2), floats("b", &[2, 8 * h], 3)],
+            &["", "yh"],
+        );
+        let a = imported(&bytes, &[vec![n, t, i], vec![n], vec![n, 2, h]]).unwrap();
+        use CellActivation::*;
+        assert_eq!(
+            a.activations,
+            vec![
+                HardSigmoid { alpha: 0.3, beta: 0.4 },
+                Tanh,
+                ScaledTanh { alpha: 1.2, beta: 1.0 },
+                Sigmoid,
+                Relu,
+                Tanh
+            ]
+        );
+        assert!(a.batch_major && a.clip == Some(0.9) && a.hidden_size == h);
+        let p = a.inputs;
+        assert!(p.bias && p.sequence_lens && p.initial_h && !p.initial_c && !p.peepholes);
+        // Runs on the reference: Y_h only, batch-major.
+        let m = load_bytes(&bytes, "layer.onnx", None, &ImportOptions::default()).unwrap();
+        let x = Tensor::new(vec![n, t, i], (0..n * t * i).map(|k| (k as f32 * 0.1).sin()).collect()).unwrap();
+        let lens = Tensor::from_i64(DType::I32, vec![n], vec![3, 1]).unwrap();
+        let h0 = Tensor::zeros(vec![n, 2, h]);
+        let out = crate::reference::run_model(&m, &[x, lens, h0]).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].shape(), &[n, 2, h]);
+    }
+
+    /// Constant sequence lengths that all equal the number of steps are dropped; others kept.
+    #[test]
+    fn full_constant_sequence_lengths_are_dropped() {
+        let (t, n, i, h) = (4, 3, 2, 3);
+        let lens = |v: Vec<i32>| TensorProto {
+            dims: vec![n as i64],
+            data_type: data_type::INT32,
+            name: "lens".into(),
+            int32_data: v,
+            ..Default::default()
+        };
+        for (v, kept) in [(vec![4, 4, 4], false), (vec![4, 2, 0], true)] {
+            let bytes = model(
+                "GRU",
+                7,
+                vec![],
+                &["x", "w", "r", "", "lens"],
+                vec![("x", data_type::FLOAT, vec![t, n, i])],
+                vec![floats("w", &[1, 3 * h, i], 1), floats("r", &[1, 3 * h, h], 2), lens(v)],
+                &["y"],
+            );
+            let a = imported(&bytes, &[vec![t, n, i]]).unwrap();
+            assert_eq!(a.inputs.sequence_lens, kept);
+            assert!(!a.inputs.bias);
+        }
+    }
+
+    /// Bad attributes are errors naming what is wrong.
+    #[test]
+    fn bad_attributes_are_errors() {
+        let (t, n, i, h) = (2, 1, 3, 4);
+        let run = |attrs: Vec<AttributeProto>, opset: i64| {
+            let bytes = model(
+                "RNN",
+                opset,
+                attrs,
+                &["x", "w", "r"],
+                vec![("x", data_type::FLOAT, vec![t, n, i])],
+                vec![floats("w", &[1, h, i], 1), floats("r", &[1, h, h], 2)],
+                &["y", "yh"],
+            );
+            imported(&bytes, &[vec![t, n, i]]).map_err(|e| e.to_string())
+        };
+        let with = |name: &str, f: &dyn Fn(&mut AttributeProto)| {
+            let mut a = attr(name);
+            f(&mut a);
+            vec![a]
+        };
+        let e = run(with("direction", &|a| a.s = b"sideways".to_vec()), 14).unwrap_err();
+        assert!(e.contains("direction 'sideways'"), "{e}");
+        let e = run(with("activations", &|a| a.strings = vec![b"Gelu".to_vec()]), 14).unwrap_err();
+        assert!(e.contains("activation function 'Gelu'"), "{e}");
+        let e = run(with("activations", &|a| a.strings = vec![b"Relu".to_vec(), b"Relu".to_vec()]), 14).unwrap_err();
+        assert!(e.contains("2 activation functions given"), "{e}");
+        let e = run(with("layout", &|a| a.i = 2), 14).unwrap_err();
+        assert!(e.contains("layout 2"), "{e}");
+        let e = run(with("hidden_size", &|a| a.i = 5), 14).unwrap_err();
+        assert!(e.contains("hidden size 5"), "{e}");
+        let e = run(with("clip", &|a| a.f = -1.0), 14).unwrap_err();
+        assert!(e.contains("clip must be positive"), "{e}");
+        // Before opset 14 there is no layout attribute: it is ignored.
+        assert!(!run(with("layout", &|a| a.i = 1), 7).unwrap().batch_major);
+    }
+}

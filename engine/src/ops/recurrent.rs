@@ -356,8 +356,8 @@ impl RecurrentAttrs {
     /// Checks the attributes on their own.
     fn check(&self) -> std::result::Result<(), String> {
         let cell = self.cell;
-        if self.hidden_size == 0 {
-            return Err("hidden_size must be >= 1".into());
+        if self.hidden_size == 0 || self.hidden_size > 1 << 20 {
+            return Err(format!("hidden_size {} must be in 1..=2^20", self.hidden_size));
         }
         let want = cell.functions() * self.direction.count();
         if self.activations.len() != want {

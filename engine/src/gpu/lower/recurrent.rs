@@ -16,8 +16,9 @@
 //! 5. `finish_state`: Y_h and Y_c from the final states.
 //!
 //! B, P, initial states and sequence lengths are read where they are (constants or values
-//! from the data), in the model's layout. The dispatch count is T + 4 (2T + 4 for a GRU
-//! without linear_before_reset), whatever the sizes.
+//! from the data), in the model's layout. The dispatch count is T + 3 (2T + 3 for a GRU
+//! without linear_before_reset), one more for each of W and R from the data, whatever the
+//! sizes.
 
 use super::{Buf, Ctx, Words, div_up, node_err};
 use crate::error::Result;
@@ -91,8 +92,9 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
         RecurrentCell::Gru => "gru_cell",
         RecurrentCell::Rnn => "rnn_cell",
     };
-    let cell = Kernel::new(Family::Recurrent, entry, &wg);
-    let reset = Kernel::new(Family::Recurrent, "gru_reset", &wg);
+    // The cells have a workgroup size of their own (CELL_WG), not WG.
+    let cell = Kernel::new(Family::Recurrent, entry, &[]);
+    let reset = Kernel::new(Family::Recurrent, "gru_reset", &[]);
     let ks = k_slices(dims.h);
     let cell_groups = div_up(units, CELL_WG / ks) as u64;
     for step in 0..dims.t {

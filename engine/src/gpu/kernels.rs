@@ -34,7 +34,8 @@ pub enum Family {
     Convert,
     /// sample.wgsl: sampling at computed coordinates.
     Sample,
-    /// recurrent.wgsl: recurrent layers.
+    /// recurrent.wgsl: recurrent layers (lstm_cell, gru_reset, gru_cell, rnn_cell, pack_r,
+    /// init_state, finish_state).
     Recurrent,
     /// quant.wgsl: quantisation.
     Quant,
@@ -206,7 +207,10 @@ mod tests {
             (Family::Naive, &["naive_conv2d", "naive_matmul"]),
             (Family::Convert, &["unpack_f16", "pack_f16", "cast_f2i", "cast_i2i", "cast_i2f", "cast_f2f", "round16"]),
             (Family::Sample, &[]),
-            (Family::Recurrent, &[]),
+            (
+                Family::Recurrent,
+                &["lstm_cell", "gru_reset", "gru_cell", "rnn_cell", "pack_r", "init_state", "finish_state"],
+            ),
             (Family::Quant, &[]),
             (Family::Signal, &[]),
         ];

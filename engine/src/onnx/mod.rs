@@ -325,7 +325,14 @@ impl<'p> Importer<'p> {
                 "needs at least {need} input(s), input {missing} is missing; the file is malformed, re-export it"
             )));
         }
-        if n.output.first().is_none_or(String::is_empty) && op != "Constant" {
+        // Recurrent layers may leave Y unnamed and keep only their final states.
+        let optional_first = matches!(op, "LSTM" | "GRU" | "RNN");
+        let named = if optional_first {
+            n.output.iter().any(|s| !s.is_empty())
+        } else {
+            n.output.first().is_some_and(|s| !s.is_empty())
+        };
+        if !named && op != "Constant" {
             return Err(err("has no output; the file is malformed, re-export it".into()));
         }
         let mut cx = Ctx { im: self, index, n, name: name.to_string(), inputs, attrs: Attrs::new(n), added: 0 };

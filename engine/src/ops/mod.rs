@@ -42,6 +42,9 @@ pub use reduce::CumulativeKind;
 // [sample] begin
 // [sample] end
 // [recurrent] begin
+pub use recurrent::{
+    CellActivation, RecurrentAttrs, RecurrentCell, RecurrentDirection, RecurrentInputs, RecurrentSlots,
+};
 // [recurrent] end
 // [quant] begin
 // [quant] end
@@ -319,6 +322,9 @@ pub enum Op {
     // [sample] begin
     // [sample] end
     // [recurrent] begin
+    /// A recurrent layer (ONNX LSTM, GRU, RNN): X, W, R and the optional inputs its
+    /// attributes list; outputs Y, Y_h and (LSTM) Y_c.
+    Recurrent(RecurrentAttrs),
     // [recurrent] end
     // [quant] begin
     // [quant] end
@@ -387,6 +393,7 @@ impl Op {
             // [sample] begin
             // [sample] end
             // [recurrent] begin
+            Op::Recurrent(a) => a.cell.name(),
             // [recurrent] end
             // [quant] begin
             // [quant] end
@@ -521,6 +528,7 @@ impl Op {
             // [sample] begin
             // [sample] end
             // [recurrent] begin
+            Op::Recurrent(_) => OpFamily::Recurrent,
             // [recurrent] end
             // [quant] begin
             // [quant] end

@@ -21,6 +21,7 @@ mod shape;
 // [sample] begin
 // [sample] end
 // [recurrent] begin
+mod recurrent;
 // [recurrent] end
 // [quant] begin
 // [quant] end
@@ -186,6 +187,9 @@ pub(super) const SUPPORTED: &[&str] = &[
     // [sample] begin
     // [sample] end
     // [recurrent] begin
+    "GRU",
+    "LSTM",
+    "RNN",
     // [recurrent] end
     // [quant] begin
     // [quant] end
@@ -221,6 +225,7 @@ pub(super) fn min_inputs(op: &str, opset: i64) -> usize {
         // [sample] begin
         // [sample] end
         // [recurrent] begin
+        "LSTM" | "GRU" | "RNN" => 3,
         // [recurrent] end
         // [quant] begin
         // [quant] end
@@ -263,6 +268,7 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         // [sample] begin
         // [sample] end
         // [recurrent] begin
+        "LSTM" | "GRU" | "RNN" => recurrent::map(cx),
         // [recurrent] end
         // [quant] begin
         // [quant] end

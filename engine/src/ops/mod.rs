@@ -28,7 +28,7 @@ mod signal;
 pub use conv::{ConvAttrs, ConvTransposeAttrs};
 pub use elementwise::{Activation, BinaryOp};
 pub use host::NmsAttrs;
-pub use layout::{CoordMode, NearestMode, PadMode, ResizeAttrs, ResizeMode};
+pub use layout::PadMode;
 pub use matmul::GemmAttrs;
 pub use norm::LrnAttrs;
 pub use pool::{PoolAttrs, PoolKind};
@@ -38,6 +38,9 @@ pub use reduce::{ReduceKind, SoftmaxKind};
 // [conv-pool] begin
 // [conv-pool] end
 // [sample] begin
+pub use sample::{
+    CoordMode, GridMode, GridPadding, GridSampleAttrs, NearestMode, ResizeAttrs, ResizeMode, RoiAlignAttrs,
+};
 // [sample] end
 // [recurrent] begin
 // [recurrent] end
@@ -187,8 +190,6 @@ pub enum Op {
         /// The output shape.
         shape: Vec<usize>,
     },
-    /// Spatial resize of [N, C, H, W].
-    Resize(ResizeAttrs),
     /// Gather along an axis: data, indices (integers; negative ones count from the end).
     Gather {
         /// The axis of `data` indexed.
@@ -230,6 +231,12 @@ pub enum Op {
     // [conv-pool] begin
     // [conv-pool] end
     // [sample] begin
+    /// Resampling of any axes of a tensor of any rank (ONNX Resize and Upsample).
+    Resize(ResizeAttrs),
+    /// Sampling at the normalised positions of a grid: x, grid.
+    GridSample(GridSampleAttrs),
+    /// Average or max pooling of bilinear samples over regions: x, rois, batch_indices.
+    RoiAlign(RoiAlignAttrs),
     // [sample] end
     // [recurrent] begin
     // [recurrent] end
@@ -274,7 +281,6 @@ impl Op {
             Op::Transpose { .. } => "Transpose",
             Op::Pad { .. } => "Pad",
             Op::Expand { .. } => "Expand",
-            Op::Resize(_) => "Resize",
             Op::Gather { .. } => "Gather",
             Op::NonZero => "NonZero",
             Op::NonMaxSuppression(_) => "NonMaxSuppression",
@@ -287,6 +293,9 @@ impl Op {
             // [conv-pool] begin
             // [conv-pool] end
             // [sample] begin
+            Op::Resize(_) => "Resize",
+            Op::GridSample(_) => "GridSample",
+            Op::RoiAlign(_) => "RoiAlign",
             // [sample] end
             // [recurrent] begin
             // [recurrent] end
@@ -361,13 +370,13 @@ pub enum OpFamily {
     Reduce,
     /// Batch norm, LRN.
     Norm,
-    /// Data movement and resize.
+    /// Data movement.
     Layout,
     /// Gather.
     Index,
     /// Operations whose output shape depends on the data (run on the host).
     Host,
-    /// Sampling at computed coordinates: grid sampling, region pooling.
+    /// Resampling and sampling at computed coordinates: resize, grid sampling, region pooling.
     Sample,
     /// Recurrent layers (LSTM, GRU, RNN).
     Recurrent,
@@ -396,8 +405,7 @@ impl Op {
             | Op::Reshape { .. }
             | Op::Transpose { .. }
             | Op::Pad { .. }
-            | Op::Expand { .. }
-            | Op::Resize(_) => OpFamily::Layout,
+            | Op::Expand { .. } => OpFamily::Layout,
             Op::Gather { .. } => OpFamily::Index,
             Op::NonZero
             | Op::NonMaxSuppression(_)
@@ -410,6 +418,7 @@ impl Op {
             // [conv-pool] begin
             // [conv-pool] end
             // [sample] begin
+            Op::Resize(_) | Op::GridSample(_) | Op::RoiAlign(_) => OpFamily::Sample,
             // [sample] end
             // [recurrent] begin
             // [recurrent] end
@@ -423,8 +432,7 @@ impl Op {
     /// True for operations whose outputs hold input values moved, not computed (no rounding
     /// of 16-bit floats is needed after them).
     pub fn moves_values(&self) -> bool {
-        matches!(self.family(), OpFamily::Layout | OpFamily::Index) && !matches!(self, Op::Resize(_))
-            || matches!(self, Op::Where | Op::Cast { .. })
+        matches!(self.family(), OpFamily::Layout | OpFamily::Index) || matches!(self, Op::Where | Op::Cast { .. })
     }
 }
 

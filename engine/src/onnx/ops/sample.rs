@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::ops::{
     CoordMode, GridMode, GridPadding, GridSampleAttrs, NearestMode, Op, PadMode, ResizeAttrs, ResizeMode, RoiAlignAttrs,
 };
-use crate::tensor::{Tensor, numel};
+use crate::tensor::Tensor;
 
 pub(super) fn map(cx: &mut Ctx) -> Result<()> {
     let out = match cx.op() {
@@ -28,29 +28,24 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
 // Resize, Upsample
 // ---------------------------------------------------------------------------------------------
 
-/// What a Resize or Upsample node gives of its output: per resized axis a scale or a size,
-/// and the region of interest.
+/// What a Resize or Upsample node gives of its output: the axes it names and per axis a
+/// scale or a size.
 struct Request {
     axes: Vec<usize>,
     scales: Option<Vec<f64>>,
     sizes: Option<Vec<i64>>,
-    roi: Option<Vec<f64>>,
 }
 
 fn request(cx: &Ctx, rank: usize) -> Result<Request> {
     let nonempty = |v: Option<Vec<f64>>| v.filter(|v| !v.is_empty());
     let upsample = cx.op() == "Upsample";
-    let (scales, sizes, roi) = if upsample && cx.opset() < 9 {
+    let (scales, sizes) = if upsample && cx.opset() < 9 {
         let s = cx.attrs.floats("scales").ok_or_else(|| cx.err("needs the scales attribute"))?;
-        (Some(s.iter().map(|&v| v as f64).collect()), None, None)
+        (Some(s.iter().map(|&v| v as f64).collect()), None)
     } else if upsample || cx.opset() < 11 {
-        (nonempty(cx.floats(1, "scales")?), None, None)
+        (nonempty(cx.floats(1, "scales")?), None)
     } else {
-        (
-            nonempty(cx.floats(2, "scales")?),
-            cx.ints(3, "sizes")?.filter(|v| !v.is_empty()),
-            nonempty(cx.floats(1, "roi")?),
-        )
+        (nonempty(cx.floats(2, "scales")?), cx.ints(3, "sizes")?.filter(|v| !v.is_empty()))
     };
     let axes = match cx.attrs.ints("axes") {
         Some(ax) => {
@@ -65,7 +60,7 @@ fn request(cx: &Ctx, rank: usize) -> Result<Request> {
         }
         None => (0..rank).collect(),
     };
-    Ok(Request { axes, scales, sizes, roi })
+    Ok(Request { axes, scales, sizes })
 }
 
 fn resize(cx: &mut Ctx) -> Result<V> {
@@ -161,7 +156,9 @@ fn resize(cx: &mut Ctx) -> Result<V> {
     };
     let mut roi = vec![(0.0, 1.0); rank];
     if coord == CoordMode::TfCropAndResize {
-        let r = req.roi.as_ref().ok_or_else(|| cx.err("tf_crop_and_resize needs the roi input"))?;
+        // The region matters to this mode only (elsewhere it may be absent or empty).
+        let r = cx.floats(1, "roi")?.filter(|r| !r.is_empty());
+        let r = r.ok_or_else(|| cx.err("tf_crop_and_resize needs the roi input"))?;
         if r.len() != 2 * n {
             return Err(cx.err(format!("roi {r:?} must hold a start and an end per resized axis ({n} axes)")));
         }
@@ -268,7 +265,13 @@ fn affine_grid(cx: &mut Ctx) -> Result<V> {
         return Err(cx.err(format!("theta must be a float tensor, it is {}", cx.dtype(&theta))));
     }
     let align = cx.attrs.i("align_corners", 0) != 0;
-    let positions = numel(&spatial);
+    // The base grid is a constant of (r + 1) * positions values: capped as folded constants are.
+    let positions = spatial
+        .iter()
+        .try_fold(r + 1, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= 1 << 28)
+        .ok_or_else(|| cx.err(format!("size {size:?} makes a base grid of more than 2^28 values")))?
+        / (r + 1);
     // Row k holds coordinate k (the last spatial axis first), the last row ones.
     let mut base = vec![1.0f64; (r + 1) * positions];
     let mut index = vec![0usize; r];
@@ -344,4 +347,151 @@ fn center_crop_pad(cx: &mut Ctx) -> Result<V> {
         y = cx.add1(Op::Pad { pads, mode: PadMode::Constant(0.0) }, &[y])?;
     }
     Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use crate::onnx::proto::*;
+    use crate::onnx::{ImportOptions, load_bytes};
+    use crate::tensor::{DType, Tensor};
+
+    fn value(name: &str, dims: &[i64]) -> ValueInfoProto {
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                tensor_type: Some(TensorTypeProto {
+                    elem_type: data_type::FLOAT,
+                    shape: Some(TensorShapeProto {
+                        dim: dims.iter().map(|&d| Dimension { value: Some(DimValue::Value(d)) }).collect(),
+                    }),
+                }),
+            }),
+        }
+    }
+
+    fn attr(name: &str, f: impl FnOnce(&mut AttributeProto)) -> AttributeProto {
+        let mut a = AttributeProto { name: name.into(), ..Default::default() };
+        f(&mut a);
+        a
+    }
+
+    fn tensor(name: &str, data_type: i32, dims: usize, raw: Vec<u8>) -> TensorProto {
+        TensorProto { dims: vec![dims as i64], data_type, name: name.into(), raw_data: raw, ..Default::default() }
+    }
+
+    fn int64s(name: &str, v: &[i64]) -> TensorProto {
+        tensor(name, data_type::INT64, v.len(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+
+    fn floats(name: &str, v: &[f32]) -> TensorProto {
+        tensor(name, data_type::FLOAT, v.len(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+
+    /// A model of one Resize node on x `[1, 2, 3, 4]` at `opset`.
+    fn resize_model(inputs: &[&str], attrs: Vec<AttributeProto>, inits: Vec<TensorProto>, opset: i64) -> Vec<u8> {
+        let node = NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec!["y".into()],
+            name: "resize".into(),
+            op_type: "Resize".into(),
+            domain: String::new(),
+            attribute: attrs,
+        };
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto { domain: String::new(), version: opset }],
+            producer_name: "test".into(),
+            producer_version: String::new(),
+            graph: Some(GraphProto {
+                node: vec![node],
+                name: "resize".into(),
+                initializer: inits,
+                input: vec![value("x", &[1, 2, 3, 4])],
+                output: vec![value("y", &[])],
+                value_info: vec![],
+            }),
+        }
+        .encode_to_vec()
+    }
+
+    /// Imports and runs a model with the reference at batch `n`: the output or the error text.
+    fn run(bytes: &[u8], n: usize) -> Result<Tensor, String> {
+        let model = load_bytes(bytes, "resize.onnx", None, &ImportOptions::default()).map_err(|e| e.to_string())?;
+        let x = Tensor::from_f64_as(DType::F32, vec![n, 2, 3, 4], (0..n * 24).map(|i| i as f64).collect()).unwrap();
+        crate::reference::run_model(&model, &[x]).map(|mut o| o.remove(0)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_size_of_the_exported_batch_follows_the_run() {
+        let bytes = resize_model(&["x", "", "", "sizes"], vec![], vec![int64s("sizes", &[1, 2, 6, 8])], 13);
+        assert_eq!(run(&bytes, 1).unwrap().shape(), &[1, 2, 6, 8]);
+        let y = run(&bytes, 3).unwrap();
+        assert_eq!(y.shape(), &[3, 2, 6, 8]);
+        // Nearest 2x: sample 2 of the output is the upsampled sample 2 of the input.
+        assert_eq!(y.to_f64s()[2 * 96], 48.0);
+    }
+
+    #[test]
+    fn resize_requests_that_cannot_be_met_are_errors_naming_them() {
+        let s = |v: &str| attr("x", |a| a.s = v.as_bytes().to_vec());
+        let named = |name: &str, mut a: AttributeProto| {
+            a.name = name.into();
+            a
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                resize_model(
+                    &["x", "", "scales", "sizes"],
+                    vec![],
+                    vec![floats("scales", &[1., 1., 2., 2.]), int64s("sizes", &[1, 2, 6, 8])],
+                    13,
+                ),
+                "both scales and sizes",
+            ),
+            (resize_model(&["x"], vec![], vec![], 13), "needs scales or sizes"),
+            (
+                resize_model(
+                    &["x", "", "scales"],
+                    vec![named("mode", s("area"))],
+                    vec![floats("scales", &[1., 1., 2., 2.])],
+                    13,
+                ),
+                "mode 'area'",
+            ),
+            (
+                resize_model(
+                    &["x", "scales"],
+                    vec![named("mode", s("cubic"))],
+                    vec![floats("scales", &[1., 1., 2., 2.])],
+                    10,
+                ),
+                "mode 'cubic'",
+            ),
+            (
+                resize_model(
+                    &["x", "", "scales"],
+                    vec![named("coordinate_transformation_mode", s("tf_crop_and_resize"))],
+                    vec![floats("scales", &[1., 1., 2., 2.])],
+                    13,
+                ),
+                "needs the roi input",
+            ),
+            (resize_model(&["x", "", "scales"], vec![], vec![floats("scales", &[2., 2.])], 13), "2 scales for 4 axes"),
+            (
+                resize_model(
+                    &["x", "", "", "sizes"],
+                    vec![named("keep_aspect_ratio_policy", s("fit"))],
+                    vec![int64s("sizes", &[1, 2, 6, 8])],
+                    18,
+                ),
+                "keep_aspect_ratio_policy 'fit'",
+            ),
+        ];
+        for (bytes, want) in cases {
+            let e = run(&bytes, 1).expect_err(want);
+            assert!(e.contains(want), "{e} does not say {want}");
+        }
+    }
 }

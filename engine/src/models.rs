@@ -195,10 +195,9 @@ impl Builder {
         let w = self.weight("classifier.weight", vec![5, 32, 1, 1], 32);
         let b = self.weight("classifier.bias", vec![5], 32);
         let logits = self.g.conv("classifier", f, w, Some(b), ConvAttrs::default())?;
-        let h = self.g.shape(logits)[2];
-        let s = size as f32 / h as f32;
-        let attrs =
-            ResizeAttrs { mode: ResizeMode::Linear, coord: CoordMode::HalfPixel, out_hw: [size, size], scales: [s, s] };
+        let shape = self.g.shape(logits).to_vec();
+        let sizes = [shape[0], shape[1], size, size];
+        let attrs = ResizeAttrs::to_sizes(ResizeMode::Linear, CoordMode::HalfPixel, &shape, &sizes);
         let up = self.g.add("upsample", Op::Resize(attrs), vec![logits])?;
         self.g.add("softmax", Op::Softmax { axis: 1, kind: SoftmaxKind::Softmax }, vec![up])
     }

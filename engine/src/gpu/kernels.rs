@@ -22,7 +22,7 @@ pub enum Family {
     Reduce,
     /// norm.wgsl: batch_norm, lrn.
     Norm,
-    /// layout.wgsl: strided_copy, pad, resize.
+    /// layout.wgsl: strided_copy, pad.
     Layout,
     /// index.wgsl: gather, gather_elements, gather_nd, scatter_elements, scatter_nd,
     /// tensor_scatter, one_hot, trilu, reverse_sequence.
@@ -32,7 +32,7 @@ pub enum Family {
     /// convert.wgsl: fp16 packing of boundary tensors (unpack_f16, pack_f16), casts
     /// (cast_f2i, cast_i2i, cast_i2f, cast_f2f) and 16-bit rounding (round16).
     Convert,
-    /// sample.wgsl: sampling at computed coordinates.
+    /// sample.wgsl: resample, resample_nearest (resize), grid_sample, roi_align.
     Sample,
     /// recurrent.wgsl: recurrent layers (lstm_cell, gru_reset, gru_cell, rnn_cell, pack_r,
     /// init_state, finish_state).
@@ -189,7 +189,7 @@ mod tests {
             (Family::Pool, &["pool2d"]),
             (Family::Reduce, &["reduce", "arg_reduce", "softmax", "layer_norm", "cumulative", "top_k"]),
             (Family::Norm, &["batch_norm", "lrn"]),
-            (Family::Layout, &["strided_copy", "pad", "resize"]),
+            (Family::Layout, &["strided_copy", "pad"]),
             (
                 Family::Index,
                 &[
@@ -206,7 +206,7 @@ mod tests {
             ),
             (Family::Naive, &["naive_conv2d", "naive_matmul"]),
             (Family::Convert, &["unpack_f16", "pack_f16", "cast_f2i", "cast_i2i", "cast_i2f", "cast_f2f", "round16"]),
-            (Family::Sample, &[]),
+            (Family::Sample, &["resample", "resample_nearest", "grid_sample", "roi_align"]),
             (
                 Family::Recurrent,
                 &["lstm_cell", "gru_reset", "gru_cell", "rnn_cell", "pack_r", "init_state", "finish_state"],

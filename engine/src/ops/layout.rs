@@ -1,10 +1,9 @@
 //! Data movement of `shaders/layout.wgsl`: concatenation, split, slice, reshape, transpose,
-//! padding, expansion (broadcast copy) and spatial resize. Every operation but resize works
-//! on any element type.
+//! padding and expansion (broadcast copy), on any element type.
 
 use std::collections::HashSet;
 
-use super::{Check, In, Infer, Op, broadcast, check_axis, positive};
+use super::{Check, In, Infer, Op, broadcast, check_axis};
 use crate::tensor::numel;
 
 /// Padding modes of Pad.
@@ -18,58 +17,6 @@ pub enum PadMode {
     Edge,
     /// Wrap around (the opposite edge's values).
     Wrap,
-}
-
-/// How a nearest-neighbour resize rounds the source coordinate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NearestMode {
-    /// Round half down.
-    RoundPreferFloor,
-    /// Round half up.
-    RoundPreferCeil,
-    /// Floor.
-    Floor,
-    /// Ceil.
-    Ceil,
-}
-
-/// How a resize maps output to input coordinates (ONNX coordinate_transformation_mode).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CoordMode {
-    /// (x + 0.5) / scale - 0.5
-    HalfPixel,
-    /// like half_pixel, but 0 when the output length is 1
-    PytorchHalfPixel,
-    /// x * (in - 1) / (out - 1)
-    AlignCorners,
-    /// x / scale
-    Asymmetric,
-    /// (x + 0.5) / scale (nearest only, TensorFlow style)
-    TfHalfPixelForNn,
-    /// half_pixel with the scale computed from the sizes (ONNX half_pixel_symmetric)
-    HalfPixelSymmetric,
-}
-
-/// Resize interpolation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResizeMode {
-    /// Nearest neighbour.
-    Nearest(NearestMode),
-    /// Bilinear.
-    Linear,
-}
-
-/// Attributes of a spatial resize of [N, C, H, W].
-#[derive(Clone, Debug, PartialEq)]
-pub struct ResizeAttrs {
-    /// Interpolation.
-    pub mode: ResizeMode,
-    /// Coordinate mapping.
-    pub coord: CoordMode,
-    /// Output height and width.
-    pub out_hw: [usize; 2],
-    /// Scale factors (h, w) used by the coordinate mapping; out/in when sizes were given.
-    pub scales: [f32; 2],
 }
 
 /// Normalised slice of one axis: (start, step, length) with ONNX clamping.
@@ -206,20 +153,6 @@ pub(super) fn infer(op: &Op, ins: &[In]) -> Infer {
                 return Err(format!("{:?} does not broadcast to {shape:?}", c.shape(0)));
             }
             Ok(vec![(c.dtype(0), out)])
-        }
-        Op::Resize(a) => {
-            c.arity(1, 1)?;
-            c.need_float(0, "input")?;
-            c.need_rank(0, 4, "input")?;
-            positive(&a.out_hw, "output size")?;
-            if a.scales.iter().any(|s| s.is_nan() || *s <= 0.0) {
-                return Err(format!("scales {:?} must be positive", a.scales));
-            }
-            if a.coord == CoordMode::TfHalfPixelForNn && a.mode == ResizeMode::Linear {
-                return Err("tf_half_pixel_for_nn applies to nearest mode only".into());
-            }
-            let x = c.shape(0);
-            Ok(vec![(c.dtype(0), vec![x[0], x[1], a.out_hw[0], a.out_hw[1]])])
         }
         _ => unreachable!("layout family"),
     }

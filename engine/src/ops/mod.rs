@@ -28,7 +28,7 @@ mod signal;
 pub use conv::{ConvAttrs, ConvTransposeAttrs};
 pub use elementwise::{Activation, BinaryOp};
 pub use host::NmsAttrs;
-pub use layout::{CoordMode, NearestMode, PadMode, ResizeAttrs, ResizeMode};
+pub use layout::PadMode;
 pub use matmul::GemmAttrs;
 pub use norm::LrnAttrs;
 pub use pool::{PoolAttrs, PoolKind};
@@ -40,6 +40,9 @@ pub use reduce::CumulativeKind;
 // [conv-pool] begin
 // [conv-pool] end
 // [sample] begin
+pub use sample::{
+    CoordMode, GridMode, GridPadding, GridSampleAttrs, NearestMode, ResizeAttrs, ResizeMode, RoiAlignAttrs,
+};
 // [sample] end
 // [recurrent] begin
 pub use recurrent::{
@@ -192,8 +195,6 @@ pub enum Op {
         /// The output shape.
         shape: Vec<usize>,
     },
-    /// Spatial resize of [N, C, H, W].
-    Resize(ResizeAttrs),
     /// Gather along an axis: data, indices (integers; negative ones count from the end).
     Gather {
         /// The axis of `data` indexed.
@@ -320,6 +321,12 @@ pub enum Op {
     // [conv-pool] begin
     // [conv-pool] end
     // [sample] begin
+    /// Resampling of any axes of a tensor of any rank (ONNX Resize and Upsample).
+    Resize(ResizeAttrs),
+    /// Sampling at the normalised positions of a grid: x, grid.
+    GridSample(GridSampleAttrs),
+    /// Average or max pooling of bilinear samples over regions: x, rois, batch_indices.
+    RoiAlign(RoiAlignAttrs),
     // [sample] end
     // [recurrent] begin
     /// A recurrent layer (ONNX LSTM, GRU, RNN): X, W, R and the optional inputs its
@@ -367,7 +374,6 @@ impl Op {
             Op::Transpose { .. } => "Transpose",
             Op::Pad { .. } => "Pad",
             Op::Expand { .. } => "Expand",
-            Op::Resize(_) => "Resize",
             Op::Gather { .. } => "Gather",
             Op::NonZero => "NonZero",
             Op::NonMaxSuppression(_) => "NonMaxSuppression",
@@ -391,6 +397,9 @@ impl Op {
             // [conv-pool] begin
             // [conv-pool] end
             // [sample] begin
+            Op::Resize(_) => "Resize",
+            Op::GridSample(_) => "GridSample",
+            Op::RoiAlign(_) => "RoiAlign",
             // [sample] end
             // [recurrent] begin
             Op::Recurrent(a) => a.cell.name(),
@@ -467,13 +476,13 @@ pub enum OpFamily {
     Reduce,
     /// Batch norm, LRN.
     Norm,
-    /// Data movement and resize.
+    /// Data movement.
     Layout,
     /// Gather.
     Index,
     /// Operations whose output shape depends on the data (run on the host).
     Host,
-    /// Sampling at computed coordinates: grid sampling, region pooling.
+    /// Resampling and sampling at computed coordinates: resize, grid sampling, region pooling.
     Sample,
     /// Recurrent layers (LSTM, GRU, RNN).
     Recurrent,
@@ -502,8 +511,7 @@ impl Op {
             | Op::Reshape { .. }
             | Op::Transpose { .. }
             | Op::Pad { .. }
-            | Op::Expand { .. }
-            | Op::Resize(_) => OpFamily::Layout,
+            | Op::Expand { .. } => OpFamily::Layout,
             Op::Gather { .. } => OpFamily::Index,
             Op::NonZero
             | Op::NonMaxSuppression(_)
@@ -526,6 +534,7 @@ impl Op {
             // [conv-pool] begin
             // [conv-pool] end
             // [sample] begin
+            Op::Resize(_) | Op::GridSample(_) | Op::RoiAlign(_) => OpFamily::Sample,
             // [sample] end
             // [recurrent] begin
             Op::Recurrent(_) => OpFamily::Recurrent,
@@ -540,8 +549,7 @@ impl Op {
     /// True for operations whose outputs hold input values moved, not computed (no rounding
     /// of 16-bit floats is needed after them).
     pub fn moves_values(&self) -> bool {
-        matches!(self.family(), OpFamily::Layout | OpFamily::Index) && !matches!(self, Op::Resize(_))
-            || matches!(self, Op::Where | Op::Cast { .. })
+        matches!(self.family(), OpFamily::Layout | OpFamily::Index) || matches!(self, Op::Where | Op::Cast { .. })
     }
 }
 

@@ -1,7 +1,7 @@
-//! Reference data movement; every operation but resize works on any element type.
+//! Reference data movement, on any element type.
 
-use super::{OpResult, broadcast_map, check_axis, dims4, floats, for_each_index, gather_axes, identity, make};
-use crate::ops::{CoordMode, NearestMode, Op, PadMode, ResizeAttrs, ResizeMode, slice_axis};
+use super::{OpResult, broadcast_map, check_axis, for_each_index, gather_axes, identity};
+use crate::ops::{Op, PadMode, slice_axis};
 use crate::tensor::{Tensor, numel, strides};
 
 pub(super) fn eval(op: &Op, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
@@ -22,7 +22,6 @@ pub(super) fn eval(op: &Op, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
         Op::Transpose { perm } => vec![transpose(one()?, perm)?],
         Op::Pad { pads, mode } => vec![pad(one()?, pads, *mode)?],
         Op::Expand { shape } => vec![expand(one()?, shape)?],
-        Op::Resize(a) => vec![resize(one()?, a)?],
         _ => unreachable!("layout family"),
     })
 }
@@ -164,98 +163,4 @@ fn pad(x: &Tensor, pads: &[(usize, usize)], mode: PadMode) -> OpResult<Tensor> {
         .collect();
     let fill = if let PadMode::Constant(v) = mode { v as f64 } else { 0.0 };
     gather_axes(x, &tables, fill)
-}
-
-/// Source coordinate of output coordinate `x_out` (ONNX coordinate_transformation_mode),
-/// computed in f32 like onnxruntime and the shaders.
-pub(crate) fn source_coord(mode: CoordMode, x_out: usize, scale: f32, in_len: usize, out_len: usize) -> f32 {
-    let x = x_out as f32;
-    match mode {
-        CoordMode::HalfPixel => (x + 0.5) / scale - 0.5,
-        CoordMode::HalfPixelSymmetric => {
-            let adjustment = out_len as f32 / (scale * in_len as f32);
-            let center = in_len as f32 / 2.0;
-            center * (1.0 - adjustment) + (x + 0.5) / scale - 0.5
-        }
-        CoordMode::PytorchHalfPixel => {
-            if out_len > 1 {
-                (x + 0.5) / scale - 0.5
-            } else {
-                0.0
-            }
-        }
-        CoordMode::AlignCorners => {
-            // The resized length in floating point (scale * input length), as ONNX defines it.
-            if out_len > 1 { x * (in_len - 1) as f32 / (scale * in_len as f32 - 1.0) } else { 0.0 }
-        }
-        CoordMode::Asymmetric => x / scale,
-        CoordMode::TfHalfPixelForNn => (x + 0.5) / scale,
-    }
-}
-
-/// Nearest source index of each output position of one axis.
-fn nearest_table(nm: NearestMode, coord: CoordMode, scale: f32, in_len: usize, out_len: usize) -> Vec<Option<usize>> {
-    (0..out_len)
-        .map(|o| {
-            let x = source_coord(coord, o, scale, in_len, out_len);
-            let r = match nm {
-                NearestMode::RoundPreferFloor => (x - 0.5).ceil(),
-                NearestMode::RoundPreferCeil => (x + 0.5).floor(),
-                NearestMode::Floor => x.floor(),
-                NearestMode::Ceil => x.ceil(),
-            };
-            Some((r as i64).clamp(0, in_len as i64 - 1) as usize)
-        })
-        .collect()
-}
-
-/// (i0, i1, fraction) of each output position of one axis for linear interpolation.
-fn linear_table(coord: CoordMode, scale: f32, in_len: usize, out_len: usize) -> Vec<(usize, usize, f64)> {
-    (0..out_len)
-        .map(|o| {
-            let x = source_coord(coord, o, scale, in_len, out_len).clamp(0.0, (in_len - 1) as f32);
-            let i0 = x.floor() as usize;
-            let i1 = (i0 + 1).min(in_len - 1);
-            (i0, i1, (x - i0 as f32) as f64)
-        })
-        .collect()
-}
-
-fn resize(x: &Tensor, a: &ResizeAttrs) -> OpResult<Tensor> {
-    let [n, c, h, w] = dims4(x, "input")?;
-    let [oh, ow] = a.out_hw;
-    if h == 0 || w == 0 || oh == 0 || ow == 0 {
-        return Err("input and output sizes must be >= 1".into());
-    }
-    if !(a.scales[0] > 0.0 && a.scales[1] > 0.0) {
-        return Err(format!("scales {:?} must be positive", a.scales));
-    }
-    match a.mode {
-        ResizeMode::Nearest(nm) => {
-            let tables = [
-                identity(n),
-                identity(c),
-                nearest_table(nm, a.coord, a.scales[0], h, oh),
-                nearest_table(nm, a.coord, a.scales[1], w, ow),
-            ];
-            gather_axes(x, &tables, 0.0)
-        }
-        ResizeMode::Linear => {
-            let ty = linear_table(a.coord, a.scales[0], h, oh);
-            let tx = linear_table(a.coord, a.scales[1], w, ow);
-            let xd = floats(x, "input")?;
-            let mut out = Vec::with_capacity(n * c * oh * ow);
-            for plane in xd.chunks(h * w) {
-                let at = |y: usize, x: usize| plane[y * w + x];
-                for &(y0, y1, fy) in &ty {
-                    for &(x0, x1, fx) in &tx {
-                        let top = at(y0, x0) * (1.0 - fx) + at(y0, x1) * fx;
-                        let bottom = at(y1, x0) * (1.0 - fx) + at(y1, x1) * fx;
-                        out.push(top * (1.0 - fy) + bottom * fy);
-                    }
-                }
-            }
-            make(x.dtype(), vec![n, c, oh, ow], out)
-        }
-    }
 }

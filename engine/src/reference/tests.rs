@@ -610,66 +610,6 @@ fn pad_modes() {
     assert_close(&pad1(&x, pads, PadMode::Constant(-1.0)), &[1, 3, 3], &[-1., -1., -1., 1., 2., -1., 3., 4., -1.], 0.0);
 }
 
-fn resize1(x: &Tensor, mode: ResizeMode, coord: CoordMode, out_hw: [usize; 2], scales: [f32; 2]) -> Tensor {
-    run1(x, |g, xi| g.add("resize", Op::Resize(ResizeAttrs { mode, coord, out_hw, scales }), vec![xi]).unwrap())
-}
-
-#[test]
-fn resize_nearest() {
-    // Batch 2, 2 channels: the same index pattern on every plane.
-    let x = seq(&[2, 2, 2, 2]);
-    let y = resize1(&x, ResizeMode::Nearest(NearestMode::Floor), CoordMode::Asymmetric, [4, 4], [2.0, 2.0]);
-    let plane = |a: f32, b: f32, c: f32, d: f32| vec![a, a, b, b, a, a, b, b, c, c, d, d, c, c, d, d];
-    let expected: Vec<f32> = (0..4)
-        .flat_map(|p| {
-            let o = 4.0 * p as f32;
-            plane(o + 1., o + 2., o + 3., o + 4.)
-        })
-        .collect();
-    assert_close(&y, &[2, 2, 4, 4], &expected, 0.0);
-
-    // One row [10, 20] to width 4. Asymmetric, scale 2: x_in = 0, .5, 1, 1.5.
-    let x = t(&[1, 1, 1, 2], &[10., 20.]);
-    let r = |nm, coord| resize1(&x, ResizeMode::Nearest(nm), coord, [1, 4], [1.0, 2.0]);
-    use CoordMode::*;
-    use NearestMode::*;
-    assert_close(&r(RoundPreferFloor, Asymmetric), &[1, 1, 1, 4], &[10., 10., 20., 20.], 0.0);
-    assert_close(&r(RoundPreferCeil, Asymmetric), &[1, 1, 1, 4], &[10., 20., 20., 20.], 0.0);
-    assert_close(&r(Floor, Asymmetric), &[1, 1, 1, 4], &[10., 10., 20., 20.], 0.0);
-    assert_close(&r(Ceil, Asymmetric), &[1, 1, 1, 4], &[10., 20., 20., 20.], 0.0);
-    // tf_half_pixel_for_nn: x_in = .25, .75, 1.25, 1.75.
-    assert_close(&r(RoundPreferFloor, TfHalfPixelForNn), &[1, 1, 1, 4], &[10., 20., 20., 20.], 0.0);
-    assert_close(&r(Floor, TfHalfPixelForNn), &[1, 1, 1, 4], &[10., 10., 20., 20.], 0.0);
-    assert_close(&r(Ceil, TfHalfPixelForNn), &[1, 1, 1, 4], &[20., 20., 20., 20.], 0.0);
-    // half_pixel: x_in = -.25, .25, .75, 1.25 (negative clamps to 0).
-    assert_close(&r(RoundPreferCeil, HalfPixel), &[1, 1, 1, 4], &[10., 10., 20., 20.], 0.0);
-    assert_close(&r(Ceil, HalfPixel), &[1, 1, 1, 4], &[10., 20., 20., 20.], 0.0);
-    // align_corners, 2 -> 4: x_in = 0, 1/3, 2/3, 1.
-    assert_close(&r(RoundPreferFloor, AlignCorners), &[1, 1, 1, 4], &[10., 10., 20., 20.], 0.0);
-}
-
-#[test]
-fn resize_bilinear() {
-    let x = t(&[1, 1, 2, 2], &[1., 2., 3., 4.]);
-    // align_corners: x_in = 0, 1/3, 2/3, 1 on both axes; out[i][j] = 1 + j/3 + 2i/3.
-    let y = resize1(&x, ResizeMode::Linear, CoordMode::AlignCorners, [4, 4], [2.0, 2.0]);
-    let expected: Vec<f32> = (0..16).map(|k| 1.0 + (k % 4) as f32 / 3.0 + 2.0 * (k / 4) as f32 / 3.0).collect();
-    assert_close(&y, &[1, 1, 4, 4], &expected, 1e-6);
-    // half_pixel: x_in = -.25, .25, .75, 1.25 clamped -> fractions 0, .25, .75, 1.
-    let y = resize1(&x, ResizeMode::Linear, CoordMode::HalfPixel, [4, 4], [2.0, 2.0]);
-    let f = [0.0, 0.25, 0.75, 1.0];
-    let expected: Vec<f32> = (0..16).map(|k| 1.0 + f[k % 4] + 2.0 * f[k / 4]).collect();
-    assert_close(&y, &[1, 1, 4, 4], &expected, 1e-6);
-    // Down to 1x1: half_pixel reads (0.5, 0.5), the mean; pytorch_half_pixel reads (0, 0).
-    let y = resize1(&x, ResizeMode::Linear, CoordMode::HalfPixel, [1, 1], [0.5, 0.5]);
-    assert_close(&y, &[1, 1, 1, 1], &[2.5], 1e-6);
-    let y = resize1(&x, ResizeMode::Linear, CoordMode::PytorchHalfPixel, [1, 1], [0.5, 0.5]);
-    assert_close(&y, &[1, 1, 1, 1], &[1.0], 0.0);
-    // Asymmetric 2 -> 3 along w only, scale 1.5: x_in = 0, 2/3, 4/3 (clamped to 1).
-    let y = resize1(&x, ResizeMode::Linear, CoordMode::Asymmetric, [2, 3], [1.0, 1.5]);
-    assert_close(&y, &[1, 1, 2, 3], &[1., 1. + 2. / 3., 2., 3., 3. + 2. / 3., 4.], 1e-6);
-}
-
 #[test]
 fn reduce_mean_axes() {
     let x = seq(&[1, 2, 3]);

@@ -793,32 +793,6 @@ fn expand_broadcasts_to_a_shape() {
 }
 
 #[test]
-fn resize_nearest_and_bilinear_every_coordinate_mode() {
-    let coords = [CoordMode::HalfPixel, CoordMode::PytorchHalfPixel, CoordMode::AlignCorners, CoordMode::Asymmetric];
-    let nearest = [NearestMode::RoundPreferFloor, NearestMode::RoundPreferCeil, NearestMode::Floor, NearestMode::Ceil];
-    let mut case = 0u64;
-    for (in_hw, out_hw) in [([4, 5], [8, 10]), ([7, 3], [3, 7]), ([5, 5], [1, 9])] {
-        let scales = [out_hw[0] as f32 / in_hw[0] as f32, out_hw[1] as f32 / in_hw[1] as f32];
-        let mut modes: Vec<(ResizeMode, CoordMode)> = coords.iter().map(|&c| (ResizeMode::Linear, c)).collect();
-        for (i, &nm) in nearest.iter().enumerate() {
-            modes.push((ResizeMode::Nearest(nm), coords[i]));
-        }
-        modes.push((ResizeMode::Nearest(NearestMode::RoundPreferFloor), CoordMode::TfHalfPixelForNn));
-        for (mode, coord) in modes {
-            case += 1;
-            let graph = |n: usize| {
-                build(&format!("resize{case}"), |g| {
-                    let x = g.input("x", &[n, 2, in_hw[0], in_hw[1]]);
-                    let attrs = ResizeAttrs { mode, coord, out_hw, scales };
-                    Ok(vec![g.add("resize", Op::Resize(attrs), vec![x])?])
-                })
-            };
-            check(graph, BATCHES, TOL, case);
-        }
-    }
-}
-
-#[test]
 fn reduce_mean_over_axis_sets() {
     for (case, (axes, keepdims)) in [
         (vec![2, 3], true),

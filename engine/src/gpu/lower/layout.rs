@@ -1,10 +1,10 @@
-//! Data movement as strided copies of 32-bit words (any element type), padding, and resize.
+//! Data movement as strided copies of 32-bit words (any element type) and padding.
 
-use super::{Buf, Class, Ctx, Words, bstrides, class_of, istrides, node_err, rank6};
+use super::{Buf, Class, Ctx, Words, bstrides, class_of, istrides, rank6};
 use crate::error::Result;
 use crate::gpu::kernels::{Family, Kernel};
 use crate::graph::Node;
-use crate::ops::{CoordMode, NearestMode, Op, PadMode, ResizeMode, slice_axis};
+use crate::ops::{Op, PadMode, slice_axis};
 
 pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
     let x = node.inputs[0];
@@ -104,42 +104,6 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
             let xb = cx.buf(node, x)?;
             let groups = cx.groups(items);
             cx.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb)], groups, p.done());
-            Ok(())
-        }
-        Op::Resize(a) => {
-            if class_of(cx.dtype(x)) != Class::Float {
-                return Err(node_err(node, "resize needs a float tensor".into()));
-            }
-            let d = cx.shape(x);
-            let (h, w) = (d[2], d[3]);
-            let (linear, nearest) = match a.mode {
-                ResizeMode::Linear => (1, 0),
-                ResizeMode::Nearest(m) => (
-                    0,
-                    match m {
-                        NearestMode::RoundPreferFloor => 0,
-                        NearestMode::RoundPreferCeil => 1,
-                        NearestMode::Floor => 2,
-                        NearestMode::Ceil => 3,
-                    },
-                ),
-            };
-            let coord = match a.coord {
-                CoordMode::HalfPixel => 0,
-                CoordMode::PytorchHalfPixel => 1,
-                CoordMode::AlignCorners => 2,
-                CoordMode::Asymmetric => 3,
-                CoordMode::TfHalfPixelForNn => 4,
-                CoordMode::HalfPixelSymmetric => 5,
-            };
-            let kernel = Kernel::new(Family::Layout, "resize", &[("WG", cx.wg as u32)]);
-            let xb = cx.buf(node, x)?;
-            let items = d[0] * d[1] * a.out_hw[0] * a.out_hw[1];
-            let mut p = Words::new();
-            p.u(0, items).u(1, h).u(2, w).u(3, a.out_hw[0]).u(4, a.out_hw[1]).u(5, linear).u(6, nearest);
-            p.u(7, coord).f(8, a.scales[0]).f(9, a.scales[1]);
-            let groups = cx.groups(items);
-            cx.push(ni, kernel, vec![(3, Buf::Value(y)), (4, xb)], groups, p.done());
             Ok(())
         }
         _ => unreachable!("layout family"),

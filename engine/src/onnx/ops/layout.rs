@@ -1,12 +1,11 @@
 //! Data movement: Concat, Split (sizes as attribute before opset 13, as input after;
 //! num_outputs from 18), Slice (attributes before 10), Reshape (attribute before 5), Flatten,
 //! Transpose, Squeeze/Unsqueeze (axes as attribute before 13), Pad (attributes before 11,
-//! axes from 18, negative pads crop), Expand, Tile, DepthToSpace, SpaceToDepth, Resize and
-//! Upsample.
+//! axes from 18, negative pads crop), Expand, Tile, DepthToSpace and SpaceToDepth.
 
 use super::super::{Ctx, V};
 use crate::error::Result;
-use crate::ops::{CoordMode, NearestMode, Op, PadMode, ResizeAttrs, ResizeMode, broadcast};
+use crate::ops::{Op, PadMode, broadcast};
 
 pub(super) fn map(cx: &mut Ctx) -> Result<()> {
     let op = cx.op().to_string();
@@ -169,7 +168,6 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
             let t = cx.add1(Op::Transpose { perm }, &[r])?;
             cx.add1(Op::Reshape { shape: last }, &[t])?
         }
-        "Resize" | "Upsample" => resize(cx, x, &xs)?,
         other => return Err(cx.err(format!("{other} is not a layout op"))),
     };
     cx.set(0, out);
@@ -287,104 +285,4 @@ fn pad(cx: &mut Ctx, x: V, xs: &[usize]) -> Result<V> {
         y = cx.add1(op, &[y])?;
     }
     Ok(y)
-}
-
-fn resize(cx: &mut Ctx, x: V, d: &[usize]) -> Result<V> {
-    let op = cx.op().to_string();
-    if d.len() != 4 {
-        return Err(cx.err(format!("only 4-D [N, C, H, W] resizing is supported, the input is {d:?}")));
-    }
-    let (scales, sizes) = if op == "Upsample" {
-        let s = if cx.opset() < 9 {
-            cx.attrs.floats("scales").map(|v| v.iter().map(|&x| x as f64).collect())
-        } else {
-            cx.floats(1, "scales")?
-        };
-        (s, None)
-    } else if cx.opset() < 11 {
-        (cx.floats(1, "scales")?, None)
-    } else {
-        (cx.floats(2, "scales")?.filter(|v| !v.is_empty()), cx.ints(3, "sizes")?.filter(|v| !v.is_empty()))
-    };
-    let a = &cx.attrs;
-    if a.i("antialias", 0) != 0 {
-        return Err(cx.err("antialias is not supported"));
-    }
-    // Opset 18: scales/sizes may name only some axes.
-    let axes: Vec<usize> = match a.ints("axes") {
-        Some(ax) => super::axes(cx, &ax, 4)?,
-        None => (0..4).collect(),
-    };
-    let full = |v: &[f64], fill: f64| -> Result<Vec<f64>> {
-        if v.len() != axes.len() {
-            return Err(cx.err(format!("{} values for {} axes", v.len(), axes.len())));
-        }
-        let mut out = vec![fill; 4];
-        for (i, &ax) in axes.iter().enumerate() {
-            out[ax] = v[i];
-        }
-        Ok(out)
-    };
-    let (out_hw, sc) = match (scales, sizes) {
-        (_, Some(sz)) => {
-            let sz = full(&sz.iter().map(|&v| v as f64).collect::<Vec<_>>(), f64::NAN)?;
-            let sz: Vec<f64> = sz.iter().enumerate().map(|(i, &v)| if v.is_nan() { d[i] as f64 } else { v }).collect();
-            if sz[0] as usize != d[0] || sz[1] as usize != d[1] {
-                return Err(cx.err(format!("sizes {sz:?} must keep N and C ({}, {})", d[0], d[1])));
-            }
-            let (mut h, mut w) = (sz[2], sz[3]);
-            let mut scale = [h / d[2] as f64, w / d[3] as f64];
-            match a.s("keep_aspect_ratio_policy", "stretch").as_str() {
-                "stretch" => {}
-                policy @ ("not_larger" | "not_smaller") => {
-                    let s = if policy == "not_larger" { scale[0].min(scale[1]) } else { scale[0].max(scale[1]) };
-                    scale = [s, s];
-                    h = (s * d[2] as f64 + 0.5).floor();
-                    w = (s * d[3] as f64 + 0.5).floor();
-                }
-                other => {
-                    return Err(cx.err(format!(
-                        "keep_aspect_ratio_policy '{other}' is not one of stretch, not_larger, not_smaller"
-                    )));
-                }
-            }
-            ([h as usize, w as usize], [scale[0] as f32, scale[1] as f32])
-        }
-        (Some(s), None) => {
-            let s = full(&s, 1.0)?;
-            if s[0] != 1.0 || s[1] != 1.0 {
-                return Err(cx.err(format!("scales {s:?} must be [1, 1, sh, sw] (only spatial resizing is supported)")));
-            }
-            ([(d[2] as f64 * s[2]).floor() as usize, (d[3] as f64 * s[3]).floor() as usize], [s[2] as f32, s[3] as f32])
-        }
-        (None, None) => return Err(cx.err("needs scales or sizes")),
-    };
-    let mode = a.s("mode", "nearest");
-    let old = op == "Upsample" || cx.opset() < 11;
-    let coord = match a.s("coordinate_transformation_mode", if old { "asymmetric" } else { "half_pixel" }).as_str() {
-        "half_pixel" => CoordMode::HalfPixel,
-        "half_pixel_symmetric" => CoordMode::HalfPixelSymmetric,
-        "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
-        "align_corners" => CoordMode::AlignCorners,
-        "asymmetric" => CoordMode::Asymmetric,
-        "tf_half_pixel_for_nn" => CoordMode::TfHalfPixelForNn,
-        other => return Err(cx.err(format!("coordinate_transformation_mode '{other}' is not supported"))),
-    };
-    let rmode = match mode.as_str() {
-        "nearest" => {
-            ResizeMode::Nearest(match a.s("nearest_mode", if old { "floor" } else { "round_prefer_floor" }).as_str() {
-                "round_prefer_floor" => NearestMode::RoundPreferFloor,
-                "round_prefer_ceil" => NearestMode::RoundPreferCeil,
-                "floor" => NearestMode::Floor,
-                "ceil" => NearestMode::Ceil,
-                other => return Err(cx.err(format!("nearest_mode '{other}' is not supported"))),
-            })
-        }
-        "linear" | "bilinear" => ResizeMode::Linear,
-        other => return Err(cx.err(format!("mode '{other}' is not supported (nearest and linear are)"))),
-    };
-    if out_hw == [d[2], d[3]] && sc == [1.0, 1.0] {
-        return Ok(x);
-    }
-    cx.add1(Op::Resize(ResizeAttrs { mode: rmode, coord, out_hw, scales: sc }), &[x])
 }

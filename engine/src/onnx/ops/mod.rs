@@ -19,6 +19,7 @@ mod shape;
 // [conv-pool] begin
 // [conv-pool] end
 // [sample] begin
+mod sample;
 // [sample] end
 // [recurrent] begin
 mod recurrent;
@@ -143,7 +144,6 @@ pub(super) const SUPPORTED: &[&str] = &[
     "Flatten",
     "Pad",
     "Reshape",
-    "Resize",
     "Slice",
     "SpaceToDepth",
     "Split",
@@ -151,7 +151,6 @@ pub(super) const SUPPORTED: &[&str] = &[
     "Tile",
     "Transpose",
     "Unsqueeze",
-    "Upsample",
     // index
     "Gather",
     // host
@@ -185,6 +184,12 @@ pub(super) const SUPPORTED: &[&str] = &[
     // [conv-pool] begin
     // [conv-pool] end
     // [sample] begin
+    "AffineGrid",
+    "CenterCropPad",
+    "GridSample",
+    "Resize",
+    "RoiAlign",
+    "Upsample",
     // [sample] end
     // [recurrent] begin
     "GRU",
@@ -223,6 +228,8 @@ pub(super) fn min_inputs(op: &str, opset: i64) -> usize {
         // [conv-pool] begin
         // [conv-pool] end
         // [sample] begin
+        "GridSample" | "AffineGrid" | "CenterCropPad" => 2,
+        "RoiAlign" => 3,
         // [sample] end
         // [recurrent] begin
         "LSTM" | "GRU" | "RNN" => 3,
@@ -252,8 +259,8 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         | "LpNormalization"
         | "MeanVarianceNormalization"
         | "RMSNormalization" => norm::map(cx),
-        "Concat" | "DepthToSpace" | "Expand" | "Flatten" | "Pad" | "Reshape" | "Resize" | "Slice" | "SpaceToDepth"
-        | "Split" | "Squeeze" | "Tile" | "Transpose" | "Unsqueeze" | "Upsample" => layout::map(cx),
+        "Concat" | "DepthToSpace" | "Expand" | "Flatten" | "Pad" | "Reshape" | "Slice" | "SpaceToDepth" | "Split"
+        | "Squeeze" | "Tile" | "Transpose" | "Unsqueeze" => layout::map(cx),
         "Gather" => index::map(cx),
         "NonMaxSuppression" | "NonZero" | "TopK" | "Unique" => host::map(cx),
         "Constant" | "ConstantOfShape" | "Dropout" | "Identity" | "Range" | "Shape" | "Size" => shape::map(cx),
@@ -266,6 +273,7 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         // [conv-pool] begin
         // [conv-pool] end
         // [sample] begin
+        "AffineGrid" | "CenterCropPad" | "GridSample" | "Resize" | "RoiAlign" | "Upsample" => sample::map(cx),
         // [sample] end
         // [recurrent] begin
         "LSTM" | "GRU" | "RNN" => recurrent::map(cx),

@@ -37,7 +37,7 @@ pub enum Family {
     Recurrent,
     /// quant.wgsl: quantisation.
     Quant,
-    /// signal.wgsl: signal processing.
+    /// signal.wgsl: dft (DFT and STFT), det.
     Signal,
 }
 
@@ -194,7 +194,7 @@ mod tests {
             (Family::Sample, &[]),
             (Family::Recurrent, &[]),
             (Family::Quant, &[]),
-            (Family::Signal, &[]),
+            (Family::Signal, &["dft", "det"]),
         ];
         assert_eq!(entries.len(), Family::ALL.len());
         for &(family, names) in entries {

@@ -1,4 +1,4 @@
-//! Reference elementwise operations on every element type.
+//! Reference elementwise operations on every element type (bitwise ones on integers).
 
 use super::{OpResult, activate, broadcast, broadcast_map, make};
 use crate::ops::{Activation, BinaryOp, Op};
@@ -30,6 +30,14 @@ pub(super) fn eval(op: &Op, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
             let b = x.as_bool().ok_or_else(|| format!("input must be bool, it is {}", x.dtype()))?;
             bools(x.shape(), b.iter().map(|v| !v).collect())?
         }
+        Op::BitwiseNot => {
+            let x = one("BitwiseNot")?;
+            if !x.dtype().is_int() {
+                return Err(format!("BitwiseNot takes an integer tensor, it is {}", x.dtype()));
+            }
+            let v = x.to_i64s().into_iter().map(|v| !v).collect();
+            Tensor::from_i64(x.dtype(), x.shape().to_vec(), v).map_err(|e| e.to_string())?
+        }
         Op::Where => {
             if ins.len() != 3 {
                 return Err(format!("takes 3 inputs, got {}", ins.len()));
@@ -56,7 +64,7 @@ fn binary(a: &Tensor, b: &Tensor, op: BinaryOp, act: Option<Activation>) -> OpRe
     let exact_ints = (t.is_int() || t == DType::Bool) && (op != BinaryOp::Pow || b.dtype().is_int());
     if exact_ints {
         let (x, y) = (a.to_i64s(), b.to_i64s());
-        let v: Vec<i64> = a_map.iter().zip(&b_map).map(|(&i, &j)| op.apply_i64(x[i], y[j])).collect();
+        let v: Vec<i64> = a_map.iter().zip(&b_map).map(|(&i, &j)| op.apply_typed(x[i], y[j], t)).collect();
         return Tensor::from_i64(rt, shape, v).map_err(|e| e.to_string());
     }
     let (x, y) = (a.to_f64s(), b.to_f64s());

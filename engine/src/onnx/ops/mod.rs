@@ -25,6 +25,8 @@ mod shape;
 // [quant] begin
 // [quant] end
 // [misc] begin
+mod loss;
+mod signal;
 // [misc] end
 
 use super::Ctx;
@@ -177,6 +179,21 @@ pub(super) const SUPPORTED: &[&str] = &[
     // [quant] begin
     // [quant] end
     // [misc] begin
+    "BitShift",
+    "BitwiseAnd",
+    "BitwiseNot",
+    "BitwiseOr",
+    "BitwiseXor",
+    "SwiGLU",
+    "BlackmanWindow",
+    "DFT",
+    "Det",
+    "HammingWindow",
+    "HannWindow",
+    "MelWeightMatrix",
+    "STFT",
+    "NegativeLogLikelihoodLoss",
+    "SoftmaxCrossEntropyLoss",
     // [misc] end
 ];
 
@@ -210,6 +227,9 @@ pub(super) fn min_inputs(op: &str, opset: i64) -> usize {
         // [quant] begin
         // [quant] end
         // [misc] begin
+        "BitShift" | "BitwiseAnd" | "BitwiseOr" | "BitwiseXor" | "SwiGLU" | "STFT" => 2,
+        "MelWeightMatrix" => 5,
+        "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => 2,
         // [misc] end
         _ => 1,
     }
@@ -248,6 +268,10 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         // [quant] begin
         // [quant] end
         // [misc] begin
+        "DFT" | "STFT" | "HannWindow" | "HammingWindow" | "BlackmanWindow" | "MelWeightMatrix" | "Det" => {
+            signal::map(cx)
+        }
+        "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => loss::map(cx),
         // [misc] end
         _ => elementwise::map(cx),
     }

@@ -8,6 +8,8 @@
 //!
 //! Masks, windows and padding are usually constants: the bias they make is folded when the
 //! model is specialised, so the device runs the two products, the softmax and an add.
+//!
+//! RotaryEmbedding (opset 23) is built here too ([`rotary_embedding`]).
 
 use super::super::{Ctx, V};
 use crate::error::Result;
@@ -254,6 +256,118 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         let t = transpose(cx, y, vec![0, 2, 1, 3])?;
         let s = cx.shape(&t);
         y = reshape(cx, t, vec![s[0], s[1], s[2] * s[3]])?;
+    }
+    cx.set(0, y);
+    Ok(())
+}
+
+/// A slice of the last axis.
+fn last_axis_slice(cx: &mut Ctx, v: V, start: usize, end: usize, step: usize) -> Result<V> {
+    let axis = cx.rank(&v) - 1;
+    let op =
+        Op::Slice { axes: vec![axis], starts: vec![start as i64], ends: vec![end as i64], steps: vec![step as i64] };
+    cx.add1(op, &[v])
+}
+
+/// RotaryEmbedding (opset 23), built: the rotated part of each head (the first
+/// `rotary_embedding_dim` values, halves or interleaved pairs) turned by the angles of the
+/// cos/sin caches (rows picked by `position_ids`, a gather, when given; else caches already
+/// [batch, sequence, dim / 2]), the rest passed through. 3-D inputs [batch, sequence,
+/// hidden] are split into `num_heads` heads and joined back.
+pub(super) fn rotary_embedding(cx: &mut Ctx) -> Result<()> {
+    let (x, cos, sin) = (cx.need(0)?, cx.need(1)?, cx.need(2)?);
+    let xs = cx.shape(&x);
+    let dt = cx.dtype(&x);
+    if !dt.is_float() {
+        return Err(cx.err(format!("X must be a float tensor, it is {dt}")));
+    }
+    // Heads apart: [B, H, S, D] (4-D) or [B, S, H, D] (3-D, reshaped).
+    let (work, seq_axis) = match xs.len() {
+        4 => (x, 2),
+        3 => {
+            let heads = cx.attrs.i("num_heads", 0);
+            if heads <= 0 || !xs[2].is_multiple_of(heads as usize) {
+                return Err(cx.err(format!(
+                    "a 3-D input needs num_heads (> 0, dividing the hidden size {}), got {heads}",
+                    xs[2]
+                )));
+            }
+            let h = heads as usize;
+            (reshape(cx, x, vec![xs[0], xs[1], h, xs[2] / h])?, 1)
+        }
+        _ => return Err(cx.err(format!("X must be 3-D or 4-D, has shape {xs:?}"))),
+    };
+    let ws = cx.shape(&work);
+    let head = ws[3];
+    let rd = match cx.attrs.i("rotary_embedding_dim", 0) {
+        0 => head,
+        d if d > 0 && (d as usize) <= head && d % 2 == 0 => d as usize,
+        d => return Err(cx.err(format!("rotary_embedding_dim {d} must be even and at most the head size {head}"))),
+    };
+    if !rd.is_multiple_of(2) {
+        return Err(cx.err(format!("the rotated size {rd} must be even")));
+    }
+    let half = rd / 2;
+    // The angles, [B, S, half], then shaped to broadcast over the heads.
+    let pick = |cx: &mut Ctx, cache: V| -> Result<V> {
+        match cx.input(3) {
+            Some(pos) => cx.add1(Op::Gather { axis: 0 }, &[cache, pos]),
+            None => Ok(cache),
+        }
+    };
+    let (cos, sin) = (pick(cx, cos)?, pick(cx, sin)?);
+    let cs = cx.shape(&cos);
+    if cs.len() != 3 || cs[2] != half || cx.shape(&sin) != cs {
+        return Err(cx.err(format!(
+            "the caches must give [batch, sequence, {half}] angles (rows picked by position_ids when given); they \
+             give cos {cs:?}, sin {:?}",
+            cx.shape(&sin)
+        )));
+    }
+    let interleaved = cx.attrs.i("interleaved", 0) != 0;
+    let mut angle_shape = if seq_axis == 2 { vec![cs[0], 1, cs[1], half] } else { vec![cs[0], cs[1], 1, half] };
+    if interleaved {
+        angle_shape.push(1);
+    }
+    let cos = reshape(cx, cos, angle_shape.clone())?;
+    let sin = reshape(cx, sin, angle_shape)?;
+
+    let rotated = if rd == head { work.clone() } else { last_axis_slice(cx, work.clone(), 0, rd, 1)? };
+    let (x1, x2, pairs) = if interleaved {
+        // [.., half, 2]: the even and odd values of each pair.
+        let mut ps = ws.clone();
+        ps[3] = half;
+        ps.push(2);
+        let pairs = reshape(cx, rotated, ps)?;
+        let x1 = last_axis_slice(cx, pairs.clone(), 0, 1, 1)?;
+        let x2 = last_axis_slice(cx, pairs, 1, 2, 1)?;
+        (x1, x2, true)
+    } else {
+        let x1 = last_axis_slice(cx, rotated.clone(), 0, half, 1)?;
+        let x2 = last_axis_slice(cx, rotated, half, rd, 1)?;
+        (x1, x2, false)
+    };
+    let c1 = cx.binary(BinaryOp::Mul, cos.clone(), x1.clone())?;
+    let s2 = cx.binary(BinaryOp::Mul, sin.clone(), x2.clone())?;
+    let real = cx.binary(BinaryOp::Sub, c1, s2)?;
+    let s1 = cx.binary(BinaryOp::Mul, sin, x1)?;
+    let c2 = cx.binary(BinaryOp::Mul, cos, x2)?;
+    let imag = cx.binary(BinaryOp::Add, s1, c2)?;
+    let last = cx.rank(&real) - 1;
+    let mut turned = cx.add1(Op::Concat { axis: last }, &[real, imag])?;
+    if pairs {
+        let mut rs = ws.clone();
+        rs[3] = rd;
+        turned = reshape(cx, turned, rs)?;
+    }
+    let mut y = if rd == head {
+        turned
+    } else {
+        let rest = last_axis_slice(cx, work, rd, head, 1)?;
+        cx.add1(Op::Concat { axis: 3 }, &[turned, rest])?
+    };
+    if xs.len() == 3 {
+        y = reshape(cx, y, xs)?;
     }
     cx.set(0, y);
     Ok(())

@@ -25,8 +25,10 @@ mod shape;
 // [quant] begin
 // [quant] end
 // [misc] begin
+mod einsum;
 mod loss;
 mod signal;
+pub(super) mod training;
 // [misc] end
 
 use super::Ctx;
@@ -194,6 +196,8 @@ pub(super) const SUPPORTED: &[&str] = &[
     "STFT",
     "NegativeLogLikelihoodLoss",
     "SoftmaxCrossEntropyLoss",
+    "Einsum",
+    "RotaryEmbedding",
     // [misc] end
 ];
 
@@ -230,6 +234,7 @@ pub(super) fn min_inputs(op: &str, opset: i64) -> usize {
         "BitShift" | "BitwiseAnd" | "BitwiseOr" | "BitwiseXor" | "SwiGLU" | "STFT" => 2,
         "MelWeightMatrix" => 5,
         "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => 2,
+        "Adagrad" | "Adam" | "Momentum" | "RotaryEmbedding" => 3,
         // [misc] end
         _ => 1,
     }
@@ -272,6 +277,10 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
             signal::map(cx)
         }
         "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => loss::map(cx),
+        "Einsum" => einsum::map(cx),
+        "RotaryEmbedding" => attention::rotary_embedding(cx),
+        // The training domain's optimisers (parse.rs admits them by domain, not SUPPORTED).
+        "Adagrad" | "Adam" | "Momentum" => training::map(cx),
         // [misc] end
         _ => elementwise::map(cx),
     }

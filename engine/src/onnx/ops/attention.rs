@@ -49,6 +49,28 @@ fn batched_bias(
     Tensor::from_f64_as(dtype, vec![offsets.len(), 1, rows, cols], v)
 }
 
+/// Softmax over the last axis. Float16 and bfloat16 logits take the steps of the ONNX
+/// definition one by one, each rounded to the type (x - max, exp, the sum, the division), as
+/// the reference's 16-bit arithmetic does; wider types use the fused kernel (rounded once).
+fn softmax_last(cx: &mut Ctx, logits: V) -> Result<V> {
+    let axis = cx.rank(&logits) - 1;
+    let dt = cx.dtype(&logits);
+    if !matches!(dt, DType::F16 | DType::BF16) {
+        return cx.add1(Op::Softmax { axis, kind: SoftmaxKind::Softmax }, &[logits]);
+    }
+    let max =
+        cx.add1(Op::Reduce { kind: ReduceKind::Max, axes: vec![axis], keepdims: true }, std::slice::from_ref(&logits))?;
+    // A row of -inf only (every key masked) subtracts 0, not -inf (no NaN).
+    let masked = cx.add1(Op::IsInf { pos: false, neg: true }, std::slice::from_ref(&max))?;
+    let zero = cx.constant(Tensor::scalar(dt, 0.0));
+    let max = cx.add1(Op::Where, &[masked, zero, max])?;
+    let shifted = cx.binary(BinaryOp::Sub, logits, max)?;
+    let e = cx.add1(Op::Unary(Activation::Exp), &[shifted])?;
+    let sum =
+        cx.add1(Op::Reduce { kind: ReduceKind::Sum, axes: vec![axis], keepdims: true }, std::slice::from_ref(&e))?;
+    cx.binary(BinaryOp::Div, e, sum)
+}
+
 pub(super) fn map(cx: &mut Ctx) -> Result<()> {
     let (q, k, v) = (cx.need(0)?, cx.need(1)?, cx.need(2)?);
     let mask = cx.input(3);
@@ -226,8 +248,7 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         }
     }
     // A row with every key masked would softmax to NaN: its probabilities are 0.
-    let softmax_rank = cx.rank(&logits);
-    let mut probs = cx.add1(Op::Softmax { axis: softmax_rank - 1, kind: SoftmaxKind::Softmax }, &[logits])?;
+    let mut probs = softmax_last(cx, logits)?;
     if let Some(b) = bias {
         let brank = cx.rank(&b);
         let row_max = cx.add1(Op::Reduce { kind: ReduceKind::Max, axes: vec![brank - 1], keepdims: true }, &[b])?;

@@ -13,6 +13,16 @@
 //   4 frames   5 step   6 count   7 N   8 bins   9 out_parts   10 sign (f32)   11 scale (f32)
 //   12 window flag (binding 3 holds the window)
 // det parameter words: 0 matrices   1 M
+//
+// linear_attention: one invocation per (batch, key/value head, value column m) walks the
+// sequence with its state column S[:, m] (dk values, kept in the present-state output at
+// binding 4, first copied from the past state): decay by exp(g_t) (gated), the value
+// beta_t * (v_t[m] - S[:, m] . k_t) (delta) or v_t[m] written as S[:, m] += k_t * value,
+// then each query head of the group reads scale * q_t . S[:, m].
+//   parameter words: 0 items (B * kv heads * dv)   1 T   2 q heads   3 kv heads   4 dk
+//   5 dv   6 decay values per token and head (0: none, 1: per head, dk: per key value)
+//   7 beta values per token (0: none, 1: shared by the heads, kv heads: per head)
+//   8 scale (f32)
 
 override MODE: u32 = 0u;
 
@@ -21,6 +31,12 @@ override MODE: u32 = 0u;
 @group(0) @binding(3) var<storage, read> win: array<f32>;
 @group(0) @binding(4) var<storage, read_write> work: array<f32>;
 @group(0) @binding(5) var<storage, read> twiddles: array<f32>;
+@group(0) @binding(6) var<storage, read> la_q: array<f32>;
+@group(0) @binding(7) var<storage, read> la_k: array<f32>;
+@group(0) @binding(8) var<storage, read> la_v: array<f32>;
+@group(0) @binding(9) var<storage, read> la_past: array<f32>;
+@group(0) @binding(10) var<storage, read> la_decay: array<f32>;
+@group(0) @binding(11) var<storage, read> la_beta: array<f32>;
 
 // Complex sample t of line (o, i); zero past the end of the signal.
 fn sample(o: u32, t: u32, i: u32) -> vec2<f32> {
@@ -144,4 +160,70 @@ fn det(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
         }
     }
     out[b] = d;
+}
+
+@compute @workgroup_size(WG)
+fn linear_attention(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                    @builtin(local_invocation_index) lid: u32) {
+    let item = group_index(wid, nwg) * WG + lid;
+    if (item >= pu(0u)) {
+        return;
+    }
+    let steps = pu(1u);
+    let hq = pu(2u);
+    let hk = pu(3u);
+    let dk = pu(4u);
+    let dv = pu(5u);
+    let decay_width = pu(6u);
+    let beta_width = pu(7u);
+    let scale = pf(8u);
+    let m = item % dv;
+    let h = (item / dv) % hk;
+    let b = item / (dv * hk);
+    let group = hq / hk;
+    // S[d, m] lives at state + d * dv.
+    let state = (b * hk + h) * dk * dv + m;
+    for (var d = 0u; d < dk; d++) {
+        work[state + d * dv] = la_past[state + d * dv];
+    }
+    for (var t = 0u; t < steps; t++) {
+        let row = b * steps + t;
+        let key = (row * hk + h) * dk;
+        if (decay_width == 1u) {
+            let f = exp(la_decay[row * hk + h]);
+            for (var d = 0u; d < dk; d++) {
+                work[state + d * dv] *= f;
+            }
+        } else if (decay_width != 0u) {
+            for (var d = 0u; d < dk; d++) {
+                work[state + d * dv] *= exp(la_decay[key + d]);
+            }
+        }
+        var value = la_v[(row * hk + h) * dv + m];
+        if (beta_width != 0u) {
+            var retrieved = 0.0;
+            for (var d = 0u; d < dk; d++) {
+                retrieved += work[state + d * dv] * la_k[key + d];
+            }
+            var bt = 0.0;
+            if (beta_width == 1u) {
+                bt = la_beta[row];
+            } else {
+                bt = la_beta[row * hk + h];
+            }
+            value = bt * (value - retrieved);
+        }
+        for (var d = 0u; d < dk; d++) {
+            work[state + d * dv] += la_k[key + d] * value;
+        }
+        for (var g = 0u; g < group; g++) {
+            let head = h * group + g;
+            let query = (row * hq + head) * dk;
+            var o = 0.0;
+            for (var d = 0u; d < dk; d++) {
+                o += la_q[query + d] * work[state + d * dv];
+            }
+            out[(row * hq + head) * dv + m] = scale * o;
+        }
+    }
 }

@@ -37,7 +37,7 @@ pub enum Family {
     Recurrent,
     /// quant.wgsl: quantisation.
     Quant,
-    /// signal.wgsl: dft (DFT and STFT), det.
+    /// signal.wgsl: dft (DFT and STFT), det, linear_attention.
     Signal,
 }
 
@@ -194,7 +194,7 @@ mod tests {
             (Family::Sample, &[]),
             (Family::Recurrent, &[]),
             (Family::Quant, &[]),
-            (Family::Signal, &["dft", "det"]),
+            (Family::Signal, &["dft", "det", "linear_attention"]),
         ];
         assert_eq!(entries.len(), Family::ALL.len());
         for &(family, names) in entries {

@@ -45,7 +45,7 @@ pub use reduce::{ReduceKind, SoftmaxKind};
 // [quant] end
 // [misc] begin
 pub(crate) use signal::check_output_type as signal_check_output_type;
-pub use signal::{DftAttrs, StftAttrs, WindowKind};
+pub use signal::{DftAttrs, LinearAttentionAttrs, StftAttrs, WindowKind};
 // [misc] end
 
 use crate::tensor::{DType, Tensor};
@@ -266,6 +266,10 @@ pub enum Op {
     },
     /// Determinant of each square matrix over the last two axes.
     Det,
+    /// Linear attention's recurrence over the sequence (ONNX `LinearAttention`): query,
+    /// key, value [B, T, heads * size], the state [B, kv heads, key size, value size], then
+    /// the decay (gated rules) and beta (delta rules); output and the last state.
+    LinearAttention(LinearAttentionAttrs),
     // [misc] end
 }
 
@@ -329,6 +333,7 @@ impl Op {
             Op::Window { kind, .. } => kind.name(),
             Op::MelWeightMatrix { .. } => "MelWeightMatrix",
             Op::Det => "Det",
+            Op::LinearAttention(_) => "LinearAttention",
             // [misc] end
         }
     }
@@ -454,7 +459,12 @@ impl Op {
             // [quant] end
             // [misc] begin
             Op::BitwiseNot => OpFamily::Elementwise,
-            Op::Dft(_) | Op::Stft(_) | Op::Window { .. } | Op::MelWeightMatrix { .. } | Op::Det => OpFamily::Signal,
+            Op::Dft(_)
+            | Op::Stft(_)
+            | Op::Window { .. }
+            | Op::MelWeightMatrix { .. }
+            | Op::Det
+            | Op::LinearAttention(_) => OpFamily::Signal,
             // [misc] end
         }
     }

@@ -1,5 +1,6 @@
 //! Signal processing and small numerical kernels of `shaders/signal.wgsl`: discrete and
-//! short-time Fourier transforms, window functions, the mel filter bank and determinants.
+//! short-time Fourier transforms, window functions, the mel filter bank, determinants and the
+//! causal recurrence of linear attention (a scan over the sequence, as an IIR filter is).
 //! Attributes and shape and type inference.
 //!
 //! Complex values are held as ONNX holds them: a last axis of size 2 (real, imaginary); a
@@ -92,6 +93,21 @@ impl WindowKind {
     }
 }
 
+/// Attributes of linear attention's recurrence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearAttentionAttrs {
+    /// Query heads (a multiple of the key/value heads, each state shared by a group).
+    pub q_heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Output scale.
+    pub scale: f32,
+    /// The state decays by exp(decay) before each update (an input follows the state).
+    pub gated: bool,
+    /// Delta rule: the value written is beta * (v - S^T k) (beta is the last input).
+    pub delta: bool,
+}
+
 /// Checks a signal of complex parts: rank >= 2, float, last axis 1 or 2.
 fn complex_signal(c: &Check, i: usize, what: &str) -> std::result::Result<usize, String> {
     c.need_float(i, what)?;
@@ -157,6 +173,7 @@ pub(super) fn infer(op: &Op, ins: &[In]) -> Infer {
             }
             Ok(vec![(c.dtype(0), s[..s.len() - 2].to_vec())])
         }
+        Op::LinearAttention(a) => linear_attention(&c, a),
         Op::Window { .. } | Op::MelWeightMatrix { .. } => Err(format!(
             "{} has an output whose shape depends on its input values; it runs on the host between device graphs",
             op.name()
@@ -169,4 +186,52 @@ pub(super) fn infer(op: &Op, ins: &[In]) -> Infer {
 /// truncate the values).
 pub(crate) fn check_output_type(t: DType) -> std::result::Result<(), String> {
     if t == DType::Bool { Err("output_datatype must be a numeric type, it is bool".into()) } else { Ok(()) }
+}
+
+/// [B, T, heads * size] inputs, the state, the decay and beta of linear attention.
+fn linear_attention(c: &Check, a: &LinearAttentionAttrs) -> Infer {
+    let want = 4 + a.gated as usize + a.delta as usize;
+    c.arity(want, want)?;
+    for (i, what) in [(0, "query"), (1, "key"), (2, "value"), (3, "state")] {
+        c.need_float(i, what)?;
+    }
+    if a.q_heads == 0 || a.kv_heads == 0 || !a.q_heads.is_multiple_of(a.kv_heads) {
+        return Err(format!("q_num_heads {} must be a positive multiple of kv_num_heads {}", a.q_heads, a.kv_heads));
+    }
+    let (q, k, v) = (c.shape(0), c.shape(1), c.shape(2));
+    if q.len() != 3 || k.len() != 3 || v.len() != 3 || k[..2] != q[..2] || v[..2] != q[..2] {
+        return Err(format!("query {q:?}, key {k:?} and value {v:?} must be [B, T, heads * size] alike"));
+    }
+    if !q[2].is_multiple_of(a.q_heads) || !k[2].is_multiple_of(a.kv_heads) || !v[2].is_multiple_of(a.kv_heads) {
+        return Err(format!("the heads do not divide query {q:?}, key {k:?} or value {v:?}"));
+    }
+    let (dk, dv) = (q[2] / a.q_heads, v[2] / a.kv_heads);
+    if k[2] / a.kv_heads != dk {
+        return Err(format!("key heads hold {} values, query heads {dk}", k[2] / a.kv_heads));
+    }
+    let (b, t) = (q[0], q[1]);
+    if c.shape(3) != [b, a.kv_heads, dk, dv] {
+        return Err(format!("the state must have shape {:?}, has {:?}", [b, a.kv_heads, dk, dv], c.shape(3)));
+    }
+    let mut next = 4;
+    if a.gated {
+        let g = c.shape(next);
+        c.need_float(next, "decay")?;
+        if g.len() != 3 || g[..2] != [b, t] || !(g[2] == a.kv_heads || g[2] == a.kv_heads * dk) {
+            return Err(format!(
+                "decay must be [{b}, {t}, {}] or [{b}, {t}, {}], has {g:?}",
+                a.kv_heads,
+                a.kv_heads * dk
+            ));
+        }
+        next += 1;
+    }
+    if a.delta {
+        let be = c.shape(next);
+        c.need_float(next, "beta")?;
+        if be.len() != 3 || be[..2] != [b, t] || !(be[2] == a.kv_heads || be[2] == 1) {
+            return Err(format!("beta must be [{b}, {t}, {}] or [{b}, {t}, 1], has {be:?}", a.kv_heads));
+        }
+    }
+    Ok(vec![(c.dtype(0), vec![b, t, a.q_heads * dv]), (c.dtype(3), vec![b, a.kv_heads, dk, dv])])
 }

@@ -1,10 +1,10 @@
 //! Reference signal processing and small numerical kernels: DFT (forward, inverse, one-sided,
 //! the inverse of a one-sided spectrum), STFT, window functions, the mel filter bank and
-//! determinants (LU with partial pivoting), in f64 with twiddle angles reduced exactly
-//! (k * n mod N) before the sine and cosine.
+//! determinants (LU with partial pivoting), linear attention's recurrence, in f64 with
+//! twiddle angles reduced exactly (k * n mod N) before the sine and cosine.
 
 use super::{OpResult, floats, make};
-use crate::ops::{DftAttrs, Op, StftAttrs, WindowKind, signal_check_output_type};
+use crate::ops::{DftAttrs, LinearAttentionAttrs, Op, StftAttrs, WindowKind, signal_check_output_type};
 use crate::tensor::{DType, Tensor};
 
 pub(super) fn eval(op: &Op, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
@@ -15,6 +15,9 @@ pub(super) fn eval(op: &Op, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
             Ok(())
         }
     };
+    if let Op::LinearAttention(a) = op {
+        return linear_attention(ins, a);
+    }
     Ok(vec![match op {
         Op::Dft(a) => {
             arity(1, 1)?;
@@ -278,6 +281,72 @@ pub(crate) fn lu_det(a: &mut [f64], m: usize) -> f64 {
         }
     }
     d
+}
+
+/// Linear attention, token by token: per key/value head the state S [dk, dv] decays by
+/// exp(g_t) (gated), takes k_t (x) v'_t with v'_t = beta_t (v_t - S^T k_t) (delta) or v_t,
+/// and each query head of its group reads scale * q_t^T S.
+fn linear_attention(ins: &[&Tensor], a: &LinearAttentionAttrs) -> OpResult<Vec<Tensor>> {
+    let want = 4 + a.gated as usize + a.delta as usize;
+    if ins.len() != want {
+        return Err(format!("takes {want} inputs, got {}", ins.len()));
+    }
+    let (qs, vs) = (ins[0].shape(), ins[2].shape());
+    if qs.len() != 3 || vs.len() != 3 || a.kv_heads == 0 || !a.q_heads.is_multiple_of(a.kv_heads) {
+        return Err(format!("query {qs:?} and value {vs:?} must be [B, T, heads * size]"));
+    }
+    let (b, t) = (qs[0], qs[1]);
+    let (hq, hk) = (a.q_heads, a.kv_heads);
+    let (dk, dv) = (qs[2] / hq, vs[2] / hk);
+    let group = hq / hk;
+    let (q, k, v) = (floats(ins[0], "query")?, floats(ins[1], "key")?, floats(ins[2], "value")?);
+    let mut state = floats(ins[3], "state")?;
+    if state.len() != b * hk * dk * dv || k.len() != b * t * hk * dk {
+        return Err("the key or state does not match the heads".into());
+    }
+    let decay = if a.gated { Some((floats(ins[4], "decay")?, ins[4].shape()[2])) } else { None };
+    let beta = if a.delta { Some((floats(ins[want - 1], "beta")?, ins[want - 1].shape()[2])) } else { None };
+    let scale = a.scale as f64;
+    let mut out = vec![0.0; b * t * hq * dv];
+    for bi in 0..b {
+        for h in 0..hk {
+            let s = &mut state[(bi * hk + h) * dk * dv..(bi * hk + h + 1) * dk * dv];
+            for ti in 0..t {
+                let row = bi * t + ti;
+                let kt = &k[(row * hk + h) * dk..(row * hk + h + 1) * dk];
+                if let Some((g, width)) = &decay {
+                    for d in 0..dk {
+                        let gd = if *width == hk { g[row * hk + h] } else { g[(row * hk + h) * dk + d] };
+                        for m in 0..dv {
+                            s[d * dv + m] *= gd.exp();
+                        }
+                    }
+                }
+                let mut vt: Vec<f64> = v[(row * hk + h) * dv..(row * hk + h + 1) * dv].to_vec();
+                if let Some((be, width)) = &beta {
+                    let bt = if *width == 1 { be[row] } else { be[row * hk + h] };
+                    for (m, vm) in vt.iter_mut().enumerate() {
+                        let retrieved: f64 = (0..dk).map(|d| s[d * dv + m] * kt[d]).sum();
+                        *vm = bt * (*vm - retrieved);
+                    }
+                }
+                for d in 0..dk {
+                    for m in 0..dv {
+                        s[d * dv + m] += kt[d] * vt[m];
+                    }
+                }
+                for g in 0..group {
+                    let head = h * group + g;
+                    let qt = &q[(row * hq + head) * dk..(row * hq + head + 1) * dk];
+                    for m in 0..dv {
+                        let o: f64 = (0..dk).map(|d| qt[d] * s[d * dv + m]).sum();
+                        out[(row * hq + head) * dv + m] = scale * o;
+                    }
+                }
+            }
+        }
+    }
+    Ok(vec![make(ins[0].dtype(), vec![b, t, hq * dv], out)?, make(ins[3].dtype(), vec![b, hk, dk, dv], state)?])
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Lowering: signal processing and small numerical kernels. DFT and STFT run the `dft`
 //! kernel (one output bin per invocation), Det the `det` kernel (one matrix per invocation,
-//! eliminating in a scratch copy). Windows and mel filter banks never reach a device graph:
+//! eliminating in a scratch copy), LinearAttention the `linear_attention` kernel (one state
+//! column per invocation, walking the sequence). Windows and mel filter banks never reach a device graph:
 //! their sizes are their inputs' values (folded when constant, else a host step).
 
 use super::{Buf, Ctx, Words, node_err};
@@ -28,9 +29,9 @@ struct Walk {
 pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
     let (x, y) = (node.inputs[0], node.outputs[0]);
     let s = cx.shape(x);
-    let xb = cx.buf(node, x)?;
     match &node.op {
         Op::Dft(a) => {
+            let xb = cx.buf(node, x)?;
             let walk = Walk {
                 outer: s[..a.axis].iter().product(),
                 len: s[a.axis],
@@ -48,6 +49,7 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
             dft(cx, ni, node, &walk, xb, None);
         }
         Op::Stft(a) => {
+            let xb = cx.buf(node, x)?;
             let window = match node.inputs.get(1) {
                 Some(&w) => Some(cx.buf(node, w)?),
                 None => None,
@@ -69,6 +71,7 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
             dft(cx, ni, node, &walk, xb, window);
         }
         Op::Det => {
+            let xb = cx.buf(node, x)?;
             let m = s[s.len() - 1];
             let count: usize = s[..s.len() - 2].iter().product();
             let work = cx.scratch(format!("{}.lu", node.name), (count * m * m * 4) as u64);
@@ -76,6 +79,32 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
             let groups = cx.groups(count);
             let p = Words::new().u(0, count).u(1, m).done();
             cx.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb), (4, work)], groups, p);
+        }
+        Op::LinearAttention(a) => {
+            let (b, t) = (s[0], s[1]);
+            let (dk, dv) = (s[2] / a.q_heads, cx.shape(node.inputs[2])[2] / a.kv_heads);
+            let bufs: Vec<Buf> = node.inputs.iter().map(|&v| cx.buf(node, v)).collect::<Result<_>>()?;
+            let mut next = 4;
+            let decay = a.gated.then(|| {
+                next += 1;
+                (bufs[next - 1], cx.shape(node.inputs[next - 1])[2])
+            });
+            let beta = a.delta.then(|| (bufs[next], cx.shape(node.inputs[next])[2]));
+            let items = b * a.kv_heads * dv;
+            let mut p = Words::new();
+            p.u(0, items).u(1, t).u(2, a.q_heads).u(3, a.kv_heads).u(4, dk).u(5, dv);
+            // Decay per head (one value per token and head, checked first as ONNX does) or
+            // per key value.
+            let decay_width = decay.map_or(0, |d| if d.1 == a.kv_heads { 1 } else { dk });
+            p.u(6, decay_width).u(7, beta.map_or(0, |d| d.1)).f(8, a.scale);
+            let mut bindings = vec![(1, Buf::Value(y)), (4, Buf::Value(node.outputs[1]))];
+            bindings.extend([(6, bufs[0]), (7, bufs[1]), (8, bufs[2]), (9, bufs[3])]);
+            // Absent gates bind the query in their place (never read).
+            bindings.push((10, decay.map_or(bufs[0], |d| d.0)));
+            bindings.push((11, beta.map_or(bufs[0], |d| d.0)));
+            let kernel = Kernel::new(Family::Signal, "linear_attention", &[("WG", cx.wg as u32)]);
+            let groups = cx.groups(items);
+            cx.push(ni, kernel, bindings, groups, p.done());
         }
         other => {
             return Err(node_err(

@@ -9,7 +9,8 @@
 //! Masks, windows and padding are usually constants: the bias they make is folded when the
 //! model is specialised, so the device runs the two products, the softmax and an add.
 //!
-//! RotaryEmbedding (opset 23) is built here too ([`rotary_embedding`]).
+//! RotaryEmbedding (opset 23) is built here too ([`rotary_embedding`]); LinearAttention
+//! (opset 27) maps to the recurrence kernel of the signal family ([`linear_attention`]).
 
 use super::super::{Ctx, V};
 use crate::error::Result;
@@ -391,5 +392,58 @@ pub(super) fn rotary_embedding(cx: &mut Ctx) -> Result<()> {
         y = reshape(cx, y, xs)?;
     }
     cx.set(0, y);
+    Ok(())
+}
+
+/// LinearAttention (opset 27): the recurrence of its update rule (linear, gated, delta,
+/// gated_delta) as one device kernel over the sequence; an absent past state is zeros.
+pub(super) fn linear_attention(cx: &mut Ctx) -> Result<()> {
+    let (q, k, v) = (cx.need(0)?, cx.need(1)?, cx.need(2)?);
+    let (past, decay, beta) = (cx.input(3), cx.input(4), cx.input(5));
+    let heads = |name: &str| cx.attrs.has(name).then(|| cx.attrs.i(name, 0));
+    let (Some(hq), Some(hk)) = (heads("q_num_heads"), heads("kv_num_heads")) else {
+        return Err(cx.err("q_num_heads and kv_num_heads are required"));
+    };
+    if hq <= 0 || hk <= 0 || hq % hk != 0 {
+        return Err(cx.err(format!("q_num_heads {hq} must be a positive multiple of kv_num_heads {hk}")));
+    }
+    let rule = cx.attrs.s("update_rule", "gated_delta");
+    let (gated, delta) = match rule.as_str() {
+        "linear" => (false, false),
+        "gated" => (true, false),
+        "delta" => (false, true),
+        "gated_delta" => (true, true),
+        other => return Err(cx.err(format!("update_rule '{other}' is not linear, gated, delta or gated_delta"))),
+    };
+    if gated != decay.is_some() {
+        return Err(cx.err(format!("update_rule '{rule}' {} the decay input", if gated { "needs" } else { "forbids" })));
+    }
+    if delta != beta.is_some() {
+        return Err(cx.err(format!("update_rule '{rule}' {} the beta input", if delta { "needs" } else { "forbids" })));
+    }
+    let (qs, vs) = (cx.shape(&q), cx.shape(&v));
+    if qs.len() != 3 || vs.len() != 3 {
+        return Err(cx.err(format!("query {qs:?} and value {vs:?} must be [B, T, heads * size]")));
+    }
+    let (hq, hk) = (hq as usize, hk as usize);
+    let dk = qs[2] / hq;
+    let dv = vs[2] / hk;
+    let scale = match cx.attrs.f("scale", 0.0) {
+        0.0 => 1.0 / (dk.max(1) as f32).sqrt(),
+        s => s,
+    };
+    let dt = cx.dtype(&q);
+    let past = match past {
+        Some(p) => p,
+        None => cx.constant(Tensor::zeros_of(dt, vec![qs[0], hk, dk, dv])),
+    };
+    let mut ins = vec![q, k, v, past];
+    ins.extend(decay);
+    ins.extend(beta);
+    let attrs = crate::ops::LinearAttentionAttrs { q_heads: hq, kv_heads: hk, scale, gated, delta };
+    let outs = cx.add(Op::LinearAttention(attrs), &ins)?;
+    for (i, o) in outs.into_iter().enumerate() {
+        cx.set(i, o);
+    }
     Ok(())
 }

@@ -198,6 +198,8 @@ pub(super) const SUPPORTED: &[&str] = &[
     "SoftmaxCrossEntropyLoss",
     "Einsum",
     "RotaryEmbedding",
+    "CausalConvWithState",
+    "LinearAttention",
     // [misc] end
 ];
 
@@ -234,7 +236,8 @@ pub(super) fn min_inputs(op: &str, opset: i64) -> usize {
         "BitShift" | "BitwiseAnd" | "BitwiseOr" | "BitwiseXor" | "SwiGLU" | "STFT" => 2,
         "MelWeightMatrix" => 5,
         "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => 2,
-        "Adagrad" | "Adam" | "Momentum" | "RotaryEmbedding" => 3,
+        "Adagrad" | "Adam" | "Momentum" | "RotaryEmbedding" | "LinearAttention" => 3,
+        "CausalConvWithState" => 2,
         // [misc] end
         _ => 1,
     }
@@ -279,6 +282,8 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => loss::map(cx),
         "Einsum" => einsum::map(cx),
         "RotaryEmbedding" => attention::rotary_embedding(cx),
+        "LinearAttention" => attention::linear_attention(cx),
+        "CausalConvWithState" => signal::causal_conv_with_state(cx),
         // The training domain's optimisers (parse.rs admits them by domain, not SUPPORTED).
         "Adagrad" | "Adam" | "Momentum" => training::map(cx),
         // [misc] end

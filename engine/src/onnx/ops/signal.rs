@@ -110,3 +110,86 @@ fn stft(cx: &mut Ctx) -> Result<()> {
     cx.set(0, y);
     Ok(())
 }
+
+/// CausalConvWithState (opset 27): a causal depthwise 1-D convolution over [B, C, L] whose
+/// left context is the past state (zeros when absent), built as Concat, then a grouped
+/// convolution (constant weights) or the sum of k shifted slices times the weight's columns
+/// (weights from the data), an optional SiLU, and the last k - 1 positions as the new state.
+pub(super) fn causal_conv_with_state(cx: &mut Ctx) -> Result<()> {
+    let (x, w) = (cx.need(0)?, cx.need(1)?);
+    let (bias, past) = (cx.input(2), cx.input(3));
+    let (xs, ws) = (cx.shape(&x), cx.shape(&w));
+    if xs.len() != 3 || ws.len() != 3 || ws[0] != xs[1] || ws[1] != 1 || ws[2] == 0 {
+        return Err(cx.err(format!("input must be [B, C, L] and weight [C, 1, k]; they are {xs:?} and {ws:?}")));
+    }
+    let silu = match cx.attrs.s("activation", "none").as_str() {
+        "none" => false,
+        "silu" | "swish" => true,
+        other => return Err(cx.err(format!("activation '{other}' is not none, silu or swish"))),
+    };
+    let (b, c, len, k) = (xs[0], xs[1], xs[2], ws[2]);
+    let dt = cx.dtype(&x);
+    let padded = match past {
+        Some(p) if cx.shape(&p) != [b, c, k - 1] => {
+            return Err(cx.err(format!("past_state must have shape {:?}, has {:?}", [b, c, k - 1], cx.shape(&p))));
+        }
+        Some(p) => cx.add1(Op::Concat { axis: 2 }, &[p, x])?,
+        None if k > 1 => {
+            let zeros = cx.constant(crate::tensor::Tensor::zeros_of(dt, vec![b, c, k - 1]));
+            cx.add1(Op::Concat { axis: 2 }, &[zeros, x])?
+        }
+        None => x,
+    };
+    let constant =
+        matches!(w, super::super::V::Const(_)) && bias.as_ref().is_none_or(|v| matches!(v, super::super::V::Const(_)));
+    let mut y = if constant {
+        let p4 = cx.add1(Op::Reshape { shape: vec![b, c, 1, len + k - 1] }, std::slice::from_ref(&padded))?;
+        let w4 = cx.add1(Op::Reshape { shape: vec![c, 1, 1, k] }, &[w])?;
+        let attrs = crate::ops::ConvAttrs { groups: c, ..Default::default() };
+        let mut ins = vec![p4, w4];
+        ins.extend(bias);
+        let y4 = cx.add1(Op::Conv(attrs), &ins)?;
+        cx.add1(Op::Reshape { shape: vec![b, c, len] }, &[y4])?
+    } else {
+        // sum over j of padded[:, :, j .. j + L] * w[:, 0, j]
+        let mut acc: Option<super::super::V> = None;
+        for j in 0..k {
+            let slice = |axis: usize, s: usize, e: usize| Op::Slice {
+                axes: vec![axis],
+                starts: vec![s as i64],
+                ends: vec![e as i64],
+                steps: vec![1],
+            };
+            let xj = cx.add1(slice(2, j, j + len), std::slice::from_ref(&padded))?;
+            let wj = cx.add1(slice(2, j, j + 1), std::slice::from_ref(&w))?;
+            let wj = cx.add1(Op::Reshape { shape: vec![c, 1] }, &[wj])?;
+            let term = cx.binary(crate::ops::BinaryOp::Mul, xj, wj)?;
+            acc = Some(match acc {
+                Some(a) => cx.binary(crate::ops::BinaryOp::Add, a, term)?,
+                None => term,
+            });
+        }
+        let mut y = acc.expect("k >= 1");
+        if let Some(bv) = bias {
+            let bc = cx.add1(Op::Reshape { shape: vec![c, 1] }, &[bv])?;
+            y = cx.binary(crate::ops::BinaryOp::Add, y, bc)?;
+        }
+        y
+    };
+    if silu {
+        y = cx.add1(Op::Unary(crate::ops::Activation::Silu), &[y])?;
+    }
+    cx.set(0, y);
+    if cx.wants_output(1) {
+        let total = len + k - 1;
+        let state = Op::Slice {
+            axes: vec![2],
+            starts: vec![(total - (k - 1)) as i64],
+            ends: vec![total as i64],
+            steps: vec![1],
+        };
+        let s = cx.add1(state, &[padded])?;
+        cx.set(1, s);
+    }
+    Ok(())
+}

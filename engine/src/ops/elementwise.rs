@@ -602,13 +602,15 @@ impl BinaryOp {
     /// signedness); the caller wraps the result into the type.
     pub fn apply_typed(&self, a: i64, b: i64, t: DType) -> i64 {
         match self {
-            BinaryOp::BitShift { left } => {
-                let signed = t.int_range().0 < 0;
-                shift(a, b, t.size() * 8, signed, *left)
-            }
+            BinaryOp::BitShift { left } => shift(a, b, t.size() * 8, is_signed(t), *left),
             _ => self.apply_i64(a, b),
         }
     }
+}
+
+/// True for the signed integer types.
+pub(crate) fn is_signed(t: DType) -> bool {
+    matches!(t, DType::I8 | DType::I16 | DType::I32 | DType::I64)
 }
 
 /// `x` shifted by `s` bits in a `bits`-wide type (`x` holds the type's value; an unsigned

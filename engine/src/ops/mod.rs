@@ -44,6 +44,7 @@ pub use reduce::{ReduceKind, SoftmaxKind};
 // [quant] begin
 // [quant] end
 // [misc] begin
+pub(crate) use elementwise::is_signed as is_signed_int;
 pub(crate) use signal::check_output_type as signal_check_output_type;
 pub use signal::{DftAttrs, LinearAttentionAttrs, StftAttrs, WindowKind};
 // [misc] end

@@ -105,3 +105,39 @@ fn select(cond: &Tensor, x: &Tensor, y: &Tensor) -> OpResult<Tensor> {
     let src: Vec<(usize, usize)> = (0..cm.len()).map(|i| if c[cm[i]] { (0, xm[i]) } else { (1, ym[i]) }).collect();
     Tensor::select(x.dtype(), shape, &[x, y], &src).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ints(t: DType, v: &[i64]) -> Tensor {
+        Tensor::from_i64(t, vec![v.len()], v.to_vec()).unwrap()
+    }
+
+    fn shift(t: DType, x: &[i64], s: &[i64], left: bool) -> Vec<i64> {
+        binary(&ints(t, x), &ints(t, s), BinaryOp::BitShift { left }, None).unwrap().to_i64s()
+    }
+
+    #[test]
+    fn shifts_past_the_width_or_below_zero_give_the_sign_fill() {
+        // ONNX's cases: int8 and int32, right and left.
+        assert_eq!(shift(DType::I8, &[-8, 4, -1], &[8, 9, 127], false), [-1, 0, -1]);
+        assert_eq!(shift(DType::I8, &[-8, 4, -1], &[8, 9, 127], true), [0, 0, 0]);
+        assert_eq!(shift(DType::I8, &[-8, 4, -1], &[-1, -8, -16], false), [-1, 0, -1]);
+        assert_eq!(shift(DType::I32, &[-8, 4, -1], &[-1, -32, -64], true), [0, 0, 0]);
+        // Bits past the sign bit are dropped; right shifts of signed values are arithmetic.
+        assert_eq!(shift(DType::I8, &[64, -128, 3], &[1, 1, 7], true), [-128, 0, -128]);
+        assert_eq!(shift(DType::I8, &[-128], &[3], false), [-16]);
+        // Unsigned: logical, wrapped into the type; a uint64's bit pattern shifts as unsigned.
+        assert_eq!(shift(DType::U8, &[255, 16], &[1, 4], true), [254, 0]);
+        assert_eq!(shift(DType::U64, &[-1], &[60], false), [15]);
+    }
+
+    #[test]
+    fn bitwise_not_wraps_into_the_type() {
+        let not = |t: DType, v: &[i64]| eval(&Op::BitwiseNot, &[&ints(t, v)]).unwrap()[0].to_i64s();
+        assert_eq!(not(DType::U8, &[0, 5, 255]), [255, 250, 0]);
+        assert_eq!(not(DType::I16, &[0, -1, 7]), [-1, 0, -8]);
+        assert_eq!(not(DType::U16, &[1]), [65534]);
+    }
+}

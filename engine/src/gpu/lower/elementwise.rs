@@ -148,7 +148,7 @@ fn binary(cx: &mut Ctx, ni: usize, node: &Node, op: BinaryOp, activation: Option
     if operands == Class::Int {
         // The operands' width and signedness (shifts), and the wrap of narrow results.
         let t = cx.dtype(a);
-        let signed = t.int_range().0 < 0;
+        let signed = crate::ops::is_signed_int(t);
         let (wrap, _) = wrap_of(cx.dtype(y));
         p.u(22, t.size() * 8).u(23, signed as usize).u(24, wrap);
     }

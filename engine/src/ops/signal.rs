@@ -108,6 +108,18 @@ pub struct LinearAttentionAttrs {
     pub delta: bool,
 }
 
+/// The longest transform: each output bin sums its whole signal (a direct transform, N^2
+/// work), with a table of N twiddles.
+pub(crate) const MAX_TRANSFORM_LENGTH: usize = 1 << 16;
+
+fn check_length(n: usize, what: &str) -> std::result::Result<(), String> {
+    if n == 0 || n > MAX_TRANSFORM_LENGTH {
+        Err(format!("{what} {n} must be in 1..={MAX_TRANSFORM_LENGTH} (transforms are computed directly, N^2 work)"))
+    } else {
+        Ok(())
+    }
+}
+
 /// Checks a signal of complex parts: rank >= 2, float, last axis 1 or 2.
 fn complex_signal(c: &Check, i: usize, what: &str) -> std::result::Result<usize, String> {
     c.need_float(i, what)?;
@@ -129,9 +141,7 @@ pub(super) fn infer(op: &Op, ins: &[In]) -> Infer {
             complex_signal(&c, 0, "input")?;
             let s = c.shape(0);
             check_axis(a.axis, s.len() - 1).map_err(|e| format!("{e} (the last axis holds the complex parts)"))?;
-            if a.length == 0 {
-                return Err("dft_length must be >= 1".into());
-            }
+            check_length(a.length, "dft_length")?;
             if a.inverse && a.onesided && s[s.len() - 1] != 2 {
                 return Err("the inverse of a one-sided spectrum needs complex input (last axis 2)".into());
             }
@@ -145,9 +155,10 @@ pub(super) fn infer(op: &Op, ins: &[In]) -> Infer {
             complex_signal(&c, 0, "signal")?;
             c.need_rank(0, 3, "signal")?;
             let s = c.shape(0);
-            if a.step == 0 || a.frame_length == 0 {
-                return Err(format!("frame_step {} and frame_length {} must be >= 1", a.step, a.frame_length));
+            if a.step == 0 {
+                return Err("frame_step must be >= 1".into());
             }
+            check_length(a.frame_length, "frame_length")?;
             if a.frame_length > s[1] {
                 return Err(format!("frame_length {} is longer than the signal ({} samples)", a.frame_length, s[1]));
             }

@@ -90,63 +90,8 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
     if inputs.iter().any(|v| cx.dtype(v) != dt) {
         return Err(cx.err("every input must have the same type"));
     }
-    // Broadcast axes are numbered from the right: an input covering `e` of `width` of them
-    // holds the last `e`.
-    let parsed: Vec<_> = sides.iter().map(|s| parse_term(cx, s)).collect::<Result<_>>()?;
-    let covered: Vec<usize> = parsed
-        .iter()
-        .zip(&inputs)
-        .map(|((l, e), v)| if e.is_some() { cx.rank(v).saturating_sub(l.len()) } else { 0 })
-        .collect();
-    let width = covered.iter().copied().max().unwrap_or(0);
-    let mut terms = vec![];
-    for ((p, v), &e) in parsed.iter().zip(&inputs).zip(&covered) {
-        let mut labels = expand_term(cx, p, cx.rank(v))?;
-        for l in labels.iter_mut().filter(|l| **l >= ELLIPSIS) {
-            *l += (width - e) as Label;
-        }
-        terms.push(Term { v: v.clone(), labels });
-    }
-    let output: Vec<Label> = match rhs {
-        Some(r) => {
-            let p = parse_term(cx, r)?;
-            if p.1.is_none() && width > 0 {
-                return Err(cx.err(format!(
-                    "the output '{r}' has no '...' for the inputs' broadcast axes; add it (as numpy requires)"
-                )));
-            }
-            let mut labels = p.0.clone();
-            if let Some(at) = p.1 {
-                labels.splice(at..at, (0..width).map(|j| ELLIPSIS + j as Label));
-            }
-            for l in &labels {
-                if !terms.iter().any(|t| t.labels.contains(l)) {
-                    return Err(cx.err(format!("output label '{}' is in no input", label_name(*l))));
-                }
-            }
-            let mut seen = labels.clone();
-            seen.sort_unstable();
-            seen.dedup();
-            if seen.len() != labels.len() {
-                return Err(cx.err(format!("the output '{r}' repeats a label")));
-            }
-            labels
-        }
-        None => {
-            let mut once: Vec<Label> = vec![];
-            for t in &terms {
-                for &l in &t.labels {
-                    if l < ELLIPSIS
-                        && terms.iter().map(|u| u.labels.iter().filter(|&&m| m == l).count()).sum::<usize>() == 1
-                    {
-                        once.push(l);
-                    }
-                }
-            }
-            once.sort_unstable();
-            (0..width).map(|j| ELLIPSIS + j as Label).chain(once).collect()
-        }
-    };
+    let (terms, width) = labelled_inputs(cx, &sides, &inputs)?;
+    let output = output_labels(cx, rhs, &terms, width)?;
 
     // Each input alone: diagonals, then the labels no one else needs summed.
     let mut diag = vec![];
@@ -172,12 +117,73 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         acc = combine(cx, acc, t, &later)?;
     }
     let acc = sum_out(cx, acc, &output)?;
-    let perm: Vec<usize> =
-        output.iter().map(|l| acc.labels.iter().position(|m| m == l).expect("output labels are kept")).collect();
-    let y =
-        if perm.iter().enumerate().all(|(i, &p)| i == p) { acc.v } else { cx.add1(Op::Transpose { perm }, &[acc.v])? };
+    let perm = output
+        .iter()
+        .map(|l| acc.labels.iter().position(|m| m == l))
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(|| cx.err("an output label was lost while building the products (a bug)"))?;
+    let y = transpose(cx, acc.v, perm)?;
     cx.set(0, y);
     Ok(())
+}
+
+/// Each input with one label per axis; also the number of broadcast axes. Broadcast axes are
+/// numbered from the right: an input covering `e` of `width` of them holds the last `e`.
+fn labelled_inputs(cx: &Ctx, sides: &[&str], inputs: &[V]) -> Result<(Vec<Term>, usize)> {
+    let parsed: Vec<_> = sides.iter().map(|s| parse_term(cx, s)).collect::<Result<_>>()?;
+    let covered: Vec<usize> = parsed
+        .iter()
+        .zip(inputs)
+        .map(|((l, e), v)| if e.is_some() { cx.rank(v).saturating_sub(l.len()) } else { 0 })
+        .collect();
+    let width = covered.iter().copied().max().unwrap_or(0);
+    let mut terms = vec![];
+    for ((p, v), &e) in parsed.iter().zip(inputs).zip(&covered) {
+        let mut labels = expand_term(cx, p, cx.rank(v))?;
+        for l in labels.iter_mut().filter(|l| **l >= ELLIPSIS) {
+            *l += (width - e) as Label;
+        }
+        terms.push(Term { v: v.clone(), labels });
+    }
+    Ok((terms, width))
+}
+
+/// The output's labels: as written after `->` (the ellipsis standing for the `width`
+/// broadcast axes), or numpy's implicit output (the broadcast axes, then the labels used
+/// once, in ASCII order).
+fn output_labels(cx: &Ctx, rhs: Option<&str>, terms: &[Term], width: usize) -> Result<Vec<Label>> {
+    let broadcast = (0..width).map(|j| ELLIPSIS + j as Label);
+    let Some(r) = rhs else {
+        let count = |l: Label| terms.iter().map(|t| t.labels.iter().filter(|&&m| m == l).count()).sum::<usize>();
+        let mut once: Vec<Label> =
+            terms.iter().flat_map(|t| t.labels.iter().copied()).filter(|&l| l < ELLIPSIS && count(l) == 1).collect();
+        once.sort_unstable();
+        return Ok(broadcast.chain(once).collect());
+    };
+    let (mut labels, ellipsis) = parse_term(cx, r)?;
+    match ellipsis {
+        Some(at) => {
+            labels.splice(at..at, broadcast);
+        }
+        None if width > 0 => {
+            return Err(cx.err(format!(
+                "the output '{r}' has no '...' for the inputs' broadcast axes; add it (as numpy requires)"
+            )));
+        }
+        None => {}
+    }
+    for l in &labels {
+        if !terms.iter().any(|t| t.labels.contains(l)) {
+            return Err(cx.err(format!("output label '{}' is in no input", label_name(*l))));
+        }
+    }
+    let mut seen = labels.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() != labels.len() {
+        return Err(cx.err(format!("the output '{r}' repeats a label")));
+    }
+    Ok(labels)
 }
 
 /// A label as the equation writes it.

@@ -1,15 +1,16 @@
 //! Signal processing: DFT (opset 17's axis attribute, opset 20's axis input), STFT, the
-//! window functions (HannWindow, HammingWindow, BlackmanWindow), MelWeightMatrix, and Det.
+//! window functions (HannWindow, HammingWindow, BlackmanWindow), MelWeightMatrix,
+//! CausalConvWithState (a causal FIR filter with state, built), and Det.
 //!
 //! The transforms run as device kernels on signals from the data; their lengths, axes and
 //! frame steps are needed when the model is compiled. Windows and mel filter banks take their
 //! sizes as input values: folded to constants when those are known, else a host step (their
 //! output shapes are those values).
 
-use super::super::Ctx;
+use super::super::{Ctx, V};
 use crate::error::Result;
-use crate::ops::{DftAttrs, Op, StftAttrs, WindowKind};
-use crate::tensor::DType;
+use crate::ops::{Activation, BinaryOp, ConvAttrs, DftAttrs, Op, StftAttrs, WindowKind};
+use crate::tensor::{DType, Tensor};
 
 /// One non-negative integer input known at compile time.
 fn size_input(cx: &Ctx, k: usize, what: &str) -> Result<Option<usize>> {
@@ -135,24 +136,23 @@ pub(super) fn causal_conv_with_state(cx: &mut Ctx) -> Result<()> {
         }
         Some(p) => cx.add1(Op::Concat { axis: 2 }, &[p, x])?,
         None if k > 1 => {
-            let zeros = cx.constant(crate::tensor::Tensor::zeros_of(dt, vec![b, c, k - 1]));
+            let zeros = cx.constant(Tensor::zeros_of(dt, vec![b, c, k - 1]));
             cx.add1(Op::Concat { axis: 2 }, &[zeros, x])?
         }
         None => x,
     };
-    let constant =
-        matches!(w, super::super::V::Const(_)) && bias.as_ref().is_none_or(|v| matches!(v, super::super::V::Const(_)));
+    let constant = matches!(w, V::Const(_)) && bias.as_ref().is_none_or(|v| matches!(v, V::Const(_)));
     let mut y = if constant {
         let p4 = cx.add1(Op::Reshape { shape: vec![b, c, 1, len + k - 1] }, std::slice::from_ref(&padded))?;
         let w4 = cx.add1(Op::Reshape { shape: vec![c, 1, 1, k] }, &[w])?;
-        let attrs = crate::ops::ConvAttrs { groups: c, ..Default::default() };
+        let attrs = ConvAttrs { groups: c, ..Default::default() };
         let mut ins = vec![p4, w4];
         ins.extend(bias);
         let y4 = cx.add1(Op::Conv(attrs), &ins)?;
         cx.add1(Op::Reshape { shape: vec![b, c, len] }, &[y4])?
     } else {
         // sum over j of padded[:, :, j .. j + L] * w[:, 0, j]
-        let mut acc: Option<super::super::V> = None;
+        let mut acc: Option<V> = None;
         for j in 0..k {
             let slice = |axis: usize, s: usize, e: usize| Op::Slice {
                 axes: vec![axis],
@@ -163,21 +163,21 @@ pub(super) fn causal_conv_with_state(cx: &mut Ctx) -> Result<()> {
             let xj = cx.add1(slice(2, j, j + len), std::slice::from_ref(&padded))?;
             let wj = cx.add1(slice(2, j, j + 1), std::slice::from_ref(&w))?;
             let wj = cx.add1(Op::Reshape { shape: vec![c, 1] }, &[wj])?;
-            let term = cx.binary(crate::ops::BinaryOp::Mul, xj, wj)?;
+            let term = cx.binary(BinaryOp::Mul, xj, wj)?;
             acc = Some(match acc {
-                Some(a) => cx.binary(crate::ops::BinaryOp::Add, a, term)?,
+                Some(a) => cx.binary(BinaryOp::Add, a, term)?,
                 None => term,
             });
         }
         let mut y = acc.expect("k >= 1");
         if let Some(bv) = bias {
             let bc = cx.add1(Op::Reshape { shape: vec![c, 1] }, &[bv])?;
-            y = cx.binary(crate::ops::BinaryOp::Add, y, bc)?;
+            y = cx.binary(BinaryOp::Add, y, bc)?;
         }
         y
     };
     if silu {
-        y = cx.add1(Op::Unary(crate::ops::Activation::Silu), &[y])?;
+        y = cx.add1(Op::Unary(Activation::Silu), &[y])?;
     }
     cx.set(0, y);
     if cx.wants_output(1) {

@@ -4,16 +4,21 @@
 //
 // OP codes: 0 add, 1 sub, 2 mul, 3 div, 4 pow, 5 mod (Python: sign of the divisor), 6 fmod
 // (C: sign of the dividend), 7 max, 8 min, 9 prelu (a if a >= 0 else a * b), 10 equal,
-// 11 less, 12 less or equal, 13 greater, 14 greater or equal, 15 and, 16 or, 17 xor.
+// 11 less, 12 less or equal, 13 greater, 14 greater or equal, 15 and, 16 or, 17 xor,
+// 18 bitwise and, 19 bitwise or, 20 bitwise xor, 21 shift right, 22 shift left (integers).
 //
 // binary (f32 -> f32), compare (f32 -> i32: OP 10..14), binary_int (i32 -> i32: every OP;
 // integer division truncates toward zero, division by zero gives 0) parameter words:
 //   0 elements   1..6 output dims (rank 6, leading 1s)   7..12 strides of a per output dim
 //   (0 where a broadcasts)   13..18 strides of b   19 act a (f32)   20 act b (f32)
 //   21 same-shape flag (no index arithmetic)
+//   binary_int only: 22 width of the operands' type in bits (8, 16, 32, 64: shifts at or
+//   past it, or below 0, give the sign fill alone)   23 signed type (1) or unsigned (0)
+//   24 bits the result wraps to (8 or 16: a narrow type's two's-complement wrap; 0: none)
 // unary (f32, ACT of the prelude) parameter words: 0 elements   1 act a (f32)   2 act b (f32)
-// unary_int (i32; MODE 0 abs, 1 neg, 2 sign, 3 relu, 4 clip [word 1, word 2], 5 logical not)
-//   parameter words: 0 elements   1 min (i32)   2 max (i32)
+// unary_int (i32; MODE 0 abs, 1 neg, 2 sign, 3 relu, 4 clip [word 1, word 2], 5 logical not,
+//   6 bitwise not) parameter words: 0 elements   1 min (i32)   2 max (i32)   3 bits the result
+//   wraps to (8 or 16; 0: none)   4 signed type (1) or unsigned (0)
 // classify (f32 -> i32; MODE 0 is-nan, 1 is-inf with word 1 = detect +inf, word 2 = detect
 //   -inf) parameter words: 0 elements   1, 2 flags
 // select (cond i32, x and y any 32-bit words) parameter words: 0 elements   1..6 output dims
@@ -107,6 +112,36 @@ fn int_pow(x: i32, y: i32) -> i32 {
     return r;
 }
 
+// A value wrapped into a narrow integer type of `bits` bits (8 or 16; 0 or 32: unchanged).
+fn wrap_int(x: i32, bits: u32, signed: bool) -> i32 {
+    if (bits == 0u || bits >= 32u) {
+        return x;
+    }
+    let sh = 32u - bits;
+    if (signed) {
+        return (x << sh) >> sh;
+    }
+    return bitcast<i32>(bitcast<u32>(x) & ((1u << bits) - 1u));
+}
+
+// x shifted by y bits in a type `width` bits wide (values held in i32 words; 64-bit types
+// hold values that fit 32 bits). A shift below 0 or at least the width gives the sign fill.
+fn shift_int(x: i32, y: i32, left: bool) -> i32 {
+    let width = pu(22u);
+    let signed = pu(23u) != 0u;
+    if (y < 0 || u32(y) >= width) {
+        return select(0, -1, !left && signed && x < 0);
+    }
+    let s = u32(y);
+    if (left) {
+        return select(x << s, 0, s >= 32u);
+    }
+    if (signed) {
+        return x >> min(s, 31u);
+    }
+    return select(bitcast<i32>(bitcast<u32>(x) >> s), 0, s >= 32u);
+}
+
 fn int_op(x: i32, y: i32) -> i32 {
     switch OP {
         case 1u: { return x - y; }
@@ -132,6 +167,11 @@ fn int_op(x: i32, y: i32) -> i32 {
         case 15u: { return i32(x != 0 && y != 0); }
         case 16u: { return i32(x != 0 || y != 0); }
         case 17u: { return i32((x != 0) != (y != 0)); }
+        case 18u: { return x & y; }
+        case 19u: { return x | y; }
+        case 20u: { return x ^ y; }
+        case 21u: { return shift_int(x, y, false); }
+        case 22u: { return shift_int(x, y, true); }
         default: { return x + y; }
     }
 }
@@ -191,13 +231,15 @@ fn binary_int(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nw
               @builtin(local_invocation_index) lid: u32) {
     let t = group_index(wid, nwg) * WG + lid;
     let total = pu(0u);
+    let wrap_bits = pu(24u);
+    let signed = pu(23u) != 0u;
     for (var e = 0u; e < 4u; e++) {
         let i = t * 4u + e;
         if (i >= total) {
             return;
         }
         let ix = operands(i);
-        out_i[i] = int_op(a_i[ix.x], b_i[ix.y]);
+        out_i[i] = wrap_int(int_op(a_i[ix.x], b_i[ix.y]), wrap_bits, signed);
     }
 }
 
@@ -233,9 +275,10 @@ fn unary_int(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
         case 3u: { r = max(x, 0); }
         case 4u: { r = clamp(x, pi(1u), pi(2u)); }
         case 5u: { r = i32(x == 0); }
+        case 6u: { r = ~x; }
         default: {}
     }
-    out_i[i] = r;
+    out_i[i] = wrap_int(r, pu(3u), pu(4u) != 0u);
 }
 
 @compute @workgroup_size(WG)

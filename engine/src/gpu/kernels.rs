@@ -39,7 +39,7 @@ pub enum Family {
     Recurrent,
     /// quant.wgsl: quantisation.
     Quant,
-    /// signal.wgsl: signal processing.
+    /// signal.wgsl: dft (DFT and STFT), det, linear_attention.
     Signal,
 }
 
@@ -212,7 +212,7 @@ mod tests {
                 &["lstm_cell", "gru_reset", "gru_cell", "rnn_cell", "pack_r", "init_state", "finish_state"],
             ),
             (Family::Quant, &[]),
-            (Family::Signal, &[]),
+            (Family::Signal, &["dft", "det", "linear_attention"]),
         ];
         assert_eq!(entries.len(), Family::ALL.len());
         for &(family, names) in entries {

@@ -55,6 +55,11 @@ pub(crate) struct Parsed {
     pub outputs: Vec<ValueDecl>,
 }
 
+/// True for a node of the training domain's optimisers (the one other domain mapped).
+fn is_training_op(n: &NodeProto) -> bool {
+    n.domain == super::ops::training::DOMAIN && super::ops::training::OPS.contains(&n.op_type.as_str())
+}
+
 pub(crate) fn node_name(n: &NodeProto, i: usize) -> String {
     if n.name.is_empty() { format!("{}_{i}", n.op_type) } else { n.name.clone() }
 }
@@ -95,7 +100,7 @@ pub(crate) fn parse(bytes: &[u8], model: &str, base_dir: Option<&Path>) -> Resul
     let mut unsupported: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (i, n) in graph.node.iter().enumerate() {
         let default_domain = n.domain.is_empty() || n.domain == "ai.onnx";
-        if !default_domain || !super::ops::supported(&n.op_type) {
+        if !(default_domain && super::ops::supported(&n.op_type) || is_training_op(n)) {
             let op = if default_domain { n.op_type.clone() } else { format!("{}::{}", n.domain, n.op_type) };
             unsupported.entry(op).or_default().push(node_name(n, i));
         }
@@ -112,12 +117,17 @@ pub(crate) fn parse(bytes: &[u8], model: &str, base_dir: Option<&Path>) -> Resul
             .join("; ");
         return Err(EngineError::UnsupportedOps { model: model.to_string(), ops });
     }
-    let opset = proto
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map(|o| o.version)
-        .unwrap_or(if proto.ir_version > 0 && proto.ir_version < 3 { 1 } else { 0 });
+    let opset =
+        proto.opset_import.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version).unwrap_or(
+            if proto.ir_version > 0 && proto.ir_version < 3 {
+                1
+            } else if !graph.node.is_empty() && graph.node.iter().all(is_training_op) {
+                // Only training-domain nodes: no default-domain opset to check.
+                MAX_OPSET
+            } else {
+                0
+            },
+        );
     if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
         return Err(err(format!(
             "opset {opset} of the default domain is outside the supported {MIN_OPSET}..={MAX_OPSET}; re-export the model with an opset in that range"

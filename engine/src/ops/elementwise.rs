@@ -1,6 +1,7 @@
 //! Elementwise operations: functions of one value ([`Activation`], also fused into the
 //! write-back of convolutions and matrix products), binary operations with numpy
-//! broadcasting ([`BinaryOp`]), float classification, logical not and `Where`.
+//! broadcasting ([`BinaryOp`]), float classification, logical not and `Where`, and the
+//! bitwise operations on integers (`BitwiseAnd`/`Or`/`Xor`, `BitShift`, `BitwiseNot`).
 
 use super::{Check, In, Infer, Op, broadcast};
 use crate::tensor::DType;
@@ -390,6 +391,19 @@ pub enum BinaryOp {
     Or,
     /// a xor b (bools)
     Xor,
+    /// a & b (integers, bit by bit)
+    BitwiseAnd,
+    /// a | b (integers, bit by bit)
+    BitwiseOr,
+    /// a ^ b (integers, bit by bit)
+    BitwiseXor,
+    /// a shifted by b bits (integers): left, or right (arithmetic for signed types, logical
+    /// for unsigned ones). A shift below 0 or at least the type's width gives what the sign
+    /// fill alone gives: -1 for a right shift of a negative value, else 0.
+    BitShift {
+        /// Toward the high bits.
+        left: bool,
+    },
 }
 
 impl BinaryOp {
@@ -414,6 +428,11 @@ impl BinaryOp {
             BinaryOp::And => 15,
             BinaryOp::Or => 16,
             BinaryOp::Xor => 17,
+            BinaryOp::BitwiseAnd => 18,
+            BinaryOp::BitwiseOr => 19,
+            BinaryOp::BitwiseXor => 20,
+            BinaryOp::BitShift { left: false } => 21,
+            BinaryOp::BitShift { left: true } => 22,
         }
     }
 
@@ -437,6 +456,10 @@ impl BinaryOp {
             BinaryOp::And => "And",
             BinaryOp::Or => "Or",
             BinaryOp::Xor => "Xor",
+            BinaryOp::BitwiseAnd => "BitwiseAnd",
+            BinaryOp::BitwiseOr => "BitwiseOr",
+            BinaryOp::BitwiseXor => "BitwiseXor",
+            BinaryOp::BitShift { .. } => "BitShift",
         }
     }
 
@@ -451,6 +474,11 @@ impl BinaryOp {
     /// True for the logical operations (bool operands).
     pub fn is_logical(&self) -> bool {
         matches!(self, BinaryOp::And | BinaryOp::Or | BinaryOp::Xor)
+    }
+
+    /// True for the bitwise operations (integer operands, not bool).
+    pub fn is_bitwise(&self) -> bool {
+        matches!(self, BinaryOp::BitwiseAnd | BinaryOp::BitwiseOr | BinaryOp::BitwiseXor | BinaryOp::BitShift { .. })
     }
 
     /// The result type for operands of type `t`.
@@ -501,6 +529,9 @@ impl BinaryOp {
             BinaryOp::And => bool(a != 0.0 && b != 0.0),
             BinaryOp::Or => bool(a != 0.0 || b != 0.0),
             BinaryOp::Xor => bool((a != 0.0) != (b != 0.0)),
+            BinaryOp::BitwiseAnd | BinaryOp::BitwiseOr | BinaryOp::BitwiseXor | BinaryOp::BitShift { .. } => {
+                self.apply_i64(a as i64, b as i64) as f64
+            }
         }
     }
 
@@ -560,7 +591,43 @@ impl BinaryOp {
             BinaryOp::And => (a != 0 && b != 0) as i64,
             BinaryOp::Or => (a != 0 || b != 0) as i64,
             BinaryOp::Xor => ((a != 0) != (b != 0)) as i64,
+            BinaryOp::BitwiseAnd => a & b,
+            BinaryOp::BitwiseOr => a | b,
+            BinaryOp::BitwiseXor => a ^ b,
+            BinaryOp::BitShift { left } => shift(a, b, 64, true, *left),
         }
+    }
+
+    /// [`BinaryOp::apply_i64`] on values of the integer type `t` (shifts by its width and
+    /// signedness); the caller wraps the result into the type.
+    pub fn apply_typed(&self, a: i64, b: i64, t: DType) -> i64 {
+        match self {
+            BinaryOp::BitShift { left } => shift(a, b, t.size() * 8, is_signed(t), *left),
+            _ => self.apply_i64(a, b),
+        }
+    }
+}
+
+/// True for the signed integer types.
+pub(crate) fn is_signed(t: DType) -> bool {
+    matches!(t, DType::I8 | DType::I16 | DType::I32 | DType::I64)
+}
+
+/// `x` shifted by `s` bits in a `bits`-wide type (`x` holds the type's value; an unsigned
+/// 64-bit value is its bit pattern). Out-of-range shifts give the sign fill alone.
+fn shift(x: i64, s: i64, bits: usize, signed: bool, left: bool) -> i64 {
+    let negative = if signed { x < 0 } else { false };
+    if s < 0 || s >= bits as i64 {
+        return if !left && negative { -1 } else { 0 };
+    }
+    if left {
+        ((x as u64) << s) as i64
+    } else if signed {
+        x >> s
+    } else {
+        // Unsigned: a logical shift of the type's bits (a uint64's bit pattern).
+        let mask = if bits >= 64 { u64::MAX } else { (1u64 << bits) - 1 };
+        (((x as u64) & mask) >> s) as i64
     }
 }
 
@@ -575,6 +642,9 @@ pub(super) fn infer(op: &Op, ins: &[In]) -> Infer {
             }
             if b.is_logical() && t != DType::Bool {
                 return Err(format!("operands must be bool, they are {t}"));
+            }
+            if b.is_bitwise() && !t.is_int() {
+                return Err(format!("{} takes integer operands, they are {t}", b.name()));
             }
             if !b.is_logical() && t == DType::Bool && *b != BinaryOp::Equal {
                 return Err("operands must be numbers, they are bool".into());
@@ -614,6 +684,13 @@ pub(super) fn infer(op: &Op, ins: &[In]) -> Infer {
             let t = c.same_types(1)?;
             let out = broadcast(&broadcast(c.shape(0), c.shape(1))?, c.shape(2))?;
             Ok(vec![(t, out)])
+        }
+        Op::BitwiseNot => {
+            c.arity(1, 1)?;
+            if !c.dtype(0).is_int() {
+                return Err(format!("BitwiseNot takes an integer tensor, it is {}", c.dtype(0)));
+            }
+            Ok(vec![(c.dtype(0), c.shape(0).to_vec())])
         }
         _ => unreachable!("elementwise family"),
     }

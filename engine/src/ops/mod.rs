@@ -52,6 +52,9 @@ pub use recurrent::{
 // [quant] begin
 // [quant] end
 // [misc] begin
+pub(crate) use elementwise::is_signed as is_signed_int;
+pub(crate) use signal::check_output_type as signal_check_output_type;
+pub use signal::{DftAttrs, LinearAttentionAttrs, StftAttrs, WindowKind};
 // [misc] end
 
 use crate::tensor::{DType, Tensor};
@@ -336,6 +339,38 @@ pub enum Op {
     // [quant] begin
     // [quant] end
     // [misc] begin
+    /// Elementwise bitwise not of an integer tensor.
+    BitwiseNot,
+    /// Discrete Fourier transform along an axis of a signal whose last axis holds the real
+    /// part (size 1) or the real and imaginary parts (size 2); the output's last axis has
+    /// size 2 (or 1 for the inverse of a one-sided spectrum).
+    Dft(DftAttrs),
+    /// Short-time Fourier transform: signal [batch, length, 1 or 2], optional window
+    /// [frame length]; output [batch, frames, bins, 2].
+    Stft(StftAttrs),
+    /// A window function of the given length (the input, a scalar integer; host when it
+    /// comes from the data).
+    Window {
+        /// Which window.
+        kind: WindowKind,
+        /// Periodic (length N + 1 window without its last value) or symmetric.
+        periodic: bool,
+        /// The output's element type.
+        dtype: DType,
+    },
+    /// The triangular mel filter bank (host when its sizes come from the data): num_mel_bins,
+    /// dft_length, sample_rate, lower_edge_hertz, upper_edge_hertz; output [dft_length / 2 +
+    /// 1, num_mel_bins].
+    MelWeightMatrix {
+        /// The output's element type.
+        dtype: DType,
+    },
+    /// Determinant of each square matrix over the last two axes.
+    Det,
+    /// Linear attention's recurrence over the sequence (ONNX `LinearAttention`): query,
+    /// key, value [B, T, heads * size], the state [B, kv heads, key size, value size], then
+    /// the decay (gated rules) and beta (delta rules); output and the last state.
+    LinearAttention(LinearAttentionAttrs),
     // [misc] end
 }
 
@@ -407,6 +442,13 @@ impl Op {
             // [quant] begin
             // [quant] end
             // [misc] begin
+            Op::BitwiseNot => "BitwiseNot",
+            Op::Dft(_) => "DFT",
+            Op::Stft(_) => "STFT",
+            Op::Window { kind, .. } => kind.name(),
+            Op::MelWeightMatrix { .. } => "MelWeightMatrix",
+            Op::Det => "Det",
+            Op::LinearAttention(_) => "LinearAttention",
             // [misc] end
         }
     }
@@ -433,6 +475,7 @@ impl Op {
             // [quant] begin
             // [quant] end
             // [misc] begin
+            Op::Window { .. } | Op::MelWeightMatrix { .. } => true,
             // [misc] end
             _ => false,
         }
@@ -542,6 +585,13 @@ impl Op {
             // [quant] begin
             // [quant] end
             // [misc] begin
+            Op::BitwiseNot => OpFamily::Elementwise,
+            Op::Dft(_)
+            | Op::Stft(_)
+            | Op::Window { .. }
+            | Op::MelWeightMatrix { .. }
+            | Op::Det
+            | Op::LinearAttention(_) => OpFamily::Signal,
             // [misc] end
         }
     }

@@ -1,11 +1,22 @@
 //! Elementwise operations: binary (float, comparison and integer kernels), functions of one
-//! value, float classification, logical not, and selection.
+//! value, float classification, logical not, selection, and the bitwise operations (on the
+//! integer kernels, results wrapped into 8- and 16-bit types).
 
-use super::{Buf, Class, Ctx, Words, act_of, bstrides, class_of, istrides, node_err, rank6};
+use super::{Buf, Class, Ctx, Words, act_of, bstrides, class_of, int_bits, istrides, node_err, rank6};
 use crate::error::Result;
 use crate::gpu::kernels::{Family, Kernel};
 use crate::graph::Node;
 use crate::ops::{Activation, BinaryOp, Op};
+use crate::tensor::DType;
+
+/// The wrap of an integer result into its type: (bits, signed), bits 0 where no wrap is
+/// needed (32- and 64-bit types, bools).
+fn wrap_of(t: DType) -> (usize, usize) {
+    match int_bits(t) {
+        (bits @ (8 | 16), signed) => (bits, signed),
+        (_, signed) => (0, signed),
+    }
+}
 
 pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
     let y = node.outputs[0];
@@ -30,7 +41,8 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
                     other => return Err(node_err(node, format!("{} of integers is not defined", other.name()))),
                 };
                 let kernel = Kernel::new(Family::Elementwise, "unary_int", &[("MODE", mode), ("WG", wg)]);
-                let p = Words::new().u(0, n).i(1, lo as i64).i(2, hi as i64).done();
+                let (bits, signed) = wrap_of(cx.dtype(y));
+                let p = Words::new().u(0, n).i(1, lo as i64).i(2, hi as i64).u(3, bits).u(4, signed).done();
                 let groups = cx.groups(n);
                 cx.push(ni, kernel, vec![(4, Buf::Value(y)), (5, xb)], groups, p);
                 return Ok(());
@@ -64,6 +76,15 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
             let kernel = Kernel::new(Family::Elementwise, "unary_int", &[("MODE", 5), ("WG", wg)]);
             let groups = cx.groups(n);
             cx.push(ni, kernel, vec![(4, Buf::Value(y)), (5, xb)], groups, Words::new().u(0, n).done());
+            Ok(())
+        }
+        Op::BitwiseNot => {
+            let xb = cx.buf(node, x)?;
+            let kernel = Kernel::new(Family::Elementwise, "unary_int", &[("MODE", 6), ("WG", wg)]);
+            let (bits, signed) = wrap_of(cx.dtype(y));
+            let groups = cx.groups(n);
+            let p = Words::new().u(0, n).u(3, bits).u(4, signed).done();
+            cx.push(ni, kernel, vec![(4, Buf::Value(y)), (5, xb)], groups, p);
             Ok(())
         }
         Op::Where => {
@@ -124,6 +145,13 @@ fn binary(cx: &mut Ctx, ni: usize, node: &Node, op: BinaryOp, activation: Option
         p.u(1 + k, od[k]).i(7 + k, a6[k]).i(13 + k, b6[k]);
     }
     p.f(19, fa).f(20, fb).u(21, same as usize);
+    if operands == Class::Int {
+        // The operands' width and signedness (shifts), and the wrap of narrow results.
+        let t = cx.dtype(a);
+        let signed = crate::ops::is_signed_int(t);
+        let (wrap, _) = wrap_of(cx.dtype(y));
+        p.u(22, t.size() * 8).u(23, signed as usize).u(24, wrap);
+    }
     let groups = cx.groups(items.div_ceil(4));
     cx.push(ni, kernel, vec![(out_binding, out), (a_binding, ab), (b_binding, bb)], groups, p.done());
     if back_to_int {

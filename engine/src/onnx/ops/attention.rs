@@ -8,6 +8,9 @@
 //!
 //! Masks, windows and padding are usually constants: the bias they make is folded when the
 //! model is specialised, so the device runs the two products, the softmax and an add.
+//!
+//! RotaryEmbedding (opset 23) is built here too ([`rotary_embedding`]); LinearAttention
+//! (opset 27) maps to the recurrence kernel of the signal family ([`linear_attention`]).
 
 use super::super::{Ctx, V};
 use crate::error::Result;
@@ -45,6 +48,28 @@ fn batched_bias(
         }
     }
     Tensor::from_f64_as(dtype, vec![offsets.len(), 1, rows, cols], v)
+}
+
+/// Softmax over the last axis. Float16 and bfloat16 logits take the steps of the ONNX
+/// definition one by one, each rounded to the type (x - max, exp, the sum, the division), as
+/// the reference's 16-bit arithmetic does; wider types use the fused kernel (rounded once).
+fn softmax_last(cx: &mut Ctx, logits: V) -> Result<V> {
+    let axis = cx.rank(&logits) - 1;
+    let dt = cx.dtype(&logits);
+    if !matches!(dt, DType::F16 | DType::BF16) {
+        return cx.add1(Op::Softmax { axis, kind: SoftmaxKind::Softmax }, &[logits]);
+    }
+    let max =
+        cx.add1(Op::Reduce { kind: ReduceKind::Max, axes: vec![axis], keepdims: true }, std::slice::from_ref(&logits))?;
+    // A row of -inf only (every key masked) subtracts 0, not -inf (no NaN).
+    let masked = cx.add1(Op::IsInf { pos: false, neg: true }, std::slice::from_ref(&max))?;
+    let zero = cx.constant(Tensor::scalar(dt, 0.0));
+    let max = cx.add1(Op::Where, &[masked, zero, max])?;
+    let shifted = cx.binary(BinaryOp::Sub, logits, max)?;
+    let e = cx.add1(Op::Unary(Activation::Exp), &[shifted])?;
+    let sum =
+        cx.add1(Op::Reduce { kind: ReduceKind::Sum, axes: vec![axis], keepdims: true }, std::slice::from_ref(&e))?;
+    cx.binary(BinaryOp::Div, e, sum)
 }
 
 pub(super) fn map(cx: &mut Ctx) -> Result<()> {
@@ -224,8 +249,7 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         }
     }
     // A row with every key masked would softmax to NaN: its probabilities are 0.
-    let softmax_rank = cx.rank(&logits);
-    let mut probs = cx.add1(Op::Softmax { axis: softmax_rank - 1, kind: SoftmaxKind::Softmax }, &[logits])?;
+    let mut probs = softmax_last(cx, logits)?;
     if let Some(b) = bias {
         let brank = cx.rank(&b);
         let row_max = cx.add1(Op::Reduce { kind: ReduceKind::Max, axes: vec![brank - 1], keepdims: true }, &[b])?;
@@ -256,5 +280,170 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         y = reshape(cx, t, vec![s[0], s[1], s[2] * s[3]])?;
     }
     cx.set(0, y);
+    Ok(())
+}
+
+/// A slice of the last axis.
+fn last_axis_slice(cx: &mut Ctx, v: V, start: usize, end: usize, step: usize) -> Result<V> {
+    let axis = cx.rank(&v) - 1;
+    let op =
+        Op::Slice { axes: vec![axis], starts: vec![start as i64], ends: vec![end as i64], steps: vec![step as i64] };
+    cx.add1(op, &[v])
+}
+
+/// RotaryEmbedding (opset 23), built: the rotated part of each head (the first
+/// `rotary_embedding_dim` values, halves or interleaved pairs) turned by the angles of the
+/// cos/sin caches (rows picked by `position_ids`, a gather, when given; else caches already
+/// [batch, sequence, dim / 2]), the rest passed through. 3-D inputs [batch, sequence,
+/// hidden] are split into `num_heads` heads and joined back.
+pub(super) fn rotary_embedding(cx: &mut Ctx) -> Result<()> {
+    let (x, cos, sin) = (cx.need(0)?, cx.need(1)?, cx.need(2)?);
+    let xs = cx.shape(&x);
+    let dt = cx.dtype(&x);
+    if !dt.is_float() {
+        return Err(cx.err(format!("X must be a float tensor, it is {dt}")));
+    }
+    // Heads apart: [B, H, S, D] (4-D) or [B, S, H, D] (3-D, reshaped).
+    let (work, seq_axis) = match xs.len() {
+        4 => (x, 2),
+        3 => {
+            let heads = cx.attrs.i("num_heads", 0);
+            if heads <= 0 || !xs[2].is_multiple_of(heads as usize) {
+                return Err(cx.err(format!(
+                    "a 3-D input needs num_heads (> 0, dividing the hidden size {}), got {heads}",
+                    xs[2]
+                )));
+            }
+            let h = heads as usize;
+            (reshape(cx, x, vec![xs[0], xs[1], h, xs[2] / h])?, 1)
+        }
+        _ => return Err(cx.err(format!("X must be 3-D or 4-D, has shape {xs:?}"))),
+    };
+    let ws = cx.shape(&work);
+    let head = ws[3];
+    let rd = match cx.attrs.i("rotary_embedding_dim", 0) {
+        0 => head,
+        d if d > 0 && (d as usize) <= head && d % 2 == 0 => d as usize,
+        d => return Err(cx.err(format!("rotary_embedding_dim {d} must be even and at most the head size {head}"))),
+    };
+    if !rd.is_multiple_of(2) {
+        return Err(cx.err(format!("the rotated size {rd} must be even")));
+    }
+    let half = rd / 2;
+    // The angles, [B, S, half], then shaped to broadcast over the heads.
+    let pick = |cx: &mut Ctx, cache: V| -> Result<V> {
+        match cx.input(3) {
+            Some(pos) => cx.add1(Op::Gather { axis: 0 }, &[cache, pos]),
+            None => Ok(cache),
+        }
+    };
+    let (cos, sin) = (pick(cx, cos)?, pick(cx, sin)?);
+    let cs = cx.shape(&cos);
+    if cs.len() != 3 || cs[2] != half || cx.shape(&sin) != cs {
+        return Err(cx.err(format!(
+            "the caches must give [batch, sequence, {half}] angles (rows picked by position_ids when given); they \
+             give cos {cs:?}, sin {:?}",
+            cx.shape(&sin)
+        )));
+    }
+    let interleaved = cx.attrs.i("interleaved", 0) != 0;
+    let mut angle_shape = if seq_axis == 2 { vec![cs[0], 1, cs[1], half] } else { vec![cs[0], cs[1], 1, half] };
+    if interleaved {
+        angle_shape.push(1);
+    }
+    let cos = reshape(cx, cos, angle_shape.clone())?;
+    let sin = reshape(cx, sin, angle_shape)?;
+
+    let rotated = if rd == head { work.clone() } else { last_axis_slice(cx, work.clone(), 0, rd, 1)? };
+    let (x1, x2, pairs) = if interleaved {
+        // [.., half, 2]: the even and odd values of each pair.
+        let mut ps = ws.clone();
+        ps[3] = half;
+        ps.push(2);
+        let pairs = reshape(cx, rotated, ps)?;
+        let x1 = last_axis_slice(cx, pairs.clone(), 0, 1, 1)?;
+        let x2 = last_axis_slice(cx, pairs, 1, 2, 1)?;
+        (x1, x2, true)
+    } else {
+        let x1 = last_axis_slice(cx, rotated.clone(), 0, half, 1)?;
+        let x2 = last_axis_slice(cx, rotated, half, rd, 1)?;
+        (x1, x2, false)
+    };
+    let c1 = cx.binary(BinaryOp::Mul, cos.clone(), x1.clone())?;
+    let s2 = cx.binary(BinaryOp::Mul, sin.clone(), x2.clone())?;
+    let real = cx.binary(BinaryOp::Sub, c1, s2)?;
+    let s1 = cx.binary(BinaryOp::Mul, sin, x1)?;
+    let c2 = cx.binary(BinaryOp::Mul, cos, x2)?;
+    let imag = cx.binary(BinaryOp::Add, s1, c2)?;
+    let last = cx.rank(&real) - 1;
+    let mut turned = cx.add1(Op::Concat { axis: last }, &[real, imag])?;
+    if pairs {
+        let mut rs = ws.clone();
+        rs[3] = rd;
+        turned = reshape(cx, turned, rs)?;
+    }
+    let mut y = if rd == head {
+        turned
+    } else {
+        let rest = last_axis_slice(cx, work, rd, head, 1)?;
+        cx.add1(Op::Concat { axis: 3 }, &[turned, rest])?
+    };
+    if xs.len() == 3 {
+        y = reshape(cx, y, xs)?;
+    }
+    cx.set(0, y);
+    Ok(())
+}
+
+/// LinearAttention (opset 27): the recurrence of its update rule (linear, gated, delta,
+/// gated_delta) as one device kernel over the sequence; an absent past state is zeros.
+pub(super) fn linear_attention(cx: &mut Ctx) -> Result<()> {
+    let (q, k, v) = (cx.need(0)?, cx.need(1)?, cx.need(2)?);
+    let (past, decay, beta) = (cx.input(3), cx.input(4), cx.input(5));
+    let heads = |name: &str| cx.attrs.has(name).then(|| cx.attrs.i(name, 0));
+    let (Some(hq), Some(hk)) = (heads("q_num_heads"), heads("kv_num_heads")) else {
+        return Err(cx.err("q_num_heads and kv_num_heads are required"));
+    };
+    if hq <= 0 || hk <= 0 || hq % hk != 0 {
+        return Err(cx.err(format!("q_num_heads {hq} must be a positive multiple of kv_num_heads {hk}")));
+    }
+    let rule = cx.attrs.s("update_rule", "gated_delta");
+    let (gated, delta) = match rule.as_str() {
+        "linear" => (false, false),
+        "gated" => (true, false),
+        "delta" => (false, true),
+        "gated_delta" => (true, true),
+        other => return Err(cx.err(format!("update_rule '{other}' is not linear, gated, delta or gated_delta"))),
+    };
+    if gated != decay.is_some() {
+        return Err(cx.err(format!("update_rule '{rule}' {} the decay input", if gated { "needs" } else { "forbids" })));
+    }
+    if delta != beta.is_some() {
+        return Err(cx.err(format!("update_rule '{rule}' {} the beta input", if delta { "needs" } else { "forbids" })));
+    }
+    let (qs, vs) = (cx.shape(&q), cx.shape(&v));
+    if qs.len() != 3 || vs.len() != 3 {
+        return Err(cx.err(format!("query {qs:?} and value {vs:?} must be [B, T, heads * size]")));
+    }
+    let (hq, hk) = (hq as usize, hk as usize);
+    let dk = qs[2] / hq;
+    let dv = vs[2] / hk;
+    let scale = match cx.attrs.f("scale", 0.0) {
+        0.0 => 1.0 / (dk.max(1) as f32).sqrt(),
+        s => s,
+    };
+    let dt = cx.dtype(&q);
+    let past = match past {
+        Some(p) => p,
+        None => cx.constant(Tensor::zeros_of(dt, vec![qs[0], hk, dk, dv])),
+    };
+    let mut ins = vec![q, k, v, past];
+    ins.extend(decay);
+    ins.extend(beta);
+    let attrs = crate::ops::LinearAttentionAttrs { q_heads: hq, kv_heads: hk, scale, gated, delta };
+    let outs = cx.add(Op::LinearAttention(attrs), &ins)?;
+    for (i, o) in outs.into_iter().enumerate() {
+        cx.set(i, o);
+    }
     Ok(())
 }

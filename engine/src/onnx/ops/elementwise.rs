@@ -1,5 +1,6 @@
 //! Elementwise ops: binary arithmetic, comparisons and logic (variadic Max, Min, Sum, Mean
-//! as chains), activations and math functions, IsNaN, IsInf, Not, Where.
+//! as chains), activations and math functions, IsNaN, IsInf, Not, Where; the bitwise ops
+//! (BitwiseAnd/Or/Xor/Not, BitShift) and SwiGLU (Swish of the gate times the value).
 
 use super::super::Ctx;
 use crate::error::Result;
@@ -24,6 +25,16 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         "And" => Some(BinaryOp::And),
         "Or" => Some(BinaryOp::Or),
         "Xor" => Some(BinaryOp::Xor),
+        "BitwiseAnd" => Some(BinaryOp::BitwiseAnd),
+        "BitwiseOr" => Some(BinaryOp::BitwiseOr),
+        "BitwiseXor" => Some(BinaryOp::BitwiseXor),
+        "BitShift" => Some(BinaryOp::BitShift {
+            left: match cx.attrs.s("direction", "").as_str() {
+                "LEFT" => true,
+                "RIGHT" => false,
+                other => return Err(cx.err(format!("direction '{other}' is not LEFT or RIGHT"))),
+            },
+        }),
         _ => None,
     };
     if let Some(b) = binary {
@@ -58,10 +69,24 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
             let out = cx.add1(Op::Where, &[c, x, y])?;
             cx.set(0, out);
         }
-        "Not" | "IsNaN" | "IsInf" => {
+        "SwiGLU" => {
+            let (a, b) = (cx.need(0)?, cx.need(1)?);
+            if cx.shape(&a) != cx.shape(&b) {
+                return Err(cx.err(format!(
+                    "A {:?} and B {:?} must have the same shape (SwiGLU does not broadcast)",
+                    cx.shape(&a),
+                    cx.shape(&b)
+                )));
+            }
+            let gate = cx.add1(Op::Unary(Activation::Swish { alpha: cx.attrs.f("alpha", 1.0) }), &[a])?;
+            let out = cx.binary(BinaryOp::Mul, gate, b)?;
+            cx.set(0, out);
+        }
+        "Not" | "IsNaN" | "IsInf" | "BitwiseNot" => {
             let x = cx.need(0)?;
             let o = match op.as_str() {
                 "Not" => Op::Not,
+                "BitwiseNot" => Op::BitwiseNot,
                 "IsNaN" => Op::IsNaN,
                 _ => {
                     Op::IsInf { pos: cx.attrs.i("detect_positive", 1) != 0, neg: cx.attrs.i("detect_negative", 1) != 0 }

@@ -27,6 +27,10 @@ mod recurrent;
 // [quant] begin
 // [quant] end
 // [misc] begin
+mod einsum;
+mod loss;
+mod signal;
+pub(super) mod training;
 // [misc] end
 
 use super::Ctx;
@@ -199,6 +203,25 @@ pub(super) const SUPPORTED: &[&str] = &[
     // [quant] begin
     // [quant] end
     // [misc] begin
+    "BitShift",
+    "BitwiseAnd",
+    "BitwiseNot",
+    "BitwiseOr",
+    "BitwiseXor",
+    "SwiGLU",
+    "BlackmanWindow",
+    "DFT",
+    "Det",
+    "HammingWindow",
+    "HannWindow",
+    "MelWeightMatrix",
+    "STFT",
+    "NegativeLogLikelihoodLoss",
+    "SoftmaxCrossEntropyLoss",
+    "Einsum",
+    "RotaryEmbedding",
+    "CausalConvWithState",
+    "LinearAttention",
     // [misc] end
 ];
 
@@ -237,6 +260,11 @@ pub(super) fn min_inputs(op: &str, opset: i64) -> usize {
         // [quant] begin
         // [quant] end
         // [misc] begin
+        "BitShift" | "BitwiseAnd" | "BitwiseOr" | "BitwiseXor" | "SwiGLU" | "STFT" => 2,
+        "MelWeightMatrix" => 5,
+        "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => 2,
+        "Adagrad" | "Adam" | "Momentum" | "RotaryEmbedding" | "LinearAttention" => 3,
+        "CausalConvWithState" => 2,
         // [misc] end
         _ => 1,
     }
@@ -281,6 +309,16 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         // [quant] begin
         // [quant] end
         // [misc] begin
+        "DFT" | "STFT" | "HannWindow" | "HammingWindow" | "BlackmanWindow" | "MelWeightMatrix" | "Det" => {
+            signal::map(cx)
+        }
+        "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => loss::map(cx),
+        "Einsum" => einsum::map(cx),
+        "RotaryEmbedding" => attention::rotary_embedding(cx),
+        "LinearAttention" => attention::linear_attention(cx),
+        "CausalConvWithState" => signal::causal_conv_with_state(cx),
+        // The training domain's optimisers (parse.rs admits them by domain, not SUPPORTED).
+        "Adagrad" | "Adam" | "Momentum" => training::map(cx),
         // [misc] end
         _ => elementwise::map(cx),
     }

@@ -1,4 +1,6 @@
-//! Normalisations: BatchNormalization and LRN map to IR operations; InstanceNormalization,
+//! Normalisations: BatchNormalization (inference form with constant statistics) and LRN map
+//! to IR operations; training-mode BatchNormalization (batch statistics, running mean and
+//! variance outputs) and one whose statistics come from the data are built; InstanceNormalization,
 //! GroupNormalization, RMSNormalization, MeanVarianceNormalization and LpNormalization are
 //! built from reductions and elementwise operations (as their ONNX function bodies are).
 
@@ -36,6 +38,54 @@ fn per_channel(cx: &mut Ctx, v: V, rank: usize) -> Result<V> {
     cx.add1(Op::Reshape { shape }, &[v])
 }
 
+/// (x - mean[c]) / sqrt(var[c] + eps) * scale[c] + bias[c] for per-channel vectors.
+fn normalise_channels(cx: &mut Ctx, x: V, [scale, bias, mean, var]: [V; 4], eps: f32) -> Result<V> {
+    let rank = cx.rank(&x);
+    let [scale, bias, mean, var] = [scale, bias, mean, var].map(|v| per_channel(cx, v, rank));
+    let (scale, bias, mean, var) = (scale?, bias?, mean?, var?);
+    let d = cx.binary(BinaryOp::Sub, x, mean)?;
+    let t = cx.dtype(&d);
+    let e = cx.constant(Tensor::scalar(t, eps as f64));
+    let ve = cx.binary(BinaryOp::Add, var, e)?;
+    let sd = un(cx, Activation::Sqrt, ve)?;
+    let n = cx.binary(BinaryOp::Div, d, sd)?;
+    let y = cx.binary(BinaryOp::Mul, n, scale)?;
+    cx.binary(BinaryOp::Add, y, bias)
+}
+
+/// Training-mode batch normalisation (opset 14 on): normalised with the batch's own
+/// statistics over every axis but the channels (biased variance); outputs 1 and 2 are the
+/// running mean and variance, `input * momentum + batch statistic * (1 - momentum)`.
+fn batch_norm_training(cx: &mut Ctx, ins: Vec<V>, eps: f32) -> Result<V> {
+    let [x, scale, bias, running_mean, running_var] = <[V; 5]>::try_from(ins).expect("five inputs");
+    let shape = cx.shape(&x);
+    if shape.len() < 2 {
+        return Err(cx.err(format!("input must have a channel axis (rank >= 2), has shape {shape:?}")));
+    }
+    let c = shape[1];
+    let axes: Vec<usize> = std::iter::once(0).chain(2..shape.len()).collect();
+    let batch_mean = mean(cx, x.clone(), axes.clone())?;
+    let d = cx.binary(BinaryOp::Sub, x.clone(), batch_mean.clone())?;
+    let sq = cx.binary(BinaryOp::Mul, d.clone(), d)?;
+    let batch_var = mean(cx, sq, axes)?;
+    let batch_mean = cx.add1(Op::Reshape { shape: vec![c] }, &[batch_mean])?;
+    let batch_var = cx.add1(Op::Reshape { shape: vec![c] }, &[batch_var])?;
+    let y = normalise_channels(cx, x, [scale, bias, batch_mean.clone(), batch_var.clone()], eps)?;
+    let momentum = cx.attrs.f("momentum", 0.9) as f64;
+    let t = cx.dtype(&y);
+    let keep = cx.constant(Tensor::scalar(t, momentum));
+    let take = cx.constant(Tensor::scalar(t, 1.0 - momentum));
+    for (k, running, batch) in [(1, running_mean, batch_mean), (2, running_var, batch_var)] {
+        if cx.wants_output(k) {
+            let old = cx.binary(BinaryOp::Mul, running, keep.clone())?;
+            let new = cx.binary(BinaryOp::Mul, batch, take.clone())?;
+            let updated = cx.binary(BinaryOp::Add, old, new)?;
+            cx.set(k, updated);
+        }
+    }
+    Ok(y)
+}
+
 pub(super) fn map(cx: &mut Ctx) -> Result<()> {
     let x = cx.need(0)?;
     let rank = cx.rank(&x);
@@ -44,11 +94,24 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
             if cx.opset() < 9 && cx.attrs.i("spatial", 1) == 0 {
                 return Err(cx.err("per-element (spatial = 0) batch normalisation is not supported"));
             }
-            if (1..5).any(|k| cx.wants_output(k)) || cx.attrs.i("training_mode", 0) != 0 {
-                return Err(cx.err("training-mode batch normalisation is not supported; export for inference"));
+            let training = cx.opset() >= 14 && cx.attrs.i("training_mode", 0) != 0;
+            if !training && (1..5).any(|k| cx.wants_output(k)) {
+                return Err(cx.err(
+                    "the running statistics outputs of opsets before 14 are not supported; export with opset >= 14 \
+                     (training_mode) or for inference",
+                ));
             }
             let ins: Vec<V> = (0..5).map(|k| cx.need(k)).collect::<Result<_>>()?;
-            cx.add1(Op::BatchNorm { epsilon: cx.attrs.f("epsilon", 1e-5) }, &ins)?
+            let eps = cx.attrs.f("epsilon", 1e-5);
+            if training {
+                batch_norm_training(cx, ins, eps)?
+            } else if ins[1..].iter().all(|v| matches!(v, V::Const(_))) {
+                cx.add1(Op::BatchNorm { epsilon: eps }, &ins)?
+            } else {
+                // Statistics computed from the data: the formula, elementwise.
+                let [x, scale, bias, mean, var] = <[V; 5]>::try_from(ins).expect("five inputs");
+                normalise_channels(cx, x, [scale, bias, mean, var], eps)?
+            }
         }
         "LRN" => {
             let size = cx.attrs.i("size", 0);

@@ -1,5 +1,5 @@
 //! Ops that produce constants or aliases: Constant, ConstantOfShape, Identity, Dropout (at
-//! inference), Shape and Size (every shape is static once the model is specialised), Range
+//! inference, or training with ratio 0: nothing dropped), Shape and Size (every shape is static once the model is specialised), Range
 //! (folded when its inputs are known, else a host step).
 
 use std::sync::Arc;
@@ -39,8 +39,16 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
                 o if o >= 12 => cx.ints(2, "training_mode")?.and_then(|v| v.first().copied()).unwrap_or(0) != 0,
                 _ => false,
             };
-            if training {
-                return Err(cx.err("training-mode dropout is random; export the model for inference"));
+            let ratio = match cx.opset() {
+                o if o >= 12 => cx.floats(1, "ratio")?.and_then(|v| v.first().copied()).unwrap_or(0.5),
+                _ => 0.0,
+            };
+            if training && ratio != 0.0 {
+                // A ratio of 0 drops nothing: the output is the input, the mask all true.
+                return Err(cx.err(format!(
+                    "training-mode dropout with ratio {ratio} drops random elements, which cannot be reproduced; \
+                     export the model for inference (or use ratio 0)"
+                )));
             }
             let x = cx.need(0)?;
             let shape = cx.shape(&x);

@@ -169,6 +169,11 @@ pub(super) const SUPPORTED: &[&str] = &[
     // [index] begin
     // [index] end
     // [conv-pool] begin
+    "Col2Im",
+    "DeformConv",
+    "GlobalLpPool",
+    "LpPool",
+    "MaxUnpool",
     // [conv-pool] end
     // [sample] begin
     // [sample] end
@@ -202,6 +207,8 @@ pub(super) fn min_inputs(op: &str, opset: i64) -> usize {
         // [index] begin
         // [index] end
         // [conv-pool] begin
+        "Col2Im" | "DeformConv" => 3,
+        "MaxUnpool" => 2,
         // [conv-pool] end
         // [sample] begin
         // [sample] end
@@ -240,6 +247,8 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         // [index] begin
         // [index] end
         // [conv-pool] begin
+        "Col2Im" | "DeformConv" => conv::map(cx),
+        "GlobalLpPool" | "LpPool" | "MaxUnpool" => pool::map(cx),
         // [conv-pool] end
         // [sample] begin
         // [sample] end

@@ -76,8 +76,8 @@ fn conv(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, a: &ConvAttrs) -> OpResul
     }
     check_bias(bias, m)?;
     check_axes(ns, &[("stride", &a.stride), ("dilation", &a.dilation)], &a.pads)?;
-    if a.stride.contains(&0) || a.dilation.contains(&0) || ws.contains(&0) {
-        return Err("kernel, stride and dilation must be >= 1".into());
+    if a.stride.contains(&0) || a.dilation.contains(&0) || ws.contains(&0) || xs.contains(&0) {
+        return Err("input and kernel dimensions, stride and dilation must be >= 1".into());
     }
     let dims = conv_dims(&xs[2..], &ws[2..], &a.stride, &a.pads, &a.dilation)?;
     let (id, k, od) = (axes3(&xs[2..], 1), axes3(&ws[2..], 1), axes3(&dims, 1));
@@ -136,8 +136,8 @@ fn conv_transpose(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, a: &ConvTranspo
         &[("stride", &a.stride), ("dilation", &a.dilation), ("output_padding", &a.output_padding)],
         &a.pads,
     )?;
-    if a.stride.contains(&0) || a.dilation.contains(&0) || ws.contains(&0) {
-        return Err("kernel, stride and dilation must be >= 1".into());
+    if a.stride.contains(&0) || a.dilation.contains(&0) || ws.contains(&0) || xs.contains(&0) {
+        return Err("input and kernel dimensions, stride and dilation must be >= 1".into());
     }
     let dims = conv_transpose_dims(&xs[2..], &ws[2..], a)?;
     let (id, k, od) = (axes3(&xs[2..], 1), axes3(&ws[2..], 1), axes3(&dims, 1));
@@ -226,6 +226,9 @@ fn deform_conv(
     }
     check_bias(Some(bias), m)?;
     check_axes(2, &[("stride", &a.stride), ("dilation", &a.dilation)], &a.pads)?;
+    if a.stride.contains(&0) || a.dilation.contains(&0) || ws.contains(&0) || xs.contains(&0) {
+        return Err("input and kernel dimensions, stride and dilation must be >= 1".into());
+    }
     let dims = conv_dims(&xs[2..], &ws[2..], &a.stride, &a.pads, &a.dilation)?;
     let (oh, ow) = (dims[0], dims[1]);
     let taps = kh * kw;

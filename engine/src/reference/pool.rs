@@ -219,6 +219,10 @@ fn max_unpool(x: &Tensor, indices: &Tensor, a: &MaxUnpoolAttrs) -> OpResult<Tens
             indices.shape()
         ));
     }
+    crate::ops::check_axes(s.len() - 2, &[("kernel", &a.kernel), ("stride", &a.stride)], &a.pads)?;
+    if s.contains(&0) || a.kernel.contains(&0) || a.stride.contains(&0) {
+        return Err("input dimensions, kernel and stride must be >= 1".into());
+    }
     let dims = crate::ops::unpool_dims(&s[2..], a)?;
     let default = [s[..2].to_vec(), dims].concat();
     let full = a.output_shape.clone().unwrap_or_else(|| default.clone());

@@ -96,6 +96,9 @@ fn conv_axes(cx: &Ctx, xs: &[usize], ws: &[usize], what: &str) -> Result<usize> 
     if !(1..=MAX_SPATIAL).contains(&nd) || ws.len() != xs.len() {
         return Err(cx.err(format!("only 1-D, 2-D and 3-D {what} are supported (input {xs:?}, weight {ws:?})")));
     }
+    if xs.contains(&0) || ws.contains(&0) {
+        return Err(cx.err(format!("input {xs:?} and weight {ws:?} must have no empty dimension")));
+    }
     if let Some(k) = cx.attrs.ints("kernel_shape")
         && k.iter().map(|&v| v as usize).collect::<Vec<_>>() != ws[2..]
     {

@@ -1,8 +1,10 @@
 // Convolution family: implicit-GEMM 2-D convolution (register tile of 4 output channels x 4
 // output pixels per invocation, weights packed for vec4 loads), a 1x1 variant that also loads
 // the input as vec4, depthwise convolution (4 output pixels per invocation) and transposed
-// convolution (implicit GEMM in gather form). Bias and activation are fused into the
-// write-back.
+// convolution (implicit GEMM in gather form), for 2-D and 1-D (as 2-D with a unit height)
+// sweeps. Bias and activation are fused into the write-back. Below them, direct kernels over
+// up to 3 spatial axes (3-D convolution and transposed convolution), Col2Im and deformable
+// convolution.
 //
 // Parameter words (conv2d, conv1x1, conv_transpose, depthwise):
 //   0 N      1 C      2 H      3 W      4 M      5 OH     6 OW     7 KH     8 KW
@@ -277,4 +279,264 @@ fn depthwise(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg
             out[base + ox] = act(acc[p] + bv, a, b);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Direct kernels over up to 3 spatial axes (1-D and 2-D sweeps have leading unit axes): one
+// output per invocation. They serve 3-D (transposed) convolutions, whose tiled 2-D kernels
+// above do not apply.
+//
+// Parameter words (conv_direct, conv_transpose_direct):
+//   0 invocations (outputs)   1 C   2 M   3 CG (C/G)   4 MG (M/G)
+//   5..7 input (D, H, W)   8..10 output (D, H, W)   11..13 kernel (D, H, W)
+//  14..16 stride   17..19 pad at the begin   20..22 dilation   23 act a (f32)   24 act b (f32)
+// Weights wdw unpacked: conv_direct [M][CG][KD][KH][KW], conv_transpose_direct
+// [C][MG][KD][KH][KW].
+
+struct Geom3 {
+    C: u32,
+    M: u32,
+    CG: u32,
+    MG: u32,
+    inp: vec3<i32>,
+    outp: vec3<u32>,
+    k: vec3<u32>,
+    s: vec3<i32>,
+    p: vec3<i32>,
+    d: vec3<i32>,
+}
+
+fn geom3() -> Geom3 {
+    return Geom3(pu(1u), pu(2u), pu(3u), pu(4u),
+        vec3<i32>(i32(pu(5u)), i32(pu(6u)), i32(pu(7u))),
+        vec3<u32>(pu(8u), pu(9u), pu(10u)),
+        vec3<u32>(pu(11u), pu(12u), pu(13u)),
+        vec3<i32>(i32(pu(14u)), i32(pu(15u)), i32(pu(16u))),
+        vec3<i32>(pi(17u), pi(18u), pi(19u)),
+        vec3<i32>(i32(pu(20u)), i32(pu(21u)), i32(pu(22u))));
+}
+
+// Output t as (image, channel, position).
+struct Out3 {
+    n: u32,
+    m: u32,
+    o: vec3<i32>,
+}
+
+fn out3(t: u32, gm: Geom3) -> Out3 {
+    let x = t % gm.outp.z;
+    var r = t / gm.outp.z;
+    let y = r % gm.outp.y;
+    r = r / gm.outp.y;
+    let z = r % gm.outp.x;
+    r = r / gm.outp.x;
+    return Out3(r / gm.M, r % gm.M, vec3<i32>(i32(z), i32(y), i32(x)));
+}
+
+fn inside3(p: vec3<i32>, size: vec3<i32>) -> bool {
+    return all(p >= vec3<i32>(0)) && all(p < size);
+}
+
+@compute @workgroup_size(WG)
+fn conv_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wid, nwg) * WG + lid;
+    if (t >= pu(0u)) {
+        return;
+    }
+    let gm = geom3();
+    let o = out3(t, gm);
+    let grp = o.m / gm.MG;
+    let start = o.o * gm.s - gm.p;
+    let isz = u32(gm.inp.x * gm.inp.y * gm.inp.z);
+    let ksz = gm.k.x * gm.k.y * gm.k.z;
+    var acc = bias[o.m];
+    for (var ci = 0u; ci < gm.CG; ci++) {
+        let xc = (o.n * gm.C + grp * gm.CG + ci) * isz;
+        let wc = (o.m * gm.CG + ci) * ksz;
+        for (var kz = 0u; kz < gm.k.x; kz++) {
+            for (var ky = 0u; ky < gm.k.y; ky++) {
+                for (var kx = 0u; kx < gm.k.z; kx++) {
+                    let ip = start + vec3<i32>(i32(kz), i32(ky), i32(kx)) * gm.d;
+                    if (inside3(ip, gm.inp)) {
+                        let xi = xc + u32((ip.x * gm.inp.y + ip.y) * gm.inp.z + ip.z);
+                        acc += x[xi] * wdw[wc + (kz * gm.k.y + ky) * gm.k.z + kx];
+                    }
+                }
+            }
+        }
+    }
+    out[t] = act(acc, pf(23u), pf(24u));
+}
+
+// Transposed convolution in gather form: output o takes input i through tap k when
+// o + pad - k*d = i*s on every axis.
+@compute @workgroup_size(WG)
+fn conv_transpose_direct(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                         @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wid, nwg) * WG + lid;
+    if (t >= pu(0u)) {
+        return;
+    }
+    let gm = geom3();
+    let o = out3(t, gm);
+    let grp = o.m / gm.MG;
+    let mo = o.m % gm.MG;
+    let shifted = o.o + gm.p;
+    let isz = u32(gm.inp.x * gm.inp.y * gm.inp.z);
+    let ksz = gm.k.x * gm.k.y * gm.k.z;
+    var acc = bias[o.m];
+    for (var ci = 0u; ci < gm.CG; ci++) {
+        let c = grp * gm.CG + ci;
+        let xc = (o.n * gm.C + c) * isz;
+        let wc = (c * gm.MG + mo) * ksz;
+        for (var kz = 0u; kz < gm.k.x; kz++) {
+            for (var ky = 0u; ky < gm.k.y; ky++) {
+                for (var kx = 0u; kx < gm.k.z; kx++) {
+                    let tp = shifted - vec3<i32>(i32(kz), i32(ky), i32(kx)) * gm.d;
+                    let ip = tp / gm.s;
+                    if (all(tp >= vec3<i32>(0)) && all(ip * gm.s == tp) && all(ip < gm.inp)) {
+                        let xi = xc + u32((ip.x * gm.inp.y + ip.y) * gm.inp.z + ip.z);
+                        acc += x[xi] * wdw[wc + (kz * gm.k.y + ky) * gm.k.z + kx];
+                    }
+                }
+            }
+        }
+    }
+    out[t] = act(acc, pf(23u), pf(24u));
+}
+
+// Col2Im: image position p of channel c sums column c*K + k of block b for every tap k
+// (row-major over the block) with b*s - pad + k*d = p on every axis.
+//
+// Parameter words: 0 invocations (image elements)   2..4 image (D, H, W)   5..7 blocks per
+//   axis   8..10 block (D, H, W)   11..13 stride   14..16 pad at the begin   17..19 dilation
+@compute @workgroup_size(WG)
+fn col2im(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wid, nwg) * WG + lid;
+    if (t >= pu(0u)) {
+        return;
+    }
+    let im = vec3<u32>(pu(2u), pu(3u), pu(4u));
+    let nb = vec3<i32>(i32(pu(5u)), i32(pu(6u)), i32(pu(7u)));
+    let k = vec3<u32>(pu(8u), pu(9u), pu(10u));
+    let s = vec3<i32>(i32(pu(11u)), i32(pu(12u)), i32(pu(13u)));
+    let p = vec3<i32>(pi(14u), pi(15u), pi(16u));
+    let d = vec3<i32>(i32(pu(17u)), i32(pu(18u)), i32(pu(19u)));
+    let px = t % im.z;
+    var r = t / im.z;
+    let py = r % im.y;
+    r = r / im.y;
+    let pz = r % im.x;
+    let nc = r / im.x;
+    let shifted = vec3<i32>(i32(pz), i32(py), i32(px)) + p;
+    let K = k.x * k.y * k.z;
+    let L = u32(nb.x * nb.y * nb.z);
+    var acc = 0.0;
+    for (var kz = 0u; kz < k.x; kz++) {
+        for (var ky = 0u; ky < k.y; ky++) {
+            for (var kx = 0u; kx < k.z; kx++) {
+                let tp = shifted - vec3<i32>(i32(kz), i32(ky), i32(kx)) * d;
+                let b = tp / s;
+                if (all(tp >= vec3<i32>(0)) && all(b * s == tp) && all(b < nb)) {
+                    let col = nc * K + (kz * k.y + ky) * k.z + kx;
+                    acc += x[col * L + u32((b.x * nb.y + b.y) * nb.z + b.z)];
+                }
+            }
+        }
+    }
+    out[t] = acc;
+}
+
+// Deformable 2-D convolution: one output per invocation; every tap samples the input
+// bilinearly at its position shifted by the (dy, dx) of its offset group (zero outside the
+// image) and is scaled by its mask.
+//
+// Parameter words: 0 invocations (outputs)   1 C   2 H   3 W   4 M   5 OH   6 OW   7 KH   8 KW
+//   9 SH   10 SW   11 PT   12 PL   13 DH   14 DW   15 CG (C/G)   16 MG (M/G)   17 OG (offset
+//   groups)   18 has mask
+// Weights wdw [M][CG][KH][KW]; offsets [N][OG*KH*KW*2][OH][OW] ((dy, dx) per tap); mask
+// [N][OG*KH*KW][OH][OW] (bound to the offsets, and never read, without a mask).
+@group(0) @binding(7) var<storage, read> offsets: array<f32>;
+@group(0) @binding(8) var<storage, read> mask: array<f32>;
+
+// Bilinear sample of the plane at `base` ([H, W]) at (y, x); neighbours outside read zero.
+fn bilinear_zero(base: u32, H: i32, W: i32, y: f32, xx: f32) -> f32 {
+    if (!(y > -1.0 && y < f32(H) && xx > -1.0 && xx < f32(W))) {
+        return 0.0;
+    }
+    let y0 = floor(y);
+    let x0 = floor(xx);
+    let fy = y - y0;
+    let fx = xx - x0;
+    var v = 0.0;
+    for (var dy = 0; dy < 2; dy++) {
+        for (var dx = 0; dx < 2; dx++) {
+            let yy = i32(y0) + dy;
+            let xi = i32(x0) + dx;
+            if (yy >= 0 && yy < H && xi >= 0 && xi < W) {
+                let wy = select(1.0 - fy, fy, dy == 1);
+                let wx = select(1.0 - fx, fx, dx == 1);
+                v += wy * wx * x[base + u32(yy * W + xi)];
+            }
+        }
+    }
+    return v;
+}
+
+@compute @workgroup_size(WG)
+fn deform_conv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let t = group_index(wid, nwg) * WG + lid;
+    if (t >= pu(0u)) {
+        return;
+    }
+    let C = pu(1u);
+    let H = i32(pu(2u));
+    let W = i32(pu(3u));
+    let M = pu(4u);
+    let OH = pu(5u);
+    let OW = pu(6u);
+    let KH = pu(7u);
+    let KW = pu(8u);
+    let CG = pu(15u);
+    let MG = pu(16u);
+    let OG = pu(17u);
+    let has_mask = pu(18u) != 0u;
+    let ox = t % OW;
+    var r = t / OW;
+    let oy = r % OH;
+    r = r / OH;
+    let m = r % M;
+    let n = r / M;
+    let grp = m / MG;
+    let plane = OH * OW;
+    let pix = oy * OW + ox;
+    let taps = KH * KW;
+    let y0 = f32(i32(oy * pu(9u)) - pi(11u));
+    let x0 = f32(i32(ox * pu(10u)) - pi(12u));
+    let DH = f32(pu(13u));
+    let DW = f32(pu(14u));
+    var acc = bias[m];
+    for (var ci = 0u; ci < CG; ci++) {
+        let c = grp * CG + ci;
+        let og = c / (C / OG);
+        let xb = (n * C + c) * u32(H * W);
+        for (var ky = 0u; ky < KH; ky++) {
+            for (var kx = 0u; kx < KW; kx++) {
+                let tap = og * taps + ky * KW + kx;
+                let ob = (n * OG * taps * 2u + 2u * tap) * plane + pix;
+                let dy = offsets[ob];
+                let dx = offsets[ob + plane];
+                var k = 1.0;
+                if (has_mask) {
+                    k = mask[(n * OG * taps + tap) * plane + pix];
+                }
+                let v = bilinear_zero(xb, H, W, y0 + f32(ky) * DH + dy, x0 + f32(kx) * DW + dx);
+                acc += wdw[((m * CG + ci) * KH + ky) * KW + kx] * k * v;
+            }
+        }
+    }
+    out[t] = acc;
 }

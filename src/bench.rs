@@ -98,8 +98,8 @@ impl KernelShape {
             let b = g.constant("b", Tensor::random(vec![self.out], rng, -0.1, 0.1));
             let p = self.k / 2;
             let attrs = ConvAttrs {
-                stride: [self.stride; 2],
-                pads: [p; 4],
+                stride: vec![self.stride; 2],
+                pads: vec![p; 4],
                 groups: self.groups,
                 activation: Some(poolpipe_engine::Activation::Relu),
                 ..Default::default()

@@ -141,14 +141,14 @@ impl Graph {
         let n = &self.nodes[i];
         let out = self.value(n.outputs[0]);
         match &n.op {
-            Op::Conv(_) => {
+            Op::Conv(_) | Op::DeformConv(_) => {
                 let w = &self.value(n.inputs[1]).shape;
-                (out.numel() * w[1] * w[2] * w[3]) as u64
+                (out.numel() * numel(&w[1..])) as u64
             }
             Op::ConvTranspose(_) => {
                 let w = &self.value(n.inputs[1]).shape;
                 let x = &self.value(n.inputs[0]).shape;
-                (numel(x) * w[1] * w[2] * w[3]) as u64
+                (numel(x) * numel(&w[1..])) as u64
             }
             Op::Gemm(a) => {
                 let s = &self.value(n.inputs[0]).shape;
@@ -233,7 +233,7 @@ impl Graph {
 /// let mut g = GraphBuilder::new("tiny");
 /// let x = g.input("x", &[2, 3, 8, 8]);
 /// let w = g.constant("w", Tensor::random(vec![4, 3, 3, 3], &mut rng, -1.0, 1.0));
-/// let y = g.conv("conv", x, w, None, ConvAttrs { pads: [1; 4], ..Default::default() }).unwrap();
+/// let y = g.conv("conv", x, w, None, ConvAttrs { pads: vec![1; 4], ..Default::default() }).unwrap();
 /// let y = g.unary("relu", y, Activation::Relu).unwrap();
 /// g.output(y);
 /// let graph = g.build().unwrap();

@@ -39,7 +39,7 @@
 //! let mut g = GraphBuilder::new("demo");
 //! let x = g.input("x", &[2, 3, 16, 16]);
 //! let w = g.constant("w", Tensor::random(vec![8, 3, 3, 3], &mut rng, -0.5, 0.5));
-//! let y = g.conv("conv", x, w, None, ConvAttrs { pads: [1; 4], ..Default::default() })?;
+//! let y = g.conv("conv", x, w, None, ConvAttrs { pads: vec![1; 4], ..Default::default() })?;
 //! g.output(y);
 //! let graph = g.build()?;
 //! let device = gpu::Device::open(&gpu::AdapterSelector::Default)?;

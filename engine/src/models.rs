@@ -99,8 +99,13 @@ impl Builder {
         let n = self.name("conv");
         let w = self.weight(&format!("{n}.weight"), vec![cout, cin / groups, k, k], cin / groups * k * k);
         let p = dilation * (k - 1) / 2;
-        let attrs =
-            ConvAttrs { stride: [stride, stride], pads: [p; 4], dilation: [dilation; 2], groups, activation: None };
+        let attrs = ConvAttrs {
+            stride: vec![stride; 2],
+            pads: vec![p; 4],
+            dilation: vec![dilation; 2],
+            groups,
+            activation: None,
+        };
         let y = self.g.conv(&n, x, w, None, attrs)?;
         let y = self.bn(y, cout)?;
         match act {
@@ -124,8 +129,8 @@ impl Builder {
     fn resnet(&mut self, x: ValueId) -> Result<ValueId> {
         let relu = Some(Activation::Relu);
         let mut y = self.conv_bn(x, 3, 16, 3, 2, 1, 1, relu)?;
-        let mut pool = PoolAttrs::new(PoolKind::Max, [3, 3], [2, 2]);
-        pool.pads = [1; 4];
+        let mut pool = PoolAttrs::new(PoolKind::Max, &[3, 3], &[2, 2]);
+        pool.pads = vec![1; 4];
         y = self.g.pool("maxpool", y, pool)?;
         let mut c = 16;
         for (cout, stride) in [(16, 1), (32, 2), (32, 1), (64, 2)] {

@@ -169,11 +169,11 @@ fn fold_bn(g: &Graph, conv: &mut Spec, bn_inputs: &[ValueId], eps: f32, transpos
     };
     let wshape = weight.shape().to_vec();
     let mut w = weight.data().to_vec();
-    let per = wshape[1] * wshape[2] * wshape[3];
+    let per: usize = wshape[1..].iter().product();
     if transposed {
-        // w: [C_in, M/groups, kh, kw]; output channel = group * (M/groups) + m
+        // w: [C_in, M/groups, k...]; output channel = group * (M/groups) + m
         let groups = if let Op::ConvTranspose(a) = &conv.op { a.groups } else { 1 };
-        let (cin, mg, kk) = (wshape[0], wshape[1], wshape[2] * wshape[3]);
+        let (cin, mg, kk) = (wshape[0], wshape[1], wshape[2..].iter().product::<usize>());
         for ci in 0..cin {
             let grp = ci / (cin / groups);
             for m in 0..mg {

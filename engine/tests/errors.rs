@@ -72,7 +72,7 @@ fn unsupported_attribute_values_name_the_node() {
     let cases: Vec<(&str, Op, &str)> = vec![
         ("sm9", Op::Softmax { axis: 9, kind: SoftmaxKind::Softmax }, "out of range"),
         ("tr", Op::Transpose { perm: vec![1, 0, 2, 2] }, "permutation"),
-        ("stride0", Op::Pool(PoolAttrs::new(PoolKind::Max, [2, 2], [0, 1])), "stride"),
+        ("stride0", Op::Pool(PoolAttrs::new(PoolKind::Max, &[2, 2], &[0, 1])), "stride"),
         ("pad_rank", Op::Pad { pads: vec![(1, 0), (0, 0), (0, 0)], mode: PadMode::Edge }, "pairs"),
         ("reflect", Op::Pad { pads: vec![(0, 0), (0, 0), (8, 0), (0, 0)], mode: PadMode::Reflect }, "reflect"),
         ("reflect0", Op::Pad { pads: vec![(2, 0), (0, 0), (0, 0), (0, 0)], mode: PadMode::Reflect }, "reflect"),
@@ -121,7 +121,10 @@ fn once_refused_operations_now_run() {
     let ops: Vec<(&str, Op)> = vec![
         ("sm0", Op::Softmax { axis: 0, kind: SoftmaxKind::Softmax }),
         ("tr", Op::Transpose { perm: vec![1, 0, 2, 3] }),
-        ("avg_dil", Op::Pool(PoolAttrs { dilation: [2, 2], ..PoolAttrs::new(PoolKind::Average, [2, 2], [1, 1]) })),
+        (
+            "avg_dil",
+            Op::Pool(PoolAttrs { dilation: vec![2, 2], ..PoolAttrs::new(PoolKind::Average, &[2, 2], &[1, 1]) }),
+        ),
         ("pad_batch", Op::Pad { pads: vec![(1, 0), (0, 0), (0, 0), (0, 0)], mode: PadMode::Edge }),
         ("reduce0", Op::Reduce { kind: ReduceKind::Mean, axes: vec![0], keepdims: true }),
     ];

@@ -171,7 +171,7 @@ fn three_stages_pass_skip_connections_through_the_middle_one() {
             let x = gb.input("x", &[batch, 4, 5, 5]);
             let a = gb.unary("a", x, Activation::Relu)?;
             let w = gb.constant("w", weights.clone());
-            let b = gb.conv("b", a, w, None, poolpipe_engine::ConvAttrs { pads: [1; 4], ..Default::default() })?;
+            let b = gb.conv("b", a, w, None, poolpipe_engine::ConvAttrs { pads: vec![1; 4], ..Default::default() })?;
             let c = gb.add(
                 "c",
                 poolpipe_engine::Op::Softmax { axis: 1, kind: poolpipe_engine::SoftmaxKind::Softmax },

@@ -9,14 +9,15 @@ use std::sync::{Arc, Mutex};
 /// A kernel family: one WGSL file of `shaders/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
-    /// conv.wgsl: conv2d, conv1x1, depthwise, conv_transpose.
+    /// conv.wgsl: conv2d, conv1x1, depthwise, conv_transpose, conv_direct,
+    /// conv_transpose_direct, col2im, deform_conv.
     Conv,
     /// matmul.wgsl: matmul, pack_b.
     Matmul,
     /// elementwise.wgsl: binary, compare, binary_int, unary, unary_int, classify,
     /// select_words.
     Elementwise,
-    /// pool.wgsl: pool2d.
+    /// pool.wgsl: pool, max_pool_indices, unpool_clear, unpool_scatter.
     Pool,
     /// reduce.wgsl: reduce, arg_reduce, softmax, layer_norm, cumulative, top_k.
     Reduce,
@@ -180,13 +181,25 @@ mod tests {
     #[test]
     fn every_wgsl_module_validates_with_naga() {
         let entries: &[(Family, &[&str])] = &[
-            (Family::Conv, &["conv2d", "conv1x1", "depthwise", "conv_transpose"]),
+            (
+                Family::Conv,
+                &[
+                    "conv2d",
+                    "conv1x1",
+                    "depthwise",
+                    "conv_transpose",
+                    "conv_direct",
+                    "conv_transpose_direct",
+                    "col2im",
+                    "deform_conv",
+                ],
+            ),
             (Family::Matmul, &["matmul", "pack_b"]),
             (
                 Family::Elementwise,
                 &["binary", "compare", "binary_int", "unary", "unary_int", "classify", "select_words"],
             ),
-            (Family::Pool, &["pool2d"]),
+            (Family::Pool, &["pool", "max_pool_indices", "unpool_clear", "unpool_scatter"]),
             (Family::Reduce, &["reduce", "arg_reduce", "softmax", "layer_norm", "cumulative", "top_k"]),
             (Family::Norm, &["batch_norm", "lrn"]),
             (Family::Layout, &["strided_copy", "pad"]),

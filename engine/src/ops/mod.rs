@@ -38,6 +38,10 @@ pub use index::ScatterReduction;
 pub use reduce::CumulativeKind;
 // [index] end
 // [conv-pool] begin
+pub use conv::{Col2ImAttrs, DeformConvAttrs};
+pub(crate) use conv::{MAX_SPATIAL, axes3, check_axes, col2im_blocks, conv_dims, conv_transpose_dims, pads3};
+pub use pool::{IndexOrder, LpPoolAttrs, MaxUnpoolAttrs};
+pub(crate) use pool::{Window, unpool_dims};
 // [conv-pool] end
 // [sample] begin
 pub use sample::{
@@ -67,9 +71,9 @@ pub(crate) use reduce::reduced_shape;
 /// An operation of the graph IR.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
-    /// 2-D convolution: x, w, optional bias.
+    /// Convolution over 1 to 3 spatial axes: x, w, optional bias.
     Conv(ConvAttrs),
-    /// Transposed 2-D convolution: x, w, optional bias.
+    /// Transposed convolution over 1 to 3 spatial axes: x, w, optional bias.
     ConvTranspose(ConvTransposeAttrs),
     /// General matrix multiply: a, b, optional c.
     Gemm(GemmAttrs),
@@ -322,6 +326,14 @@ pub enum Op {
     },
     // [index] end
     // [conv-pool] begin
+    /// Deformable 2-D convolution: x, w, offset, bias, optional mask.
+    DeformConv(DeformConvAttrs),
+    /// Column blocks [N, C*prod(block), L] summed back into an image [N, C, image...].
+    Col2Im(Col2ImAttrs),
+    /// Lp pooling.
+    LpPool(LpPoolAttrs),
+    /// Max unpooling: x, indices.
+    MaxUnpool(MaxUnpoolAttrs),
     // [conv-pool] end
     // [sample] begin
     /// Resampling of any axes of a tensor of any rank (ONNX Resize and Upsample).
@@ -430,6 +442,10 @@ impl Op {
             Op::TopKStatic { .. } => "TopK",
             // [index] end
             // [conv-pool] begin
+            Op::DeformConv(_) => "DeformConv",
+            Op::Col2Im(_) => "Col2Im",
+            Op::LpPool(_) => "LpPool",
+            Op::MaxUnpool(_) => "MaxUnpool",
             // [conv-pool] end
             // [sample] begin
             Op::Resize(_) => "Resize",
@@ -575,6 +591,8 @@ impl Op {
             Op::Cumulative { .. } | Op::TopKStatic { .. } => OpFamily::Reduce,
             // [index] end
             // [conv-pool] begin
+            Op::DeformConv(_) | Op::Col2Im(_) => OpFamily::Conv,
+            Op::LpPool(_) | Op::MaxUnpool(_) => OpFamily::Pool,
             // [conv-pool] end
             // [sample] begin
             Op::Resize(_) | Op::GridSample(_) | Op::RoiAlign(_) => OpFamily::Sample,

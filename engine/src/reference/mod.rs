@@ -160,18 +160,12 @@ pub(crate) fn eval(op: &Op, ins: &[&Tensor]) -> OpResult<Vec<Tensor>> {
         }
     };
     match op.family() {
-        OpFamily::Conv => {
-            arity(2, 3)?;
-            conv::eval(op, ins)
-        }
+        OpFamily::Conv => conv::eval(op, ins),
         OpFamily::Matmul => {
             arity(2, 3)?;
             matmul::eval(op, ins)
         }
-        OpFamily::Pool => {
-            arity(1, 1)?;
-            pool::eval(op, ins[0])
-        }
+        OpFamily::Pool => pool::eval(op, ins),
         OpFamily::Elementwise => {
             arity(1, 3)?;
             elementwise::eval(op, ins)

@@ -60,25 +60,25 @@ fn conv_padding_stride_dilation_activation() {
     let x = seq(&[1, 1, 3, 3]);
     let ones = t(&[1, 1, 3, 3], &[1.0; 9]);
     // Pad 1, all-ones kernel: sums of the 3x3 neighbourhoods.
-    let y = conv1(&x, ones.clone(), None, ConvAttrs { pads: [1; 4], ..Default::default() });
+    let y = conv1(&x, ones.clone(), None, ConvAttrs { pads: vec![1; 4], ..Default::default() });
     assert_close(&y, &[1, 1, 3, 3], &[12., 21., 16., 27., 45., 33., 24., 39., 28.], 0.0);
     // Same with stride 2: the corners only.
-    let y = conv1(&x, ones.clone(), None, ConvAttrs { pads: [1; 4], stride: [2, 2], ..Default::default() });
+    let y = conv1(&x, ones.clone(), None, ConvAttrs { pads: vec![1; 4], stride: vec![2, 2], ..Default::default() });
     assert_close(&y, &[1, 1, 2, 2], &[12., 16., 24., 28.], 0.0);
     // Asymmetric padding: top 1 only, left 0 / right 1 -> 2x2 outputs ... (H 3+1-3+1 = 2, W 3+1-3+1 = 2).
-    let y = conv1(&x, ones.clone(), None, ConvAttrs { pads: [1, 0, 0, 1], ..Default::default() });
+    let y = conv1(&x, ones.clone(), None, ConvAttrs { pads: vec![1, 0, 0, 1], ..Default::default() });
     // (0,0): rows 0..2 cols 0..3 = 1+2+3+4+5+6 = 21; (0,1): rows 0..2 cols 1..3 (+pad) = 2+3+5+6 = 16
     // (1,0): rows 0..3 cols 0..3 = 45; (1,1): cols 1..3 = 2+3+5+6+8+9 = 33
     assert_close(&y, &[1, 1, 2, 2], &[21., 16., 45., 33.], 0.0);
     // Dilation 2 with a 2x2 kernel of ones: the four corners, 1+3+7+9.
-    let y = conv1(&x, t(&[1, 1, 2, 2], &[1.0; 4]), None, ConvAttrs { dilation: [2, 2], ..Default::default() });
+    let y = conv1(&x, t(&[1, 1, 2, 2], &[1.0; 4]), None, ConvAttrs { dilation: vec![2, 2], ..Default::default() });
     assert_close(&y, &[1, 1, 1, 1], &[20.], 0.0);
     // Bias then fused activation: sums - 30 clipped to [0, 6].
     let y = conv1(
         &x,
         ones,
         Some(t(&[1], &[-30.0])),
-        ConvAttrs { pads: [1; 4], activation: Some(Activation::Clip { min: 0.0, max: 6.0 }), ..Default::default() },
+        ConvAttrs { pads: vec![1; 4], activation: Some(Activation::Clip { min: 0.0, max: 6.0 }), ..Default::default() },
     );
     assert_close(&y, &[1, 1, 3, 3], &[0., 0., 0., 0., 6., 3., 0., 6., 0.], 0.0);
 }
@@ -123,7 +123,7 @@ fn grouped_conv_equals_separate_convs() {
     let x = Tensor::random(vec![2, 4, 6, 5], &mut rng, -1.0, 1.0);
     let w = Tensor::random(vec![6, 2, 3, 3], &mut rng, -1.0, 1.0);
     let b = Tensor::random(vec![6], &mut rng, -1.0, 1.0);
-    let attrs = ConvAttrs { pads: [1, 0, 2, 1], stride: [2, 1], groups: 2, ..Default::default() };
+    let attrs = ConvAttrs { pads: vec![1, 0, 2, 1], stride: vec![2, 1], groups: 2, ..Default::default() };
     let grouped = conv1(&x, w.clone(), Some(b.clone()), attrs.clone());
     let single = ConvAttrs { groups: 1, ..attrs };
     let parts: Vec<Tensor> = (0..2)
@@ -146,7 +146,7 @@ fn depthwise_conv() {
     let mut w = vec![1.0; 9];
     w.extend([0., 0., 0., 0., 2., 0., 0., 0., 0.]);
     w.extend([1., 0., 0., 0., 0., 0., 0., 0., 0.]);
-    let y = conv1(&x, t(&[3, 1, 3, 3], &w), None, ConvAttrs { pads: [1; 4], groups: 3, ..Default::default() });
+    let y = conv1(&x, t(&[3, 1, 3, 3], &w), None, ConvAttrs { pads: vec![1; 4], groups: 3, ..Default::default() });
     #[rustfmt::skip]
         let expected = [
             12., 21., 16., 27., 45., 33., 24., 39., 28.,
@@ -210,7 +210,7 @@ fn conv_transpose_hand_computed() {
     // Stride 2, 2x2 kernel of ones: each input pixel becomes a 2x2 block; output_padding 1
     // adds a zero row and column.
     let x = t(&[1, 1, 2, 2], &[1., 2., 3., 4.]);
-    let attrs = ConvTransposeAttrs { stride: [2, 2], output_padding: [1, 1], ..Default::default() };
+    let attrs = ConvTransposeAttrs { stride: vec![2, 2], output_padding: vec![1, 1], ..Default::default() };
     let y = conv_t1(&x, t(&[1, 1, 2, 2], &[1.0; 4]), None, attrs);
     #[rustfmt::skip]
         let expected = [
@@ -233,19 +233,24 @@ fn conv_transpose_hand_computed() {
 fn conv_transpose_matches_gather_formula() {
     let mut rng = Rng::new(11);
     let cases = [
-        ConvTransposeAttrs { stride: [2, 2], pads: [1, 1, 1, 1], output_padding: [1, 1], ..Default::default() },
         ConvTransposeAttrs {
-            stride: [2, 3],
-            pads: [0, 1, 2, 0],
-            output_padding: [1, 2],
+            stride: vec![2, 2],
+            pads: vec![1, 1, 1, 1],
+            output_padding: vec![1, 1],
+            ..Default::default()
+        },
+        ConvTransposeAttrs {
+            stride: vec![2, 3],
+            pads: vec![0, 1, 2, 0],
+            output_padding: vec![1, 2],
             groups: 2,
             ..Default::default()
         },
         ConvTransposeAttrs {
-            stride: [2, 1],
-            dilation: [2, 2],
-            pads: [1, 0, 0, 1],
-            output_padding: [0, 1],
+            stride: vec![2, 1],
+            dilation: vec![2, 2],
+            pads: vec![1, 0, 0, 1],
+            output_padding: vec![0, 1],
             groups: 2,
             activation: Some(Activation::LeakyRelu { alpha: 0.1 }),
         },
@@ -358,7 +363,7 @@ fn average_pool_ceil_mode_count_include_pad() {
     // Row windows (and column windows) before clipping: [-1,2), [1,4), [3,5) (cut at
     // H + pad = 5), sizes 3, 3, 2; inside the input: {0,1}, {1,2,3}, {3}.
     let x = seq(&[1, 1, 4, 4]);
-    let attrs = PoolAttrs { pads: [1; 4], ceil_mode: true, ..PoolAttrs::new(PoolKind::Average, [3, 3], [2, 2]) };
+    let attrs = PoolAttrs { pads: vec![1; 4], ceil_mode: true, ..PoolAttrs::new(PoolKind::Average, &[3, 3], &[2, 2]) };
     let sums = [14., 30., 12., 57., 99., 36., 27., 45., 16.];
     let inside = [4., 6., 2., 6., 9., 3., 2., 3., 1.];
     let padded = [9., 9., 6., 9., 9., 6., 6., 6., 4.];
@@ -376,21 +381,21 @@ fn average_pool_ceil_mode_count_include_pad() {
 #[test]
 fn max_pool_ceil_dilation_and_padding() {
     let x = seq(&[1, 1, 4, 4]);
-    let attrs = PoolAttrs { pads: [1; 4], ceil_mode: true, ..PoolAttrs::new(PoolKind::Max, [3, 3], [2, 2]) };
+    let attrs = PoolAttrs { pads: vec![1; 4], ceil_mode: true, ..PoolAttrs::new(PoolKind::Max, &[3, 3], &[2, 2]) };
     // The largest element of each clipped window is its bottom-right one.
     let y = pool1(&x, attrs);
     assert_close(&y, &[1, 1, 3, 3], &[6., 8., 8., 14., 16., 16., 14., 16., 16.], 0.0);
     // Dilation 2, kernel 2: taps (i, j), (i, j+2), (i+2, j), (i+2, j+2).
     let x = t(&[1, 1, 4, 4], &[3., 1., 4., 1., 5., 9., 2., 6., 5., 3., 5., 8., 9., 7., 9., 3.]);
-    let y = pool1(&x, PoolAttrs { dilation: [2, 2], ..PoolAttrs::new(PoolKind::Max, [2, 2], [1, 1]) });
+    let y = pool1(&x, PoolAttrs { dilation: vec![2, 2], ..PoolAttrs::new(PoolKind::Max, &[2, 2], &[1, 1]) });
     assert_close(&y, &[1, 1, 2, 2], &[5., 8., 9., 9.], 0.0);
     // Padding taps are ignored, not zero: all-negative input.
     let x = t(&[1, 1, 2, 2], &[-1., -2., -3., -4.]);
-    let y = pool1(&x, PoolAttrs { pads: [1; 4], ..PoolAttrs::new(PoolKind::Max, [2, 2], [1, 1]) });
+    let y = pool1(&x, PoolAttrs { pads: vec![1; 4], ..PoolAttrs::new(PoolKind::Max, &[2, 2], &[1, 1]) });
     assert_close(&y, &[1, 1, 3, 3], &[-1., -1., -2., -1., -1., -2., -3., -3., -4.], 0.0);
     // Asymmetric padding on an average pool (count_include_pad false): pads top 1 only.
     let x = seq(&[1, 1, 2, 2]);
-    let y = pool1(&x, PoolAttrs { pads: [1, 0, 0, 0], ..PoolAttrs::new(PoolKind::Average, [2, 2], [1, 1]) });
+    let y = pool1(&x, PoolAttrs { pads: vec![1, 0, 0, 0], ..PoolAttrs::new(PoolKind::Average, &[2, 2], &[1, 1]) });
     // Windows rows [-1,1) and [0,2), cols [0,2): means of {1,2} and {1,2,3,4}.
     assert_close(&y, &[1, 1, 2, 1], &[1.5, 2.5], 0.0);
 }
@@ -631,10 +636,10 @@ fn small_cnn(rng: &mut Rng, batch: usize) -> Graph {
     let x = g.input("x", &[batch, 3, 6, 6]);
     let w = g.constant("w", Tensor::random(vec![4, 3, 3, 3], rng, -0.5, 0.5));
     let b = g.constant("b", Tensor::random(vec![4], rng, -0.5, 0.5));
-    let y = g.conv("conv", x, w, Some(b), ConvAttrs { pads: [1; 4], ..Default::default() }).unwrap();
+    let y = g.conv("conv", x, w, Some(b), ConvAttrs { pads: vec![1; 4], ..Default::default() }).unwrap();
     let r = g.unary("relu", y, Activation::Relu).unwrap();
-    let p1 = g.pool("max", r, PoolAttrs::new(PoolKind::Max, [2, 2], [2, 2])).unwrap();
-    let p2 = g.pool("avg", r, PoolAttrs::new(PoolKind::Average, [2, 2], [2, 2])).unwrap();
+    let p1 = g.pool("max", r, PoolAttrs::new(PoolKind::Max, &[2, 2], &[2, 2])).unwrap();
+    let p2 = g.pool("avg", r, PoolAttrs::new(PoolKind::Average, &[2, 2], &[2, 2])).unwrap();
     let s = g.binary("sum", BinaryOp::Add, p1, p2).unwrap();
     let f = g.flatten("flat", s, 1).unwrap();
     let fw = g.constant("fw", Tensor::random(vec![5, 36], rng, -0.5, 0.5));

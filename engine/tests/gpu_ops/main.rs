@@ -104,7 +104,8 @@ fn conv2d_random_shapes_strides_pads_dilations_groups() {
         let wt = weights(vec![m, c / groups, kh, kw], &mut rng);
         let b = rng.coin().then(|| weights(vec![m], &mut rng));
         let activation = rand_act(&mut rng);
-        let attrs = ConvAttrs { stride, pads, dilation, groups, activation };
+        let attrs =
+            ConvAttrs { stride: stride.to_vec(), pads: pads.to_vec(), dilation: dilation.to_vec(), groups, activation };
         let graph = |n: usize| {
             build(&format!("conv{case}"), |g| {
                 let x = g.input("x", &[n, c, h, w]);
@@ -151,9 +152,9 @@ fn depthwise_conv_with_multiplier_stride_and_padding() {
         let wt = weights(vec![c * mult, 1, k, k], &mut rng);
         let b = weights(vec![c * mult], &mut rng);
         let attrs = ConvAttrs {
-            stride: [stride, stride],
-            pads: [p, p, rng.range(0, p), p],
-            dilation: [d, d],
+            stride: vec![stride, stride],
+            pads: vec![p, p, rng.range(0, p), p],
+            dilation: vec![d, d],
             groups: c,
             activation: rand_act(&mut rng),
         };
@@ -185,8 +186,14 @@ fn conv_transpose_strides_pads_output_padding_groups() {
         let (h, w) = (rng.range(1, 7), rng.range(1, 7));
         let wt = weights(vec![c, m / groups, kh, kw], &mut rng);
         let b = rng.coin().then(|| weights(vec![m], &mut rng));
-        let attrs =
-            ConvTransposeAttrs { stride, pads, dilation, output_padding, groups, activation: rand_act(&mut rng) };
+        let attrs = ConvTransposeAttrs {
+            stride: stride.to_vec(),
+            pads: pads.to_vec(),
+            dilation: dilation.to_vec(),
+            output_padding: output_padding.to_vec(),
+            groups,
+            activation: rand_act(&mut rng),
+        };
         let graph = |n: usize| {
             try_build(&format!("convT{case}"), |g| {
                 let x = g.input("x", &[n, c, h, w]);
@@ -314,8 +321,16 @@ fn pooling_max_average_ceil_mode_count_include_pad_dilation() {
         let half = |i: usize| (dilation[i] * (k[i] - 1)).div_ceil(2);
         let pads = [rng.range(0, half(0)), rng.range(0, half(1)), rng.range(0, half(0)), rng.range(0, half(1))];
         let (c, h, w) = (rng.range(1, 4), rng.range(k[0] * dilation[0], 11), rng.range(k[1] * dilation[1], 11));
-        let attrs =
-            PoolAttrs { kind, kernel: k, stride, pads, dilation, ceil_mode: rng.coin(), count_include_pad: rng.coin() };
+        let attrs = PoolAttrs {
+            kind,
+            kernel: k.to_vec(),
+            stride: stride.to_vec(),
+            pads: pads.to_vec(),
+            dilation: dilation.to_vec(),
+            ceil_mode: rng.coin(),
+            count_include_pad: rng.coin(),
+            indices: None,
+        };
         let graph = |n: usize| {
             build(&format!("pool{case}"), |g| {
                 let x = g.input("x", &[n, c, h, w]);
@@ -621,11 +636,11 @@ fn batch_norm_as_kernel_and_folded_into_conv() {
                 let x = g.input("x", &[n, 4, 6, 6]);
                 let wt = g.constant("w", w.clone());
                 let y = if transposed {
-                    let attrs = ConvTransposeAttrs { stride: [2, 2], groups: 1, ..Default::default() };
+                    let attrs = ConvTransposeAttrs { stride: vec![2, 2], groups: 1, ..Default::default() };
                     g.conv_transpose("convT", x, wt, None, attrs)?
                 } else {
                     let b = b.clone().map(|b| g.constant("b", b));
-                    g.conv("conv", x, wt, b, ConvAttrs { groups: 2, pads: [1; 4], ..Default::default() })?
+                    g.conv("conv", x, wt, b, ConvAttrs { groups: 2, pads: vec![1; 4], ..Default::default() })?
                 };
                 let y = add_batch_norm(g, y, &params, 1e-3)?;
                 Ok(vec![g.unary("relu", y, Activation::Relu)?])
@@ -1072,7 +1087,7 @@ fn float16_graph_conv_and_binary() {
             let z = g.input_typed("z", DType::F16, &[n, 4, 1, 1]);
             let w = g.constant("w", w.clone());
             let b = g.constant("b", b.clone());
-            let attrs = ConvAttrs { pads: [1; 4], activation: Some(Activation::Relu), ..Default::default() };
+            let attrs = ConvAttrs { pads: vec![1; 4], activation: Some(Activation::Relu), ..Default::default() };
             let y = g.conv("conv", x, w, Some(b), attrs)?;
             let y = g.binary("add", BinaryOp::Add, y, z)?;
             let s = g.constant("s", s.clone());

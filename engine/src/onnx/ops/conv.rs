@@ -1,11 +1,14 @@
-//! Conv and ConvTranspose, 2-D (1-D ones run as 2-D with a height of 1).
+//! Conv and ConvTranspose (1-D, 2-D and 3-D), DeformConv (2-D) and Col2Im (1-D to 3-D
+//! images).
 
 use super::super::{Ctx, V};
+use super::to_usize;
 use crate::error::Result;
-use crate::ops::{ConvAttrs, ConvTransposeAttrs, Op};
+use crate::ops::{Col2ImAttrs, ConvAttrs, ConvTransposeAttrs, DeformConvAttrs, MAX_SPATIAL, Op};
+use crate::tensor::Tensor;
 
 /// Per-axis attribute values, `len` of them (default `d`), positive.
-fn spatial(cx: &Ctx, key: &str, len: usize, d: usize) -> Result<Vec<usize>> {
+pub(super) fn spatial(cx: &Ctx, key: &str, len: usize, d: usize) -> Result<Vec<usize>> {
     match cx.attrs.ints(key) {
         None => Ok(vec![d; len]),
         Some(v) if v.len() == len && v.iter().all(|&x| x > 0) => Ok(v.iter().map(|&x| x as usize).collect()),
@@ -40,7 +43,7 @@ pub(super) fn pads(
 }
 
 /// The `pads` attribute: 2 x `n` non-negative values (zeros when absent).
-fn explicit_pads(cx: &Ctx, n: usize) -> Result<Vec<usize>> {
+pub(super) fn explicit_pads(cx: &Ctx, n: usize) -> Result<Vec<usize>> {
     let p = cx.attrs.ints("pads").unwrap_or(vec![0; 2 * n]);
     if p.len() != 2 * n || p.iter().any(|&v| v < 0) {
         return Err(cx.err(format!("pads {p:?} must be {} non-negative values", 2 * n)));
@@ -60,34 +63,16 @@ fn bad_auto_pad(cx: &Ctx, mode: &str) -> crate::error::EngineError {
     cx.err(format!("auto_pad '{mode}' is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER"))
 }
 
-/// Adds a unit height to a 1-D tensor [N, C, L] -> [N, C, 1, L] (or a 1-D weight).
-pub(super) fn lift(cx: &mut Ctx, v: V) -> Result<V> {
-    let mut s = cx.shape(&v);
-    s.insert(2, 1);
-    cx.add1(Op::Reshape { shape: s }, &[v])
-}
-
-/// Removes the unit height of a lifted result.
-pub(super) fn lower(cx: &mut Ctx, v: V) -> Result<V> {
-    let mut s = cx.shape(&v);
-    s.remove(2);
-    cx.add1(Op::Reshape { shape: s }, &[v])
-}
-
-/// 2-D values from 1-D ones: [1, v] (or [0, v] for begin/end pads).
-pub(super) fn two(v: &[usize], fill: usize) -> [usize; 2] {
-    if v.len() == 1 { [fill, v[0]] } else { [v[0], v[1]] }
-}
-
-/// 2-D pads [top, left, bottom, right] from 1-D ones [begin, end] (no height padding).
-pub(super) fn four(p: &[usize]) -> [usize; 4] {
-    if p.len() == 2 { [0, p[0], 0, p[1]] } else { [p[0], p[1], p[2], p[3]] }
-}
-
 pub(super) fn map(cx: &mut Ctx) -> Result<()> {
-    let (x, w) = (cx.need(0)?, cx.need(1)?);
-    let bias = cx.input(2);
-    let out = if cx.op() == "Conv" { conv_node(cx, x, w, bias)? } else { conv_transpose_node(cx, x, w, bias)? };
+    let out = match cx.op() {
+        "Col2Im" => col2im(cx)?,
+        "DeformConv" => deform_conv(cx)?,
+        op => {
+            let (x, w) = (cx.need(0)?, cx.need(1)?);
+            let bias = cx.input(2);
+            if op == "Conv" { conv_node(cx, x, w, bias)? } else { conv_transpose_node(cx, x, w, bias)? }
+        }
+    };
     cx.set(0, out);
     Ok(())
 }
@@ -104,59 +89,104 @@ pub(super) fn conv_transpose_node(cx: &mut Ctx, x: V, w: V, bias: Option<V>) -> 
     conv_any(cx, x, w, bias, true)
 }
 
-fn conv_any(cx: &mut Ctx, x: V, w: V, bias: Option<V>, transposed: bool) -> Result<V> {
-    let xs = cx.shape(&x);
-    let ws = cx.shape(&w);
+/// The number of spatial axes of x [N, C, spatial...] (1 to 3), checked against the
+/// weight's rank and its `kernel_shape` attribute.
+fn conv_axes(cx: &Ctx, xs: &[usize], ws: &[usize], what: &str) -> Result<usize> {
     let nd = xs.len().saturating_sub(2);
-    if !(1..=2).contains(&nd) || ws.len() != xs.len() {
-        return Err(cx.err(format!(
-            "only 1-D and 2-D {} are supported (input {xs:?}, weight {ws:?})",
-            if transposed { "transposed convolutions" } else { "convolutions" }
-        )));
+    if !(1..=MAX_SPATIAL).contains(&nd) || ws.len() != xs.len() {
+        return Err(cx.err(format!("only 1-D, 2-D and 3-D {what} are supported (input {xs:?}, weight {ws:?})")));
     }
-    let kernel = ws[2..].to_vec();
+    if xs.contains(&0) || ws.contains(&0) {
+        return Err(cx.err(format!("input {xs:?} and weight {ws:?} must have no empty dimension")));
+    }
     if let Some(k) = cx.attrs.ints("kernel_shape")
-        && k.iter().map(|&v| v as usize).collect::<Vec<_>>() != kernel
+        && k.iter().map(|&v| v as usize).collect::<Vec<_>>() != ws[2..]
     {
         return Err(cx.err(format!("kernel_shape {k:?} does not match the weight {ws:?}")));
     }
+    Ok(nd)
+}
+
+/// The `group` attribute (positive).
+fn group(cx: &Ctx, key: &str) -> Result<usize> {
+    usize::try_from(cx.attrs.i(key, 1)).ok().filter(|&g| g > 0).ok_or_else(|| cx.err(format!("{key} must be positive")))
+}
+
+fn conv_any(cx: &mut Ctx, x: V, w: V, bias: Option<V>, transposed: bool) -> Result<V> {
+    let xs = cx.shape(&x);
+    let ws = cx.shape(&w);
+    let what = if transposed { "transposed convolutions" } else { "convolutions" };
+    let nd = conv_axes(cx, &xs, &ws, what)?;
+    let kernel = ws[2..].to_vec();
     let stride = spatial(cx, "strides", nd, 1)?;
     let dilation = spatial(cx, "dilations", nd, 1)?;
-    let groups = usize::try_from(cx.attrs.i("group", 1))
-        .ok()
-        .filter(|&g| g > 0)
-        .ok_or_else(|| cx.err("group must be positive"))?;
-    let (x2, w2) = if nd == 1 { (lift(cx, x)?, lift(cx, w)?) } else { (x, w) };
-    let mut ins = vec![x2, w2];
+    let groups = group(cx, "group")?;
+    let mut ins = vec![x, w];
     ins.extend(bias);
-    let out = if !transposed {
-        let p = pads(cx, &xs[2..], &kernel, &stride, &dilation)?;
-        let attrs = ConvAttrs {
-            stride: two(&stride, 1),
-            pads: four(&p),
-            dilation: two(&dilation, 1),
-            groups,
-            activation: None,
-        };
-        cx.add1(Op::Conv(attrs), &ins)?
+    if !transposed {
+        let pads = pads(cx, &xs[2..], &kernel, &stride, &dilation)?;
+        cx.add1(Op::Conv(ConvAttrs { stride, pads, dilation, groups, activation: None }), &ins)
     } else {
         let output_padding = match cx.attrs.ints("output_padding") {
             None => vec![0; nd],
             Some(v) if v.len() == nd && v.iter().all(|&x| x >= 0) => v.iter().map(|&x| x as usize).collect(),
             Some(v) => return Err(cx.err(format!("output_padding {v:?} must be {nd} non-negative values"))),
         };
-        let (p, op) = transpose_pads(cx, &xs[2..], &kernel, &stride, &dilation, output_padding)?;
-        let attrs = ConvTransposeAttrs {
-            stride: two(&stride, 1),
-            pads: four(&p),
-            dilation: two(&dilation, 1),
-            output_padding: two(&op, 0),
-            groups,
-            activation: None,
-        };
-        cx.add1(Op::ConvTranspose(attrs), &ins)?
+        let (pads, output_padding) = transpose_pads(cx, &xs[2..], &kernel, &stride, &dilation, output_padding)?;
+        let attrs = ConvTransposeAttrs { stride, pads, dilation, output_padding, groups, activation: None };
+        cx.add1(Op::ConvTranspose(attrs), &ins)
+    }
+}
+
+/// Deformable convolution (opset 19): X, W, offset, optional B (zeros when absent), optional
+/// mask; 2-D only.
+fn deform_conv(cx: &mut Ctx) -> Result<V> {
+    let (x, w, offset) = (cx.need(0)?, cx.need(1)?, cx.need(2)?);
+    let (xs, ws) = (cx.shape(&x), cx.shape(&w));
+    if xs.len() != 4 || ws.len() != 4 {
+        return Err(cx.err(format!("only 2-D deformable convolutions are supported (input {xs:?}, weight {ws:?})")));
+    }
+    conv_axes(cx, &xs, &ws, "deformable convolutions")?;
+    let stride = spatial(cx, "strides", 2, 1)?;
+    let dilation = spatial(cx, "dilations", 2, 1)?;
+    let pads = explicit_pads(cx, 2)?;
+    let attrs = DeformConvAttrs {
+        stride,
+        pads,
+        dilation,
+        groups: group(cx, "group")?,
+        offset_groups: group(cx, "offset_group")?,
     };
-    if nd == 1 { lower(cx, out) } else { Ok(out) }
+    let bias = match cx.input(3) {
+        Some(b) => b,
+        None => cx.constant(Tensor::zeros_of(cx.dtype(&x), vec![ws[0]])),
+    };
+    let mut ins = vec![x, w, offset, bias];
+    ins.extend(cx.input(4));
+    cx.add1(Op::DeformConv(attrs), &ins)
+}
+
+/// Col2Im (opset 18): image_shape and block_shape must be known when the model is compiled.
+fn col2im(cx: &mut Ctx) -> Result<V> {
+    let x = cx.need(0)?;
+    let dims = |cx: &Ctx, k: usize, what: &str| -> Result<Vec<usize>> {
+        let v = cx.ints(k, what)?.ok_or_else(|| cx.err(format!("{what} (input {k}) is missing")))?;
+        to_usize(cx, &v, what)
+    };
+    let image = dims(cx, 1, "image_shape")?;
+    let block = dims(cx, 2, "block_shape")?;
+    let n = image.len();
+    if block.len() != n {
+        return Err(cx.err(format!("block_shape {block:?} must have as many axes as image_shape {image:?}")));
+    }
+    let attrs = Col2ImAttrs {
+        stride: spatial(cx, "strides", n, 1)?,
+        pads: explicit_pads(cx, n)?,
+        dilation: spatial(cx, "dilations", n, 1)?,
+        image,
+        block,
+    };
+    cx.add1(Op::Col2Im(attrs), &[x])
 }
 
 /// Pads and output padding of a transposed convolution from `pads`, `auto_pad` or

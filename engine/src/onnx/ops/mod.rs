@@ -186,6 +186,11 @@ pub(super) const SUPPORTED: &[&str] = &[
     "Trilu",
     // [index] end
     // [conv-pool] begin
+    "Col2Im",
+    "DeformConv",
+    "GlobalLpPool",
+    "LpPool",
+    "MaxUnpool",
     // [conv-pool] end
     // [sample] begin
     "AffineGrid",
@@ -249,6 +254,8 @@ pub(super) fn min_inputs(op: &str, opset: i64) -> usize {
         "ScatterElements" | "Scatter" | "ScatterND" | "OneHot" => 3,
         // [index] end
         // [conv-pool] begin
+        "Col2Im" | "DeformConv" => 3,
+        "MaxUnpool" => 2,
         // [conv-pool] end
         // [sample] begin
         "GridSample" | "AffineGrid" | "CenterCropPad" => 2,
@@ -299,6 +306,8 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         "CumSum" | "CumProd" => reduce::map(cx),
         // [index] end
         // [conv-pool] begin
+        "Col2Im" | "DeformConv" => conv::map(cx),
+        "GlobalLpPool" | "LpPool" | "MaxUnpool" => pool::map(cx),
         // [conv-pool] end
         // [sample] begin
         "AffineGrid" | "CenterCropPad" | "GridSample" | "Resize" | "RoiAlign" | "Upsample" => sample::map(cx),

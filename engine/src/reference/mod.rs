@@ -211,14 +211,6 @@ pub(crate) fn make(dtype: DType, shape: Vec<usize>, data: Vec<f64>) -> OpResult<
     Tensor::from_f64_as(dtype, shape, data).map_err(|e| e.to_string())
 }
 
-/// The four dimensions of a rank-4 tensor.
-pub(crate) fn dims4(t: &Tensor, what: &str) -> OpResult<[usize; 4]> {
-    match *t.shape() {
-        [a, b, c, d] => Ok([a, b, c, d]),
-        _ => Err(format!("{what} must have rank 4, has shape {:?}", t.shape())),
-    }
-}
-
 /// Applies an optional activation to a float.
 pub(crate) fn activate(act: Option<Activation>, v: f64) -> f64 {
     act.map_or(v, |a| a.apply_f64(v))

@@ -254,7 +254,7 @@ fn crnn_shaped_graph_conv_bidirectional_lstm_matmul() {
             let x = g.input("image", &[n, 3, hgt, wid]);
             let cw = g.constant("conv_w", conv_w.clone());
             let cb = g.constant("conv_b", conv_b.clone());
-            let attrs = ConvAttrs { pads: [0, 1, 0, 1], activation: Some(Activation::Relu), ..Default::default() };
+            let attrs = ConvAttrs { pads: vec![0, 1, 0, 1], activation: Some(Activation::Relu), ..Default::default() };
             let f = g.conv("conv", x, cw, Some(cb), attrs)?; // [n, c, 1, wid]
             let f = g.reshape("squeeze", f, &[n, c, wid])?;
             let seq = g.add("to_steps", Op::Transpose { perm: vec![2, 0, 1] }, vec![f])?; // [wid, n, c]

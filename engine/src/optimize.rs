@@ -53,17 +53,25 @@ pub fn optimize(g: &Graph) -> Result<Graph> {
         let f32_chain = g.value(n.inputs[0]).dtype == crate::DType::F32
             && n.outputs.iter().all(|&o| g.value(o).dtype == crate::DType::F32)
             && n.inputs.iter().all(|&i| g.value(i).dtype == crate::DType::F32);
+        // Batch norms fold only into constant weights and bias (not a QDQ model's dequantised
+        // ones).
+        let is_const = |i: &In| match i {
+            In::Old(v) => g.value(*v).constant().is_some(),
+            In::New(..) => true,
+        };
+        let const_weight = |s: &Spec| s.inputs.iter().skip(1).all(is_const);
         if sole
             && f32_chain
             && let Some(&p) = producer.get(&x)
         {
+            let weights_const = const_weight(&specs[p]);
             let spec = &mut specs[p];
             let fused = match (&n.op, &mut spec.op) {
-                (Op::BatchNorm { epsilon }, Op::Conv(a)) if a.activation.is_none() => {
+                (Op::BatchNorm { epsilon }, Op::Conv(a)) if a.activation.is_none() && weights_const => {
                     fold_bn(g, spec, &n.inputs, *epsilon, false);
                     true
                 }
-                (Op::BatchNorm { epsilon }, Op::ConvTranspose(a)) if a.activation.is_none() => {
+                (Op::BatchNorm { epsilon }, Op::ConvTranspose(a)) if a.activation.is_none() && weights_const => {
                     fold_bn(g, spec, &n.inputs, *epsilon, true);
                     true
                 }

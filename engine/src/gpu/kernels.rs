@@ -29,13 +29,15 @@ pub enum Family {
     /// naive.wgsl: one-output-per-invocation baselines for benchmarks.
     Naive,
     /// convert.wgsl: fp16 packing of boundary tensors (unpack_f16, pack_f16), casts
-    /// (cast_f2i, cast_i2i, cast_i2f, cast_f2f) and 16-bit rounding (round16).
+    /// (cast_f2i, cast_i2i, cast_i2f, cast_f2f) and the rounding of float16, bfloat16,
+    /// float8 and float4 values (round16).
     Convert,
     /// sample.wgsl: sampling at computed coordinates.
     Sample,
     /// recurrent.wgsl: recurrent layers.
     Recurrent,
-    /// quant.wgsl: quantisation.
+    /// quant.wgsl: quantize, dequantize (also of constants packed several values a word),
+    /// range_partial and dynamic_qparams (DynamicQuantizeLinear), bit_cast.
     Quant,
     /// signal.wgsl: signal processing.
     Signal,
@@ -193,7 +195,7 @@ mod tests {
             (Family::Convert, &["unpack_f16", "pack_f16", "cast_f2i", "cast_i2i", "cast_i2f", "cast_f2f", "round16"]),
             (Family::Sample, &[]),
             (Family::Recurrent, &[]),
-            (Family::Quant, &[]),
+            (Family::Quant, &["quantize", "dequantize", "range_partial", "dynamic_qparams", "bit_cast"]),
             (Family::Signal, &[]),
         ];
         assert_eq!(entries.len(), Family::ALL.len());

@@ -3,7 +3,7 @@
 use super::{Activation, Check, In, Infer, Op, pool_out, positive};
 
 /// Attributes of a 2-D convolution. Inputs: x [N, C, H, W], w [M, C/groups, kH, kW]
-/// (constant), optional bias `[M]` (constant).
+/// (a constant, or computed: a QDQ model's dequantised weights), optional bias `[M]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvAttrs {
     /// Stride (h, w).
@@ -25,7 +25,7 @@ impl Default for ConvAttrs {
 }
 
 /// Attributes of a transposed 2-D convolution. Inputs: x [N, C, H, W], w [C, M/groups, kH, kW]
-/// (constant), optional bias `[M]`. Output size: (H-1)*s - pad_begin - pad_end + d*(k-1) + 1 +
+/// (a constant or computed), optional bias `[M]`. Output size: (H-1)*s - pad_begin - pad_end + d*(k-1) + 1 +
 /// output_padding.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvTransposeAttrs {
@@ -61,7 +61,6 @@ pub(super) fn infer(op: &Op, ins: &[In]) -> Infer {
     c.arity(2, 3)?;
     c.need_float(0, "input")?;
     c.need_rank(0, 4, "input")?;
-    c.need_const(1, "weight")?;
     c.need_rank(1, 4, "weight")?;
     if c.dtype(1) != c.dtype(0) {
         return Err(format!("weight is {} but the input is {}", c.dtype(1), c.dtype(0)));
@@ -91,11 +90,8 @@ pub(super) fn infer(op: &Op, ins: &[In]) -> Infer {
                     x[1]
                 ));
             }
-            if ins.len() == 3 {
-                c.need_const(2, "bias")?;
-                if c.shape(2) != [w[0]] {
-                    return Err(format!("bias must have shape [{}], has {:?}", w[0], c.shape(2)));
-                }
+            if ins.len() == 3 && c.shape(2) != [w[0]] {
+                return Err(format!("bias must have shape [{}], has {:?}", w[0], c.shape(2)));
             }
             let oh = pool_out(x[2], a.pads[0], a.pads[2], w[2], a.dilation[0], a.stride[0], false);
             let ow = pool_out(x[3], a.pads[1], a.pads[3], w[3], a.dilation[1], a.stride[1], false);
@@ -122,11 +118,8 @@ pub(super) fn infer(op: &Op, ins: &[In]) -> Infer {
                 ));
             }
             let m = w[1] * a.groups;
-            if ins.len() == 3 {
-                c.need_const(2, "bias")?;
-                if c.shape(2) != [m] {
-                    return Err(format!("bias must have shape [{m}], has {:?}", c.shape(2)));
-                }
+            if ins.len() == 3 && c.shape(2) != [m] {
+                return Err(format!("bias must have shape [{m}], has {:?}", c.shape(2)));
             }
             for i in 0..2 {
                 if a.output_padding[i] >= a.stride[i].max(a.dilation[i]) {

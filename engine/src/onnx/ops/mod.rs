@@ -23,6 +23,7 @@ mod shape;
 // [recurrent] begin
 // [recurrent] end
 // [quant] begin
+mod quant;
 // [quant] end
 // [misc] begin
 // [misc] end
@@ -175,6 +176,14 @@ pub(super) const SUPPORTED: &[&str] = &[
     // [recurrent] begin
     // [recurrent] end
     // [quant] begin
+    "BitCast",
+    "ConvInteger",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "QLinearConv",
+    "QLinearMatMul",
+    "QuantizeLinear",
     // [quant] end
     // [misc] begin
     // [misc] end
@@ -208,6 +217,8 @@ pub(super) fn min_inputs(op: &str, opset: i64) -> usize {
         // [recurrent] begin
         // [recurrent] end
         // [quant] begin
+        "QuantizeLinear" | "DequantizeLinear" | "ConvInteger" | "MatMulInteger" => 2,
+        "QLinearConv" | "QLinearMatMul" => 8,
         // [quant] end
         // [misc] begin
         // [misc] end
@@ -246,6 +257,14 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         // [recurrent] begin
         // [recurrent] end
         // [quant] begin
+        "BitCast"
+        | "ConvInteger"
+        | "DequantizeLinear"
+        | "DynamicQuantizeLinear"
+        | "MatMulInteger"
+        | "QLinearConv"
+        | "QLinearMatMul"
+        | "QuantizeLinear" => quant::map(cx),
         // [quant] end
         // [misc] begin
         // [misc] end

@@ -115,6 +115,7 @@ pub fn optimize(g: &Graph) -> Result<Graph> {
         }
     }
 
+    let specs = defer_constant_nodes(g, specs);
     let mut b = GraphBuilder::new(&g.name);
     let mut map: HashMap<ValueId, ValueId> = HashMap::new();
     for &i in &g.inputs {
@@ -162,6 +163,27 @@ pub fn optimize(g: &Graph) -> Result<Graph> {
         b.output(id);
     }
     b.build()
+}
+
+/// Moves each node computed from constants only (a QDQ model's weight dequantisation, which
+/// exporters place at the start of the graph) to just before its first reader, so that its
+/// output is alive (in the activation arena, and across pipeline cuts) only where it is used.
+fn defer_constant_nodes(g: &Graph, specs: Vec<Spec>) -> Vec<Spec> {
+    let constant = |i: &In| match i {
+        In::Old(v) => g.value(*v).constant().is_some(),
+        In::New(..) => true,
+    };
+    let (mut deferred, rest): (Vec<Spec>, Vec<Spec>) = specs.into_iter().partition(|s| s.inputs.iter().all(constant));
+    let mut out = Vec::with_capacity(deferred.len() + rest.len());
+    for spec in rest {
+        let reads = |d: &Spec| d.outputs.iter().any(|o| spec.inputs.iter().any(|i| matches!(i, In::Old(v) if v == o)));
+        let (now, later): (Vec<Spec>, Vec<Spec>) = deferred.into_iter().partition(reads);
+        deferred = later;
+        out.extend(now);
+        out.push(spec);
+    }
+    out.extend(deferred);
+    out
 }
 
 /// Folds BatchNorm(scale, bias, mean, var) into the weights and bias of a (transposed)

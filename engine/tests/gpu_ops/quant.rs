@@ -483,3 +483,31 @@ fn qdq_conv_block_keeps_int8_weights_on_the_device() {
         );
     }
 }
+
+#[test]
+fn constant_dequantization_moves_next_to_its_reader() {
+    // Exporters put every weight's DequantizeLinear first; the rewrite runs each just before
+    // its convolution, so the dequantised weights are not all alive at once.
+    let mut rng = Rng::new(83);
+    let g = build("qdq_order", |g| {
+        let x = g.input("x", &[1, 4, 6, 6]);
+        let da = DequantizeAttrs { axis: 0, block_size: 0, to: DType::F32 };
+        let s = floats(g, "s", vec![], vec![0.01]);
+        let mut ws = vec![];
+        for i in 0..3 {
+            let w =
+                g.constant(&format!("w{i}"), Tensor::random_of(DType::I8, vec![4, 4, 3, 3], &mut rng, -100.0, 100.0));
+            ws.push(g.add(&format!("dq{i}"), Op::DequantizeLinear(da.clone()), vec![w, s])?);
+        }
+        let mut y = x;
+        for (i, w) in ws.into_iter().enumerate() {
+            let attrs = ConvAttrs { pads: [1; 4], ..Default::default() };
+            y = g.conv(&format!("conv{i}"), y, w, None, attrs)?;
+        }
+        Ok(vec![y])
+    });
+    let o = optimize(&g).unwrap();
+    let names: Vec<&str> = o.nodes().iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["dq0", "conv0", "dq1", "conv1", "dq2", "conv2"]);
+    check(|_| g.clone(), &[1], TOL, 1);
+}

@@ -161,7 +161,7 @@ impl Boundary {
                 reason: format!("a {dtype} tensor cannot travel as {}", self.precision),
             });
         }
-        Ok(if t.dtype() == dtype { t } else { t.cast(dtype) })
+        Ok(if t.dtype() == dtype { t } else { t.convert(dtype) })
     }
 }
 

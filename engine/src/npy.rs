@@ -1,5 +1,7 @@
 //! NumPy `.npy` files (C order, little-endian; float16/32/64, signed and unsigned integers of
-//! 8 to 64 bits, bool) and `.npz` archives of several named ones, read and written: the
+//! 8 to 64 bits, bool; the types numpy lacks are written widened: bfloat16 and the float8
+//! and float4 types as float32, the 4- and 2-bit integers as int8/uint8) and `.npz` archives
+//! of several named ones, read and written: the
 //! exchange format with onnxruntime in the tests and for users' raw input and output tensors.
 //! `.npz` archives are those of `numpy.savez` (stored, not compressed; ZIP64 size fields are
 //! understood).
@@ -13,13 +15,13 @@ fn bad(path: &str, reason: impl Into<String>) -> EngineError {
     EngineError::Model { model: path.to_string(), reason: format!("not a usable .npy file: {}", reason.into()) }
 }
 
-/// The numpy type code of an element type (little-endian).
-fn descr(d: DType) -> &'static str {
-    match d {
+/// The numpy type code of an element type (little-endian); None for the types numpy lacks.
+fn descr(d: DType) -> Option<&'static str> {
+    Some(match d {
         DType::F32 => "<f4",
         DType::F16 => "<f2",
         DType::F64 => "<f8",
-        DType::BF16 => "<V2",
+        DType::BF16 => return None,
         DType::I8 => "|i1",
         DType::I16 => "<i2",
         DType::I32 => "<i4",
@@ -29,6 +31,28 @@ fn descr(d: DType) -> &'static str {
         DType::U32 => "<u4",
         DType::U64 => "<u8",
         DType::Bool => "|b1",
+        DType::F8E4M3FN
+        | DType::F8E4M3FNUZ
+        | DType::F8E5M2
+        | DType::F8E5M2FNUZ
+        | DType::F8E8M0
+        | DType::F4E2M1
+        | DType::I4
+        | DType::U4
+        | DType::I2
+        | DType::U2 => return None,
+    })
+}
+
+/// The type a tensor is written as: its own, or the one that holds its values where numpy
+/// lacks it (float32 for the narrow floats, int8/uint8 for the 4- and 2-bit integers).
+fn written_type(d: DType) -> DType {
+    match d {
+        DType::BF16 => DType::F32,
+        DType::I4 | DType::I2 => DType::I8,
+        DType::U4 | DType::U2 => DType::U8,
+        d if d.is_narrow_float() => DType::F32,
+        d => d,
     }
 }
 
@@ -105,19 +129,22 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<Tensor> {
     crate::onnx::decode_le(dtype, shape, data)
 }
 
-/// The `.npy` bytes of a tensor (its element type, C order, format 1.0; bfloat16, which
-/// numpy lacks, is written as float32).
+/// The `.npy` bytes of a tensor (its element type, C order, format 1.0; the types numpy
+/// lacks are widened, see the module doc).
 pub fn to_bytes(t: &Tensor) -> Vec<u8> {
     let widened;
-    let t = if t.dtype() == DType::BF16 {
-        widened = t.cast(DType::F32);
+    let t = if written_type(t.dtype()) != t.dtype() {
+        widened = t.cast(written_type(t.dtype()));
         &widened
     } else {
         t
     };
     let dims: Vec<String> = t.shape().iter().map(|d| d.to_string()).collect();
     let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
-    let mut header = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}", descr(t.dtype()));
+    let mut header = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}",
+        descr(t.dtype()).expect("a type numpy has")
+    );
     // Pad so that the data starts at a multiple of 64 bytes, ending the header with '\n'.
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -309,6 +336,15 @@ pub fn parse_npz(bytes: &[u8], name: &str) -> Result<Vec<(String, Tensor)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn types_numpy_lacks_are_written_widened() {
+        let t = Tensor::from_i64(DType::I4, vec![3], vec![-8, 0, 7]).unwrap();
+        let back = parse(&to_bytes(&t), "t").unwrap();
+        assert_eq!(back, t.cast(DType::I8));
+        let f = Tensor::from_f32(DType::F8E4M3FN, vec![2], vec![448.0, -0.5]).unwrap();
+        assert_eq!(parse(&to_bytes(&f), "f").unwrap(), f.cast(DType::F32));
+    }
 
     #[test]
     fn round_trip_and_errors() {

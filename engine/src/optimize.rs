@@ -53,17 +53,25 @@ pub fn optimize(g: &Graph) -> Result<Graph> {
         let f32_chain = g.value(n.inputs[0]).dtype == crate::DType::F32
             && n.outputs.iter().all(|&o| g.value(o).dtype == crate::DType::F32)
             && n.inputs.iter().all(|&i| g.value(i).dtype == crate::DType::F32);
+        // Batch norms fold only into constant weights and bias (not a QDQ model's dequantised
+        // ones).
+        let is_const = |i: &In| match i {
+            In::Old(v) => g.value(*v).constant().is_some(),
+            In::New(..) => true,
+        };
+        let const_weight = |s: &Spec| s.inputs.iter().skip(1).all(is_const);
         if sole
             && f32_chain
             && let Some(&p) = producer.get(&x)
         {
+            let weights_const = const_weight(&specs[p]);
             let spec = &mut specs[p];
             let fused = match (&n.op, &mut spec.op) {
-                (Op::BatchNorm { epsilon }, Op::Conv(a)) if a.activation.is_none() => {
+                (Op::BatchNorm { epsilon }, Op::Conv(a)) if a.activation.is_none() && weights_const => {
                     fold_bn(g, spec, &n.inputs, *epsilon, false);
                     true
                 }
-                (Op::BatchNorm { epsilon }, Op::ConvTranspose(a)) if a.activation.is_none() => {
+                (Op::BatchNorm { epsilon }, Op::ConvTranspose(a)) if a.activation.is_none() && weights_const => {
                     fold_bn(g, spec, &n.inputs, *epsilon, true);
                     true
                 }
@@ -107,6 +115,7 @@ pub fn optimize(g: &Graph) -> Result<Graph> {
         }
     }
 
+    let specs = defer_constant_nodes(g, specs);
     let mut b = GraphBuilder::new(&g.name);
     let mut map: HashMap<ValueId, ValueId> = HashMap::new();
     for &i in &g.inputs {
@@ -154,6 +163,27 @@ pub fn optimize(g: &Graph) -> Result<Graph> {
         b.output(id);
     }
     b.build()
+}
+
+/// Moves each node computed from constants only (a QDQ model's weight dequantisation, which
+/// exporters place at the start of the graph) to just before its first reader, so that its
+/// output is alive (in the activation arena, and across pipeline cuts) only where it is used.
+fn defer_constant_nodes(g: &Graph, specs: Vec<Spec>) -> Vec<Spec> {
+    let constant = |i: &In| match i {
+        In::Old(v) => g.value(*v).constant().is_some(),
+        In::New(..) => true,
+    };
+    let (mut deferred, rest): (Vec<Spec>, Vec<Spec>) = specs.into_iter().partition(|s| s.inputs.iter().all(constant));
+    let mut out = Vec::with_capacity(deferred.len() + rest.len());
+    for spec in rest {
+        let reads = |d: &Spec| d.outputs.iter().any(|o| spec.inputs.iter().any(|i| matches!(i, In::Old(v) if v == o)));
+        let (now, later): (Vec<Spec>, Vec<Spec>) = deferred.into_iter().partition(reads);
+        deferred = later;
+        out.extend(now);
+        out.push(spec);
+    }
+    out.extend(deferred);
+    out
 }
 
 /// Folds BatchNorm(scale, bias, mean, var) into the weights and bias of a (transposed)

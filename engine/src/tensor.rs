@@ -1,13 +1,19 @@
 //! Dense, typed tensors in row-major (NCHW for images) layout.
 //!
 //! A [`Tensor`] has an element type ([`DType`]), a shape and its values. Values are held in
-//! one of four representations: `f32` (for float32, float16 and bfloat16, the 16-bit types
-//! holding values already rounded to their precision), `f64` (float64), `i64` (every integer
-//! type, values wrapped into the type's range) and `bool`. Constructors enforce those
-//! invariants, so every consumer can trust them.
+//! one of four representations: `f32` (for float32 and the narrower floats: float16,
+//! bfloat16, the float8 types and float4e2m1, each holding values already rounded to its
+//! type), `f64` (float64), `i64` (every integer type, the 4- and 2-bit ones included, values
+//! wrapped into the type's range) and `bool`. Constructors enforce those invariants, so every
+//! consumer can trust them.
+//!
+//! Two conversions exist: [`Tensor::cast`] / [`Tensor::cast_with`] are ONNX's `Cast` (float8
+//! targets saturate by default), while [`Tensor::convert`] holds values in another type the
+//! way every other operation's results are held (floats rounded to nearest even, overflowing
+//! to infinity or NaN as the type allows: values already of the type are unchanged).
 
 use crate::error::{EngineError, Result};
-use crate::half;
+use crate::half::{self, E8m0Round, MiniFloat};
 
 /// Element type of a tensor (the ONNX element types the engine handles).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,11 +45,32 @@ pub enum DType {
     U64,
     /// Boolean.
     Bool,
+    /// 8-bit float, 4 exponent and 3 mantissa bits, no infinity (held as f32 values rounded
+    /// to it, like float16).
+    F8E4M3FN,
+    /// 8-bit float, 4 exponent and 3 mantissa bits, no infinity, no negative zero.
+    F8E4M3FNUZ,
+    /// 8-bit float, 5 exponent and 2 mantissa bits, with infinities (IEEE-like).
+    F8E5M2,
+    /// 8-bit float, 5 exponent and 2 mantissa bits, no infinity, no negative zero.
+    F8E5M2FNUZ,
+    /// 8-bit power of two (exponent only, the scale type of microscaling formats).
+    F8E8M0,
+    /// 4-bit float, 2 exponent and 1 mantissa bits (values 0, ±0.5 .. ±6).
+    F4E2M1,
+    /// Signed 4-bit integer.
+    I4,
+    /// Unsigned 4-bit integer.
+    U4,
+    /// Signed 2-bit integer.
+    I2,
+    /// Unsigned 2-bit integer.
+    U2,
 }
 
 impl DType {
     /// Every element type.
-    pub const ALL: [DType; 13] = [
+    pub const ALL: [DType; 23] = [
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -57,6 +84,16 @@ impl DType {
         DType::U32,
         DType::U64,
         DType::Bool,
+        DType::F8E4M3FN,
+        DType::F8E4M3FNUZ,
+        DType::F8E5M2,
+        DType::F8E5M2FNUZ,
+        DType::F8E8M0,
+        DType::F4E2M1,
+        DType::I4,
+        DType::U4,
+        DType::I2,
+        DType::U2,
     ];
 
     /// The numpy-style name (`float32`, `int64`, `bool`, ...).
@@ -75,12 +112,43 @@ impl DType {
             DType::U32 => "uint32",
             DType::U64 => "uint64",
             DType::Bool => "bool",
+            DType::F8E4M3FN => "float8e4m3fn",
+            DType::F8E4M3FNUZ => "float8e4m3fnuz",
+            DType::F8E5M2 => "float8e5m2",
+            DType::F8E5M2FNUZ => "float8e5m2fnuz",
+            DType::F8E8M0 => "float8e8m0",
+            DType::F4E2M1 => "float4e2m1",
+            DType::I4 => "int4",
+            DType::U4 => "uint4",
+            DType::I2 => "int2",
+            DType::U2 => "uint2",
         }
     }
 
     /// True for the floating-point types.
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
+        matches!(self, DType::F32 | DType::F16 | DType::BF16 | DType::F64) || self.is_narrow_float()
+    }
+
+    /// True for the 8- and 4-bit float types.
+    pub fn is_narrow_float(self) -> bool {
+        matches!(
+            self,
+            DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ | DType::F8E8M0 | DType::F4E2M1
+        )
+    }
+
+    /// The 8- or 4-bit float format of a type with sign, exponent and mantissa (not
+    /// float8e8m0, which has only an exponent).
+    pub(crate) fn mini_float(self) -> Option<MiniFloat> {
+        match self {
+            DType::F8E4M3FN => Some(half::E4M3FN),
+            DType::F8E4M3FNUZ => Some(half::E4M3FNUZ),
+            DType::F8E5M2 => Some(half::E5M2),
+            DType::F8E5M2FNUZ => Some(half::E5M2FNUZ),
+            DType::F4E2M1 => Some(half::E2M1),
+            _ => None,
+        }
     }
 
     /// True for the integer types (not bool).
@@ -88,14 +156,29 @@ impl DType {
         !self.is_float() && self != DType::Bool
     }
 
-    /// Bytes per element in files (.npy, ONNX raw data).
-    pub fn size(self) -> usize {
+    /// Bits per element.
+    pub fn bits(self) -> usize {
         match self {
-            DType::I8 | DType::U8 | DType::Bool => 1,
-            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
-            DType::F32 | DType::I32 | DType::U32 => 4,
-            DType::F64 | DType::I64 | DType::U64 => 8,
+            DType::I2 | DType::U2 => 2,
+            DType::I4 | DType::U4 | DType::F4E2M1 => 4,
+            DType::I8 | DType::U8 | DType::Bool => 8,
+            DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ | DType::F8E8M0 => 8,
+            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 16,
+            DType::F32 | DType::I32 | DType::U32 => 32,
+            DType::F64 | DType::I64 | DType::U64 => 64,
         }
+    }
+
+    /// Bytes per element in files (.npy, ONNX raw data); the 4- and 2-bit types pack two or
+    /// four elements in a byte ([`DType::packed_bytes`]), this gives 1 for them.
+    pub fn size(self) -> usize {
+        self.bits().div_ceil(8)
+    }
+
+    /// Bytes of `n` elements packed as ONNX stores them (sub-byte types several a byte, the
+    /// first element in the lowest bits).
+    pub fn packed_bytes(self, n: usize) -> usize {
+        (n * self.bits()).div_ceil(8)
     }
 
     /// The ONNX `TensorProto.DataType` code.
@@ -114,6 +197,16 @@ impl DType {
             DType::U32 => 12,
             DType::U64 => 13,
             DType::BF16 => 16,
+            DType::F8E4M3FN => 17,
+            DType::F8E4M3FNUZ => 18,
+            DType::F8E5M2 => 19,
+            DType::F8E5M2FNUZ => 20,
+            DType::U4 => 21,
+            DType::I4 => 22,
+            DType::F4E2M1 => 23,
+            DType::F8E8M0 => 24,
+            DType::U2 => 25,
+            DType::I2 => 26,
         }
     }
 
@@ -131,16 +224,8 @@ impl DType {
                 8 => "string".into(),
                 14 => "complex64".into(),
                 15 => "complex128".into(),
-                17 => "float8e4m3fn".into(),
-                18 => "float8e4m3fnuz".into(),
-                19 => "float8e5m2".into(),
-                20 => "float8e5m2fnuz".into(),
-                21 => "uint4".into(),
-                22 => "int4".into(),
-                23 => "float4e2m1".into(),
-                24 => "float8e8m0".into(),
-                25 => "uint2".into(),
-                26 => "int2".into(),
+                27 => "float6e2m3".into(),
+                28 => "float6e3m2".into(),
                 c => format!("element type {c}"),
             },
         }
@@ -177,6 +262,10 @@ impl DType {
             DType::U8 => (0, u8::MAX as i64),
             DType::U16 => (0, u16::MAX as i64),
             DType::U32 => (0, u32::MAX as i64),
+            DType::I4 => (-8, 7),
+            DType::U4 => (0, 15),
+            DType::I2 => (-2, 1),
+            DType::U2 => (0, 3),
             DType::Bool => (0, 1),
             _ => (i64::MIN, i64::MAX),
         }
@@ -191,18 +280,51 @@ impl DType {
             DType::U8 => v as u8 as i64,
             DType::U16 => v as u16 as i64,
             DType::U32 => v as u32 as i64,
+            DType::I4 => (v << 60) >> 60,
+            DType::U4 => v & 0xf,
+            DType::I2 => (v << 62) >> 62,
+            DType::U2 => v & 0x3,
             DType::Bool => (v != 0) as i64,
             _ => v,
         }
     }
 
-    /// Rounds a value to this floating-point type's precision (f32 storage).
+    /// Rounds a computed value to this floating-point type (f32 storage): to nearest, ties
+    /// to even, overflowing to infinity (float16, float8e5m2) or NaN (the other float8
+    /// types) as IEEE does, never saturating except in float4e2m1, which has neither;
+    /// float8e8m0 rounds to the nearest power of two. Values of the type are unchanged.
     pub fn round_float(self, v: f32) -> f32 {
         match self {
             DType::F16 => half::round_f16(v),
             DType::BF16 => half::round_bf16(v),
-            _ => v,
+            DType::F8E8M0 => half::e8m0_to_f32(half::e8m0_from_f32(v, false, E8m0Round::Nearest)),
+            d => d.mini_float().map_or(v, |f| f.round(v, false)),
         }
+    }
+
+    /// Converts a value to this floating-point type as ONNX `Cast` does: float8 types
+    /// saturate (`saturate`, the default) or overflow as [`DType::round_float`];
+    /// float8e8m0 rounds by `round`; other types as [`DType::round_float`].
+    pub fn cast_float(self, v: f32, saturate: bool, round: E8m0Round) -> f32 {
+        match self {
+            DType::F8E8M0 => half::e8m0_to_f32(half::e8m0_from_f32(v, saturate, round)),
+            d => match d.mini_float() {
+                Some(f) => f.round(v, saturate),
+                None => d.round_float(v),
+            },
+        }
+    }
+
+    /// An integer of a float value as `Cast` makes it: truncated toward zero (NaN is 0),
+    /// then wrapped into the type; the 4- and 2-bit types give 0 for values outside their
+    /// range instead (ONNX leaves it undefined; its reference gives 0).
+    pub fn int_of_float(self, v: f64) -> i64 {
+        let t = if v.is_nan() { 0 } else { v as i64 };
+        if self.bits() < 8 {
+            let (lo, hi) = self.int_range();
+            return if (lo..=hi).contains(&t) { t } else { 0 };
+        }
+        self.wrap(t)
     }
 }
 
@@ -282,11 +404,11 @@ impl Tensor {
         Ok(Tensor { dtype: DType::F32, shape, data: Data::F32(data) })
     }
 
-    /// A float32/float16/bfloat16 tensor (values rounded to the type's precision); other
-    /// types are converted as [`Tensor::cast`] converts.
+    /// A float tensor of any float type from f32 values (rounded to the type as
+    /// [`Tensor::convert`] does); other types are converted as [`Tensor::convert`] converts.
     pub fn from_f32(dtype: DType, shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
         let t = Tensor::new(shape, data)?;
-        Ok(t.cast(dtype))
+        Ok(t.convert(dtype))
     }
 
     /// A float64 tensor.
@@ -305,7 +427,7 @@ impl Tensor {
             }
             return Ok(Tensor { dtype, shape, data: Data::I64(data) });
         }
-        Ok(Tensor { dtype: DType::I64, shape, data: Data::I64(data) }.cast(dtype))
+        Ok(Tensor { dtype: DType::I64, shape, data: Data::I64(data) }.convert(dtype))
     }
 
     /// A boolean tensor.
@@ -314,10 +436,10 @@ impl Tensor {
         Ok(Tensor { dtype: DType::Bool, shape, data: Data::Bool(data) })
     }
 
-    /// A tensor of type `dtype` from f64 values: floats rounded to the type, integers
-    /// truncated toward zero and wrapped, bools nonzero.
+    /// A tensor of type `dtype` from f64 values, as [`Tensor::convert`] converts: floats
+    /// rounded to the type, integers truncated toward zero and wrapped, bools nonzero.
     pub fn from_f64_as(dtype: DType, shape: Vec<usize>, data: Vec<f64>) -> Result<Self> {
-        Ok(Tensor::from_f64(shape, data)?.cast(dtype))
+        Ok(Tensor::from_f64(shape, data)?.convert(dtype))
     }
 
     /// A 1-D int64 tensor (shapes, axes, indices).
@@ -325,9 +447,9 @@ impl Tensor {
         Tensor { dtype: DType::I64, shape: vec![values.len()], data: Data::I64(values.to_vec()) }
     }
 
-    /// A scalar (rank 0) of type `dtype` holding `v` (converted as [`Tensor::cast`] does).
+    /// A scalar (rank 0) of type `dtype` holding `v` (converted as [`Tensor::convert`] does).
     pub fn scalar(dtype: DType, v: f64) -> Tensor {
-        Tensor { dtype: DType::F64, shape: vec![], data: Data::F64(vec![v]) }.cast(dtype)
+        Tensor { dtype: DType::F64, shape: vec![], data: Data::F64(vec![v]) }.convert(dtype)
     }
 
     /// A float32 tensor of zeros.
@@ -366,7 +488,7 @@ impl Tensor {
                 let v = (0..n).map(|_| dtype.wrap(lo + (rng.next_u64() % span) as i64)).collect();
                 Tensor { dtype, shape, data: Data::I64(v) }
             }
-            _ => Tensor::random(shape, rng, lo, hi).cast(dtype),
+            _ => Tensor::random(shape, rng, lo, hi).convert(dtype),
         }
     }
 
@@ -380,7 +502,7 @@ impl Tensor {
         &self.shape
     }
 
-    /// The values of a float32/float16/bfloat16 tensor, row-major.
+    /// The values of a float tensor held as f32 (every float type but float64), row-major.
     ///
     /// # Panics
     /// On tensors of other types (a programming error: check [`Tensor::dtype`], or use
@@ -415,7 +537,7 @@ impl Tensor {
         }
     }
 
-    /// The f32 values, for float32/float16/bfloat16 tensors.
+    /// The f32 values, for float tensors held as f32 (every float type but float64).
     pub fn as_f32(&self) -> Option<&[f32]> {
         match &self.data {
             Data::F32(v) => Some(v),
@@ -524,27 +646,45 @@ impl Tensor {
         Ok(self)
     }
 
-    /// The values converted to another type with ONNX `Cast` semantics: floats to integers
-    /// truncate toward zero (saturating at the i64 range, NaN to 0) then wrap into the
-    /// type; integers wrap; anything to bool is "nonzero" (NaN is true); bools are 0 and 1;
-    /// floats round to the target's precision (fp16 overflow gives infinity).
+    /// The values converted to another type with ONNX `Cast` semantics and its default
+    /// attributes: floats to integers truncate toward zero (saturating at the i64 range, NaN
+    /// to 0) then wrap into the type (the 4- and 2-bit types give 0 outside their range, see
+    /// [`DType::int_of_float`]); integers wrap; anything to bool is "nonzero" (NaN is true);
+    /// bools are 0 and 1; floats round to nearest even (fp16 overflow gives infinity, float8
+    /// types saturate, float8e8m0 rounds up).
     pub fn cast(&self, to: DType) -> Tensor {
+        self.cast_with(to, true, E8m0Round::Up)
+    }
+
+    /// ONNX `Cast` with its `saturate` attribute (float8 targets: beyond the range, the
+    /// largest value when true, else infinity or NaN) and `round_mode` (float8e8m0 targets).
+    pub fn cast_with(&self, to: DType, saturate: bool, round: E8m0Round) -> Tensor {
+        self.to_type(to, |x| to.cast_float(x, saturate, round))
+    }
+
+    /// The values held in another type as computed values are (not a `Cast`): floats round
+    /// to nearest even and overflow as [`DType::round_float`] says, never saturating
+    /// (values already of the type are unchanged); other targets as [`Tensor::cast`].
+    pub fn convert(&self, to: DType) -> Tensor {
+        self.to_type(to, |x| to.round_float(x))
+    }
+
+    fn to_type(&self, to: DType, round: impl Fn(f32) -> f32) -> Tensor {
         let shape = self.shape.clone();
         let data = match repr_of(to) {
             Repr::F32 => Data::F32(match &self.data {
-                Data::F32(v) => v.iter().map(|&x| to.round_float(x)).collect(),
-                Data::F64(v) => v.iter().map(|&x| to.round_float(x as f32)).collect(),
-                Data::I64(v) => v.iter().map(|&x| to.round_float(x as f32)).collect(),
-                Data::Bool(v) => v.iter().map(|&x| x as u8 as f32).collect(),
+                Data::F32(v) => v.iter().map(|&x| round(x)).collect(),
+                Data::F64(v) => v.iter().map(|&x| round(x as f32)).collect(),
+                Data::I64(v) => v.iter().map(|&x| round(x as f32)).collect(),
+                Data::Bool(v) => v.iter().map(|&x| round(x as u8 as f32)).collect(),
             }),
             Repr::F64 => Data::F64(self.to_f64s()),
-            Repr::I64 => {
-                let mut v = self.to_i64s();
-                for x in &mut v {
-                    *x = to.wrap(*x);
-                }
-                Data::I64(v)
-            }
+            Repr::I64 => Data::I64(match &self.data {
+                Data::F32(v) => v.iter().map(|&x| to.int_of_float(x as f64)).collect(),
+                Data::F64(v) => v.iter().map(|&x| to.int_of_float(x)).collect(),
+                Data::I64(v) => v.iter().map(|&x| to.wrap(x)).collect(),
+                Data::Bool(v) => v.iter().map(|&x| x as i64).collect(),
+            }),
             Repr::Bool => Data::Bool(self.to_bools()),
         };
         Tensor { dtype: to, shape, data }
@@ -644,9 +784,9 @@ pub(crate) enum Repr {
 
 pub(crate) fn repr_of(d: DType) -> Repr {
     match d {
-        DType::F32 | DType::F16 | DType::BF16 => Repr::F32,
         DType::F64 => Repr::F64,
         DType::Bool => Repr::Bool,
+        d if d.is_float() => Repr::F32,
         _ => Repr::I64,
     }
 }
@@ -733,6 +873,34 @@ mod tests {
         assert!(a.allclose(&b, 1e-3, 0.0));
         assert!(!a.allclose(&b, 1e-4, 0.0));
         assert!((a.max_abs_diff(&b) - 0.0005).abs() < 1e-6);
+    }
+
+    #[test]
+    fn narrow_types_cast_convert_and_wrap() {
+        let f = Tensor::new(vec![6], vec![1000.0, -9.0, 7.6, f32::INFINITY, 0.3, f32::NAN]).unwrap();
+        // Cast saturates float8 by default; convert (computed values) overflows to NaN.
+        assert_eq!(f.cast(DType::F8E4M3FN).data()[..5], [448.0, -9.0, 7.5, 448.0, 0.3125]);
+        let c = f.convert(DType::F8E4M3FN);
+        assert!(c.data()[0].is_nan() && c.data()[3].is_nan() && c.data()[5].is_nan());
+        let n = f.cast_with(DType::F8E5M2, false, E8m0Round::Up);
+        assert_eq!(n.data()[..4], [1024.0, -8.0, 8.0, f32::INFINITY]);
+        assert_eq!(f.cast(DType::F8E8M0).data()[..3], [1024.0, 16.0, 8.0]);
+        assert_eq!(f.cast_with(DType::F8E8M0, true, E8m0Round::Down).data()[..3], [512.0, 8.0, 4.0]);
+        // Floats to 4- and 2-bit integers truncate, out of range (and NaN) is 0.
+        assert_eq!(f.cast(DType::I4).as_i64().unwrap(), &[0, 0, 7, 0, 0, 0]);
+        // Integers wrap.
+        let i = Tensor::from_i64(DType::I64, vec![4], vec![-9, 8, 15, 300]).unwrap();
+        assert_eq!(i.cast(DType::I4).as_i64().unwrap(), &[7, -8, -1, -4]);
+        assert_eq!(i.cast(DType::U4).as_i64().unwrap(), &[7, 8, 15, 12]);
+        assert_eq!(i.cast(DType::I2).as_i64().unwrap(), &[-1, 0, -1, 0]);
+        assert_eq!(i.cast(DType::U2).as_i64().unwrap(), &[3, 0, 3, 0]);
+        assert_eq!(
+            (DType::F4E2M1.packed_bytes(5), DType::U2.packed_bytes(5), DType::F8E5M2.packed_bytes(5)),
+            (3, 2, 5)
+        );
+        // Values of a type are held unchanged by convert (idempotent rounding).
+        let e = Tensor::from_f32(DType::F8E5M2, vec![3], vec![f32::INFINITY, 57344.0, -0.0]).unwrap();
+        assert_eq!(e.convert(DType::F8E5M2), e);
     }
 
     #[test]

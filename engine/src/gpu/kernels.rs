@@ -31,14 +31,16 @@ pub enum Family {
     /// naive.wgsl: one-output-per-invocation baselines for benchmarks.
     Naive,
     /// convert.wgsl: fp16 packing of boundary tensors (unpack_f16, pack_f16), casts
-    /// (cast_f2i, cast_i2i, cast_i2f, cast_f2f) and 16-bit rounding (round16).
+    /// (cast_f2i, cast_i2i, cast_i2f, cast_f2f) and the rounding of float16, bfloat16,
+    /// float8 and float4 values (round16).
     Convert,
     /// sample.wgsl: resample, resample_nearest (resize), grid_sample, roi_align.
     Sample,
     /// recurrent.wgsl: recurrent layers (lstm_cell, gru_reset, gru_cell, rnn_cell, pack_r,
     /// init_state, finish_state).
     Recurrent,
-    /// quant.wgsl: quantisation.
+    /// quant.wgsl: quantize, dequantize (also of constants packed several values a word),
+    /// range_partial and dynamic_qparams (DynamicQuantizeLinear), bit_cast.
     Quant,
     /// signal.wgsl: dft (DFT and STFT), det, linear_attention.
     Signal,
@@ -224,7 +226,7 @@ mod tests {
                 Family::Recurrent,
                 &["lstm_cell", "gru_reset", "gru_cell", "rnn_cell", "pack_r", "init_state", "finish_state"],
             ),
-            (Family::Quant, &[]),
+            (Family::Quant, &["quantize", "dequantize", "range_partial", "dynamic_qparams", "bit_cast"]),
             (Family::Signal, &["dft", "det", "linear_attention"]),
         ];
         assert_eq!(entries.len(), Family::ALL.len());

@@ -277,17 +277,29 @@ impl TensorReader<'_> {
             }
         };
         if has_raw {
-            let size = dtype.size();
-            if raw.len() != n * size {
+            let need = dtype.packed_bytes(n);
+            if raw.len() != need {
                 return Err(bad(format!(
-                    "raw data has {} bytes, its shape {dims:?} needs {} (truncated or corrupt)",
-                    raw.len(),
-                    n * size
+                    "raw data has {} bytes, its shape {dims:?} needs {need} (truncated or corrupt)",
+                    raw.len()
                 )));
             }
             return decode_le(dtype, dims, &raw).map_err(|e| bad(e.to_string()));
         }
         let tensor = match dtype {
+            // One 8-bit code per int32, or one packed byte (two 4-bit or four 2-bit values).
+            d if d.is_narrow_float() || d.bits() < 8 => {
+                let bytes: Vec<u8> = t.int32_data.iter().map(|&v| v as u8).collect();
+                if bytes.len() != d.packed_bytes(n) {
+                    return Err(bad(format!(
+                        "holds {} int32 values, its shape {dims:?} needs {} ({} values each)",
+                        bytes.len(),
+                        d.packed_bytes(n),
+                        8 / d.bits()
+                    )));
+                }
+                decode_le(d, dims, &bytes)
+            }
             DType::F32 => {
                 check(t.float_data.len())?;
                 Tensor::new(dims, t.float_data.clone())
@@ -352,14 +364,34 @@ impl TensorReader<'_> {
     }
 }
 
-/// Decodes little-endian values of a type (ONNX raw data, .npy payloads).
+/// The `bits`-wide fields of packed bytes, `n` of them, the first in the lowest bits.
+fn unpack_bits(raw: &[u8], bits: usize, n: usize) -> impl Iterator<Item = u8> + '_ {
+    let mask = ((1u16 << bits) - 1) as u8;
+    (0..n).map(move |i| (raw[i * bits / 8] >> ((i * bits) % 8)) & mask)
+}
+
+/// Decodes little-endian values of a type (ONNX raw data, .npy payloads); the 4- and 2-bit
+/// types packed several to a byte, the first in the lowest bits.
 pub(crate) fn decode_le(dtype: DType, shape: Vec<usize>, raw: &[u8]) -> Result<Tensor> {
     let n = numel(&shape);
-    if raw.len() != n * dtype.size() {
-        return Err(EngineError::TensorData { shape, expected: n * dtype.size(), got: raw.len() });
+    if raw.len() != dtype.packed_bytes(n) {
+        return Err(EngineError::TensorData { shape, expected: dtype.packed_bytes(n), got: raw.len() });
     }
     let c = |w: usize| raw.chunks_exact(w);
+    if let Some(f) = dtype.mini_float() {
+        return Tensor::from_f32(dtype, shape, unpack_bits(raw, dtype.bits(), n).map(|b| f.decode(b)).collect());
+    }
     match dtype {
+        DType::F8E4M3FN | DType::F8E4M3FNUZ | DType::F8E5M2 | DType::F8E5M2FNUZ | DType::F4E2M1 => {
+            unreachable!("mini floats are decoded above")
+        }
+        DType::F8E8M0 => Tensor::from_f32(dtype, shape, raw.iter().map(|&b| crate::half::e8m0_to_f32(b)).collect()),
+        DType::I4 | DType::I2 | DType::U4 | DType::U2 => {
+            let signed = matches!(dtype, DType::I4 | DType::I2);
+            let values =
+                unpack_bits(raw, dtype.bits(), n).map(|b| if signed { dtype.wrap(b as i64) } else { b as i64 });
+            Tensor::from_i64(dtype, shape, values.collect())
+        }
         DType::F32 => Tensor::new(shape, c(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()),
         DType::F64 => Tensor::from_f64(shape, c(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect()),
         DType::F16 => {
@@ -385,10 +417,31 @@ pub(crate) fn decode_le(dtype: DType, shape: Vec<usize>, raw: &[u8]) -> Result<T
     }
 }
 
-/// Little-endian bytes of a tensor's values in its type.
+/// Little-endian bytes of a tensor's values in its type (the 4- and 2-bit types packed as
+/// ONNX packs them).
 pub(crate) fn encode_le(t: &Tensor) -> Vec<u8> {
-    let mut out = Vec::with_capacity(t.len() * t.dtype().size());
-    match t.dtype() {
+    let mut out = Vec::with_capacity(t.dtype().packed_bytes(t.len()));
+    let d = t.dtype();
+    let codes: Option<Vec<u8>> = if let Some(f) = d.mini_float() {
+        Some(t.data().iter().map(|&v| f.encode(v, false)).collect())
+    } else if d == DType::F8E8M0 {
+        let e8m0 = |v: f32| crate::half::e8m0_from_f32(v, false, crate::half::E8m0Round::Nearest);
+        Some(t.data().iter().map(|&v| e8m0(v)).collect())
+    } else if d.is_int() && d.bits() < 8 {
+        Some(t.as_i64().expect("ints").iter().map(|&v| v as u8).collect())
+    } else {
+        None
+    };
+    if let Some(codes) = codes {
+        let bits = d.bits();
+        let mask = ((1u16 << bits) - 1) as u8;
+        out.resize(d.packed_bytes(codes.len()), 0);
+        for (i, c) in codes.into_iter().enumerate() {
+            out[i * bits / 8] |= (c & mask) << ((i * bits) % 8);
+        }
+        return out;
+    }
+    match d {
         DType::F32 => t.data().iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
         DType::F16 => {
             t.data().iter().for_each(|&v| out.extend_from_slice(&crate::half::f32_to_f16_ieee(v).to_le_bytes()))
@@ -397,6 +450,7 @@ pub(crate) fn encode_le(t: &Tensor) -> Vec<u8> {
         DType::F64 => t.as_f64().expect("f64").iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
         DType::Bool => t.as_bool().expect("bool").iter().for_each(|&v| out.push(v as u8)),
         d => {
+            debug_assert!(d.is_int() && d.bits() >= 8, "narrow types are packed above");
             let v = t.as_i64().expect("ints");
             match d.size() {
                 1 => v.iter().for_each(|&x| out.push(x as u8)),
@@ -407,4 +461,42 @@ pub(crate) fn encode_le(t: &Tensor) -> Vec<u8> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_round_trips_through_its_bytes() {
+        let mut rng = crate::Rng::new(5);
+        for d in DType::ALL {
+            let t = Tensor::random_of(d, vec![3, 5], &mut rng, -4.0, 4.0);
+            let bytes = encode_le(&t);
+            assert_eq!(bytes.len(), d.packed_bytes(15), "{d}");
+            assert_eq!(decode_le(d, vec![3, 5], &bytes).unwrap(), t, "{d}");
+        }
+    }
+
+    fn proto(data_type: i32, dims: &[i64], int32_data: Vec<i32>) -> TensorProto {
+        TensorProto { dims: dims.to_vec(), data_type, name: "t".into(), int32_data, ..Default::default() }
+    }
+
+    #[test]
+    fn narrow_types_read_from_int32_data() {
+        let r = TensorReader { model: "m", base_dir: None };
+        // Two 4-bit values a byte, four 2-bit values, one 8-bit code an int32.
+        let t = r.tensor(&proto(22, &[5], vec![225, 195, 5])).unwrap();
+        assert_eq!((t.dtype(), t.as_i64().unwrap()), (DType::I4, &[1, -2, 3, -4, 5][..]));
+        let t = r.tensor(&proto(25, &[5], vec![57, 1])).unwrap();
+        assert_eq!(t.as_i64().unwrap(), &[1, 2, 3, 0, 1]);
+        let t = r.tensor(&proto(17, &[3], vec![56, 192, 126])).unwrap();
+        assert_eq!(t.data(), &[1.0, -2.0, 448.0]);
+        let t = r.tensor(&proto(23, &[3], vec![194, 7])).unwrap();
+        assert_eq!(t.data(), &[1.0, -2.0, 6.0]);
+        let t = r.tensor(&proto(24, &[3], vec![127, 128, 126])).unwrap();
+        assert_eq!(t.data(), &[1.0, 2.0, 0.5]);
+        let e = r.tensor(&proto(22, &[5], vec![225, 195])).unwrap_err().to_string();
+        assert!(e.contains("needs 3"), "{e}");
+    }
 }

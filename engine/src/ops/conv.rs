@@ -8,7 +8,7 @@
 use super::{Activation, Check, In, Infer, Op, pool_out, positive};
 
 /// Attributes of a convolution. Inputs: x [N, C, D1..Dn] (n = 1..=3), w [M, C/groups, K1..Kn]
-/// (constant), optional bias `[M]` (constant).
+/// (a constant, or computed: a QDQ model's dequantised weights), optional bias `[M]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvAttrs {
     /// Stride per spatial axis.
@@ -46,7 +46,7 @@ impl Default for ConvAttrs {
 }
 
 /// Attributes of a transposed convolution. Inputs: x [N, C, D1..Dn] (n = 1..=3), w [C,
-/// M/groups, K1..Kn] (constant), optional bias `[M]`. Output size per axis: (D-1)*s -
+/// M/groups, K1..Kn] (a constant or computed), optional bias `[M]`. Output size per axis: (D-1)*s -
 /// pad_begin - pad_end + d*(k-1) + 1 + output_padding.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ConvTransposeAttrs {
@@ -205,7 +205,7 @@ pub(super) fn infer(op: &Op, ins: &[In]) -> Infer {
 }
 
 /// Checks the input and weight of a (transposed) convolution: x float [N, C, spatial...] with
-/// 1 to 3 spatial axes, w constant of x's type and rank. Returns the spatial rank.
+/// 1 to 3 spatial axes, w of x's type and rank. Returns the spatial rank.
 fn check_input_weight(c: &Check) -> Result<usize, String> {
     c.arity(2, 3)?;
     c.need_float(0, "input")?;
@@ -216,7 +216,6 @@ fn check_input_weight(c: &Check) -> Result<usize, String> {
             c.shape(0)
         ));
     }
-    c.need_const(1, "weight")?;
     c.need_rank(1, rank, "weight")?;
     if c.dtype(1) != c.dtype(0) {
         return Err(format!("weight is {} but the input is {}", c.dtype(1), c.dtype(0)));
@@ -228,7 +227,6 @@ fn check_input_weight(c: &Check) -> Result<usize, String> {
 
 fn check_bias(c: &Check, i: usize, m: usize) -> Result<(), String> {
     if c.ins.len() > i {
-        c.need_const(i, "bias")?;
         if c.shape(i) != [m] {
             return Err(format!("bias must have shape [{m}], has {:?}", c.shape(i)));
         }

@@ -54,6 +54,8 @@ pub use recurrent::{
 };
 // [recurrent] end
 // [quant] begin
+pub use quant::{DequantizeAttrs, E8m0Round, QuantizeAttrs};
+pub(crate) use quant::{Granularity, granularity, scale_index};
 // [quant] end
 // [misc] begin
 pub(crate) use elementwise::is_signed as is_signed_int;
@@ -349,6 +351,29 @@ pub enum Op {
     Recurrent(RecurrentAttrs),
     // [recurrent] end
     // [quant] begin
+    /// ONNX `Cast` with non-default conversion attributes: `saturate = 0` for float8
+    /// targets, or a `round_mode` other than `up` for float8e8m0 ([`Op::Cast`] is the
+    /// default conversion).
+    CastWith {
+        /// The target type.
+        to: DType,
+        /// Float8 targets: saturate beyond the range (else infinity or NaN).
+        saturate: bool,
+        /// float8e8m0 targets: the rounding.
+        round: E8m0Round,
+    },
+    /// Reinterpretation of each element's bits as another type of the same width.
+    BitCast {
+        /// The target type.
+        to: DType,
+    },
+    /// Linear quantisation: x, scale, optional zero point.
+    QuantizeLinear(QuantizeAttrs),
+    /// Linear dequantisation: x, scale, optional zero point.
+    DequantizeLinear(DequantizeAttrs),
+    /// uint8 quantisation with the scale and zero point of the input's range (0 included):
+    /// x (float32); y, scale and zero point.
+    DynamicQuantizeLinear,
     // [quant] end
     // [misc] begin
     /// Elementwise bitwise not of an integer tensor.
@@ -456,6 +481,11 @@ impl Op {
             Op::Recurrent(a) => a.cell.name(),
             // [recurrent] end
             // [quant] begin
+            Op::CastWith { .. } => "Cast",
+            Op::BitCast { .. } => "BitCast",
+            Op::QuantizeLinear(_) => "QuantizeLinear",
+            Op::DequantizeLinear(_) => "DequantizeLinear",
+            Op::DynamicQuantizeLinear => "DynamicQuantizeLinear",
             // [quant] end
             // [misc] begin
             Op::BitwiseNot => "BitwiseNot",
@@ -601,6 +631,11 @@ impl Op {
             Op::Recurrent(_) => OpFamily::Recurrent,
             // [recurrent] end
             // [quant] begin
+            Op::CastWith { .. }
+            | Op::BitCast { .. }
+            | Op::QuantizeLinear(_)
+            | Op::DequantizeLinear(_)
+            | Op::DynamicQuantizeLinear => OpFamily::Quant,
             // [quant] end
             // [misc] begin
             Op::BitwiseNot => OpFamily::Elementwise,

@@ -147,30 +147,31 @@ pub(super) fn lower(cx: &mut Ctx, ni: usize, node: &Node) -> Result<()> {
     }
 }
 
-/// The constant weight of a (transposed) convolution.
-fn weight(cx: &Ctx, node: &Node) -> std::sync::Arc<crate::tensor::Tensor> {
-    cx.g.value(node.inputs[1]).constant().expect("checked").clone()
+/// The shape of a (transposed) convolution's weight and, when it is a constant, its values.
+/// Computed weights (a QDQ model's DequantizeLinear of int8 weights) are packed on the device.
+fn weight(cx: &Ctx, node: &Node) -> (Vec<usize>, Option<Vec<f32>>) {
+    let w = node.inputs[1];
+    (cx.shape(w), cx.g.value(w).constant().map(|t| t.to_f32s()))
 }
 
 fn lower_conv(cx: &mut Ctx, ni: usize, node: &Node, a: &ConvAttrs) -> Result<()> {
     let (x, y) = (node.inputs[0], node.outputs[0]);
-    let wt = weight(cx, node);
+    let (ws, wdata) = weight(cx, node);
     let (xs, ys) = (cx.shape(x), cx.shape(y));
     if xs.len() == 5 {
         let geom = DirectGeom {
             x: &xs,
             y: &ys,
-            w: wt.shape(),
+            w: &ws,
             groups: a.groups,
             stride: &a.stride,
             pads: &a.pads,
             dilation: &a.dilation,
             activation: a.activation,
         };
-        return push_direct(cx, ni, node, "conv_direct", geom);
+        return push_direct(cx, ni, node, "conv_direct", geom, wdata);
     }
-    let wdata = wt.to_f32s();
-    let geom = ConvGeom::new(&xs, &ys, wt.shape(), a.groups, &a.stride, &a.pads, &a.dilation, a.activation);
+    let geom = ConvGeom::new(&xs, &ys, &ws, a.groups, &a.stride, &a.pads, &a.dilation, a.activation);
     let (c, m, k) = (geom.c, geom.m, geom.k());
     let depthwise = geom.g > 1 && geom.cg() == 1 && m % c == 0;
     let pointwise = geom.kh == 1
@@ -182,7 +183,10 @@ fn lower_conv(cx: &mut Ctx, ni: usize, node: &Node, a: &ConvAttrs) -> Result<()>
     if cx.naive || depthwise {
         // Unpacked weights [M][CG][KH][KW]: the naive baseline and the depthwise kernel.
         let (family, entry) = if cx.naive { (Family::Naive, "naive_conv2d") } else { (Family::Conv, "depthwise") };
-        let raw = cx.constant(format!("{}.weight", node.name), wdata);
+        let raw = match wdata {
+            Some(d) => cx.constant(format!("{}.weight", node.name), d),
+            None => cx.buf(node, node.inputs[1])?,
+        };
         let bias = conv_bias(cx, node, m)?;
         let xb = cx.buf(node, x)?;
         let kernel = Kernel::new(family, entry, &[("ACT", geom.act), ("WG", cx.wg as u32)]);
@@ -192,42 +196,60 @@ fn lower_conv(cx: &mut Ctx, ni: usize, node: &Node, a: &ConvAttrs) -> Result<()>
         cx.push(ni, kernel, vec![(1, Buf::Value(y)), (2, xb), (5, raw), (4, bias)], groups, geom.words(items));
         return Ok(());
     }
-    let mg = geom.mg();
+    let (g, mg) = (geom.g, geom.mg());
     let (entry, xbind) = if pointwise { ("conv1x1", 6) } else { ("conv2d", 2) };
-    push_tiled_conv(cx, ni, node, geom, entry, xbind, |gi, ch, kk| wdata[(gi * mg + ch) * k + kk])
+    let wb = match wdata {
+        Some(d) => packed_weight(cx, node, geom, |gi, ch, kk| d[(gi * mg + ch) * k + kk]),
+        // w: [G][MG][K] to the packed [G][K][MQ*4].
+        None => packed_on_device(cx, ni, node, geom, &[g, mg, k], &[mg * k, k, 1], &[k, 0, 1])?,
+    };
+    push_tiled_conv(cx, ni, node, geom, entry, xbind, wb)
 }
 
 fn lower_conv_transpose(cx: &mut Ctx, ni: usize, node: &Node, a: &ConvTransposeAttrs) -> Result<()> {
     let (x, y) = (node.inputs[0], node.outputs[0]);
-    let wt = weight(cx, node);
+    let (ws, wdata) = weight(cx, node);
     let (xs, ys) = (cx.shape(x), cx.shape(y));
     if xs.len() == 5 {
         let geom = DirectGeom {
             x: &xs,
             y: &ys,
-            w: wt.shape(),
+            w: &ws,
             groups: a.groups,
             stride: &a.stride,
             pads: &a.pads,
             dilation: &a.dilation,
             activation: a.activation,
         };
-        return push_direct(cx, ni, node, "conv_transpose_direct", geom);
+        return push_direct(cx, ni, node, "conv_transpose_direct", geom, wdata);
     }
-    let wdata = wt.to_f32s();
-    let geom = ConvGeom::new(&xs, &ys, wt.shape(), a.groups, &a.stride, &a.pads, &a.dilation, a.activation);
+    let geom = ConvGeom::new(&xs, &ys, &ws, a.groups, &a.stride, &a.pads, &a.dilation, a.activation);
     // w: [C][MG][KH][KW]; reduction index k = (ci*KH + ky)*KW + kx within the group.
-    let (cg, mg, khw) = (geom.cg(), geom.mg(), geom.kh * geom.kw);
-    push_tiled_conv(cx, ni, node, geom, "conv_transpose", 2, |gi, ch, kk| {
-        wdata[((gi * cg + kk / khw) * mg + ch) * khw + kk % khw]
-    })
+    let (g, cg, mg, khw) = (geom.g, geom.cg(), geom.mg(), geom.kh * geom.kw);
+    let wb = match wdata {
+        Some(d) => packed_weight(cx, node, geom, |gi, ch, kk| d[((gi * cg + kk / khw) * mg + ch) * khw + kk % khw]),
+        None => {
+            let src = [cg * mg * khw, mg * khw, khw, 1];
+            packed_on_device(cx, ni, node, geom, &[g, cg, mg, khw], &src, &[khw * cg, khw, 0, 1])?
+        }
+    };
+    push_tiled_conv(cx, ni, node, geom, "conv_transpose", 2, wb)
 }
 
 /// Pushes a direct (one output per invocation) kernel over 3 spatial axes with unpacked
 /// weights.
-fn push_direct(cx: &mut Ctx, ni: usize, node: &Node, entry: &'static str, geom: DirectGeom) -> Result<()> {
-    let wt = weight(cx, node);
-    let raw = cx.constant(format!("{}.weight", node.name), wt.to_f32s());
+fn push_direct(
+    cx: &mut Ctx,
+    ni: usize,
+    node: &Node,
+    entry: &'static str,
+    geom: DirectGeom,
+    wdata: Option<Vec<f32>>,
+) -> Result<()> {
+    let raw = match wdata {
+        Some(d) => cx.constant(format!("{}.weight", node.name), d),
+        None => cx.buf(node, node.inputs[1])?,
+    };
     let bias = conv_bias(cx, node, geom.y[1])?;
     let xb = cx.buf(node, node.inputs[0])?;
     let (act, _, _) = act_of(geom.activation);
@@ -284,29 +306,24 @@ fn lower_col2im(cx: &mut Ctx, ni: usize, node: &Node, a: &Col2ImAttrs) -> Result
     Ok(())
 }
 
-/// The bias buffer of a (transposed) convolution: its constant, or zeros.
+/// The bias buffer of a (transposed) convolution: its constant, its device value, or zeros.
 fn conv_bias(cx: &mut Ctx, node: &Node, m: usize) -> Result<Buf> {
     match node.inputs.get(2) {
-        Some(&b) => {
-            let t = cx.g.value(b).constant().expect("checked").clone();
-            Ok(cx.constant(format!("{}.bias", node.name), t.to_f32s()))
-        }
+        Some(&b) => match cx.g.value(b).constant() {
+            Some(t) => {
+                let data = t.to_f32s();
+                Ok(cx.constant(format!("{}.bias", node.name), data))
+            }
+            None => cx.buf(node, b),
+        },
         None => Ok(cx.zeros(format!("{}.bias", node.name), m)),
     }
 }
 
-/// Pushes a tiled conv-family dispatch (4 output channels x 4 pixels per invocation) with
-/// weights packed for vec4 loads: vec4 (g*K + k)*MQ + mq holds channels g*MG + mq*4 + 0..3
-/// at reduction index k; `weight(g, ch, k)` reads the original layout.
-fn push_tiled_conv(
-    cx: &mut Ctx,
-    ni: usize,
-    node: &Node,
-    geom: ConvGeom,
-    entry: &'static str,
-    x_binding: u32,
-    weight: impl Fn(usize, usize, usize) -> f32,
-) -> Result<()> {
+/// Constant weights packed for the tiled kernels' vec4 loads: vec4 (g*K + k)*MQ + mq holds
+/// channels g*MG + mq*4 + 0..3 at reduction index k; `weight(g, ch, k)` reads the original
+/// layout.
+fn packed_weight(cx: &mut Ctx, node: &Node, geom: ConvGeom, weight: impl Fn(usize, usize, usize) -> f32) -> Buf {
     let (g, k, mq) = (geom.g, geom.k(), geom.mq());
     let mut packed = vec![0.0f32; g * k * mq * 4];
     for gi in 0..g {
@@ -316,7 +333,44 @@ fn push_tiled_conv(
             }
         }
     }
-    let wb = cx.constant(format!("{}.packed_weight", node.name), packed);
+    cx.constant(format!("{}.packed_weight", node.name), packed)
+}
+
+/// Weights computed on the device packed into the layout of [`packed_weight`] by a strided
+/// copy into a scratch buffer (zero-initialised, so channels past MG stay 0) before each run.
+/// `region` walks the weight in its own order with `src` strides; `dst` gives each region
+/// dimension's destination stride in units of the packed reduction row (MQ*4 values; the
+/// output-channel dimension, marked 0, has stride 1).
+fn packed_on_device(
+    cx: &mut Ctx,
+    ni: usize,
+    node: &Node,
+    geom: ConvGeom,
+    region: &[usize],
+    src: &[usize],
+    dst: &[usize],
+) -> Result<Buf> {
+    let (g, k, row) = (geom.g, geom.k(), geom.mq() * 4);
+    let packed = cx.scratch(format!("{}.packed_weight", node.name), (g * k * row * 4) as u64);
+    let w = cx.buf(node, node.inputs[1])?;
+    let src: Vec<i64> = src.iter().map(|&s| s as i64).collect();
+    let dst: Vec<i64> = dst.iter().map(|&s| if s == 0 { 1 } else { (s * row) as i64 }).collect();
+    cx.copy(ni, node, packed, w, region, &src, &dst, 0, 0)?;
+    Ok(packed)
+}
+
+/// Pushes a tiled conv-family dispatch (4 output channels x 4 pixels per invocation) reading
+/// weights packed by [`packed_weight`] or [`packed_on_device`].
+fn push_tiled_conv(
+    cx: &mut Ctx,
+    ni: usize,
+    node: &Node,
+    geom: ConvGeom,
+    entry: &'static str,
+    x_binding: u32,
+    wb: Buf,
+) -> Result<()> {
+    let (g, mq) = (geom.g, geom.mq());
     let bias = conv_bias(cx, node, geom.m)?;
     let xb = cx.buf(node, node.inputs[0])?;
     let kernel = Kernel::new(Family::Conv, entry, &[("ACT", geom.act), ("WG", cx.wg as u32)]);

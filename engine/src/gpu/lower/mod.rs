@@ -3,10 +3,13 @@
 //! become aliases (no work); constants are uploaded in the device's word types, weights
 //! packed into the layouts the kernels read.
 //!
-//! Every value lives on the device as 32-bit words: f32 for the float types (float16 and
-//! bfloat16 values are computed in f32 and rounded after each node that makes them; float64
-//! is computed in f32), i32 for every integer type and bool (0 or 1). int64 and uint32 values
-//! must fit in i32: constants are checked here, inputs when they are uploaded.
+//! Every value lives on the device as 32-bit words: f32 for the float types (float16,
+//! bfloat16, the float8 types and float4e2m1 are computed in f32 and rounded after each node
+//! that makes them; float64 is computed in f32), i32 for every integer type (the 4- and 2-bit
+//! ones wrapped to their range) and bool (0 or 1). int64 and uint32 values must fit in i32:
+//! constants are checked here, inputs when they are uploaded. A constant 8-, 4- or 2-bit
+//! tensor read only by `DequantizeLinear` is uploaded packed instead, several values a word
+//! (see `quant.rs`).
 
 mod conv;
 mod convert;
@@ -118,6 +121,10 @@ pub(crate) fn class_of(d: DType) -> Class {
 pub(crate) fn int_bits(d: DType) -> (usize, usize) {
     match d {
         DType::Bool => (1, 0),
+        DType::I2 => (2, 1),
+        DType::U2 => (2, 0),
+        DType::I4 => (4, 1),
+        DType::U4 => (4, 0),
         DType::I8 => (8, 1),
         DType::U8 => (8, 0),
         DType::I16 => (16, 1),
@@ -126,12 +133,20 @@ pub(crate) fn int_bits(d: DType) -> (usize, usize) {
     }
 }
 
-/// The rounding a 16-bit float type's values take after each operation (the `round16`
-/// kernel's mode): 1 for float16, 2 for bfloat16.
+/// The rounding a narrow float type's values take after each operation (the `round16`
+/// kernel's mode, also the `cast_*` kernels' target mode; `narrow_float` in convert.wgsl):
+/// 1 float16, 2 bfloat16, 3 float8e4m3fn, 4 float8e4m3fnuz, 5 float8e5m2, 6 float8e5m2fnuz,
+/// 7 float8e8m0, 8 float4e2m1.
 pub(crate) fn round_mode(d: DType) -> Option<usize> {
     match d {
         DType::F16 => Some(1),
         DType::BF16 => Some(2),
+        DType::F8E4M3FN => Some(3),
+        DType::F8E4M3FNUZ => Some(4),
+        DType::F8E5M2 => Some(5),
+        DType::F8E5M2FNUZ => Some(6),
+        DType::F8E8M0 => Some(7),
+        DType::F4E2M1 => Some(8),
         _ => None,
     }
 }

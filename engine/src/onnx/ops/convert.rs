@@ -1,7 +1,9 @@
-//! Cast and CastLike.
+//! Cast and CastLike, with their float8 attributes `saturate` (opset 19) and `round_mode`
+//! (float8e8m0, opset 24).
 
 use super::super::Ctx;
 use crate::error::Result;
+use crate::half::E8m0Round;
 use crate::ops::Op;
 use crate::tensor::DType;
 
@@ -18,7 +20,20 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
             cx.dtype(&like)
         }
     };
-    let y = if cx.dtype(&x) == to { x } else { cx.add1(Op::Cast { to }, &[x])? };
+    let saturate = cx.attrs.i("saturate", 1) != 0;
+    let mode = cx.attrs.s("round_mode", "up");
+    let round = E8m0Round::parse(&mode)
+        .ok_or_else(|| cx.err(format!("round_mode '{mode}' is not one of up, down, nearest")))?;
+    // The attributes matter for float8 targets only (float4e2m1 always saturates).
+    let float8 = to.is_narrow_float() && to != DType::F4E2M1;
+    let default = (saturate || !float8) && (round == E8m0Round::Up || to != DType::F8E8M0);
+    let y = if cx.dtype(&x) == to {
+        x
+    } else if default {
+        cx.add1(Op::Cast { to }, &[x])?
+    } else {
+        cx.add1(Op::CastWith { to, saturate, round }, &[x])?
+    };
     cx.set(0, y);
     Ok(())
 }

@@ -25,6 +25,7 @@ mod sample;
 mod recurrent;
 // [recurrent] end
 // [quant] begin
+mod quant;
 // [quant] end
 // [misc] begin
 mod einsum;
@@ -206,6 +207,14 @@ pub(super) const SUPPORTED: &[&str] = &[
     "RNN",
     // [recurrent] end
     // [quant] begin
+    "BitCast",
+    "ConvInteger",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "QLinearConv",
+    "QLinearMatMul",
+    "QuantizeLinear",
     // [quant] end
     // [misc] begin
     "BitShift",
@@ -265,6 +274,8 @@ pub(super) fn min_inputs(op: &str, opset: i64) -> usize {
         "LSTM" | "GRU" | "RNN" => 3,
         // [recurrent] end
         // [quant] begin
+        "QuantizeLinear" | "DequantizeLinear" | "ConvInteger" | "MatMulInteger" => 2,
+        "QLinearConv" | "QLinearMatMul" => 8,
         // [quant] end
         // [misc] begin
         "BitShift" | "BitwiseAnd" | "BitwiseOr" | "BitwiseXor" | "SwiGLU" | "STFT" => 2,
@@ -316,6 +327,14 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         "LSTM" | "GRU" | "RNN" => recurrent::map(cx),
         // [recurrent] end
         // [quant] begin
+        "BitCast"
+        | "ConvInteger"
+        | "DequantizeLinear"
+        | "DynamicQuantizeLinear"
+        | "MatMulInteger"
+        | "QLinearConv"
+        | "QLinearMatMul"
+        | "QuantizeLinear" => quant::map(cx),
         // [quant] end
         // [misc] begin
         "DFT" | "STFT" | "HannWindow" | "HammingWindow" | "BlackmanWindow" | "MelWeightMatrix" | "Det" => {

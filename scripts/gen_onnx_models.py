@@ -4,8 +4,9 @@
 Usage
 -----
     python3 scripts/gen_onnx_models.py OUT_DIR [--full] [--only NAME[,NAME...]] [--seed 0]
+    python3 scripts/gen_onnx_models.py OUT_DIR --tasks [--full] [--only NAME,...] [--seed 0]
     python3 scripts/gen_onnx_models.py OUT_DIR --light [--random-weights] [--only NAME,...]
-    python3 scripts/gen_onnx_models.py --list [--light [--random-weights]]
+    python3 scripts/gen_onnx_models.py --list [--tasks | --light [--random-weights]]
 
 Modes
 -----
@@ -43,6 +44,55 @@ default   Thirteen synthetic models (a block or a small stack shaped like a CNN 
           Sizes are reduced (inputs 32..64 pixels, narrow widths, 1..10 MFLOP per sample) unless
           ``--full`` asks for the real ones (224x224 mostly, real widths; 0.1..27 GFLOP; slow,
           never used by the tests).
+--tasks   Seven task-level models instead, built the same way (random weights, reduced sizes
+          unless ``--full``), in the forms real exporters write:
+
+            name              opset  what
+            yolo_detector     17     YOLOv5/v8 pieces: Conv+BN+SiLU, C2f (Split input) and C3,
+                                     SPPF (MaxPool chain), nearest Resize + Concat neck; a detect
+                                     head on two levels whose grid comes from Range/Expand and
+                                     Range/Tile, Sigmoid/Exp decode, Concat over levels;
+                                     MatMul to corners, NonMaxSuppression, Gather of the
+                                     selected boxes and scores by computed flat indices;
+                                     4 outputs (predictions, scores, selected, detections)
+            ssd_head          13     class/box conv heads on three levels, NHWC Reshape/Concat,
+                                     Softmax, ReduceMax, TopK (constant k), GatherND
+                                     (batch_dims=1), SSD decode against a constant anchor table
+                                     (Exp), NonMaxSuppression, GatherND of the selection;
+                                     4 outputs (boxes, scores, selected, detections)
+            deeplabv3plus     16     ASPP (dilated 3x3 at rates 2/4/6, GlobalAveragePool branch
+                                     with bilinear Resize back), Dropout, ConvTranspose 4x4/2,
+                                     low-level projection, Resize cubic (pytorch_half_pixel,
+                                     cubic_coeff_a=-0.75) and linear (align_corners); 2 outputs
+            face_detector     13     RetinaFace/MTCNN: PRelu with [C,1,1] and [1] slopes, FPN
+                                     (nearest Resize to a Shape-built size), SSH, box/score/
+                                     landmark heads, Softmax over 2; 48x64 input; 3 outputs
+            crnn              14     grey 32x64 line, conv stack, (2,1)-strided MaxPools, Squeeze,
+                                     Transpose to [T, N, C], two bidirectional LSTMs (the first
+                                     with ConstantOfShape zero states), MatMul, LogSoftmax;
+                                     output [T, N, classes] (batch on axis 1)
+            vit_tiny          23     patch conv, class token Expand (Equal/Where/ConstantOfShape),
+                                     position Add, a MatMul/Softmax attention block (Split +
+                                     Squeeze of qkv) and an Attention-op block, LayerNorm, erf
+                                     GELU, Gather of the class token, Gemm; 2 outputs
+            qdq_resnet_block  13     a ResNet stem, basic block and projected bottleneck (BN
+                                     folded) quantised by onnxruntime's quantize_static: QDQ
+                                     format, uint8 activations (MinMax calibration, 8 samples),
+                                     per-channel int8 weights, int32 biases, Relu kept
+
+          Outputs whose row count depends on the data (NonMaxSuppression's selected [K, 3]
+          (batch, class, box) and the rows gathered with it) are int64 or float32 as the graph
+          says; their rows are batch-major.  An NMS score threshold is set when the model is
+          built: the 90% quantile of the scores the NMS gets on a calibration batch (random
+          weights put scores anywhere in [0, 1]).  Every TopK and NonMaxSuppression must decide
+          robustly: the indices it outputs must not change when each value of its data inputs
+          is moved by up to 1e-5 of its magnitude (|value|, at least 1% of the tensor's
+          largest; 8 random trials; for TopK also: no two of the k + 1 largest values closer
+          than that), and an NMS must keep at least two boxes per
+          sample and suppress some box by IoU.  When an input fails this, the next input
+          attempt is drawn (seed also derived from the attempt number; up to 16).  With
+          ``--full`` (thousands of boxes) the first input is kept and the problems are printed
+          as warnings and listed in the manifest ("decision_warnings").
 --light   The "light" models shipped inside the onnx package
           (``onnx/backend/test/data/light/light_*.onnx``: AlexNet, DenseNet-121, Inception v1/v2,
           ResNet-50, ShuffleNet, SqueezeNet, VGG-19, ZFNet-512; opset 9, IR 3, 224x224).  Their
@@ -54,17 +104,21 @@ default   Thirteen synthetic models (a block or a small stack shaped like a CNN 
           weights are random initializers (informative outputs; 5 to 550 MB per model).
 --list    Print the model names of the selected mode, one per line, and exit.
 
-Every model has one float32 input of shape [N, 3, H, W] with a symbolic batch "N" (light models
-keep their fixed batch of 1 when a Reshape target hard-codes it) and outputs whose first
-dimension is the batch.  Every model passes ``onnx.checker.check_model(model, full_check=True)``.
+Every model has one float32 input of shape [N, C, H, W] with a symbolic batch "N" (C = 3 except
+crnn's 1; light models keep their fixed batch of 1 when a Reshape target hard-codes it) and
+outputs whose first dimension is the batch, except crnn's [T, N, classes] and the
+data-dependent outputs of the detectors.  Every model passes
+``onnx.checker.check_model(model, full_check=True)``.
 
 Files written into OUT_DIR for each model NAME
 ----------------------------------------------
 NAME.onnx                   the model
 NAME.b{B}.input.npy         float32 standard-normal input of batch B (B = 1 and 4; light models
                             with a fixed batch: B = 1 only); seed derived from --seed, NAME, B
+                            (and the input attempt when it is not 0, --tasks only)
 NAME.b{B}.out{K}.npy        output K (0-based, model output order) computed by onnxruntime with
-                            the CPUExecutionProvider (default session options)
+                            the CPUExecutionProvider (default session options), in the output's
+                            element type (int64 for NMS selections)
 NAME.expected.npy           (--light, not _rw) the packaged output_0.pb as .npy
 NAME.expected_input.npy     (--light, not _rw) the input that produced it
 manifest.json               {"generator", "onnx_version", "onnxruntime_version",
@@ -72,6 +126,14 @@ manifest.json               {"generator", "onnx_version", "onnxruntime_version",
                              "inputs": [{"name", "shape"}], "outputs": [names],
                              "output_shapes", "batches", "flops_per_sample", "op_types",
                              "seed", ...}]}
+                            --tasks entries add "output_dtypes" (numpy names), "batch_axes"
+                            ({output: axis} where the batch is not axis 0), "rows_by_batch"
+                            ({output: selection output} for data-dependent row counts),
+                            "output_quanta" (per output: the scale of the DequantizeLinear that
+                            produces it, else null), "input_attempt", "decisions" (per TopK /
+                            NMS node and batch: the smallest relative TopK gap, or the boxes
+                            kept per sample and what the per-class cap alone would keep) and
+                            "decision_warnings" (--full only: the checks that failed).
                             Light entries add "expected", "expected_input" (null when the input
                             could not be determined), "expected_vs_ort_max_abs_diff" and, when
                             the batch stays fixed, "batch_note" with the reason.  Entries of an
@@ -80,10 +142,12 @@ manifest.json               {"generator", "onnx_version", "onnxruntime_version",
 
 Checks done for every model: the checker (with strict shape inference), onnxruntime runs at
 every batch with finite outputs, and, where the batch is symbolic, sample 0 of the batch-4 run
-equals a batch-1 run of that sample (catches hard-coded batch sizes).  The script exits non-zero
-with a message on any failure.
+equals a batch-1 run of that sample (catches hard-coded batch sizes; for a data-dependent output,
+the rows whose batch index is 0 equal the batch-1 run's rows, integers exactly).  The script
+exits non-zero with a message on any failure.
 
-FLOPs are approximate: 2 * multiply-accumulates of Conv, MatMul and Gemm, per sample.
+FLOPs are approximate: 2 * multiply-accumulates of Conv, MatMul and Gemm, per sample (the count
+``poolpipe inspect`` checks against; ConvTranspose, LSTM and Attention are not counted).
 """
 
 from __future__ import annotations
@@ -97,8 +161,8 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import numpy as np
 import onnx
@@ -591,13 +655,573 @@ def dbnet_head(b: Builder, full: bool) -> list[str]:
     return [b.node("Sigmoid", [h])]
 
 
+# ---------------------------------------------------------------------------------------------
+# Task-level models (--tasks): detection with NMS, segmentation, face, OCR, ViT, QDQ
+# ---------------------------------------------------------------------------------------------
+
+
+def scalar_i64(b: Builder, value: int) -> str:
+    """A 0-d int64 initializer (a scalar Gather index, a Range bound)."""
+    return b.init("k", np.array(value, dtype=np.int64))
+
+
+def dim_of(b: Builder, x: str, axis: int) -> str:
+    """Shape(x)[axis] as a 0-d int64 (Shape -> Gather with a scalar index)."""
+    return b.node("Gather", [b.node("Shape", [x]), scalar_i64(b, axis)], axis=0)
+
+
+def slice_last(b: Builder, x: str, start: int, end: int) -> str:
+    """x[..., start:end] (Slice-13 with starts, ends and axes inputs)."""
+    return b.node("Slice", [x, b.i64("starts", [start]), b.i64("ends", [end]),
+                            b.i64("axes", [-1])])
+
+
+def column(b: Builder, x: str, j: int) -> str:
+    """x[:, j] of a 2-D tensor, as exporters write it: Gather(axis=1) with a scalar index."""
+    return b.node("Gather", [x, scalar_i64(b, j)], axis=1)
+
+
+def to_float(b: Builder, x: str) -> str:
+    return b.node("Cast", [x], to=TensorProto.FLOAT)
+
+
+def nms_inputs(b: Builder, max_per_class: int, iou: float) -> list[str]:
+    """max_output_boxes_per_class, iou_threshold and score_threshold of NonMaxSuppression as
+    one-element initializers (what PyTorch and TensorFlow exporters write); the score threshold
+    is set by calibrate_nms once the model is built."""
+    return [b.i64("max_out", [max_per_class]),
+            b.init("iou_threshold", np.array([iou], dtype=np.float32)),
+            b.init("score_threshold", np.array([0.0], dtype=np.float32))]
+
+
+def resize_scales(b: Builder, x: str, scale: float, mode: str, ctm: str, **attrs) -> str:
+    """Resize-13 by constant scales [1, 1, s, s] (roi empty)."""
+    scales = b.const("scales", np.array([1, 1, scale, scale], dtype=np.float32))
+    return b.node("Resize", [x, "", scales], mode=mode, coordinate_transformation_mode=ctm,
+                  **attrs)
+
+
+def resize_like(b: Builder, x: str, like: str, mode: str, ctm: str, **attrs) -> str:
+    """Resize x to the spatial size of `like`: sizes = Concat(Shape(x)[0:2], Shape(like)[2:4]),
+    the Shape subgraph of F.interpolate(x, size=like.shape[-2:])."""
+    sizes = b.node("Concat", [shape_slice(b, x, 0, 2), shape_slice(b, like, 2, 4)], axis=0)
+    return b.node("Resize", [x, "", "", sizes], mode=mode, coordinate_transformation_mode=ctm,
+                  **attrs)
+
+
+# -- YOLOv5 / YOLOv8 style detector -----------------------------------------------------------
+
+
+def yolo_c2f(b: Builder, x: str, cin: int, cout: int, n: int = 1, shortcut: bool = True) -> str:
+    """YOLOv8 C2f: 1x1 conv to 2c, Split (split input, opset 13+) in halves, n bottlenecks on
+    the last part (each output kept), Concat of all parts, 1x1 conv; Conv+BN+SiLU throughout."""
+    c = cout // 2
+    y = b.conv_bn(x, cin, 2 * c, 1, act="silu")
+    parts = list(b.node("Split", [y, b.i64("split", [c, c])], n_out=2, axis=1))
+    for _ in range(n):
+        t = b.conv_bn(parts[-1], c, c, 3, act="silu")
+        t = b.conv_bn(t, c, c, 3, act="silu")
+        parts.append(b.node("Add", [parts[-1], t]) if shortcut else t)
+    return b.conv_bn(b.node("Concat", parts, axis=1), (2 + n) * c, cout, 1, act="silu")
+
+
+def yolo_c3(b: Builder, x: str, cin: int, cout: int, n: int = 1) -> str:
+    """YOLOv5 C3: two 1x1 branches, n residual bottlenecks (1x1, 3x3) on the first, Concat,
+    1x1 conv."""
+    c = cout // 2
+    m = b.conv_bn(x, cin, c, 1, act="silu")
+    for _ in range(n):
+        t = b.conv_bn(b.conv_bn(m, c, c, 1, act="silu"), c, c, 3, act="silu")
+        m = b.node("Add", [m, t])
+    skip = b.conv_bn(x, cin, c, 1, act="silu")
+    return b.conv_bn(b.node("Concat", [m, skip], axis=1), 2 * c, cout, 1, act="silu")
+
+
+def yolo_sppf(b: Builder, x: str, c: int) -> str:
+    """SPPF: 1x1 conv to c/2, three chained 5x5/1 MaxPools, Concat of the four, 1x1 conv."""
+    h = c // 2
+    y = b.conv_bn(x, c, h, 1, act="silu")
+    pools = [y]
+    for _ in range(3):
+        pools.append(b.maxpool(pools[-1], 5, 1, 2))
+    return b.conv_bn(b.node("Concat", pools, axis=1), 4 * h, c, 1, act="silu")
+
+
+def yolo_grid(b: Builder, feature: str, tile: bool) -> str:
+    """The [1, 1, ny, nx, 2] cell grid (x, y) of a [N, C, ny, nx] map, built from its shape as a
+    dynamic-shape export does: Range over Shape(feature)[2] and [3], then the meshgrid either by
+    Expand of Unsqueezed int64 ranges cast to float (tile=False) or by Tile of float ranges
+    (tile=True)."""
+    ny, nx = dim_of(b, feature, 2), dim_of(b, feature, 3)
+    ny1, nx1 = b.unsqueeze(ny, [0]), b.unsqueeze(nx, [0])
+    if tile:
+        zero, one = b.scalar_const(0.0), b.scalar_const(1.0)
+        xs = b.node("Range", [zero, to_float(b, nx), one])
+        ys = b.node("Range", [zero, to_float(b, ny), one])
+        gx = b.node("Tile", [b.unsqueeze(xs, [0]), b.node("Concat", [ny1, b.i64("one", [1])],
+                                                             axis=0)])
+        gy = b.node("Tile", [b.unsqueeze(ys, [1]), b.node("Concat", [b.i64("one", [1]), nx1],
+                                                             axis=0)])
+    else:
+        zero, one = scalar_i64(b, 0), scalar_i64(b, 1)
+        xs = to_float(b, b.node("Range", [zero, nx, one]))
+        ys = to_float(b, b.node("Range", [zero, ny, one]))
+        size = b.node("Concat", [ny1, nx1], axis=0)
+        gx = b.node("Expand", [b.unsqueeze(xs, [0]), size])
+        gy = b.node("Expand", [b.unsqueeze(ys, [1]), size])
+    grid = b.node("Concat", [b.unsqueeze(gx, [-1]), b.unsqueeze(gy, [-1])], axis=-1)
+    return b.unsqueeze(grid, [0, 1])
+
+
+def yolo_detect_level(b: Builder, x: str, c: int, stride: int, anchors: list[tuple[int, int]],
+                      classes: int, tile_grid: bool, exp_wh: bool) -> str:
+    """One detect level: 1x1 conv to na*(5+C), view [N, na, 5+C, ny, nx], permute to
+    [N, na, ny, nx, 5+C]; xy = (sigmoid*2 - 0.5 + grid) * stride; wh = exp(t) * anchor
+    (YOLOv3/YOLOX, exp_wh) or (sigmoid*2)^2 * anchor (YOLOv5, Pow); objectness and class
+    scores sigmoid; flattened to [N, na*ny*nx, 5+C]."""
+    na, no = len(anchors), 5 + classes
+    t = b.conv(x, c, na * no, 1, bias=True, gain=0.15)
+    ny_nx = shape_slice(b, t, 2, 4)
+    target = b.node("Concat", [b.i64("shape", [0, na, no]), ny_nx], axis=0)
+    t = b.node("Transpose", [b.node("Reshape", [t, target])], perm=[0, 1, 3, 4, 2])
+    s = b.node("Sigmoid", [t])
+    grid = yolo_grid(b, x, tile_grid)
+    xy = b.node("Sub", [b.node("Mul", [slice_last(b, s, 0, 2), b.scalar_const(2.0)]),
+                        b.scalar_const(0.5)])
+    xy = b.node("Mul", [b.node("Add", [xy, grid]), b.scalar_const(float(stride))])
+    anchor_grid = b.init("anchor_grid", np.array(anchors, dtype=np.float32).reshape(1, na, 1, 1, 2))
+    if exp_wh:
+        wh = b.node("Exp", [slice_last(b, t, 2, 4)])
+    else:
+        wh = b.node("Pow", [b.node("Mul", [slice_last(b, s, 2, 4), b.scalar_const(2.0)]),
+                            b.scalar_const(2.0)])
+    y = b.node("Concat", [xy, b.node("Mul", [wh, anchor_grid]), slice_last(b, s, 4, no)], axis=-1)
+    return b.node("Reshape", [y, b.i64("shape", [0, -1, no])])
+
+
+def yolo_detector(b: Builder, full: bool) -> list[str]:
+    """YOLOv5/YOLOv8-style detector with ONNX-Runtime NMS (the YOLOv7 "end2end" form).
+
+    Backbone: Conv+BN+SiLU, C2f (Split, Concat), C3, SPPF (MaxPool chain); neck: nearest 2x
+    Resize + Concat + C2f, stride-2 conv + Concat + C2f; head on two levels (strides 8, 16,
+    two anchors each): sigmoid xy decode against a grid built from Range/Expand (level 1) and
+    Range/Tile (level 2), wh by (2 sigmoid)^2 (level 1) and Exp (level 2) times the anchors,
+    Concat over levels -> predictions [N, A, 5+C].  Post: scores = obj * cls transposed to
+    [N, C, A], boxes by MatMul with the xywh -> xyxy matrix, NonMaxSuppression (at most 100 per
+    class, IoU 0.45) -> selected [K, 3] (batch, class, box), then the boxes and scores of the
+    selection by Gather on flattened tensors with computed indices (PyTorch's advanced
+    indexing): detections [K, 7] = (batch, x1, y1, x2, y2, class, score)."""
+    c1, c2, c3, c4 = (16, 32, 64, 128) if full else (8, 16, 24, 32)
+    classes = 80 if full else 3
+    x = b.conv_bn(b.input, 3, c1, 3, 2, act="silu")
+    x = b.conv_bn(x, c1, c2, 3, 2, act="silu")
+    x = yolo_c2f(b, x, c2, c2)
+    p3 = yolo_c3(b, b.conv_bn(x, c2, c3, 3, 2, act="silu"), c3, c3)  # stride 8
+    p4 = yolo_c2f(b, b.conv_bn(p3, c3, c4, 3, 2, act="silu"), c4, c4)  # stride 16
+    p4 = yolo_sppf(b, p4, c4)
+    up = resize_scales(b, p4, 2.0, "nearest", "asymmetric", nearest_mode="floor")
+    n3 = yolo_c2f(b, b.node("Concat", [up, p3], axis=1), c4 + c3, c3, shortcut=False)
+    down = b.conv_bn(n3, c3, c3, 3, 2, act="silu")
+    n4 = yolo_c2f(b, b.node("Concat", [down, p4], axis=1), c3 + c4, c4, shortcut=False)
+    preds = b.node("Concat", [
+        yolo_detect_level(b, n3, c3, 8, [(10, 13), (16, 30)], classes, tile_grid=False,
+                          exp_wh=False),
+        yolo_detect_level(b, n4, c4, 16, [(30, 61), (62, 45)], classes, tile_grid=True,
+                          exp_wh=True),
+    ], axis=1)
+    no = 5 + classes
+    scores = b.node("Mul", [slice_last(b, preds, 5, no), slice_last(b, preds, 4, 5)])
+    scores = b.node("Transpose", [scores], perm=[0, 2, 1])  # [N, C, A]
+    to_xyxy = np.array([[1, 0, 1, 0], [0, 1, 0, 1], [-0.5, 0, 0.5, 0], [0, -0.5, 0, 0.5]],
+                       dtype=np.float32)
+    boxes = b.node("MatMul", [slice_last(b, preds, 0, 4), b.init("to_xyxy", to_xyxy)])
+    selected = b.node("NonMaxSuppression",
+                      [boxes, scores, *nms_inputs(b, 100, 0.45)])
+    batch, cls, box = (column(b, selected, j) for j in range(3))
+    anchors_n = dim_of(b, boxes, 1)
+    flat_box = b.node("Add", [b.node("Mul", [batch, anchors_n]), box])
+    sel_boxes = b.node("Gather", [b.node("Reshape", [boxes, b.i64("shape", [-1, 4])]), flat_box],
+                       axis=0)
+    flat_score = b.node("Add", [b.node("Mul", [b.node("Add", [b.node("Mul", [
+        batch, scalar_i64(b, classes)]), cls]), anchors_n]), box])
+    sel_scores = b.node("Gather", [b.node("Reshape", [scores, b.i64("shape", [-1])]),
+                                   flat_score], axis=0)
+    detections = b.node("Concat", [b.unsqueeze(to_float(b, batch), [1]), sel_boxes,
+                                   b.unsqueeze(to_float(b, cls), [1]),
+                                   b.unsqueeze(sel_scores, [1])], axis=1)
+    return [preds, scores, selected, detections]
+
+
+# -- SSD / RetinaNet style head -------------------------------------------------------------
+
+
+def ssd_anchors(sizes: list[int], image: int, ratios: tuple[float, ...]) -> np.ndarray:
+    """Default boxes (cx, cy, w, h) in pixels, location-major then ratio, level by level."""
+    out = []
+    for size in sizes:
+        step = image / size
+        for i in range(size):
+            for j in range(size):
+                for r in ratios:
+                    s = 2.5 * step
+                    out.append(((j + 0.5) * step, (i + 0.5) * step, s * math.sqrt(r),
+                                s / math.sqrt(r)))
+    return np.array(out, dtype=np.float32)
+
+
+def ssd_head(b: Builder, full: bool) -> list[str]:
+    """SSD/RetinaNet-style head on three levels (strides 8, 16, 32): class and box 3x3 conv
+    heads per level (3 anchors, C+1 classes with background 0), NHWC Transpose + Reshape to
+    [N, -1, k], Concat over levels; Softmax over classes, background sliced off, ReduceMax over
+    classes, TopK (k a constant) over the anchors; the top-k deltas and scores by GatherND
+    (batch_dims=1), their anchors by Gather from a constant table; SSD decode (variances 0.1,
+    0.2; Exp) to corners; NonMaxSuppression (IoU 0.35) on [N, k, 4] / [N, C, k]; the selected
+    boxes and scores by GatherND.  Outputs: boxes [N, k, 4], scores [N, k, C], selected [K, 3],
+    detections [K, 6] = (x1, y1, x2, y2, score, class)."""
+    widths = (32, 64, 128, 128, 128) if full else (12, 16, 24, 24, 24)
+    classes, na, top_k = (20, 3, 200) if full else (4, 3, 48)
+    image = 300 if full else 64
+    x = b.conv_bn(b.input, 3, widths[0], 3, 2, act="relu")
+    x = b.conv_bn(x, widths[0], widths[1], 3, 2, act="relu")
+    levels, sizes, c = [], [], widths[1]
+    size = image // 4
+    for w in widths[2:]:
+        x, c, size = b.conv_bn(x, c, w, 3, 2, act="relu"), w, (size + 1) // 2
+        levels.append((x, c))
+        sizes.append(size)
+    cls_parts, box_parts = [], []
+    for feat, c in levels:
+        h = b.conv_bn(feat, c, c, 3, act="relu")
+        cls = b.conv(h, c, na * (classes + 1), 3, bias=True, gain=0.3)
+        box = b.conv(h, c, na * 4, 3, bias=True, gain=0.5)
+        cls_parts.append(b.node("Reshape", [b.node("Transpose", [cls], perm=[0, 2, 3, 1]),
+                                            b.i64("shape", [0, -1, classes + 1])]))
+        box_parts.append(b.node("Reshape", [b.node("Transpose", [box], perm=[0, 2, 3, 1]),
+                                            b.i64("shape", [0, -1, 4])]))
+    logits = b.node("Concat", cls_parts, axis=1)  # [N, T, C+1]
+    deltas = b.node("Concat", box_parts, axis=1)  # [N, T, 4]
+    fg = slice_last(b, b.softmax(logits, axis=-1), 1, classes + 1)  # [N, T, C]
+    best = b.node("ReduceMax", [fg], axes=[2], keepdims=0)  # [N, T]
+    _, top_i = b.node("TopK", [best, b.i64("k", [top_k])], n_out=2, axis=1)
+    idx = b.unsqueeze(top_i, [2])  # [N, k, 1]
+    d = b.node("GatherND", [deltas, idx], batch_dims=1)  # [N, k, 4]
+    scores = b.node("GatherND", [fg, idx], batch_dims=1)  # [N, k, C]
+    table = ssd_anchors(sizes, image, (1.0, 2.0, 0.5))
+    a = b.node("Gather", [b.init("anchors", table), top_i], axis=0)  # [N, k, 4]
+    a_xy, a_wh = slice_last(b, a, 0, 2), slice_last(b, a, 2, 4)
+    cxcy = b.node("Add", [a_xy, b.node("Mul", [b.node("Mul", [slice_last(b, d, 0, 2),
+                                                                b.scalar_const(0.1)]), a_wh])])
+    wh = b.node("Mul", [a_wh, b.node("Exp", [b.node("Mul", [slice_last(b, d, 2, 4),
+                                                            b.scalar_const(0.2)])])])
+    half = b.node("Mul", [wh, b.scalar_const(0.5)])
+    boxes = b.node("Concat", [b.node("Sub", [cxcy, half]), b.node("Add", [cxcy, half])], axis=-1)
+    scores_t = b.node("Transpose", [scores], perm=[0, 2, 1])  # [N, C, k]
+    selected = b.node("NonMaxSuppression",
+                      [boxes, scores_t, *nms_inputs(b, 100, 0.35)])
+    batch_box = b.node("Gather", [selected, b.i64("cols", [0, 2])], axis=1)  # [K, 2]
+    det_boxes = b.node("GatherND", [boxes, batch_box])  # [K, 4]
+    det_scores = b.node("GatherND", [scores_t, selected])  # [K]
+    det_cls = to_float(b, column(b, selected, 1))
+    detections = b.node("Concat", [det_boxes, b.unsqueeze(det_scores, [1]),
+                                   b.unsqueeze(det_cls, [1])], axis=1)
+    return [boxes, scores, selected, detections]
+
+
+# -- DeepLabV3+ ---------------------------------------------------------------------------
+
+
+def deeplabv3plus(b: Builder, full: bool) -> list[str]:
+    """DeepLabV3+ on a small output-stride-8 backbone (the last stage dilated instead of
+    strided).  ASPP: 1x1, three dilated 3x3 (rates 6/12/18 scaled to 2/4/6 for the small map),
+    image pooling (GlobalAveragePool, 1x1 conv+BN+ReLU, bilinear Resize back to the map's size
+    from a Shape subgraph, pytorch_half_pixel); Concat, 1x1 projection, Dropout.  Decoder:
+    ConvTranspose 4x4/2 upsampling, low-level 1x1 projection, Concat, two 3x3 convs, 1x1
+    logits; cubic Resize x4 (pytorch_half_pixel, cubic_coeff_a=-0.75, as PyTorch exports
+    bicubic) to the input size.  Second output: an auxiliary 1x1 classifier on the ASPP output,
+    bilinear Resize (align_corners) to the input size."""
+    c1, c_low, c2, c3, aspp, low, dec, classes = (
+        (64, 256, 512, 1024, 256, 48, 256, 21) if full else (12, 16, 24, 32, 16, 8, 16, 5))
+    rates = (6, 12, 18) if full else (2, 4, 6)
+    x = b.conv_bn(b.input, 3, c1, 3, 2, act="relu")
+    low_feat = b.conv_bn(x, c1, c_low, 3, 2, act="relu")  # stride 4
+    x = b.conv_bn(low_feat, c_low, c2, 3, 2, act="relu")  # stride 8
+    x = b.conv_bn(x, c2, c3, 3, dilation=2, act="relu")
+    branches = [b.conv_bn(x, c3, aspp, 1, act="relu")]
+    branches += [b.conv_bn(x, c3, aspp, 3, dilation=r, act="relu") for r in rates]
+    pooled = b.conv_bn(b.node("GlobalAveragePool", [x]), c3, aspp, 1, act="relu")
+    branches.append(resize_like(b, pooled, x, "linear", "pytorch_half_pixel"))
+    y = b.conv_bn(b.node("Concat", branches, axis=1), 5 * aspp, aspp, 1, act="relu")
+    y = b.node("Dropout", [y])
+    aux = b.conv(y, aspp, classes, 1, bias=True)
+    up = b.node("ConvTranspose", [y, b.init("wt", b.he((aspp, aspp, 4, 4), aspp * 16)),
+                                  b.init("bt", b.small((aspp,)))],
+                kernel_shape=[4, 4], strides=[2, 2], pads=[1, 1, 1, 1])
+    up = b.act(b.bn(up, aspp), "relu")
+    lowp = b.conv_bn(low_feat, c_low, low, 1, act="relu")
+    d = b.node("Concat", [up, lowp], axis=1)
+    d = b.conv_bn(d, aspp + low, dec, 3, act="relu")
+    d = b.conv_bn(d, dec, dec, 3, act="relu")
+    logits = b.conv(d, dec, classes, 1, bias=True)
+    out = resize_scales(b, logits, 4.0, "cubic", "pytorch_half_pixel", cubic_coeff_a=-0.75)
+    aux = resize_like(b, aux, b.input, "linear", "align_corners")
+    return [out, aux]
+
+
+# -- Face detector (RetinaFace / MTCNN style) ------------------------------------------------
+
+
+def prelu(b: Builder, x: str, c: int, shared: bool = False) -> str:
+    """PRelu with per-channel slopes of shape [C, 1, 1] (PyTorch's nn.PReLU(C) as exported,
+    broadcast against [N, C, H, W]) or one shared slope of shape [1]."""
+    slope = b.uniform((1,) if shared else (c, 1, 1), 0.05, 0.35)
+    return b.node("PRelu", [x, b.init("prelu_slope", slope)])
+
+
+def conv_bn_prelu(b: Builder, x: str, cin: int, cout: int, k: int, stride: int = 1,
+                  shared: bool = False, **kw) -> str:
+    return prelu(b, b.bn(b.conv(x, cin, cout, k, stride, **kw), cout), cout, shared)
+
+
+def face_ssh(b: Builder, x: str, c: int) -> str:
+    """RetinaFace's SSH context module: 3x3 branch (c/2), 5x5 as two 3x3 (c/4) and 7x7 as
+    three 3x3 (c/4) sharing the first, Concat, Relu."""
+    b3 = b.conv_bn(x, c, c // 2, 3)
+    t = conv_bn_prelu(b, x, c, c // 4, 3)
+    b5 = b.conv_bn(t, c // 4, c // 4, 3)
+    b7 = b.conv_bn(conv_bn_prelu(b, t, c // 4, c // 4, 3), c // 4, c // 4, 3)
+    return b.node("Relu", [b.node("Concat", [b3, b5, b7], axis=1)])
+
+
+def face_detector(b: Builder, full: bool) -> list[str]:
+    """RetinaFace/MTCNN-style face detector on a non-square input: Conv+BN+PRelu backbone
+    (per-channel slopes [C, 1, 1]; one shared slope [1]), MaxPool, two-level FPN (1x1 laterals,
+    nearest Resize to the lateral's size + Add, 3x3 merge), SSH context per level, and per
+    level three 1x1 heads for two anchors: face/background (2), box (4) and five landmarks
+    (10), each NHWC-transposed and reshaped to [N, -1, k], Concat over levels; Softmax over
+    the 2 classes.  Outputs: scores [N, A, 2], boxes [N, A, 4], landmarks [N, A, 10]."""
+    c1, c2, c3, c4, f, na = (16, 32, 64, 128, 64, 2) if full else (8, 12, 16, 24, 16, 2)
+    x = conv_bn_prelu(b, b.input, 3, c1, 3, 2)
+    x = b.maxpool(conv_bn_prelu(b, x, c1, c2, 3), 2, 2, 0)  # stride 4
+    p1 = conv_bn_prelu(b, x, c2, c3, 3, 2)  # stride 8
+    p2 = conv_bn_prelu(b, p1, c3, c4, 3, 2, shared=True)  # stride 16
+    l1 = conv_bn_prelu(b, p1, c3, f, 1)
+    l2 = conv_bn_prelu(b, p2, c4, f, 1)
+    l1 = b.node("Add", [l1, resize_like(b, l2, l1, "nearest", "asymmetric",
+                                        nearest_mode="floor")])
+    l1 = conv_bn_prelu(b, l1, f, f, 3)
+    heads: dict[str, list[str]] = {"cls": [], "box": [], "ldm": []}
+    for level in (l1, l2):
+        s = face_ssh(b, level, f)
+        for key, k in (("cls", 2), ("box", 4), ("ldm", 10)):
+            h = b.conv(s, f, na * k, 1, bias=True, gain=0.3 if key == "cls" else 1.0)
+            h = b.node("Transpose", [h], perm=[0, 2, 3, 1])
+            heads[key].append(b.node("Reshape", [h, b.i64("shape", [0, -1, k])]))
+    scores = b.softmax(b.node("Concat", heads["cls"], axis=1), axis=-1)
+    boxes = b.node("Concat", heads["box"], axis=1)
+    landmarks = b.node("Concat", heads["ldm"], axis=1)
+    return [scores, boxes, landmarks]
+
+
+# -- CRNN text recogniser ---------------------------------------------------------------------
+
+
+def lstm(b: Builder, x: str, cin: int, hidden: int, zero_state: bool) -> str:
+    """Bidirectional ONNX LSTM on [T, N, cin] (PyTorch's uniform(-1/sqrt(H), 1/sqrt(H))
+    weights), its Y [T, 2, N, H] transposed and reshaped to [T, N, 2H] as PyTorch exports a
+    bidirectional nn.LSTM.  With zero_state, initial_h/initial_c are zeros [2, N, H] built
+    from the batch by Shape -> Gather -> Concat -> ConstantOfShape (the dynamic-batch export);
+    otherwise they are omitted."""
+    bound = 1.0 / math.sqrt(hidden)
+    w = b.init("lstm_w", b.uniform((2, 4 * hidden, cin), -bound, bound))
+    r = b.init("lstm_r", b.uniform((2, 4 * hidden, hidden), -bound, bound))
+    bias = b.init("lstm_b", b.uniform((2, 8 * hidden), -bound, bound))
+    inputs = [x, w, r, bias]
+    if zero_state:
+        batch = b.unsqueeze(dim_of(b, x, 1), [0])
+        shape = b.node("Concat", [b.i64("dirs", [2]), batch, b.i64("hidden", [hidden])], axis=0)
+        zeros = b.node("ConstantOfShape", [shape],
+                       value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))
+        inputs += ["", zeros, zeros]
+    y = b.node("LSTM", inputs, hidden_size=hidden, direction="bidirectional")
+    y = b.node("Transpose", [y], perm=[0, 2, 1, 3])  # [T, N, 2, H]
+    return b.node("Reshape", [y, b.i64("shape", [0, 0, -1])])
+
+
+def crnn(b: Builder, full: bool) -> list[str]:
+    """CRNN recogniser on a grey [N, 1, 32, W] text line: conv stack (ReLU, BN on the deeper
+    convs) with 2x2 MaxPools, then (2, 2)/(2, 1) MaxPools padded in width, and a final 2x2
+    valid conv to height 1; Squeeze the height, Transpose to [T, N, C]; two bidirectional LSTMs
+    (the first with zero initial states from ConstantOfShape), each followed by a MatMul + Add
+    embedding as in CRNN's BidirectionalLSTM; LogSoftmax over the classes: the CTC input
+    [T, N, classes] (batch on axis 1)."""
+    c = (64, 128, 256, 512) if full else (12, 16, 24, 32)
+    hidden, classes = (256, 37) if full else (16, 11)
+    x = b.maxpool(b.node("Relu", [b.conv(b.input, 1, c[0], 3, bias=True)]), 2, 2, 0)
+    x = b.maxpool(b.node("Relu", [b.conv(x, c[0], c[1], 3, bias=True)]), 2, 2, 0)
+    x = b.conv_bn(x, c[1], c[2], 3, act="relu")
+    x = b.node("Relu", [b.conv(x, c[2], c[2], 3, bias=True)])
+    x = b.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 1], pads=[0, 1, 0, 1])
+    x = b.conv_bn(x, c[2], c[3], 3, act="relu")
+    x = b.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 1], pads=[0, 1, 0, 1])
+    x = b.conv_bn(x, c[3], c[3], 2, pads=[0, 0, 0, 0], act="relu")  # height 1
+    seq = b.node("Transpose", [b.node("Squeeze", [x, b.i64("axes", [2])])], perm=[2, 0, 1])
+    y = lstm(b, seq, c[3], hidden, zero_state=True)
+    y = b.node("Add", [b.node("MatMul", [y, b.init("emb_w", b.he((2 * hidden, hidden),
+                                                                   2 * hidden))]),
+                       b.init("emb_b", b.small((hidden,)))])
+    y = lstm(b, y, hidden, hidden, zero_state=False)
+    y = b.node("Add", [b.node("MatMul", [y, b.init("fc_w", 4.0 * b.he((2 * hidden, classes),
+                                                                        2 * hidden))]),
+                       b.init("fc_b", b.small((classes,)))])
+    return [b.node("LogSoftmax", [y], axis=2)]
+
+
+# -- Small ViT --------------------------------------------------------------------------------
+
+
+def linear(b: Builder, x: str, cin: int, cout: int, gain: float = 1.0) -> str:
+    """MatMul by a [cin, cout] weight + Add bias (nn.Linear on a 3-D input, as exported)."""
+    w = b.init("lin_w", (gain * b.rng.standard_normal((cin, cout)) / math.sqrt(cin))
+               .astype(np.float32))
+    return b.node("Add", [b.node("MatMul", [x, w]), b.init("lin_b", b.small((cout,)))])
+
+
+def gelu_erf(b: Builder, x: str) -> str:
+    """0.5 * x * (1 + erf(x / sqrt(2))), PyTorch's export of exact GELU before opset 20."""
+    e = b.node("Erf", [b.node("Div", [x, b.scalar_const(math.sqrt(2.0))])])
+    return b.node("Mul", [b.node("Mul", [x, b.node("Add", [e, b.scalar_const(1.0)])]),
+                          b.scalar_const(0.5)])
+
+
+def vit_mlp(b: Builder, x: str, d: int, hidden: int) -> str:
+    y = linear(b, b.layer_norm(x, d), d, hidden)
+    return b.node("Add", [x, linear(b, gelu_erf(b, y), hidden, d)])
+
+
+def vit_block_matmul(b: Builder, x: str, d: int, heads: int, hidden: int) -> str:
+    """timm's Block: LN, qkv Linear, view [N, T, 3, h, dh], permute [3, N, h, T, dh], Split +
+    Squeeze into q, k, v, (q @ k^T) * dh^-0.5, Softmax(-1), @ v, back to [N, T, D], proj;
+    residual; LN, MLP with erf GELU; residual."""
+    dh = d // heads
+    qkv = linear(b, b.layer_norm(x, d), d, 3 * d, gain=0.7)
+    qkv = b.node("Reshape", [qkv, b.i64("shape", [0, 0, 3, heads, dh])])
+    qkv = b.node("Transpose", [qkv], perm=[2, 0, 3, 1, 4])
+    q, k, v = (b.node("Squeeze", [t, b.i64("axes", [0])])
+               for t in b.node("Split", [qkv, b.i64("split", [1, 1, 1])], n_out=3, axis=0))
+    att = b.node("MatMul", [q, b.node("Transpose", [k], perm=[0, 1, 3, 2])])
+    att = b.softmax(b.node("Mul", [att, b.scalar_const(dh ** -0.5)]), axis=-1)
+    o = b.node("Transpose", [b.node("MatMul", [att, v])], perm=[0, 2, 1, 3])
+    o = linear(b, b.node("Reshape", [o, b.i64("shape", [0, 0, d])]), d, d)
+    return vit_mlp(b, b.node("Add", [x, o]), d, hidden)
+
+
+def vit_block_attention_op(b: Builder, x: str, d: int, heads: int, hidden: int) -> str:
+    """The same block with the ONNX Attention op (opset 23) on 3-D q, k, v [N, T, D]
+    (q_num_heads = kv_num_heads = heads, default scale dh^-0.5)."""
+    h = b.layer_norm(x, d)
+    q, k, v = (linear(b, h, d, d, gain=0.7) for _ in range(3))
+    o = b.node("Attention", [q, k, v], q_num_heads=heads, kv_num_heads=heads)
+    return vit_mlp(b, b.node("Add", [x, linear(b, o, d, d)]), d, hidden)
+
+
+def vit_tiny(b: Builder, full: bool) -> list[str]:
+    """ViT: patch-embedding conv (kernel = stride = patch), flatten + transpose to [N, P, D],
+    class token expanded to the batch (Expand to [N, -1, -1] with the -1 replaced through
+    Equal/Where/ConstantOfShape, as PyTorch exports expand), Concat, position embedding Add;
+    a MatMul-attention block and an Attention-op block; final LayerNorm; class token by Gather;
+    Gemm head.  Outputs: logits [N, classes], tokens [N, 1 + P, D]."""
+    patch, d, heads, hidden, classes = (16, 192, 3, 768, 1000) if full else (8, 32, 2, 64, 10)
+    hw = 224 if full else 32
+    tokens = 1 + (hw // patch) ** 2
+    x = b.conv(b.input, 3, d, patch, patch, pads=[0, 0, 0, 0], bias=True)
+    x = b.node("Transpose", [b.node("Reshape", [x, b.i64("shape", [0, 0, -1])])], perm=[0, 2, 1])
+    size = b.node("Concat", [b.unsqueeze(dim_of(b, x, 0), [0]), b.i64("keep", [-1, -1])],
+                  axis=0)
+    minus_one = b.i64("minus_one", [-1])
+    ones = b.node("ConstantOfShape", [b.node("Shape", [size])],
+                  value=helper.make_tensor("one", TensorProto.INT64, [1], [1]))
+    size = b.node("Where", [b.node("Equal", [size, minus_one]), ones, size])
+    cls = b.node("Expand", [b.init("cls_token", b.small((1, 1, d), 0.5)), size])
+    x = b.node("Concat", [cls, x], axis=1)
+    x = b.node("Add", [x, b.init("pos_embed", b.small((1, tokens, d), 0.5))])
+    x = vit_block_matmul(b, x, d, heads, hidden)
+    x = vit_block_attention_op(b, x, d, heads, hidden)
+    x = b.layer_norm(x, d)
+    head = b.node("Gather", [x, scalar_i64(b, 0)], axis=1)
+    return [b.gemm(head, d, classes), x]
+
+
+# -- QDQ-quantised ResNet block -------------------------------------------------------------
+
+
+def qdq_resnet_float(b: Builder, full: bool) -> list[str]:
+    """The float model quantised by quantize_qdq: a ResNet stem and stages as PyTorch exports
+    them in eval mode (BatchNormalization folded into the conv bias): 3x3/2 stem + Relu, a
+    basic block (two 3x3, identity Add, Relu), a bottleneck with a stride-2 1x1 projection
+    (1x1, 3x3/2, 1x1, Add, Relu), GlobalAveragePool, Flatten, Gemm."""
+    c1, width, c2, classes = (64, 128, 512, 1000) if full else (16, 8, 32, 10)
+    x = b.node("Relu", [b.conv(b.input, 3, c1, 3, 2, bias=True)])
+    y = b.node("Relu", [b.conv(x, c1, c1, 3, bias=True)])
+    x = b.node("Relu", [b.node("Add", [b.conv(y, c1, c1, 3, bias=True), x])])
+    y = b.node("Relu", [b.conv(x, c1, width, 1, bias=True)])
+    y = b.node("Relu", [b.conv(y, width, width, 3, 2, bias=True)])
+    y = b.conv(y, width, c2, 1, bias=True)
+    proj = b.conv(x, c1, c2, 1, 2, pads=[0, 0, 0, 0], bias=True)
+    x = b.node("Relu", [b.node("Add", [y, proj])])
+    x = b.node("Flatten", [b.node("GlobalAveragePool", [x])], axis=1)
+    return [b.gemm(x, c2, classes)]
+
+
+def quantize_qdq(model: onnx.ModelProto, name: str, seed: int) -> onnx.ModelProto:
+    """onnxruntime's static quantizer in QDQ format: uint8 activations (MinMax calibration on
+    eight standard-normal samples), per-channel int8 weights and int32 biases behind
+    DequantizeLinear, Relu kept between its DequantizeLinear and QuantizeLinear
+    (QDQKeepRemovableActivations)."""
+    import logging
+    import tempfile
+
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    inp = model.graph.input[0]
+    shape = [1, *[int(d) for d in dims_of(inp)[1:]]]
+    rng = np.random.default_rng(derived_seed(seed, name, "calibration"))
+    samples = [{inp.name: rng.standard_normal(shape).astype(np.float32)} for _ in range(8)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(samples)
+
+        def get_next(self) -> dict | None:
+            return next(self.it, None)
+
+    logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" warnings
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "qdq.onnx")
+        onnx.save(model, src)
+        quantize_static(src, dst, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        extra_options={"QDQKeepRemovableActivations": True})
+        quantized = onnx.load(dst)
+    quantized.producer_name = PRODUCER
+    return quantized
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     build: Callable[[Builder, bool], list[str]]
     opset: int
-    hw: int  # reduced input size
-    hw_full: int
+    hw: int | tuple[int, int]  # reduced input size (square, or (H, W))
+    hw_full: int | tuple[int, int]
     outputs: tuple[str, ...]
+    channels: int = 3  # input channels
+    # Outputs whose batch axis is not 0 (a recogniser's [T, N, classes]).
+    batch_axes: Mapping[str, int] = field(default_factory=dict)
+    # Outputs whose row count depends on the data (NonMaxSuppression): output name -> the
+    # selection output whose column 0 gives each row's batch index (itself for the selection).
+    rows_by_batch: Mapping[str, str] = field(default_factory=dict)
+    # Rewrites the built float model (quantisation): (model, name, seed) -> model.
+    transform: Callable[[onnx.ModelProto, str, int], onnx.ModelProto] | None = None
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -616,6 +1240,24 @@ MODELS: dict[str, ModelSpec] = {
     "dbnet_head": ModelSpec(dbnet_head, 13, 32, 640, ("prob",)),
 }
 
+DETECTIONS = {"selected": "selected", "detections": "selected"}
+
+TASK_MODELS: dict[str, ModelSpec] = {
+    "yolo_detector": ModelSpec(yolo_detector, 17, 64, 640,
+                               ("predictions", "scores", "selected", "detections"),
+                               rows_by_batch=DETECTIONS),
+    "ssd_head": ModelSpec(ssd_head, 13, 64, 300, ("boxes", "scores", "selected", "detections"),
+                          rows_by_batch=DETECTIONS),
+    "deeplabv3plus": ModelSpec(deeplabv3plus, 16, 64, 512, ("logits", "aux_logits")),
+    "face_detector": ModelSpec(face_detector, 13, (48, 64), (480, 640),
+                               ("scores", "boxes", "landmarks")),
+    "crnn": ModelSpec(crnn, 14, (32, 64), (32, 100), ("log_probs",), channels=1,
+                      batch_axes={"log_probs": 1}),
+    "vit_tiny": ModelSpec(vit_tiny, 23, 32, 224, ("logits", "tokens")),
+    "qdq_resnet_block": ModelSpec(qdq_resnet_float, 13, 32, 224, ("logits",),
+                                  transform=quantize_qdq),
+}
+
 
 def rename_value(graph: onnx.GraphProto, old: str, new: str) -> None:
     for n in graph.node:
@@ -623,31 +1265,73 @@ def rename_value(graph: onnx.GraphProto, old: str, new: str) -> None:
         n.output[:] = [new if v == old else v for v in n.output]
 
 
+def input_dims(spec: ModelSpec, full: bool) -> list[int | str]:
+    """[N, C, H, W] of the model input, N symbolic."""
+    hw = spec.hw_full if full else spec.hw
+    h, w = (hw, hw) if isinstance(hw, int) else hw
+    return ["N", spec.channels, h, w]
+
+
 def build_model(name: str, spec: ModelSpec, full: bool, seed: int) -> onnx.ModelProto:
     b = Builder(name, spec.opset, np.random.default_rng(derived_seed(seed, name, "weights")))
-    hw = spec.hw_full if full else spec.hw
     outs = spec.build(b, full)
     if len(outs) != len(spec.outputs):
         raise GenError(f"{name}: built {len(outs)} outputs, expected {len(spec.outputs)}")
     graph = helper.make_graph(
         b.nodes, name,
-        [helper.make_tensor_value_info(b.input, TensorProto.FLOAT, ["N", 3, hw, hw])],
+        [helper.make_tensor_value_info(b.input, TensorProto.FLOAT, input_dims(spec, full))],
         [], b.inits)
     for tensor, out in zip(outs, spec.outputs):
         rename_value(graph, tensor, out)
     opsets = [helper.make_opsetid("", spec.opset)]
     model = helper.make_model(graph, opset_imports=opsets, producer_name=PRODUCER,
                               ir_version=helper.find_min_ir_version_for(opsets))
-    # Output shapes: infer at batch 1, then make the leading (batch) dim symbolic.  (make_model
-    # copied the graph: edit model.graph from here on.)
-    shapes = infer_shapes_at_batch1(model)
+    # Output shapes: infer at batch 1, then make the batch dim symbolic; the row count of a
+    # data-dependent output is named after its selection.  (make_model copied the graph: edit
+    # model.graph from here on.)
+    types = infer_at_batch1(model)
     for out in spec.outputs:
-        dims = shapes.get(out)
-        if dims is None or any(d is None for d in dims) or dims[0] != 1:
-            raise GenError(f"{name}: could not infer the shape of output {out!r}: {dims}")
-        model.graph.output.append(helper.make_tensor_value_info(out, TensorProto.FLOAT,
-                                                                ["N", *dims[1:]]))
+        elem, dims = types.get(out, (TensorProto.UNDEFINED, None))
+        if out in spec.rows_by_batch:
+            if dims is None or any(d is None for d in dims[1:]):
+                raise GenError(f"{name}: could not infer the shape of output {out!r}: {dims}")
+            dims = [f"{spec.rows_by_batch[out]}_rows", *dims[1:]]
+        else:
+            axis = spec.batch_axes.get(out, 0)
+            if dims is None or any(d is None for d in dims) or dims[axis] != 1:
+                raise GenError(f"{name}: could not infer the shape of output {out!r}: {dims}")
+            dims = [*dims[:axis], "N", *dims[axis + 1:]]
+        model.graph.output.append(helper.make_tensor_value_info(out, elem, dims))
+    calibrate_nms(model, name, seed)
+    if spec.transform is not None:
+        model = spec.transform(model, name, seed)
     return model
+
+
+# Share of the scores of a calibration batch that pass an NMS score threshold.
+NMS_CANDIDATE_SHARE = 0.1
+
+
+def calibrate_nms(model: onnx.ModelProto, name: str, seed: int) -> None:
+    """Random weights put the scores anywhere between 0 and 1, so a fixed score threshold keeps
+    nothing for one weight seed and everything for another.  Sets each NonMaxSuppression's
+    score_threshold initializer to the (1 - NMS_CANDIDATE_SHARE) quantile of the scores it gets
+    on four standard-normal calibration samples.  In place."""
+    nodes = [n for n in model.graph.node
+             if n.op_type == "NonMaxSuppression" and len(n.input) > 4 and n.input[4]]
+    if not nodes:
+        return
+    inits = {t.name: t for t in model.graph.initializer}
+    inp = real_inputs(model.graph)[0]
+    rng = np.random.default_rng(derived_seed(seed, name, "nms calibration"))
+    x = rng.standard_normal([4, *[int(d) for d in dims_of(inp)[1:]]]).astype(np.float32)
+    values = node_inputs(model, nodes, x)
+    for n in nodes:
+        if n.input[4] not in inits:
+            raise GenError(f"{name}: the score threshold of {n.name} is not an initializer")
+        q = np.quantile(values[n.input[1]], 1.0 - NMS_CANDIDATE_SHARE)
+        thr = np.array([q], dtype=np.float32)
+        inits[n.input[4]].CopyFrom(numpy_helper.from_array(thr, n.input[4]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -670,6 +1354,12 @@ def dims_of(vi: onnx.ValueInfoProto) -> list[int | str | None]:
 
 def infer_shapes_at_batch1(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     """Shapes of all values with the batch fixed to 1 (data propagation folds shape subgraphs)."""
+    return {name: dims for name, (_, dims) in infer_at_batch1(model).items()}
+
+
+def infer_at_batch1(model: onnx.ModelProto) -> dict[str, tuple[int, list[int | None]]]:
+    """Element type and shape of all values with the batch fixed to 1 (see
+    infer_shapes_at_batch1); unknown dimensions are None."""
     m = copy.deepcopy(model)
     for vi in real_inputs(m.graph):
         d0 = vi.type.tensor_type.shape.dim[0]
@@ -681,13 +1371,14 @@ def infer_shapes_at_batch1(model: onnx.ModelProto) -> dict[str, list[int | None]
             if o:
                 m.graph.output.append(helper.make_empty_tensor_value_info(o))
     m = onnx.shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)
-    shapes: dict[str, list[int | None]] = {}
+    found: dict[str, tuple[int, list[int | None]]] = {}
     for vi in list(m.graph.input) + list(m.graph.value_info) + list(m.graph.output):
         if vi.type.tensor_type.HasField("shape"):
-            shapes[vi.name] = [d if isinstance(d, int) else None for d in dims_of(vi)]
+            found[vi.name] = (vi.type.tensor_type.elem_type,
+                              [d if isinstance(d, int) else None for d in dims_of(vi)])
     for t in m.graph.initializer:
-        shapes[t.name] = list(t.dims)
-    return shapes
+        found[t.name] = (t.data_type, list(t.dims))
+    return found
 
 
 def flops_per_sample(model: onnx.ModelProto) -> int | None:
@@ -729,30 +1420,74 @@ def check(model: onnx.ModelProto, what: str) -> None:
         raise GenError(f"{what}: onnx checker failed: {e}") from e
 
 
+def input_seed(seed: int, name: str, batch: int, attempt: int = 0) -> int:
+    """Seed of a model's input at a batch; attempt > 0 when earlier inputs made a decision of
+    the model (TopK, NonMaxSuppression) too close to call (see decisions_of)."""
+    parts: tuple[object, ...] = (seed, name, "input", batch)
+    return derived_seed(*parts, attempt) if attempt else derived_seed(*parts)
+
+
+def model_input(seed: int, name: str, input_shape: list, batch: int,
+                attempt: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(input_seed(seed, name, batch, attempt))
+    shape = [batch, *[int(d) for d in input_shape[1:]]]
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def batch_rows(y: np.ndarray, selection: np.ndarray, sample: int) -> np.ndarray:
+    """The rows of a data-dependent output that belong to one sample of the batch."""
+    return y[selection[:, 0] == sample]
+
+
 def run_and_write(out_dir: str, name: str, sess: ort.InferenceSession, input_name: str,
-                  input_shape: list, batches: tuple[int, ...], seed: int) -> None:
-    """Random inputs per batch, ORT outputs, files; verifies batch independence where B > 1."""
+                  input_shape: list, batches: tuple[int, ...], seed: int,
+                  batch_axes: Mapping[str, int] | None = None,
+                  rows_by_batch: Mapping[str, str] | None = None, attempt: int = 0) -> None:
+    """Random inputs per batch, ORT outputs, files; verifies batch independence where B > 1.
+
+    An output's batch is on axis 0 unless batch_axes names another axis; an output named in
+    rows_by_batch has rows selected by the data, each belonging to the sample given in column
+    0 of its selection output: sample 0's rows of the batch-B run must equal the rows of a
+    batch-1 run (integers exactly)."""
+    batch_axes, rows_by_batch = batch_axes or {}, rows_by_batch or {}
     out_names = [o.name for o in sess.get_outputs()]
     for batch in batches:
-        rng = np.random.default_rng(derived_seed(seed, name, "input", batch))
-        shape = [batch, *[int(d) for d in input_shape[1:]]]
-        x = rng.standard_normal(shape).astype(np.float32)
+        x = model_input(seed, name, input_shape, batch, attempt)
         outs = sess.run(None, {input_name: x})
+        named = dict(zip(out_names, outs))
         np.save(os.path.join(out_dir, f"{name}.b{batch}.input.npy"), x)
         for k, y in enumerate(outs):
-            if y.shape[0] != batch:
-                raise GenError(f"{name}: output {out_names[k]} has shape {y.shape} at batch "
+            out = out_names[k]
+            if out in rows_by_batch:
+                rows_of = named[rows_by_batch[out]][:, 0]
+                if len(rows_of) != y.shape[0] or np.any((rows_of < 0) | (rows_of >= batch)):
+                    raise GenError(f"{name}: output {out} ({y.shape}) does not match the batch "
+                                   f"indices of {rows_by_batch[out]} at batch {batch}")
+            elif y.shape[batch_axes.get(out, 0)] != batch:
+                raise GenError(f"{name}: output {out} has shape {y.shape} at batch "
                                f"{batch}")
             if not np.all(np.isfinite(y)):
-                raise GenError(f"{name}: output {out_names[k]} is not finite at batch {batch}")
+                raise GenError(f"{name}: output {out} is not finite at batch {batch}")
             np.save(os.path.join(out_dir, f"{name}.b{batch}.out{k}.npy"),
                     np.ascontiguousarray(y))
         if batch > 1:
             singles = sess.run(None, {input_name: x[:1]})
+            named1 = dict(zip(out_names, singles))
             for k, (y, y1) in enumerate(zip(outs, singles)):
-                if not np.allclose(y[:1], y1, rtol=1e-4, atol=1e-5):
-                    err = float(np.max(np.abs(y[:1] - y1)))
-                    raise GenError(f"{name}: output {out_names[k]}: sample 0 of batch {batch} "
+                out = out_names[k]
+                if out in rows_by_batch:
+                    y = batch_rows(y, named[rows_by_batch[out]], 0)
+                    exact = y.dtype.kind not in "iub" or np.array_equal(y, y1)
+                    if np.any(named1[rows_by_batch[out]][:, 0] != 0) or y.shape != y1.shape \
+                            or not exact:
+                        raise GenError(f"{name}: output {out}: the rows of sample 0 of batch "
+                                       f"{batch} ({y.shape}) differ from a batch-1 run "
+                                       f"({y1.shape})")
+                else:
+                    y = np.take(y, [0], axis=batch_axes.get(out, 0))
+                if not np.allclose(y, y1, rtol=1e-4, atol=1e-5):
+                    err = float(np.max(np.abs(y - y1)))
+                    raise GenError(f"{name}: output {out}: sample 0 of batch {batch} "
                                    f"differs from a batch-1 run (max abs diff {err:g})")
 
 
@@ -764,24 +1499,45 @@ def default_opset(model: onnx.ModelProto) -> int:
     return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
-def generate_synthetic(out_dir: str, names: list[str], full: bool, seed: int) -> list[dict]:
+def output_quanta(model: onnx.ModelProto) -> list[float | None]:
+    """Per output: the scale of the DequantizeLinear that produces it when that scale is a
+    constant scalar (one quantisation step of the output), else None."""
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    quanta: list[float | None] = []
+    for o in model.graph.output:
+        n = producer.get(o.name)
+        dequantized = n is not None and n.op_type == "DequantizeLinear"
+        scale = consts.get(n.input[1]) if dequantized else None
+        quanta.append(float(scale) if scale is not None and scale.size == 1 else None)
+    return quanta
+
+
+def generate_synthetic(out_dir: str, names: list[str], full: bool, seed: int,
+                       models: dict[str, ModelSpec] | None = None) -> list[dict]:
+    models = MODELS if models is None else models
     entries = []
     for name in names:
         t0 = time.perf_counter()
-        spec = MODELS[name]
+        spec = models[name]
         model = build_model(name, spec, full, seed)
         check(model, name)
         path = os.path.join(out_dir, f"{name}.onnx")
         onnx.save(model, path)
         inp = model.graph.input[0]
-        run_and_write(out_dir, name, session(path), inp.name, dims_of(inp), BATCHES, seed)
+        attempt, decisions, warnings = choose_inputs(model, name, dims_of(inp), seed,
+                                                     strict=not full)
+        for w in warnings:
+            print(f"warning: {name}: {w}", file=sys.stderr)
+        run_and_write(out_dir, name, session(path), inp.name, dims_of(inp), BATCHES, seed,
+                      spec.batch_axes, spec.rows_by_batch, attempt)
         flops = flops_per_sample(model)
-        entries.append({
+        entry = {
             "name": name,
             "file": f"{name}.onnx",
             "source": "generated",
             "size": "full" if full else "reduced",
-            "opset": spec.opset,
+            "opset": default_opset(model),
             "ir_version": model.ir_version,
             "inputs": [{"name": inp.name, "shape": dims_of(inp)}],
             "outputs": [o.name for o in model.graph.output],
@@ -789,11 +1545,196 @@ def generate_synthetic(out_dir: str, names: list[str], full: bool, seed: int) ->
             "batches": list(BATCHES),
             "flops_per_sample": flops,
             "op_types": op_types(model),
-        })
+        }
+        if name in TASK_MODELS:
+            entry.update({
+                "output_dtypes": [helper.tensor_dtype_to_np_dtype(
+                    o.type.tensor_type.elem_type).name for o in model.graph.output],
+                "batch_axes": dict(spec.batch_axes),
+                "rows_by_batch": dict(spec.rows_by_batch),
+                "output_quanta": output_quanta(model),
+                "input_attempt": attempt,
+                "decisions": decisions,
+                "decision_warnings": warnings,
+            })
         mflop = f"{flops / 1e6:.1f} MFLOP" if flops is not None else "? FLOP"
-        print(f"{name}: opset {spec.opset}, {mflop}/sample, "
+        picked = "".join(f", {d['op']} {d['node']} selects {d['selected_per_sample']} at "
+                         f"batch {d['batch']}" for d in decisions
+                         if d["op"] == "NonMaxSuppression")
+        print(f"{name}: opset {entry['opset']}, {mflop}/sample{picked}, "
               f"{time.perf_counter() - t0:.2f}s", file=sys.stderr)
+        entries.append(entry)
     return entries
+
+
+# ---------------------------------------------------------------------------------------------
+# Decisions: TopK and NonMaxSuppression must not sit on a knife edge
+# ---------------------------------------------------------------------------------------------
+
+DECISION_OPS = ("NonMaxSuppression", "TopK")
+# Relative size (of each value, see magnitude) of the perturbations a decision must survive:
+# well above the float differences between onnxruntime and another executor (~1e-6).
+DECISION_EPS = 1e-5
+DECISION_FLOOR = 1e-2
+DECISION_TRIALS = 8
+MAX_INPUT_ATTEMPTS = 16
+
+
+def choose_inputs(model: onnx.ModelProto, name: str, input_shape: list, seed: int,
+                  strict: bool = True) -> tuple[int, list[dict], list[str]]:
+    """The first input attempt (0, 1, ...) whose decisions are robust at every batch (see
+    decisions_of), the decisions taken and, when not strict, the problems of attempt 0 (full-size
+    detectors take thousands of decisions, some always close: their outputs are for timing, not
+    for comparisons).  Attempt 0 for models without TopK or NMS."""
+    nodes = [n for n in model.graph.node if n.op_type in DECISION_OPS]
+    if not nodes:
+        return 0, [], []
+    problems: list[str] = []
+    for attempt in range(MAX_INPUT_ATTEMPTS if strict else 1):
+        decisions, problems = [], []
+        for batch in BATCHES:
+            x = model_input(seed, name, input_shape, batch, attempt)
+            found, trouble = decisions_of(model, nodes, x, f"{name}/{batch}")
+            decisions += [{"batch": batch, **d} for d in found]
+            problems += [f"batch {batch}: {p}" for p in trouble]
+        if not problems or not strict:
+            return attempt, decisions, problems
+    raise GenError(f"{name}: no input among {MAX_INPUT_ATTEMPTS} attempts gives robust, "
+                   f"non-degenerate decisions; last: {'; '.join(problems)}")
+
+
+def decisions_of(model: onnx.ModelProto, nodes: list[onnx.NodeProto], x: np.ndarray,
+                 tag: str) -> tuple[list[dict], list[str]]:
+    """Runs the model on x and checks each TopK / NonMaxSuppression node on the values it got.
+
+    Robust: the indices it outputs stay the same under DECISION_TRIALS random perturbations of
+    its data inputs, each value moved by up to DECISION_EPS of its magnitude (for TopK also:
+    the gaps between the k + 1 largest values along the axis exceed that), so an executor with
+    slightly different float rounding takes the same decisions.  Non-degenerate (NMS): every
+    sample keeps at least two boxes, and IoU suppression removes some box (of some sample) that
+    the per-class cap would have kept.
+    Returns a summary per node and the problems found."""
+    values = node_inputs(model, nodes, x)
+    found, problems = [], []
+    opset = default_opset(model)
+    for node in nodes:
+        args = [values[i] if i else None for i in node.input]
+        ref = run_node(node, opset, args)
+        label = f"{node.op_type} {node.name}"
+        data = [0, 1] if node.op_type == "NonMaxSuppression" else [0]
+        index_out = 0 if node.op_type == "NonMaxSuppression" else 1
+        rng = np.random.default_rng(derived_seed(tag, node.name, "perturb"))
+        for _ in range(DECISION_TRIALS):
+            moved = list(args)
+            for i in data:
+                moved[i] = perturbed(args[i], rng)
+            if not np.array_equal(run_node(node, opset, moved)[index_out], ref[index_out]):
+                problems.append(f"{label}: the indices change under a {DECISION_EPS:g} "
+                                "relative perturbation of its inputs")
+                break
+        summary = {"op": node.op_type, "node": node.name}
+        if node.op_type == "TopK":
+            gap = topk_gap(node, args)
+            summary["min_relative_gap"] = gap
+            if gap <= DECISION_EPS:
+                problems.append(f"{label}: two of the k + 1 largest values are within "
+                                f"{gap:.2g} (relative)")
+        else:
+            summary.update(nms_counts(args, ref[0]))
+            kept, cap = summary["selected_per_sample"], summary["capped_candidates_per_sample"]
+            problems += [f"{label}: sample {b} keeps {k} box(es)"
+                         for b, k in enumerate(kept) if k < 2]
+            if sum(kept) >= sum(cap):
+                problems.append(f"{label}: IoU suppression removes nothing ({sum(kept)} of "
+                                f"{sum(cap)} kept)")
+        found.append(summary)
+    return found, problems
+
+
+def magnitude(v: np.ndarray) -> np.ndarray:
+    """Per element, the size against which float differences are measured: |v|, but at least
+    DECISION_FLOOR of the tensor's largest |value| (a value near 0 may be the difference of
+    larger terms and carry their rounding)."""
+    v = np.abs(v.astype(np.float64))
+    return np.maximum(v, DECISION_FLOOR * float(np.max(v)) if v.size else 0.0)
+
+
+def perturbed(v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """v with each element moved by up to DECISION_EPS of its magnitude."""
+    return (v + rng.uniform(-1, 1, v.shape) * DECISION_EPS * magnitude(v)).astype(v.dtype)
+
+
+def topk_gap(node: onnx.NodeProto, args: list[np.ndarray | None]) -> float:
+    """Smallest gap between neighbours among the k + 1 best values along TopK's axis, relative
+    to their magnitude."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    x, k = args[0], int(np.asarray(args[1]).reshape(-1)[0])
+    floor = DECISION_FLOOR * float(np.max(np.abs(x))) if x.size else 0.0
+    v = np.sort(np.moveaxis(x, attrs.get("axis", -1), -1).astype(np.float64), axis=-1)
+    if attrs.get("largest", 1):
+        v = v[..., ::-1]
+    top = v[..., :k + 1]
+    gaps = np.abs(np.diff(top, axis=-1))
+    if not gaps.size:
+        return math.inf
+    sizes = np.maximum(np.maximum(np.abs(top[..., 1:]), np.abs(top[..., :-1])), floor)
+    return float(np.min(gaps / np.maximum(sizes, 1e-30)))
+
+
+def nms_counts(args: list[np.ndarray | None], selected: np.ndarray) -> dict:
+    """Boxes kept per sample, and per sample the sum over classes of min(boxes above the score
+    threshold, max_output_boxes_per_class): what a NonMaxSuppression without IoU suppression
+    would keep."""
+    scores = args[1]
+    max_out = int(args[2].reshape(-1)[0]) if len(args) > 2 and args[2] is not None else 0
+    thr = float(args[4].reshape(-1)[0]) if len(args) > 4 and args[4] is not None else -math.inf
+    above = (scores > thr).sum(axis=-1)  # [N, C]
+    return {
+        "selected_per_sample": [int(np.sum(selected[:, 0] == b)) for b in range(len(scores))],
+        "capped_candidates_per_sample": [int(np.minimum(a, max_out).sum()) for a in above],
+    }
+
+
+def node_inputs(model: onnx.ModelProto, nodes: list[onnx.NodeProto],
+                x: np.ndarray) -> dict[str, np.ndarray]:
+    """The values of the nodes' inputs when the model runs on x (constants included)."""
+    values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for n in model.graph.node:
+        if n.op_type == "Constant":
+            values[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    wanted = [i for n in nodes for i in n.input if i and i not in values]
+    types = infer_at_batch1(model)
+    m = copy.deepcopy(model)
+    del m.graph.output[:]
+    m.graph.output.extend(helper.make_tensor_value_info(v, types[v][0], None)
+                          for v in dict.fromkeys(wanted))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), sess_options=opts,
+                                providers=["CPUExecutionProvider"])
+    names = [o.name for o in m.graph.output]
+    values.update(zip(names, sess.run(names, {real_inputs(model.graph)[0].name: x})))
+    return values
+
+
+def run_node(node: onnx.NodeProto, opset: int,
+             args: list[np.ndarray | None]) -> list[np.ndarray]:
+    """Runs one node alone in onnxruntime on the given inputs (None: absent)."""
+    ins = [f"in{i}" if a is not None else "" for i, a in enumerate(args)]
+    outs = [f"out{i}" for i in range(len(node.output))]
+    single = helper.make_node(node.op_type, ins, outs, **{
+        a.name: helper.get_attribute_value(a) for a in node.attribute})
+    inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+              for n, a in zip(ins, args) if a is not None]
+    out_types = {"NonMaxSuppression": [TensorProto.INT64],
+                 "TopK": [helper.np_dtype_to_tensor_dtype(args[0].dtype), TensorProto.INT64]}
+    outputs = [helper.make_tensor_value_info(n, t, None)
+               for n, t in zip(outs, out_types[node.op_type])]
+    opsets = [helper.make_opsetid("", opset)]
+    m = helper.make_model(helper.make_graph([single], "node", inputs, outputs),
+                          opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {n: a for n, a in zip(ins, args) if a is not None})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1071,6 +2012,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--full", action="store_true", help="real model sizes (slow)")
     p.add_argument("--light", action="store_true",
                    help="the light_*.onnx models shipped in the onnx package instead")
+    p.add_argument("--tasks", action="store_true",
+                   help="the task-level models instead (detection with NMS, segmentation, "
+                        "face, OCR, ViT, QDQ)")
     p.add_argument("--random-weights", action="store_true",
                    help=f"with --light: also write light_NAME{RANDOM_WEIGHTS_SUFFIX} copies whose "
                         "constant weights are replaced by random ones")
@@ -1081,6 +2025,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.light and args.full:
         p.error("--full applies to the generated models, not to --light")
+    if args.light and args.tasks:
+        p.error("--light and --tasks select different model sets; give one")
     if args.random_weights and not args.light:
         p.error("--random-weights needs --light")
     return args
@@ -1088,7 +2034,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    available = light_names() if args.light else list(MODELS)
+    models = TASK_MODELS if args.tasks else MODELS
+    available = light_names() if args.light else list(models)
     if args.light and not available:
         raise GenError(f"no light_*.onnx models found in {light_dir()}")
     if args.list:
@@ -1104,14 +2051,17 @@ def main(argv: list[str]) -> int:
         names = list(dict.fromkeys(n.strip() for n in args.only.split(",") if n.strip()))
         unknown = [n for n in names if n not in available]
         if unknown or not names:
-            raise GenError(f"unknown model name(s): {', '.join(unknown) or '(none given)'}; "
-                           f"known: {', '.join(available)}")
+            other = [n for n in unknown if n in (MODELS if args.tasks else TASK_MODELS)]
+            hint = (f" ({', '.join(other)}: {'without' if args.tasks else 'with'} --tasks)"
+                    if other and not args.light else "")
+            raise GenError(f"unknown model name(s): {', '.join(unknown) or '(none given)'}"
+                           f"{hint}; known: {', '.join(available)}")
     os.makedirs(args.out_dir, exist_ok=True)
     t0 = time.perf_counter()
     if args.light:
         entries = generate_light(args.out_dir, names, args.seed, args.random_weights)
     else:
-        entries = generate_synthetic(args.out_dir, names, args.full, args.seed)
+        entries = generate_synthetic(args.out_dir, names, args.full, args.seed, models)
     for entry in entries:
         entry["seed"] = args.seed
     write_manifest(args.out_dir, entries)

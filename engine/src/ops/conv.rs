@@ -226,10 +226,8 @@ fn check_input_weight(c: &Check) -> Result<usize, String> {
 }
 
 fn check_bias(c: &Check, i: usize, m: usize) -> Result<(), String> {
-    if c.ins.len() > i {
-        if c.shape(i) != [m] {
-            return Err(format!("bias must have shape [{m}], has {:?}", c.shape(i)));
-        }
+    if c.ins.len() > i && c.shape(i) != [m] {
+        return Err(format!("bias must have shape [{m}], has {:?}", c.shape(i)));
     }
     Ok(())
 }

@@ -160,6 +160,14 @@ impl Graph {
                 let k = *a.shape.last().unwrap_or(&1);
                 (out.numel() * k) as u64
             }
+            Op::Recurrent(a) => {
+                // X [T, N, I] (or [N, T, I]): every step multiplies the input and the state by
+                // the gates' weights, in every direction.
+                let x = &self.value(n.inputs[0]).shape;
+                let steps_by_batch = x[0] * x[1];
+                let per_step = a.cell.gates() * a.hidden_size * (x[2] + a.hidden_size);
+                (steps_by_batch * a.direction.count() * per_step) as u64
+            }
             _ => 0,
         }
     }

@@ -5,8 +5,9 @@
 //! become typed tensors, and every op type is checked, so one error lists every unsupported
 //! op with its nodes. Specialising walks the nodes with every shape known: each node is
 //! mapped to IR operations by its op family's file in `ops/` (`conv`, `matmul`, `pool`,
-//! `elementwise`, `reduce`, `norm`, `layout`, `index`, `convert`, `host`, `shape`), which also
-//! handles the per-opset differences of its ops; any node whose inputs are all constants is
+//! `elementwise`, `reduce`, `norm`, `layout`, `index`, `convert`, `host`, `sample`,
+//! `recurrent`, `quant`, `signal`, `shape`, and the ops built from others: `attention`,
+//! `einsum`, `loss`, `training`), which also handles the per-opset differences of its ops; any node whose inputs are all constants is
 //! evaluated by the reference executor and replaced by its result (constant folding), so
 //! shape computations (`Shape` -> arithmetic -> `Reshape`) disappear. A host operation
 //! (data-dependent output shape) ends the device graph; the walk resumes after it once its
@@ -118,7 +119,17 @@ pub fn summarize(path: &Path) -> Result<ModelSummary> {
     for (i, n) in graph.node.iter().enumerate() {
         if matches!(
             n.op_type.as_str(),
-            "NonZero" | "NonMaxSuppression" | "Unique" | "TopK" | "Range" | "ConstantOfShape" | "Compress"
+            "NonZero"
+                | "NonMaxSuppression"
+                | "Unique"
+                | "TopK"
+                | "Range"
+                | "ConstantOfShape"
+                | "Compress"
+                | "HannWindow"
+                | "HammingWindow"
+                | "BlackmanWindow"
+                | "MelWeightMatrix"
         ) && (n.domain.is_empty() || n.domain == "ai.onnx")
         {
             host_capable.push((parse::node_name(n, i), n.op_type.clone()));
@@ -147,7 +158,10 @@ pub fn summarize(path: &Path) -> Result<ModelSummary> {
         ops: ops
             .into_iter()
             .map(|(op, c)| {
-                let ok = ops::supported(&op);
+                let ok = ops::supported(&op)
+                    || op
+                        .split_once("::")
+                        .is_some_and(|(d, t)| d == ops::training::DOMAIN && ops::training::OPS.contains(&t));
                 (op, c, ok)
             })
             .collect(),

@@ -25,43 +25,31 @@ mod reduce;
 mod sample;
 mod signal;
 
+pub use conv::{Col2ImAttrs, DeformConvAttrs};
 pub use conv::{ConvAttrs, ConvTransposeAttrs};
+pub(crate) use conv::{MAX_SPATIAL, axes3, check_axes, col2im_blocks, conv_dims, conv_transpose_dims, pads3};
+pub(crate) use elementwise::is_signed as is_signed_int;
 pub use elementwise::{Activation, BinaryOp};
 pub use host::NmsAttrs;
+pub use index::ScatterReduction;
 pub use layout::PadMode;
 pub use matmul::GemmAttrs;
 pub use norm::LrnAttrs;
-pub use pool::{PoolAttrs, PoolKind};
-pub use reduce::{ReduceKind, SoftmaxKind};
-// [index] begin
-pub use index::ScatterReduction;
-pub use reduce::CumulativeKind;
-// [index] end
-// [conv-pool] begin
-pub use conv::{Col2ImAttrs, DeformConvAttrs};
-pub(crate) use conv::{MAX_SPATIAL, axes3, check_axes, col2im_blocks, conv_dims, conv_transpose_dims, pads3};
 pub use pool::{IndexOrder, LpPoolAttrs, MaxUnpoolAttrs};
+pub use pool::{PoolAttrs, PoolKind};
 pub(crate) use pool::{Window, unpool_dims};
-// [conv-pool] end
-// [sample] begin
-pub use sample::{
-    CoordMode, GridMode, GridPadding, GridSampleAttrs, NearestMode, ResizeAttrs, ResizeMode, RoiAlignAttrs,
-};
-// [sample] end
-// [recurrent] begin
+pub use quant::{DequantizeAttrs, E8m0Round, QuantizeAttrs};
+pub(crate) use quant::{Granularity, granularity, scale_index};
 pub use recurrent::{
     CellActivation, RecurrentAttrs, RecurrentCell, RecurrentDirection, RecurrentInputs, RecurrentSlots,
 };
-// [recurrent] end
-// [quant] begin
-pub use quant::{DequantizeAttrs, E8m0Round, QuantizeAttrs};
-pub(crate) use quant::{Granularity, granularity, scale_index};
-// [quant] end
-// [misc] begin
-pub(crate) use elementwise::is_signed as is_signed_int;
+pub use reduce::CumulativeKind;
+pub use reduce::{ReduceKind, SoftmaxKind};
+pub use sample::{
+    CoordMode, GridMode, GridPadding, GridSampleAttrs, NearestMode, ResizeAttrs, ResizeMode, RoiAlignAttrs,
+};
 pub(crate) use signal::check_output_type as signal_check_output_type;
 pub use signal::{DftAttrs, LinearAttentionAttrs, StftAttrs, WindowKind};
-// [misc] end
 
 use crate::tensor::{DType, Tensor};
 
@@ -240,7 +228,6 @@ pub enum Op {
         /// Sorted output (else any order; the engine always sorts).
         sorted: bool,
     },
-    // [index] begin
     /// Gather of single elements along an axis: data, indices (the data's rank, no larger off
     /// the axis; negative ones count from the end). The output has the indices' shape.
     GatherElements {
@@ -326,8 +313,6 @@ pub enum Op {
         /// Largest (else smallest).
         largest: bool,
     },
-    // [index] end
-    // [conv-pool] begin
     /// Deformable 2-D convolution: x, w, offset, bias, optional mask.
     DeformConv(DeformConvAttrs),
     /// Column blocks [N, C*prod(block), L] summed back into an image [N, C, image...].
@@ -336,21 +321,15 @@ pub enum Op {
     LpPool(LpPoolAttrs),
     /// Max unpooling: x, indices.
     MaxUnpool(MaxUnpoolAttrs),
-    // [conv-pool] end
-    // [sample] begin
     /// Resampling of any axes of a tensor of any rank (ONNX Resize and Upsample).
     Resize(ResizeAttrs),
     /// Sampling at the normalised positions of a grid: x, grid.
     GridSample(GridSampleAttrs),
     /// Average or max pooling of bilinear samples over regions: x, rois, batch_indices.
     RoiAlign(RoiAlignAttrs),
-    // [sample] end
-    // [recurrent] begin
     /// A recurrent layer (ONNX LSTM, GRU, RNN): X, W, R and the optional inputs its
     /// attributes list; outputs Y, Y_h and (LSTM) Y_c.
     Recurrent(RecurrentAttrs),
-    // [recurrent] end
-    // [quant] begin
     /// ONNX `Cast` with non-default conversion attributes: `saturate = 0` for float8
     /// targets, or a `round_mode` other than `up` for float8e8m0 ([`Op::Cast`] is the
     /// default conversion).
@@ -374,8 +353,6 @@ pub enum Op {
     /// uint8 quantisation with the scale and zero point of the input's range (0 included):
     /// x (float32); y, scale and zero point.
     DynamicQuantizeLinear,
-    // [quant] end
-    // [misc] begin
     /// Elementwise bitwise not of an integer tensor.
     BitwiseNot,
     /// Discrete Fourier transform along an axis of a signal whose last axis holds the real
@@ -408,7 +385,6 @@ pub enum Op {
     /// key, value [B, T, heads * size], the state [B, kv heads, key size, value size], then
     /// the decay (gated rules) and beta (delta rules); output and the last state.
     LinearAttention(LinearAttentionAttrs),
-    // [misc] end
 }
 
 impl Op {
@@ -453,7 +429,6 @@ impl Op {
             Op::TopK { .. } => "TopK",
             Op::Range => "Range",
             Op::ConstantOfShape { .. } => "ConstantOfShape",
-            // [index] begin
             Op::GatherElements { .. } => "GatherElements",
             Op::GatherNd { .. } => "GatherND",
             Op::ScatterElements { .. } => "ScatterElements",
@@ -465,29 +440,19 @@ impl Op {
             Op::Compress { .. } => "Compress",
             Op::Cumulative { kind, .. } => kind.name(),
             Op::TopKStatic { .. } => "TopK",
-            // [index] end
-            // [conv-pool] begin
             Op::DeformConv(_) => "DeformConv",
             Op::Col2Im(_) => "Col2Im",
             Op::LpPool(_) => "LpPool",
             Op::MaxUnpool(_) => "MaxUnpool",
-            // [conv-pool] end
-            // [sample] begin
             Op::Resize(_) => "Resize",
             Op::GridSample(_) => "GridSample",
             Op::RoiAlign(_) => "RoiAlign",
-            // [sample] end
-            // [recurrent] begin
             Op::Recurrent(a) => a.cell.name(),
-            // [recurrent] end
-            // [quant] begin
             Op::CastWith { .. } => "Cast",
             Op::BitCast { .. } => "BitCast",
             Op::QuantizeLinear(_) => "QuantizeLinear",
             Op::DequantizeLinear(_) => "DequantizeLinear",
             Op::DynamicQuantizeLinear => "DynamicQuantizeLinear",
-            // [quant] end
-            // [misc] begin
             Op::BitwiseNot => "BitwiseNot",
             Op::Dft(_) => "DFT",
             Op::Stft(_) => "STFT",
@@ -495,36 +460,24 @@ impl Op {
             Op::MelWeightMatrix { .. } => "MelWeightMatrix",
             Op::Det => "Det",
             Op::LinearAttention(_) => "LinearAttention",
-            // [misc] end
         }
     }
 
     /// True for operations whose output shape depends on the input values: they run on the
     /// host, never inside a graph.
     pub fn is_host(&self) -> bool {
-        match self {
+        matches!(
+            self,
             Op::NonZero
-            | Op::NonMaxSuppression(_)
-            | Op::Unique { .. }
-            | Op::TopK { .. }
-            | Op::Range
-            | Op::ConstantOfShape { .. } => true,
-            // [index] begin
-            Op::Compress { .. } => true,
-            // [index] end
-            // [conv-pool] begin
-            // [conv-pool] end
-            // [sample] begin
-            // [sample] end
-            // [recurrent] begin
-            // [recurrent] end
-            // [quant] begin
-            // [quant] end
-            // [misc] begin
-            Op::Window { .. } | Op::MelWeightMatrix { .. } => true,
-            // [misc] end
-            _ => false,
-        }
+                | Op::NonMaxSuppression(_)
+                | Op::Unique { .. }
+                | Op::TopK { .. }
+                | Op::Range
+                | Op::ConstantOfShape { .. }
+                | Op::Compress { .. }
+                | Op::Window { .. }
+                | Op::MelWeightMatrix { .. }
+        )
     }
 }
 
@@ -551,23 +504,26 @@ pub(crate) type Infer = std::result::Result<Vec<Out>, String>;
 /// (for device families) one WGSL module in `shaders/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpFamily {
-    /// Conv, ConvTranspose.
+    /// Conv, ConvTranspose (1 to 3 spatial axes), DeformConv, Col2Im.
     Conv,
     /// Gemm, MatMul.
     Matmul,
-    /// Pooling.
+    /// Pooling (max with indices, average, Lp; 1 to 3 spatial axes), global pooling, MaxUnpool.
     Pool,
-    /// Binary, unary, classification, Not, Where.
+    /// Binary (arithmetic, comparisons, logic, bitwise and shifts), unary, classification,
+    /// Not, BitwiseNot, Where.
     Elementwise,
     /// Cast.
     Convert,
-    /// Reductions, arg-reductions, softmax, layer norm.
+    /// Reductions, arg-reductions, softmax, layer norm, cumulative sums and products, TopK
+    /// with a constant k.
     Reduce,
     /// Batch norm, LRN.
     Norm,
     /// Data movement.
     Layout,
-    /// Gather.
+    /// Gathers and scatters (Gather, GatherElements, GatherND, ScatterElements, ScatterND,
+    /// TensorScatter), OneHot, Trilu, ReverseSequence.
     Index,
     /// Operations whose output shape depends on the data (run on the host).
     Host,
@@ -577,7 +533,8 @@ pub enum OpFamily {
     Recurrent,
     /// Quantisation and integer arithmetic of quantised models.
     Quant,
-    /// Signal processing (DFT, STFT, windows).
+    /// Signal processing and small numerical kernels: DFT, STFT, windows, mel filter banks,
+    /// Det, the recurrence of LinearAttention.
     Signal,
 }
 
@@ -608,7 +565,6 @@ impl Op {
             | Op::TopK { .. }
             | Op::Range
             | Op::ConstantOfShape { .. } => OpFamily::Host,
-            // [index] begin
             Op::GatherElements { .. }
             | Op::GatherNd { .. }
             | Op::ScatterElements { .. }
@@ -619,25 +575,15 @@ impl Op {
             | Op::ReverseSequence { .. } => OpFamily::Index,
             Op::Compress { .. } => OpFamily::Host,
             Op::Cumulative { .. } | Op::TopKStatic { .. } => OpFamily::Reduce,
-            // [index] end
-            // [conv-pool] begin
             Op::DeformConv(_) | Op::Col2Im(_) => OpFamily::Conv,
             Op::LpPool(_) | Op::MaxUnpool(_) => OpFamily::Pool,
-            // [conv-pool] end
-            // [sample] begin
             Op::Resize(_) | Op::GridSample(_) | Op::RoiAlign(_) => OpFamily::Sample,
-            // [sample] end
-            // [recurrent] begin
             Op::Recurrent(_) => OpFamily::Recurrent,
-            // [recurrent] end
-            // [quant] begin
             Op::CastWith { .. }
             | Op::BitCast { .. }
             | Op::QuantizeLinear(_)
             | Op::DequantizeLinear(_)
             | Op::DynamicQuantizeLinear => OpFamily::Quant,
-            // [quant] end
-            // [misc] begin
             Op::BitwiseNot => OpFamily::Elementwise,
             Op::Dft(_)
             | Op::Stft(_)
@@ -645,14 +591,14 @@ impl Op {
             | Op::MelWeightMatrix { .. }
             | Op::Det
             | Op::LinearAttention(_) => OpFamily::Signal,
-            // [misc] end
         }
     }
 
     /// True for operations whose outputs hold input values moved, not computed (no rounding
     /// of 16-bit floats is needed after them).
     pub fn moves_values(&self) -> bool {
-        matches!(self.family(), OpFamily::Layout | OpFamily::Index) || matches!(self, Op::Where | Op::Cast { .. })
+        matches!(self.family(), OpFamily::Layout | OpFamily::Index)
+            || matches!(self, Op::Where | Op::Cast { .. } | Op::TopKStatic { .. })
     }
 }
 

@@ -5,34 +5,22 @@
 mod attention;
 mod conv;
 mod convert;
+mod einsum;
 mod elementwise;
 mod host;
 mod index;
 mod layout;
+mod loss;
 mod matmul;
 mod norm;
 mod pool;
-mod reduce;
-mod shape;
-// [index] begin
-// [index] end
-// [conv-pool] begin
-// [conv-pool] end
-// [sample] begin
-mod sample;
-// [sample] end
-// [recurrent] begin
-mod recurrent;
-// [recurrent] end
-// [quant] begin
 mod quant;
-// [quant] end
-// [misc] begin
-mod einsum;
-mod loss;
+mod recurrent;
+mod reduce;
+mod sample;
+mod shape;
 mod signal;
 pub(super) mod training;
-// [misc] end
 
 use super::Ctx;
 use crate::error::Result;
@@ -171,7 +159,6 @@ pub(super) const SUPPORTED: &[&str] = &[
     "Range",
     "Shape",
     "Size",
-    // [index] begin
     "Compress",
     "CumProd",
     "CumSum",
@@ -185,28 +172,20 @@ pub(super) const SUPPORTED: &[&str] = &[
     "ScatterND",
     "TensorScatter",
     "Trilu",
-    // [index] end
-    // [conv-pool] begin
     "Col2Im",
     "DeformConv",
     "GlobalLpPool",
     "LpPool",
     "MaxUnpool",
-    // [conv-pool] end
-    // [sample] begin
     "AffineGrid",
     "CenterCropPad",
     "GridSample",
     "Resize",
     "RoiAlign",
     "Upsample",
-    // [sample] end
-    // [recurrent] begin
     "GRU",
     "LSTM",
     "RNN",
-    // [recurrent] end
-    // [quant] begin
     "BitCast",
     "ConvInteger",
     "DequantizeLinear",
@@ -215,8 +194,6 @@ pub(super) const SUPPORTED: &[&str] = &[
     "QLinearConv",
     "QLinearMatMul",
     "QuantizeLinear",
-    // [quant] end
-    // [misc] begin
     "BitShift",
     "BitwiseAnd",
     "BitwiseNot",
@@ -236,7 +213,6 @@ pub(super) const SUPPORTED: &[&str] = &[
     "RotaryEmbedding",
     "CausalConvWithState",
     "LinearAttention",
-    // [misc] end
 ];
 
 /// True for op types the importer maps.
@@ -258,32 +234,20 @@ pub(super) fn min_inputs(op: &str, opset: i64) -> usize {
         | "GreaterOrEqual" | "And" | "Or" | "Xor" | "Gemm" | "MatMul" | "Conv" | "ConvTranspose"
         | "LayerNormalization" | "RMSNormalization" | "Gather" | "Expand" | "Tile" | "CastLike"
         | "NonMaxSuppression" => 2,
-        // [index] begin
         "GatherElements" | "GatherND" | "TensorScatter" | "ReverseSequence" | "Compress" | "CumSum" | "CumProd" => 2,
         "ScatterElements" | "Scatter" | "ScatterND" | "OneHot" => 3,
-        // [index] end
-        // [conv-pool] begin
         "Col2Im" | "DeformConv" => 3,
         "MaxUnpool" => 2,
-        // [conv-pool] end
-        // [sample] begin
         "GridSample" | "AffineGrid" | "CenterCropPad" => 2,
         "RoiAlign" => 3,
-        // [sample] end
-        // [recurrent] begin
         "LSTM" | "GRU" | "RNN" => 3,
-        // [recurrent] end
-        // [quant] begin
         "QuantizeLinear" | "DequantizeLinear" | "ConvInteger" | "MatMulInteger" => 2,
         "QLinearConv" | "QLinearMatMul" => 8,
-        // [quant] end
-        // [misc] begin
         "BitShift" | "BitwiseAnd" | "BitwiseOr" | "BitwiseXor" | "SwiGLU" | "STFT" => 2,
         "MelWeightMatrix" => 5,
         "NegativeLogLikelihoodLoss" | "SoftmaxCrossEntropyLoss" => 2,
         "Adagrad" | "Adam" | "Momentum" | "RotaryEmbedding" | "LinearAttention" => 3,
         "CausalConvWithState" => 2,
-        // [misc] end
         _ => 1,
     }
 }
@@ -310,23 +274,14 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         "Gather" => index::map(cx),
         "NonMaxSuppression" | "NonZero" | "TopK" | "Unique" => host::map(cx),
         "Constant" | "ConstantOfShape" | "Dropout" | "Identity" | "Range" | "Shape" | "Size" => shape::map(cx),
-        // [index] begin
         "GatherElements" | "GatherND" | "ScatterElements" | "Scatter" | "ScatterND" | "TensorScatter" | "OneHot"
         | "Trilu" | "ReverseSequence" | "EyeLike" => index::map(cx),
         "Compress" => host::map(cx),
         "CumSum" | "CumProd" => reduce::map(cx),
-        // [index] end
-        // [conv-pool] begin
         "Col2Im" | "DeformConv" => conv::map(cx),
         "GlobalLpPool" | "LpPool" | "MaxUnpool" => pool::map(cx),
-        // [conv-pool] end
-        // [sample] begin
         "AffineGrid" | "CenterCropPad" | "GridSample" | "Resize" | "RoiAlign" | "Upsample" => sample::map(cx),
-        // [sample] end
-        // [recurrent] begin
         "LSTM" | "GRU" | "RNN" => recurrent::map(cx),
-        // [recurrent] end
-        // [quant] begin
         "BitCast"
         | "ConvInteger"
         | "DequantizeLinear"
@@ -335,8 +290,6 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         | "QLinearConv"
         | "QLinearMatMul"
         | "QuantizeLinear" => quant::map(cx),
-        // [quant] end
-        // [misc] begin
         "DFT" | "STFT" | "HannWindow" | "HammingWindow" | "BlackmanWindow" | "MelWeightMatrix" | "Det" => {
             signal::map(cx)
         }
@@ -347,7 +300,6 @@ pub(super) fn map(cx: &mut Ctx) -> Result<()> {
         "CausalConvWithState" => signal::causal_conv_with_state(cx),
         // The training domain's optimisers (parse.rs admits them by domain, not SUPPORTED).
         "Adagrad" | "Adam" | "Momentum" => training::map(cx),
-        // [misc] end
         _ => elementwise::map(cx),
     }
 }

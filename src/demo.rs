@@ -267,6 +267,7 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
             admin_token: None,
             mix_window_s: 30.0,
             mix_threshold: 0.0,
+            max_queue: None,
             plan_time_limit_s: 10.0,
             frontend: crate::serve::controller::FrontendMode::Embedded,
         },

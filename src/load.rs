@@ -1309,7 +1309,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_secs(60)).await;
             }
             if self.fail_every > 0 && k.is_multiple_of(self.fail_every) {
-                return Err(ApiError { status: 503, message: "busy, try later".into() });
+                return Err(ApiError { status: 503, message: "busy, try later".into(), retry_after_s: None });
             }
             let x = &inputs[0];
             Ok(vec![OutputTensor {

@@ -320,6 +320,13 @@ struct SimArgs {
     /// Coefficient of variation of inference times around the profiles (0: as profiled).
     #[arg(long, default_value_t = 0.0)]
     jitter: f64,
+    /// The workers are this much slower than their profiles (2: the profiles are 2x
+    /// optimistic), to see the scheduler correct them from measured times.
+    #[arg(long, default_value_t = 1.0)]
+    slowdown: f64,
+    /// Do not correct the profiles from the workers' measured times.
+    #[arg(long)]
+    no_correction: bool,
     /// triton: maximum queue delay in ms [default: the plan's batch-build estimate].
     #[arg(long)]
     max_queue_delay_ms: Option<f64>,
@@ -938,6 +945,9 @@ fn simulate_cmd(
     if reference_rate.is_nan() || reference_rate <= 0.0 {
         anyhow::bail!("the plan predicts no throughput: load factors mean nothing; give --rate");
     }
+    if !(a.slowdown.is_finite() && a.slowdown > 0.0) {
+        anyhow::bail!("--slowdown {} must be a positive factor (1: as profiled)", a.slowdown);
+    }
     let base = poolpipe::sim::SimConfig {
         rate: reference_rate,
         duration_s: a.duration,
@@ -945,6 +955,8 @@ fn simulate_cmd(
         weights: Some(setup.weights.clone()),
         seed: a.seed,
         jitter: a.jitter,
+        slowdown: a.slowdown,
+        correct: !a.no_correction,
     };
     if !(a.policy_deadline_ms.is_finite() && a.policy_deadline_ms > 0.0) {
         anyhow::bail!("--policy-deadline-ms {} must be positive", a.policy_deadline_ms);

@@ -363,8 +363,8 @@ pub fn render(r: &SimReport) -> String {
     );
     let _ = writeln!(
         s,
-        "offered {}  served {}  dropped {}  late {}  unfinished {}",
-        r.offered, r.served, r.dropped, r.late, r.unfinished
+        "offered {}  served {}  refused {}  dropped {}  late {}  unfinished {}",
+        r.offered, r.served, r.refused, r.dropped, r.late, r.unfinished
     );
     let _ = writeln!(s, "attainment {}  throughput {:.1} req/s within SLO", pct(r.attainment), r.throughput);
     let _ = writeln!(s, "latency p50 {:.2} ms  p99 {:.2} ms", r.p50_ms, r.p99_ms);
@@ -374,15 +374,16 @@ pub fn render(r: &SimReport) -> String {
     let _ = writeln!(s, "batch sizes {}", hist.join(" "));
     let _ = writeln!(
         s,
-        "\n{:<48} {:>9} {:>8} {:>8} {:>11} {:>9}",
-        "model", "offered", "dropped", "late", "attainment", "p99 ms"
+        "\n{:<48} {:>9} {:>8} {:>8} {:>8} {:>11} {:>9}",
+        "model", "offered", "refused", "dropped", "late", "attainment", "p99 ms"
     );
     for m in &r.models {
         let _ = writeln!(
             s,
-            "{:<48} {:>9} {:>8} {:>8} {:>11} {:>9.2}",
+            "{:<48} {:>9} {:>8} {:>8} {:>8} {:>11} {:>9.2}",
             m.name,
             m.offered,
+            m.refused,
             m.dropped,
             m.late,
             pct(m.attainment),

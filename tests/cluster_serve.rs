@@ -21,14 +21,41 @@ fn serve_runs_every_role_with_one_worker_per_local_adapter() {
     std::fs::write(
         &config,
         format!(
-            "[controller]\nhttp = \"{api}\"\nprofiles = \"profiles\"\nmax_batch = 4\n\n[[model]]\nname = \"{MODEL}\"\nmodel = \"{MODEL}.onnx\"\nslo_ms = 1500\n"
+            "[controller]\nhttp = \"{api}\"\nprofiles = \"profiles\"\nmax_batch = 4\nmax_queue = 4\n\n[[model]]\nname = \"{MODEL}\"\nmodel = \"{MODEL}.onnx\"\nslo_ms = 1500\n"
         ),
     )
     .unwrap();
     let mut procs = Procs(vec![]);
     procs.0.push(("serve".into(), spawn(&["serve", "--config", config.to_str().unwrap()], &dir.join("serve.log"))));
     wait_ready(api, &dir, Duration::from_secs(180));
-    outputs_match_onnxruntime(api, &dir, MODEL);
+    let (input_name, _) = outputs_match_onnxruntime(api, &dir, MODEL);
+    // A single-stage plan records its batches' compute time (the worker's timing report may
+    // come after the result).
+    let mut compute = 0.0;
+    for _ in 0..50 {
+        compute = metric(api, "poolpipe_batch_compute_seconds_sum");
+        if compute > 0.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(compute > 0.0, "batch compute seconds stay {compute}\n{}", logs(&dir));
+    // A request of more frames than the queue takes (`max_queue = 4`) is refused at once,
+    // whole, with the reason and Retry-After.
+    let x = poolpipe_engine::npy::read(&dir.join(format!("{MODEL}.b4.input.npy"))).unwrap();
+    let per = x.data().len() / 4;
+    let mut shape = x.shape().to_vec();
+    shape[0] = 5;
+    let data: Vec<f32> = x.data().iter().chain(&x.data()[..per]).copied().collect();
+    let (status, headers, body) =
+        http_headers(api, "POST", &format!("/v2/models/{MODEL}/infer"), &infer_body(&input_name, &shape, &data), "")
+            .unwrap();
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("refused at arrival") && body.contains("limit of 4"), "{body}");
+    assert!(headers.contains("retry-after: "), "{headers}");
+    assert_eq!(metric(api, "poolpipe_frames_refused_total{reason=\"queue_full\"}"), 5.0);
+    assert_eq!(metric(api, &format!("poolpipe_queue_depth{{model=\"{MODEL}\"}}")), 0.0);
     let log = std::fs::read_to_string(dir.join("serve.log")).unwrap();
     assert!(log.contains("one worker per local adapter: 1 workers"), "{log}");
     assert!(log.contains("llvmpipe"), "{log}");

@@ -44,11 +44,71 @@ fn run(setup: &Setup, policy: &str, load_factor: f64, arrivals: Arrivals, seed: 
         weights: Some(setup.weights.clone()),
         seed,
         jitter,
+        slowdown: 1.0,
+        correct: true,
     };
     let r = simulate(scheduler(&setup.layout, policy).unwrap(), &cfg).unwrap();
-    assert_eq!(r.unfinished, 0, "{policy}: every request is answered or dropped");
-    assert_eq!(r.served + r.dropped, r.offered);
+    assert_eq!(r.unfinished, 0, "{policy}: every request is answered, dropped or refused");
+    assert_eq!(r.served + r.dropped + r.refused, r.offered);
     r
+}
+
+#[test]
+fn a_lightly_loaded_plan_answers_without_waiting_for_batches() {
+    let (setup, _) = small();
+    let batched = setup.layout.models[0].pipelines.iter().any(|p| p.batch > 1);
+    assert!(batched, "the small plan batches: {:?}", setup.layout.models[0].pipelines);
+    let published = PolicySpec { config: b"light_load=0".to_vec(), ..spec("wasm:ppipe", "earliest-finish") };
+    let c = cfg(&setup, 0.05, 20.0, 1);
+    let fast = simulate(scheduler(&setup.layout, "ppipe").unwrap(), &c).unwrap();
+    let slow = simulate(Policies::load(&published).unwrap().scheduler(&setup.layout).unwrap(), &c).unwrap();
+    assert!(fast.attainment >= 0.999, "attainment {}", fast.attainment);
+    // The fastest pipeline's batch-1 latency is the floor of the median.
+    let floor =
+        setup.layout.models[0].pipelines.iter().map(|p| p.latency_from(0, 1)).fold(f64::INFINITY, f64::min) / 1e3;
+    assert!(fast.p50_ms < 2.0 * floor, "light load: p50 {} ms against {floor} ms of compute", fast.p50_ms);
+    assert!(fast.p50_ms < 0.5 * slow.p50_ms, "p50 {} ms, published ppipe {} ms", fast.p50_ms, slow.p50_ms);
+    assert_eq!(fast.batch_sizes.keys().copied().max(), Some(1), "{:?}", fast.batch_sizes);
+    // Under load the batches fill as PPipe's do.
+    let loaded = run(&setup, "ppipe", 0.9, Arrivals::Poisson, 1, 0.0);
+    assert!(loaded.batch_sizes.keys().any(|&b| b > 1), "{:?}", loaded.batch_sizes);
+}
+
+#[test]
+fn optimistic_profiles_are_corrected_from_measured_times() {
+    let (setup, _) = small();
+    // The workers are 1.5 times as slow as profiled (every pipeline still fits the SLO):
+    // 0.4 of the planned rate is 0.6 of what the fleet would serve at its profiled speed.
+    let c = SimConfig { slowdown: 1.5, ..cfg(&setup, 0.4, 20.0, 1) };
+    let corrected = simulate(scheduler(&setup.layout, "ppipe").unwrap(), &c).unwrap();
+    let blind =
+        simulate(scheduler(&setup.layout, "ppipe").unwrap(), &SimConfig { correct: false, ..c.clone() }).unwrap();
+    assert!(corrected.attainment >= 0.99, "corrected: attainment {}", corrected.attainment);
+    assert!(
+        blind.late > 0 && blind.attainment < corrected.attainment,
+        "without correction reservations are too short: {} late, attainment {}",
+        blind.late,
+        blind.attainment
+    );
+    assert_eq!(corrected.unfinished + blind.unfinished, 0);
+    // Far more load than the fleet serves is turned away when it arrives (refused, or dropped
+    // by the policy at its first look), not answered late, and the goodput holds.
+    let over = simulate(scheduler(&setup.layout, "ppipe").unwrap(), &SimConfig { rate: 5.0 * c.rate, ..c }).unwrap();
+    assert!(over.refused > 0, "{over:?}");
+    assert!(
+        over.refused + over.dropped > over.offered / 3,
+        "{} refused, {} dropped of {}",
+        over.refused,
+        over.dropped,
+        over.offered
+    );
+    assert!(over.late * 100 < over.served, "{} late of {} served", over.late, over.served);
+    assert!(
+        over.throughput > 0.8 * corrected.throughput,
+        "goodput holds: {} vs {}",
+        over.throughput,
+        corrected.throughput
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
  * on ties), the same choices as the native one. */
 #include "poolpipe_policy.h"
 
-POOLPIPE_POLICY_ABI_V1
+POOLPIPE_POLICY_ABI_V2
 
 PP_EXPORT(poolpipe_choose) int choose(void) {
     int n = pp_candidates();

@@ -3,7 +3,7 @@
 #include "poolpipe_policy.h"
 #include "lanes.h"
 
-POOLPIPE_POLICY_ABI_V1
+POOLPIPE_POLICY_ABI_V2
 
 PP_EXPORT(poolpipe_routing) int routing(void) { return 1; }
 

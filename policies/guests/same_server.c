@@ -5,7 +5,7 @@
  * leaves the links to other batches. */
 #include "poolpipe_policy.h"
 
-POOLPIPE_POLICY_ABI_V1
+POOLPIPE_POLICY_ABI_V2
 POOLPIPE_CONFIG_AREA(128)
 
 static double slack_us = 0;

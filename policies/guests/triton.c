@@ -4,7 +4,7 @@
 #include "poolpipe_policy.h"
 #include "lanes.h"
 
-POOLPIPE_POLICY_ABI_V1
+POOLPIPE_POLICY_ABI_V2
 POOLPIPE_CONFIG_AREA(256)
 
 static double max_queue_delay_us = -1;

@@ -1,4 +1,4 @@
-/* poolpipe scheduling policies, ABI v1: the host functions a guest may import and the
+/* poolpipe scheduling policies, ABI v2: the host functions a guest may import and the
  * exports the host looks for. See policies/ABI.md. Build a guest with Debian's clang and lld:
  *
  *   clang --target=wasm32 -O2 -nostdlib -Wl,--no-entry -I policies/include -o p.wasm p.c
@@ -30,6 +30,11 @@ PP_IMPORT(idle_workers) int pp_idle_workers(int lane);
  * memoised within a decision: asking both costs one probe). */
 PP_IMPORT(probe_finish) double pp_probe_finish(int lane, int batch);
 PP_IMPORT(probe_wait) double pp_probe_wait(int lane, int batch);
+/* ABI v2: requests per second that entered this queue over the last second, and the requests
+ * per second a lane sustains with every worker busy on batches of `batch` (0 without a
+ * profile for that size). */
+PP_IMPORT(arrival_rate) double pp_arrival_rate(void);
+PP_IMPORT(throughput) double pp_throughput(int lane, int batch);
 
 /* The decision: call at most one of these per poolpipe_decide; none means idle. */
 PP_IMPORT(dispatch) void pp_dispatch(int lane, int batch);
@@ -48,12 +53,15 @@ PP_IMPORT(candidate_same_server) int pp_candidate_same_server(int i);
 /* A log line (UTF-8, at most 1024 bytes are shown). */
 PP_IMPORT(log) void pp_log(const char *text, int len);
 
-/* Exports: every guest defines POOLPIPE_POLICY_ABI_V1 once; then
+/* Exports: every guest defines POOLPIPE_POLICY_ABI_V2 once (a guest of ABI v1, which imports
+ * neither arrival_rate nor throughput, may keep POOLPIPE_POLICY_ABI_V1); then
  *   PP_EXPORT(init) int init(int config, int len);            optional, 0 = accepted
  *   PP_EXPORT(poolpipe_config_area) int area(int len);         needed to take a configuration
  *   PP_EXPORT(poolpipe_decide) int decide(void);               batching policy, 0 = ok
  *   PP_EXPORT(poolpipe_routing) int routing(void);             0 reserved (default), 1 per pool
  *   PP_EXPORT(poolpipe_choose) int choose(void);               reservation policy: an index */
+#define POOLPIPE_POLICY_ABI_V2 \
+    PP_EXPORT(poolpipe_policy_abi_v2) int poolpipe_policy_abi_v2(void) { return 1; }
 #define POOLPIPE_POLICY_ABI_V1 \
     PP_EXPORT(poolpipe_policy_abi_v1) int poolpipe_policy_abi_v1(void) { return 1; }
 

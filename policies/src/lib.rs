@@ -26,7 +26,8 @@
 //!
 //! Times are microseconds on the clock the scheduler is handed, as `f64`.
 //!
-//! [`wasm`] runs policies written as WebAssembly modules (ABI v1, `policies/ABI.md`, C header
+//! [`wasm`] runs policies written as WebAssembly modules (ABI v2, and v1 modules as they are;
+//! `policies/ABI.md`, C header
 //! `policies/include/poolpipe_policy.h`) under a sandbox; [`guests`] embeds the built-in
 //! guests (the native policies written again in C, plus `same_server`, a reservation policy
 //! that keeps consecutive stages on one server when that costs no time).
@@ -130,13 +131,21 @@ pub trait QueueHost {
     /// The plan's estimate of the time to build a batch on a lane, microseconds.
     fn batch_build(&self, lane: usize) -> f64;
     /// Compute and transfer time of a batch from this queue to the end of the pipeline,
-    /// without any waiting, microseconds.
+    /// without any waiting, microseconds (each stage at its fastest worker's speed, as
+    /// corrected by measured times).
     fn latency(&self, lane: usize, batch: usize) -> f64;
     /// Workers of the lane's (first) stage that are free now.
     fn idle_workers(&self, lane: usize) -> usize;
     /// Earliest finish of a batch of `batch` requests on `lane` if dispatched now. Batches
     /// above the lane's profiled maximum probe as infinitely late.
     fn probe(&mut self, lane: usize, batch: usize) -> Probe;
+    /// Requests per second that entered this queue over the last second (ABI v2): the load
+    /// the queue sees.
+    fn arrival_rate(&self) -> f64;
+    /// Requests per second the lane sustains with every worker busy on batches of `batch`
+    /// (its slowest stage, by the profiles as corrected by measured times; ABI v2). 0 for a
+    /// batch size the lane has no profile for.
+    fn throughput(&self, lane: usize, batch: usize) -> f64;
 }
 
 /// Why a policy could not decide (it trapped, ran past its deadline, asked for too much

@@ -18,7 +18,8 @@ pub fn batching(name: &str) -> Option<Box<dyn BatchingPolicy>> {
 /// Reservation-based adaptive batching (PPIPE.md, data plane), on a queue ordered by deadline:
 ///
 /// 1. probe every lane (pipeline) at its planned batch size and take the one with the least
-///    waiting;
+///    waiting; its size is the planned one, or the largest whose pure latency still meets the
+///    head's deadline when measured times show the workers slower than profiled;
 /// 2. from the planned size down, take the largest batch whose finish meets the head's
 ///    deadline; on the head's first look only sizes in `[first_look_fraction x planned,
 ///    planned]` are tried, so a head that cannot ride a nearly full batch is dropped rather
@@ -27,29 +28,51 @@ pub fn batching(name: &str) -> Option<Box<dyn BatchingPolicy>> {
 ///    fits: wait until the last instant at which a batch one request larger would still meet
 ///    the head's deadline (any arrival asks again), and at that instant dispatch what is
 ///    there; otherwise dispatch along the reserved route.
+///
+/// Step 3's wait buys throughput only when the load needs full batches. At light load the
+/// policy is work-conserving: before step 2, when fewer requests are queued than the planned
+/// size, the chosen lane has an idle first-stage worker, the queued requests meet the head's
+/// deadline on it, and the queue's arrival rate is at most `light_load` times what the lanes
+/// sustain at the size that would go now (their throughput at `queued`), the queued requests
+/// go at once. Under load the rate exceeds that
+/// share and the policy waits to fill batches as PPipe does; `light_load = 0` is PPipe as
+/// published.
 #[derive(Clone, Debug)]
 pub struct Ppipe {
     /// Lower end of the sizes tried on a head's first look, as a fraction of the planned size.
     pub first_look_fraction: f64,
+    /// Share of the lanes' throughput at the current size below which a batch that is not
+    /// full goes at once on an idle lane (0: never, PPipe as published).
+    pub light_load: f64,
 }
+
+/// Default share of throughput below which `ppipe` dispatches without waiting.
+pub const LIGHT_LOAD: f64 = 0.5;
 
 impl Default for Ppipe {
     fn default() -> Self {
-        Ppipe { first_look_fraction: 0.95 }
+        Ppipe { first_look_fraction: 0.95, light_load: LIGHT_LOAD }
     }
 }
 
-/// The lane with the least waiting at its planned batch size (the first on ties).
+/// The lane with the least waiting at its planned batch size (the first on ties), among the
+/// lanes whose pure batch-1 latency still meets the head's deadline when any does (with
+/// measured times slower than the profiles, a lane may no longer fit the SLO at all).
 fn least_waiting(host: &mut dyn QueueHost) -> usize {
-    let mut best = (0, f64::INFINITY);
+    let reach = host.deadline(0) - host.now();
+    let any = (0..host.lanes()).any(|l| host.latency(l, 1) <= reach);
+    let mut best: Option<(usize, f64)> = None;
     for lane in 0..host.lanes() {
+        if any && host.latency(lane, 1) > reach {
+            continue;
+        }
         let planned = host.planned_batch(lane);
         let wait = host.probe(lane, planned).wait;
-        if wait < best.1 {
-            best = (lane, wait);
+        if best.is_none_or(|(_, w)| wait < w) {
+            best = Some((lane, wait));
         }
     }
-    best.0
+    best.map_or(0, |(lane, _)| lane)
 }
 
 impl BatchingPolicy for Ppipe {
@@ -73,8 +96,21 @@ impl Ppipe {
             return Action::Idle;
         }
         let lane = least_waiting(host);
-        let planned = host.planned_batch(lane).max(1);
         let deadline = host.deadline(0);
+        // The planned size, or the largest that could still meet the head's deadline on an
+        // idle route when the workers turn out slower than profiled.
+        let mut planned = host.planned_batch(lane).max(1);
+        while planned > 1 && host.now() + host.latency(lane, planned) > deadline {
+            planned -= 1;
+        }
+        // Light load: an idle lane takes what is queued at once.
+        if queued < planned && self.light_load > 0.0 && host.idle_workers(lane) > 0 {
+            let capacity: f64 =
+                (0..host.lanes()).map(|l| host.throughput(l, queued.min(host.planned_batch(l).max(1)))).sum();
+            if host.arrival_rate() <= self.light_load * capacity && host.probe(lane, queued).finish <= deadline {
+                return Action::Dispatch { lane, batch: queued };
+            }
+        }
         let lowest = if host.first_look() {
             ((self.first_look_fraction * planned as f64).ceil() as usize).clamp(1, planned)
         } else {

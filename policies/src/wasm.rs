@@ -1,5 +1,6 @@
-//! WebAssembly policies: loading, the host imports of ABI v1 (`policies/ABI.md`), and the
-//! sandbox (a deadline per decision by epoch interruption, a memory cap, optional fuel).
+//! WebAssembly policies: loading, the host imports of ABI v2 (`policies/ABI.md`; modules of
+//! ABI v1 load as they are), and the sandbox (a deadline per decision by epoch interruption,
+//! a memory cap, optional fuel).
 //!
 //! The deadline is wall-clock time with a preemption allowance: a call still running when its
 //! deadline passes is stopped once it has used another deadline's worth of its thread's CPU
@@ -24,8 +25,12 @@ use wasmtime::{
 
 use crate::{Action, BatchingPolicy, Candidate, PolicyFailure, QueueHost, ReservationPolicy, Routing};
 
-/// The ABI version marker a module must export (a function `() -> i32` returning 1).
-pub const ABI_MARKER: &str = "poolpipe_policy_abi_v1";
+/// The ABI version marker of the current ABI (a function `() -> i32` returning 1).
+pub const ABI_MARKER: &str = "poolpipe_policy_abi_v2";
+/// The markers a module may export, newest first: a module exports one of them.
+pub const ABI_MARKERS: [&str; 2] = ["poolpipe_policy_abi_v2", "poolpipe_policy_abi_v1"];
+/// Host functions ABI v2 added: a module of ABI v1 may not import them.
+pub const V2_IMPORTS: [&str; 2] = ["arrival_rate", "throughput"];
 /// The import module name of the host functions.
 pub const IMPORT_MODULE: &str = "poolpipe";
 
@@ -189,7 +194,7 @@ fn count(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// The host functions of ABI v1.
+/// The host functions of ABI v2 (those of v1 and `arrival_rate`, `throughput`).
 fn linker(engine: &Engine) -> Result<Linker<State>, wasmtime::Error> {
     let mut l: Linker<State> = Linker::new(engine);
     let m = IMPORT_MODULE;
@@ -226,6 +231,12 @@ fn linker(engine: &Engine) -> Result<Linker<State>, wasmtime::Error> {
     })?;
     l.func_wrap(m, "probe_finish", |mut c: Caller<'_, State>, lane: i32, batch: i32| -> wasmtime::Result<f64> {
         Ok(c.data_mut().queue()?.probe(index(lane), index(batch)).finish)
+    })?;
+    l.func_wrap(m, "arrival_rate", |mut c: Caller<'_, State>| -> wasmtime::Result<f64> {
+        Ok(c.data_mut().queue()?.arrival_rate())
+    })?;
+    l.func_wrap(m, "throughput", |mut c: Caller<'_, State>, lane: i32, batch: i32| -> wasmtime::Result<f64> {
+        Ok(c.data_mut().queue()?.throughput(index(lane), index(batch)))
     })?;
     l.func_wrap(m, "probe_wait", |mut c: Caller<'_, State>, lane: i32, batch: i32| -> wasmtime::Result<f64> {
         Ok(c.data_mut().queue()?.probe(index(lane), index(batch)).wait)
@@ -297,6 +308,8 @@ pub struct WasmModule {
     routing: Routing,
     decides: bool,
     chooses: bool,
+    /// The ABI marker the module exports.
+    marker: &'static str,
 }
 
 impl std::fmt::Debug for WasmModule {
@@ -347,10 +360,24 @@ impl WasmModule {
         let module = Module::new(&engine, bytes).map_err(|e| invalid(format!("does not compile: {e:#}")))?;
         let linker = Arc::new(linker(&engine).map_err(|e| invalid(format!("host functions: {e:#}")))?);
         let has = |export: &str| module.get_export(export).is_some();
-        if !has(ABI_MARKER) {
+        let Some(marker) = ABI_MARKERS.into_iter().find(|m| has(m)) else {
             return Err(invalid(format!(
-                "exports no `{ABI_MARKER}`: not a poolpipe policy of ABI v1 (see policies/ABI.md)"
+                "exports no ABI marker ({}): not a poolpipe policy of a supported ABI (see policies/ABI.md)",
+                ABI_MARKERS.map(|m| format!("`{m}`")).join(" or ")
             )));
+        };
+        if marker != ABI_MARKER {
+            let newer: Vec<String> = module
+                .imports()
+                .filter(|i| i.module() == IMPORT_MODULE && V2_IMPORTS.contains(&i.name()))
+                .map(|i| format!("`{}`", i.name()))
+                .collect();
+            if !newer.is_empty() {
+                return Err(invalid(format!(
+                    "exports `{marker}` but imports {}, which ABI v2 added: export `{ABI_MARKER}` instead",
+                    newer.join(", ")
+                )));
+            }
         }
         let (decides, chooses) = (has("poolpipe_decide"), has("poolpipe_choose"));
         if !decides && !chooses {
@@ -368,6 +395,7 @@ impl WasmModule {
             routing: Routing::Reserved,
             decides,
             chooses,
+            marker,
         };
         m.routing = m.instantiate().map_err(invalid)?.routing;
         Ok(m)
@@ -376,6 +404,11 @@ impl WasmModule {
     /// The module's name (its file name).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The ABI version the module was written for (1 or 2).
+    pub fn abi_version(&self) -> u32 {
+        if self.marker == ABI_MARKER { 2 } else { 1 }
     }
 
     /// Whether it implements a batching policy (exports `poolpipe_decide`).
@@ -449,11 +482,11 @@ impl WasmModule {
         let instance: Instance =
             self.linker.instantiate(&mut store, &self.module).map_err(|e| describe(name, &e, &self.limits))?;
         let marker = instance
-            .get_typed_func::<(), i32>(&mut store, ABI_MARKER)
-            .map_err(|_| format!("`{ABI_MARKER}` must be a function () -> i32"))?;
+            .get_typed_func::<(), i32>(&mut store, self.marker)
+            .map_err(|_| format!("`{}` must be a function () -> i32", self.marker))?;
         match marker.call(&mut store, ()) {
             Ok(1) => {}
-            Ok(v) => return Err(format!("`{ABI_MARKER}` returned {v}, not 1")),
+            Ok(v) => return Err(format!("`{}` returned {v}, not 1", self.marker)),
             Err(e) => return Err(describe(name, &e, &self.limits)),
         }
         let typed = |store: &mut Store<State>, export: &str| -> Result<Option<TypedFunc<(), i32>>, String> {

@@ -16,6 +16,8 @@ struct Fake {
     planned: Vec<usize>,
     busy: Vec<f64>,
     idle: Vec<usize>,
+    /// Arrival rate, requests/s.
+    rate: f64,
     /// Time `now()` takes off the CPU (a thread the operating system preempts).
     stall: Duration,
 }
@@ -62,6 +64,12 @@ impl QueueHost for Fake {
         let wait = self.busy[lane];
         Probe { finish: self.now + wait + self.latency(lane, batch), wait }
     }
+    fn arrival_rate(&self) -> f64 {
+        self.rate
+    }
+    fn throughput(&self, lane: usize, batch: usize) -> f64 {
+        if batch == 0 || batch > 8 { 0.0 } else { batch as f64 * 1e6 / self.latency(lane, batch) }
+    }
 }
 
 fn queues() -> Vec<Fake> {
@@ -70,15 +78,18 @@ fn queues() -> Vec<Fake> {
         for busy in [[0.0, 5_000.0], [20_000.0, 1_000.0], [60_000.0, 70_000.0]] {
             for looked in [false, true] {
                 for idle in [[0, 0], [1, 0], [0, 2]] {
-                    out.push(Fake {
-                        now: 100_000.0,
-                        deadlines: (0..n).map(|i| 150_000.0 + 1_000.0 * i as f64).collect(),
-                        looked,
-                        planned: vec![4, 2],
-                        busy: busy.to_vec(),
-                        idle: idle.to_vec(),
-                        stall: Duration::ZERO,
-                    });
+                    for rate in [5.0, 500.0] {
+                        out.push(Fake {
+                            now: 100_000.0,
+                            deadlines: (0..n).map(|i| 150_000.0 + 1_000.0 * i as f64).collect(),
+                            looked,
+                            planned: vec![4, 2],
+                            busy: busy.to_vec(),
+                            idle: idle.to_vec(),
+                            rate,
+                            stall: Duration::ZERO,
+                        });
+                    }
                 }
             }
         }
@@ -95,6 +106,7 @@ fn built_in_guests_decide_as_their_native_twins() {
     for (name, routing) in [("ppipe", Routing::Reserved), ("reactive", Routing::PerPool), ("triton", Routing::PerPool)]
     {
         let module = guest(name, "");
+        assert_eq!(module.abi_version(), 2, "{name}");
         let mut wasm = module.batching().unwrap().unwrap();
         let mut native = native::batching(name).unwrap();
         assert_eq!(wasm.routing(), routing, "{name}");
@@ -105,26 +117,68 @@ fn built_in_guests_decide_as_their_native_twins() {
             assert_eq!(a.looked, b.looked, "{name}: first_look used alike");
         }
     }
-    // Configuration reaches the guest: a wider first look accepts a smaller batch.
+    // Configuration reaches the guest: a wider first look accepts a smaller batch (4 would
+    // finish at 28 ms on the busy lane, past the head's deadline at 27 ms).
     let q = Fake {
         now: 0.0,
-        deadlines: vec![25_000.0],
+        deadlines: vec![27_000.0],
         looked: false,
         planned: vec![4],
-        busy: vec![0.0],
+        busy: vec![2_000.0],
         idle: vec![1],
+        rate: 1_000.0,
         stall: Duration::ZERO,
     };
     let mut narrow = guest("ppipe", "").batching().unwrap().unwrap();
     assert_eq!(narrow.decide(&mut q.clone()).unwrap(), Action::Drop { count: 1 });
     let mut wide = guest("ppipe", "first_look_fraction=0.25").batching().unwrap().unwrap();
-    let mut twin = native::Ppipe { first_look_fraction: 0.25 };
+    let mut twin = native::Ppipe { first_look_fraction: 0.25, ..Default::default() };
     assert_eq!(wide.decide(&mut q.clone()).unwrap(), twin.decide(&mut q.clone()).unwrap());
+    assert!(matches!(twin.decide(&mut q.clone()).unwrap(), Action::Wait { .. }), "a batch of 3 fits");
     let mut triton = guest("triton", "max_queue_delay_us=500").batching().unwrap().unwrap();
     let mut twin = native::Triton { max_queue_delay_us: Some(500.0) };
     for q in queues() {
         assert_eq!(triton.decide(&mut q.clone()).unwrap(), twin.decide(&mut q.clone()).unwrap());
     }
+}
+
+#[test]
+fn ppipe_is_work_conserving_at_light_load_only() {
+    // One request, planned batch 4, an idle lane, a deadline that leaves room to wait.
+    let q = |rate: f64, idle: usize| Fake {
+        now: 0.0,
+        deadlines: vec![200_000.0],
+        looked: true,
+        planned: vec![4],
+        busy: vec![0.0],
+        idle: vec![idle],
+        rate,
+        stall: Duration::ZERO,
+    };
+    // Throughput at batch 1 is 1e6 / 14_000 = 71 requests/s; half of it is the threshold.
+    let light = guest("ppipe", "light_load=0.5").batching().unwrap().unwrap();
+    let published = guest("ppipe", "light_load=0").batching().unwrap().unwrap();
+    for (mut policy, light_load) in [(light, 0.5), (published, 0.0)] {
+        let mut twin = native::Ppipe { light_load, ..Default::default() };
+        for (rate, idle) in [(10.0, 1), (30.0, 1), (40.0, 1), (500.0, 1), (10.0, 0)] {
+            let (a, b) = (policy.decide(&mut q(rate, idle)).unwrap(), twin.decide(&mut q(rate, idle)).unwrap());
+            assert_eq!(a, b, "guest and native twin, rate {rate}, idle {idle}, light_load {light_load}");
+            let goes_now = light_load > 0.0 && idle > 0 && rate <= 0.5 * 1e6 / 14_000.0;
+            if goes_now {
+                assert_eq!(a, Action::Dispatch { lane: 0, batch: 1 }, "rate {rate}: idle lane, light load");
+            } else {
+                assert!(
+                    matches!(a, Action::Wait { .. }),
+                    "rate {rate}, idle {idle}: waits to fill the batch, got {a:?}"
+                );
+            }
+        }
+    }
+    // A negative share is refused at load.
+    let e = WasmModule::from_bytes("ppipe", guests::builtin("ppipe").unwrap(), b"light_load=-1", Limits::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ppipe") && e.contains("configuration"), "{e}");
 }
 
 fn candidate(worker: u32, finish: f64, same_server: bool) -> Candidate {
@@ -237,10 +291,24 @@ fn memory_beyond_the_cap_is_refused() {
 }
 
 #[test]
+fn modules_of_abi_v1_still_load() {
+    let v1 =
+        load(&format!(r#"{MARKER} (func (export "poolpipe_decide") (result i32) i32.const 0)"#), Limits::default())
+            .unwrap();
+    assert_eq!(v1.abi_version(), 1);
+    let mut p = v1.batching().unwrap().unwrap();
+    assert_eq!(p.decide(&mut queues()[20].clone()).unwrap(), Action::Idle);
+}
+
+#[test]
 fn the_wrong_abi_does_not_load() {
     let decide = r#"(func (export "poolpipe_decide") (result i32) i32.const 0)"#;
     let cases = [
-        (decide.to_string(), "exports no `poolpipe_policy_abi_v1`"),
+        (decide.to_string(), "exports no ABI marker (`poolpipe_policy_abi_v2` or `poolpipe_policy_abi_v1`)"),
+        (
+            format!(r#"(import "poolpipe" "arrival_rate" (func (result f64))) {MARKER} {decide}"#),
+            "exports `poolpipe_policy_abi_v1` but imports `arrival_rate`, which ABI v2 added",
+        ),
         (format!(r#"(func (export "poolpipe_policy_abi_v1") (result i32) i32.const 2) {decide}"#), "returned 2, not 1"),
         (
             format!(r#"(func (export "poolpipe_policy_abi_v1") (param i32) (result i32) i32.const 1) {decide}"#),

@@ -20,12 +20,20 @@
 //! ([`Scheduler::stage_done`]): an early finish frees the rest of its interval, a late one
 //! pushes the worker's later reservations back by the delay.
 //!
+//! Admission ([`Admission`]): [`Scheduler::arrive`] refuses at once ([`Output::Refuse`]) a
+//! request whose earliest finish behind the queued requests and the reservations is past its
+//! deadline, or that finds its model's queue at its limit, instead of queuing work that would
+//! be answered late. Workers' measured batch times ([`Scheduler::observe`]) correct the
+//! profiles per worker and batch size ([`correction`]): probes, reservations, admission and
+//! the policies' `latency` and `throughput` use the corrected times.
+//!
 //! With [`Routing::Reserved`] policies (`ppipe`) a dispatch reserves the whole route and
 //! later stages do not re-batch. With [`Routing::PerPool`] policies (`reactive`, `triton`) a
 //! dispatch takes one stage: when it finishes, its requests join the queue of the next stage
 //! of their pipeline, whose idle workers batch them again, pulling the tensors from the
 //! upstream workers' servers.
 
+pub mod correction;
 pub mod layout;
 pub mod timeline;
 
@@ -40,6 +48,7 @@ use poolpipe_policies::{
     native::{EarliestFinish, earliest_finish},
 };
 
+pub use correction::{Corrections, WorkerCorrection};
 pub use layout::Layout;
 pub use timeline::{Timeline, earliest_joint};
 
@@ -141,6 +150,15 @@ pub enum Output {
         /// The request.
         request: RequestId,
     },
+    /// A request refused at its arrival ([`Scheduler::arrive`]): it never entered a queue.
+    Refuse {
+        /// Model index.
+        model: usize,
+        /// The request.
+        request: RequestId,
+        /// Why, and when to try again.
+        refusal: Refusal,
+    },
     /// A policy returned an invalid action; the model now runs the native policy of the same
     /// routing (`ppipe` or `reactive`).
     PolicyError {
@@ -152,6 +170,122 @@ pub enum Output {
         reason: String,
     },
 }
+
+/// Why a request is refused at its arrival.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum Refusal {
+    /// The model's queue holds its limit.
+    QueueFull {
+        /// Requests queued.
+        queued: usize,
+        /// The limit ([`Admission::max_queue`] or its default).
+        limit: usize,
+        /// Microseconds until the queue is likely to have room (the backlog's service time).
+        retry_after_us: f64,
+    },
+    /// The earliest the request could finish, behind the requests queued and the batches
+    /// reserved, is past its deadline.
+    Deadline {
+        /// Estimated finish, microseconds after arrival.
+        estimate_us: f64,
+        /// The model's SLO, microseconds.
+        slo_us: f64,
+        /// Microseconds until the backlog has shrunk enough for a new request to make it.
+        retry_after_us: f64,
+    },
+    /// Every pipeline of the model takes longer than its SLO even alone, by the measured
+    /// times: the plan no longer fits the workers.
+    TooSlow {
+        /// The fastest pipeline's batch-1 latency as measured, microseconds.
+        latency_us: f64,
+        /// The model's SLO, microseconds.
+        slo_us: f64,
+        /// Microseconds after which to try again.
+        retry_after_us: f64,
+    },
+    /// No lane can take the request at all: the workers of its stages are out of service.
+    NoWorker {
+        /// Microseconds after which to try again (the SLO: a re-plan may come by then).
+        retry_after_us: f64,
+    },
+}
+
+impl Refusal {
+    /// Microseconds after which a retry is likely to be admitted.
+    pub fn retry_after_us(&self) -> f64 {
+        match self {
+            Refusal::QueueFull { retry_after_us, .. }
+            | Refusal::Deadline { retry_after_us, .. }
+            | Refusal::TooSlow { retry_after_us, .. }
+            | Refusal::NoWorker { retry_after_us } => *retry_after_us,
+        }
+    }
+
+    /// A short label (`queue_full`, `deadline`) for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::QueueFull { .. } => "queue_full",
+            Refusal::Deadline { .. } => "deadline",
+            Refusal::TooSlow { .. } => "too_slow",
+            Refusal::NoWorker { .. } => "no_worker",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::QueueFull { queued, limit, .. } => {
+                write!(f, "the queue holds {queued} requests, its limit of {limit}: the model is saturated")
+            }
+            Refusal::Deadline { estimate_us, slo_us, .. } => write!(
+                f,
+                "behind the requests already queued it would finish {:.0} ms after arrival, past its SLO of {:.0} ms: the model is saturated",
+                estimate_us / 1e3,
+                slo_us / 1e3
+            ),
+            Refusal::TooSlow { latency_us, slo_us, .. } => write!(
+                f,
+                "the model's fastest pipeline takes {:.0} ms alone as its workers measure, more than its SLO of {:.0} ms: the plan no longer fits the workers' speed",
+                latency_us / 1e3,
+                slo_us / 1e3
+            ),
+            Refusal::NoWorker { .. } => {
+                write!(f, "no worker can take it: the workers of the model's stages are out of service")
+            }
+        }
+    }
+}
+
+/// What is admitted at arrival ([`Scheduler::arrive`]). Requests re-entering a queue
+/// ([`Scheduler::arrive_since`]: retries, plan changes) were admitted already and are never
+/// refused.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Admission {
+    /// Refuse a request whose estimated finish is past its deadline.
+    pub deadline: bool,
+    /// Most requests queued per model; `None`: twice what the model's lanes serve in one SLO
+    /// at their planned batch sizes (at least [`Admission::MIN_QUEUE`]).
+    pub max_queue: Option<usize>,
+}
+
+impl Admission {
+    /// The smallest default queue limit.
+    pub const MIN_QUEUE: usize = 64;
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission { deadline: true, max_queue: None }
+    }
+}
+
+/// Window of the arrival rate policies see, microseconds.
+pub const RATE_WINDOW_US: f64 = 1e6;
+/// Arrival times kept per queue for the rate (a faster stream's rate comes from the span of
+/// the last ones).
+const RATE_KEEP: usize = 8192;
 
 /// Counters of the scheduler's work.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -166,6 +300,8 @@ pub struct SchedulerStats {
     pub dispatched_requests: u64,
     /// Requests dropped.
     pub dropped: u64,
+    /// Requests refused at arrival.
+    pub refused: u64,
     /// Invalid actions and failures of policies.
     pub policy_errors: u64,
     /// A digest of every decision's outcome (dispatched requests and routes, drops), equal
@@ -197,6 +333,35 @@ struct Queue {
     lanes: Vec<(usize, usize)>,
     entries: VecDeque<Entry>,
     timer: Option<f64>,
+    /// When requests entered the queue, the last [`RATE_KEEP`] within [`RATE_WINDOW_US`].
+    arrivals: VecDeque<f64>,
+}
+
+impl Queue {
+    fn new(model: usize, lanes: Vec<(usize, usize)>) -> Queue {
+        Queue { model, lanes, entries: VecDeque::new(), timer: None, arrivals: VecDeque::new() }
+    }
+
+    fn record_arrival(&mut self, now: f64) {
+        while self.arrivals.front().is_some_and(|&t| t <= now - RATE_WINDOW_US) || self.arrivals.len() >= RATE_KEEP {
+            self.arrivals.pop_front();
+        }
+        self.arrivals.push_back(now);
+    }
+
+    /// Requests per second over the window ending at `now`.
+    fn rate(&self, now: f64) -> f64 {
+        let from = self.arrivals.partition_point(|&t| t <= now - RATE_WINDOW_US);
+        let n = self.arrivals.len() - from;
+        if n >= RATE_KEEP / 2 {
+            // Many arrivals: the span they cover.
+            let span = now - self.arrivals[from];
+            if span > 0.0 {
+                return n as f64 * 1e6 / span;
+            }
+        }
+        n as f64 * 1e6 / RATE_WINDOW_US
+    }
 }
 
 /// Timelines of every resource.
@@ -234,6 +399,7 @@ macro_rules! host {
             by_server: &mut $s.by_server,
             generation: &mut $s.generation,
             reservation_error: &mut $s.reservation_error,
+            corrections: &$s.corrections,
         }
     };
 }
@@ -265,6 +431,8 @@ pub struct Scheduler {
     /// Ask an idling queue again when a worker of its pool frees up (see
     /// [`Scheduler::set_idle_wakeups`]).
     wake_idle: bool,
+    corrections: Corrections,
+    admission: Admission,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -311,6 +479,8 @@ impl Scheduler {
             generation: 0,
             reservation_error: None,
             wake_idle: false,
+            corrections: Corrections::new(layout.workers.len()),
+            admission: Admission::default(),
             layout,
         };
         s.build_queues();
@@ -331,7 +501,7 @@ impl Scheduler {
         for (m, model) in self.layout.models.iter().enumerate() {
             let lanes = (0..model.pipelines.len()).map(|p| (p, 0)).collect();
             let q = self.queues.len();
-            self.queues.push(Queue { model: m, lanes, entries: VecDeque::new(), timer: None });
+            self.queues.push(Queue::new(m, lanes));
             self.entry.push(q);
             for pl in &model.pipelines {
                 for &w in &pl.stages[0].workers {
@@ -343,7 +513,7 @@ impl Scheduler {
             for (p, pl) in model.pipelines.iter().enumerate() {
                 for (d, st) in pl.stages.iter().enumerate().skip(1) {
                     let q = self.queues.len();
-                    self.queues.push(Queue { model: m, lanes: vec![(p, d)], entries: VecDeque::new(), timer: None });
+                    self.queues.push(Queue::new(m, vec![(p, d)]));
                     self.stage_queues.insert((m, p, d), q);
                     for &w in &st.workers {
                         self.feeds[w] = q;
@@ -394,9 +564,112 @@ impl Scheduler {
         self.queues.iter().filter_map(|q| q.timer).min_by(f64::total_cmp)
     }
 
-    /// A request for `model` arrived at `now`; its deadline is `now + SLO`.
+    /// A request for `model` arrived at `now`; its deadline is `now + SLO`. Under the
+    /// [`Admission`] rules it may be refused at once ([`Output::Refuse`]) instead of queued.
     pub fn arrive(&mut self, now: f64, model: usize, id: RequestId) -> Result<(), DataplaneError> {
+        if let Err(refusal) = self.admit(now, model, 1)? {
+            self.stats.refused += 1;
+            self.stats.mix(id ^ 0x7ef0);
+            self.out.push(Output::Refuse { model, request: id, refusal });
+            return Ok(());
+        }
         self.arrive_since(now, model, id, now)
+    }
+
+    /// Whether `count` new requests for `model` arriving at `now` would be admitted (queued
+    /// behind those waiting) under the [`Admission`] rules; changes nothing. A driver that
+    /// takes requests of several samples asks once for all of them, then queues them with
+    /// [`Scheduler::arrive_since`].
+    pub fn admit(&mut self, now: f64, model: usize, count: usize) -> Result<Result<(), Refusal>, DataplaneError> {
+        let models = self.layout.models.len();
+        let slo = self.layout.models.get(model).ok_or(DataplaneError::UnknownModel { model, models })?.slo_us;
+        let q = self.entry[model];
+        let ahead = self.queues[q].entries.len();
+        let (deadline_check, max_queue) = (self.admission.deadline, self.admission.max_queue);
+        self.memo.clear();
+        let mut host = host!(self, q, model, now);
+        // Lanes that can still serve a request within the SLO at all (measured times may
+        // have put a pipeline's pure latency past it).
+        let lanes: Vec<usize> = (0..host.lanes()).filter(|&l| host.latency(l, 1) <= slo).collect();
+        if lanes.is_empty() && host.lanes() > 0 {
+            let latency_us = (0..host.lanes()).map(|l| host.latency(l, 1)).fold(f64::INFINITY, f64::min);
+            return Ok(Err(Refusal::TooSlow { latency_us, slo_us: slo, retry_after_us: slo.max(1e6) }));
+        }
+        // What those lanes serve per microsecond at their planned sizes, as corrected.
+        let capacity: f64 = lanes.iter().map(|&l| host.throughput(l, host.planned_batch(l).max(1))).sum::<f64>() / 1e6;
+        let backlog_us = |n: usize| if capacity > 0.0 { n as f64 / capacity } else { f64::INFINITY };
+        let limit = max_queue.unwrap_or_else(|| {
+            let serve = (2.0 * slo * capacity).ceil();
+            if serve.is_finite() { (serve as usize).max(Admission::MIN_QUEUE) } else { Admission::MIN_QUEUE }
+        });
+        if ahead + count > limit {
+            let retry_after_us = backlog_us(ahead + count - limit).min(slo.max(1e6));
+            return Ok(Err(Refusal::QueueFull { queued: ahead, limit, retry_after_us }));
+        }
+        if !deadline_check {
+            return Ok(Ok(()));
+        }
+        // The earliest finish of the last of the new requests: the first batch each lane can
+        // take now (probed on the reserved timelines), the rest of the backlog at the lanes'
+        // planned throughput.
+        let total = ahead + count;
+        let mut first_wave = 0;
+        let mut finish = f64::INFINITY;
+        for &l in &lanes {
+            let planned = host.planned_batch(l).max(1);
+            first_wave += planned;
+            let b = total.min(planned);
+            let rest = match host.queue.lanes.get(l) {
+                Some(&(p, d)) if host.routing == Routing::PerPool => {
+                    host.layout.models[model].pipelines[p].latency_from(d, b)
+                        - host.layout.models[model].pipelines[p].stages[d].latency(b)
+                }
+                _ => 0.0,
+            };
+            finish = finish.min(host.probe(l, b).finish + rest);
+        }
+        if !finish.is_finite() {
+            return Ok(Err(Refusal::NoWorker { retry_after_us: slo.max(1e6) }));
+        }
+        let estimate = finish + backlog_us(total.saturating_sub(first_wave));
+        if estimate > now + slo {
+            // Room comes back once the part of the backlog that makes it late is served.
+            let retry_after_us = (estimate - now - slo).max(0.0);
+            return Ok(Err(Refusal::Deadline { estimate_us: estimate - now, slo_us: slo, retry_after_us }));
+        }
+        Ok(Ok(()))
+    }
+
+    /// Sets the admission rules (the default: refuse what cannot meet its deadline; a queue
+    /// limit of twice what the lanes serve in one SLO).
+    pub fn set_admission(&mut self, admission: Admission) {
+        self.admission = admission;
+    }
+
+    /// Worker `worker` measured `measured_us` for one stage of a batch of `batch` requests:
+    /// its ratio to the profile feeds the reservations from now on
+    /// ([`correction`]). Returns whether the report was used.
+    pub fn observe(&mut self, worker: usize, batch: usize, measured_us: f64) -> bool {
+        let Some(w) = self.layout.workers.get(worker) else { return false };
+        let profiled = self.layout.models[w.model]
+            .pipelines
+            .get(w.pipeline)
+            .and_then(|p| p.stages.get(w.stage))
+            .map(|s| s.latency(batch));
+        match profiled {
+            Some(p) => self.corrections.report(worker, batch, measured_us, p),
+            None => false,
+        }
+    }
+
+    /// The measured-to-profiled ratios so far.
+    pub fn corrections(&self) -> &Corrections {
+        &self.corrections
+    }
+
+    /// Requests waiting in `model`'s queues (its entry queue and its stage queues).
+    pub fn queued_for(&self, model: usize) -> usize {
+        self.queues.iter().filter(|q| q.model == model).map(|q| q.entries.len()).sum()
     }
 
     /// Timers due at `now` fire.
@@ -431,6 +704,7 @@ impl Scheduler {
             let next = (model, pipeline, stage + 1);
             if let Some(&q) = self.stage_queues.get(&next) {
                 for e in flight.entries {
+                    self.queues[q].record_arrival(now);
                     let entry = Entry { enqueued: now, looked: false, origin: worker, ..e };
                     let entries = &mut self.queues[q].entries;
                     let at = entries.partition_point(|x| x.deadline <= entry.deadline);
@@ -550,6 +824,7 @@ impl Scheduler {
         let arrival = arrival.min(now);
         let entry = Entry { id, arrival, deadline: arrival + slo, enqueued: now, looked: false, origin: usize::MAX };
         let q = self.entry[model];
+        self.queues[q].record_arrival(now);
         let entries = &mut self.queues[q].entries;
         let at = entries.partition_point(|e| e.deadline <= entry.deadline);
         entries.insert(at, entry);
@@ -752,6 +1027,7 @@ struct Host<'a> {
     by_server: &'a mut Vec<(u64, f64, f64)>,
     generation: &'a mut u64,
     reservation_error: &'a mut Option<String>,
+    corrections: &'a Corrections,
 }
 
 /// Stages a memo remembers the picked workers of.
@@ -817,7 +1093,6 @@ impl Host<'_> {
             if d > 0 {
                 pure += per_request * batch as f64;
             }
-            pure += lat;
             self.candidates.clear();
             let range = match forced {
                 Some(f) => f[d - from] as usize..f[d - from] as usize + 1,
@@ -845,6 +1120,7 @@ impl Host<'_> {
                         (first_start, arrived)
                     }
                 };
+                let lat = lat * self.corrections.ratio(w, batch);
                 let start = tl.worker[w].earliest(arrived, lat);
                 self.candidates.push(Candidate {
                     worker: i as u32,
@@ -873,6 +1149,7 @@ impl Host<'_> {
                 }
             };
             let c = self.candidates[pick];
+            pure += c.finish - c.start;
             if let Some(slot) = picks.get_mut(d - from) {
                 *slot = c.worker;
             }
@@ -944,10 +1221,18 @@ impl QueueHost for Host<'_> {
     }
 
     fn latency(&self, lane: usize, batch: usize) -> f64 {
-        match self.queue.lanes.get(lane) {
-            Some(&(p, from)) => self.layout.models[self.queue.model].pipelines[p].latency_from(from, batch),
-            None => f64::INFINITY,
-        }
+        let Some(&(p, from)) = self.queue.lanes.get(lane) else { return f64::INFINITY };
+        let pipeline = &self.layout.models[self.queue.model].pipelines[p];
+        // Each stage at its fastest worker's corrected speed (the best case of a route).
+        pipeline.stages[from..]
+            .iter()
+            .enumerate()
+            .map(|(i, st)| {
+                let ratio = st.workers.iter().map(|&w| self.corrections.ratio(w, batch)).fold(f64::INFINITY, f64::min);
+                let ratio = if ratio.is_finite() { ratio } else { 1.0 };
+                st.latency(batch) * ratio + if i > 0 { st.input_us_per_request * batch as f64 } else { 0.0 }
+            })
+            .sum()
     }
 
     fn idle_workers(&self, lane: usize) -> usize {
@@ -966,6 +1251,26 @@ impl QueueHost for Host<'_> {
         let (finish, pure, picks) = self.route(lane, batch, None, None);
         self.memo.push(Memo { lane, batch, finish, pure, picks });
         Probe { finish, wait: finish - self.now - pure }
+    }
+
+    fn arrival_rate(&self) -> f64 {
+        self.queue.rate(self.now)
+    }
+
+    fn throughput(&self, lane: usize, batch: usize) -> f64 {
+        let Some(&(p, from)) = self.queue.lanes.get(lane) else { return 0.0 };
+        let pipeline = &self.layout.models[self.queue.model].pipelines[p];
+        let to = if self.routing == Routing::Reserved { pipeline.stages.len() } else { from + 1 };
+        let mut slowest = f64::INFINITY;
+        for st in &pipeline.stages[from..to] {
+            let lat = st.latency(batch);
+            if batch == 0 || !lat.is_finite() || lat <= 0.0 {
+                return 0.0;
+            }
+            let per_us: f64 = st.workers.iter().map(|&w| batch as f64 / (lat * self.corrections.ratio(w, batch))).sum();
+            slowest = slowest.min(per_us);
+        }
+        if slowest.is_finite() { slowest * 1e6 } else { 0.0 }
     }
 }
 

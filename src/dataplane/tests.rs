@@ -59,6 +59,12 @@ fn layout(first: usize, second: usize) -> Layout {
     }
 }
 
+/// `ppipe` as published (no light-load dispatch): the scenarios below script its waits.
+fn published(layout: Layout) -> Scheduler {
+    let ppipe = poolpipe_policies::native::Ppipe { light_load: 0.0, ..Default::default() };
+    Scheduler::new(layout, vec![Box::new(ppipe)], Box::new(EarliestFinish)).unwrap()
+}
+
 fn outputs(s: &mut Scheduler) -> Vec<Output> {
     s.take_outputs().collect()
 }
@@ -80,7 +86,7 @@ fn transfer(from_server: usize, to_server: usize, requests: usize, start: f64, e
 
 #[test]
 fn waits_for_a_full_batch_then_dispatches_it_on_the_reserved_route() {
-    let mut s = Scheduler::native(layout(1, 1), "ppipe").unwrap();
+    let mut s = published(layout(1, 1));
     s.arrive(0.0, 0, 0).unwrap();
     // A batch of 4 finishes at 22 + 4 + 14 = 40 ms <= 60: wait. A batch of 2 takes 24 ms, so
     // the last instant a second request still fits is 60 - 24 = 36 ms.
@@ -107,7 +113,7 @@ fn waits_for_a_full_batch_then_dispatches_it_on_the_reserved_route() {
 
 #[test]
 fn at_the_last_feasible_instant_it_dispatches_what_is_there() {
-    let mut s = Scheduler::native(layout(1, 1), "ppipe").unwrap();
+    let mut s = published(layout(1, 1));
     s.arrive(0.0, 0, 7).unwrap();
     assert_eq!(s.next_timer(), Some(36_000.0));
     s.timer(35_999.0);
@@ -127,7 +133,7 @@ fn at_the_last_feasible_instant_it_dispatches_what_is_there() {
 
 #[test]
 fn a_head_that_cannot_ride_a_full_batch_on_its_first_look_is_dropped() {
-    let mut s = Scheduler::native(layout(1, 1), "ppipe").unwrap();
+    let mut s = published(layout(1, 1));
     for i in 0..4 {
         s.arrive(i as f64 * 1_000.0, 0, i).unwrap();
     }
@@ -142,7 +148,7 @@ fn a_head_that_cannot_ride_a_full_batch_on_its_first_look_is_dropped() {
 
 #[test]
 fn the_route_avoids_a_busy_worker_and_shares_the_upstream_servers_link() {
-    let mut s = Scheduler::native(layout(2, 2), "ppipe").unwrap();
+    let mut s = published(layout(2, 2));
     for i in 0..8 {
         s.arrive(0.0, 0, i).unwrap();
     }
@@ -164,7 +170,7 @@ fn the_route_avoids_a_busy_worker_and_shares_the_upstream_servers_link() {
 
 #[test]
 fn reports_correct_the_timelines() {
-    let mut s = Scheduler::native(layout(1, 1), "ppipe").unwrap();
+    let mut s = published(layout(1, 1));
     for i in 0..4 {
         s.arrive(0.0, 0, i).unwrap();
     }
@@ -273,7 +279,7 @@ fn the_scheduler_and_policies_never_read_the_wall_clock() {
 
 #[test]
 fn an_aborted_batch_frees_its_reservations_and_gives_its_requests_back() {
-    let mut s = Scheduler::native(layout(1, 1), "ppipe").unwrap();
+    let mut s = published(layout(1, 1));
     for i in 0..4 {
         s.arrive(0.0, 0, i).unwrap();
     }
@@ -295,7 +301,7 @@ fn an_aborted_batch_frees_its_reservations_and_gives_its_requests_back() {
 
 #[test]
 fn a_worker_taken_out_of_service_gets_no_more_batches() {
-    let mut s = Scheduler::native(layout(2, 1), "ppipe").unwrap();
+    let mut s = published(layout(2, 1));
     s.worker_down(0.0, 0);
     for i in 0..8 {
         s.arrive(0.0, 0, i).unwrap();
@@ -313,11 +319,16 @@ fn a_worker_taken_out_of_service_gets_no_more_batches() {
         s.arrive(100_000.0, 0, i).unwrap();
     }
     s.timer(200_000.0);
-    let dropped = outputs(&mut s).iter().filter(|o| matches!(o, Output::Drop { .. })).count();
-    assert_eq!(dropped + s.queued(), 4);
-    assert!(dropped > 0);
+    let out = outputs(&mut s);
+    let dropped = out.iter().filter(|o| matches!(o, Output::Drop { .. })).count();
+    // New arrivals are refused at once, naming why.
+    let refused: Vec<&Refusal> =
+        out.iter().filter_map(|o| if let Output::Refuse { refusal, .. } = o { Some(refusal) } else { None }).collect();
+    assert_eq!(dropped + refused.len() + s.queued(), 4);
+    assert_eq!(refused.len(), 4, "{out:?}");
+    assert!(refused.iter().all(|r| matches!(r, Refusal::NoWorker { .. })), "{refused:?}");
     // Moving to another scheduler takes every queued request with its arrival.
-    let mut t = Scheduler::native(layout(1, 1), "ppipe").unwrap();
+    let mut t = published(layout(1, 1));
     t.arrive(0.0, 0, 50).unwrap();
     assert_eq!(t.drain_queued(), vec![(0, 50, 0.0)]);
     assert_eq!((t.queued(), t.next_timer()), (0, None));
@@ -338,4 +349,104 @@ fn an_idling_queue_wakes_when_its_pool_frees_up_and_queued_requests_can_be_cance
         assert!(!s.cancel(1));
         assert_eq!(s.queued(), 0);
     }
+}
+
+#[test]
+fn ppipe_sends_a_lone_request_at_once_at_light_load_and_waits_under_load() {
+    // Throughput at batch 1: stage 0 takes 10 ms, so 100 requests/s; the default light-load
+    // share is 0.5, so up to 50 arrivals/s go at once on an idle lane.
+    let mut s = Scheduler::native(layout(1, 1), "ppipe").unwrap();
+    s.arrive(0.0, 0, 0).unwrap();
+    let out = outputs(&mut s);
+    let d = dispatch(&out);
+    assert_eq!((d.requests.clone(), d.hops[0].start, d.hops[0].finish), (vec![0], 0.0, 10_000.0));
+    // 100 arrivals a second: the load needs full batches, so a request that finds the lane
+    // idle still waits for company.
+    let mut s = Scheduler::native(layout(1, 1), "ppipe").unwrap();
+    for k in 0..100 {
+        let t = 1e6 + k as f64 * 10_000.0;
+        s.timer(t);
+        s.arrive(t, 0, k).unwrap();
+    }
+    let t = 1e6 + 100.0 * 10_000.0 + 100_000.0;
+    s.timer(t);
+    let _ = outputs(&mut s);
+    assert_eq!(s.queued(), 0);
+    s.arrive(t + 30_000.0, 0, 100).unwrap();
+    assert!(outputs(&mut s).is_empty(), "under load a lone request waits for company");
+    assert!(s.next_timer().is_some());
+    // Once the load is gone, the next one goes at once again.
+    s.timer(t + 200_000.0);
+    let _ = outputs(&mut s);
+    s.arrive(t + 1.5e6, 0, 101).unwrap();
+    assert_eq!(dispatch(&outputs(&mut s)).requests, vec![101]);
+}
+
+#[test]
+fn arrivals_that_cannot_meet_their_deadline_are_refused_at_once() {
+    // Per-pool batching queues whatever arrives while the worker is busy.
+    let mut s = Scheduler::native(layout(1, 1), "reactive").unwrap();
+    // 40 requests at once: batches of 4 take 22 ms on stage 0 (181 requests/s), so only the
+    // first few waves can finish within the 60 ms SLO.
+    for i in 0..40 {
+        s.arrive(0.0, 0, i).unwrap();
+    }
+    let out = outputs(&mut s);
+    let refused: Vec<(RequestId, &Refusal)> = out
+        .iter()
+        .filter_map(|o| if let Output::Refuse { request, refusal, .. } = o { Some((*request, refusal)) } else { None })
+        .collect();
+    assert!(refused.len() >= 28 && refused.len() < 36, "{} refused", refused.len());
+    // The ones refused are the tail, each past the SLO by its estimate, with a retry time.
+    assert!(refused.iter().all(|(id, _)| *id >= 40 - refused.len() as u64));
+    for (_, r) in &refused {
+        match r {
+            Refusal::Deadline { estimate_us, slo_us, retry_after_us } => {
+                assert!(estimate_us > slo_us && *retry_after_us > 0.0, "{r:?}");
+                assert!(r.to_string().contains("past its SLO of 60 ms"), "{r}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(s.stats().refused, refused.len() as u64);
+    // Re-entries (retries, plan changes) were admitted once and are never refused.
+    s.arrive_since(1.0, 0, 100, 0.0).unwrap();
+    assert!(!outputs(&mut s).iter().any(|o| matches!(o, Output::Refuse { .. })));
+    // A queue limit refuses past it, whatever the deadlines.
+    let mut s = published(layout(1, 1));
+    s.set_admission(Admission { deadline: false, max_queue: Some(3) });
+    for i in 0..4 {
+        s.arrive(0.0, 0, i).unwrap();
+    }
+    let out = outputs(&mut s);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [Output::Refuse { request: 3, refusal: Refusal::QueueFull { queued: 3, limit: 3, .. }, .. }]
+        ),
+        "{out:?}"
+    );
+    assert_eq!(s.admit(0.0, 0, 1).unwrap().map_err(|r| r.label()), Err("queue_full"));
+    assert!(s.admit(0.0, 7, 1).is_err(), "unknown model");
+}
+
+#[test]
+fn measured_times_correct_the_reservations() {
+    let mut s = published(layout(1, 1));
+    // Worker 0 (stage 0) reports batches of 4 taking a quarter more than their profile (22 ms).
+    for _ in 0..5 {
+        assert!(s.observe(0, 4, 27_500.0));
+    }
+    assert!(!s.observe(9, 4, 1.0), "unknown worker");
+    assert_eq!(s.corrections().ratio(0, 4), 1.25);
+    assert_eq!(s.corrections().ratio(0, 2), 1.25, "other sizes take the worker's ratio");
+    for i in 0..4 {
+        s.arrive(0.0, 0, i).unwrap();
+    }
+    let out = outputs(&mut s);
+    let d = dispatch(&out);
+    assert_eq!((d.hops[0].start, d.hops[0].finish), (0.0, 27_500.0), "reserved for the measured time");
+    assert_eq!(d.hops[1].finish, 27_500.0 + 4_000.0 + 14_000.0);
+    let summary = s.corrections().summary();
+    assert_eq!((summary.len(), summary[0].worker, summary[0].ratio), (1, 0, 1.25));
 }

@@ -139,6 +139,7 @@ async fn serve(o: &FrontendOptions, node: &Node, started: Option<tokio::sync::on
                 let policies = Policies::load(&PolicySpec::native(&policy))
                     .with_context(|| format!("the batching policy '{policy}' (pass --policy)"))?;
                 let f = Frontend::new(spec.models.clone(), policies);
+                f.set_admission(super::controller::admission(spec.max_queue));
                 tokio::spawn(accept_results(node.clone(), f.clone(), limits));
                 let (http, _task) = crate::cluster::http(f.clone(), o.http, o.admin_token.clone()).await?;
                 tracing::info!(%http, %data_addr, models = %names(&spec.models), "frontend serving");

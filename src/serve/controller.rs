@@ -113,6 +113,11 @@ pub struct ControllerConfig {
     /// share of the plan's weights; 0 turns mix re-planning off.
     #[serde(default = "default_mix_threshold")]
     pub mix_threshold: f64,
+    /// Most requests (frames) queued per model at the frontend; more are refused at arrival
+    /// with 503 and `Retry-After`. Default: twice what the model's pipelines serve in one SLO
+    /// at their planned batch sizes, at least 64.
+    #[serde(default)]
+    pub max_queue: Option<usize>,
     /// Solver time limit per plan, seconds.
     #[serde(default = "default_time_limit")]
     pub plan_time_limit_s: f64,
@@ -177,6 +182,11 @@ fn default_name() -> String {
 fn default_planner() -> String {
     "ppipe".into()
 }
+/// The frontend's admission rules for a configured queue limit.
+pub fn admission(max_queue: Option<usize>) -> crate::dataplane::Admission {
+    crate::dataplane::Admission { max_queue, ..Default::default() }
+}
+
 fn default_policy() -> String {
     "ppipe".into()
 }
@@ -281,6 +291,11 @@ impl ClusterConfig {
         }
         if !(0.0..1.0).contains(&c.mix_threshold) {
             bail!("[controller] mix_threshold = {} must be in 0..1 (0 turns mix re-planning off)", c.mix_threshold);
+        }
+        if c.max_queue == Some(0) {
+            bail!(
+                "[controller] max_queue = 0 would refuse every request: give at least 1, or leave it out for the default"
+            );
         }
         if c.dead_after_ms < 100 {
             bail!(
@@ -442,7 +457,9 @@ impl Controller {
         let frontend = match c.frontend {
             FrontendMode::Embedded => {
                 let policies = Policies::load(&PolicySpec::native(&c.policy)).context("[controller] policy")?;
-                Front::Embedded(Frontend::new(metas.clone(), policies))
+                let f = Frontend::new(metas.clone(), policies);
+                f.set_admission(admission(c.max_queue));
+                Front::Embedded(f)
             }
             FrontendMode::Remote => Front::remote(transport.limits),
         };
@@ -682,8 +699,11 @@ async fn serve_conn(inner: Arc<Inner>, conn: quinn::Connection) {
                 Ok(key) => {
                     tracing::info!(%node, %data_addr, attachment = key, "frontend attached; re-planning");
                     inner.replan.notify_one();
-                    let spec =
-                        AttachedSpec { models: inner.metas.clone(), policy: inner.cfg.controller.policy.clone() };
+                    let spec = AttachedSpec {
+                        models: inner.metas.clone(),
+                        policy: inner.cfg.controller.policy.clone(),
+                        max_queue: inner.cfg.controller.max_queue,
+                    };
                     match serde_json::to_value(&spec) {
                         Ok(spec) => Control::Attached { spec },
                         Err(e) => {
@@ -1061,6 +1081,7 @@ mod tests {
             ("planner = \"magic\"", "100", "planner"),
             ("mix_threshold = 1.5", "100", "mix_threshold"),
             ("workers = 0", "100", "workers"),
+            ("max_queue = 0", "100", "max_queue"),
             ("", "-1", "slo_ms"),
         ] {
             let e = config(extra, slo).validate().unwrap_err().to_string();

@@ -32,7 +32,7 @@ use tokio::sync::{Notify, oneshot};
 use super::http::{Backend, Histogram, ModelMeta};
 use super::kserve::{ApiError, InputTensor, OutputTensor};
 use super::worker::FRONTEND;
-use crate::dataplane::{BatchId, Layout, Output, RequestId, Scheduler};
+use crate::dataplane::{Admission, BatchId, Layout, Output, RequestId, Scheduler};
 use crate::simulate::Policies;
 
 /// Bits of a wire batch id below the plan generation.
@@ -85,12 +85,38 @@ struct BatchState {
     batch: BatchId,
     model: usize,
     requests: Vec<RequestId>,
-    /// (stage, node, reported) of each hop.
-    hops: Vec<(usize, u32, bool)>,
+    hops: Vec<HopState>,
     completes: bool,
     sent_us: f64,
     fail_at: Instant,
     compute_us: f64,
+    /// Timing reports received (one per hop is due).
+    timings: usize,
+}
+
+/// A batch answered before all its hops' timing reports came (they travel through the
+/// controller, the result straight from the last worker): kept until they do, so its compute
+/// time is recorded whole.
+struct AwaitingTiming {
+    compute_us: f64,
+    timings: usize,
+    hops: usize,
+    total_us: f64,
+}
+
+/// Batches awaiting timing reports kept at most (the oldest are recorded as they are).
+const AWAITING_TIMING: usize = 4096;
+
+/// One hop of a batch in flight.
+#[derive(Clone, Copy, Debug)]
+struct HopState {
+    stage: usize,
+    /// Layout worker (the scheduler's index).
+    worker: usize,
+    /// Its node id.
+    node: u32,
+    /// Its completion was reported to the scheduler.
+    reported: bool,
 }
 
 /// A scheduler with the plan generation it serves and where its workers are.
@@ -101,6 +127,14 @@ struct Active {
     nodes: Vec<u32>,
     /// Classes of the nodes (for utilisation).
     reason: Option<String>,
+}
+
+impl FrontStats {
+    /// A batch's compute time (all its stages' reports) and its time from send to result.
+    fn record_batch(&mut self, compute_us: f64, total_us: f64) {
+        self.compute.observe(compute_us / 1e6);
+        self.transfer.observe((total_us - compute_us).max(0.0) / 1e6);
+    }
 }
 
 /// Counters for `/metrics` and reports.
@@ -133,6 +167,8 @@ pub struct FrontStats {
     pub compute_by_worker: BTreeMap<u32, f64>,
     /// Frames (samples) that arrived, per model in plan order.
     pub arrived_by_model: Vec<u64>,
+    /// Frames refused at arrival, by reason (`deadline`, `queue_full`, `too_slow`, `no_worker`).
+    pub refused: BTreeMap<String, u64>,
 }
 
 struct Core {
@@ -141,6 +177,8 @@ struct Core {
     held: Vec<RequestId>,
     samples: HashMap<RequestId, Sample>,
     batches: HashMap<u64, BatchState>,
+    awaiting_timing: HashMap<u64, AwaitingTiming>,
+    awaiting_order: std::collections::VecDeque<u64>,
     next_id: RequestId,
     links: HashMap<u32, Link>,
     down: HashSet<u32>,
@@ -182,6 +220,8 @@ struct Inner {
     wake: Notify,
     epoch: Instant,
     models: Vec<ModelMeta>,
+    /// Admission rules of every plan's scheduler.
+    admission: Mutex<Admission>,
 }
 
 /// The frontend: a [`Backend`] for the HTTP API. Cheap to clone.
@@ -191,7 +231,7 @@ pub struct Frontend {
 }
 
 fn unavailable(message: String) -> ApiError {
-    ApiError { status: 503, message }
+    ApiError { status: 503, message, retry_after_s: None }
 }
 
 fn wire_id(generation: u64, batch: BatchId) -> u64 {
@@ -211,6 +251,8 @@ impl Frontend {
                 held: vec![],
                 samples: HashMap::new(),
                 batches: HashMap::new(),
+                awaiting_timing: HashMap::new(),
+                awaiting_order: Default::default(),
                 next_id: 1,
                 links: HashMap::new(),
                 down: HashSet::new(),
@@ -223,6 +265,7 @@ impl Frontend {
             wake: Notify::new(),
             epoch: Instant::now(),
             models,
+            admission: Mutex::new(Admission::default()),
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -345,6 +388,7 @@ impl Frontend {
     pub fn install(&self, layout: &Layout, nodes: Vec<u32>, links: HashMap<u32, Link>) -> anyhow::Result<u64> {
         let mut sched = self.inner.policies.lock().unwrap_or_else(|p| p.into_inner()).scheduler(layout)?;
         sched.set_idle_wakeups(true);
+        sched.set_admission(self.inner.admission.lock().unwrap_or_else(|p| p.into_inner()).clone());
         let now = self.now();
         let mut core = self.inner.lock();
         core.generation += 1;
@@ -366,6 +410,15 @@ impl Frontend {
         drop(core);
         self.inner.wake.notify_one();
         Ok(generation)
+    }
+
+    /// Sets the admission rules (queue limit per model, refusing what cannot meet its
+    /// deadline) of the current plan's scheduler and of later ones.
+    pub fn set_admission(&self, admission: Admission) {
+        *self.inner.admission.lock().unwrap_or_else(|p| p.into_inner()) = admission.clone();
+        if let Some(a) = self.inner.lock().active.as_mut() {
+            a.sched.set_admission(admission);
+        }
     }
 
     /// Replaces the batching policy of every model, between two decisions: queued and
@@ -427,7 +480,7 @@ impl Frontend {
             }
         }
         for (&id, b) in &core.batches {
-            if b.hops.iter().any(|&(_, n, done)| n == node && !done) {
+            if b.hops.iter().any(|h| h.node == node && !h.reported) {
                 victims.push(id);
             }
         }
@@ -470,14 +523,30 @@ impl Frontend {
         let mut core = self.inner.lock();
         let core = &mut *core;
         *core.stats.compute_by_worker.entry(worker).or_default() += compute_us / 1e6;
+        if let Some(w) = core.awaiting_timing.get_mut(&wire) {
+            w.compute_us += compute_us;
+            w.timings += 1;
+            if w.timings >= w.hops {
+                let w = core.awaiting_timing.remove(&wire).expect("present");
+                core.stats.record_batch(w.compute_us, w.total_us);
+            }
+        }
         let Some(b) = core.batches.get_mut(&wire) else { return };
         b.compute_us += compute_us;
+        b.timings += 1;
+        // The measured time corrects the worker's profile in the scheduler.
+        let n = b.requests.len();
+        let (generation, hop) = (b.generation, b.hops.iter().find(|h| h.stage == stage).copied());
+        if let (Some(hop), Some(a)) = (hop, core.plan_mut(generation)) {
+            a.sched.observe(hop.worker, n, compute_us);
+        }
+        let Some(b) = core.batches.get_mut(&wire) else { return };
         let last = b.hops.len().saturating_sub(1);
         // The last hop is reported when its result arrives (its tensors come with it).
-        if let Some(h) = b.hops.iter().position(|&(s, _, done)| s == stage && !done)
+        if let Some(h) = b.hops.iter().position(|h| h.stage == stage && !h.reported)
             && h < last
         {
-            b.hops[h].2 = true;
+            b.hops[h].reported = true;
             let (generation, batch) = (b.generation, b.batch);
             if let Some(a) = core.plan_mut(generation) {
                 let _ = a.sched.stage_done(now, batch, stage);
@@ -553,12 +622,16 @@ impl Inner {
                 self.models[model].name,
                 self.policies.lock().unwrap_or_else(|p| p.into_inner()).name()
             );
-            self.answer_err(core, id, ApiError { status: 504, message }, false);
+            self.answer_err(core, id, ApiError { status: 504, message, retry_after_s: None }, false);
         }
         for id in overdue {
             let b = &core.batches[&id];
-            let pending: Vec<String> =
-                b.hops.iter().filter(|h| !h.2).map(|&(s, n, _)| format!("stage {s} on worker {n}")).collect();
+            let pending: Vec<String> = b
+                .hops
+                .iter()
+                .filter(|h| !h.reported)
+                .map(|h| format!("stage {} on worker {}", h.stage, h.node))
+                .collect();
             let reason = format!("batch {} got no result in time (waiting for {})", b.batch, pending.join(", "));
             self.fail_batch(core, now, id, reason, false);
         }
@@ -610,7 +683,11 @@ impl Inner {
                 self.requeue(core, now, id);
             } else {
                 let status = if retry { 503 } else { 504 };
-                let e = ApiError { status, message: format!("model {}: {reason}", self.models[b.model].name) };
+                let e = ApiError {
+                    status,
+                    message: format!("model {}: {reason}", self.models[b.model].name),
+                    retry_after_s: None,
+                };
                 self.answer_err(core, id, e, false);
             }
         }
@@ -629,14 +706,25 @@ impl Inner {
                 Output::Drop { model, request } => {
                     let slo = core.slo(generation, model);
                     let reason = core.old.iter().find(|a| a.generation == generation).and_then(|a| a.reason.clone());
+                    let queued = core.plan(generation).map_or(0, |a| a.sched.queued_for(model));
                     let message = reason.unwrap_or_else(|| {
                         format!(
-                            "model {}: the request cannot meet its SLO of {:.0} ms (the cluster is saturated); retry later or lower the rate",
+                            "model {}: the request cannot meet its SLO of {:.0} ms any more (the scheduler dropped it with {queued} requests queued for the model); retry later or lower the rate",
                             self.models[model].name,
                             slo / 1e3
                         )
                     });
                     self.answer_err(core, request, unavailable(message), true);
+                }
+                Output::Refuse { model, request, refusal } => {
+                    *core.stats.refused.entry(refusal.label().to_string()).or_default() += 1;
+                    let retry_after_s = (refusal.retry_after_us() / 1e6).ceil().max(1.0) as u64;
+                    let message = format!(
+                        "model {}: refused at arrival, the request cannot meet its SLO: {refusal}; retry after {retry_after_s} s",
+                        self.models[model].name
+                    );
+                    let e = ApiError { status: 503, message, retry_after_s: Some(retry_after_s) };
+                    self.answer_err(core, request, e, true);
                 }
                 Output::PolicyError { model, policy, reason } => {
                     core.stats.policy_errors += 1;
@@ -724,11 +812,17 @@ impl Inner {
                 batch: d.batch,
                 model: d.model,
                 requests: d.requests.clone(),
-                hops: d.hops.iter().zip(&nodes).map(|(h, &w)| (h.stage, w, false)).collect(),
+                hops: d
+                    .hops
+                    .iter()
+                    .zip(&nodes)
+                    .map(|(h, &node)| HopState { stage: h.stage, worker: h.worker, node, reported: false })
+                    .collect(),
                 completes: d.completes,
                 sent_us: now,
                 fail_at,
                 compute_us: 0.0,
+                timings: 0,
             },
         );
         let Some(link) = nodes.first().and_then(|n| core.links.get(n)).cloned() else {
@@ -756,9 +850,6 @@ impl Inner {
             return;
         };
         let total_us = now - b.sent_us;
-        core.stats.batches_done += 1;
-        core.stats.compute.observe(b.compute_us / 1e6);
-        core.stats.transfer.observe((total_us - b.compute_us).max(0.0) / 1e6);
         // Split each tensor by request.
         let n = b.requests.len();
         let mut per: Vec<Vec<Piece>> = vec![vec![]; n];
@@ -779,6 +870,22 @@ impl Inner {
                 });
             }
         }
+        core.stats.batches_done += 1;
+        if b.timings >= b.hops.len() {
+            core.stats.record_batch(b.compute_us, total_us);
+        } else {
+            if core.awaiting_order.len() >= AWAITING_TIMING
+                && let Some(old) = core.awaiting_order.pop_front()
+                && let Some(w) = core.awaiting_timing.remove(&old)
+            {
+                core.stats.record_batch(w.compute_us, w.total_us);
+            }
+            core.awaiting_order.push_back(wire);
+            core.awaiting_timing.insert(
+                wire,
+                AwaitingTiming { compute_us: b.compute_us, timings: b.timings, hops: b.hops.len(), total_us },
+            );
+        }
         let slo = core.slo(b.generation, b.model);
         if !b.completes {
             for (id, pieces) in b.requests.iter().zip(std::mem::take(&mut per)) {
@@ -789,8 +896,8 @@ impl Inner {
             }
         }
         if let Some(a) = core.plan_mut(b.generation) {
-            for &(stage, _, done) in &b.hops {
-                if !done {
+            for &HopState { stage, reported, .. } in &b.hops {
+                if !reported {
                     let _ = a.sched.stage_done(now, b.batch, stage);
                 }
             }
@@ -810,6 +917,7 @@ impl Inner {
                 s.owner.fail(ApiError {
                     status: 500,
                     message: format!("model {}: the last stage did not return every output", meta.name),
+                    retry_after_s: None,
                 });
                 continue;
             };
@@ -861,7 +969,7 @@ impl Backend for Frontend {
     }
 
     fn set_policy(&self, body: &[u8]) -> Result<String, ApiError> {
-        let bad = |message: String| ApiError { status: 400, message };
+        let bad = |message: String| ApiError { status: 400, message, retry_after_s: None };
         let policies = if body.starts_with(b"{") {
             #[derive(serde::Deserialize)]
             #[serde(deny_unknown_fields)]
@@ -877,7 +985,7 @@ impl Backend for Frontend {
         } else {
             Policies::from_wasm("uploaded.wasm", body, Default::default()).map_err(|e| bad(format!("{e:#}")))?
         };
-        self.swap_policy(policies).map_err(|e| ApiError { status: 500, message: format!("{e:#}") })
+        self.swap_policy(policies).map_err(|e| ApiError { status: 500, message: format!("{e:#}"), retry_after_s: None })
     }
 
     fn metrics_text(&self) -> String {
@@ -890,6 +998,10 @@ impl Backend for Frontend {
         counter("frames_completed_total", "Frames (samples) answered with outputs.", st.completed as f64);
         counter("frames_late_total", "Frames answered after their deadline.", st.late as f64);
         counter("frames_dropped_total", "Frames dropped by the scheduler (SLO out of reach).", st.dropped as f64);
+        counter("frames_admitted_total", "Frames admitted into a queue.", {
+            let arrived: u64 = st.arrived_by_model.iter().sum();
+            arrived.saturating_sub(st.refused.values().sum::<u64>()) as f64
+        });
         counter("frames_failed_total", "Frames failed (batch failures, no plan).", st.failed as f64);
         counter("frames_retried_total", "Frames retried after their batch failed.", st.retried as f64);
         counter("policy_errors_total", "Invalid actions or failures of the batching policy.", st.policy_errors as f64);
@@ -909,6 +1021,26 @@ impl Backend for Frontend {
         ] {
             out += &format!("# HELP poolpipe_{name} {help}\n# TYPE poolpipe_{name} histogram\n");
             out += &h.render(&format!("poolpipe_{name}"), "");
+        }
+        out += "# HELP poolpipe_frames_refused_total Frames refused at arrival, by reason.\n";
+        out += "# TYPE poolpipe_frames_refused_total counter\n";
+        for reason in ["deadline", "queue_full", "too_slow", "no_worker"] {
+            let n = st.refused.get(reason).copied().unwrap_or(0);
+            out += &format!("poolpipe_frames_refused_total{{reason=\"{reason}\"}} {n}\n");
+        }
+        if let Some(a) = &core.active {
+            let layout = a.sched.layout();
+            out +=
+                "# HELP poolpipe_queue_depth Requests (frames) queued per model.\n# TYPE poolpipe_queue_depth gauge\n";
+            for (m, ml) in layout.models.iter().enumerate() {
+                out += &format!("poolpipe_queue_depth{{model=\"{}\"}} {}\n", ml.name, a.sched.queued_for(m));
+            }
+            out += "# HELP poolpipe_profile_correction Measured over profiled batch time per worker (median of recent reports; 1 = as profiled).\n";
+            out += "# TYPE poolpipe_profile_correction gauge\n";
+            for c in a.sched.corrections().summary() {
+                let node = a.nodes.get(c.worker).copied().unwrap_or(u32::MAX);
+                out += &format!("poolpipe_profile_correction{{worker=\"{node}\"}} {}\n", c.ratio);
+            }
         }
         out += "# HELP poolpipe_batches_total Batches sent, by size.\n# TYPE poolpipe_batches_total counter\n";
         for (size, n) in &st.batch_sizes {
@@ -945,14 +1077,18 @@ impl Backend for Frontend {
         let inner = self.inner.clone();
         let model = model.to_string();
         async move {
-            let m = inner
-                .models
-                .iter()
-                .position(|x| x.name == model)
-                .ok_or_else(|| ApiError { status: 404, message: format!("unknown model '{model}'") })?;
+            let m = inner.models.iter().position(|x| x.name == model).ok_or_else(|| ApiError {
+                status: 404,
+                message: format!("unknown model '{model}'"),
+                retry_after_s: None,
+            })?;
             let n = inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(0);
             if n == 0 {
-                return Err(ApiError { status: 400, message: "the batch dimension must be at least 1".into() });
+                return Err(ApiError {
+                    status: 400,
+                    message: "the batch dimension must be at least 1".into(),
+                    retry_after_s: None,
+                });
             }
             let (tx, rx) = oneshot::channel();
             let owner = Arc::new(Pending {
@@ -970,6 +1106,22 @@ impl Backend for Frontend {
                     core.stats.arrived_by_model.resize(inner.models.len(), 0);
                 }
                 core.stats.arrived_by_model[m] += n as u64;
+                // Admission: a request that cannot meet its deadline behind the queued ones,
+                // or finds the queue full, is refused now, whole, not answered late.
+                if !core.switching
+                    && let Some(a) = core.active.as_mut()
+                    && let Ok(Err(refusal)) = a.sched.admit(now, m, n)
+                {
+                    *core.stats.refused.entry(refusal.label().to_string()).or_default() += n as u64;
+                    let retry_after_s = (refusal.retry_after_us() / 1e6).ceil().max(1.0) as u64;
+                    return Err(ApiError {
+                        status: 503,
+                        message: format!(
+                            "model {model}: refused at arrival, the request cannot meet its SLO: {refusal}; retry after {retry_after_s} s or lower the rate"
+                        ),
+                        retry_after_s: Some(retry_after_s),
+                    });
+                }
                 for slot in 0..n {
                     let input: Vec<Piece> = inputs
                         .iter()
@@ -1008,9 +1160,11 @@ impl Backend for Frontend {
             inner.wake.notify_one();
             match rx.await {
                 Ok(answer) => answer,
-                Err(_) => {
-                    Err(ApiError { status: 500, message: "the request was lost (frontend shutting down)".into() })
-                }
+                Err(_) => Err(ApiError {
+                    status: 500,
+                    message: "the request was lost (frontend shutting down)".into(),
+                    retry_after_s: None,
+                }),
             }
         }
     }

@@ -35,6 +35,9 @@ pub struct AttachedSpec {
     pub models: Vec<ModelMeta>,
     /// The controller's configured batching policy (the frontend's default).
     pub policy: String,
+    /// The controller's configured queue limit per model (`max_queue`; `None`: the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queue: Option<usize>,
 }
 
 /// The `spec` of `install`: a plan as the frontend's scheduler needs it.

@@ -77,7 +77,7 @@ pub trait Backend: Send + Sync + 'static {
     /// new policy's name.
     fn set_policy(&self, body: &[u8]) -> Result<String, ApiError> {
         let _ = body;
-        Err(ApiError { status: 404, message: "this server has no policy to swap".into() })
+        Err(ApiError { status: 404, message: "this server has no policy to swap".into(), retry_after_s: None })
     }
     /// More Prometheus metrics of the backend, appended to `/metrics` (text format).
     fn metrics_text(&self) -> String {
@@ -182,7 +182,11 @@ pub fn router<B: Backend>(backend: B, options: HttpOptions) -> Router {
         .route("/v2/models/{model}/image", post(image::<B>))
         .route("/v2/admin/policy", axum::routing::put(set_policy::<B>).post(set_policy::<B>))
         .fallback(|| async {
-            error(&ApiError { status: 404, message: "no such endpoint; see /v2 (KServe v2)".into() })
+            error(&ApiError {
+                status: 404,
+                message: "no such endpoint; see /v2 (KServe v2)".into(),
+                retry_after_s: None,
+            })
         })
         .layer(DefaultBodyLimit::max(max))
         .with_state(shared)
@@ -195,7 +199,11 @@ fn json(status: StatusCode, v: &impl Serialize) -> Response {
 
 fn error(e: &ApiError) -> Response {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json(status, &serde_json::json!({ "error": e.message }))
+    let mut r = json(status, &serde_json::json!({ "error": e.message }));
+    if let Some(s) = e.retry_after_s {
+        r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(s));
+    }
+    r
 }
 
 fn find<B: Backend>(s: &Shared<B>, model: &str) -> Result<ModelMeta, ApiError> {
@@ -206,6 +214,7 @@ fn find<B: Backend>(s: &Shared<B>, model: &str) -> Result<ModelMeta, ApiError> {
             "unknown model '{model}'; this server has: {}",
             models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")
         ),
+        retry_after_s: None,
     })
 }
 
@@ -261,7 +270,7 @@ async fn model_ready_v<B: Backend>(state: State<Arc<Shared<B>>>, Path((model, _)
 
 /// Checks inputs against the signature; returns them in signature order.
 fn match_inputs(meta: &ModelMeta, mut inputs: Vec<InputTensor>) -> Result<Vec<InputTensor>, ApiError> {
-    let bad = |message: String| ApiError { status: 400, message };
+    let bad = |message: String| ApiError { status: 400, message, retry_after_s: None };
     let mut ordered = Vec::with_capacity(meta.inputs.len());
     for want in &meta.inputs {
         let i = inputs.iter().position(|t| t.name == want.name).ok_or_else(|| {
@@ -326,15 +335,15 @@ async fn run_infer<B: Backend>(
             "the request body could not be read ({e}); this server takes at most {} bytes",
             s.options.max_body
         ),
+        retry_after_s: None,
     })?;
     let header_length = match headers.get(HEADER_LENGTH) {
         None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .ok_or_else(|| ApiError { status: 400, message: format!("{HEADER_LENGTH} must be a byte count") })?,
-        ),
+        Some(v) => Some(v.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()).ok_or_else(|| ApiError {
+            status: 400,
+            message: format!("{HEADER_LENGTH} must be a byte count"),
+            retry_after_s: None,
+        })?),
     };
     let max_elements = s.options.max_body;
     let req = parse_request(&body, header_length, max_elements)?;
@@ -345,6 +354,7 @@ async fn run_infer<B: Backend>(
                 Some(why) => format!("model '{model}' is not ready: {why}"),
                 None => format!("model '{model}' is not ready; see /v2/models/{model}/ready"),
             },
+            retry_after_s: None,
         });
     }
     let inputs = match_inputs(&meta, req.inputs.clone())?;
@@ -401,9 +411,13 @@ async fn run_image<B: Backend>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     use clap::ValueEnum;
-    let bad = |message: String| ApiError { status: 400, message };
+    let bad = |message: String| ApiError { status: 400, message, retry_after_s: None };
     let meta = find(s, model)?;
-    let body = body.map_err(|e| ApiError { status: e.status().as_u16(), message: format!("the image upload: {e}") })?;
+    let body = body.map_err(|e| ApiError {
+        status: e.status().as_u16(),
+        message: format!("the image upload: {e}"),
+        retry_after_s: None,
+    })?;
     let preset = match preset {
         None => crate::frames::Preset::Imagenet,
         Some(p) => crate::frames::Preset::from_str(p, true)
@@ -443,6 +457,7 @@ async fn set_policy<B: Backend>(
         return error(&ApiError {
             status: 403,
             message: "the admin endpoints are disabled: set admin_token in [controller] to enable them".into(),
+            retry_after_s: None,
         });
     };
     let given =
@@ -452,18 +467,29 @@ async fn set_policy<B: Backend>(
             status: 401,
             message: "admin endpoints need the header 'Authorization: Bearer TOKEN' with the configured admin_token"
                 .into(),
+            retry_after_s: None,
         });
     }
     let body = match body {
         Ok(b) => b,
-        Err(e) => return error(&ApiError { status: e.status().as_u16(), message: format!("the policy upload: {e}") }),
+        Err(e) => {
+            return error(&ApiError {
+                status: e.status().as_u16(),
+                message: format!("the policy upload: {e}"),
+                retry_after_s: None,
+            });
+        }
     };
     // Compiling a module takes a while: off the runtime's threads, which serve requests.
     let backend = s.clone();
     match tokio::task::spawn_blocking(move || backend.backend.set_policy(&body)).await {
         Ok(Ok(name)) => json(StatusCode::OK, &serde_json::json!({ "policy": name })),
         Ok(Err(e)) => error(&e),
-        Err(e) => error(&ApiError { status: 500, message: format!("the policy swap did not finish: {e}") }),
+        Err(e) => error(&ApiError {
+            status: 500,
+            message: format!("the policy swap did not finish: {e}"),
+            retry_after_s: None,
+        }),
     }
 }
 

@@ -13,7 +13,8 @@ use serde_json::Value;
 /// The header that carries the JSON part's length in the binary tensor data extension.
 pub const HEADER_LENGTH: &str = "Inference-Header-Content-Length";
 
-/// A refusal: HTTP status and message (sent as `{"error": message}`).
+/// A refusal: HTTP status and message (sent as `{"error": message}`), with a `Retry-After`
+/// header when the server knows when to try again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{status}: {message}")]
 pub struct ApiError {
@@ -21,10 +22,12 @@ pub struct ApiError {
     pub status: u16,
     /// What is wrong and what to do.
     pub message: String,
+    /// Seconds after which a retry is likely to succeed (the `Retry-After` header).
+    pub retry_after_s: Option<u64>,
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
-    ApiError { status: 400, message: message.into() }
+    ApiError { status: 400, message: message.into(), retry_after_s: None }
 }
 
 #[derive(Deserialize)]
@@ -165,6 +168,7 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>, max_elements: us
                 message: format!(
                     "input '{name}': shape {shape:?} is larger than this server takes ({max_elements} elements)"
                 ),
+                retry_after_s: None,
             },
         )?;
         let size = element_size(&i.datatype).ok_or_else(|| {
@@ -314,8 +318,11 @@ pub fn encode_response(
             })
             .collect(),
     };
-    let mut body = serde_json::to_vec(&raw)
-        .map_err(|e| ApiError { status: 500, message: format!("encoding the response: {e}") })?;
+    let mut body = serde_json::to_vec(&raw).map_err(|e| ApiError {
+        status: 500,
+        message: format!("encoding the response: {e}"),
+        retry_after_s: None,
+    })?;
     if chosen.iter().any(|&(_, b)| b) {
         let n = body.len();
         body.extend(tail);

@@ -71,12 +71,27 @@ pub struct SimConfig {
     /// Coefficient of variation of inference times around the profile (0: exactly as
     /// profiled).
     pub jitter: f64,
+    /// How much slower the workers really are than their profiles (1: as profiled; 2: the
+    /// profiles are 2x optimistic).
+    pub slowdown: f64,
+    /// Workers report their measured times to the scheduler, which corrects the profiles
+    /// ([`crate::dataplane::correction`]).
+    pub correct: bool,
 }
 
 impl SimConfig {
     /// Poisson arrivals at `rate` for `duration_s`, split by `weights`, no jitter.
     pub fn poisson(rate: f64, duration_s: f64, weights: Vec<f64>, seed: u64) -> SimConfig {
-        SimConfig { rate, duration_s, arrivals: Arrivals::Poisson, weights: Some(weights), seed, jitter: 0.0 }
+        SimConfig {
+            rate,
+            duration_s,
+            arrivals: Arrivals::Poisson,
+            weights: Some(weights),
+            seed,
+            jitter: 0.0,
+            slowdown: 1.0,
+            correct: true,
+        }
     }
 }
 
@@ -89,6 +104,8 @@ pub struct ModelReport {
     pub offered: u64,
     /// Requests dropped.
     pub dropped: u64,
+    /// Requests refused at arrival.
+    pub refused: u64,
     /// Requests answered after their deadline.
     pub late: u64,
     /// Answered within SLO / offered.
@@ -116,9 +133,12 @@ pub struct SimReport {
     pub served: u64,
     /// Requests dropped by the scheduler.
     pub dropped: u64,
+    /// Requests refused at arrival (they could not have met their deadline, or the queue
+    /// was full).
+    pub refused: u64,
     /// Requests answered after their deadline.
     pub late: u64,
-    /// Requests neither answered nor dropped when the run ended (must be 0).
+    /// Requests neither answered, dropped nor refused when the run ended (must be 0).
     pub unfinished: u64,
     /// (1 - dropped) x (1 - late): answered within SLO / offered.
     pub attainment: f64,
@@ -199,6 +219,8 @@ struct Batch {
     requests: Vec<u64>,
     last_stage: usize,
     completes: bool,
+    /// (stage, worker, measured time) of each hop, reported when the stage is done.
+    measured: Vec<(usize, usize, f64)>,
 }
 
 /// Arrival times of one model, drawn lazily.
@@ -232,9 +254,12 @@ struct Sim {
     busy: Vec<f64>,
     jitter: Rng,
     jitter_cv: f64,
+    slowdown: f64,
+    correct: bool,
     horizon: f64,
     latencies: Vec<Vec<f64>>,
     dropped: Vec<u64>,
+    refused: Vec<u64>,
     late: Vec<u64>,
     batch_sizes: BTreeMap<usize, u64>,
     sched_ns: u128,
@@ -264,6 +289,7 @@ impl Sim {
         for out in outputs.drain(..) {
             match out {
                 Output::Drop { model, .. } => self.dropped[model] += 1,
+                Output::Refuse { model, .. } => self.refused[model] += 1,
                 Output::PolicyError { .. } => {}
                 Output::Dispatch(d) => {
                     let b = d.requests.len();
@@ -273,6 +299,7 @@ impl Sim {
                     let layout = self.sched.layout();
                     let mut ready = now;
                     let mut done = vec![];
+                    let mut measured = vec![];
                     for hop in &d.hops {
                         let mut arrived = ready;
                         for t in &hop.transfers {
@@ -287,7 +314,8 @@ impl Sim {
                         }
                         let w = hop.worker;
                         let stage = &layout.models[d.model].pipelines[d.pipeline].stages[hop.stage];
-                        let took = stage.latency(b) * self.jitter.unit_lognormal(self.jitter_cv);
+                        let took = stage.latency(b) * self.slowdown * self.jitter.unit_lognormal(self.jitter_cv);
+                        measured.push((hop.stage, w, took));
                         let timeline = &mut self.worker[w];
                         timeline.prune(now);
                         let start = timeline.earliest(arrived, took);
@@ -302,7 +330,8 @@ impl Sim {
                     for (end, stage) in done {
                         self.push(end, Kind::StageDone { batch: d.batch, stage });
                     }
-                    self.batches.insert(d.batch, Batch { requests: d.requests, last_stage, completes: d.completes });
+                    self.batches
+                        .insert(d.batch, Batch { requests: d.requests, last_stage, completes: d.completes, measured });
                 }
             }
         }
@@ -376,9 +405,12 @@ pub fn simulate_with(scheduler: Scheduler, cfg: &SimConfig, swap: Option<Swap>) 
         busy: vec![0.0; layout.workers.len()],
         jitter: Rng::new(cfg.seed, u64::MAX),
         jitter_cv: cfg.jitter.max(0.0),
+        slowdown: if cfg.slowdown.is_finite() && cfg.slowdown > 0.0 { cfg.slowdown } else { 1.0 },
+        correct: cfg.correct,
         horizon,
         latencies: vec![vec![]; models],
         dropped: vec![0; models],
+        refused: vec![0; models],
         late: vec![0; models],
         batch_sizes: BTreeMap::new(),
         outputs: Vec::new(),
@@ -464,7 +496,16 @@ pub fn simulate_with(scheduler: Scheduler, cfg: &SimConfig, swap: Option<Swap>) 
                 }
                 sim.sched.timer(now);
             }
-            Kind::StageDone { batch, stage } => sim.sched.stage_done(now, batch, stage)?,
+            Kind::StageDone { batch, stage } => {
+                // The worker reports its measured time with the stage's completion.
+                if sim.correct
+                    && let Some(b) = sim.batches.get(&batch)
+                    && let Some(&(_, worker, took)) = b.measured.iter().find(|m| m.0 == stage)
+                {
+                    sim.sched.observe(worker, b.requests.len(), took);
+                }
+                sim.sched.stage_done(now, batch, stage)?
+            }
             Kind::Swap => {
                 for (m, p) in swap.take().map(|s| s.batching).unwrap_or_default().into_iter().enumerate() {
                     sim.sched.set_batching_policy(m, p)?;
@@ -498,6 +539,7 @@ pub fn simulate_with(scheduler: Scheduler, cfg: &SimConfig, swap: Option<Swap>) 
             name: ml.name.clone(),
             offered: offered_m,
             dropped: sim.dropped[m],
+            refused: sim.refused[m],
             late: sim.late[m],
             attainment: if offered_m == 0 { 1.0 } else { good as f64 / offered_m as f64 },
             p99_ms: percentile(lat, 0.99) / 1e3,
@@ -507,8 +549,9 @@ pub fn simulate_with(scheduler: Scheduler, cfg: &SimConfig, swap: Option<Swap>) 
     all.sort_by(f64::total_cmp);
     let served = all.len() as u64;
     let dropped: u64 = sim.dropped.iter().sum();
+    let refused: u64 = sim.refused.iter().sum();
     let late: u64 = sim.late.iter().sum();
-    let unfinished = offered - served - dropped;
+    let unfinished = offered - served - dropped - refused;
     let good = served - late;
     let utilisation = layout
         .classes
@@ -531,6 +574,7 @@ pub fn simulate_with(scheduler: Scheduler, cfg: &SimConfig, swap: Option<Swap>) 
         offered,
         served,
         dropped,
+        refused,
         late,
         unfinished,
         attainment: if offered == 0 { 1.0 } else { good as f64 / offered as f64 },

@@ -49,6 +49,17 @@ pub fn http_with(
     body: &[u8],
     extra: &str,
 ) -> std::io::Result<(u16, Vec<u8>)> {
+    http_headers(addr, method, path, body, extra).map(|(s, _, b)| (s, b))
+}
+
+/// One HTTP/1.1 exchange: status, the response's header block (lower-cased) and body.
+pub fn http_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    extra: &str,
+) -> std::io::Result<(u16, String, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let head = format!(
@@ -62,7 +73,8 @@ pub fn http_with(
     let text = String::from_utf8_lossy(&resp);
     let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     let at = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |p| p + 4);
-    Ok((status, resp[at..].to_vec()))
+    let headers = String::from_utf8_lossy(&resp[..at]).to_lowercase();
+    Ok((status, headers, resp[at..].to_vec()))
 }
 
 pub fn infer_body(input: &str, shape: &[usize], data: &[f32]) -> Vec<u8> {

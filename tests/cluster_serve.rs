@@ -40,6 +40,13 @@ fn serve_runs_every_role_with_one_worker_per_local_adapter() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(compute > 0.0, "batch compute seconds stay {compute}\n{}", logs(&dir));
+    // The worker's measured times correct its profile, shown in the model's metadata.
+    let (_, meta) = http(api, "GET", &format!("/v2/models/{MODEL}"), b"").unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    let p = &meta["parameters"];
+    assert_eq!(p["queued"], 0, "{meta}");
+    let c = p["profile_correction"].as_array().unwrap();
+    assert!(c.len() == 1 && c[0]["reports"].as_u64().unwrap() >= 1 && c[0]["ratio"].as_f64().unwrap() > 0.0, "{meta}");
     // A request of more frames than the queue takes (`max_queue = 4`) is refused at once,
     // whole, with the reason and Retry-After.
     let x = poolpipe_engine::npy::read(&dir.join(format!("{MODEL}.b4.input.npy"))).unwrap();

@@ -1,7 +1,7 @@
 /* A reservation policy that keeps consecutive stages of a batch on one server when that does
- * not delay the batch: among the candidates on the previous stage's server, the one with the
- * earliest finish wins if it finishes no later than the earliest candidate overall (plus
- * "slack_us", default 0); otherwise the earliest overall. Such a hop needs no NIC time, which
+ * not delay the batch: among the candidates on the previous stage's server, the one whose
+ * output is ready earliest wins if it is ready no later than the earliest candidate overall
+ * (plus "slack_us", default 0); otherwise the earliest overall. Such a hop needs no NIC time, which
  * leaves the links to other batches. */
 #include "poolpipe_policy.h"
 
@@ -18,9 +18,9 @@ PP_EXPORT(init) int init(int config, int len) {
 PP_EXPORT(poolpipe_choose) int choose(void) {
     int n = pp_candidates();
     int best = 0, local = -1;
-    double best_finish = pp_candidate_finish(0), local_finish = 0;
+    double best_finish = pp_candidate_output_ready(0), local_finish = 0;
     for (int i = 0; i < n; i++) {
-        double f = pp_candidate_finish(i);
+        double f = pp_candidate_output_ready(i);
         if (f < best_finish) {
             best = i;
             best_finish = f;

@@ -49,12 +49,16 @@ PP_IMPORT(candidate_transfer_end) double pp_candidate_transfer_end(int i);
 PP_IMPORT(candidate_start) double pp_candidate_start(int i);
 PP_IMPORT(candidate_finish) double pp_candidate_finish(int i);
 PP_IMPORT(candidate_same_server) int pp_candidate_same_server(int i);
+/* ABI v2: when the candidate's output could have left its server (the uplink slot after its
+ * finish for the next stage's input; its finish when no NIC is crossed). */
+PP_IMPORT(candidate_output_ready) double pp_candidate_output_ready(int i);
 
 /* A log line (UTF-8, at most 1024 bytes are shown). */
 PP_IMPORT(log) void pp_log(const char *text, int len);
 
 /* Exports: every guest defines POOLPIPE_POLICY_ABI_V2 once (a guest of ABI v1, which imports
- * neither arrival_rate nor throughput, may keep POOLPIPE_POLICY_ABI_V1); then
+ * none of arrival_rate, throughput and candidate_output_ready, may keep
+ * POOLPIPE_POLICY_ABI_V1); then
  *   PP_EXPORT(init) int init(int config, int len);            optional, 0 = accepted
  *   PP_EXPORT(poolpipe_config_area) int area(int len);         needed to take a configuration
  *   PP_EXPORT(poolpipe_decide) int decide(void);               batching policy, 0 = ok

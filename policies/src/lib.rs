@@ -19,7 +19,9 @@
 //!
 //! ```
 //! use poolpipe_policies::{Candidate, ReservationPolicy, native::EarliestFinish};
-//! let c = |worker, finish| Candidate { worker, transfer_start: 0.0, transfer_end: 0.0, start: 0.0, finish, same_server: false };
+//! let c = |worker, finish| Candidate {
+//!     worker, transfer_start: 0.0, transfer_end: 0.0, start: 0.0, finish, output_ready: finish, same_server: false,
+//! };
 //! let mut policy = EarliestFinish;
 //! assert_eq!(policy.choose(&[c(0, 9.0), c(1, 4.0), c(2, 4.0)]), Ok(1));
 //! ```
@@ -102,6 +104,11 @@ pub struct Candidate {
     pub start: f64,
     /// End of the inference.
     pub finish: f64,
+    /// When the stage's output could have left the worker's server (ABI v2): the end of the
+    /// earliest slot on its server's uplink after `finish` for the next stage's input
+    /// transfer; `finish` itself for a route's last stage or when the next stage has a worker
+    /// on the same server (no NIC crossed).
+    pub output_ready: f64,
     /// Whether this worker sits on the same server as the previous stage's worker.
     pub same_server: bool,
 }

@@ -242,11 +242,15 @@ impl ReservationPolicy for EarliestFinish {
     }
 }
 
-/// Index of the candidate with the earliest finish (the first on ties; 0 when empty).
+/// Index of the candidate whose output is ready to move on earliest ([`Candidate::output_ready`]:
+/// its finish, or when its server's uplink can carry the output on), then the earliest finish,
+/// then the first (0 when empty). Looking past the inference to the uplink keeps a busy
+/// server's NIC from holding batches back when another server's is free.
 pub fn earliest_finish(candidates: &[Candidate]) -> usize {
     let mut best = 0;
     for (i, c) in candidates.iter().enumerate() {
-        if c.finish < candidates[best].finish {
+        let b = &candidates[best];
+        if c.output_ready < b.output_ready || c.output_ready == b.output_ready && c.finish < b.finish {
             best = i;
         }
     }

@@ -30,7 +30,7 @@ pub const ABI_MARKER: &str = "poolpipe_policy_abi_v2";
 /// The markers a module may export, newest first: a module exports one of them.
 pub const ABI_MARKERS: [&str; 2] = ["poolpipe_policy_abi_v2", "poolpipe_policy_abi_v1"];
 /// Host functions ABI v2 added: a module of ABI v1 may not import them.
-pub const V2_IMPORTS: [&str; 2] = ["arrival_rate", "throughput"];
+pub const V2_IMPORTS: [&str; 3] = ["arrival_rate", "throughput", "candidate_output_ready"];
 /// The import module name of the host functions.
 pub const IMPORT_MODULE: &str = "poolpipe";
 
@@ -277,6 +277,9 @@ fn linker(engine: &Engine) -> Result<Linker<State>, wasmtime::Error> {
     })?;
     l.func_wrap(m, "candidate_finish", |c: Caller<'_, State>, i: i32| -> wasmtime::Result<f64> {
         Ok(c.data().candidate(i)?.finish)
+    })?;
+    l.func_wrap(m, "candidate_output_ready", |c: Caller<'_, State>, i: i32| -> wasmtime::Result<f64> {
+        Ok(c.data().candidate(i)?.output_ready)
     })?;
     l.func_wrap(m, "candidate_same_server", |c: Caller<'_, State>, i: i32| -> wasmtime::Result<i32> {
         Ok(c.data().candidate(i)?.same_server as i32)

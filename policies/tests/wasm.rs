@@ -182,7 +182,7 @@ fn ppipe_is_work_conserving_at_light_load_only() {
 }
 
 fn candidate(worker: u32, finish: f64, same_server: bool) -> Candidate {
-    Candidate { worker, transfer_start: 0.0, transfer_end: 0.0, start: 0.0, finish, same_server }
+    Candidate { worker, transfer_start: 0.0, transfer_end: 0.0, start: 0.0, finish, output_ready: finish, same_server }
 }
 
 #[test]
@@ -196,9 +196,18 @@ fn reservation_guests_choose() {
         vec![candidate(0, 3.0, false), candidate(1, 4.0, true), candidate(2, 8.0, true)],
         vec![candidate(0, 4.0, false), candidate(1, 4.0, true)],
     ];
-    for c in &cases {
+    // A worker whose server's uplink is busy loses to one finishing a little later whose
+    // output can leave at once.
+    let nic = vec![
+        Candidate { output_ready: 30.0, ..candidate(0, 10.0, false) },
+        Candidate { output_ready: 14.0, ..candidate(1, 12.0, false) },
+        Candidate { output_ready: 14.0, ..candidate(2, 13.0, false) },
+    ];
+    assert_eq!(native::earliest_finish(&nic), 1, "then the earlier finish");
+    for c in cases.iter().chain([&nic]) {
         assert_eq!(wasm.choose(c), Ok(native::earliest_finish(c)));
     }
+    assert_eq!(same.choose(&nic), Ok(1));
     assert_eq!(same.choose(&cases[1]), Ok(1));
     assert_eq!(same.choose(&cases[2]), Ok(0), "staying would delay the batch");
     assert_eq!(same.choose(&cases[3]), Ok(1), "staying costs nothing");

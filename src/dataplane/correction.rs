@@ -49,10 +49,19 @@ struct WorkerRatios {
     reports: u64,
 }
 
+impl WorkerRatios {
+    /// Whether any ratio in effect differs from 1.
+    fn corrects(&self) -> bool {
+        self.all_median.is_some_and(|r| r != 1.0) || self.batch_median.values().any(|&r| r != 1.0)
+    }
+}
+
 /// The ratios of every worker of a layout.
 #[derive(Clone, Debug, Default)]
 pub struct Corrections {
     workers: Vec<WorkerRatios>,
+    /// Workers with a ratio other than 1 in effect.
+    correcting: usize,
 }
 
 /// A worker's correction, for metrics and metadata.
@@ -71,7 +80,7 @@ pub struct WorkerCorrection {
 impl Corrections {
     /// No reports yet for `workers` workers.
     pub fn new(workers: usize) -> Corrections {
-        Corrections { workers: vec![WorkerRatios::default(); workers] }
+        Corrections { workers: vec![WorkerRatios::default(); workers], correcting: 0 }
     }
 
     /// Worker `worker` ran a batch of `batch` in `measured_us` where its profile says
@@ -82,6 +91,7 @@ impl Corrections {
             batch > 0 && measured_us.is_finite() && measured_us > 0.0 && profiled_us.is_finite() && profiled_us > 0.0;
         let Some(w) = self.workers.get_mut(worker).filter(|_| usable) else { return false };
         let r = (measured_us / profiled_us).clamp(1.0 / CLAMP, CLAMP);
+        let before = w.corrects();
         w.reports += 1;
         w.all.push(r);
         w.all_median = w.all.median();
@@ -90,11 +100,25 @@ impl Corrections {
         if let Some(m) = win.median() {
             w.batch_median.insert(batch, m);
         }
+        match (before, w.corrects()) {
+            (false, true) => self.correcting += 1,
+            (true, false) => self.correcting -= 1,
+            _ => {}
+        }
         true
+    }
+
+    /// Whether every ratio in effect is 1 (the profiles hold as they are): callers may skip
+    /// the per-worker lookups.
+    pub fn is_identity(&self) -> bool {
+        self.correcting == 0
     }
 
     /// The factor to apply to `worker`'s profiled time at `batch`.
     pub fn ratio(&self, worker: usize, batch: usize) -> f64 {
+        if self.correcting == 0 {
+            return 1.0;
+        }
         let Some(w) = self.workers.get(worker) else { return 1.0 };
         w.batch_median.get(&batch).copied().or(w.all_median).unwrap_or(1.0)
     }
@@ -123,11 +147,13 @@ mod tests {
     fn ratios_are_robust_medians_per_batch_with_a_worker_fallback() {
         let mut c = Corrections::new(2);
         assert_eq!(c.ratio(0, 4), 1.0, "no reports: the profile");
+        assert!(c.is_identity());
         assert!(c.report(0, 4, 200.0, 100.0));
         assert!(c.report(0, 4, 210.0, 100.0));
         assert_eq!(c.ratio(0, 4), 1.0, "two reports are not enough");
         assert!(c.report(0, 4, 5_000.0, 100.0), "an outlier is taken, clamped");
         assert_eq!(c.ratio(0, 4), 2.1, "the median ignores the outlier");
+        assert!(!c.is_identity());
         assert_eq!(c.ratio(0, 8), 2.1, "another size falls back to the worker's ratio");
         assert_eq!(c.ratio(1, 4), 1.0, "another worker keeps its profile");
         for _ in 0..WINDOW {

@@ -397,6 +397,7 @@ macro_rules! host {
             probes: &mut $s.stats.probes,
             memo: &mut $s.memo,
             by_server: &mut $s.by_server,
+            server_mark: &mut $s.server_mark,
             generation: &mut $s.generation,
             reservation_error: &mut $s.reservation_error,
             corrections: &$s.corrections,
@@ -426,6 +427,7 @@ pub struct Scheduler {
     sources: Vec<(usize, usize)>,
     memo: Vec<Memo>,
     by_server: Vec<(u64, f64, f64)>,
+    server_mark: Vec<u64>,
     generation: u64,
     reservation_error: Option<String>,
     /// Ask an idling queue again when a worker of its pool frees up (see
@@ -433,6 +435,10 @@ pub struct Scheduler {
     wake_idle: bool,
     corrections: Corrections,
     admission: Admission,
+    /// The memo of probes holds for the next decision (set by `arrive` after `admit`).
+    keep_memo: bool,
+    /// The queue and instant the memo's probes were made for by `admit`.
+    memo_owner: Option<(usize, u64)>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -476,11 +482,14 @@ impl Scheduler {
             sources: vec![],
             memo: vec![],
             by_server: vec![(0, 0.0, 0.0); layout.servers.len()],
+            server_mark: vec![0; layout.servers.len()],
             generation: 0,
             reservation_error: None,
             wake_idle: false,
             corrections: Corrections::new(layout.workers.len()),
             admission: Admission::default(),
+            keep_memo: false,
+            memo_owner: None,
             layout,
         };
         s.build_queues();
@@ -573,6 +582,9 @@ impl Scheduler {
             self.out.push(Output::Refuse { model, request: id, refusal });
             return Ok(());
         }
+        // The admission's probes (the entry queue's lanes, at this instant, on timelines
+        // nothing has changed since) serve the first decision too.
+        self.keep_memo = true;
         self.arrive_since(now, model, id, now)
     }
 
@@ -587,6 +599,7 @@ impl Scheduler {
         let ahead = self.queues[q].entries.len();
         let (deadline_check, max_queue) = (self.admission.deadline, self.admission.max_queue);
         self.memo.clear();
+        self.memo_owner = Some((q, now.to_bits()));
         let mut host = host!(self, q, model, now);
         // Lanes that can still serve a request within the SLO at all (measured times may
         // have put a pipeline's pure latency past it).
@@ -732,7 +745,12 @@ impl Scheduler {
                 return;
             }
             self.stats.decisions += 1;
-            self.memo.clear();
+            // Probes made by `admit` for this queue at this instant serve the first decision
+            // after `arrive` (no timeline has changed in between).
+            if !(std::mem::take(&mut self.keep_memo) && self.memo_owner == Some((q, now.to_bits()))) {
+                self.memo.clear();
+            }
+            self.memo_owner = None;
             let action = {
                 let mut host = host!(self, q, model, now);
                 self.batching[model].decide(&mut host)
@@ -1025,6 +1043,8 @@ struct Host<'a> {
     memo: &'a mut Vec<Memo>,
     /// Per server: (stamp, transfer start, transfer end) of the stage being probed.
     by_server: &'a mut Vec<(u64, f64, f64)>,
+    /// Per server: the stamp of the last stage whose pool has a worker there.
+    server_mark: &'a mut Vec<u64>,
     generation: &'a mut u64,
     reservation_error: &'a mut Option<String>,
     corrections: &'a Corrections,
@@ -1100,6 +1120,19 @@ impl Host<'_> {
             };
             *self.generation += 1;
             let stamp = *self.generation;
+            // The next stage of the route: its input transfer time, and its servers marked
+            // (an output that stays on a server crosses no NIC).
+            let (out_us, mark) = match pipeline.stages.get(d + 1).filter(|_| d + 1 < to) {
+                Some(next) => {
+                    *self.generation += 1;
+                    let mark = *self.generation;
+                    for &sv in &next.servers {
+                        self.server_mark[sv] = mark;
+                    }
+                    (next.input_us_per_request * batch as f64, mark)
+                }
+                None => (0.0, 0),
+            };
             for i in range {
                 let (w, server) = (st.workers[i], st.servers[i]);
                 // The transfer depends on the receiving server only: once per server.
@@ -1122,12 +1155,20 @@ impl Host<'_> {
                 };
                 let lat = lat * self.corrections.ratio(w, batch);
                 let start = tl.worker[w].earliest(arrived, lat);
+                let finish = start + lat;
+                // When the output could leave this server for the next stage of the route.
+                let output_ready = if out_us > 0.0 && self.server_mark[server] != mark {
+                    tl.up[server].earliest(finish, out_us) + out_us
+                } else {
+                    finish
+                };
                 self.candidates.push(Candidate {
                     worker: i as u32,
                     transfer_start: first_start.min(arrived),
                     transfer_end: arrived,
                     start,
-                    finish: start + lat,
+                    finish,
+                    output_ready,
                     same_server: server == prev_server,
                 });
             }
@@ -1223,6 +1264,9 @@ impl QueueHost for Host<'_> {
     fn latency(&self, lane: usize, batch: usize) -> f64 {
         let Some(&(p, from)) = self.queue.lanes.get(lane) else { return f64::INFINITY };
         let pipeline = &self.layout.models[self.queue.model].pipelines[p];
+        if self.corrections.is_identity() {
+            return pipeline.latency_from(from, batch);
+        }
         // Each stage at its fastest worker's corrected speed (the best case of a route).
         pipeline.stages[from..]
             .iter()

@@ -100,8 +100,10 @@ struct BatchState {
 struct AwaitingTiming {
     compute_us: f64,
     timings: usize,
-    hops: usize,
+    hops: Vec<HopState>,
     total_us: f64,
+    generation: u64,
+    requests: usize,
 }
 
 /// Batches awaiting timing reports kept at most (the oldest are recorded as they are).
@@ -526,10 +528,15 @@ impl Frontend {
         if let Some(w) = core.awaiting_timing.get_mut(&wire) {
             w.compute_us += compute_us;
             w.timings += 1;
-            if w.timings >= w.hops {
+            let (generation, n, hop) = (w.generation, w.requests, w.hops.iter().find(|h| h.stage == stage).copied());
+            if w.timings >= w.hops.len() {
                 let w = core.awaiting_timing.remove(&wire).expect("present");
                 core.stats.record_batch(w.compute_us, w.total_us);
             }
+            if let (Some(hop), Some(a)) = (hop, core.plan_mut(generation)) {
+                a.sched.observe(hop.worker, n, compute_us);
+            }
+            return;
         }
         let Some(b) = core.batches.get_mut(&wire) else { return };
         b.compute_us += compute_us;
@@ -883,7 +890,14 @@ impl Inner {
             core.awaiting_order.push_back(wire);
             core.awaiting_timing.insert(
                 wire,
-                AwaitingTiming { compute_us: b.compute_us, timings: b.timings, hops: b.hops.len(), total_us },
+                AwaitingTiming {
+                    compute_us: b.compute_us,
+                    timings: b.timings,
+                    hops: b.hops.clone(),
+                    total_us,
+                    generation: b.generation,
+                    requests: b.requests.len(),
+                },
             );
         }
         let slo = core.slo(b.generation, b.model);
@@ -1056,6 +1070,32 @@ impl Backend for Frontend {
             core.active.as_ref().map_or(0, |a| a.generation)
         );
         out
+    }
+
+    fn model_parameters(&self, model: &str) -> Option<serde_json::Value> {
+        let core = self.inner.lock();
+        let a = core.active.as_ref()?;
+        let m = a.sched.layout().models.iter().position(|x| x.name == model)?;
+        let corrections: Vec<serde_json::Value> = a
+            .sched
+            .corrections()
+            .summary()
+            .into_iter()
+            .filter(|c| a.sched.layout().workers.get(c.worker).is_some_and(|w| w.model == m))
+            .map(|c| {
+                serde_json::json!({
+                    "worker": a.nodes.get(c.worker).copied().unwrap_or(u32::MAX),
+                    "reports": c.reports,
+                    "ratio": c.ratio,
+                    "by_batch": c.by_batch.iter().map(|&(b, r)| serde_json::json!({"batch": b, "ratio": r})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        Some(serde_json::json!({
+            "plan_generation": a.generation,
+            "queued": a.sched.queued_for(m),
+            "profile_correction": corrections,
+        }))
     }
 
     fn ready(&self, _model: &str) -> bool {

@@ -83,6 +83,11 @@ pub trait Backend: Send + Sync + 'static {
     fn metrics_text(&self) -> String {
         String::new()
     }
+    /// The model's serving state, shown as `parameters` in its metadata (queue, profile
+    /// corrections, ...), when the backend has one.
+    fn model_parameters(&self, _model: &str) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Settings of the HTTP API.
@@ -238,16 +243,19 @@ fn tensor_json(t: &TensorMeta) -> serde_json::Value {
 
 async fn model_meta<B: Backend>(State(s): State<Arc<Shared<B>>>, Path(model): Path<String>) -> Response {
     match find(&s, &model) {
-        Ok(m) => json(
-            StatusCode::OK,
-            &serde_json::json!({
+        Ok(m) => {
+            let mut v = serde_json::json!({
                 "name": m.name,
                 "versions": ["1"],
                 "platform": "poolpipe",
                 "inputs": m.inputs.iter().map(tensor_json).collect::<Vec<_>>(),
                 "outputs": m.outputs.iter().map(tensor_json).collect::<Vec<_>>(),
-            }),
-        ),
+            });
+            if let Some(p) = s.backend.model_parameters(&m.name) {
+                v["parameters"] = p;
+            }
+            json(StatusCode::OK, &v)
+        }
         Err(e) => error(&e),
     }
 }

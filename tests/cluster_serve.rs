@@ -47,8 +47,8 @@ fn serve_runs_every_role_with_one_worker_per_local_adapter() {
     assert_eq!(p["queued"], 0, "{meta}");
     let c = p["profile_correction"].as_array().unwrap();
     assert!(c.len() == 1 && c[0]["reports"].as_u64().unwrap() >= 1 && c[0]["ratio"].as_f64().unwrap() > 0.0, "{meta}");
-    // A request of more frames than the queue takes (`max_queue = 4`) is refused at once,
-    // whole, with the reason and Retry-After.
+    // A request of more frames than the queue ever takes (`max_queue = 4`) is refused at once,
+    // whole, as the client's to fix (no Retry-After: retrying cannot help).
     let x = poolpipe_engine::npy::read(&dir.join(format!("{MODEL}.b4.input.npy"))).unwrap();
     let per = x.data().len() / 4;
     let mut shape = x.shape().to_vec();
@@ -58,9 +58,9 @@ fn serve_runs_every_role_with_one_worker_per_local_adapter() {
         http_headers(api, "POST", &format!("/v2/models/{MODEL}/infer"), &infer_body(&input_name, &shape, &data), "")
             .unwrap();
     let body = String::from_utf8_lossy(&body);
-    assert_eq!(status, 503, "{body}");
-    assert!(body.contains("refused at arrival") && body.contains("limit of 4"), "{body}");
-    assert!(headers.contains("retry-after: "), "{headers}");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("5 frames in one request can never fit the queue limit of 4"), "{body}");
+    assert!(!headers.contains("retry-after: "), "{headers}");
     assert_eq!(metric(api, "poolpipe_frames_refused_total{reason=\"queue_full\"}"), 5.0);
     assert_eq!(metric(api, &format!("poolpipe_queue_depth{{model=\"{MODEL}\"}}")), 0.0);
     let log = std::fs::read_to_string(dir.join("serve.log")).unwrap();

@@ -33,6 +33,9 @@ impl Backend for Doubler {
     async fn infer(&self, _: &str, inputs: Vec<InputTensor>) -> Result<Vec<OutputTensor>, ApiError> {
         let x = &inputs[0];
         let n = x.shape[0];
+        if n == 3 {
+            return Err(ApiError { status: 503, message: "three is a crowd".into(), retry_after_s: Some(7) });
+        }
         let sums = x.data.chunks(4).map(|c| c.iter().sum()).collect();
         Ok(vec![
             OutputTensor {
@@ -96,6 +99,17 @@ async fn health_and_metadata() {
     .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert_eq!(get(&app, "/v1/nothing").await.0, StatusCode::NOT_FOUND);
+    // A refusal that knows when to try again says so in Retry-After.
+    flag.store(true, Ordering::SeqCst);
+    let body = json!({"inputs": [{"name": "frames", "shape": [3, 2, 2], "datatype": "FP32", "data": vec![0.0; 12]}]});
+    let req = Request::post("/v2/models/double/infer")
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let (s, headers, b) = call(&app, req).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{}", String::from_utf8_lossy(&b));
+    assert_eq!(headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("7"));
+    assert!(String::from_utf8_lossy(&b).contains("three is a crowd"));
 }
 
 #[tokio::test]

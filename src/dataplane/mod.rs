@@ -179,6 +179,8 @@ pub enum Refusal {
     QueueFull {
         /// Requests queued.
         queued: usize,
+        /// Requests asking to enter together (the frames of one client request).
+        requested: usize,
         /// The limit ([`Admission::max_queue`] or its default).
         limit: usize,
         /// Microseconds until the queue is likely to have room (the backlog's service time).
@@ -236,6 +238,10 @@ impl Refusal {
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Refusal::QueueFull { requested, limit, .. } if requested > limit => write!(
+                f,
+                "{requested} frames in one request can never fit the queue limit of {limit}: send at most {limit} a request, or raise max_queue"
+            ),
             Refusal::QueueFull { queued, limit, .. } => {
                 write!(f, "the queue holds {queued} requests, its limit of {limit}: the model is saturated")
             }
@@ -617,7 +623,7 @@ impl Scheduler {
         });
         if ahead + count > limit {
             let retry_after_us = backlog_us(ahead + count - limit).min(slo.max(1e6));
-            return Ok(Err(Refusal::QueueFull { queued: ahead, limit, retry_after_us }));
+            return Ok(Err(Refusal::QueueFull { queued: ahead, requested: count, limit, retry_after_us }));
         }
         if !deadline_check {
             return Ok(Ok(()));

@@ -427,6 +427,11 @@ fn arrivals_that_cannot_meet_their_deadline_are_refused_at_once() {
         "{out:?}"
     );
     assert_eq!(s.admit(0.0, 0, 1).unwrap().map_err(|r| r.label()), Err("queue_full"));
+    let mut t = published(layout(1, 1));
+    t.set_admission(Admission { deadline: false, max_queue: Some(3) });
+    let too_big = t.admit(0.0, 0, 5).unwrap().unwrap_err();
+    assert!(too_big.to_string().contains("5 frames in one request can never fit the queue limit of 3"), "{too_big}");
+    assert_eq!(t.admit(0.0, 0, 3).unwrap(), Ok(()));
     assert!(s.admit(0.0, 7, 1).is_err(), "unknown model");
 }
 

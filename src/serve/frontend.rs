@@ -32,7 +32,7 @@ use tokio::sync::{Notify, oneshot};
 use super::http::{Backend, Histogram, ModelMeta};
 use super::kserve::{ApiError, InputTensor, OutputTensor};
 use super::worker::FRONTEND;
-use crate::dataplane::{Admission, BatchId, Layout, Output, RequestId, Scheduler};
+use crate::dataplane::{Admission, BatchId, Layout, Output, Refusal, RequestId, Scheduler};
 use crate::simulate::Policies;
 
 /// Bits of a wire batch id below the plan generation.
@@ -1153,6 +1153,16 @@ impl Backend for Frontend {
                     && let Ok(Err(refusal)) = a.sched.admit(now, m, n)
                 {
                     *core.stats.refused.entry(refusal.label().to_string()).or_default() += n as u64;
+                    if let Refusal::QueueFull { requested, limit, .. } = refusal
+                        && requested > limit
+                    {
+                        // Retrying cannot help: the request itself is too large.
+                        return Err(ApiError {
+                            status: 400,
+                            message: format!("model {model}: {refusal}"),
+                            retry_after_s: None,
+                        });
+                    }
                     let retry_after_s = (refusal.retry_after_us() / 1e6).ceil().max(1.0) as u64;
                     return Err(ApiError {
                         status: 503,

@@ -224,7 +224,10 @@ impl Refusal {
         }
     }
 
-    /// A short label (`queue_full`, `deadline`) for metrics.
+    /// Every [`Refusal::label`], for metrics that list each reason.
+    pub const LABELS: [&'static str; 4] = ["deadline", "queue_full", "too_slow", "no_worker"];
+
+    /// A short label (one of [`Refusal::LABELS`]) for metrics.
     pub fn label(&self) -> &'static str {
         match self {
             Refusal::QueueFull { .. } => "queue_full",

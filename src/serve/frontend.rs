@@ -236,6 +236,24 @@ fn unavailable(message: String) -> ApiError {
     ApiError { status: 503, message, retry_after_s: None }
 }
 
+/// The answer to a request refused at arrival: 503 with `Retry-After`, or 400 for a request
+/// larger than the queue itself (retrying cannot help).
+fn refusal_error(model: &str, refusal: &Refusal) -> ApiError {
+    if let Refusal::QueueFull { requested, limit, .. } = *refusal
+        && requested > limit
+    {
+        return ApiError { status: 400, message: format!("model {model}: {refusal}"), retry_after_s: None };
+    }
+    let retry_after_s = (refusal.retry_after_us() / 1e6).ceil().max(1.0) as u64;
+    ApiError {
+        status: 503,
+        message: format!(
+            "model {model}: refused at arrival, the request cannot meet its SLO: {refusal}; retry after {retry_after_s} s or lower the rate"
+        ),
+        retry_after_s: Some(retry_after_s),
+    }
+}
+
 fn wire_id(generation: u64, batch: BatchId) -> u64 {
     (generation << GEN_SHIFT) | batch
 }
@@ -525,39 +543,39 @@ impl Frontend {
         let mut core = self.inner.lock();
         let core = &mut *core;
         *core.stats.compute_by_worker.entry(worker).or_default() += compute_us / 1e6;
-        if let Some(w) = core.awaiting_timing.get_mut(&wire) {
+        // The batch is in flight, or answered and waiting for its hops' timings.
+        let (generation, requests, hop, done) = if let Some(b) = core.batches.get_mut(&wire) {
+            b.compute_us += compute_us;
+            b.timings += 1;
+            let last = b.hops.len().saturating_sub(1);
+            // The last hop is reported when its result arrives (its tensors come with it).
+            let done = match b.hops.iter().position(|h| h.stage == stage && !h.reported) {
+                Some(h) if h < last => {
+                    b.hops[h].reported = true;
+                    Some(b.batch)
+                }
+                _ => None,
+            };
+            (b.generation, b.requests.len(), b.hops.iter().find(|h| h.stage == stage).copied(), done)
+        } else if let Some(w) = core.awaiting_timing.get_mut(&wire) {
             w.compute_us += compute_us;
             w.timings += 1;
-            let (generation, n, hop) = (w.generation, w.requests, w.hops.iter().find(|h| h.stage == stage).copied());
+            let found = (w.generation, w.requests, w.hops.iter().find(|h| h.stage == stage).copied(), None);
             if w.timings >= w.hops.len() {
                 let w = core.awaiting_timing.remove(&wire).expect("present");
                 core.stats.record_batch(w.compute_us, w.total_us);
             }
-            if let (Some(hop), Some(a)) = (hop, core.plan_mut(generation)) {
-                a.sched.observe(hop.worker, n, compute_us);
-            }
+            found
+        } else {
             return;
-        }
-        let Some(b) = core.batches.get_mut(&wire) else { return };
-        b.compute_us += compute_us;
-        b.timings += 1;
+        };
+        let Some(a) = core.plan_mut(generation) else { return };
         // The measured time corrects the worker's profile in the scheduler.
-        let n = b.requests.len();
-        let (generation, hop) = (b.generation, b.hops.iter().find(|h| h.stage == stage).copied());
-        if let (Some(hop), Some(a)) = (hop, core.plan_mut(generation)) {
-            a.sched.observe(hop.worker, n, compute_us);
+        if let Some(hop) = hop {
+            a.sched.observe(hop.worker, requests, compute_us);
         }
-        let Some(b) = core.batches.get_mut(&wire) else { return };
-        let last = b.hops.len().saturating_sub(1);
-        // The last hop is reported when its result arrives (its tensors come with it).
-        if let Some(h) = b.hops.iter().position(|h| h.stage == stage && !h.reported)
-            && h < last
-        {
-            b.hops[h].reported = true;
-            let (generation, batch) = (b.generation, b.batch);
-            if let Some(a) = core.plan_mut(generation) {
-                let _ = a.sched.stage_done(now, batch, stage);
-            }
+        if let Some(batch) = done {
+            let _ = a.sched.stage_done(now, batch, stage);
             self.inner.pump(core, now);
         }
     }
@@ -725,12 +743,7 @@ impl Inner {
                 }
                 Output::Refuse { model, request, refusal } => {
                     *core.stats.refused.entry(refusal.label().to_string()).or_default() += 1;
-                    let retry_after_s = (refusal.retry_after_us() / 1e6).ceil().max(1.0) as u64;
-                    let message = format!(
-                        "model {}: refused at arrival, the request cannot meet its SLO: {refusal}; retry after {retry_after_s} s",
-                        self.models[model].name
-                    );
-                    let e = ApiError { status: 503, message, retry_after_s: Some(retry_after_s) };
+                    let e = refusal_error(&self.models[model].name, &refusal);
                     self.answer_err(core, request, e, true);
                 }
                 Output::PolicyError { model, policy, reason } => {
@@ -1038,7 +1051,7 @@ impl Backend for Frontend {
         }
         out += "# HELP poolpipe_frames_refused_total Frames refused at arrival, by reason.\n";
         out += "# TYPE poolpipe_frames_refused_total counter\n";
-        for reason in ["deadline", "queue_full", "too_slow", "no_worker"] {
+        for reason in Refusal::LABELS {
             let n = st.refused.get(reason).copied().unwrap_or(0);
             out += &format!("poolpipe_frames_refused_total{{reason=\"{reason}\"}} {n}\n");
         }
@@ -1153,24 +1166,7 @@ impl Backend for Frontend {
                     && let Ok(Err(refusal)) = a.sched.admit(now, m, n)
                 {
                     *core.stats.refused.entry(refusal.label().to_string()).or_default() += n as u64;
-                    if let Refusal::QueueFull { requested, limit, .. } = refusal
-                        && requested > limit
-                    {
-                        // Retrying cannot help: the request itself is too large.
-                        return Err(ApiError {
-                            status: 400,
-                            message: format!("model {model}: {refusal}"),
-                            retry_after_s: None,
-                        });
-                    }
-                    let retry_after_s = (refusal.retry_after_us() / 1e6).ceil().max(1.0) as u64;
-                    return Err(ApiError {
-                        status: 503,
-                        message: format!(
-                            "model {model}: refused at arrival, the request cannot meet its SLO: {refusal}; retry after {retry_after_s} s or lower the rate"
-                        ),
-                        retry_after_s: Some(retry_after_s),
-                    });
+                    return Err(refusal_error(&model, &refusal));
                 }
                 for slot in 0..n {
                     let input: Vec<Piece> = inputs

@@ -14,10 +14,8 @@
 //! - [`plan`]: `poolpipe plan` and `poolpipe bench planner`, the front end of
 //!   `poolpipe-planner` (tables, plan JSON, the 24 published cases);
 //! - [`frames`]: images and tensor files as model inputs (resize, crop, normalisation presets);
-//! - [`dataplane`]: the data-plane scheduler, a sans-IO state machine (queues, timelines of
-//!   workers and NIC links, probe and reserve, the policy points);
-//! - [`sim`]: the discrete-event simulator that drives the scheduler on a virtual clock;
-//!   [`simulate`]: `poolpipe simulate` (runs and load-factor sweeps); [`paper`]: `poolpipe
+//! - [`simulate`]: `poolpipe simulate` (runs and load-factor sweeps) over the simulator of
+//!   `poolpipe-dataplane`; [`paper`]: `poolpipe
 //!   bench paper`, the paper's experiment; [`policybench`]: `poolpipe bench policies`, each
 //!   WebAssembly policy against its native twin.
 //!
@@ -31,7 +29,6 @@
 pub mod bench;
 pub mod classes;
 pub mod cluster;
-pub mod dataplane;
 pub mod demo;
 pub mod frames;
 pub mod inspect;
@@ -44,8 +41,15 @@ pub mod policybench;
 pub mod profile;
 pub mod run;
 pub mod serve;
-pub mod sim;
 pub mod simulate;
+
+/// The host's monotonic clock in nanoseconds since its first read: what the simulator times
+/// the scheduler with (`poolpipe_dataplane::sim::simulate_timed`; the data plane reads no clock
+/// of its own).
+pub fn host_ns() -> u64 {
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    ORIGIN.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+}
 
 /// A progress bar on stderr for `len` steps (hidden when stderr is not a terminal).
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {

@@ -36,6 +36,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use poolpipe_dataplane::rng::Rng;
+use poolpipe_dataplane::stats::percentile;
+
 /// Options of `poolpipe load`.
 #[derive(clap::Args, Clone, Debug)]
 #[command(group(clap::ArgGroup::new("mode").required(true).multiple(false).args(["rate", "concurrency"])))]
@@ -621,27 +624,6 @@ fn error_text(body: &[u8]) -> String {
 // ---------------------------------------------------------------------------------------------
 // The request
 
-/// A small seeded generator (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    /// Uniform in (0, 1].
-    fn open01(&mut self) -> f64 {
-        ((self.next() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Tensor names and shapes.
 type Tensors = Vec<(String, Vec<usize>)>;
 
@@ -706,7 +688,7 @@ fn build_body(
     binary: bool,
     seed: u64,
 ) -> Result<(Vec<u8>, Option<usize>, Tensors)> {
-    let mut rng = Rng(seed ^ 0x6C6F_6164); // "load"
+    let mut rng = Rng::new(seed, 0x6C6F_6164); // "load"
     let mut tensors = vec![];
     let mut tail: Vec<u8> = vec![];
     let mut shapes = vec![];
@@ -719,7 +701,7 @@ fn build_body(
                 )
             },
         )?;
-        let data: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+        let data: Vec<f32> = (0..n).map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32).collect();
         let t = if binary {
             tail.extend(data.iter().flat_map(|x| x.to_le_bytes()));
             serde_json::json!({"name": name, "shape": shape, "datatype": "FP32",
@@ -981,11 +963,11 @@ async fn open_loop(
     end: Instant,
 ) -> Result<(), String> {
     let permits = Arc::new(Semaphore::new(max_inflight));
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed, 0);
     let mut set = JoinSet::new();
     let mut t = 0.0f64;
     loop {
-        t += -rng.open01().ln() / rate;
+        t += rng.exponential(1.0 / rate);
         let Some(at) = t0.checked_add(Duration::from_secs_f64(t)) else { break };
         if at >= end {
             break;
@@ -1004,12 +986,6 @@ async fn open_loop(
         }
     }
     join_all(set).await
-}
-
-/// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 fn summarise(value: f64, duration_s: f64, mut acc: Acc, slo_ms: Option<f64>) -> StepReport {

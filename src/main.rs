@@ -835,7 +835,7 @@ fn run_cli(cli: Cli) -> Result<()> {
             if !(load_factor.is_finite() && load_factor > 0.0) {
                 anyhow::bail!("--load-factor {load_factor} must be positive");
             }
-            let cfg = poolpipe::sim::SimConfig::poisson(
+            let cfg = poolpipe_dataplane::sim::SimConfig::poisson(
                 load_factor * setup.layout.planned_rate(),
                 duration,
                 setup.weights.clone(),
@@ -948,7 +948,7 @@ fn simulate_cmd(
     if !(a.slowdown.is_finite() && a.slowdown > 0.0) {
         anyhow::bail!("--slowdown {} must be a positive factor (1: as profiled)", a.slowdown);
     }
-    let base = poolpipe::sim::SimConfig {
+    let base = poolpipe_dataplane::sim::SimConfig {
         rate: reference_rate,
         duration_s: a.duration,
         arrivals: s::arrivals(&a.arrivals, a.cv, a.trace.as_ref())?,
@@ -993,14 +993,16 @@ fn simulate_cmd(
     if !(rate.is_finite() && rate > 0.0) {
         anyhow::bail!("the offered load must be a positive rate (got {rate} req/s)");
     }
-    let cfg = poolpipe::sim::SimConfig { rate, ..base };
+    let cfg = poolpipe_dataplane::sim::SimConfig { rate, ..base };
     let swap = match (&a.swap_to, a.swap_at) {
-        (Some(to), Some(at_s)) => {
-            Some(poolpipe::sim::Swap { at_s, batching: s::Policies::load(&spec(to))?.batching(&setup.layout)? })
-        }
+        (Some(to), Some(at_s)) => Some(poolpipe_dataplane::sim::Swap {
+            at_s,
+            batching: s::Policies::load(&spec(to))?.batching(&setup.layout)?,
+        }),
         _ => None,
     };
-    let r = poolpipe::sim::simulate_with(policies.scheduler(&setup.layout)?, &cfg, swap)?;
+    let r =
+        poolpipe_dataplane::sim::simulate_timed(policies.scheduler(&setup.layout)?, &cfg, swap, &poolpipe::host_ns)?;
     if a.json {
         println!("{}", s::json(Some(&r), None));
     } else {

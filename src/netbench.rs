@@ -32,7 +32,7 @@ pub fn bench(opts: &BenchOptions, quiet: bool) -> Result<BenchReport> {
         }
         pb.set_message(what.to_string());
     };
-    let report = rt.block_on(run(opts, &step)).context("transport benchmark")?;
+    let report = rt.block_on(run(opts, &step, poolpipe_dataplane::stats::percentile)).context("transport benchmark")?;
     pb.finish_and_clear();
     Ok(report)
 }

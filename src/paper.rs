@@ -12,8 +12,8 @@ use anyhow::{Context, Result};
 use poolpipe_planner::{Inputs, Plan, PlanOptions, Planner, Workload};
 use serde::Serialize;
 
-use crate::sim::{Arrivals, SimConfig};
 use crate::simulate::{Policies, SweepOptions, setup_with, sweep};
+use poolpipe_dataplane::sim::{Arrivals, SimConfig};
 
 /// The paper's figures (PPIPE.md, evaluation protocol).
 pub mod reference {

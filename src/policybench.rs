@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use anyhow::{Result, ensure};
 use serde::Serialize;
 
-use crate::sim::{SimConfig, SimReport, simulate};
 use crate::simulate::{Policies, PolicySpec, Setup};
+use poolpipe_dataplane::sim::{SimConfig, SimReport, simulate_timed};
 
 /// One policy and its twin.
 #[derive(Clone, Debug, Serialize)]
@@ -74,7 +74,7 @@ pub fn run(setup: &Setup, cfg: &SimConfig, repeats: usize, progress: &indicatif:
         for _ in 0..repeats {
             for (side, p) in [&native, &wasm].into_iter().enumerate() {
                 progress.set_message(format!("{name} {}", ["native", "wasm"][side]));
-                let r = simulate(p.scheduler(&setup.layout)?, cfg)?;
+                let r = simulate_timed(p.scheduler(&setup.layout)?, cfg, None, &crate::host_ns)?;
                 progress.inc(1);
                 if best[side].as_ref().is_none_or(|b| r.scheduler_ns_per_batch < b.scheduler_ns_per_batch) {
                     best[side] = Some(r);

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::dataplane::{Layout, Scheduler};
-use crate::sim::{Arrivals, SimConfig, SimReport, simulate};
+use poolpipe_dataplane::Layout;
+use poolpipe_dataplane::sim::{Arrivals, SimConfig, SimReport, simulate_timed};
 use poolpipe_planner::Plan;
 
 /// Everything a simulation of one plan needs, loaded and checked.
@@ -127,146 +127,7 @@ pub fn read_trace(path: &Path) -> Result<Vec<f64>> {
     Ok(out)
 }
 
-/// Which policies a run uses, as the user names them.
-#[derive(Clone, Debug)]
-pub struct PolicySpec {
-    /// Batching policy: `ppipe`, `reactive`, `triton`, a `.wasm`/`.wat` file, or `wasm:NAME`
-    /// for a built-in guest (`wasm:ppipe`, `wasm:reactive`, `wasm:triton`).
-    pub batching: String,
-    /// Reservation policy: `earliest-finish`, a file, or `wasm:NAME` (`wasm:earliest_finish`,
-    /// `wasm:same_server`).
-    pub reservation: String,
-    /// Configuration blob handed to WebAssembly policies' `init`.
-    pub config: Vec<u8>,
-    /// Native `triton`: maximum queue delay, microseconds (default: the plan's estimate).
-    pub max_queue_delay_us: Option<f64>,
-    /// Sandbox of WebAssembly policies.
-    pub limits: poolpipe_policies::wasm::Limits,
-}
-
-impl PolicySpec {
-    /// A native batching policy with earliest-finish reservations.
-    pub fn native(name: &str) -> PolicySpec {
-        PolicySpec {
-            batching: name.to_string(),
-            reservation: "earliest-finish".into(),
-            config: vec![],
-            max_queue_delay_us: None,
-            limits: Default::default(),
-        }
-    }
-}
-
-/// Policies loaded once (WebAssembly modules compiled), ready to build schedulers.
-#[derive(Clone, Debug)]
-pub struct Policies {
-    spec: PolicySpec,
-    batching: Option<poolpipe_policies::wasm::WasmModule>,
-    reservation: Option<poolpipe_policies::wasm::WasmModule>,
-}
-
-fn is_wasm(name: &str) -> bool {
-    name.starts_with("wasm:") || name.ends_with(".wasm") || name.ends_with(".wat")
-}
-
-fn module(name: &str, spec: &PolicySpec) -> Result<poolpipe_policies::wasm::WasmModule> {
-    use poolpipe_policies::wasm::WasmModule;
-    Ok(match name.strip_prefix("wasm:") {
-        Some(builtin) => {
-            let bytes = poolpipe_policies::guests::builtin(builtin).with_context(|| {
-                let names: Vec<&str> = poolpipe_policies::guests::ALL.iter().map(|(n, _)| *n).collect();
-                format!("no built-in guest '{builtin}': the built-in guests are {}", names.join(", "))
-            })?;
-            WasmModule::from_bytes(&format!("{builtin}.wasm"), bytes, &spec.config, spec.limits.clone())?
-        }
-        None => WasmModule::load(Path::new(name), &spec.config, spec.limits.clone())?,
-    })
-}
-
-impl Policies {
-    /// Checks the names and compiles the modules.
-    pub fn load(spec: &PolicySpec) -> Result<Policies> {
-        let batching = if is_wasm(&spec.batching) {
-            let m = module(&spec.batching, spec)?;
-            if !m.has_batching() {
-                bail!("policy {}: exports no `poolpipe_decide`, so it is no batching policy", m.name());
-            }
-            Some(m)
-        } else if poolpipe_policies::native::batching(&spec.batching).is_none() {
-            bail!(
-                "unknown batching policy '{}': use ppipe, reactive, triton, a .wasm/.wat file or wasm:NAME",
-                spec.batching
-            );
-        } else {
-            None
-        };
-        let reservation = if is_wasm(&spec.reservation) {
-            let m = module(&spec.reservation, spec)?;
-            if !m.has_reservation() {
-                bail!("policy {}: exports no `poolpipe_choose`, so it is no reservation policy", m.name());
-            }
-            Some(m)
-        } else if spec.reservation != "earliest-finish" {
-            bail!(
-                "unknown reservation policy '{}': use earliest-finish, a .wasm/.wat file or wasm:NAME",
-                spec.reservation
-            );
-        } else {
-            None
-        };
-        Ok(Policies { spec: spec.clone(), batching, reservation })
-    }
-
-    /// A batching policy from a WebAssembly module's bytes (binary or WAT text), with
-    /// earliest-finish reservations.
-    pub fn from_wasm(name: &str, bytes: &[u8], limits: poolpipe_policies::wasm::Limits) -> Result<Policies> {
-        let m = poolpipe_policies::wasm::WasmModule::from_bytes(name, bytes, &[], limits.clone())?;
-        if !m.has_batching() {
-            bail!("policy {}: exports no `poolpipe_decide`, so it is no batching policy", m.name());
-        }
-        let spec = PolicySpec { batching: name.to_string(), ..PolicySpec::native("ppipe") };
-        Ok(Policies { spec: PolicySpec { limits, ..spec }, batching: Some(m), reservation: None })
-    }
-
-    /// The batching policy's name as given.
-    pub fn name(&self) -> &str {
-        &self.spec.batching
-    }
-
-    /// Native policies by name.
-    pub fn native(name: &str) -> Result<Policies> {
-        Policies::load(&PolicySpec::native(name))
-    }
-
-    /// One batching policy per model of `layout`.
-    pub fn batching(&self, layout: &Layout) -> Result<Vec<Box<dyn poolpipe_policies::BatchingPolicy>>> {
-        (0..layout.models.len())
-            .map(|_| -> Result<Box<dyn poolpipe_policies::BatchingPolicy>> {
-                Ok(match &self.batching {
-                    Some(m) => m.batching()?.context("no batching policy")?,
-                    None if self.spec.batching == "triton" => {
-                        Box::new(poolpipe_policies::native::Triton { max_queue_delay_us: self.spec.max_queue_delay_us })
-                    }
-                    None => poolpipe_policies::native::batching(&self.spec.batching).context("checked at load")?,
-                })
-            })
-            .collect()
-    }
-
-    /// A scheduler over `layout` with these policies.
-    pub fn scheduler(&self, layout: &Layout) -> Result<Scheduler> {
-        let reservation: Box<dyn poolpipe_policies::ReservationPolicy> = match &self.reservation {
-            Some(m) => m.reservation()?.context("no reservation policy")?,
-            None => Box::new(poolpipe_policies::native::EarliestFinish),
-        };
-        Ok(Scheduler::new(layout.clone(), self.batching(layout)?, reservation)?)
-    }
-}
-
-/// A scheduler over `layout` with the native batching policy `policy`.
-pub fn scheduler(layout: &Layout, policy: &str) -> Result<Scheduler> {
-    Policies::native(policy)?.scheduler(layout)
-}
+pub use poolpipe_dataplane::catalog::{Policies, PolicySpec, scheduler};
 
 /// One point of a sweep.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -328,7 +189,7 @@ pub fn sweep(
         let lf = (i as f64 * o.step * 1e6).round() / 1e6;
         progress.set_message(format!("load factor {lf:.2}"));
         let cfg = SimConfig { rate: lf * o.reference_rate, ..base.clone() };
-        let r = simulate(policies.scheduler(layout)?, &cfg)?;
+        let r = simulate_timed(policies.scheduler(layout)?, &cfg, None, &crate::host_ns)?;
         progress.inc(1);
         points.push(SweepPoint { load_factor: lf, rate: cfg.rate, attainment: r.attainment, throughput: r.throughput });
         let pass = r.attainment >= o.target;

@@ -6,8 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{json, poolpipe};
-use poolpipe::sim::{Arrivals, SimConfig, SimReport, Swap, simulate, simulate_with};
 use poolpipe::simulate::{Policies, PolicySpec, Setup, scheduler, setup_with};
+use poolpipe_dataplane::sim::{Arrivals, SimConfig, SimReport, Swap, simulate, simulate_with};
 use poolpipe_planner::{Fleet, Inputs, PlanOptions, Planner, PlannerKind, Workload};
 
 fn data() -> PathBuf {
@@ -471,7 +471,7 @@ fn hostile_policies_fall_back_without_losing_requests() {
         let errors: Vec<_> = sched
             .take_outputs()
             .filter_map(|o| match o {
-                poolpipe::dataplane::Output::PolicyError { policy, reason, .. } => Some(format!("{policy}: {reason}")),
+                poolpipe_dataplane::Output::PolicyError { policy, reason, .. } => Some(format!("{policy}: {reason}")),
                 _ => None,
             })
             .collect();

@@ -38,9 +38,9 @@ use super::frontside::{AttachedSpec, Front, InstallSpec};
 use super::http::{ModelMeta, TensorMeta};
 use super::spec::{ModelSource, Peer, StageSpec};
 use super::worker::FRONTEND;
-use crate::dataplane::Layout;
 use crate::profile::PartitionFile;
 use crate::simulate::{Policies, PolicySpec};
+use poolpipe_dataplane::Layout;
 
 /// `cluster.toml`: the controller's settings and the models served.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -183,8 +183,8 @@ fn default_planner() -> String {
     "ppipe".into()
 }
 /// The frontend's admission rules for a configured queue limit.
-pub fn admission(max_queue: Option<usize>) -> crate::dataplane::Admission {
-    crate::dataplane::Admission { max_queue, ..Default::default() }
+pub fn admission(max_queue: Option<usize>) -> poolpipe_dataplane::Admission {
+    poolpipe_dataplane::Admission { max_queue, ..Default::default() }
 }
 
 fn default_policy() -> String {

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::frontend::Frontend;
 use super::http::ModelMeta;
 use super::spec::Peer;
-use crate::dataplane::Layout;
+use poolpipe_dataplane::Layout;
 
 /// The `spec` of `attached`: what a remote frontend serves.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -105,46 +105,7 @@ impl Default for HttpOptions {
     }
 }
 
-/// Latency histogram bounds, seconds.
-const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, f64::INFINITY];
-
-/// A Prometheus histogram of seconds over fixed bounds (5 ms to 10 s, then +Inf).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Histogram {
-    /// Observations at or under each bound (cumulative, as exposed).
-    pub buckets: [u64; 12],
-    /// Sum of the observations, seconds.
-    pub sum: f64,
-    /// Observations.
-    pub count: u64,
-}
-
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&mut self, secs: f64) {
-        for (i, &b) in BUCKETS.iter().enumerate() {
-            if secs <= b {
-                self.buckets[i] += 1;
-            }
-        }
-        self.sum += secs;
-        self.count += 1;
-    }
-
-    /// The exposition lines of one series: `NAME_bucket{LABELS,le=...}`, `NAME_sum`,
-    /// `NAME_count`; `labels` is empty or `key="value",...`.
-    pub fn render(&self, name: &str, labels: &str) -> String {
-        let mut out = String::new();
-        let sep = if labels.is_empty() { "" } else { "," };
-        for (b, n) in BUCKETS.iter().zip(&self.buckets) {
-            let le = if b.is_infinite() { "+Inf".to_string() } else { b.to_string() };
-            out += &format!("{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}\n");
-        }
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
-        out += &format!("{name}_sum{braces} {}\n{name}_count{braces} {}\n", self.sum, self.count);
-        out
-    }
-}
+pub use poolpipe_dataplane::stats::Histogram;
 
 #[derive(Default)]
 struct Metrics {

@@ -386,15 +386,11 @@ async fn tcp_pipe(
     Ok(Pipe::Stream { leg, writer, arrived })
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
+/// A quantile of sorted values: the caller's (`poolpipe_dataplane::stats::percentile`, the
+/// project's one formula, nearest rank).
+pub type Percentile = fn(&[f64], f64) -> f64;
 
-fn p50_p99(mut v: Vec<f64>) -> (f64, f64) {
+fn p50_p99(mut v: Vec<f64>, percentile: Percentile) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     (percentile(&v, 0.5), percentile(&v, 0.99))
 }
@@ -404,8 +400,13 @@ pub fn steps(opts: &BenchOptions) -> u64 {
     3 + opts.sizes.len() as u64 * 3 * (opts.rounds.max(1) as u64 + 1)
 }
 
-/// Runs the benchmark; `step` is told what is about to run ([`steps`] times).
-pub async fn run(opts: &BenchOptions, step: &(dyn Fn(&str) + Sync)) -> Result<BenchReport, BenchError> {
+/// Runs the benchmark; `step` is told what is about to run ([`steps`] times); latency
+/// percentiles are taken with `percentile`.
+pub async fn run(
+    opts: &BenchOptions,
+    step: &(dyn Fn(&str) + Sync),
+    percentile: Percentile,
+) -> Result<BenchReport, BenchError> {
     if opts.sizes.is_empty() || opts.sizes.iter().any(|&s| s == 0 || s % 2 == 1) {
         return Err(BenchError::Options(format!("sizes {:?}: give even byte counts above zero", opts.sizes)));
     }
@@ -454,7 +455,7 @@ pub async fn run(opts: &BenchOptions, step: &(dyn Fn(&str) + Sync)) -> Result<Be
         let mut lat = [(0.0, 0.0); 3];
         for (i, p) in pipes.iter_mut().enumerate() {
             step(&format!("{} KiB, {} latency", size >> 10, p.leg()));
-            lat[i] = p50_p99(p.latencies(&payload, batch, k).await?);
+            lat[i] = p50_p99(p.latencies(&payload, batch, k).await?, percentile);
             batch += k as u64;
         }
         sizes.push(SizeResult {

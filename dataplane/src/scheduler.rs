@@ -33,24 +33,19 @@
 //! of their pipeline, whose idle workers batch them again, pulling the tensors from the
 //! upstream workers' servers.
 
-pub mod correction;
-pub mod layout;
-pub mod timeline;
-
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use poolpipe_policies::{
-    Action, BatchingPolicy, Candidate, Probe, QueueHost, ReservationPolicy, Routing,
-    native::{EarliestFinish, earliest_finish},
+    Action, BatchingPolicy, Candidate, Probe, QueueHost, ReservationPolicy, Routing, native::earliest_finish,
 };
 
-pub use correction::{Corrections, WorkerCorrection};
-pub use layout::Layout;
-pub use timeline::{Timeline, earliest_joint};
+use crate::correction::Corrections;
+use crate::layout::{self, Layout};
+use crate::timeline::{Timeline, earliest_joint};
 
 /// Errors of the data plane.
 #[derive(Debug, thiserror::Error)]
@@ -60,12 +55,6 @@ pub enum DataplaneError {
     Layout {
         /// What is wrong and what to do.
         reason: String,
-    },
-    /// A policy name that is not built in.
-    #[error("unknown batching policy '{name}': the built-in policies are ppipe, reactive and triton")]
-    UnknownPolicy {
-        /// The name given.
-        name: String,
     },
     /// An event names a model the plan does not serve.
     #[error("model index {model} is not served by the plan ({models} models)")]
@@ -505,16 +494,6 @@ impl Scheduler {
         Ok(s)
     }
 
-    /// A scheduler whose models all use the native batching policy `name` (`ppipe`,
-    /// `reactive`, `triton`) and earliest-finish reservations.
-    pub fn native(layout: Layout, name: &str) -> Result<Scheduler, DataplaneError> {
-        let policies = (0..layout.models.len())
-            .map(|_| poolpipe_policies::native::batching(name))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| DataplaneError::UnknownPolicy { name: name.to_string() })?;
-        Scheduler::new(layout, policies, Box::new(EarliestFinish))
-    }
-
     fn build_queues(&mut self) {
         for (m, model) in self.layout.models.iter().enumerate() {
             let lanes = (0..model.pipelines.len()).map(|p| (p, 0)).collect();
@@ -822,7 +801,7 @@ impl Scheduler {
             let policy = self.reservation.name().to_string();
             tracing::error!(%policy, "reservation policy {reason}; falling back to earliest finish");
             self.out.push(Output::PolicyError { model, policy, reason });
-            self.reservation = Box::new(EarliestFinish);
+            self.reservation = Box::new(poolpipe_policies::native::EarliestFinish);
         }
     }
 
@@ -842,6 +821,19 @@ impl Scheduler {
     /// its deadline still `arrival + SLO`: a request moved from another scheduler (a plan
     /// change) or retried after its batch failed keeps the time it has left.
     pub fn arrive_since(&mut self, now: f64, model: usize, id: RequestId, arrival: f64) -> Result<(), DataplaneError> {
+        self.arrive_all(now, model, &[id], arrival)
+    }
+
+    /// As [`Scheduler::arrive_since`] for several requests that arrived together (the frames
+    /// of one client request): all are queued before the policy decides, so they can ride
+    /// one batch.
+    pub fn arrive_all(
+        &mut self,
+        now: f64,
+        model: usize,
+        ids: &[RequestId],
+        arrival: f64,
+    ) -> Result<(), DataplaneError> {
         let slo = self
             .layout
             .models
@@ -849,12 +841,15 @@ impl Scheduler {
             .ok_or(DataplaneError::UnknownModel { model, models: self.layout.models.len() })?
             .slo_us;
         let arrival = arrival.min(now);
-        let entry = Entry { id, arrival, deadline: arrival + slo, enqueued: now, looked: false, origin: usize::MAX };
         let q = self.entry[model];
-        self.queues[q].record_arrival(now);
-        let entries = &mut self.queues[q].entries;
-        let at = entries.partition_point(|e| e.deadline <= entry.deadline);
-        entries.insert(at, entry);
+        for &id in ids {
+            let entry =
+                Entry { id, arrival, deadline: arrival + slo, enqueued: now, looked: false, origin: usize::MAX };
+            self.queues[q].record_arrival(now);
+            let entries = &mut self.queues[q].entries;
+            let at = entries.partition_point(|e| e.deadline <= entry.deadline);
+            entries.insert(at, entry);
+        }
         self.run_queue(q, now);
         Ok(())
     }

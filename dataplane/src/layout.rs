@@ -13,7 +13,7 @@ use poolpipe_planner::config::Fleet;
 use poolpipe_planner::plan::Plan;
 use poolpipe_planner::profiles::ModelProfile;
 
-use super::DataplaneError;
+use crate::DataplaneError;
 
 /// A server: GPUs of one class behind one NIC (an uplink and a downlink).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -17,16 +17,15 @@
 //! requests offered; latency percentiles of answered requests; utilisation per GPU class (busy
 //! time of each vGPU x its share, over the class's GPUs x duration); batch sizes at dispatch.
 
-pub mod rng;
-
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::dataplane::{BatchId, DataplaneError, Output, Scheduler, SchedulerStats, Timeline, earliest_joint};
-use rng::Rng;
+use crate::rng::Rng;
+use crate::stats::percentile;
+use crate::timeline::{Timeline, earliest_joint};
+use crate::{BatchId, DataplaneError, Output, Scheduler, SchedulerStats};
 
 /// How requests arrive.
 #[derive(Clone, Debug, PartialEq)]
@@ -75,7 +74,7 @@ pub struct SimConfig {
     /// profiles are 2x optimistic).
     pub slowdown: f64,
     /// Workers report their measured times to the scheduler, which corrects the profiles
-    /// ([`crate::dataplane::correction`]).
+    /// ([`crate::correction`]).
     pub correct: bool,
 }
 
@@ -356,14 +355,6 @@ impl Sim {
     }
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
 /// Runs `scheduler` under `cfg` and reports what happened.
 pub fn simulate(scheduler: Scheduler, cfg: &SimConfig) -> Result<SimReport, SimError> {
     simulate_with(scheduler, cfg, None)
@@ -371,7 +362,20 @@ pub fn simulate(scheduler: Scheduler, cfg: &SimConfig) -> Result<SimReport, SimE
 
 /// As [`simulate`], swapping the batching policies during the run.
 pub fn simulate_with(scheduler: Scheduler, cfg: &SimConfig, swap: Option<Swap>) -> Result<SimReport, SimError> {
-    let wall = Instant::now();
+    simulate_timed(scheduler, cfg, swap, &|| 0)
+}
+
+/// As [`simulate_with`], reading `host_ns` (the host's monotonic clock, nanoseconds) around
+/// each call into the scheduler to report its cost ([`SimReport::scheduler_ns_per_batch`])
+/// and the run's wall time. The simulated time never comes from it; with a clock that always
+/// reads 0 those figures are 0.
+pub fn simulate_timed(
+    scheduler: Scheduler,
+    cfg: &SimConfig,
+    swap: Option<Swap>,
+    host_ns: &dyn Fn() -> u64,
+) -> Result<SimReport, SimError> {
+    let wall = host_ns();
     let layout = scheduler.layout().clone();
     let models = layout.models.len();
     if models == 0 {
@@ -471,18 +475,19 @@ pub fn simulate_with(scheduler: Scheduler, cfg: &SimConfig, swap: Option<Swap>) 
     }
     // What one pair of clock reads costs, taken off every measurement of the scheduler.
     let clock_ns = {
-        let t = Instant::now();
+        let t = host_ns();
         let mut sum = 0u128;
         for _ in 0..1000 {
-            sum += Instant::now().elapsed().as_nanos();
+            let a = host_ns();
+            sum += u128::from(host_ns().saturating_sub(a));
         }
         std::hint::black_box(sum);
-        t.elapsed().as_nanos() / 1000 / 2
+        u128::from(host_ns().saturating_sub(t)) / 1000 / 2
     };
     let mut measured = 0u128;
     while let Some(ev) = sim.events.pop() {
         let now = ev.time;
-        let t0 = Instant::now();
+        let t0 = host_ns();
         match ev.kind {
             Kind::Arrival { model } => {
                 let id = sim.requests.len() as u64;
@@ -512,7 +517,7 @@ pub fn simulate_with(scheduler: Scheduler, cfg: &SimConfig, swap: Option<Swap>) 
                 }
             }
         }
-        sim.sched_ns += t0.elapsed().as_nanos();
+        sim.sched_ns += u128::from(host_ns().saturating_sub(t0));
         measured += 1;
         sim.apply(now);
         if let Kind::StageDone { batch, stage } = ev.kind {
@@ -564,7 +569,7 @@ pub fn simulate_with(scheduler: Scheduler, cfg: &SimConfig, swap: Option<Swap>) 
         .collect();
     let stats = sim.sched.stats().clone();
     let batches = stats.batches.max(1) as f64;
-    let wall_seconds = wall.elapsed().as_secs_f64();
+    let wall_seconds = host_ns().saturating_sub(wall) as f64 / 1e9;
     Ok(SimReport {
         policy,
         arrivals: cfg.arrivals.name(),
@@ -588,7 +593,7 @@ pub fn simulate_with(scheduler: Scheduler, cfg: &SimConfig, swap: Option<Swap>) 
         scheduler_ns_per_batch: sim.sched_ns.saturating_sub(measured * clock_ns) as f64 / batches,
         scheduler: stats,
         wall_seconds,
-        requests_per_wall_second: offered as f64 / wall_seconds.max(1e-9),
+        requests_per_wall_second: if wall_seconds > 0.0 { offered as f64 / wall_seconds } else { 0.0 },
     })
 }
 

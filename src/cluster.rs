@@ -333,8 +333,11 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
     let generation = c.wait_plan(1, Duration::from_secs(300)).await?;
     eprintln!("serve: plan {generation} ready");
     for w in c.workers() {
-        if let Some((model, stage, first, end)) = &w.stage {
-            eprintln!("  worker {} ({}, {}): {model} stage {stage}, blocks {first}..{end}", w.id, w.class, w.device);
+        if let Some(s) = &w.stage {
+            eprintln!(
+                "  worker {} ({}, {}): {} stage {}, blocks {}..{}",
+                w.id, w.class, w.device, s.model, s.stage, s.first_block, s.end_block
+            );
         } else {
             eprintln!("  worker {} ({}, {}): idle", w.id, w.class, w.device);
         }

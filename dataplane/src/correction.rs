@@ -73,8 +73,17 @@ pub struct WorkerCorrection {
     pub reports: u64,
     /// The ratio over every batch size (1 until enough reports).
     pub ratio: f64,
-    /// Per batch size with enough reports: (batch, ratio).
-    pub by_batch: Vec<(usize, f64)>,
+    /// Per batch size with enough reports.
+    pub by_batch: Vec<BatchRatio>,
+}
+
+/// The correction of one batch size.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct BatchRatio {
+    /// Batch size.
+    pub batch: usize,
+    /// Measured over profiled time (median of recent reports).
+    pub ratio: f64,
 }
 
 impl Corrections {
@@ -133,7 +142,7 @@ impl Corrections {
                 worker,
                 reports: w.reports,
                 ratio: w.all_median.unwrap_or(1.0),
-                by_batch: w.batch_median.iter().map(|(&b, &r)| (b, r)).collect(),
+                by_batch: w.batch_median.iter().map(|(&batch, &ratio)| BatchRatio { batch, ratio }).collect(),
             })
             .collect()
     }
@@ -165,6 +174,9 @@ mod tests {
         assert!(!c.report(0, 1, f64::NAN, 1.0) && !c.report(0, 1, -3.0, 1.0) && !c.report(0, 1, 1.0, 0.0));
         let s = c.summary();
         assert_eq!(s.len(), 1);
-        assert_eq!((s[0].worker, s[0].reports, s[0].by_batch.clone()), (0, 3 + WINDOW as u64, vec![(4, 0.5)]));
+        assert_eq!(
+            (s[0].worker, s[0].reports, s[0].by_batch.clone()),
+            (0, 3 + WINDOW as u64, vec![BatchRatio { batch: 4, ratio: 0.5 }])
+        );
     }
 }

@@ -518,7 +518,7 @@ impl Front {
     pub fn begin_switch(&mut self) {
         if let Some(mut a) = self.active.take() {
             let queued = a.sched.drain_queued();
-            self.held.extend(queued.into_iter().map(|(_, id, _)| id));
+            self.held.extend(queued.into_iter().map(|q| q.id));
             self.old.push(a);
         }
         self.switching = true;
@@ -545,7 +545,7 @@ impl Front {
         let mut old = std::mem::take(&mut self.old);
         for a in &mut old {
             let queued = a.sched.drain_queued();
-            self.held.extend(queued.into_iter().map(|(_, id, _)| id));
+            self.held.extend(queued.into_iter().map(|q| q.id));
         }
         self.pump(now);
     }
@@ -607,7 +607,7 @@ impl Front {
         self.switching = false;
         if let Some(mut a) = self.active.take() {
             let queued = a.sched.drain_queued();
-            self.held.extend(queued.into_iter().map(|(_, id, _)| id));
+            self.held.extend(queued.into_iter().map(|q| q.id));
             self.old.push(Plan { reason: Some(reason.clone()), ..a });
         }
         for id in std::mem::take(&mut self.held) {

@@ -375,8 +375,28 @@ struct InFlight {
     model: usize,
     pipeline: usize,
     entries: Vec<Entry>,
-    /// (stage, worker, reserved start, reserved finish) of each hop.
-    hops: Vec<(usize, usize, f64, f64)>,
+    /// Each hop's reservation.
+    hops: Vec<Reserved>,
+}
+
+/// One hop of a batch in flight: its stage, worker and reserved interval.
+#[derive(Clone, Copy, Debug)]
+struct Reserved {
+    stage: usize,
+    worker: usize,
+    start: f64,
+    finish: f64,
+}
+
+/// A request taken out of its queue ([`Scheduler::drain_queued`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Queued {
+    /// Model index.
+    pub model: usize,
+    /// The request.
+    pub id: RequestId,
+    /// When it arrived (its deadline is this plus the model's SLO).
+    pub arrival: f64,
 }
 
 /// The policy's view of queue `q` of `model` at `now`, borrowing the scheduler's fields one by
@@ -687,10 +707,10 @@ impl Scheduler {
     pub fn stage_done(&mut self, now: f64, batch: BatchId, stage: usize) -> Result<(), DataplaneError> {
         let unknown = DataplaneError::UnknownBatch { batch, stage };
         let flight = self.in_flight.get(&batch).ok_or(unknown)?;
-        let Some(h) = flight.hops.iter().position(|&(s, _, _, _)| s == stage) else {
+        let Some(h) = flight.hops.iter().position(|r| r.stage == stage) else {
             return Err(DataplaneError::UnknownBatch { batch, stage });
         };
-        let (_, worker, start, reserved) = flight.hops[h];
+        let Reserved { worker, start, finish: reserved, .. } = flight.hops[h];
         let last_hop = h + 1 == flight.hops.len();
         // Feedback: the worker's timeline follows what actually happened.
         let tl = &mut self.timelines.worker[worker];
@@ -859,12 +879,12 @@ impl Scheduler {
     /// the driver answers or retries; the scheduler holds nothing of them any more.
     pub fn abort(&mut self, now: f64, batch: BatchId) -> Result<(usize, Vec<RequestId>), DataplaneError> {
         let flight = self.in_flight.remove(&batch).ok_or(DataplaneError::UnknownBatch { batch, stage: 0 })?;
-        for &(_, worker, start, finish) in &flight.hops {
+        for &Reserved { worker, start, finish, .. } in &flight.hops {
             if finish > now {
                 self.timelines.worker[worker].correct(start, finish, now.max(start));
             }
         }
-        let feeding: Vec<usize> = flight.hops.iter().map(|&(_, w, _, _)| self.feeds[w]).collect();
+        let feeding: Vec<usize> = flight.hops.iter().map(|r| self.feeds[r.worker]).collect();
         for q in feeding {
             self.run_queue(q, now);
         }
@@ -883,23 +903,19 @@ impl Scheduler {
 
     /// Batches in flight that have a hop on `worker`.
     pub fn batches_on(&self, worker: usize) -> Vec<BatchId> {
-        let mut v: Vec<BatchId> = self
-            .in_flight
-            .iter()
-            .filter(|(_, f)| f.hops.iter().any(|&(_, w, _, _)| w == worker))
-            .map(|(&b, _)| b)
-            .collect();
+        let mut v: Vec<BatchId> =
+            self.in_flight.iter().filter(|(_, f)| f.hops.iter().any(|r| r.worker == worker)).map(|(&b, _)| b).collect();
         v.sort_unstable();
         v
     }
 
-    /// Empties every queue: (model, request, arrival) of each queued request, for moving them
-    /// to another scheduler (a plan change). In-flight batches stay.
-    pub fn drain_queued(&mut self) -> Vec<(usize, RequestId, f64)> {
+    /// Empties every queue: each queued request, for moving them to another scheduler (a
+    /// plan change). In-flight batches stay.
+    pub fn drain_queued(&mut self) -> Vec<Queued> {
         let mut out = vec![];
         for q in &mut self.queues {
             q.timer = None;
-            out.extend(q.entries.drain(..).map(|e| (q.model, e.id, e.arrival)));
+            out.extend(q.entries.drain(..).map(|e| Queued { model: q.model, id: e.id, arrival: e.arrival }));
         }
         out
     }
@@ -1001,7 +1017,10 @@ impl Scheduler {
                 // Per-pool routing re-queues the requests at the next stage; an aborted batch
                 // gives them back to the driver.
                 entries: entries.clone(),
-                hops: hops.iter().map(|h| (h.stage, h.worker, h.start, h.finish)).collect(),
+                hops: hops
+                    .iter()
+                    .map(|h| Reserved { stage: h.stage, worker: h.worker, start: h.start, finish: h.finish })
+                    .collect(),
             },
         );
         self.out.push(Output::Dispatch(Dispatch {

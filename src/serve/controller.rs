@@ -337,8 +337,21 @@ pub struct WorkerView {
     pub device: String,
     /// Still registered and reporting.
     pub alive: bool,
-    /// (model, stage, first block, end block) under the current plan.
-    pub stage: Option<(String, usize, usize, usize)>,
+    /// Its stage under the current plan.
+    pub stage: Option<StageView>,
+}
+
+/// A worker's stage under the current plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StageView {
+    /// The model's name.
+    pub model: String,
+    /// Stage index in its pipeline.
+    pub stage: usize,
+    /// Its first block.
+    pub first_block: usize,
+    /// One past its last block.
+    pub end_block: usize,
 }
 
 /// A served model as the controller loaded it.
@@ -352,7 +365,7 @@ struct State {
     next_id: u32,
     plan: Option<Plan>,
     /// Layout worker -> node, and each node's stage, under the current plan.
-    stages: HashMap<u32, (String, usize, usize, usize)>,
+    stages: HashMap<u32, StageView>,
     generation: u64,
     planned_once: bool,
     last_error: Option<String>,
@@ -969,7 +982,7 @@ async fn replan(inner: &Arc<Inner>) -> Result<()> {
     inner.frontend.drain(Duration::from_millis(c.drain_timeout_ms)).await?;
     let generation = inner.lock().generation + 1;
     // Assign every worker its stage (or release it), all at once; each answers when compiled.
-    let mut stages: HashMap<u32, (String, usize, usize, usize)> = HashMap::new();
+    let mut stages: HashMap<u32, StageView> = HashMap::new();
     let mut messages: HashMap<u32, Control> = HashMap::new();
     for (w, lw) in layout.workers.iter().enumerate() {
         let node = nodes[w];
@@ -988,7 +1001,15 @@ async fn replan(inner: &Arc<Inner>) -> Result<()> {
         if messages.contains_key(&node) {
             bail!("worker {node} got two stages: the cluster runs one stage per worker (share 1)");
         }
-        stages.insert(node, (s.config.name.clone(), lw.stage, st.first_block, st.end_block));
+        stages.insert(
+            node,
+            StageView {
+                model: s.config.name.clone(),
+                stage: lw.stage,
+                first_block: st.first_block,
+                end_block: st.end_block,
+            },
+        );
         messages.insert(
             node,
             Control::Assign {

@@ -628,7 +628,7 @@ impl Backend for Frontend {
                     "worker": nodes.get(c.worker).copied().unwrap_or(u32::MAX),
                     "reports": c.reports,
                     "ratio": c.ratio,
-                    "by_batch": c.by_batch.iter().map(|&(b, r)| serde_json::json!({"batch": b, "ratio": r})).collect::<Vec<_>>(),
+                    "by_batch": c.by_batch,
                 })
             })
             .collect();

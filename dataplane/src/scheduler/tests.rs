@@ -308,7 +308,7 @@ fn a_worker_taken_out_of_service_gets_no_more_batches() {
     // Moving to another scheduler takes every queued request with its arrival.
     let mut t = published(layout(1, 1));
     t.arrive(0.0, 0, 50).unwrap();
-    assert_eq!(t.drain_queued(), vec![(0, 50, 0.0)]);
+    assert_eq!(t.drain_queued(), vec![Queued { model: 0, id: 50, arrival: 0.0 }]);
     assert_eq!((t.queued(), t.next_timer()), (0, None));
 }
 

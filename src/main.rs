@@ -277,6 +277,15 @@ struct SimArgs {
     /// When to swap, e.g. 10s.
     #[arg(long, value_parser = poolpipe::simulate::parse_duration, requires = "swap_to")]
     swap_at: Option<f64>,
+    /// Lose a worker mid-run: [WORKER@]TIME, e.g. 10s or 3@10s (WORKER: its index in the
+    /// plan's layout, default 0). Its batches fail and are retried elsewhere once while their
+    /// deadlines allow; nothing more is routed to it.
+    #[arg(long, value_name = "[WORKER@]TIME", value_parser = poolpipe::simulate::parse_worker_loss)]
+    fail_worker: Option<poolpipe_dataplane::sim::WorkerLoss>,
+    /// Re-plan at this time, e.g. 15s: queued requests wait aside while the old plan's
+    /// batches drain, then the plan is installed again as a new generation.
+    #[arg(long, value_name = "TIME", value_parser = poolpipe::simulate::parse_duration)]
+    replan_at: Option<f64>,
     /// Offered load in requests/s over all models.
     #[arg(long, conflicts_with = "load_factor")]
     rate: Option<f64>,
@@ -957,6 +966,8 @@ fn simulate_cmd(
         jitter: a.jitter,
         slowdown: a.slowdown,
         correct: !a.no_correction,
+        fail_worker: a.fail_worker,
+        replan_at_s: a.replan_at,
     };
     if !(a.policy_deadline_ms.is_finite() && a.policy_deadline_ms > 0.0) {
         anyhow::bail!("--policy-deadline-ms {} must be positive", a.policy_deadline_ms);
@@ -995,14 +1006,10 @@ fn simulate_cmd(
     }
     let cfg = poolpipe_dataplane::sim::SimConfig { rate, ..base };
     let swap = match (&a.swap_to, a.swap_at) {
-        (Some(to), Some(at_s)) => Some(poolpipe_dataplane::sim::Swap {
-            at_s,
-            batching: s::Policies::load(&spec(to))?.batching(&setup.layout)?,
-        }),
+        (Some(to), Some(at_s)) => Some(poolpipe_dataplane::sim::Swap { at_s, policies: s::Policies::load(&spec(to))? }),
         _ => None,
     };
-    let r =
-        poolpipe_dataplane::sim::simulate_timed(policies.scheduler(&setup.layout)?, &cfg, swap, &poolpipe::host_ns)?;
+    let r = poolpipe_dataplane::sim::simulate_timed(&setup.layout, &policies, &cfg, swap, &poolpipe::host_ns)?;
     if a.json {
         println!("{}", s::json(Some(&r), None));
     } else {

@@ -74,7 +74,7 @@ pub fn run(setup: &Setup, cfg: &SimConfig, repeats: usize, progress: &indicatif:
         for _ in 0..repeats {
             for (side, p) in [&native, &wasm].into_iter().enumerate() {
                 progress.set_message(format!("{name} {}", ["native", "wasm"][side]));
-                let r = simulate_timed(p.scheduler(&setup.layout)?, cfg, None, &crate::host_ns)?;
+                let r = simulate_timed(&setup.layout, p, cfg, None, &crate::host_ns)?;
                 progress.inc(1);
                 if best[side].as_ref().is_none_or(|b| r.scheduler_ns_per_batch < b.scheduler_ns_per_batch) {
                     best[side] = Some(r);

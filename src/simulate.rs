@@ -99,6 +99,18 @@ pub fn parse_duration(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
+/// Parses `--fail-worker`: `[WORKER@]TIME` (worker 0 when omitted), e.g. `10s`, `3@10s`.
+pub fn parse_worker_loss(s: &str) -> std::result::Result<poolpipe_dataplane::sim::WorkerLoss, String> {
+    let (worker, at) = match s.split_once('@') {
+        Some((w, at)) => {
+            let w = w.trim().parse().map_err(|_| format!("'{w}' is not a worker index (e.g. 3@10s)"))?;
+            (w, at)
+        }
+        None => (0, s),
+    };
+    Ok(poolpipe_dataplane::sim::WorkerLoss { worker, at_s: parse_duration(at)? })
+}
+
 /// Reads an arrival trace: one timestamp (seconds) a line, ascending; blank lines and lines
 /// starting with '#' are skipped.
 pub fn read_trace(path: &Path) -> Result<Vec<f64>> {
@@ -189,7 +201,7 @@ pub fn sweep(
         let lf = (i as f64 * o.step * 1e6).round() / 1e6;
         progress.set_message(format!("load factor {lf:.2}"));
         let cfg = SimConfig { rate: lf * o.reference_rate, ..base.clone() };
-        let r = simulate_timed(policies.scheduler(layout)?, &cfg, None, &crate::host_ns)?;
+        let r = simulate_timed(layout, policies, &cfg, None, &crate::host_ns)?;
         progress.inc(1);
         points.push(SweepPoint { load_factor: lf, rate: cfg.rate, attainment: r.attainment, throughput: r.throughput });
         let pass = r.attainment >= o.target;
@@ -224,9 +236,12 @@ pub fn render(r: &SimReport) -> String {
     );
     let _ = writeln!(
         s,
-        "offered {}  served {}  refused {}  dropped {}  late {}  unfinished {}",
-        r.offered, r.served, r.refused, r.dropped, r.late, r.unfinished
+        "offered {}  served {}  refused {}  dropped {}  failed {}  late {}  unfinished {}",
+        r.offered, r.served, r.refused, r.dropped, r.failed, r.late, r.unfinished
     );
+    if r.retried > 0 || r.plans > 1 {
+        let _ = writeln!(s, "retried {} (batches lost with a worker or a plan change)  plans {}", r.retried, r.plans);
+    }
     let _ = writeln!(s, "attainment {}  throughput {:.1} req/s within SLO", pct(r.attainment), r.throughput);
     let _ = writeln!(s, "latency p50 {:.2} ms  p99 {:.2} ms", r.p50_ms, r.p99_ms);
     let util: Vec<String> = r.utilisation.iter().map(|(c, u)| format!("{c} {}", pct(*u))).collect();

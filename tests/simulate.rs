@@ -6,8 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{json, poolpipe};
-use poolpipe::simulate::{Policies, PolicySpec, Setup, scheduler, setup_with};
-use poolpipe_dataplane::sim::{Arrivals, SimConfig, SimReport, Swap, simulate, simulate_with};
+use poolpipe::simulate::{Policies, PolicySpec, Setup, setup_with};
+use poolpipe_dataplane::sim::{Arrivals, SimConfig, SimReport, Swap, WorkerLoss, simulate, simulate_with};
 use poolpipe_planner::{Fleet, Inputs, PlanOptions, Planner, PlannerKind, Workload};
 
 fn data() -> PathBuf {
@@ -46,10 +46,14 @@ fn run(setup: &Setup, policy: &str, load_factor: f64, arrivals: Arrivals, seed: 
         jitter,
         slowdown: 1.0,
         correct: true,
+        fail_worker: None,
+        replan_at_s: None,
     };
-    let r = simulate(scheduler(&setup.layout, policy).unwrap(), &cfg).unwrap();
-    assert_eq!(r.unfinished, 0, "{policy}: every request is answered, dropped or refused");
-    assert_eq!(r.served + r.dropped + r.refused, r.offered);
+    let r = simulate(&setup.layout, &Policies::native(policy).unwrap(), &cfg).unwrap();
+    assert_eq!(r.unfinished, 0, "{policy}: every request is answered, dropped, refused or failed");
+    assert_eq!(r.served + r.dropped + r.refused + r.failed, r.offered);
+    // No worker is lost: a failure can only be a batch past its deadline plus grace.
+    assert_eq!(r.retried, 0);
     r
 }
 
@@ -78,8 +82,8 @@ fn a_lightly_loaded_plan_answers_without_waiting_for_batches() {
     assert!(batched, "the small plan batches: {:?}", setup.layout.models[0].pipelines);
     let published = PolicySpec { config: b"light_load=0".to_vec(), ..spec("wasm:ppipe", "earliest-finish") };
     let c = cfg(&setup, 0.05, 20.0, 1);
-    let fast = simulate(scheduler(&setup.layout, "ppipe").unwrap(), &c).unwrap();
-    let slow = simulate(Policies::load(&published).unwrap().scheduler(&setup.layout).unwrap(), &c).unwrap();
+    let fast = simulate(&setup.layout, &Policies::native("ppipe").unwrap(), &c).unwrap();
+    let slow = simulate(&setup.layout, &Policies::load(&published).unwrap(), &c).unwrap();
     assert!(fast.attainment >= 0.999, "attainment {}", fast.attainment);
     // The fastest pipeline's batch-1 latency is the floor of the median.
     let floor =
@@ -98,9 +102,10 @@ fn optimistic_profiles_are_corrected_from_measured_times() {
     // The workers are 1.5 times as slow as profiled (every pipeline still fits the SLO):
     // 0.4 of the planned rate is 0.6 of what the fleet would serve at its profiled speed.
     let c = SimConfig { slowdown: 1.5, ..cfg(&setup, 0.4, 20.0, 1) };
-    let corrected = simulate(scheduler(&setup.layout, "ppipe").unwrap(), &c).unwrap();
+    let corrected = simulate(&setup.layout, &Policies::native("ppipe").unwrap(), &c).unwrap();
     let blind =
-        simulate(scheduler(&setup.layout, "ppipe").unwrap(), &SimConfig { correct: false, ..c.clone() }).unwrap();
+        simulate(&setup.layout, &Policies::native("ppipe").unwrap(), &SimConfig { correct: false, ..c.clone() })
+            .unwrap();
     assert!(corrected.attainment >= 0.99, "corrected: attainment {}", corrected.attainment);
     assert!(
         blind.late > 0 && blind.attainment < corrected.attainment,
@@ -111,7 +116,8 @@ fn optimistic_profiles_are_corrected_from_measured_times() {
     assert_eq!(corrected.unfinished + blind.unfinished, 0);
     // Far more load than the fleet serves is turned away when it arrives (refused, or dropped
     // by the policy at its first look), not answered late, and the goodput holds.
-    let over = simulate(scheduler(&setup.layout, "ppipe").unwrap(), &SimConfig { rate: 5.0 * c.rate, ..c }).unwrap();
+    let over =
+        simulate(&setup.layout, &Policies::native("ppipe").unwrap(), &SimConfig { rate: 5.0 * c.rate, ..c }).unwrap();
     assert!(over.refused > 0, "{over:?}");
     assert!(
         over.refused + over.dropped > over.offered / 3,
@@ -173,7 +179,9 @@ fn reservations_beat_per_pool_batching_and_bursts_hurt() {
     let bursty = run(&setup, "ppipe", 0.9, Arrivals::Bursty { cv: 4.0 }, 3, 0.0);
     assert!(bursty.attainment < ppipe.attainment, "{} vs {}", bursty.attainment, ppipe.attainment);
     // Timing noise makes answers late (the policy waits to the last feasible instant, so
-    // any overrun is late) but loses none (`run` checks that every request is answered).
+    // any overrun is late) but loses none (`run` checks that every request is answered;
+    // one later than its deadline plus the grace period is answered as timed out, as the
+    // server does).
     let noisy = run(&setup, "ppipe", 0.9, Arrivals::Poisson, 3, 0.3);
     assert!(
         noisy.late > 0 && noisy.attainment < ppipe.attainment,
@@ -266,6 +274,73 @@ fn simulate_prints_json_and_tables_and_sweeps() {
     std::fs::write(&trace, "# seconds\n0.0\n0.5\n1.0\n").unwrap();
     let v = json(&with(&["--trace", &trace.to_string_lossy(), "--rate", "100", "--duration", "1s", "--json"]));
     assert!(v["offered"].as_u64().unwrap() >= 1, "{v}");
+}
+
+#[test]
+fn a_lost_worker_and_a_replan_go_through_the_frontends_state_machine() {
+    let (setup, _) = small();
+    let c = cfg(&setup, 0.5, 10.0, 4);
+    let ppipe = Policies::native("ppipe").unwrap();
+    let base = simulate(&setup.layout, &ppipe, &c).unwrap();
+    assert_eq!((base.retried, base.failed, base.plans), (0, 0, 1));
+    // A last-stage worker lost at 5 s: the batches reserved on it (dispatched, their result
+    // not back) fail and their requests are retried on the others; nothing is left
+    // unanswered and little is lost.
+    let stages = &setup.layout.models[0].pipelines[0].stages;
+    let worker = stages[stages.len() - 1].workers[0];
+    let lost = SimConfig { fail_worker: Some(WorkerLoss { worker, at_s: 5.0 }), ..c.clone() };
+    let r = simulate(&setup.layout, &ppipe, &lost).unwrap();
+    assert_eq!(r.unfinished, 0, "{r:?}");
+    assert_eq!(r.served + r.dropped + r.refused + r.failed, r.offered);
+    assert!(r.retried > 0, "the lost worker held batches at 5 s: {r:?}");
+    assert!(r.attainment > 0.9 * base.attainment, "{} against {}", r.attainment, base.attainment);
+    // A re-plan at 5 s: queued requests wait aside while the old plan drains, then the new
+    // generation serves them with their original deadlines.
+    let replan = SimConfig { replan_at_s: Some(5.0), ..c.clone() };
+    let r = simulate(&setup.layout, &ppipe, &replan).unwrap();
+    assert_eq!((r.plans, r.unfinished, r.failed), (2, 0, 0), "{r:?}");
+    assert!(r.attainment >= base.attainment - 0.02, "{} against {}", r.attainment, base.attainment);
+    assert!(r.scheduler.batches >= base.scheduler.batches * 9 / 10, "both plans' schedulers are counted");
+    // Both at once: the lost worker stays out of the new plan.
+    let both = SimConfig { replan_at_s: Some(6.0), ..lost };
+    let r = simulate(&setup.layout, &ppipe, &both).unwrap();
+    assert_eq!((r.plans, r.unfinished), (2, 0), "{r:?}");
+    assert!(r.attainment > 0.9 * base.attainment, "{r:?}");
+}
+
+#[test]
+fn simulate_takes_a_worker_loss_and_a_replan_from_the_command_line() {
+    let d = tmp("loss");
+    let (plan, fleet, workload) = write_inputs(&d);
+    let data = data().to_string_lossy().into_owned();
+    let base = ["simulate", "--plan", &plan, "--profiles", &data, "--fleet", &fleet, "--workload", &workload];
+    let mut a = base.to_vec();
+    a.extend_from_slice(&[
+        "--load-factor",
+        "0.5",
+        "--duration",
+        "4s",
+        "--fail-worker",
+        "0@2s",
+        "--replan-at",
+        "3s",
+        "--json",
+    ]);
+    let v = json(&poolpipe(&a));
+    assert_eq!(v["plans"], 2, "{v}");
+    assert_eq!(v["unfinished"], 0, "{v}");
+    let sum = ["served", "dropped", "refused", "failed"].iter().map(|k| v[k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum, v["offered"].as_u64().unwrap(), "{v}");
+    let mut a = base.to_vec();
+    a.extend_from_slice(&["--fail-worker", "999@1s", "--duration", "2s"]);
+    let out = poolpipe(&a);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--fail-worker 999") && err.contains("workers"), "{err}");
+    let mut a = base.to_vec();
+    a.extend_from_slice(&["--fail-worker", "x@1s"]);
+    let err = String::from_utf8_lossy(&poolpipe(&a).stderr).into_owned();
+    assert!(err.contains("'x' is not a worker index"), "{err}");
 }
 
 #[test]
@@ -379,30 +454,25 @@ fn webassembly_guests_decide_exactly_as_their_native_twins() {
     let (setup, _) = small();
     // Load factor 0.97 so that batches, waits and drops all happen; 80 s is over 100k requests.
     let c = cfg(&setup, 0.97, 80.0, 11);
-    let native = simulate(Policies::native("ppipe").unwrap().scheduler(&setup.layout).unwrap(), &c).unwrap();
+    let native = simulate(&setup.layout, &Policies::native("ppipe").unwrap(), &c).unwrap();
     assert!(native.offered >= 100_000, "{} requests", native.offered);
     assert!(native.dropped > 0 && native.batch_sizes.len() > 1, "{native:?}");
     let wasm = Policies::load(&spec("wasm:ppipe", "wasm:earliest_finish")).unwrap();
-    let guest = simulate(wasm.scheduler(&setup.layout).unwrap(), &c).unwrap();
+    let guest = simulate(&setup.layout, &wasm, &c).unwrap();
     same_decisions(&native, &guest);
     assert_eq!(guest.scheduler.policy_errors, 0);
     assert_eq!(guest.policy, "ppipe.wasm");
     for name in ["reactive", "triton"] {
         let c = cfg(&setup, 0.8, 10.0, 3);
-        let a = simulate(Policies::native(name).unwrap().scheduler(&setup.layout).unwrap(), &c).unwrap();
-        let b = simulate(
-            Policies::load(&spec(&format!("wasm:{name}"), "earliest-finish"))
-                .unwrap()
-                .scheduler(&setup.layout)
-                .unwrap(),
-            &c,
-        )
-        .unwrap();
+        let a = simulate(&setup.layout, &Policies::native(name).unwrap(), &c).unwrap();
+        let b =
+            simulate(&setup.layout, &Policies::load(&spec(&format!("wasm:{name}"), "earliest-finish")).unwrap(), &c)
+                .unwrap();
         same_decisions(&a, &b);
     }
     // Keeping stages on one server changes routes but serves as well here.
     let same = Policies::load(&spec("ppipe", "wasm:same_server")).unwrap();
-    let r = simulate(same.scheduler(&setup.layout).unwrap(), &cfg(&setup, 0.9, 20.0, 1)).unwrap();
+    let r = simulate(&setup.layout, &same, &cfg(&setup, 0.9, 20.0, 1)).unwrap();
     assert!(r.attainment >= 0.99 && r.unfinished == 0, "{}", r.attainment);
 }
 
@@ -453,9 +523,7 @@ fn hostile_policies_fall_back_without_losing_requests() {
             "not in the future",
         ),
     ];
-    let baseline =
-        simulate(Policies::native("ppipe").unwrap().scheduler(&setup.layout).unwrap(), &cfg(&setup, 0.5, 5.0, 2))
-            .unwrap();
+    let baseline = simulate(&setup.layout, &Policies::native("ppipe").unwrap(), &cfg(&setup, 0.5, 5.0, 2)).unwrap();
     for (name, text, reason) in modules {
         let path = d.join(format!("{name}.wat"));
         std::fs::write(&path, text).unwrap();
@@ -479,8 +547,7 @@ fn hostile_policies_fall_back_without_losing_requests() {
             errors.len() == 1 && errors[0].contains(&format!("{name}.wat")) && errors[0].contains(reason),
             "{name}: {errors:?}"
         );
-        let r =
-            simulate(Policies::load(&s).unwrap().scheduler(&setup.layout).unwrap(), &cfg(&setup, 0.5, 5.0, 2)).unwrap();
+        let r = simulate(&setup.layout, &Policies::load(&s).unwrap(), &cfg(&setup, 0.5, 5.0, 2)).unwrap();
         assert_eq!(r.unfinished, 0, "{name}");
         assert_eq!(r.scheduler.policy_errors, 1, "{name}: unloaded once, then the native policy decides");
         assert!(r.attainment >= baseline.attainment - 0.01, "{name}: {} against {}", r.attainment, baseline.attainment);
@@ -490,7 +557,8 @@ fn hostile_policies_fall_back_without_losing_requests() {
     std::fs::write(&path, format!(r#"(module {marker} (func (export "poolpipe_choose") (result i32) unreachable))"#))
         .unwrap();
     let r = simulate(
-        Policies::load(&spec("ppipe", &path.to_string_lossy())).unwrap().scheduler(&setup.layout).unwrap(),
+        &setup.layout,
+        &Policies::load(&spec("ppipe", &path.to_string_lossy())).unwrap(),
         &cfg(&setup, 0.5, 5.0, 2),
     )
     .unwrap();
@@ -502,23 +570,15 @@ fn hostile_policies_fall_back_without_losing_requests() {
 fn policies_swap_during_a_run_without_losing_requests() {
     let (setup, _) = small();
     let c = cfg(&setup, 0.95, 20.0, 5);
-    let native = simulate(Policies::native("ppipe").unwrap().scheduler(&setup.layout).unwrap(), &c).unwrap();
+    let native = simulate(&setup.layout, &Policies::native("ppipe").unwrap(), &c).unwrap();
     // Swapping in the guest twin mid-run changes nothing.
-    let swap = Swap {
-        at_s: 7.5,
-        batching: Policies::load(&spec("wasm:ppipe", "earliest-finish")).unwrap().batching(&setup.layout).unwrap(),
-    };
-    let swapped =
-        simulate_with(Policies::native("ppipe").unwrap().scheduler(&setup.layout).unwrap(), &c, Some(swap)).unwrap();
+    let swap = Swap { at_s: 7.5, policies: Policies::load(&spec("wasm:ppipe", "earliest-finish")).unwrap() };
+    let swapped = simulate_with(&setup.layout, &Policies::native("ppipe").unwrap(), &c, Some(swap)).unwrap();
     same_decisions(&native, &swapped);
     // Swapping routing (reservations to per-pool and back) leaves nothing stuck.
     for (from, to) in [("ppipe", "wasm:triton"), ("reactive", "ppipe")] {
-        let swap = Swap {
-            at_s: 7.5,
-            batching: Policies::load(&spec(to, "earliest-finish")).unwrap().batching(&setup.layout).unwrap(),
-        };
-        let r =
-            simulate_with(Policies::native(from).unwrap().scheduler(&setup.layout).unwrap(), &c, Some(swap)).unwrap();
+        let swap = Swap { at_s: 7.5, policies: Policies::load(&spec(to, "earliest-finish")).unwrap() };
+        let r = simulate_with(&setup.layout, &Policies::native(from).unwrap(), &c, Some(swap)).unwrap();
         assert_eq!(r.unfinished, 0, "{from} -> {to}");
         assert!(r.served > r.offered / 2, "{from} -> {to}: {r:?}");
     }

@@ -34,7 +34,9 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use crate::catalog::{CatalogError, Policies};
 use crate::stats::Histogram;
-use crate::{Admission, BatchId, DataplaneError, Dispatch, Layout, Output, Refusal, RequestId, Scheduler};
+use crate::{
+    Admission, BatchId, DataplaneError, Dispatch, Layout, Output, Refusal, RequestId, Scheduler, SchedulerStats,
+};
 
 /// Bits of a wire batch id below the plan generation.
 pub const GEN_SHIFT: u32 = 40;
@@ -291,6 +293,9 @@ pub struct Front {
     policies: Policies,
     admission: Admission,
     idle_wakeups: bool,
+    correct: bool,
+    /// Counters of the schedulers of plans no longer kept.
+    retired: SchedulerStats,
     models: usize,
     active: Option<Plan>,
     old: Vec<Plan>,
@@ -328,6 +333,8 @@ impl Front {
             policies,
             admission: Admission::default(),
             idle_wakeups: false,
+            correct: true,
+            retired: SchedulerStats::default(),
             models,
             active: None,
             old: vec![],
@@ -353,6 +360,21 @@ impl Front {
     /// needs it.
     pub fn set_idle_wakeups(&mut self, on: bool) {
         self.idle_wakeups = on;
+    }
+
+    /// With `on` (the default), workers' measured times correct the profiles
+    /// ([`Scheduler::observe`]); off, timing reports only mark stages done.
+    pub fn set_profile_correction(&mut self, on: bool) {
+        self.correct = on;
+    }
+
+    /// The counters of every plan's scheduler so far, replaced plans included.
+    pub fn scheduler_stats(&self) -> SchedulerStats {
+        let mut s = self.retired.clone();
+        for a in self.active.iter().chain(&self.old) {
+            s.absorb(a.sched.stats());
+        }
+        s
     }
 
     /// The next action to carry out.
@@ -445,19 +467,25 @@ impl Front {
             return Err(Failure::NoPlan(self.no_plan.clone()));
         }
         self.stats.arrived_by_model[model] += frames as u64;
-        // Admission: a request that cannot meet its deadline behind the queued ones, or finds
-        // the queue full, is refused now, whole, not answered late.
-        if !self.switching
-            && let Some(a) = self.active.as_mut()
-            && let Ok(Err(refusal)) = a.sched.admit(now, model, frames)
-        {
-            *self.stats.refused.entry(refusal.label().to_string()).or_default() += frames as u64;
-            return Err(Failure::Refused(refusal));
-        }
-        let key = self.next_request;
-        self.next_request += 1;
         let ids: Vec<SampleId> = (0..frames as u64).map(|i| self.next_sample + i).collect();
         self.next_sample += frames as u64;
+        // Admission: a request that cannot meet its deadline behind the queued ones, or finds
+        // the queue full, is refused now, whole, not answered late. Admitted, all its frames
+        // are queued before the policy decides, so they can ride one batch.
+        let admitted = match self.active.as_mut() {
+            Some(a) if !self.switching => match a.sched.arrive_request(now, model, &ids) {
+                Ok(Ok(())) => true,
+                Ok(Err(refusal)) => {
+                    *self.stats.refused.entry(refusal.label().to_string()).or_default() += frames as u64;
+                    self.pump(now);
+                    return Err(Failure::Refused(refusal));
+                }
+                Err(e) => return Err(Failure::Invalid(e.to_string())),
+            },
+            _ => false,
+        };
+        let key = self.next_request;
+        self.next_request += 1;
         self.requests.insert(key, Request { model, left: frames, answered: false, samples: ids.clone() });
         for (slot, &id) in ids.iter().enumerate() {
             self.samples.insert(
@@ -465,8 +493,9 @@ impl Front {
                 Sample { request: key, slot, model, arrival: now, retries: 0, batch: None, from_input: true },
             );
         }
-        // All frames are queued before the policy decides, so they can ride one batch.
-        self.requeue_many(now, &ids);
+        if !admitted {
+            self.held.extend(&ids);
+        }
         self.pump(now);
         Ok((key, ids))
     }
@@ -542,10 +571,10 @@ impl Front {
         for id in ids {
             self.fail_batch(now, id, "the plan changed before it finished".into(), true);
         }
-        let mut old = std::mem::take(&mut self.old);
-        for a in &mut old {
+        for mut a in std::mem::take(&mut self.old) {
             let queued = a.sched.drain_queued();
             self.held.extend(queued.into_iter().map(|q| q.id));
+            self.retired.absorb(a.sched.stats());
         }
         self.pump(now);
     }
@@ -563,7 +592,12 @@ impl Front {
         sched.set_admission(self.admission.clone());
         self.generation += 1;
         let generation = self.generation;
-        self.old.retain(|a| a.sched.in_flight() > 0);
+        let (keep, done): (Vec<Plan>, Vec<Plan>) =
+            std::mem::take(&mut self.old).into_iter().partition(|a| a.sched.in_flight() > 0);
+        self.old = keep;
+        for a in done {
+            self.retired.absorb(a.sched.stats());
+        }
         for (w, n) in nodes.iter().enumerate() {
             if self.down.contains(n) {
                 sched.worker_down(now, w);
@@ -682,8 +716,11 @@ impl Front {
         } else {
             return;
         };
+        let correct = self.correct;
         let Some(a) = self.plan_mut(generation) else { return };
-        if let Some(hop) = hop {
+        if let Some(hop) = hop
+            && correct
+        {
             a.sched.observe(hop.worker, samples, compute_us);
         }
         if let Some(batch) = done {

@@ -308,6 +308,19 @@ pub struct SchedulerStats {
 }
 
 impl SchedulerStats {
+    /// Adds the counters of another scheduler (a plan that was replaced) and mixes its digest
+    /// in.
+    pub fn absorb(&mut self, o: &SchedulerStats) {
+        self.decisions += o.decisions;
+        self.probes += o.probes;
+        self.batches += o.batches;
+        self.dispatched_requests += o.dispatched_requests;
+        self.dropped += o.dropped;
+        self.refused += o.refused;
+        self.policy_errors += o.policy_errors;
+        self.mix(o.digest);
+    }
+
     fn mix(&mut self, x: u64) {
         self.digest = (self.digest ^ x).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(5);
     }
@@ -584,16 +597,33 @@ impl Scheduler {
     /// A request for `model` arrived at `now`; its deadline is `now + SLO`. Under the
     /// [`Admission`] rules it may be refused at once ([`Output::Refuse`]) instead of queued.
     pub fn arrive(&mut self, now: f64, model: usize, id: RequestId) -> Result<(), DataplaneError> {
-        if let Err(refusal) = self.admit(now, model, 1)? {
-            self.stats.refused += 1;
-            self.stats.mix(id ^ 0x7ef0);
+        if let Err(refusal) = self.arrive_request(now, model, &[id])? {
             self.out.push(Output::Refuse { model, request: id, refusal });
-            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// The frames `ids` of one client request arrived at `now`: admitted and queued together
+    /// (see [`Scheduler::arrive_all`]), or refused together under the [`Admission`] rules
+    /// (returned, with no [`Output`]).
+    pub fn arrive_request(
+        &mut self,
+        now: f64,
+        model: usize,
+        ids: &[RequestId],
+    ) -> Result<Result<(), Refusal>, DataplaneError> {
+        if let Err(refusal) = self.admit(now, model, ids.len())? {
+            self.stats.refused += ids.len() as u64;
+            for &id in ids {
+                self.stats.mix(id ^ 0x7ef0);
+            }
+            return Ok(Err(refusal));
         }
         // The admission's probes (the entry queue's lanes, at this instant, on timelines
         // nothing has changed since) serve the first decision too.
         self.keep_memo = true;
-        self.arrive_since(now, model, id, now)
+        self.arrive_all(now, model, ids, now)?;
+        Ok(Ok(()))
     }
 
     /// Whether `count` new requests for `model` arriving at `now` would be admitted (queued

@@ -12,6 +12,10 @@
 //!   its worker is free, taking the profiled latency (times a log-normal factor when
 //!   `jitter` > 0). Workers report their actual finish to the scheduler.
 //! - Arrivals stop at `duration`; the run then drains until every request has been answered.
+//! - Requests go through the frontend's state machine ([`crate::front::Front`]), as in the
+//!   server: samples, admission, retries, batch failures, plan generations. A worker can be
+//!   lost mid-run (`fail_worker`: its batches fail and are retried elsewhere) and the plan
+//!   re-installed (`replan_at_s`: queued requests wait aside while the old plan drains).
 //!
 //! Metrics: attainment = (1 - dropped) x (1 - late) = requests answered within their SLO /
 //! requests offered; latency percentiles of answered requests; utilisation per GPU class (busy
@@ -22,10 +26,12 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use serde::Serialize;
 
+use crate::catalog::{CatalogError, Policies};
+use crate::front::{Action, Failure, Front, RequestKey, SendBatch};
 use crate::rng::Rng;
 use crate::stats::percentile;
 use crate::timeline::{Timeline, earliest_joint};
-use crate::{BatchId, DataplaneError, Output, Scheduler, SchedulerStats};
+use crate::{DataplaneError, Layout, SchedulerStats};
 
 /// How requests arrive.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,6 +82,22 @@ pub struct SimConfig {
     /// Workers report their measured times to the scheduler, which corrects the profiles
     /// ([`crate::correction`]).
     pub correct: bool,
+    /// A worker lost during the run: its batches fail and are retried elsewhere once while
+    /// their deadlines allow; nothing more is routed to it.
+    pub fail_worker: Option<WorkerLoss>,
+    /// Re-plan at this many seconds: the queued requests wait aside, the old plan's batches
+    /// drain (retried under the new plan after [`DRAIN_TIMEOUT_US`]), then the plan is
+    /// installed again as a new generation (the same placement, the lost worker kept out).
+    pub replan_at_s: Option<f64>,
+}
+
+/// A worker lost during a simulated run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WorkerLoss {
+    /// The worker (layout index, as `poolpipe simulate` lists them).
+    pub worker: usize,
+    /// When, seconds of simulated time.
+    pub at_s: f64,
 }
 
 impl SimConfig {
@@ -90,6 +112,8 @@ impl SimConfig {
             jitter: 0.0,
             slowdown: 1.0,
             correct: true,
+            fail_worker: None,
+            replan_at_s: None,
         }
     }
 }
@@ -105,6 +129,8 @@ pub struct ModelReport {
     pub dropped: u64,
     /// Requests refused at arrival.
     pub refused: u64,
+    /// Requests failed (their batch failed twice, or ran out of time).
+    pub failed: u64,
     /// Requests answered after their deadline.
     pub late: u64,
     /// Answered within SLO / offered.
@@ -135,9 +161,16 @@ pub struct SimReport {
     /// Requests refused at arrival (they could not have met their deadline, or the queue
     /// was full).
     pub refused: u64,
+    /// Requests failed: their batch failed twice or ran out of time (a lost worker), or the
+    /// policy neither dispatched nor dropped them by their deadline plus grace.
+    pub failed: u64,
+    /// Requests retried after their batch failed (counted once each time).
+    pub retried: u64,
+    /// Plans installed (1, plus one per re-plan).
+    pub plans: u64,
     /// Requests answered after their deadline.
     pub late: u64,
-    /// Requests neither answered, dropped nor refused when the run ended (must be 0).
+    /// Requests neither answered, dropped, refused nor failed when the run ended (must be 0).
     pub unfinished: u64,
     /// (1 - dropped) x (1 - late): answered within SLO / offered.
     pub attainment: f64,
@@ -170,8 +203,11 @@ pub struct SimReport {
 enum Kind {
     Arrival { model: usize },
     Timer,
-    StageDone { batch: BatchId, stage: usize },
+    StageDone { wire: u64, stage: usize },
     Swap,
+    FailWorker { worker: usize },
+    Replan,
+    DrainTimeout,
 }
 
 /// A hot swap during a run: at `at_s` seconds every model's batching policy is replaced
@@ -179,8 +215,8 @@ enum Kind {
 pub struct Swap {
     /// When, seconds of simulated time.
     pub at_s: f64,
-    /// One new policy per model, in layout order.
-    pub batching: Vec<Box<dyn poolpipe_policies::BatchingPolicy>>,
+    /// The new policies.
+    pub policies: Policies,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -208,18 +244,26 @@ impl Ord for Event {
     }
 }
 
+/// A request waiting for its answer.
 struct Request {
     model: usize,
     arrival: f64,
     deadline: f64,
 }
 
+/// One hop of a batch on the simulated hardware.
+struct HopRun {
+    stage: usize,
+    worker: usize,
+    /// Its inference time as run.
+    took: f64,
+}
+
+/// A batch on the simulated hardware.
 struct Batch {
-    requests: Vec<u64>,
+    requests: usize,
     last_stage: usize,
-    completes: bool,
-    /// (stage, worker, measured time) of each hop, reported when the stage is done.
-    measured: Vec<(usize, usize, f64)>,
+    hops: Vec<HopRun>,
 }
 
 /// Arrival times of one model, drawn lazily.
@@ -237,33 +281,43 @@ pub enum SimError {
     /// The scheduler refused an event (a bug: the simulator only reports what it dispatched).
     #[error(transparent)]
     Scheduler(#[from] DataplaneError),
+    /// A policy could not be instantiated for a plan or a swap.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
 }
+
+/// How long a re-plan waits for the old plan's batches before retrying them under the new
+/// one, microseconds (the controller's default `drain_timeout_ms`).
+pub const DRAIN_TIMEOUT_US: f64 = 5e6;
 
 /// The event loop's state.
 struct Sim {
-    sched: Scheduler,
+    front: Front,
+    layout: Layout,
     events: BinaryHeap<Event>,
     seq: u64,
     armed: Option<f64>,
-    requests: Vec<Request>,
-    batches: HashMap<BatchId, Batch>,
+    requests: HashMap<RequestKey, Request>,
+    batches: HashMap<u64, Batch>,
     up: Vec<Timeline>,
     down: Vec<Timeline>,
     worker: Vec<Timeline>,
+    failed_workers: Vec<bool>,
     busy: Vec<f64>,
     jitter: Rng,
     jitter_cv: f64,
     slowdown: f64,
-    correct: bool,
     horizon: f64,
+    offered: Vec<u64>,
     latencies: Vec<Vec<f64>>,
     dropped: Vec<u64>,
     refused: Vec<u64>,
+    failed: Vec<u64>,
     late: Vec<u64>,
     batch_sizes: BTreeMap<usize, u64>,
     sched_ns: u128,
-    /// The scheduler's outputs of the current event (kept to reuse its allocation).
-    outputs: Vec<Output>,
+    /// A re-plan is under way: the next plan is installed once the old one drains.
+    replanning: bool,
 }
 
 impl Sim {
@@ -273,110 +327,133 @@ impl Sim {
     }
 
     fn arm(&mut self) {
-        if let Some(t) = self.sched.next_timer()
-            && self.armed != Some(t)
+        if let Some(t) = self.front.next_timer()
+            && self.armed.is_none_or(|a| t < a)
         {
             self.armed = Some(t);
             self.push(t, Kind::Timer);
         }
     }
 
-    /// Applies the scheduler's outputs: drops are answered, dispatches start running.
+    /// Carries out the state machine's actions: batches start running, answers are counted.
     fn apply(&mut self, now: f64) {
-        let mut outputs = std::mem::take(&mut self.outputs);
-        outputs.extend(self.sched.take_outputs());
-        for out in outputs.drain(..) {
-            match out {
-                Output::Drop { model, .. } => self.dropped[model] += 1,
-                Output::Refuse { model, .. } => self.refused[model] += 1,
-                Output::PolicyError { .. } => {}
-                Output::Dispatch(d) => {
-                    let b = d.requests.len();
-                    if d.hops.first().is_some_and(|h| h.stage == 0) || d.hops.len() == 1 {
-                        *self.batch_sizes.entry(b).or_default() += 1;
-                    }
-                    let layout = self.sched.layout();
-                    let mut ready = now;
-                    let mut done = vec![];
-                    let mut measured = vec![];
-                    for hop in &d.hops {
-                        let mut arrived = ready;
-                        for t in &hop.transfers {
-                            let (up, down) = (&mut self.up[t.from_server], &mut self.down[t.to_server]);
-                            up.prune(now);
-                            down.prune(now);
-                            let dur = t.end - t.start;
-                            let start = earliest_joint(up, down, arrived, dur);
-                            up.reserve(start, start + dur);
-                            down.reserve(start, start + dur);
-                            arrived = start + dur;
+        while let Some(action) = self.front.poll_action() {
+            match action {
+                Action::Send(b) => self.run(now, b),
+                Action::Answer { request, model, result } => {
+                    let Some(r) = self.requests.remove(&request) else { continue };
+                    match result {
+                        Ok(()) => {
+                            self.latencies[model].push(now - r.arrival);
+                            if now > r.deadline + 1e-6 {
+                                self.late[model] += 1;
+                            }
                         }
-                        let w = hop.worker;
-                        let stage = &layout.models[d.model].pipelines[d.pipeline].stages[hop.stage];
-                        let took = stage.latency(b) * self.slowdown * self.jitter.unit_lognormal(self.jitter_cv);
-                        measured.push((hop.stage, w, took));
-                        let timeline = &mut self.worker[w];
-                        timeline.prune(now);
-                        let start = timeline.earliest(arrived, took);
-                        let end = start + took;
-                        timeline.reserve(start, end);
-                        let share = layout.workers[w].share as f64;
-                        self.busy[w] += (end.min(self.horizon) - start.min(self.horizon)).max(0.0) / share;
-                        done.push((end, hop.stage));
-                        ready = end;
+                        Err(Failure::Dropped { .. }) => self.dropped[r.model] += 1,
+                        Err(Failure::Refused(_)) => self.refused[r.model] += 1,
+                        Err(_) => self.failed[r.model] += 1,
                     }
-                    let last_stage = d.hops.last().map_or(0, |h| h.stage);
-                    for (end, stage) in done {
-                        self.push(end, Kind::StageDone { batch: d.batch, stage });
-                    }
-                    self.batches
-                        .insert(d.batch, Batch { requests: d.requests, last_stage, completes: d.completes, measured });
                 }
+                Action::BatchFailed { .. } | Action::PolicyError { .. } => {}
             }
         }
-        self.outputs = outputs;
     }
 
-    fn stage_done(&mut self, now: f64, batch: BatchId, stage: usize) {
-        let Some(b) = self.batches.get(&batch) else { return };
-        if stage != b.last_stage {
+    /// Runs a batch on the simulated hardware: each transfer when its data is ready and both
+    /// links are free, each inference when its inputs are in and its worker is free.
+    fn run(&mut self, now: f64, b: SendBatch) {
+        let d = &b.dispatch;
+        let n = b.samples.len();
+        if d.hops.first().is_some_and(|h| h.stage == 0) || d.hops.len() == 1 {
+            *self.batch_sizes.entry(n).or_default() += 1;
+        }
+        let mut ready = now;
+        let mut hops = vec![];
+        let mut done = vec![];
+        for hop in &d.hops {
+            let mut arrived = ready;
+            for t in &hop.transfers {
+                let (up, down) = (&mut self.up[t.from_server], &mut self.down[t.to_server]);
+                up.prune(now);
+                down.prune(now);
+                let dur = t.end - t.start;
+                let start = earliest_joint(up, down, arrived, dur);
+                up.reserve(start, start + dur);
+                down.reserve(start, start + dur);
+                arrived = start + dur;
+            }
+            let w = hop.worker;
+            let stage = &self.layout.models[d.model].pipelines[d.pipeline].stages[hop.stage];
+            let took = stage.latency(n) * self.slowdown * self.jitter.unit_lognormal(self.jitter_cv);
+            hops.push(HopRun { stage: hop.stage, worker: w, took });
+            let timeline = &mut self.worker[w];
+            timeline.prune(now);
+            let start = timeline.earliest(arrived, took);
+            let end = start + took;
+            timeline.reserve(start, end);
+            let share = self.layout.workers[w].share as f64;
+            self.busy[w] += (end.min(self.horizon) - start.min(self.horizon)).max(0.0) / share;
+            done.push((end, hop.stage));
+            ready = end;
+        }
+        let last_stage = d.hops.last().map_or(0, |h| h.stage);
+        for (end, stage) in done {
+            self.push(end, Kind::StageDone { wire: b.wire, stage });
+        }
+        self.batches.insert(b.wire, Batch { requests: n, last_stage, hops });
+    }
+
+    /// A stage of a batch finished on its worker: the worker reports its time, and the last
+    /// stage's result goes back to the frontend.
+    fn stage_done(&mut self, now: f64, wire: u64, stage: usize) {
+        let Some(b) = self.batches.get(&wire) else { return };
+        if self.front.batch_len(wire).is_none() {
+            // The batch failed (a worker on its route left): what still runs is lost.
+            self.batches.remove(&wire);
             return;
         }
-        let b = self.batches.remove(&batch).expect("present");
-        if b.completes {
-            for id in b.requests {
-                let r = &self.requests[id as usize];
-                self.latencies[r.model].push(now - r.arrival);
-                if now > r.deadline + 1e-6 {
-                    self.late[r.model] += 1;
-                }
-            }
+        let Some(h) = b.hops.iter().find(|h| h.stage == stage) else { return };
+        if self.failed_workers[h.worker] {
+            return;
+        }
+        let (worker, took, last) = (h.worker, h.took, stage == b.last_stage);
+        debug_assert!(b.requests > 0);
+        self.front.timing(now, worker as u32, wire, stage, took);
+        if last {
+            self.batches.remove(&wire);
+            self.front.result(now, wire);
         }
     }
 }
 
-/// Runs `scheduler` under `cfg` and reports what happened.
-pub fn simulate(scheduler: Scheduler, cfg: &SimConfig) -> Result<SimReport, SimError> {
-    simulate_with(scheduler, cfg, None)
+/// Runs `policies` on `layout` under `cfg` and reports what happened.
+pub fn simulate(layout: &Layout, policies: &Policies, cfg: &SimConfig) -> Result<SimReport, SimError> {
+    simulate_with(layout, policies, cfg, None)
 }
 
 /// As [`simulate`], swapping the batching policies during the run.
-pub fn simulate_with(scheduler: Scheduler, cfg: &SimConfig, swap: Option<Swap>) -> Result<SimReport, SimError> {
-    simulate_timed(scheduler, cfg, swap, &|| 0)
+pub fn simulate_with(
+    layout: &Layout,
+    policies: &Policies,
+    cfg: &SimConfig,
+    swap: Option<Swap>,
+) -> Result<SimReport, SimError> {
+    simulate_timed(layout, policies, cfg, swap, &|| 0)
 }
 
 /// As [`simulate_with`], reading `host_ns` (the host's monotonic clock, nanoseconds) around
-/// each call into the scheduler to report its cost ([`SimReport::scheduler_ns_per_batch`])
+/// each call into the data plane to report its cost ([`SimReport::scheduler_ns_per_batch`])
 /// and the run's wall time. The simulated time never comes from it; with a clock that always
 /// reads 0 those figures are 0.
 pub fn simulate_timed(
-    scheduler: Scheduler,
+    layout: &Layout,
+    policies: &Policies,
     cfg: &SimConfig,
     swap: Option<Swap>,
     host_ns: &dyn Fn() -> u64,
 ) -> Result<SimReport, SimError> {
     let wall = host_ns();
-    let layout = scheduler.layout().clone();
+    let layout = layout.clone();
     let models = layout.models.len();
     if models == 0 {
         return Err(SimError::Config("the plan serves no model".into()));
@@ -394,32 +471,50 @@ pub fn simulate_timed(
             cfg.rate, cfg.duration_s
         )));
     }
+    if let Some(f) = &cfg.fail_worker
+        && f.worker >= layout.workers.len()
+    {
+        return Err(SimError::Config(format!(
+            "--fail-worker {}: the plan places {} workers (0..{})",
+            f.worker,
+            layout.workers.len(),
+            layout.workers.len()
+        )));
+    }
     let total_weight: f64 = weights.iter().sum();
     let horizon = cfg.duration_s * 1e6;
-    let policy = scheduler.policy_name();
+    // Node ids are layout worker indices.
+    let nodes: Vec<u32> = (0..layout.workers.len() as u32).collect();
+    let mut front = Front::new(models, policies.clone());
+    front.set_profile_correction(cfg.correct);
+    front.install(0.0, &layout, nodes.clone())?;
+    let policy = front.active().map_or_else(|| policies.name().to_string(), |(_, s, _)| s.policy_name());
     let mut sim = Sim {
+        front,
         events: BinaryHeap::new(),
         seq: 0,
         armed: None,
-        requests: vec![],
+        requests: HashMap::new(),
         batches: HashMap::new(),
         up: vec![Timeline::default(); layout.servers.len()],
         down: vec![Timeline::default(); layout.servers.len()],
         worker: vec![Timeline::default(); layout.workers.len()],
+        failed_workers: vec![false; layout.workers.len()],
         busy: vec![0.0; layout.workers.len()],
         jitter: Rng::new(cfg.seed, u64::MAX),
         jitter_cv: cfg.jitter.max(0.0),
         slowdown: if cfg.slowdown.is_finite() && cfg.slowdown > 0.0 { cfg.slowdown } else { 1.0 },
-        correct: cfg.correct,
         horizon,
+        offered: vec![0; models],
         latencies: vec![vec![]; models],
         dropped: vec![0; models],
         refused: vec![0; models],
+        failed: vec![0; models],
         late: vec![0; models],
         batch_sizes: BTreeMap::new(),
-        outputs: Vec::new(),
         sched_ns: 0,
-        sched: scheduler,
+        replanning: false,
+        layout,
     };
     // Arrivals: one lazy source per model, or a trace merged over models.
     let mut sources: Vec<Source> = vec![];
@@ -468,12 +563,15 @@ pub fn simulate_timed(
     }
     let mut swap = swap;
     if let Some(s) = &swap {
-        if s.batching.len() != models {
-            return Err(SimError::Config(format!("{} policies to swap in for {models} models", s.batching.len())));
-        }
         sim.push(s.at_s * 1e6, Kind::Swap);
     }
-    // What one pair of clock reads costs, taken off every measurement of the scheduler.
+    if let Some(f) = &cfg.fail_worker {
+        sim.push(f.at_s * 1e6, Kind::FailWorker { worker: f.worker });
+    }
+    if let Some(at_s) = cfg.replan_at_s {
+        sim.push(at_s * 1e6, Kind::Replan);
+    }
+    // What one pair of clock reads costs, taken off every measurement of the data plane.
     let clock_ns = {
         let t = host_ns();
         let mut sum = 0u128;
@@ -490,39 +588,51 @@ pub fn simulate_timed(
         let t0 = host_ns();
         match ev.kind {
             Kind::Arrival { model } => {
-                let id = sim.requests.len() as u64;
-                let slo = layout.models[model].slo_us;
-                sim.requests.push(Request { model, arrival: now, deadline: now + slo });
-                sim.sched.arrive(now, model, id)?;
+                sim.offered[model] += 1;
+                let slo = sim.layout.models[model].slo_us;
+                match sim.front.request(now, model, 1) {
+                    Ok((key, _)) => {
+                        sim.requests.insert(key, Request { model, arrival: now, deadline: now + slo });
+                    }
+                    Err(Failure::Refused(_)) => sim.refused[model] += 1,
+                    Err(_) => sim.failed[model] += 1,
+                }
             }
             Kind::Timer => {
                 if sim.armed == Some(now) {
                     sim.armed = None;
                 }
-                sim.sched.timer(now);
+                sim.front.timer(now);
             }
-            Kind::StageDone { batch, stage } => {
-                // The worker reports its measured time with the stage's completion.
-                if sim.correct
-                    && let Some(b) = sim.batches.get(&batch)
-                    && let Some(&(_, worker, took)) = b.measured.iter().find(|m| m.0 == stage)
-                {
-                    sim.sched.observe(worker, b.requests.len(), took);
-                }
-                sim.sched.stage_done(now, batch, stage)?
-            }
+            Kind::StageDone { wire, stage } => sim.stage_done(now, wire, stage),
             Kind::Swap => {
-                for (m, p) in swap.take().map(|s| s.batching).unwrap_or_default().into_iter().enumerate() {
-                    sim.sched.set_batching_policy(m, p)?;
+                if let Some(s) = swap.take() {
+                    sim.front.swap_policy(now, s.policies)?;
                 }
             }
+            Kind::FailWorker { worker } => {
+                sim.failed_workers[worker] = true;
+                sim.front.worker_down(now, worker as u32);
+            }
+            Kind::Replan => {
+                sim.front.begin_switch();
+                sim.replanning = true;
+                sim.push(now + DRAIN_TIMEOUT_US, Kind::DrainTimeout);
+            }
+            Kind::DrainTimeout => {
+                if sim.replanning {
+                    sim.front.abandon_old(now);
+                }
+            }
+        }
+        if sim.replanning && (sim.front.drained() || ev.kind == Kind::DrainTimeout) {
+            sim.replanning = false;
+            let layout = sim.layout.clone();
+            sim.front.install(now, &layout, nodes.clone())?;
         }
         sim.sched_ns += u128::from(host_ns().saturating_sub(t0));
         measured += 1;
         sim.apply(now);
-        if let Kind::StageDone { batch, stage } = ev.kind {
-            sim.stage_done(now, batch, stage);
-        }
         if let Kind::Arrival { model } = ev.kind
             && !sources.is_empty()
             && let Some(gap) = next_gap(&mut sources[model], &cfg.arrivals)
@@ -532,19 +642,21 @@ pub fn simulate_timed(
         }
         sim.arm();
     }
-    let offered = sim.requests.len() as u64;
+    let layout = &sim.layout;
+    let offered: u64 = sim.offered.iter().sum();
     let mut all: Vec<f64> = vec![];
     let mut model_reports = vec![];
     for (m, ml) in layout.models.iter().enumerate() {
         let lat = &mut sim.latencies[m];
         lat.sort_by(f64::total_cmp);
-        let offered_m = sim.requests.iter().filter(|r| r.model == m).count() as u64;
+        let offered_m = sim.offered[m];
         let good = lat.len() as u64 - sim.late[m];
         model_reports.push(ModelReport {
             name: ml.name.clone(),
             offered: offered_m,
             dropped: sim.dropped[m],
             refused: sim.refused[m],
+            failed: sim.failed[m],
             late: sim.late[m],
             attainment: if offered_m == 0 { 1.0 } else { good as f64 / offered_m as f64 },
             p99_ms: percentile(lat, 0.99) / 1e3,
@@ -555,8 +667,9 @@ pub fn simulate_timed(
     let served = all.len() as u64;
     let dropped: u64 = sim.dropped.iter().sum();
     let refused: u64 = sim.refused.iter().sum();
+    let failed: u64 = sim.failed.iter().sum();
     let late: u64 = sim.late.iter().sum();
-    let unfinished = offered - served - dropped - refused;
+    let unfinished = offered - served - dropped - refused - failed;
     let good = served - late;
     let utilisation = layout
         .classes
@@ -567,7 +680,8 @@ pub fn simulate_timed(
             (class.name.clone(), if class.gpus == 0 { 0.0 } else { (busy / (class.gpus as f64 * horizon)).max(0.0) })
         })
         .collect();
-    let stats = sim.sched.stats().clone();
+    let stats = sim.front.scheduler_stats();
+    let front = sim.front.stats();
     let batches = stats.batches.max(1) as f64;
     let wall_seconds = host_ns().saturating_sub(wall) as f64 / 1e9;
     Ok(SimReport {
@@ -580,6 +694,9 @@ pub fn simulate_timed(
         served,
         dropped,
         refused,
+        failed,
+        retried: front.retried,
+        plans: sim.front.generation(),
         late,
         unfinished,
         attainment: if offered == 0 { 1.0 } else { good as f64 / offered as f64 },

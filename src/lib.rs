@@ -26,22 +26,12 @@
 //! No GPU code here: kernels and their execution belong to `poolpipe-engine`. The scheduler
 //! never reads the wall clock, sleeps or does I/O: time comes with each event it is fed.
 
-pub mod bench;
 pub mod classes;
-pub mod cluster;
-pub mod demo;
+pub mod commands;
 pub mod frames;
-pub mod inspect;
-pub mod load;
-pub mod netbench;
+pub mod models;
 pub mod oracle;
-pub mod paper;
-pub mod plan;
-pub mod policybench;
-pub mod profile;
-pub mod run;
 pub mod serve;
-pub mod simulate;
 
 /// The host's monotonic clock in nanoseconds since its first read: what the simulator times
 /// the scheduler with (`poolpipe_dataplane::sim::simulate_timed`; the data plane reads no clock

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::{Body, to_bytes};
 use axum::http::{Request, StatusCode};
-use poolpipe::serve::http::{Backend, HttpOptions, ModelMeta, TensorMeta, router};
-use poolpipe::serve::kserve::{ApiError, InputTensor, OutputTensor};
+use poolpipe::serve::frontend::http::{Backend, HttpOptions, ModelMeta, TensorMeta, router};
+use poolpipe::serve::frontend::kserve::{ApiError, InputTensor, OutputTensor};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 

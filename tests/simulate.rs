@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{json, poolpipe};
-use poolpipe::simulate::{Policies, PolicySpec, Setup, setup_with};
+use poolpipe::commands::simulate::{Policies, PolicySpec, Setup, setup_with};
 use poolpipe_dataplane::sim::{Arrivals, SimConfig, SimReport, Swap, WorkerLoss, simulate, simulate_with};
 use poolpipe_planner::{Fleet, Inputs, PlanOptions, Planner, PlannerKind, Workload};
 
@@ -373,9 +373,9 @@ fn simulate_rejects_bad_input_with_clear_errors() {
     fail(&["--plan", &plan, "--workload", &workload, "--trace", &trace.to_string_lossy()], "line 3: 1 is earlier");
     fail(&["--plan", &plan, "--workload", &workload, "--arrivals", "bursty", "--cv", "0"], "--cv 0 must be a positive");
     fail(&["--plan", &plan, "--workload", &workload, "--arrivals", "zipf"], "use poisson or bursty");
-    assert!(poolpipe::simulate::parse_duration("0s").unwrap_err().contains("positive duration"));
-    assert_eq!(poolpipe::simulate::parse_duration("250ms"), Ok(0.25));
-    assert_eq!(poolpipe::simulate::parse_duration("2m"), Ok(120.0));
+    assert!(poolpipe::commands::simulate::parse_duration("0s").unwrap_err().contains("positive duration"));
+    assert_eq!(poolpipe::commands::simulate::parse_duration("250ms"), Ok(0.25));
+    assert_eq!(poolpipe::commands::simulate::parse_duration("2m"), Ok(120.0));
     let tiny = d.join("tiny.toml");
     std::fs::write(&tiny, FLEET.replace("count = 24", "count = 2")).unwrap();
     let mut a = vec!["simulate", "--profiles", &data, "--duration", "1s", "--plan", &plan, "--workload", &workload];

@@ -1,33 +1,28 @@
-//! The serving cluster: the controller, the frontend and the worker roles, the frontend's
-//! HTTP API, and the KServe v2 messages.
+//! The serving cluster, one folder per role (the commands that start them are in
+//! [`crate::commands`]; nothing here imports from there):
 //!
 //! - [`controller`]: `cluster.toml`, worker registration, planning for the live workers,
 //!   stage assignment, failure detection and re-planning (the frontend runs in its process,
-//!   or attaches from its own);
-//! - [`frontside`]: the controller's frontend, embedded or remote, and the plan handover;
-//! - [`attach`]: the separate frontend process (`poolpipe frontend`);
-//! - [`frontend`]: the data-plane scheduler on a real clock, batch frames along reserved
-//!   routes, results matched to requests, retries and timeouts, the policy hot swap;
-//! - [`agent`]: the worker process (device, registration, assignments, reports);
+//!   or attaches from its own); [`controller::frontside`]: the controller's frontend,
+//!   embedded or remote, and the plan handover;
+//! - [`frontend`]: the I/O shell of the dataplane's request state machine on a real clock
+//!   (batch frames along reserved routes, results matched to requests); [`frontend::attach`]:
+//!   the separate frontend process (`poolpipe frontend`); [`frontend::http`]: the HTTP API
+//!   (KServe v2 endpoints, image upload, `/metrics`, admin) over a [`frontend::http::Backend`];
+//!   [`frontend::kserve`]: the KServe v2 inference request and response (JSON and binary
+//!   tensors);
 //! - [`worker`]: a stage worker: it runs its assigned stage on its wgpu device and forwards
 //!   each batch to the next worker of the batch's reserved route, the last stage back to
-//!   the frontend;
-//! - [`spec`]: what an assignment tells a worker;
-//! - [`http`]: the frontend's HTTP API (KServe v2 endpoints, image upload, `/metrics`, admin)
-//!   over a [`http::Backend`];
-//! - [`kserve`]: the KServe v2 inference request and response (JSON and binary tensors);
-//! - [`wire`]: engine boundary tensors to and from transport frames.
+//!   the frontend; [`worker::agent`]: the worker process (device, registration,
+//!   assignments, reports);
+//! - shared: [`spec`], what an assignment tells a worker; [`wire`], engine boundary tensors
+//!   to and from transport frames.
 //!
 //! Must never: answer a request twice or not at all, or let one bad request or peer take
 //! down the process.
 
-pub mod agent;
-pub mod attach;
 pub mod controller;
 pub mod frontend;
-pub mod frontside;
-pub mod http;
-pub mod kserve;
 pub mod spec;
 pub mod wire;
 pub mod worker;

@@ -41,7 +41,7 @@ fn default_seed() -> u64 {
 impl ModelSource {
     /// Loads the model.
     pub fn load(&self) -> anyhow::Result<Arc<Model>> {
-        Ok(Arc::new(crate::run::load_model(&self.model, self.size, self.seed, self.input_shape.as_deref())?))
+        Ok(Arc::new(crate::models::load_model(&self.model, self.size, self.seed, self.input_shape.as_deref())?))
     }
 }
 
@@ -49,7 +49,7 @@ impl ModelSource {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peer {
-    /// Worker id in routes ([`super::worker::FRONTEND`] for the frontend).
+    /// Worker id in routes ([`crate::serve::worker::FRONTEND`] for the frontend).
     pub id: u32,
     /// Where it accepts batch streams.
     pub addr: String,

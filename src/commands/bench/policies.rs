@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use anyhow::{Result, ensure};
 use serde::Serialize;
 
-use crate::simulate::{Policies, PolicySpec, Setup};
+use crate::commands::simulate::{Policies, PolicySpec, Setup};
 use poolpipe_dataplane::sim::{SimConfig, SimReport, simulate_timed};
 
 /// One policy and its twin.
@@ -124,4 +124,57 @@ pub fn render(b: &PolicyBench) -> String {
         );
     }
     s
+}
+/// Each built-in WebAssembly policy against its native twin on the same simulated run of
+/// a 100-GPU cluster: scheduler wall time per decision and per dispatched batch, the ratio,
+/// and whether both decided the same.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PoliciesArgs {
+    /// Profile folder.
+    #[arg(long, value_name = "DIR", default_value = "../shared/ppipe-data")]
+    pub profiles: std::path::PathBuf,
+    /// Fleet.
+    #[arg(long, value_name = "FILE", default_value = "configs/fleets/hc2.toml")]
+    pub fleet: std::path::PathBuf,
+    /// Workload.
+    #[arg(long, value_name = "FILE", default_value = "configs/workloads/group3.toml")]
+    pub workload: std::path::PathBuf,
+    /// Offered load, a fraction of the PPipe plan's throughput.
+    #[arg(long, default_value_t = 0.9)]
+    pub load_factor: f64,
+    /// Simulated time of each run.
+    #[arg(long, default_value = "10s", value_parser = crate::commands::simulate::parse_duration)]
+    pub duration: f64,
+    /// Runs of each side (the fastest is kept).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `poolpipe bench policies`.
+pub fn command(a: PoliciesArgs) -> Result<()> {
+    let PoliciesArgs { profiles, fleet, workload, load_factor, duration, repeats, json } = a;
+    let inputs = crate::commands::plan::load_inputs(&profiles, &fleet, &workload)?;
+    let p = crate::commands::plan::plan(&inputs, poolpipe_planner::PlannerKind::Ppipe, Default::default())?;
+    let setup = crate::commands::simulate::setup_with(&p, &inputs.profiles, &inputs.fleet, &inputs.workload)?;
+    if !(load_factor.is_finite() && load_factor > 0.0) {
+        anyhow::bail!("--load-factor {load_factor} must be positive");
+    }
+    let cfg = poolpipe_dataplane::sim::SimConfig::poisson(
+        load_factor * setup.layout.planned_rate(),
+        duration,
+        setup.weights.clone(),
+        1,
+    );
+    let pb = if json { indicatif::ProgressBar::hidden() } else { crate::progress(8 * repeats as u64, "policies") };
+    let report = run(&setup, &cfg, repeats, &pb)?;
+    pb.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
 }

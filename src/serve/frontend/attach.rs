@@ -27,10 +27,10 @@ use poolpipe_transport::endpoint::{EndpointError, Node, call, recv, recv_control
 use poolpipe_transport::link::Link;
 use poolpipe_transport::tls;
 
-use super::frontend::Frontend;
-use super::frontside::{AttachedSpec, InstallSpec};
-use super::http::ModelMeta;
-use crate::simulate::{Policies, PolicySpec};
+use crate::serve::controller::frontside::{AttachedSpec, InstallSpec};
+use crate::serve::frontend::Frontend;
+use crate::serve::frontend::http::ModelMeta;
+use poolpipe_dataplane::{Policies, PolicySpec};
 
 /// How a frontend starts.
 #[derive(Clone)]
@@ -92,7 +92,7 @@ pub async fn run(
 }
 
 async fn serve(o: &FrontendOptions, node: &Node, started: Option<tokio::sync::oneshot::Sender<Started>>) -> Result<()> {
-    let data_addr = super::agent::advertised(node, o.advertise, &format!("frontend {}", o.name))?;
+    let data_addr = crate::serve::worker::agent::advertised(node, o.advertise, &format!("frontend {}", o.name))?;
     let ctrl = Link::new(node, o.controller, &o.controller_name);
     let limits = o.transport.limits;
     let mut serving: Option<(Frontend, Vec<ModelMeta>)> = None;
@@ -139,9 +139,10 @@ async fn serve(o: &FrontendOptions, node: &Node, started: Option<tokio::sync::on
                 let policies = Policies::load(&PolicySpec::native(&policy))
                     .with_context(|| format!("the batching policy '{policy}' (pass --policy)"))?;
                 let f = Frontend::new(spec.models.clone(), policies);
-                f.set_admission(super::controller::admission(spec.max_queue));
+                f.set_admission(crate::serve::controller::admission(spec.max_queue));
                 tokio::spawn(accept_results(node.clone(), f.clone(), limits));
-                let (http, _task) = crate::cluster::http(f.clone(), o.http, o.admin_token.clone()).await?;
+                let (http, _task) =
+                    crate::serve::frontend::http::listen(f.clone(), o.http, o.admin_token.clone()).await?;
                 tracing::info!(%http, %data_addr, models = %names(&spec.models), "frontend serving");
                 if let Some(tx) = started.take() {
                     let _ = tx.send(Started { http, data_addr });

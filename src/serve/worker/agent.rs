@@ -27,8 +27,8 @@ use poolpipe_transport::endpoint::{EndpointError, Node, call, recv, recv_control
 use poolpipe_transport::link::Link;
 use poolpipe_transport::tls;
 
-use super::spec::StageSpec;
-use super::worker::{IN_FLIGHT, StageRunner, Worker};
+use crate::serve::spec::StageSpec;
+use crate::serve::worker::{IN_FLIGHT, StageRunner, Worker};
 
 /// How a worker starts.
 #[derive(Clone)]
@@ -307,7 +307,7 @@ async fn assign(state: &Arc<State>, model: u32, stage: u16, blocks: [u32; 2], sp
             // Loading and rewriting are CPU work: off the runtime threads.
             let (g, found) = tokio::task::spawn_blocking(move || -> Result<_> {
                 let g = source.load()?;
-                let found = crate::profile::fingerprint(&*g.optimized(1)?);
+                let found = crate::models::fingerprint(&*g.optimized(1)?);
                 Ok((g, found))
             })
             .await??;

@@ -319,3 +319,217 @@ pub fn arrivals(kind: &str, cv: f64, trace: Option<&PathBuf>) -> Result<Arrivals
         (other, None) => bail!("--arrivals {other}: use poisson or bursty, or give --trace FILE"),
     }
 }
+/// Simulate a plan on its fleet: the data-plane scheduler on a virtual clock, with workers
+/// that take the profiled latencies and NICs shared by the GPUs of a server. Prints SLO
+/// attainment, throughput, latency, utilisation per class and batch sizes, for one load or
+/// a load-factor sweep.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SimulateArgs {
+    /// Plan (JSON) written by `poolpipe plan --out`.
+    #[arg(long, value_name = "FILE")]
+    pub plan: std::path::PathBuf,
+    /// Profile folder the plan was made from.
+    #[arg(long, value_name = "DIR")]
+    pub profiles: std::path::PathBuf,
+    /// Fleet file the plan was made for.
+    #[arg(long, value_name = "FILE")]
+    pub fleet: std::path::PathBuf,
+    /// Workload file: its weights split the arrivals between models.
+    #[arg(long, value_name = "FILE")]
+    pub workload: std::path::PathBuf,
+    #[command(flatten)]
+    pub sim: SimArgs,
+}
+
+/// Runs `poolpipe simulate`.
+pub fn command(a: SimulateArgs) -> Result<()> {
+    let SimulateArgs { plan, profiles, fleet, workload, sim } = a;
+    simulate_cmd(&plan, &profiles, &fleet, &workload, &sim)
+}
+
+/// Simulation options of `simulate`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SimArgs {
+    /// Batching policy: ppipe (reservations), reactive (per-pool, Nexus-style), triton
+    /// (per-pool dynamic batching), a WebAssembly module (FILE.wasm or FILE.wat, ABI in
+    /// policies/ABI.md) or a built-in guest (wasm:ppipe, wasm:reactive, wasm:triton).
+    #[arg(long, default_value = "ppipe")]
+    pub policy: String,
+    /// Reservation policy: earliest-finish, a module, or wasm:earliest_finish / wasm:same_server.
+    #[arg(long, default_value = "earliest-finish")]
+    pub reservation: String,
+    /// Configuration handed to WebAssembly policies' init, e.g. "max_queue_delay_us=2000".
+    #[arg(long, default_value = "")]
+    pub policy_config: String,
+    /// Deadline of one WebAssembly policy call, ms.
+    #[arg(long, default_value_t = 1.0)]
+    pub policy_deadline_ms: f64,
+    /// Memory cap of a WebAssembly policy, MiB.
+    #[arg(long, default_value_t = 16)]
+    pub policy_memory_mib: usize,
+    /// Fuel per WebAssembly policy call (deterministic limit) [default: none].
+    #[arg(long)]
+    pub policy_fuel: Option<u64>,
+    /// Swap in this batching policy (same forms as --policy) at --swap-at, without stopping.
+    #[arg(long, requires = "swap_at", conflicts_with = "sweep")]
+    pub swap_to: Option<String>,
+    /// When to swap, e.g. 10s.
+    #[arg(long, value_parser = crate::commands::simulate::parse_duration, requires = "swap_to")]
+    pub swap_at: Option<f64>,
+    /// Lose a worker mid-run: [WORKER@]TIME, e.g. 10s or 3@10s (WORKER: its index in the
+    /// plan's layout, default 0). Its batches fail and are retried elsewhere once while their
+    /// deadlines allow; nothing more is routed to it.
+    #[arg(long, value_name = "[WORKER@]TIME", value_parser = crate::commands::simulate::parse_worker_loss)]
+    pub fail_worker: Option<poolpipe_dataplane::sim::WorkerLoss>,
+    /// Re-plan at this time, e.g. 15s: queued requests wait aside while the old plan's
+    /// batches drain, then the plan is installed again as a new generation.
+    #[arg(long, value_name = "TIME", value_parser = crate::commands::simulate::parse_duration)]
+    pub replan_at: Option<f64>,
+    /// Offered load in requests/s over all models.
+    #[arg(long, conflicts_with = "load_factor")]
+    pub rate: Option<f64>,
+    /// Offered load as a fraction of the plan's predicted throughput (or of the reference
+    /// plan's) [default: 0.9 unless --rate is given].
+    #[arg(long)]
+    pub load_factor: Option<f64>,
+    /// Simulated time of arrivals, e.g. 30s, 500ms, 2m.
+    #[arg(long, default_value = "30s", value_parser = crate::commands::simulate::parse_duration)]
+    pub duration: f64,
+    /// Find the largest load factor (steps of --step, from --max-load-factor down) with
+    /// attainment >= --target.
+    #[arg(long, conflicts_with_all = ["rate", "load_factor"])]
+    pub sweep: bool,
+    /// Load-factor step of the sweep.
+    #[arg(long, default_value_t = 0.05)]
+    pub step: f64,
+    /// Highest load factor of the sweep.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_load_factor: f64,
+    /// Attainment a sweep point must reach.
+    #[arg(long, default_value_t = 0.99)]
+    pub target: f64,
+    /// Load factor 1.0 is this plan's predicted throughput instead (as the paper measures
+    /// every system against PPipe's plan).
+    #[arg(long, value_name = "FILE")]
+    pub reference_plan: Option<std::path::PathBuf>,
+    /// Arrival process: poisson or bursty (Gamma-renewal gaps with --cv).
+    #[arg(long, default_value = "poisson")]
+    pub arrivals: String,
+    /// Coefficient of variation of bursty gaps.
+    #[arg(long, default_value_t = 2.0)]
+    pub cv: f64,
+    /// Arrival trace: one timestamp in seconds a line, scaled to the offered rate; each
+    /// request goes to a model drawn by weight.
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<std::path::PathBuf>,
+    /// Seed of every random draw.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Coefficient of variation of inference times around the profiles (0: as profiled).
+    #[arg(long, default_value_t = 0.0)]
+    pub jitter: f64,
+    /// The workers are this much slower than their profiles (2: the profiles are 2x
+    /// optimistic), to see the scheduler correct them from measured times.
+    #[arg(long, default_value_t = 1.0)]
+    pub slowdown: f64,
+    /// Do not correct the profiles from the workers' measured times.
+    #[arg(long)]
+    pub no_correction: bool,
+    /// triton: maximum queue delay in ms [default: the plan's batch-build estimate].
+    #[arg(long)]
+    pub max_queue_delay_ms: Option<f64>,
+    /// Print one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn simulate_cmd(
+    plan: &std::path::Path,
+    profiles: &std::path::Path,
+    fleet: &std::path::Path,
+    workload: &std::path::Path,
+    a: &SimArgs,
+) -> Result<()> {
+    use crate::commands::simulate as s;
+    let setup = s::load(plan, profiles, fleet, workload)?;
+    if !(a.jitter.is_finite() && a.jitter >= 0.0) {
+        anyhow::bail!("--jitter {} must be 0 or a positive coefficient of variation", a.jitter);
+    }
+    let max_delay = match a.max_queue_delay_ms {
+        Some(ms) if !(ms.is_finite() && ms >= 0.0) => anyhow::bail!("--max-queue-delay-ms {ms} must be >= 0"),
+        Some(ms) => Some(ms * 1e3),
+        None => None,
+    };
+    let reference_rate = match &a.reference_plan {
+        Some(p) => {
+            let r = s::read_plan(p)?;
+            r.objective * r.models.iter().map(|m| m.weight).sum::<f64>()
+        }
+        None => setup.layout.planned_rate(),
+    };
+    if reference_rate.is_nan() || reference_rate <= 0.0 {
+        anyhow::bail!("the plan predicts no throughput: load factors mean nothing; give --rate");
+    }
+    if !(a.slowdown.is_finite() && a.slowdown > 0.0) {
+        anyhow::bail!("--slowdown {} must be a positive factor (1: as profiled)", a.slowdown);
+    }
+    let base = poolpipe_dataplane::sim::SimConfig {
+        rate: reference_rate,
+        duration_s: a.duration,
+        arrivals: s::arrivals(&a.arrivals, a.cv, a.trace.as_ref())?,
+        weights: Some(setup.weights.clone()),
+        seed: a.seed,
+        jitter: a.jitter,
+        slowdown: a.slowdown,
+        correct: !a.no_correction,
+        fail_worker: a.fail_worker,
+        replan_at_s: a.replan_at,
+    };
+    if !(a.policy_deadline_ms.is_finite() && a.policy_deadline_ms > 0.0) {
+        anyhow::bail!("--policy-deadline-ms {} must be positive", a.policy_deadline_ms);
+    }
+    let spec = |batching: &str| s::PolicySpec {
+        batching: batching.to_string(),
+        reservation: a.reservation.clone(),
+        config: a.policy_config.clone().into_bytes(),
+        max_queue_delay_us: max_delay,
+        limits: poolpipe_policies::wasm::Limits {
+            deadline: std::time::Duration::from_secs_f64(a.policy_deadline_ms / 1e3),
+            memory_bytes: a.policy_memory_mib << 20,
+            fuel: a.policy_fuel,
+        },
+    };
+    let policies = s::Policies::load(&spec(&a.policy))?;
+    if a.sweep {
+        let steps = (a.max_load_factor / a.step).floor().max(1.0) as u64;
+        let pb = if a.json { indicatif::ProgressBar::hidden() } else { crate::progress(steps, "sweeping") };
+        let o = s::SweepOptions { reference_rate, step: a.step, max: a.max_load_factor, target: a.target };
+        let w = s::sweep(&setup.layout, &policies, &base, &o, &pb)?;
+        pb.finish_and_clear();
+        if a.json {
+            println!("{}", s::json(None, Some(&w)));
+        } else {
+            print!("{}", s::render_sweep(&w));
+        }
+        return Ok(());
+    }
+    let rate = match (a.rate, a.load_factor) {
+        (Some(r), _) => r,
+        (None, lf) => lf.unwrap_or(0.9) * reference_rate,
+    };
+    if !(rate.is_finite() && rate > 0.0) {
+        anyhow::bail!("the offered load must be a positive rate (got {rate} req/s)");
+    }
+    let cfg = poolpipe_dataplane::sim::SimConfig { rate, ..base };
+    let swap = match (&a.swap_to, a.swap_at) {
+        (Some(to), Some(at_s)) => Some(poolpipe_dataplane::sim::Swap { at_s, policies: s::Policies::load(&spec(to))? }),
+        _ => None,
+    };
+    let r = poolpipe_dataplane::sim::simulate_timed(&setup.layout, &policies, &cfg, swap, &crate::host_ns)?;
+    if a.json {
+        println!("{}", s::json(Some(&r), None));
+    } else {
+        print!("{}", s::render(&r));
+    }
+    Ok(())
+}

@@ -22,9 +22,9 @@ use poolpipe_transport::frame::FrameLimits;
 use poolpipe_transport::link::Link;
 use serde::{Deserialize, Serialize};
 
-use super::frontend::Frontend;
-use super::http::ModelMeta;
-use super::spec::Peer;
+use crate::serve::frontend::Frontend;
+use crate::serve::frontend::http::ModelMeta;
+use crate::serve::spec::Peer;
 use poolpipe_dataplane::Layout;
 
 /// The `spec` of `attached`: what a remote frontend serves.
@@ -132,7 +132,7 @@ impl Front {
         *slot = Some(Attached {
             key,
             conn: conn.clone(),
-            peer: Peer { id: super::worker::FRONTEND, addr: addr.to_string(), name: node },
+            peer: Peer { id: crate::serve::worker::FRONTEND, addr: addr.to_string(), name: node },
         });
         r.arrivals.lock().unwrap_or_else(|p| p.into_inner()).clear();
         r.switching.store(false, Ordering::Relaxed);

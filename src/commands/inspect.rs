@@ -11,7 +11,7 @@ use anyhow::Result;
 use poolpipe_engine::{DType, Graph, onnx};
 use serde::Serialize;
 
-use crate::run::{is_model_file, load_model};
+use crate::models::{is_model_file, load_model};
 
 /// One layer (node) of the imported graph.
 #[derive(Clone, Debug, Serialize)]
@@ -255,4 +255,33 @@ pub fn render(r: &InspectReport) -> String {
         );
     }
     s
+}
+/// Show what a model holds: ops (and which are supported), parameters, and per layer at
+/// batch 1 the output type and shape, parameters and FLOPs, and the nodes that run on the
+/// host.
+#[derive(clap::Args, Clone, Debug)]
+pub struct InspectArgs {
+    /// An .onnx file or a built-in model name.
+    pub model: String,
+    /// Per-frame input shape for models with symbolic sizes, e.g. 3x224x224.
+    #[arg(long, value_name = "CxHxW")]
+    pub input_shape: Option<crate::models::Shape>,
+    /// Frame size of built-in models.
+    #[arg(long, default_value_t = 224)]
+    pub size: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `poolpipe inspect`.
+pub fn command(a: InspectArgs) -> Result<()> {
+    let InspectArgs { model, input_shape, size, json } = a;
+    let report = inspect(&model, size, input_shape.as_ref().map(|s| s.0.as_slice()))?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
 }

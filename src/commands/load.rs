@@ -1,5 +1,5 @@
 //! `poolpipe load`: a load generator for a KServe v2 / Open Inference Protocol HTTP server
-//! (our frontend, [`crate::serve::http`], or any server that speaks the protocol), after
+//! (our frontend, [`crate::serve::frontend::http`], or any server that speaks the protocol), after
 //! Triton's perf_analyzer.
 //!
 //! Two modes: an open loop (`--rate R`: Poisson arrivals at R requests/s from `--seed`, each
@@ -56,7 +56,7 @@ pub struct LoadArgs {
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Measured time of each step, e.g. 10s, 500ms, 2m.
-    #[arg(long, default_value = "10s", value_parser = crate::simulate::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::commands::simulate::parse_duration)]
     pub duration: f64,
     /// Warm-up before each step's measured window (sent, not counted), e.g. 1s, 0.
     #[arg(long, default_value = "1s", value_parser = parse_warmup)]
@@ -79,7 +79,7 @@ pub struct LoadArgs {
     #[arg(long)]
     pub slo_ms: Option<f64>,
     /// Limit of one request (waiting for a connection included), e.g. 30s, 500ms.
-    #[arg(long, default_value = "30s", value_parser = crate::simulate::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::commands::simulate::parse_duration)]
     pub timeout: f64,
     /// Seed of the arrivals and of the input values.
     #[arg(long, default_value_t = 1)]
@@ -102,7 +102,7 @@ pub fn parse_warmup(s: &str) -> std::result::Result<f64, String> {
     let num = ["ms", "s", "m"].iter().find_map(|u| t.strip_suffix(u)).unwrap_or(t);
     match num.trim().parse::<f64>() {
         Ok(0.0) => Ok(0.0),
-        _ => crate::simulate::parse_duration(s),
+        _ => crate::commands::simulate::parse_duration(s),
     }
 }
 
@@ -420,7 +420,7 @@ async fn read_response<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> Re
                         keep_alive = true;
                     }
                 }
-                n if n == crate::serve::kserve::HEADER_LENGTH.to_ascii_lowercase() => {
+                n if n == crate::serve::frontend::kserve::HEADER_LENGTH.to_ascii_lowercase() => {
                     header_length = value.parse::<usize>().ok()
                 }
                 _ => {}
@@ -1085,7 +1085,7 @@ pub async fn run(args: &LoadArgs, progress: &(dyn Fn(&str) + Sync)) -> Result<Lo
         if args.binary { "application/octet-stream".to_string() } else { "application/json".to_string() },
     )];
     if let Some(n) = header_length {
-        headers.push((crate::serve::kserve::HEADER_LENGTH, n.to_string()));
+        headers.push((crate::serve::frontend::kserve::HEADER_LENGTH, n.to_string()));
     }
     let request = client.request("POST", &format!("{model_path}/infer"), &headers, &body);
     let ctx = Arc::new(Ctx { client, request, timeout });
@@ -1251,11 +1251,25 @@ pub fn csv(r: &LoadReport) -> String {
     s
 }
 
+/// Runs `poolpipe load`.
+pub fn command(a: LoadArgs) -> Result<()> {
+    let report = run_blocking(&a, a.json)?;
+    if let Some(path) = &a.csv {
+        write_csv(&report, path)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::http::{Backend, HttpOptions, ModelMeta, TensorMeta, router};
-    use crate::serve::kserve::{ApiError, InputTensor, OutputTensor};
+    use crate::serve::frontend::http::{Backend, HttpOptions, ModelMeta, TensorMeta, router};
+    use crate::serve::frontend::kserve::{ApiError, InputTensor, OutputTensor};
     use clap::Parser;
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -1524,7 +1538,7 @@ mod tests {
         for binary in [false, true] {
             let (body, n, shapes) = build_body(&inputs, 2, binary, 7).unwrap();
             assert_eq!(shapes[0].1, vec![2, 3, 2, 2]);
-            let req = crate::serve::kserve::parse_request(&body, n, 1 << 20).unwrap();
+            let req = crate::serve::frontend::kserve::parse_request(&body, n, 1 << 20).unwrap();
             assert_eq!(req.inputs[0].shape, vec![2, 3, 2, 2]);
             assert!(req.inputs[0].data.iter().all(|x| (0.0..1.0).contains(x)));
             assert_eq!(req.binary_default, binary);

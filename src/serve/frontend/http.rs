@@ -9,7 +9,7 @@
 //! | GET | `/v2` | server metadata (name, version, extensions) |
 //! | GET | `/v2/models/{m}` (or `/versions/{v}`) | model metadata: inputs and outputs, batch dimension -1 |
 //! | GET | `/v2/models/{m}/ready` | 200 or 503; 404 for an unknown model |
-//! | POST | `/v2/models/{m}/infer` (or `/versions/{v}/infer`) | inference ([`super::kserve`]) |
+//! | POST | `/v2/models/{m}/infer` (or `/versions/{v}/infer`) | inference ([`crate::serve::frontend::kserve`]) |
 //! | POST | `/v2/models/{m}/image` (`?preset=imagenet\|unit\|raw`) | convenience: one PNG/JPEG/BMP/PNM image as the body, fitted to the model's input; the outputs and, for a classifier, the top 5 |
 //! | GET | `/metrics` | request counts by model and status, latency histograms, the backend's own |
 //! | PUT/POST | `/v2/admin/policy` | replace the batching policy (a .wasm/.wat body, or `{"policy": NAME}`); needs `Authorization: Bearer TOKEN` |
@@ -33,7 +33,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
-use super::kserve::{ApiError, HEADER_LENGTH, InputTensor, OutputTensor, encode_response, parse_request};
+use crate::serve::frontend::kserve::{
+    ApiError, HEADER_LENGTH, InputTensor, OutputTensor, encode_response, parse_request,
+};
 
 /// A tensor of a model's signature.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -482,6 +484,26 @@ async fn metrics<B: Backend>(State(s): State<Arc<Shared<B>>>) -> Response {
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Serves the HTTP API of `frontend` on `addr` until the task ends; returns the bound
+/// address.
+pub async fn listen(
+    frontend: crate::serve::frontend::Frontend,
+    addr: std::net::SocketAddr,
+    admin_token: Option<String>,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    use anyhow::Context;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP API on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let app = router(frontend, HttpOptions { admin_token, ..HttpOptions::default() });
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the HTTP API stopped: {e}");
+        }
+    });
+    Ok((bound, task))
 }
 
 #[cfg(test)]

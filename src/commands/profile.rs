@@ -33,12 +33,13 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use poolpipe_engine::boundary::Precision;
 use poolpipe_engine::gpu::{AdapterSelector, Device};
-use poolpipe_engine::partition::{Partition, PartitionOptions, crossing_elements, partition};
+use poolpipe_engine::partition::{PartitionOptions, crossing_elements, partition};
 use poolpipe_engine::profile::{self as engine_profile, MeasureOptions};
 use poolpipe_engine::{Graph, Rng};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::classes::{ClassConfig, LabelSource, validate};
+use crate::models::{PartitionFile, fingerprint};
 
 /// How block latencies are timed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -98,27 +99,6 @@ pub struct ProfileOptions {
 /// Batch sizes profiled at share k: 1..=max(1, max_batch / k).
 pub fn batches_for_share(max_batch: usize, k: usize) -> usize {
     (max_batch / k).max(1)
-}
-
-/// The stored partition of a model (`partitions/{model}.json`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PartitionFile {
-    /// Model name.
-    pub model: String,
-    /// Node count of the optimized graph.
-    pub nodes: usize,
-    /// Fingerprint of the optimized graph (node names and ops, input shapes).
-    pub fingerprint: String,
-    /// Classes whose node costs balanced it.
-    pub balanced_on: Vec<String>,
-    /// Balance tolerance asked for.
-    pub tolerance: f64,
-    /// The split.
-    pub partition: Partition,
-    /// Names of the tensors crossing each cut.
-    pub cut_tensors: Vec<Vec<String>>,
-    /// Node names where each block starts.
-    pub block_starts: Vec<String>,
 }
 
 /// Latencies at one share.
@@ -236,26 +216,6 @@ fn model_name(o: &ProfileOptions) -> Result<String> {
     Ok(name)
 }
 
-/// A stable text fingerprint of a graph's structure (FNV-1a over node names, ops and input
-/// shapes).
-pub fn fingerprint(g: &Graph) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |s: &str| {
-        for b in s.bytes().chain([0u8]) {
-            h ^= b as u64;
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    for &i in g.inputs() {
-        eat(&format!("{}{}{:?}", g.value(i).name, g.value(i).dtype, g.value(i).shape));
-    }
-    for n in g.nodes() {
-        eat(&n.name);
-        eat(n.op.name());
-    }
-    format!("{h:016x}")
-}
-
 /// UTC date-time in RFC 3339 from the system clock.
 pub fn utc_now() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -318,7 +278,7 @@ pub fn profile(o: &ProfileOptions) -> Result<ProfileReport> {
     if o.shares.is_empty() || o.shares.iter().any(|&k| k == 0 || k > 8) {
         bail!("--shares takes numbers of copies between 1 and 8, e.g. 1,2,3,4");
     }
-    let loaded = std::sync::Arc::new(crate::run::load_model(&o.model, o.size, o.seed, o.input_shape.as_deref())?);
+    let loaded = std::sync::Arc::new(crate::models::load_model(&o.model, o.size, o.seed, o.input_shape.as_deref())?);
     let g = loaded.optimized(1)?;
     let n = g.nodes().len();
     if o.blocks == 0 || o.blocks > n {
@@ -634,4 +594,145 @@ pub fn render(r: &ProfileReport) -> String {
     }
     let _ = writeln!(s, "\nwrote {} files under the output folder in {:.1} s", r.files.len(), r.seconds);
     s
+}
+/// Profile a model per block on one device class: latency of every block at every batch
+/// size and share, in the published PPipe format (block-latency/, cut-bytes/), with a
+/// manifest of how it was measured.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ProfileArgs {
+    /// An .onnx file or a built-in model name.
+    pub model: String,
+    /// Output folder (created; profiles of other models and classes in it are kept).
+    #[arg(long, value_name = "DIR")]
+    pub out: std::path::PathBuf,
+    /// Adapter (as for `run`).
+    #[arg(long, default_value = "default")]
+    pub device: AdapterSelector,
+    /// Device class label in the file names [default: from the class file, else derived
+    /// from the adapter name, as `poolpipe devices` shows].
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Class file (as for `devices`).
+    #[arg(long, value_name = "FILE")]
+    pub classes: Option<std::path::PathBuf>,
+    /// Model name in the file names [default: the file stem or built-in name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Number of blocks M.
+    #[arg(long, default_value_t = 10)]
+    pub blocks: usize,
+    /// Largest accepted deviation of a block's runtime share from 1/M, relative to 1/M
+    /// (the best achievable balance is used when no split meets it).
+    #[arg(long, default_value_t = 0.25)]
+    pub tolerance: f64,
+    /// Batch sizes at share 1: 1..B (share 1/k profiles batches 1..B/k, as published:
+    /// 8, 4, 2, 2 columns for B = 8).
+    #[arg(long, default_value = "1..8", value_name = "1..B")]
+    pub batches: BatchRange,
+    /// Shares: k copies of the block run on the device at once for share 1/k.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+    pub shares: Vec<usize>,
+    /// Untimed runs before timing.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Timed runs per copy (the median is reported).
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    /// How runs are timed: GPU timestamps when the adapter has them (auto), or wall clock.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub timing: crate::commands::profile::Timing,
+    /// Precision of boundary tensors between blocks.
+    #[arg(long, default_value = "fp16")]
+    pub precision: poolpipe_engine::boundary::Precision,
+    /// Recompute the blocks even when the folder has a partition of this model (block files
+    /// of other classes that no longer match are renamed *.stale).
+    #[arg(long)]
+    pub repartition: bool,
+    /// Per-frame input shape for ONNX models with symbolic sizes, e.g. 3x224x224.
+    #[arg(long, value_name = "CxHxW")]
+    pub input_shape: Option<crate::models::Shape>,
+    /// Frame size of built-in models.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Seed of built-in weights and random inputs.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print one JSON object (the manifest) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `poolpipe profile`.
+pub fn command(a: ProfileArgs) -> Result<()> {
+    let ProfileArgs {
+        model,
+        out,
+        device,
+        class,
+        classes,
+        name,
+        blocks,
+        tolerance,
+        batches,
+        shares,
+        warmup,
+        iters,
+        timing,
+        precision,
+        repartition,
+        input_shape,
+        size,
+        seed,
+        json,
+    } = a;
+    let opts = ProfileOptions {
+        model,
+        name,
+        size,
+        input_shape: input_shape.map(|s| s.0),
+        seed,
+        device,
+        class,
+        classes,
+        out,
+        blocks,
+        tolerance,
+        max_batch: batches.0,
+        shares,
+        warmup,
+        iters,
+        timing,
+        precision,
+        repartition,
+        progress: true,
+    };
+    let report = profile(&opts)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
+/// Batch sizes 1..B given as "1..B" or "B".
+#[derive(Clone, Debug)]
+pub struct BatchRange(pub usize);
+
+impl std::str::FromStr for BatchRange {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || format!("'{s}' is not a batch range like 1..8 (profiles have one column per batch size from 1)");
+        let (start, end) = match s.split_once("..") {
+            Some((a, b)) => (
+                a.trim().parse::<usize>().map_err(|_| bad())?,
+                b.trim_start_matches('=').trim().parse::<usize>().map_err(|_| bad())?,
+            ),
+            None => (1, s.trim().parse::<usize>().map_err(|_| bad())?),
+        };
+        if start != 1 || end == 0 {
+            return Err(bad());
+        }
+        Ok(BatchRange(end))
+    }
 }

@@ -24,6 +24,7 @@ use poolpipe_transport::config::TransportConfig;
 use poolpipe_transport::tls;
 use serde::Serialize;
 
+use super::tokio_main;
 use crate::serve::controller::{ClusterConfig, Controller, ControllerConfig, ModelConfig};
 use crate::serve::spec::ModelSource;
 
@@ -38,14 +39,14 @@ pub struct DemoArgs {
     pub size: usize,
     /// Per-frame input shape of ONNX models with symbolic sizes, e.g. 3x224x224.
     #[arg(long)]
-    pub input_shape: Option<crate::run::Shape>,
+    pub input_shape: Option<crate::models::Shape>,
     /// Workers as CLASS=DEVICE[@THREADS] (THREADS sets LP_NUM_THREADS for lavapipe), one
     /// flag per worker [default: one lavapipe worker with 2 threads (class lp2t) and two with
     /// 1 thread (class lp1t)].
     #[arg(long = "worker", value_name = "CLASS=DEVICE[@THREADS]")]
     pub workers: Vec<String>,
     /// Measured time of each load (one for each plan).
-    #[arg(long, default_value = "20s", value_parser = crate::simulate::parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = crate::commands::simulate::parse_duration)]
     pub duration: f64,
     /// Request rate [default: 80% of the PPipe plan's predicted throughput].
     #[arg(long)]
@@ -127,7 +128,7 @@ pub struct DemoRun {
     /// Pipelines.
     pub pipelines: Vec<PlanPipeline>,
     /// What the load generator measured.
-    pub load: crate::load::StepReport,
+    pub load: crate::commands::load::StepReport,
     /// Busy fraction of each class's devices during the load.
     pub utilisation: BTreeMap<String, f64>,
     /// Batches sent, by size.
@@ -199,12 +200,12 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let out = a.out.canonicalize()?;
     let profiles = out.join("profiles");
-    let name = if crate::run::is_model_file(&a.model) {
+    let name = if crate::models::is_model_file(&a.model) {
         Path::new(&a.model).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
     } else {
         a.model.clone()
     };
-    let model_arg = if crate::run::is_model_file(&a.model) {
+    let model_arg = if crate::models::is_model_file(&a.model) {
         Path::new(&a.model).canonicalize().with_context(|| format!("model file {}", a.model))?.display().to_string()
     } else {
         a.model.clone()
@@ -288,7 +289,8 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
     let controller =
         Controller::start(cfg, &tls::issue(&ca.key_pem, "controller")?, &ca.cert_pem, TransportConfig::default())
             .await?;
-    let (http_addr, _server) = crate::cluster::http(controller.frontend()?, ([127, 0, 0, 1], 0).into(), None).await?;
+    let (http_addr, _server) =
+        crate::serve::frontend::http::listen(controller.frontend()?, ([127, 0, 0, 1], 0).into(), None).await?;
     let ctl_addr = controller.addr()?.to_string();
     let mut children = Children(vec![]);
     for (i, w) in workers.iter().enumerate() {
@@ -339,7 +341,7 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
                 "5s",
                 slo_ms,
             )?;
-            let r = crate::load::run(&probe, &|_: &str| {}).await?;
+            let r = crate::commands::load::run(&probe, &|_: &str| {}).await?;
             let served = r.steps.first().map_or(0.0, |s| s.throughput);
             capacity = Some(served);
             rate = Some((0.7 * served).min(0.8 * predicted).max(1.0));
@@ -373,7 +375,8 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
         )?;
         let window = Instant::now();
         let p = progress.clone();
-        let report = crate::load::run(&args, &move |m: &str| p.set_message(format!("{planner}: {m}"))).await?;
+        let report =
+            crate::commands::load::run(&args, &move |m: &str| p.set_message(format!("{planner}: {m}"))).await?;
         let seconds = window.elapsed().as_secs_f64();
         let after = controller.frontend()?.stats();
         progress.inc(1);
@@ -410,7 +413,7 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
     }
     controller.shutdown();
     drop(children);
-    let input = crate::serve::http::Backend::models(&controller.frontend()?)
+    let input = crate::serve::frontend::http::Backend::models(&controller.frontend()?)
         .first()
         .and_then(|m| m.inputs.first())
         .map(|t| t.shape.clone())
@@ -434,7 +437,13 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
 }
 
 /// Load options as `poolpipe load` would parse them.
-fn load_args(http: &str, model: &str, mode: &[&str], duration: &str, slo_ms: f64) -> Result<crate::load::LoadArgs> {
+fn load_args(
+    http: &str,
+    model: &str,
+    mode: &[&str],
+    duration: &str,
+    slo_ms: f64,
+) -> Result<crate::commands::load::LoadArgs> {
     let mut argv: Vec<String> =
         vec!["load".into(), "--url".into(), format!("http://{http}"), "--model".into(), model.into()];
     argv.extend(mode.iter().map(|s| s.to_string()));
@@ -446,7 +455,7 @@ fn load_args(http: &str, model: &str, mode: &[&str], duration: &str, slo_ms: f64
 #[derive(Parser)]
 struct LoadCli {
     #[command(flatten)]
-    args: crate::load::LoadArgs,
+    args: crate::commands::load::LoadArgs,
 }
 
 /// Steps of the demo's progress bar.
@@ -570,4 +579,22 @@ pub fn render_html(r: &DemoReport) -> String {
          <body style=\"font-family:sans-serif;max-width:60em;margin:2em auto\">{body}</body></html>\n",
         esc(&r.model)
     )
+}
+
+/// Runs `poolpipe demo`.
+pub fn command(a: DemoArgs) -> Result<()> {
+    let bar = indicatif::ProgressBar::new(steps(&a));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:20}] {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let json = a.json;
+    let report = tokio_main(async move { run(a, &bar).await.inspect(|_| bar.finish_and_clear()) })?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
 }

@@ -4,7 +4,7 @@
 //! The frontend (the KServe API and the scheduler) runs in the same process and shares the
 //! controller's QUIC endpoint (`frontend = "embedded"`, the default), or runs as its own
 //! process, `poolpipe frontend`, that attaches over QUIC (`frontend = "remote"`; see
-//! [`super::frontside`]). Workers send their reports to the controller, which relays them to
+//! [`crate::serve::controller::frontside`]). Workers send their reports to the controller, which relays them to
 //! a remote frontend, and their results to the frontend's address.
 //!
 //! The controller also re-plans when the models' arrival mix (counted by the frontend over
@@ -16,6 +16,8 @@
 //! acknowledge them compiled, and only then does the new plan take requests. A worker is
 //! declared gone when its connection closes or it misses health reports for
 //! `dead_after_ms`; its batches fail over at once and nothing more is routed to it.
+
+pub mod frontside;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -33,14 +35,14 @@ use poolpipe_transport::endpoint::{EndpointError, Node, call, recv, recv_control
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::frontend::Frontend;
-use super::frontside::{AttachedSpec, Front, InstallSpec};
-use super::http::{ModelMeta, TensorMeta};
-use super::spec::{ModelSource, Peer, StageSpec};
-use super::worker::FRONTEND;
-use crate::profile::PartitionFile;
-use crate::simulate::{Policies, PolicySpec};
+use crate::models::PartitionFile;
+use crate::serve::controller::frontside::{AttachedSpec, Front, InstallSpec};
+use crate::serve::frontend::Frontend;
+use crate::serve::frontend::http::{ModelMeta, TensorMeta};
+use crate::serve::spec::{ModelSource, Peer, StageSpec};
+use crate::serve::worker::FRONTEND;
 use poolpipe_dataplane::Layout;
+use poolpipe_dataplane::{Policies, PolicySpec};
 
 /// `cluster.toml`: the controller's settings and the models served.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -254,7 +256,7 @@ impl ClusterConfig {
             }
         }
         for m in &mut c.model {
-            if crate::run::is_model_file(&m.source.model) && Path::new(&m.source.model).is_relative() {
+            if crate::models::is_model_file(&m.source.model) && Path::new(&m.source.model).is_relative() {
                 m.source.model = base.join(&m.source.model).to_string_lossy().into_owned();
             }
         }
@@ -415,7 +417,7 @@ fn load_served(cfg: &ModelConfig, profiles: &Path) -> Result<(Served, ModelMeta)
     let partition: PartitionFile = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
     let model = cfg.source.load().with_context(|| format!("model {}", cfg.name))?;
     let g = model.optimized(1).with_context(|| format!("model {}", cfg.name))?;
-    let found = crate::profile::fingerprint(&g);
+    let found = crate::models::fingerprint(&g);
     if found != partition.fingerprint {
         bail!(
             "model {}: {} was profiled on a different graph (fingerprint {} there, {found} here): re-run `poolpipe profile` on this model",
@@ -450,7 +452,7 @@ fn load_served(cfg: &ModelConfig, profiles: &Path) -> Result<(Served, ModelMeta)
 
 impl Controller {
     /// Binds the QUIC endpoint, loads the models and starts registering workers. The frontend
-    /// it returns serves the HTTP API (see [`super::http::router`]).
+    /// it returns serves the HTTP API (see [`crate::serve::frontend::http::router`]).
     pub async fn start(
         cfg: ClusterConfig,
         identity: &poolpipe_transport::tls::Identity,

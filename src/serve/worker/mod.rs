@@ -8,6 +8,8 @@
 //! time; a worker holds at most [`IN_FLIGHT`] received batches (run or waiting to run), and
 //! the transport holds senders back beyond that.
 
+pub mod agent;
+
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -22,8 +24,8 @@ use poolpipe_transport::endpoint::{EndpointError, recv};
 use poolpipe_transport::frame::{BatchHeader, Frame, FrameLimits};
 use poolpipe_transport::link::Link;
 
-use super::ServeError;
-use super::wire::{from_wire, to_wire};
+use crate::serve::ServeError;
+use crate::serve::wire::{from_wire, to_wire};
 
 /// The worker id that stands for the frontend in routes: a route's last hop delivers the
 /// model's outputs there.

@@ -270,3 +270,38 @@ pub fn render(r: &KernelReport) -> String {
     s += &format!("\ngeometric mean speed-up over the naive kernels: {:.2}x\n", r.geomean_speedup);
     s
 }
+/// GFLOP/s of conv and GEMM kernels on ResNet-50 / MobileNetV2 shapes, against naive
+/// one-output-per-invocation kernels measured in the same run.
+#[derive(clap::Args, Clone, Debug)]
+pub struct KernelsArgs {
+    /// Adapter (as for `run`).
+    #[arg(long, default_value = "default")]
+    pub device: AdapterSelector,
+    /// Timed runs per kernel (median reported).
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    /// Divide spatial sizes by this (e.g. 4 for a quick look on a CPU adapter).
+    #[arg(long, default_value_t = 1)]
+    pub scale_divisor: usize,
+    /// Only shapes whose name or kind contains this text.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Invocations per workgroup (both kernels).
+    #[arg(long, default_value_t = 64)]
+    pub workgroup_size: u32,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `poolpipe bench kernels`.
+pub fn command(a: KernelsArgs) -> Result<()> {
+    let KernelsArgs { device, iters, scale_divisor, only, workgroup_size, json } = a;
+    let report = kernels(&device, iters, scale_divisor, only.as_deref(), workgroup_size)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}

@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use poolpipe_engine::gpu::{AdapterSelector, CompileOptions, CompiledModel, Device};
 use poolpipe_engine::model::{Dim, Model};
-use poolpipe_engine::{DType, Rng, Tensor, models, npy, onnx, reference};
+use poolpipe_engine::{DType, Rng, Tensor, npy, onnx, reference};
 use serde::Serialize;
 
 use crate::frames::{self, Preset};
+use crate::models::{is_model_file, load_model};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -185,29 +186,6 @@ pub fn errors(got: &Tensor, want: &Tensor) -> (f32, f32) {
     (abs, abs / want.max_abs().max(1e-6))
 }
 
-/// True when `model` names a model file rather than a built-in model.
-pub fn is_model_file(model: &str) -> bool {
-    let p = Path::new(model);
-    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) || model.contains('/') || p.is_file()
-}
-
-/// Loads the model named on the command line.
-pub fn load_model(model: &str, size: usize, seed: u64, input_shape: Option<&[usize]>) -> Result<Model> {
-    if is_model_file(model) {
-        let path = Path::new(model);
-        if !path.is_file() {
-            bail!("model file {model} not found (give a path to an .onnx file, or a built-in model name)");
-        }
-        let opts = onnx::ImportOptions { input_dims: input_shape.map(|s| vec![s.to_vec()]).unwrap_or_default() };
-        Ok(onnx::load(path, &opts)?)
-    } else {
-        if input_shape.is_some() {
-            bail!("--input-shape applies to ONNX models; built-in models take --size");
-        }
-        models::builtin(model, size, seed).map_err(|e| anyhow::anyhow!("{e} (or give the path of an .onnx file)"))
-    }
-}
-
 /// The dimensions after the batch of each model input: known sizes, or None for symbolic ones
 /// (taken from the given tensors).
 fn sample_dims(model: &Model, input_shape: Option<&[usize]>) -> Vec<Vec<Option<usize>>> {
@@ -229,22 +207,6 @@ fn sample_dims(model: &Model, input_shape: Option<&[usize]>) -> Vec<Vec<Option<u
                 .collect()
         })
         .collect()
-}
-
-/// A per-frame input shape given on the command line ("3x224x224" or "3,224,224").
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Shape(pub Vec<usize>);
-
-impl std::str::FromStr for Shape {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let dims: Result<Vec<usize>, _> = s.split(['x', 'X', ',']).map(|d| d.trim().parse::<usize>()).collect();
-        match dims {
-            Ok(d) if !d.is_empty() && d.iter().all(|&x| x > 0) => Ok(Shape(d)),
-            _ => Err(format!("'{s}' is not a shape like 3x224x224 (positive sizes separated by x)")),
-        }
-    }
 }
 
 fn has_ext(p: &Path, ext: &str) -> bool {
@@ -652,6 +614,114 @@ pub fn render(r: &RunReport) -> String {
         s += &format!("written      {f}\n");
     }
     s
+}
+
+/// Run a model (built-in or ONNX file) on one device: outputs, top-5 for classifiers,
+/// latency and throughput, optionally checked against the CPU reference or onnxruntime.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// Built-in model (resnet-mini, mobilenet-mini, segnet-mini) or the path of an .onnx file.
+    #[arg(value_name = "MODEL")]
+    pub model_arg: Option<String>,
+    /// Same as MODEL (kept for scripts).
+    #[arg(long, conflicts_with = "model_arg")]
+    pub model: Option<String>,
+    /// Input file, repeatable: an image (PNG, JPEG, BMP, PNM; fitted and normalised per
+    /// --preset), a tensor of one frame [C,H,W] or N frames [N,C,H,W] (.npy, or .pb: a
+    /// serialised ONNX TensorProto) of the input's element type (float16/32/64, integers,
+    /// bool; other float types convert), or a .npz with one array per model input.
+    /// Random frames when absent.
+    #[arg(long, value_name = "FILE")]
+    pub input: Vec<std::path::PathBuf>,
+    /// How image pixels become values.
+    #[arg(long, value_enum, default_value = "imagenet")]
+    pub preset: Preset,
+    /// Per-frame input shape for ONNX models with symbolic sizes, e.g. 3x224x224 (taken
+    /// from the input tensors when absent).
+    #[arg(long, value_name = "CxHxW")]
+    pub input_shape: Option<crate::models::Shape>,
+    /// Frame height and width of built-in models.
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Frames per batch [default: the number of input frames, else 4 for built-in models
+    /// and 1 for ONNX files]; a single input frame is repeated to fill it.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Adapter: an index from `poolpipe devices`, a name substring, vendor:NAME or type:cpu.
+    #[arg(long, default_value = "default")]
+    pub device: AdapterSelector,
+    /// Timed runs after one warm-up.
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    /// Compare with the CPU reference (default for built-in models).
+    #[arg(long, conflicts_with = "no_check")]
+    pub check: bool,
+    /// Skip the comparison with the CPU reference.
+    #[arg(long)]
+    pub no_check: bool,
+    /// Also run onnxruntime (python3) on the same inputs and print the error.
+    #[arg(long)]
+    pub compare_ort: bool,
+    /// Write the outputs: .npy (one output) or .npz (every output, by the model's names).
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<std::path::PathBuf>,
+    /// Seed of built-in weights and random frames.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `poolpipe run`.
+pub fn command(a: RunArgs) -> Result<()> {
+    let RunArgs {
+        model_arg,
+        model,
+        input,
+        preset,
+        input_shape,
+        size,
+        batch,
+        device,
+        iters,
+        check,
+        no_check,
+        compare_ort,
+        output,
+        seed,
+        json,
+    } = a;
+    let opts = RunOptions {
+        model: model_arg.or(model).unwrap_or_else(|| "resnet-mini".into()),
+        size,
+        input_shape: input_shape.map(|s| s.0),
+        batch,
+        device,
+        iters,
+        check: if check {
+            Some(true)
+        } else if no_check {
+            Some(false)
+        } else {
+            None
+        },
+        seed,
+        inputs: input,
+        preset,
+        output,
+        compare_ort,
+    };
+    let report = run_model(&opts)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    if !report.failures.is_empty() {
+        anyhow::bail!("{} on {}", report.failures.join("; "), report.device);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

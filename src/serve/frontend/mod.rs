@@ -16,6 +16,10 @@
 //! of time or the policy neither dispatched nor dropped it by its deadline; or with an error
 //! naming the batch and worker when its batch failed and could not be retried.
 
+pub mod attach;
+pub mod http;
+pub mod kserve;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,9 +31,9 @@ use poolpipe_transport::frame::{BatchHeader, Dtype, Frame, RequestRef, RouteHop,
 use poolpipe_transport::link::Link;
 use tokio::sync::{Notify, oneshot};
 
-use super::http::{Backend, ModelMeta};
-use super::kserve::{ApiError, InputTensor, OutputTensor};
-use super::worker::FRONTEND;
+use crate::serve::frontend::http::{Backend, ModelMeta};
+use crate::serve::frontend::kserve::{ApiError, InputTensor, OutputTensor};
+use crate::serve::worker::FRONTEND;
 
 pub use poolpipe_dataplane::front::GRACE_US;
 

@@ -290,3 +290,133 @@ pub fn render_bench(r: &BenchReport) -> String {
     );
     s
 }
+/// Plan a fleet: how each model of the workload is cut, which pool of which GPU class
+/// serves each partition, with how many (v)GPUs and at which batch size (PPipe's MILP, or
+/// the NP and DART-r baselines). Prints the plan and writes it as JSON.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PlanCmdArgs {
+    /// Profile folder in the ppipe-data format (block-latency/, cut-bytes/, optional
+    /// slo-us.csv), e.g. ../shared/ppipe-data or the output of `poolpipe profile`.
+    #[arg(long, value_name = "DIR")]
+    pub profiles: std::path::PathBuf,
+    /// Fleet file (TOML): bandwidth_gbps and [[class]] tables (name, count, gpus_per_server).
+    #[arg(long, value_name = "FILE")]
+    pub fleet: std::path::PathBuf,
+    /// Workload file (TOML): [[model]] tables (name, weight, optional slo_ms).
+    #[arg(long, value_name = "FILE")]
+    pub workload: std::path::PathBuf,
+    /// ppipe, np or dart-r.
+    #[arg(long, default_value = "ppipe")]
+    pub planner: poolpipe_planner::PlannerKind,
+    /// Write the plan (JSON) here.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub opts: PlanArgs,
+    /// Print the plan as one JSON object instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `poolpipe plan`.
+pub fn command(a: PlanCmdArgs) -> Result<()> {
+    let PlanCmdArgs { profiles, fleet, workload, planner, out, opts, json } = a;
+    let inputs = load_inputs(&profiles, &fleet, &workload)?;
+    let p = plan(&inputs, planner, opts.options()?)?;
+    if let Some(out) = &out {
+        write(&p, out)?;
+    }
+    if json {
+        println!("{}", serde_json::to_string(&p)?);
+    } else {
+        print!("{}", render(&p));
+        if let Some(out) = &out {
+            println!("\nplan written to {}", out.display());
+        }
+    }
+    Ok(())
+}
+
+/// The cases of `bench planner` and `bench paper`: profiles, fleets and workloads.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CaseArgs {
+    /// Profile folder (the published profiles by default).
+    #[arg(long, value_name = "DIR", default_value = "../shared/ppipe-data")]
+    pub profiles: std::path::PathBuf,
+    /// Fleet files [default: configs/fleets/hc1..hc4.toml].
+    #[arg(long, value_name = "FILE", value_delimiter = ',')]
+    pub fleets: Vec<std::path::PathBuf>,
+    /// Workload files [default: configs/workloads/group1..6.toml; bench paper --quick: groups
+    /// 1 and 3].
+    #[arg(long, value_name = "FILE", value_delimiter = ',')]
+    pub workloads: Vec<std::path::PathBuf>,
+}
+
+impl CaseArgs {
+    /// The fleets and workloads given, or the paper's clusters and these groups.
+    pub fn resolve(&self, groups: &[usize]) -> (Vec<std::path::PathBuf>, Vec<std::path::PathBuf>) {
+        let fleets = if self.fleets.is_empty() {
+            (1..=4).map(|i| std::path::PathBuf::from(format!("configs/fleets/hc{i}.toml"))).collect()
+        } else {
+            self.fleets.clone()
+        };
+        let workloads = if self.workloads.is_empty() {
+            groups.iter().map(|i| std::path::PathBuf::from(format!("configs/workloads/group{i}.toml"))).collect()
+        } else {
+            self.workloads.clone()
+        };
+        (fleets, workloads)
+    }
+}
+
+/// Planner options shared by `plan` and `bench planner`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PlanArgs {
+    /// Most partitions per pipeline (1..=3).
+    #[arg(long, default_value_t = 2)]
+    pub max_partitions: usize,
+    /// Shares a vGPU may have (k for 1/k of a GPU); a class uses those it has profiles for.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
+    pub shares: Vec<usize>,
+    /// Largest batch at share 1/1, 1/2, 1/3, 1/4 ...
+    #[arg(long, value_delimiter = ',', default_value = "8,4,2,2")]
+    pub max_batch: Vec<usize>,
+    /// Only these batch sizes (comma-separated; 1 must be among them) [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub batches: Option<Vec<usize>>,
+    /// Planning margin, a fraction of the SLO.
+    #[arg(long, default_value_t = 0.4)]
+    pub margin: f64,
+    /// Batch-build factor of the latency estimate.
+    #[arg(long, default_value_t = 1.3)]
+    pub batch_build_factor: f64,
+    /// Time limit of each solver call, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub time_limit: f64,
+    /// Relative gap at which the search may stop.
+    #[arg(long, default_value_t = 1e-4)]
+    pub gap: f64,
+    /// How the MILP is searched: auto (a short joint search, then the split search), joint
+    /// (branch and bound on the whole MILP) or split (GPU splits between models).
+    #[arg(long, default_value = "auto")]
+    pub search: poolpipe_planner::Search,
+}
+
+impl PlanArgs {
+    pub fn options(&self) -> Result<poolpipe_planner::PlanOptions> {
+        if !(self.time_limit.is_finite() && self.time_limit > 0.0) {
+            anyhow::bail!("--time-limit {} must be a positive number of seconds", self.time_limit);
+        }
+        Ok(poolpipe_planner::PlanOptions {
+            max_partitions: self.max_partitions,
+            shares: self.shares.clone(),
+            max_batch_per_share: self.max_batch.clone(),
+            batches: self.batches.clone(),
+            margin: self.margin,
+            batch_build_factor: self.batch_build_factor,
+            time_limit: std::time::Duration::from_secs_f64(self.time_limit),
+            mip_gap: self.gap,
+            search: self.search,
+        })
+    }
+}

@@ -95,6 +95,83 @@ pub fn render(r: &BenchReport) -> String {
     s
 }
 
+/// Tensors over QUIC (poolpipe's transport, mutual TLS) against TLS 1.3 over TCP and plain
+/// TCP on loopback, in one run: throughput and per-tensor latency for each size, and the
+/// QUIC / TLS-over-TCP ratio.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TransportArgs {
+    /// Tensor sizes (binary units: 64K, 1M, 16MiB).
+    #[arg(long, value_delimiter = ',', default_value = "64K,1M,4M,16M", value_parser = crate::commands::bench::transport::parse_size)]
+    pub sizes: Vec<usize>,
+    /// An eighth of the bytes (a few seconds).
+    #[arg(long)]
+    pub quick: bool,
+    /// MiB sent per size and transport in the throughput phase [default: 512; --quick: 64].
+    #[arg(long)]
+    pub mib: Option<u64>,
+    /// Throughput rounds per size; the legs take turns and each leg's median round counts.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Largest UDP payload QUIC's path MTU discovery probes for (loopback carries 65507;
+    /// Ethernet 1452).
+    #[arg(long, default_value_t = 65507)]
+    pub max_udp_payload: u16,
+    /// QUIC stream receive window, bytes (K/M suffixes).
+    #[arg(long, value_parser = crate::commands::bench::transport::parse_size)]
+    pub stream_window: Option<usize>,
+    /// QUIC connection receive window, bytes (K/M suffixes).
+    #[arg(long, value_parser = crate::commands::bench::transport::parse_size)]
+    pub connection_window: Option<usize>,
+    /// Batches in flight per peer.
+    #[arg(long)]
+    pub in_flight: Option<u32>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `poolpipe bench transport`.
+pub fn command(a: TransportArgs) -> Result<()> {
+    let TransportArgs { sizes, quick, mib, rounds, max_udp_payload, stream_window, connection_window, in_flight, json } =
+        a;
+    let mut o = if quick {
+        poolpipe_transport::bench::BenchOptions::quick()
+    } else {
+        poolpipe_transport::bench::BenchOptions::default()
+    };
+    o.sizes = sizes;
+    if rounds == 0 {
+        anyhow::bail!("--rounds must be at least 1");
+    }
+    o.rounds = rounds;
+    if let Some(m) = mib {
+        if m == 0 {
+            anyhow::bail!("--mib must be at least 1");
+        }
+        o.latency_bytes = o.latency_bytes * m / (o.bytes_per_size >> 20);
+        o.bytes_per_size = m << 20;
+    }
+    let c = &mut o.config;
+    c.max_udp_payload = max_udp_payload;
+    if let Some(w) = stream_window {
+        c.stream_window = w as u64;
+        c.connection_window = c.connection_window.max(w as u64);
+    }
+    if let Some(w) = connection_window {
+        c.connection_window = w as u64;
+    }
+    if let Some(n) = in_flight {
+        c.max_in_flight = n;
+    }
+    let report = bench(&o, json)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

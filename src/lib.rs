@@ -19,7 +19,9 @@
 //! - [`sim`]: the discrete-event simulator that drives the scheduler on a virtual clock;
 //!   [`simulate`]: `poolpipe simulate` (runs and load-factor sweeps); [`paper`]: `poolpipe
 //!   bench paper`, the paper's experiment; [`policybench`]: `poolpipe bench policies`, each
-//!   WebAssembly policy against its native twin.
+//!   WebAssembly policy against its native twin;
+//! - [`servebench`]: `poolpipe bench serving`, the serving path under load on an embedded
+//!   cluster (latency at concurrency 1, capacity, overload, profile correction).
 //!
 //! The cluster roles (controller, worker, frontend) arrive here with their issues; the engine,
 //! planner, policies and transport live in their own crates (see ARCHITECTURE.md).
@@ -44,6 +46,7 @@ pub mod policybench;
 pub mod profile;
 pub mod run;
 pub mod serve;
+pub mod servebench;
 pub mod sim;
 pub mod simulate;
 

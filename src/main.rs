@@ -449,6 +449,11 @@ enum CertsCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// The serving path under load on an embedded cluster on this machine: p50/p99 at
+    /// concurrency 1 against the model's batch-1 compute plus transport, the closed-loop
+    /// capacity and goodput under open-loop Poisson around it, then the same with profiles
+    /// made optimistic, showing the online correction converge.
+    Serving(poolpipe::servebench::ServingArgs),
     /// Tensors over QUIC (poolpipe's transport, mutual TLS) against TLS 1.3 over TCP and plain
     /// TCP on loopback, in one run: throughput and per-tensor latency for each size, and the
     /// QUIC / TLS-over-TCP ratio.
@@ -906,6 +911,7 @@ fn run_cli(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Bench { what: BenchCmd::Serving(a) } => poolpipe::servebench::main(a),
         Cmd::Bench { what: BenchCmd::Kernels { device, iters, scale_divisor, only, workgroup_size, json } } => {
             let report = bench::kernels(&device, iters, scale_divisor, only.as_deref(), workgroup_size)?;
             if json {

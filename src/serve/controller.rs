@@ -42,6 +42,23 @@ use crate::dataplane::Layout;
 use crate::profile::PartitionFile;
 use crate::simulate::{Policies, PolicySpec};
 
+/// Multiplies every profiled block time by `scale` (`[controller] profile_scale`), at least
+/// 1 µs each; 1 changes nothing.
+pub fn scale_profiles(profiles: &mut [poolpipe_planner::profiles::ModelProfile], scale: f64) {
+    if scale == 1.0 {
+        return;
+    }
+    for p in profiles {
+        for shares in p.classes.values_mut() {
+            for sh in shares {
+                for us in sh.us.iter_mut().flat_map(|b| b.iter_mut()) {
+                    *us = ((*us as f64 * scale).round() as u64).max(1);
+                }
+            }
+        }
+    }
+}
+
 /// `cluster.toml`: the controller's settings and the models served.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +138,12 @@ pub struct ControllerConfig {
     /// Solver time limit per plan, seconds.
     #[serde(default = "default_time_limit")]
     pub plan_time_limit_s: f64,
+    /// Factor applied to every profiled time the controller plans and schedules with
+    /// (1 = as measured; 0.5 = profiles twice optimistic). An experiment knob for the online
+    /// profile correction (`poolpipe bench serving`): workers' measured times are not scaled,
+    /// so the correction sees measured / scaled.
+    #[serde(default = "unit")]
+    pub profile_scale: f64,
     /// Where the frontend runs: "embedded" (in the controller's process, serving `http`) or
     /// "remote" (a `poolpipe frontend` process attaches; the controller serves no HTTP).
     #[serde(default)]
@@ -291,6 +314,12 @@ impl ClusterConfig {
         }
         if !(0.0..1.0).contains(&c.mix_threshold) {
             bail!("[controller] mix_threshold = {} must be in 0..1 (0 turns mix re-planning off)", c.mix_threshold);
+        }
+        if !(c.profile_scale.is_finite() && (0.01..=100.0).contains(&c.profile_scale)) {
+            bail!(
+                "[controller] profile_scale = {} is outside 0.01..=100 (1 plans with the profiles as measured)",
+                c.profile_scale
+            );
         }
         if c.max_queue == Some(0) {
             bail!(
@@ -907,7 +936,8 @@ async fn replan(inner: &Arc<Inner>) -> Result<()> {
     };
     let names = workload.model_names();
     let classes = fleet.class_names();
-    let profiles = poolpipe_planner::profiles::load(&c.profiles, &names, &classes)?;
+    let mut profiles = poolpipe_planner::profiles::load(&c.profiles, &names, &classes)?;
+    scale_profiles(&mut profiles, c.profile_scale);
     for (s, p) in inner.served.iter().zip(&profiles) {
         if p.blocks != s.partition.partition.len() {
             bail!(

@@ -376,7 +376,7 @@ fn check(a: &ServingArgs, d: &Durations) -> Result<()> {
         ("--duration", d.step_s),
         ("--converge-duration", d.converge_s),
     ] {
-        if !(v.is_finite() && v >= 0.5 && v <= 3600.0) {
+        if !(0.5..=3600.0).contains(&v) {
             bail!("{flag} must be from 500ms to 1h");
         }
     }
@@ -497,6 +497,7 @@ fn corrections(cluster: &EmbeddedCluster, model: &str) -> Result<Vec<Correction>
 }
 
 /// Drives one load step through the HTTP API.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     cluster: &EmbeddedCluster,
     model: &str,
@@ -1075,7 +1076,7 @@ mod tests {
             &["--loads", "0,1"],
             &["--max-batch", "0"],
             &["--duration", "1ms"],
-            &["--slo-ms", "-1"],
+            &["--slo-ms=-1"],
             &["--concurrency", "0"],
         ] {
             let a = parse(bad);

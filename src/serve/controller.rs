@@ -1095,6 +1095,23 @@ mod tests {
         assert_eq!(mix_shift(&[2.0, 1.0, 1.0], &[0, 50, 50], 0.2, 50), Some(vec![0.01, 0.5, 0.5]));
     }
 
+    #[test]
+    fn profile_scale_multiplies_every_block_time() {
+        let share = |us: Vec<Vec<u64>>| poolpipe_planner::profiles::ShareProfile { share: 1, us };
+        let mut p = vec![poolpipe_planner::profiles::ModelProfile {
+            name: "m".into(),
+            blocks: 2,
+            cut_bytes: vec![0],
+            classes: [("a".to_string(), vec![share(vec![vec![100, 180], vec![1, 3]])])].into(),
+            listed_slo_us: None,
+        }];
+        let before = p.clone();
+        scale_profiles(&mut p, 1.0);
+        assert_eq!(p[0].classes, before[0].classes);
+        scale_profiles(&mut p, 0.5);
+        assert_eq!(p[0].classes["a"][0].us, vec![vec![50, 90], vec![1, 2]], "halved, at least 1 us");
+    }
+
     fn config(controller_extra: &str, slo_ms: &str) -> ClusterConfig {
         let text = format!(
             "[controller]\nprofiles = \"p\"\n{controller_extra}\n[[model]]\nname = \"m\"\nmodel = \"resnet-mini\"\nslo_ms = {slo_ms}\n"
@@ -1107,11 +1124,13 @@ mod tests {
         let c = config("", "100");
         c.validate().unwrap();
         assert_eq!((c.controller.mix_window_s, c.controller.mix_threshold), (30.0, 0.2));
+        assert_eq!(c.controller.profile_scale, 1.0);
         for (extra, slo, says) in [
             ("planner = \"magic\"", "100", "planner"),
             ("mix_threshold = 1.5", "100", "mix_threshold"),
             ("workers = 0", "100", "workers"),
             ("max_queue = 0", "100", "max_queue"),
+            ("profile_scale = 0", "100", "profile_scale"),
             ("", "-1", "slo_ms"),
         ] {
             let e = config(extra, slo).validate().unwrap_err().to_string();

@@ -175,6 +175,13 @@ pub struct FrontendCounts {
     pub dropped: u64,
     /// Failed.
     pub failed: u64,
+    /// Mean time a frame queued at the frontend before its first dispatch, ms.
+    pub queue_ms: Option<f64>,
+    /// Mean compute of a batch (all its stages) as the workers reported it, ms.
+    pub compute_ms: Option<f64>,
+    /// Mean time of a batch from send to result not spent computing (transfers and waits
+    /// at and between the workers), ms.
+    pub transfer_ms: Option<f64>,
 }
 
 fn counts(before: &crate::serve::frontend::FrontStats, after: &crate::serve::frontend::FrontStats) -> FrontendCounts {
@@ -190,6 +197,9 @@ fn counts(before: &crate::serve::frontend::FrontStats, after: &crate::serve::fro
         late: after.late.saturating_sub(before.late),
         dropped: after.dropped.saturating_sub(before.dropped),
         failed: after.failed.saturating_sub(before.failed),
+        queue_ms: mean_diff(&after.queue, &before.queue),
+        compute_ms: mean_diff(&after.compute, &before.compute),
+        transfer_ms: mean_diff(&after.transfer, &before.transfer),
     }
 }
 
@@ -296,6 +306,8 @@ pub struct WindowedRun {
     pub meets_goal: bool,
     /// Corrections at the end of the run.
     pub corrections: Vec<Correction>,
+    /// The corrections every half second from the load's start.
+    pub correction_series: Vec<CorrectionSample>,
     /// What the frontend counted.
     pub frontend: FrontendCounts,
 }
@@ -483,18 +495,35 @@ pub fn converged_after(windows: &[Window], goal: f64) -> Option<f64> {
 
 /// Every worker's correction, from the model's metadata (`parameters.profile_correction`).
 fn corrections(cluster: &EmbeddedCluster, model: &str) -> Result<Vec<Correction>> {
-    let fe = cluster.controller.frontend()?;
-    let params = crate::serve::http::Backend::model_parameters(&fe, model).unwrap_or_default();
+    Ok(corrections_of(&cluster.controller.frontend()?, model))
+}
+
+fn corrections_of(fe: &crate::serve::frontend::Frontend, model: &str) -> Vec<Correction> {
+    let params = crate::serve::http::Backend::model_parameters(fe, model).unwrap_or_default();
     let list = params["profile_correction"].as_array().cloned().unwrap_or_default();
-    Ok(list
+    let mut v: Vec<Correction> = list
         .iter()
         .map(|c| Correction {
             worker: c["worker"].as_u64().unwrap_or(0),
             reports: c["reports"].as_u64().unwrap_or(0),
             ratio: c["ratio"].as_f64().unwrap_or(f64::NAN),
         })
-        .collect())
+        .collect();
+    v.sort_by_key(|c| c.worker);
+    v
 }
+
+/// The corrections in effect at one moment of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct CorrectionSample {
+    /// Seconds after the load began.
+    pub t_s: f64,
+    /// Ratio of each worker (in worker order), 1 before enough reports.
+    pub ratios: Vec<f64>,
+}
+
+/// Seconds between the samples of the corrections during a watched run.
+const CORRECTION_EVERY_S: f64 = 0.5;
 
 /// Drives one load step through the HTTP API.
 #[allow(clippy::too_many_arguments)]
@@ -765,7 +794,23 @@ async fn windowed(
     progress: &indicatif::ProgressBar,
 ) -> Result<WindowedRun> {
     let rate = a.converge_load * capacity;
-    let before = cluster.controller.frontend()?.stats();
+    let fe = cluster.controller.frontend()?;
+    let before = fe.stats();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let (stop, model) = (stop.clone(), name.to_string());
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(CORRECTION_EVERY_S));
+            let mut series = vec![];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tick.tick().await;
+                let ratios = corrections_of(&fe, &model).iter().map(|c| c.ratio).collect();
+                series.push(CorrectionSample { t_s: t0.elapsed().as_secs_f64(), ratios });
+            }
+            series
+        })
+    };
     let reqs = drive(
         cluster,
         name,
@@ -777,7 +822,10 @@ async fn windowed(
         label,
         progress,
     )
-    .await?;
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let correction_series = poller.await.context("the correction sampler failed")?;
+    let reqs = reqs?;
     let frontend = counts(&before, &cluster.controller.frontend()?.stats());
     let w = windows(&reqs.requests, d.converge_s, 1.0, slo_ms);
     let converged_after_s = converged_after(&w, ATTAINMENT_GOAL);
@@ -790,6 +838,7 @@ async fn windowed(
         converged_after_s,
         goal_s: CONVERGE_GOAL_S,
         corrections: corrections(cluster, name)?,
+        correction_series,
         frontend,
     })
 }
@@ -882,14 +931,14 @@ fn mix(a: &Answers) -> String {
 
 fn load_table(loads: &[LoadStep]) -> String {
     let mut s =
-        "  load   rate/s  sent  goodput/s  of capacity  goal      attainment  p99 ok ms  answers (frontend: refused, late frames)\n".to_string();
+        "  load   rate/s  sent  goodput/s  of capacity  goal      attainment  p99 ok ms  answers (frontend: refused, late frames; mean queue, transfer ms)\n".to_string();
     for l in loads {
         let goal = match l.meets_goal {
             Some(m) => format!(">={:.1} {}", l.goal.unwrap_or(0.0), mark(m)),
             None => "-".into(),
         };
         s += &format!(
-            "  {:<5} {:>7.1} {:>5} {:>10.1} {:>12.2}  {:<9} {:>9.1}%  {:>9}  {} ({}, {})\n",
+            "  {:<5} {:>7.1} {:>5} {:>10.1} {:>12.2}  {:<9} {:>9.1}%  {:>9}  {} ({}, {}; {}, {})\n",
             format!("{}x", l.factor),
             l.rate,
             l.answers.sent,
@@ -900,9 +949,11 @@ fn load_table(loads: &[LoadStep]) -> String {
             ms(l.answers.latency_ms.map(|x| x.p99)),
             mix(&l.answers),
             l.frontend.refused.values().sum::<u64>(),
-            l.frontend.late
+            l.frontend.late,
+            ms(l.frontend.queue_ms),
+            ms(l.frontend.transfer_ms)
         );
-        for (m, n) in l.answers.messages.iter().take(3) {
+        for (m, n) in l.answers.messages.iter().filter(|(m, _)| !m.starts_with('(')).take(2) {
             let m: String = m.chars().take(110).collect();
             s += &format!("         {n} x {m}\n");
         }
@@ -912,8 +963,17 @@ fn load_table(loads: &[LoadStep]) -> String {
 
 fn windowed_text(what: &str, w: &WindowedRun) -> String {
     let per: Vec<String> = w.windows.iter().map(|w| format!("{:.0}%", w.attainment * 100.0)).collect();
+    let series: Vec<String> = w
+        .correction_series
+        .iter()
+        .filter(|c| [0.5, 1.0, 2.0, 5.0, 10.0].iter().any(|t| (c.t_s - t).abs() < 0.25))
+        .map(|c| {
+            let r: Vec<String> = c.ratios.iter().map(|r| format!("{r:.2}")).collect();
+            format!("{:.1} s [{}]", c.t_s, r.join(" "))
+        })
+        .collect();
     format!(
-        "      {what:<12} {} (all {:.1}%; >= {:.0}% from {}: goal within {:.0} s {})\n      {:<12} corrections: {}\n",
+        "      {what:<12} {} (all {:.1}%; >= {:.0}% from {}: goal within {:.0} s {})\n      {:<12} corrections: {}\n      {:<12} over time: {}\n",
         per.join(" "),
         w.answers.attainment * 100.0,
         ATTAINMENT_GOAL * 100.0,
@@ -921,7 +981,9 @@ fn windowed_text(what: &str, w: &WindowedRun) -> String {
         w.goal_s,
         mark(w.meets_goal),
         "",
-        corr_text(&w.corrections)
+        corr_text(&w.corrections),
+        "",
+        series.join(", ")
     )
 }
 

@@ -76,6 +76,12 @@ fn check_windowed(run: &Value, what: &str) {
     for c in run["corrections"].as_array().unwrap() {
         assert!(f(&c["ratio"]) > 0.0, "{what}: {c}");
     }
+    // The corrections sampled every half second, in time order.
+    let series = run["correction_series"].as_array().unwrap();
+    assert!(!series.is_empty(), "{what}: {run}");
+    let t: Vec<f64> = series.iter().map(|c| f(&c["t_s"])).collect();
+    assert!(t.windows(2).all(|w| w[0] < w[1]), "{what}: {t:?}");
+    assert!(u(&run["frontend"]["arrived"]) > 0, "{what}: the frontend saw the load: {run}");
 }
 
 #[test]

@@ -2,29 +2,24 @@
 //!
 //! Pool-based pipeline-parallel serving of CNN video analytics on GPU fleets that mix vendors
 //! and generations (after PPipe, USENIX ATC'25). This package is the `poolpipe` binary and the
-//! library behind it; today it holds the command-line front ends of the engine:
+//! library behind it:
 //!
-//! - [`bench`]: kernel benchmarks (`poolpipe bench kernels`), each measured against a naive
-//!   baseline in the same run;
-//! - [`run`]: one model (built-in or ONNX file) on one device (`poolpipe run`), checked
-//!   against the CPU reference and/or onnxruntime ([`oracle`]);
-//! - [`inspect`]: what a model holds, layer by layer (`poolpipe inspect`);
-//! - [`profile`]: per-block latency profiles of a model on one device class, in the
-//!   published PPipe format (`poolpipe profile`); [`classes`]: device class labels;
-//! - [`plan`]: `poolpipe plan` and `poolpipe bench planner`, the front end of
-//!   `poolpipe-planner` (tables, plan JSON, the 24 published cases);
-//! - [`frames`]: images and tensor files as model inputs (resize, crop, normalisation presets);
-//! - [`simulate`]: `poolpipe simulate` (runs and load-factor sweeps) over the simulator of
-//!   `poolpipe-dataplane`; [`paper`]: `poolpipe
-//!   bench paper`, the paper's experiment; [`policybench`]: `poolpipe bench policies`, each
-//!   WebAssembly policy against its native twin.
+//! - [`commands`]: one module per command (`devices`, `run`, `inspect`, `profile`, `plan`,
+//!   `simulate`, `certs`, `bench` with one module per benchmark, `worker`, `controller`,
+//!   `frontend`, `serve`, `load`, `demo`); `main.rs` only parses and dispatches;
+//! - [`serve`]: the serving roles, one folder each (controller, frontend with the HTTP API,
+//!   worker);
+//! - what commands and roles share: [`models`] (model loading, the partition file and
+//!   fingerprint), [`frames`] (images and tensor files as model inputs), [`classes`] (device
+//!   class labels), [`oracle`] (onnxruntime as a reference).
 //!
-//! The cluster roles (controller, worker, frontend) arrive here with their issues; the engine,
-//! planner, policies and transport live in their own crates (see ARCHITECTURE.md).
+//! The engine, planner, policies, data plane (scheduler, request state machine, simulator)
+//! and transport live in their own crates (see ARCHITECTURE.md).
 //!
 //! ## What it must never do
-//! No GPU code here: kernels and their execution belong to `poolpipe-engine`. The scheduler
-//! never reads the wall clock, sleeps or does I/O: time comes with each event it is fed.
+//! No GPU code here: kernels and their execution belong to `poolpipe-engine`; no scheduling
+//! decision either: those belong to `poolpipe-dataplane`, which reads no clock (its caller
+//! passes the time with each event). Nothing under [`serve`] imports from [`commands`].
 
 pub mod classes;
 pub mod commands;

@@ -80,7 +80,7 @@ pub struct DemoWorker {
     pub threads: Option<usize>,
 }
 
-fn parse_worker(s: &str) -> Result<DemoWorker> {
+pub(crate) fn parse_worker(s: &str) -> Result<DemoWorker> {
     let (class, rest) =
         s.split_once('=').with_context(|| format!("--worker '{s}': expected CLASS=DEVICE[@THREADS]"))?;
     let (device, threads) = match rest.split_once('@') {
@@ -167,7 +167,7 @@ pub struct DemoReport {
     pub seconds: f64,
 }
 
-struct Children(Vec<Child>);
+pub(crate) struct Children(Vec<Child>);
 
 impl Drop for Children {
     fn drop(&mut self) {
@@ -182,50 +182,67 @@ fn exe() -> Result<PathBuf> {
     std::env::current_exe().context("finding the poolpipe binary")
 }
 
-/// Runs the demo.
-pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoReport> {
-    let started = Instant::now();
-    let workers: Vec<DemoWorker> = if a.workers.is_empty() {
-        vec![
-            DemoWorker { class: "lp2t".into(), device: "default".into(), threads: Some(2) },
-            DemoWorker { class: "lp1t".into(), device: "default".into(), threads: Some(1) },
-            DemoWorker { class: "lp1t".into(), device: "default".into(), threads: Some(1) },
-        ]
-    } else {
-        a.workers.iter().map(|w| parse_worker(w)).collect::<Result<_>>()?
-    };
-    if !(1..=16).contains(&a.max_batch) {
-        bail!("--max-batch {} is outside 1..=16", a.max_batch);
-    }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let out = a.out.canonicalize()?;
-    let profiles = out.join("profiles");
-    let name = if crate::models::is_model_file(&a.model) {
-        Path::new(&a.model).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
-    } else {
-        a.model.clone()
-    };
-    let model_arg = if crate::models::is_model_file(&a.model) {
-        Path::new(&a.model).canonicalize().with_context(|| format!("model file {}", a.model))?.display().to_string()
-    } else {
-        a.model.clone()
-    };
+/// The default workers: one lavapipe worker with 2 threads (class lp2t), two with 1 (lp1t).
+pub(crate) fn default_workers() -> Vec<DemoWorker> {
+    vec![
+        DemoWorker { class: "lp2t".into(), device: "default".into(), threads: Some(2) },
+        DemoWorker { class: "lp1t".into(), device: "default".into(), threads: Some(1) },
+        DemoWorker { class: "lp1t".into(), device: "default".into(), threads: Some(1) },
+    ]
+}
 
-    // 1. Profiles of each class, measured now.
+/// The model's name in the API and the `model` argument workers and `profile` get (a built-in
+/// name, or an ONNX file's absolute path).
+pub(crate) fn model_name_and_arg(model: &str) -> Result<(String, String)> {
+    if crate::models::is_model_file(model) {
+        let name =
+            Path::new(model).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+        let arg = Path::new(model).canonicalize().with_context(|| format!("model file {model}"))?.display().to_string();
+        Ok((name, arg))
+    } else {
+        Ok((model.to_string(), model.to_string()))
+    }
+}
+
+/// What to profile and serve.
+pub(crate) struct ModelSpec<'a> {
+    /// API name.
+    pub name: &'a str,
+    /// Built-in name or ONNX path.
+    pub arg: &'a str,
+    /// Frame size of built-in models.
+    pub size: usize,
+    /// Per-frame input shape of ONNX models with symbolic sizes.
+    pub input_shape: Option<&'a crate::models::Shape>,
+    /// Blocks to cut the model into.
+    pub blocks: usize,
+    /// Largest batch.
+    pub max_batch: usize,
+}
+
+/// Profiles each worker class on the spot (`poolpipe profile` in a child process with the
+/// class's environment) into `profiles`; returns the whole model's batch-1 latency per class,
+/// ms. One `progress` step per class.
+pub(crate) async fn profile_classes(
+    m: &ModelSpec<'_>,
+    workers: &[DemoWorker],
+    profiles: &Path,
+    progress: &indicatif::ProgressBar,
+) -> Result<BTreeMap<String, f64>> {
     let mut classes: BTreeMap<String, DemoWorker> = BTreeMap::new();
-    for w in &workers {
+    for w in workers {
         classes.entry(w.class.clone()).or_insert_with(|| w.clone());
     }
     let mut whole_ms = BTreeMap::new();
     for (class, w) in &classes {
-        progress.set_message(format!("profiling {name} on class {class} (device {})", w.device));
+        progress.set_message(format!("profiling {} on class {class} (device {})", m.name, w.device));
         let mut cmd = Command::new(exe()?);
-        cmd.args(["profile", &model_arg, "--name", &name, "--out"])
-            .arg(&profiles)
-            .args(["--class", class, "--device", &w.device, "--blocks", &a.blocks.to_string()])
-            .args(["--batches", &format!("1..{}", a.max_batch), "--shares", "1", "--warmup", "1", "--iters", "3"])
-            .args(["--size", &a.size.to_string(), "--json"]);
-        if let Some(s) = &a.input_shape {
+        cmd.args(["profile", m.arg, "--name", m.name, "--out"])
+            .arg(profiles)
+            .args(["--class", class, "--device", &w.device, "--blocks", &m.blocks.to_string()])
+            .args(["--batches", &format!("1..{}", m.max_batch), "--shares", "1", "--warmup", "1", "--iters", "3"])
+            .args(["--size", &m.size.to_string(), "--json"]);
+        if let Some(s) = m.input_shape {
             cmd.args(["--input-shape", &s.0.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x")]);
         }
         if let Some(t) = w.threads {
@@ -240,28 +257,24 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
         whole_ms.insert(class.clone(), us / 1e3);
         progress.inc(1);
     }
-    let fastest = whole_ms.values().copied().fold(f64::INFINITY, f64::min);
-    let slo_ms = a.slo_ms.unwrap_or((fastest * 10.0).max(200.0).round());
+    Ok(whole_ms)
+}
 
-    // 2. Certificates, the controller, the workers.
-    progress.set_message("starting the controller and the workers".to_string());
-    let certs = out.join("certs");
-    std::fs::create_dir_all(&certs)?;
-    let ca = tls::init_ca()?;
-    std::fs::write(certs.join("ca.pem"), &ca.cert_pem)?;
-    let cfg = ClusterConfig {
+/// The embedded cluster's configuration: PPipe planner and policy, loopback addresses.
+pub(crate) fn cluster_config(m: &ModelSpec<'_>, profiles: &Path, workers: usize, slo_ms: f64) -> ClusterConfig {
+    ClusterConfig {
         controller: ControllerConfig {
             listen: ([127, 0, 0, 1], 0).into(),
             advertise: None,
             name: "controller".into(),
             http: ([127, 0, 0, 1], 0).into(),
             certs: None,
-            profiles: profiles.clone(),
+            profiles: profiles.to_path_buf(),
             planner: "ppipe".into(),
             policy: "ppipe".into(),
-            workers: workers.len(),
+            workers,
             max_partitions: 2,
-            max_batch: a.max_batch,
+            max_batch: m.max_batch,
             bandwidth_gbps: 10.0,
             dead_after_ms: 2000,
             drain_timeout_ms: 5000,
@@ -270,46 +283,116 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
             mix_threshold: 0.0,
             max_queue: None,
             plan_time_limit_s: 10.0,
+            profile_scale: 1.0,
             frontend: crate::serve::controller::FrontendMode::Embedded,
         },
         model: vec![ModelConfig {
-            name: name.clone(),
+            name: m.name.to_string(),
             source: ModelSource {
-                model: model_arg.clone(),
-                size: a.size,
+                model: m.arg.to_string(),
+                size: m.size,
                 seed: 1,
-                input_shape: a.input_shape.as_ref().map(|s| s.0.clone()),
+                input_shape: m.input_shape.map(|s| s.0.clone()),
             },
             weight: 1.0,
             slo_ms,
         }],
         worker: vec![],
-    };
-    cfg.validate()?;
-    let controller =
-        Controller::start(cfg, &tls::issue(&ca.key_pem, "controller")?, &ca.cert_pem, TransportConfig::default())
-            .await?;
-    let (http_addr, _server) =
-        crate::serve::frontend::http::listen(controller.frontend()?, ([127, 0, 0, 1], 0).into(), None).await?;
-    let ctl_addr = controller.addr()?.to_string();
-    let mut children = Children(vec![]);
-    for (i, w) in workers.iter().enumerate() {
-        let wname = format!("worker-{}", i + 1);
-        tls::save(&certs, &wname, &tls::issue(&ca.key_pem, &wname)?)?;
-        let log = std::fs::File::create(out.join(format!("{wname}.log")))?;
-        let mut cmd = Command::new(exe()?);
-        cmd.args(["worker", "--controller", &ctl_addr, "--name", &wname, "--class", &w.class, "--device", &w.device])
-            .arg("--certs")
-            .arg(&certs)
-            .env("RUST_LOG", "info,wgpu_hal=off")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        if let Some(t) = w.threads {
-            cmd.env("LP_NUM_THREADS", t.to_string());
-        }
-        children.0.push(cmd.spawn().context("starting a worker process")?);
     }
+}
+
+/// A cluster on this machine: the controller and its frontend in this process (HTTP API on
+/// loopback), each worker a `poolpipe worker` child process over QUIC.
+pub(crate) struct EmbeddedCluster {
+    /// The controller.
+    pub controller: Controller,
+    /// The KServe v2 HTTP API.
+    pub http_addr: std::net::SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+    children: Children,
+}
+
+impl EmbeddedCluster {
+    /// Starts the controller with `cfg` (certificates made under `out/certs` for the run) and
+    /// one worker process per entry of `workers` (logs in `out/worker-N.log`). Returns before
+    /// the first plan: see [`Controller::wait_plan`].
+    pub async fn start(cfg: ClusterConfig, workers: &[DemoWorker], out: &Path) -> Result<EmbeddedCluster> {
+        cfg.validate()?;
+        let certs = out.join("certs");
+        std::fs::create_dir_all(&certs)?;
+        let ca = tls::init_ca()?;
+        std::fs::write(certs.join("ca.pem"), &ca.cert_pem)?;
+        let controller =
+            Controller::start(cfg, &tls::issue(&ca.key_pem, "controller")?, &ca.cert_pem, TransportConfig::default())
+                .await?;
+        let (http_addr, server) =
+            crate::serve::frontend::http::listen(controller.frontend()?, ([127, 0, 0, 1], 0).into(), None).await?;
+        let ctl_addr = controller.addr()?.to_string();
+        let mut children = Children(vec![]);
+        for (i, w) in workers.iter().enumerate() {
+            let wname = format!("worker-{}", i + 1);
+            tls::save(&certs, &wname, &tls::issue(&ca.key_pem, &wname)?)?;
+            let log = std::fs::File::create(out.join(format!("{wname}.log")))?;
+            let mut cmd = Command::new(exe()?);
+            cmd.args(["worker", "--controller", &ctl_addr, "--name", &wname, "--class", &w.class])
+                .args(["--device", &w.device])
+                .arg("--certs")
+                .arg(&certs)
+                .env("RUST_LOG", "info,wgpu_hal=off")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log);
+            if let Some(t) = w.threads {
+                cmd.env("LP_NUM_THREADS", t.to_string());
+            }
+            children.0.push(cmd.spawn().context("starting a worker process")?);
+        }
+        Ok(EmbeddedCluster { controller, http_addr, server, children })
+    }
+
+    /// Stops the controller, the HTTP API and the worker processes.
+    pub fn stop(self) {
+        self.controller.shutdown();
+        self.server.abort();
+        drop(self.children);
+    }
+}
+
+/// Runs the demo.
+pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoReport> {
+    let started = Instant::now();
+    let workers: Vec<DemoWorker> = if a.workers.is_empty() {
+        default_workers()
+    } else {
+        a.workers.iter().map(|w| parse_worker(w)).collect::<Result<_>>()?
+    };
+    if !(1..=16).contains(&a.max_batch) {
+        bail!("--max-batch {} is outside 1..=16", a.max_batch);
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let out = a.out.canonicalize()?;
+    let profiles = out.join("profiles");
+    let (name, model_arg) = model_name_and_arg(&a.model)?;
+    let spec = ModelSpec {
+        name: &name,
+        arg: &model_arg,
+        size: a.size,
+        input_shape: a.input_shape.as_ref(),
+        blocks: a.blocks,
+        max_batch: a.max_batch,
+    };
+
+    // 1. Profiles of each class, measured now.
+    let whole_ms = profile_classes(&spec, &workers, &profiles, progress).await?;
+    let fastest = whole_ms.values().copied().fold(f64::INFINITY, f64::min);
+    let slo_ms = a.slo_ms.unwrap_or((fastest * 10.0).max(200.0).round());
+
+    // 2. Certificates, the controller, the workers.
+    progress.set_message("starting the controller and the workers".to_string());
+    let cluster =
+        EmbeddedCluster::start(cluster_config(&spec, &profiles, workers.len(), slo_ms), &workers, &out).await?;
+    let controller = &cluster.controller;
+    let http_addr = cluster.http_addr;
 
     // 3. and 4. The load under each plan.
     let mut runs = vec![];
@@ -411,13 +494,12 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
             failed: after.failed - before.failed,
         });
     }
-    controller.shutdown();
-    drop(children);
     let input = crate::serve::frontend::http::Backend::models(&controller.frontend()?)
         .first()
         .and_then(|m| m.inputs.first())
         .map(|t| t.shape.clone())
         .unwrap_or_default();
+    cluster.stop();
     let html = out.join("report.html");
     let mut report = DemoReport {
         model: name,
@@ -437,7 +519,7 @@ pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoR
 }
 
 /// Load options as `poolpipe load` would parse them.
-fn load_args(
+pub(crate) fn load_args(
     http: &str,
     model: &str,
     mode: &[&str],

@@ -174,6 +174,21 @@ pub struct StepReport {
     pub latency_ms: Option<Latency>,
     /// Successes within the SLO (every success without one) over sent; 0 when none was sent.
     pub attainment: f64,
+    /// Every measured request, in the order they ended (for callers that look inside the
+    /// window, such as `poolpipe bench serving`; not in the JSON report).
+    #[serde(skip)]
+    pub requests: Vec<RequestSample>,
+}
+
+/// One measured request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RequestSample {
+    /// When it was issued, seconds after the measured window opened.
+    pub issued_s: f64,
+    /// Its latency, ms (to its answer, its error or its timeout).
+    pub latency_ms: f64,
+    /// 200 for a success, else the HTTP status, 0 for transport errors.
+    pub status: u16,
 }
 
 impl StepReport {
@@ -756,6 +771,8 @@ struct Outcome {
     /// 200 for a success, else the status, 0 for transport errors.
     status: u16,
     latency: Duration,
+    /// When it was issued.
+    issued: Instant,
     /// When it was written (none if it never got a connection).
     written: Option<Instant>,
     message: Option<String>,
@@ -769,11 +786,17 @@ struct Acc {
     lat_ms: Vec<f64>,
     errors: BTreeMap<u16, u64>,
     messages: BTreeMap<String, u64>,
+    requests: Vec<RequestSample>,
 }
 
 impl Acc {
-    fn record(&mut self, o: Outcome, window_end: Instant) {
+    fn record(&mut self, o: Outcome, window_start: Instant, window_end: Instant) {
         self.sent += 1;
+        self.requests.push(RequestSample {
+            issued_s: o.issued.saturating_duration_since(window_start).as_secs_f64(),
+            latency_ms: o.latency.as_secs_f64() * 1e3,
+            status: o.status,
+        });
         if o.written.is_some_and(|w| w <= window_end) {
             self.written_in_window += 1;
         }
@@ -822,7 +845,7 @@ async fn one(ctx: &Ctx, permits: Option<&Semaphore>) -> Outcome {
         },
         Ok(Ok(r)) => (r.status, Some(error_text(&r.body))),
     };
-    Outcome { status, latency, written, message }
+    Outcome { status, latency, issued: start, written, message }
 }
 
 /// A cheap check that a 200 carries a KServe response (a JSON object first).
@@ -939,7 +962,7 @@ async fn closed_loop(
                 let o = one(&ctx, None).await;
                 let refused = o.status == 0 && o.written.is_some() && o.latency < ctx.timeout;
                 if issued >= measure {
-                    acc.lock().unwrap_or_else(|p| p.into_inner()).record(o, end);
+                    acc.lock().unwrap_or_else(|p| p.into_inner()).record(o, measure, end);
                 }
                 if refused {
                     // A failing server answers at once: do not spin.
@@ -978,7 +1001,7 @@ async fn open_loop(
         set.spawn(async move {
             let o = one(&ctx, Some(&permits)).await;
             if measured {
-                acc.lock().unwrap_or_else(|p| p.into_inner()).record(o, end);
+                acc.lock().unwrap_or_else(|p| p.into_inner()).record(o, measure, end);
             }
         });
         while let Some(r) = set.try_join_next() {
@@ -1016,6 +1039,7 @@ fn summarise(value: f64, duration_s: f64, mut acc: Acc, slo_ms: Option<f64>) -> 
         send_rate: acc.written_in_window as f64 / duration_s,
         latency_ms,
         attainment: if acc.sent == 0 { 0.0 } else { good as f64 / acc.sent as f64 },
+        requests: acc.requests,
     }
 }
 

@@ -7,11 +7,17 @@ pub mod kernels;
 pub mod paper;
 pub mod planner;
 pub mod policies;
+pub mod serving;
 pub mod transport;
 
 /// `poolpipe bench` subcommands.
 #[derive(clap::Subcommand, Clone, Debug)]
 pub enum BenchCmd {
+    /// The serving path under load on an embedded cluster on this machine: p50/p99 at
+    /// concurrency 1 against the model's batch-1 compute plus transport, the closed-loop
+    /// capacity and goodput under open-loop Poisson around it, then the same with profiles
+    /// made optimistic, showing the online correction converge.
+    Serving(serving::ServingArgs),
     /// Tensors over QUIC (poolpipe's transport, mutual TLS) against TLS 1.3 over TCP and plain
     /// TCP on loopback, in one run: throughput and per-tensor latency for each size, and the
     /// QUIC / TLS-over-TCP ratio.
@@ -36,6 +42,7 @@ pub enum BenchCmd {
 /// Runs `poolpipe bench`.
 pub fn command(b: BenchCmd) -> Result<()> {
     match b {
+        BenchCmd::Serving(a) => serving::command(a),
         BenchCmd::Transport(a) => transport::command(a),
         BenchCmd::Policies(a) => policies::command(a),
         BenchCmd::Paper(a) => paper::command(a),

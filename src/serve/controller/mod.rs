@@ -44,6 +44,23 @@ use crate::serve::worker::FRONTEND;
 use poolpipe_dataplane::Layout;
 use poolpipe_dataplane::{Policies, PolicySpec};
 
+/// Multiplies every profiled block time by `scale` (`[controller] profile_scale`), at least
+/// 1 µs each; 1 changes nothing.
+pub fn scale_profiles(profiles: &mut [poolpipe_planner::profiles::ModelProfile], scale: f64) {
+    if scale == 1.0 {
+        return;
+    }
+    for p in profiles {
+        for shares in p.classes.values_mut() {
+            for sh in shares {
+                for us in sh.us.iter_mut().flat_map(|b| b.iter_mut()) {
+                    *us = ((*us as f64 * scale).round() as u64).max(1);
+                }
+            }
+        }
+    }
+}
+
 /// `cluster.toml`: the controller's settings and the models served.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,6 +140,12 @@ pub struct ControllerConfig {
     /// Solver time limit per plan, seconds.
     #[serde(default = "default_time_limit")]
     pub plan_time_limit_s: f64,
+    /// Factor applied to every profiled time the controller plans and schedules with
+    /// (1 = as measured; 0.5 = profiles twice optimistic). An experiment knob for the online
+    /// profile correction (`poolpipe bench serving`): workers' measured times are not scaled,
+    /// so the correction sees measured / scaled.
+    #[serde(default = "unit")]
+    pub profile_scale: f64,
     /// Where the frontend runs: "embedded" (in the controller's process, serving `http`) or
     /// "remote" (a `poolpipe frontend` process attaches; the controller serves no HTTP).
     #[serde(default)]
@@ -293,6 +316,12 @@ impl ClusterConfig {
         }
         if !(0.0..1.0).contains(&c.mix_threshold) {
             bail!("[controller] mix_threshold = {} must be in 0..1 (0 turns mix re-planning off)", c.mix_threshold);
+        }
+        if !(c.profile_scale.is_finite() && (0.01..=100.0).contains(&c.profile_scale)) {
+            bail!(
+                "[controller] profile_scale = {} is outside 0.01..=100 (1 plans with the profiles as measured)",
+                c.profile_scale
+            );
         }
         if c.max_queue == Some(0) {
             bail!(
@@ -922,7 +951,8 @@ async fn replan(inner: &Arc<Inner>) -> Result<()> {
     };
     let names = workload.model_names();
     let classes = fleet.class_names();
-    let profiles = poolpipe_planner::profiles::load(&c.profiles, &names, &classes)?;
+    let mut profiles = poolpipe_planner::profiles::load(&c.profiles, &names, &classes)?;
+    scale_profiles(&mut profiles, c.profile_scale);
     for (s, p) in inner.served.iter().zip(&profiles) {
         if p.blocks != s.partition.partition.len() {
             bail!(
@@ -1088,6 +1118,23 @@ mod tests {
         assert_eq!(mix_shift(&[2.0, 1.0, 1.0], &[0, 50, 50], 0.2, 50), Some(vec![0.01, 0.5, 0.5]));
     }
 
+    #[test]
+    fn profile_scale_multiplies_every_block_time() {
+        let share = |us: Vec<Vec<u64>>| poolpipe_planner::profiles::ShareProfile { share: 1, us };
+        let mut p = vec![poolpipe_planner::profiles::ModelProfile {
+            name: "m".into(),
+            blocks: 2,
+            cut_bytes: vec![0],
+            classes: [("a".to_string(), vec![share(vec![vec![100, 180], vec![1, 3]])])].into(),
+            listed_slo_us: None,
+        }];
+        let before = p.clone();
+        scale_profiles(&mut p, 1.0);
+        assert_eq!(p[0].classes, before[0].classes);
+        scale_profiles(&mut p, 0.5);
+        assert_eq!(p[0].classes["a"][0].us, vec![vec![50, 90], vec![1, 2]], "halved, at least 1 us");
+    }
+
     fn config(controller_extra: &str, slo_ms: &str) -> ClusterConfig {
         let text = format!(
             "[controller]\nprofiles = \"p\"\n{controller_extra}\n[[model]]\nname = \"m\"\nmodel = \"resnet-mini\"\nslo_ms = {slo_ms}\n"
@@ -1100,11 +1147,13 @@ mod tests {
         let c = config("", "100");
         c.validate().unwrap();
         assert_eq!((c.controller.mix_window_s, c.controller.mix_threshold), (30.0, 0.2));
+        assert_eq!(c.controller.profile_scale, 1.0);
         for (extra, slo, says) in [
             ("planner = \"magic\"", "100", "planner"),
             ("mix_threshold = 1.5", "100", "mix_threshold"),
             ("workers = 0", "100", "workers"),
             ("max_queue = 0", "100", "max_queue"),
+            ("profile_scale = 0", "100", "profile_scale"),
             ("", "-1", "slo_ms"),
         ] {
             let e = config(extra, slo).validate().unwrap_err().to_string();

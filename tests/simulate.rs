@@ -46,6 +46,7 @@ fn run(setup: &Setup, policy: &str, load_factor: f64, arrivals: Arrivals, seed: 
         jitter,
         slowdown: 1.0,
         correct: true,
+        unmeasured: 0.0,
         fail_worker: None,
         replan_at_s: None,
     };
@@ -274,6 +275,34 @@ fn simulate_prints_json_and_tables_and_sweeps() {
     std::fs::write(&trace, "# seconds\n0.0\n0.5\n1.0\n").unwrap();
     let v = json(&with(&["--trace", &trace.to_string_lossy(), "--rate", "100", "--duration", "1s", "--json"]));
     assert!(v["offered"].as_u64().unwrap() >= 1, "{v}");
+}
+
+#[test]
+fn overload_keeps_its_goodput_when_the_workers_measures_miss_part_of_their_time() {
+    // The workers are 1.5x slower than profiled, and a third of each batch's time is outside
+    // what they report (waits, shared cores): their reports say "as profiled". The scheduler
+    // learns the real time from the completions and treats a hop not reported by its finish
+    // as still running, so its reservations follow the real capacity: past it, goodput holds
+    // and the excess is turned away at once instead of answered late.
+    let (setup, _) = small();
+    let at = |lf: f64, learn: bool| {
+        let c = SimConfig { slowdown: 1.5, unmeasured: 1.0 / 3.0, correct: learn, ..cfg(&setup, lf, 10.0, 5) };
+        let r = simulate(&setup.layout, &Policies::native("ppipe").unwrap(), &c).unwrap();
+        assert_eq!(r.unfinished, 0);
+        assert_eq!(r.served + r.dropped + r.refused + r.failed, r.offered);
+        r
+    };
+    let (near, over, far) = (at(0.6, true), at(1.5, true), at(3.0, true));
+    assert!(over.throughput >= 0.9 * near.throughput, "1.5x: {} against {}", over.throughput, near.throughput);
+    assert!(far.throughput >= 0.9 * near.throughput, "3x: {} against {}", far.throughput, near.throughput);
+    for r in [&over, &far] {
+        assert!(r.late * 20 < r.served, "{} late of {} served", r.late, r.served);
+        // Turned away at once: refused at arrival, or dropped by the policy at its first look.
+        assert!(r.refused + r.dropped > r.offered / 4, "the excess is turned away: {r:?}");
+    }
+    // Planning with the workers' reports alone, the same overload is answered late.
+    let blind = at(1.5, false);
+    assert!(blind.throughput < 0.5 * over.throughput, "{} against {}", blind.throughput, over.throughput);
 }
 
 #[test]

@@ -245,8 +245,6 @@ struct Sample {
 #[derive(Clone, Copy, Debug)]
 struct HopState {
     stage: usize,
-    /// Layout worker (the scheduler's index).
-    worker: usize,
     /// Its node id.
     node: u32,
     /// Its completion was reported to the scheduler.
@@ -366,6 +364,9 @@ impl Front {
     /// ([`Scheduler::observe`]); off, timing reports only mark stages done.
     pub fn set_profile_correction(&mut self, on: bool) {
         self.correct = on;
+        for a in self.active.iter_mut().chain(self.old.iter_mut()) {
+            a.sched.set_learning(on);
+        }
     }
 
     /// The counters of every plan's scheduler so far, replaced plans included.
@@ -589,6 +590,7 @@ impl Front {
         }
         let mut sched = self.policies.scheduler(layout)?;
         sched.set_idle_wakeups(self.idle_wakeups);
+        sched.set_learning(self.correct);
         sched.set_admission(self.admission.clone());
         self.generation += 1;
         let generation = self.generation;
@@ -716,13 +718,13 @@ impl Front {
         } else {
             return;
         };
-        let correct = self.correct;
         let Some(a) = self.plan_mut(generation) else { return };
-        if let Some(hop) = hop
-            && correct
-        {
-            a.sched.observe(hop.worker, samples, compute_us);
+        // The measure corrects the worker's profile when the hop ends (with what the
+        // scheduler saw of the worker's busy time); a report after the end is metrics only.
+        if hop.is_some() {
+            a.sched.observe_hop(wire & ((1 << GEN_SHIFT) - 1), stage, compute_us);
         }
+        let _ = samples;
         if let Some(batch) = done {
             let _ = a.sched.stage_done(now, batch, stage);
             self.pump(now);
@@ -1016,7 +1018,7 @@ impl Front {
                     .hops
                     .iter()
                     .zip(&nodes)
-                    .map(|(h, &node)| HopState { stage: h.stage, worker: h.worker, node, reported: false })
+                    .map(|(h, &node)| HopState { stage: h.stage, node, reported: false })
                     .collect(),
                 completes: d.completes,
                 sent_us: now,

@@ -399,6 +399,8 @@ struct Reserved {
     worker: usize,
     start: f64,
     finish: f64,
+    /// The worker's own measure of the hop's compute, when it came before the hop's end.
+    measured: Option<f64>,
 }
 
 /// A request taken out of its queue ([`Scheduler::drain_queued`]).
@@ -464,6 +466,16 @@ pub struct Scheduler {
     /// Ask an idling queue again when a worker of its pool frees up (see
     /// [`Scheduler::set_idle_wakeups`]).
     wake_idle: bool,
+    /// Hops dispatched on each worker and not yet reported done (batch, hop index).
+    running: Vec<Vec<(BatchId, usize)>>,
+    /// When each worker last reported a hop done.
+    last_done: Vec<f64>,
+    /// Learn each worker's service time from its completions (see `stage_done`).
+    learn: bool,
+    /// The earliest believed finish of those hops per worker (infinite when none).
+    due: Vec<f64>,
+    /// Workers of each model's pipelines (the ones its queues probe).
+    model_workers: Vec<Vec<usize>>,
     corrections: Corrections,
     admission: Admission,
     /// The memo of probes holds for the next decision (set by `arrive` after `admit`).
@@ -517,6 +529,11 @@ impl Scheduler {
             generation: 0,
             reservation_error: None,
             wake_idle: false,
+            running: vec![vec![]; layout.workers.len()],
+            last_done: vec![f64::NEG_INFINITY; layout.workers.len()],
+            learn: true,
+            due: vec![f64::INFINITY; layout.workers.len()],
+            model_workers: vec![],
             corrections: Corrections::new(layout.workers.len()),
             admission: Admission::default(),
             keep_memo: false,
@@ -528,6 +545,13 @@ impl Scheduler {
     }
 
     fn build_queues(&mut self) {
+        for model in &self.layout.models {
+            let mut ws: Vec<usize> =
+                model.pipelines.iter().flat_map(|p| p.stages.iter().flat_map(|s| s.workers.iter().copied())).collect();
+            ws.sort_unstable();
+            ws.dedup();
+            self.model_workers.push(ws);
+        }
         for (m, model) in self.layout.models.iter().enumerate() {
             let lanes = (0..model.pipelines.len()).map(|p| (p, 0)).collect();
             let q = self.queues.len();
@@ -634,6 +658,7 @@ impl Scheduler {
         let models = self.layout.models.len();
         let slo = self.layout.models.get(model).ok_or(DataplaneError::UnknownModel { model, models })?.slo_us;
         let q = self.entry[model];
+        self.catch_up_model(model, now);
         let ahead = self.queues[q].entries.len();
         let (deadline_check, max_queue) = (self.admission.deadline, self.admission.max_queue);
         self.memo.clear();
@@ -713,6 +738,27 @@ impl Scheduler {
         }
     }
 
+    /// The worker's measure of a hop's compute (`stage` of `batch`), to be taken into the
+    /// profile correction when the hop ends ([`Scheduler::stage_done`]). Returns whether the
+    /// hop was still in flight (a report after the hop's end is for metrics only).
+    pub fn observe_hop(&mut self, batch: BatchId, stage: usize, measured_us: f64) -> bool {
+        let learn = self.learn;
+        match self.in_flight.get_mut(&batch).and_then(|f| f.hops.iter_mut().find(|r| r.stage == stage)) {
+            Some(r) if learn => {
+                r.measured = Some(measured_us);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// With `on` (the default), each hop's end corrects its worker's profile with the larger
+    /// of the worker's measure and the time the worker was observed busy with it; off, the
+    /// profiles stay as given (the simulator's `--no-correction`).
+    pub fn set_learning(&mut self, on: bool) {
+        self.learn = on;
+    }
+
     /// The measured-to-profiled ratios so far.
     pub fn corrections(&self) -> &Corrections {
         &self.corrections
@@ -740,16 +786,30 @@ impl Scheduler {
         let Some(h) = flight.hops.iter().position(|r| r.stage == stage) else {
             return Err(DataplaneError::UnknownBatch { batch, stage });
         };
-        let Reserved { worker, start, finish: reserved, .. } = flight.hops[h];
+        let Reserved { worker, start, finish: reserved, measured, .. } = flight.hops[h];
         let last_hop = h + 1 == flight.hops.len();
-        // Feedback: the worker's timeline follows what actually happened.
-        let tl = &mut self.timelines.worker[worker];
-        if now < reserved {
-            tl.correct(start, reserved, now);
-        } else if now > reserved {
-            tl.push_back(reserved, now - reserved);
+        let (model, pipeline, requests) = (flight.model, flight.pipeline, flight.entries.len());
+        // The time the worker was busy with the hop: from its believed start, or from its
+        // previous completion when it was still busy then, to now. When the worker's own
+        // measure covers less (its batches wait, or share the machine, in ways the measure
+        // does not see), this is what the next reservations must plan with.
+        if self.learn {
+            let busy = now - self.last_done[worker].max(start);
+            let sample = measured.map_or(busy, |m| m.max(busy));
+            if sample > 0.0 {
+                self.observe(worker, requests, sample);
+            }
         }
-        let (model, pipeline) = (flight.model, flight.pipeline);
+        self.last_done[worker] = now;
+        self.running[worker].retain(|&(b, i)| !(b == batch && i == h));
+        // Feedback: the worker's timeline follows what actually happened (`reserved` is the
+        // believed finish: pushed back already while the hop ran late, see `catch_up`).
+        if now < reserved {
+            self.timelines.worker[worker].correct(start, reserved, now);
+        } else if now > reserved {
+            self.shift(worker, reserved, now - reserved);
+        }
+        self.update_due(worker);
         if last_hop {
             let flight = self.in_flight.remove(&batch).expect("present");
             let next = (model, pipeline, stage + 1);
@@ -774,9 +834,70 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Shifts the intervals of `worker` that start at or after `from` by `delta` (a hop before
+    /// them runs late), and the believed times of its hops in flight with them.
+    fn shift(&mut self, worker: usize, from: f64, delta: f64) {
+        self.timelines.worker[worker].push_back(from, delta);
+        for &(b, i) in &self.running[worker] {
+            if let Some(r) = self.in_flight.get_mut(&b).and_then(|f| f.hops.get_mut(i))
+                && r.start >= from
+            {
+                r.start += delta;
+                r.finish += delta;
+            }
+        }
+    }
+
+    fn update_due(&mut self, worker: usize) {
+        let in_flight = &self.in_flight;
+        self.due[worker] = self.running[worker]
+            .iter()
+            .filter_map(|&(b, i)| in_flight.get(&b).and_then(|f| f.hops.get(i)).map(|r| r.finish))
+            .fold(f64::INFINITY, f64::min);
+    }
+
+    /// A hop not reported by its believed finish is still running: the worker is busy until
+    /// at least `now`, and what it has queued behind the hop moves back by as much. Without
+    /// this a worker slower than its (corrected) profile, or one whose batches wait in places
+    /// the profile does not see, looks free when its reservations end and is sent ever more
+    /// work; with it, probes and admission see its real backlog (PPIPE.md, data plane:
+    /// reservations follow the workers' reports).
+    fn catch_up(&mut self, worker: usize, now: f64) {
+        let due = self.due[worker];
+        if !(due < now) {
+            return;
+        }
+        let head = self.running[worker]
+            .iter()
+            .filter_map(|&(b, i)| self.in_flight.get(&b).and_then(|f| f.hops.get(i)).map(|r| (b, i, r.start, r.finish)))
+            .min_by(|x, y| x.3.total_cmp(&y.3));
+        let Some((b, i, start, finish)) = head else {
+            self.due[worker] = f64::INFINITY;
+            return;
+        };
+        let delta = now - finish;
+        self.timelines.worker[worker].correct(start, finish, now);
+        self.shift(worker, finish, delta);
+        if let Some(r) = self.in_flight.get_mut(&b).and_then(|f| f.hops.get_mut(i)) {
+            r.finish = now;
+        }
+        self.update_due(worker);
+    }
+
+    /// [`Scheduler::catch_up`] for every worker a model's queues probe.
+    fn catch_up_model(&mut self, model: usize, now: f64) {
+        for k in 0..self.model_workers[model].len() {
+            let w = self.model_workers[model][k];
+            if self.due[w] < now {
+                self.catch_up(w, now);
+            }
+        }
+    }
+
     /// Asks the queue's policy for decisions until it waits or idles.
     fn run_queue(&mut self, q: usize, now: f64) {
         let model = self.queues[q].model;
+        self.catch_up_model(model, now);
         loop {
             if self.queues[q].entries.is_empty() {
                 self.queues[q].timer = None;
@@ -913,6 +1034,8 @@ impl Scheduler {
             if finish > now {
                 self.timelines.worker[worker].correct(start, finish, now.max(start));
             }
+            self.running[worker].retain(|&(b, _)| b != batch);
+            self.update_due(worker);
         }
         let feeding: Vec<usize> = flight.hops.iter().map(|r| self.feeds[r.worker]).collect();
         for q in feeding {
@@ -1049,10 +1172,20 @@ impl Scheduler {
                 entries: entries.clone(),
                 hops: hops
                     .iter()
-                    .map(|h| Reserved { stage: h.stage, worker: h.worker, start: h.start, finish: h.finish })
+                    .map(|h| Reserved {
+                        stage: h.stage,
+                        worker: h.worker,
+                        start: h.start,
+                        finish: h.finish,
+                        measured: None,
+                    })
                     .collect(),
             },
         );
+        for (i, h) in hops.iter().enumerate() {
+            self.running[h.worker].push((id, i));
+            self.due[h.worker] = self.due[h.worker].min(h.finish);
+        }
         self.out.push(Output::Dispatch(Dispatch {
             batch: id,
             model,

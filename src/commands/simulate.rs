@@ -376,6 +376,10 @@ pub struct SimArgs {
     /// When to swap, e.g. 10s.
     #[arg(long, value_parser = crate::commands::simulate::parse_duration, requires = "swap_to")]
     pub swap_at: Option<f64>,
+    /// Share of each batch's time the workers' own measure misses, 0..1 (waits and shared
+    /// cores outside what they time): the scheduler must learn it from the completions.
+    #[arg(long, default_value_t = 0.0)]
+    pub unmeasured: f64,
     /// Lose a worker mid-run: [WORKER@]TIME, e.g. 10s or 3@10s (WORKER: its index in the
     /// plan's layout, default 0). Its batches fail and are retried elsewhere once while their
     /// deadlines allow; nothing more is routed to it.
@@ -470,6 +474,9 @@ fn simulate_cmd(
     if reference_rate.is_nan() || reference_rate <= 0.0 {
         anyhow::bail!("the plan predicts no throughput: load factors mean nothing; give --rate");
     }
+    if !(0.0..1.0).contains(&a.unmeasured) {
+        anyhow::bail!("--unmeasured {} must be a share in [0, 1)", a.unmeasured);
+    }
     if !(a.slowdown.is_finite() && a.slowdown > 0.0) {
         anyhow::bail!("--slowdown {} must be a positive factor (1: as profiled)", a.slowdown);
     }
@@ -482,6 +489,7 @@ fn simulate_cmd(
         jitter: a.jitter,
         slowdown: a.slowdown,
         correct: !a.no_correction,
+        unmeasured: a.unmeasured,
         fail_worker: a.fail_worker,
         replan_at_s: a.replan_at,
     };

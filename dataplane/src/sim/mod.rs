@@ -82,6 +82,10 @@ pub struct SimConfig {
     /// Workers report their measured times to the scheduler, which corrects the profiles
     /// ([`crate::correction`]).
     pub correct: bool,
+    /// Share of each batch's time on a worker that the worker's own measure misses (0: it
+    /// sees all; 0.5: it reports half): time spent waiting or sharing the machine outside
+    /// what it times. The scheduler still learns the real time from the completions.
+    pub unmeasured: f64,
     /// A worker lost during the run: its batches fail and are retried elsewhere once while
     /// their deadlines allow; nothing more is routed to it.
     pub fail_worker: Option<WorkerLoss>,
@@ -112,6 +116,7 @@ impl SimConfig {
             jitter: 0.0,
             slowdown: 1.0,
             correct: true,
+            unmeasured: 0.0,
             fail_worker: None,
             replan_at_s: None,
         }
@@ -307,6 +312,8 @@ struct Sim {
     jitter: Rng,
     jitter_cv: f64,
     slowdown: f64,
+    /// Share of a hop's time its worker's report leaves out.
+    unmeasured: f64,
     horizon: f64,
     offered: Vec<u64>,
     latencies: Vec<Vec<f64>>,
@@ -418,7 +425,7 @@ impl Sim {
         }
         let (worker, took, last) = (h.worker, h.took, stage == b.last_stage);
         debug_assert!(b.requests > 0);
-        self.front.timing(now, worker as u32, wire, stage, took);
+        self.front.timing(now, worker as u32, wire, stage, took * (1.0 - self.unmeasured));
         if last {
             self.batches.remove(&wire);
             self.front.result(now, wire);
@@ -504,6 +511,7 @@ pub fn simulate_timed(
         jitter: Rng::new(cfg.seed, u64::MAX),
         jitter_cv: cfg.jitter.max(0.0),
         slowdown: if cfg.slowdown.is_finite() && cfg.slowdown > 0.0 { cfg.slowdown } else { 1.0 },
+        unmeasured: cfg.unmeasured.clamp(0.0, 0.99),
         horizon,
         offered: vec![0; models],
         latencies: vec![vec![]; models],

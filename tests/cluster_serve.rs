@@ -68,3 +68,56 @@ fn serve_runs_every_role_with_one_worker_per_local_adapter() {
     assert!(log.contains("llvmpipe"), "{log}");
     terminate(&mut procs, "serve");
 }
+
+#[test]
+fn a_class_whose_profiles_are_off_is_replanned_with_its_measured_ratio() {
+    // The controller plans with profiles 3x too fast (`profile_scale`); once the worker has a
+    // full window of reports, its class's correction (about 3) is past `replan_correction`
+    // and the controller re-plans with that class's times scaled by it.
+    let dir = tmp("cluster-replan-correction");
+    model_profiled_as(&dir, MODEL, "llvmpipe");
+    let api: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
+    let config = dir.join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[controller]\nhttp = \"{api}\"\nprofiles = \"profiles\"\nmax_batch = 4\nprofile_scale = 0.33\nreplan_correction = 0.5\n\n[[model]]\nname = \"{MODEL}\"\nmodel = \"{MODEL}.onnx\"\nslo_ms = 5000\n"
+        ),
+    )
+    .unwrap();
+    let mut procs = Procs(vec![]);
+    procs.0.push(("serve".into(), spawn(&["serve", "--config", config.to_str().unwrap()], &dir.join("serve.log"))));
+    wait_ready(api, &dir, Duration::from_secs(180));
+    let (input_name, _) = outputs_match_onnxruntime(api, &dir, MODEL);
+    let x = poolpipe_engine::npy::read(&dir.join(format!("{MODEL}.b4.input.npy"))).unwrap();
+    let per = x.data().len() / 4;
+    let mut shape = x.shape().to_vec();
+    shape[0] = 1;
+    let body = infer_body(&input_name, &shape, &x.data()[..per]);
+    let path = format!("/v2/models/{MODEL}/infer");
+    assert_eq!(metric(api, "poolpipe_plan_generation"), 1.0);
+    let mut generation = 1.0;
+    for _ in 0..240 {
+        let (status, answer) = http(api, "POST", &path, &body).unwrap();
+        assert!(status == 200 || status == 503, "{status}: {}", String::from_utf8_lossy(&answer));
+        generation = metric(api, "poolpipe_plan_generation");
+        if generation >= 2.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(dir.join("serve.log")).unwrap();
+    assert!(generation >= 2.0, "no re-plan from the corrections\n{log}");
+    assert!(log.contains("re-planning with corrected profiles") && log.contains("llvmpipe"), "{log}");
+    // The new plan serves.
+    let mut ok = false;
+    for _ in 0..50 {
+        if http(api, "POST", &path, &body).unwrap().0 == 200 {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok, "the re-planned cluster does not serve\n{}", logs(&dir));
+    terminate(&mut procs, "serve");
+}

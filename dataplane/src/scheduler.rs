@@ -864,7 +864,7 @@ impl Scheduler {
     /// reservations follow the workers' reports).
     fn catch_up(&mut self, worker: usize, now: f64) {
         let due = self.due[worker];
-        if !(due < now) {
+        if due >= now || due.is_nan() {
             return;
         }
         let head = self.running[worker]

@@ -281,6 +281,8 @@ pub(crate) fn cluster_config(m: &ModelSpec<'_>, profiles: &Path, workers: usize,
             admin_token: None,
             mix_window_s: 30.0,
             mix_threshold: 0.0,
+            // The runs compare fixed plans: no re-plan from the corrections mid-measurement.
+            replan_correction: 0.0,
             max_queue: None,
             plan_time_limit_s: 10.0,
             profile_scale: 1.0,

@@ -15,14 +15,18 @@
 //!   each batch to the next worker of the batch's reserved route, the last stage back to
 //!   the frontend; [`worker::agent`]: the worker process (device, registration,
 //!   assignments, reports);
-//! - shared: [`spec`], what an assignment tells a worker; [`wire`], engine boundary tensors
-//!   to and from transport frames.
+//! - shared: [`protocol`], what the roles tell each other (model signatures, the remote
+//!   frontend's specs, the frontend's route id); [`spec`], what an assignment tells a worker;
+//!   [`wire`], engine boundary tensors to and from transport frames. The roles import these
+//!   and never each other in a circle: the controller drives the frontend; the frontend and
+//!   the worker import neither the controller nor each other.
 //!
 //! Must never: answer a request twice or not at all, or let one bad request or peer take
 //! down the process.
 
 pub mod controller;
 pub mod frontend;
+pub mod protocol;
 pub mod spec;
 pub mod wire;
 pub mod worker;

@@ -49,7 +49,7 @@ impl ModelSource {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Peer {
-    /// Worker id in routes ([`crate::serve::worker::FRONTEND`] for the frontend).
+    /// Worker id in routes ([`crate::serve::protocol::FRONTEND`] for the frontend).
     pub id: u32,
     /// Where it accepts batch streams.
     pub addr: String,

@@ -135,10 +135,15 @@ pub enum Control {
         reason: String,
     },
     /// Frontend to controller, periodically: frames arrived per model since it attached
-    /// (the controller re-plans when the mix moves). Also the frontend's health report.
+    /// (the controller re-plans when the mix moves) and the workers' profile corrections
+    /// (it re-plans when a class's profiles are off). Also the frontend's health report.
     Arrivals {
         /// Frames per model, in the order of the `attached` spec.
         by_model: Vec<u64>,
+        /// Each worker's profile correction under the current plan (measured over profiled
+        /// batch time); absent from frontends that predate it.
+        #[serde(default)]
+        corrections: Vec<NodeCorrection>,
     },
     /// The message was taken.
     Ack,
@@ -147,6 +152,17 @@ pub enum Control {
         /// Why.
         reason: String,
     },
+}
+
+/// A worker's profile correction as the frontend measured it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeCorrection {
+    /// The worker's node id.
+    pub worker: u32,
+    /// Measured over profiled batch time (median of recent reports; 1 = as profiled).
+    pub ratio: f64,
+    /// Reports taken under the current plan.
+    pub reports: u64,
 }
 
 impl Control {
@@ -228,7 +244,10 @@ mod tests {
             Control::NoPlan { reason: "no worker".into() },
             Control::WorkerUp { worker: 2 },
             Control::WorkerDown { worker: 2, reason: "connection closed".into() },
-            Control::Arrivals { by_model: vec![3, 0, 9] },
+            Control::Arrivals {
+                by_model: vec![3, 0, 9],
+                corrections: vec![NodeCorrection { worker: 2, ratio: 1.5, reports: 20 }],
+            },
             Control::Ack,
             Control::Refused { reason: "unknown worker".into() },
         ]

@@ -343,7 +343,7 @@ fn ppipe_sends_a_lone_request_at_once_at_light_load_and_waits_under_load() {
     // The workers report each stage done at its reserved finish, as a driver would.
     let mut s = crate::catalog::scheduler(&layout(1, 1), "ppipe").unwrap();
     let mut due: Vec<(f64, BatchId, usize)> = vec![];
-    let mut advance = |s: &mut Scheduler, due: &mut Vec<(f64, BatchId, usize)>, t: f64| {
+    let advance = |s: &mut Scheduler, due: &mut Vec<(f64, BatchId, usize)>, t: f64| {
         due.sort_by(|a, b| a.0.total_cmp(&b.0));
         while let Some(&(f, b, st)) = due.first().filter(|d| d.0 <= t) {
             due.remove(0);

@@ -16,41 +16,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use poolpipe_transport::control::Control;
+use poolpipe_transport::control::{Control, NodeCorrection};
 use poolpipe_transport::endpoint::{Node, call};
 use poolpipe_transport::frame::FrameLimits;
 use poolpipe_transport::link::Link;
-use serde::{Deserialize, Serialize};
 
 use crate::serve::frontend::Frontend;
-use crate::serve::frontend::http::ModelMeta;
 use crate::serve::spec::Peer;
-use poolpipe_dataplane::Layout;
 
-/// The `spec` of `attached`: what a remote frontend serves.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AttachedSpec {
-    /// The served models, in plan order.
-    pub models: Vec<ModelMeta>,
-    /// The controller's configured batching policy (the frontend's default).
-    pub policy: String,
-    /// The controller's configured queue limit per model (`max_queue`; `None`: the default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_queue: Option<usize>,
-}
-
-/// The `spec` of `install`: a plan as the frontend's scheduler needs it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InstallSpec {
-    /// The layout the scheduler reserves on.
-    pub layout: Layout,
-    /// The worker id running each layout worker.
-    pub nodes: Vec<u32>,
-    /// The workers' addresses and certificate names.
-    pub peers: Vec<Peer>,
-}
+pub use crate::serve::protocol::{AttachedSpec, InstallSpec};
 
 /// A remote frontend the controller has accepted.
 #[derive(Clone)]
@@ -66,6 +40,7 @@ pub struct RemoteFront {
     limits: FrameLimits,
     attached: Mutex<Option<Attached>>,
     arrivals: Mutex<Vec<u64>>,
+    corrections: Mutex<Vec<NodeCorrection>>,
     switching: AtomicBool,
     next_key: AtomicU64,
 }
@@ -88,6 +63,7 @@ impl Front {
             limits,
             attached: Mutex::new(None),
             arrivals: Mutex::new(vec![]),
+            corrections: Mutex::new(vec![]),
             switching: AtomicBool::new(false),
             next_key: AtomicU64::new(1),
         })
@@ -132,7 +108,7 @@ impl Front {
         *slot = Some(Attached {
             key,
             conn: conn.clone(),
-            peer: Peer { id: crate::serve::worker::FRONTEND, addr: addr.to_string(), name: node },
+            peer: Peer { id: crate::serve::protocol::FRONTEND, addr: addr.to_string(), name: node },
         });
         r.arrivals.lock().unwrap_or_else(|p| p.into_inner()).clear();
         r.switching.store(false, Ordering::Relaxed);
@@ -151,9 +127,19 @@ impl Front {
     }
 
     /// A remote frontend's `arrivals` report.
-    pub fn arrivals(&self, by_model: Vec<u64>) {
+    pub fn arrivals(&self, by_model: Vec<u64>, corrections: Vec<NodeCorrection>) {
         if let Front::Remote(r) = self {
             *r.arrivals.lock().unwrap_or_else(|p| p.into_inner()) = by_model;
+            *r.corrections.lock().unwrap_or_else(|p| p.into_inner()) = corrections;
+        }
+    }
+
+    /// The workers' profile corrections under the current plan (a remote frontend's last
+    /// report).
+    pub fn corrections(&self) -> Vec<NodeCorrection> {
+        match self {
+            Front::Embedded(f) => f.corrections(),
+            Front::Remote(r) => r.corrections.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
 

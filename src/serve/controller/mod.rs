@@ -40,7 +40,7 @@ use crate::serve::controller::frontside::{AttachedSpec, Front, InstallSpec};
 use crate::serve::frontend::Frontend;
 use crate::serve::frontend::http::{ModelMeta, TensorMeta};
 use crate::serve::spec::{ModelSource, Peer, StageSpec};
-use crate::serve::worker::FRONTEND;
+use crate::serve::protocol::FRONTEND;
 use poolpipe_dataplane::Layout;
 use poolpipe_dataplane::{Policies, PolicySpec};
 
@@ -55,6 +55,21 @@ pub fn scale_profiles(profiles: &mut [poolpipe_planner::profiles::ModelProfile],
             for sh in shares {
                 for us in sh.us.iter_mut().flat_map(|b| b.iter_mut()) {
                     *us = ((*us as f64 * scale).round() as u64).max(1);
+                }
+            }
+        }
+    }
+}
+
+/// Multiplies the block times of each class in `scale` by its factor (the classes' learned
+/// corrections), rounded, at least 1 µs.
+pub fn scale_classes(profiles: &mut [poolpipe_planner::profiles::ModelProfile], scale: &BTreeMap<String, f64>) {
+    for p in profiles {
+        for (class, shares) in p.classes.iter_mut() {
+            let Some(&f) = scale.get(class) else { continue };
+            for sh in shares {
+                for us in sh.us.iter_mut().flat_map(|b| b.iter_mut()) {
+                    *us = ((*us as f64 * f).round() as u64).max(1);
                 }
             }
         }
@@ -132,6 +147,12 @@ pub struct ControllerConfig {
     /// share of the plan's weights; 0 turns mix re-planning off.
     #[serde(default = "default_mix_threshold")]
     pub mix_threshold: f64,
+    /// Re-plan when the profile correction of a GPU class (the median over its workers of
+    /// measured over profiled batch time, once each has a full window of reports) is off by
+    /// more than this (0.5: below 1/1.5 or above 1.5); the new plan scales that class's
+    /// profiles by it. 0 turns it off.
+    #[serde(default = "default_replan_correction")]
+    pub replan_correction: f64,
     /// Most requests (frames) queued per model at the frontend; more are refused at arrival
     /// with 503 and `Retry-After`. Default: twice what the model's pipelines serve in one SLO
     /// at their planned batch sizes, at least 64.
@@ -248,6 +269,45 @@ fn default_mix_window() -> f64 {
 fn default_mix_threshold() -> f64 {
     0.2
 }
+fn default_replan_correction() -> f64 {
+    0.5
+}
+
+/// Reports a worker needs under a plan before its correction counts for a re-plan (a full
+/// median window).
+pub const CORRECTION_MIN_REPORTS: u64 = 15;
+
+/// How often the controller looks at the workers' profile corrections.
+const CORRECTION_CHECK: Duration = Duration::from_secs(5);
+
+/// The factors to re-plan with when some classes' profiles are off: `by_class` holds each
+/// class's workers' (ratio, reports). A class counts when at least one of its workers has
+/// `min_reports`; its factor is the median ratio of those workers. Returns the classes whose
+/// factor is off by more than `threshold` (above `1 + threshold` or below
+/// `1 / (1 + threshold)`), and none when no class is (or `threshold` is 0).
+pub fn correction_shift(
+    by_class: &BTreeMap<String, Vec<(f64, u64)>>,
+    threshold: f64,
+    min_reports: u64,
+) -> Option<BTreeMap<String, f64>> {
+    if threshold <= 0.0 {
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    for (class, workers) in by_class {
+        let mut ratios: Vec<f64> =
+            workers.iter().filter(|(r, n)| *n >= min_reports && r.is_finite() && *r > 0.0).map(|(r, _)| *r).collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios[ratios.len() / 2];
+        if median > 1.0 + threshold || median < 1.0 / (1.0 + threshold) {
+            out.insert(class.clone(), median);
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
 
 /// Frames a mix window needs before the controller trusts its shares.
 pub const MIX_MIN_FRAMES: u64 = 50;
@@ -313,6 +373,12 @@ impl ClusterConfig {
         }
         if !(c.mix_window_s.is_finite() && c.mix_window_s >= 1.0) {
             bail!("[controller] mix_window_s = {} must be at least 1 second", c.mix_window_s);
+        }
+        if !(c.replan_correction.is_finite() && (0.0..=10.0).contains(&c.replan_correction)) {
+            bail!(
+                "[controller] replan_correction = {} must be in 0..10 (0 turns correction re-planning off; 0.5: re-plan when a class is 1.5x off)",
+                c.replan_correction
+            );
         }
         if !(0.0..1.0).contains(&c.mix_threshold) {
             bail!("[controller] mix_threshold = {} must be in 0..1 (0 turns mix re-planning off)", c.mix_threshold);
@@ -406,6 +472,11 @@ struct State {
     weights: Option<Vec<f64>>,
     /// The weights the current plan was made with.
     planned_weights: Vec<f64>,
+    /// Factors on each class's profiled times learned from the workers' corrections
+    /// (cumulative over re-plans).
+    class_scale: BTreeMap<String, f64>,
+    /// The factors the current plan was made with.
+    planned_scale: BTreeMap<String, f64>,
 }
 
 struct Inner {
@@ -525,6 +596,8 @@ impl Controller {
                 planned_for: (vec![], None, None),
                 weights: None,
                 planned_weights: vec![],
+                class_scale: BTreeMap::new(),
+                planned_scale: BTreeMap::new(),
             }),
             replan: Notify::new(),
             planned,
@@ -541,6 +614,7 @@ impl Controller {
         tokio::spawn(planner_loop(Arc::downgrade(&inner)));
         tokio::spawn(watchdog(Arc::downgrade(&inner)));
         tokio::spawn(mix_watch(Arc::downgrade(&inner)));
+        tokio::spawn(correction_watch(Arc::downgrade(&inner)));
         Ok(Controller { inner })
     }
 
@@ -760,8 +834,8 @@ async fn serve_conn(inner: Arc<Inner>, conn: quinn::Connection) {
                     Control::Refused { reason }
                 }
             },
-            Control::Arrivals { by_model } => {
-                inner.frontend.arrivals(by_model);
+            Control::Arrivals { by_model, corrections } => {
+                inner.frontend.arrivals(by_model, corrections);
                 Control::Ack
             }
             other => Control::Refused { reason: format!("the controller does not take '{}' messages", other.kind()) },
@@ -865,6 +939,50 @@ async fn mix_watch(weak: std::sync::Weak<Inner>) {
     }
 }
 
+/// Re-plans when a class's profiles are off by more than `replan_correction`, with that
+/// class's profiled times scaled by its measured ratio.
+async fn correction_watch(weak: std::sync::Weak<Inner>) {
+    loop {
+        tokio::time::sleep(CORRECTION_CHECK).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let threshold = inner.cfg.controller.replan_correction;
+        if threshold <= 0.0 || inner.frontend.is_switching() {
+            continue;
+        }
+        let corrections = inner.frontend.corrections();
+        let mut by_class: BTreeMap<String, Vec<(f64, u64)>> = BTreeMap::new();
+        {
+            let s = inner.lock();
+            if s.plan.is_none() {
+                continue;
+            }
+            for c in &corrections {
+                if let Some(w) = s.workers.get(&c.worker) {
+                    by_class.entry(w.class.clone()).or_default().push((c.ratio, c.reports));
+                }
+            }
+        }
+        let Some(shift) = correction_shift(&by_class, threshold, CORRECTION_MIN_REPORTS) else { continue };
+        let mut s = inner.lock();
+        for (class, factor) in &shift {
+            let before = s.class_scale.get(class).copied().unwrap_or(1.0);
+            let after = before * factor;
+            tracing::warn!(
+                %class,
+                measured_over_profiled = factor,
+                workers = by_class.get(class).map_or(0, Vec::len),
+                threshold,
+                scale_before = before,
+                scale_after = after,
+                "the class's profiles are off; re-planning with corrected profiles"
+            );
+            s.class_scale.insert(class.clone(), after);
+        }
+        drop(s);
+        inner.replan.notify_one();
+    }
+}
+
 /// Plans whenever the set of workers changes (after a short settling time).
 async fn planner_loop(weak: std::sync::Weak<Inner>) {
     loop {
@@ -881,8 +999,10 @@ async fn planner_loop(weak: std::sync::Weak<Inner>) {
             let ids: Vec<u32> = s.workers.iter().filter(|(_, w)| w.alive).map(|(&id, _)| id).collect();
             let planner = inner.planner_override.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let weights = inner.weights(&s);
-            let unchanged =
-                s.plan.is_some() && s.planned_for == (ids.clone(), planner, front) && s.planned_weights == weights;
+            let unchanged = s.plan.is_some()
+                && s.planned_for == (ids.clone(), planner, front)
+                && s.planned_weights == weights
+                && s.planned_scale == s.class_scale;
             (ids.len(), s.planned_once, unchanged)
         };
         if unchanged {
@@ -953,6 +1073,8 @@ async fn replan(inner: &Arc<Inner>) -> Result<()> {
     let classes = fleet.class_names();
     let mut profiles = poolpipe_planner::profiles::load(&c.profiles, &names, &classes)?;
     scale_profiles(&mut profiles, c.profile_scale);
+    let class_scale = inner.lock().class_scale.clone();
+    scale_classes(&mut profiles, &class_scale);
     for (s, p) in inner.served.iter().zip(&profiles) {
         if p.blocks != s.partition.partition.len() {
             bail!(
@@ -1095,6 +1217,7 @@ async fn replan(inner: &Arc<Inner>) -> Result<()> {
         s.last_error = None;
         s.planned_for = (workers.iter().map(|(id, _)| *id).collect(), planner_override, Some(front_key));
         s.planned_weights = weights;
+        s.planned_scale = class_scale;
     }
     let _ = inner.planned.send(installed);
     tracing::info!(generation = installed, "plan installed");
@@ -1135,6 +1258,39 @@ mod tests {
         assert_eq!(p[0].classes["a"][0].us, vec![vec![50, 90], vec![1, 2]], "halved, at least 1 us");
     }
 
+    #[test]
+    fn a_class_whose_profiles_are_off_gets_its_measured_ratio() {
+        let classes = |v: &[(&str, &[(f64, u64)])]| -> BTreeMap<String, Vec<(f64, u64)>> {
+            v.iter().map(|(c, w)| (c.to_string(), w.to_vec())).collect()
+        };
+        // T4 runs 2x slower than profiled on two of three workers (the median), L4 as profiled.
+        let by = classes(&[("L4", &[(1.1, 40), (0.9, 40)]), ("T4", &[(2.0, 20), (2.2, 30), (1.0, 30)])]);
+        assert_eq!(correction_shift(&by, 0.5, 15), Some([("T4".to_string(), 2.0)].into()));
+        // 2x faster than profiled counts too; within the threshold it does not.
+        let by = classes(&[("L4", &[(0.4, 40)]), ("T4", &[(1.4, 40)])]);
+        assert_eq!(correction_shift(&by, 0.5, 15), Some([("L4".to_string(), 0.4)].into()));
+        // Workers without a full window of reports, or the check turned off: no re-plan.
+        let by = classes(&[("T4", &[(3.0, 14), (3.0, 2)])]);
+        assert_eq!(correction_shift(&by, 0.5, 15), None);
+        let by = classes(&[("T4", &[(3.0, 40)])]);
+        assert_eq!(correction_shift(&by, 0.0, 15), None);
+    }
+
+    #[test]
+    fn a_class_scale_multiplies_that_classs_block_times_only() {
+        let share = |us: Vec<Vec<u64>>| poolpipe_planner::profiles::ShareProfile { share: 1, us };
+        let mut p = vec![poolpipe_planner::profiles::ModelProfile {
+            name: "m".into(),
+            blocks: 1,
+            cut_bytes: vec![],
+            classes: [("a".to_string(), vec![share(vec![vec![100]])]), ("b".to_string(), vec![share(vec![vec![100]])])]
+                .into(),
+            listed_slo_us: None,
+        }];
+        scale_classes(&mut p, &[("b".to_string(), 2.5)].into());
+        assert_eq!((p[0].classes["a"][0].us[0][0], p[0].classes["b"][0].us[0][0]), (100, 250));
+    }
+
     fn config(controller_extra: &str, slo_ms: &str) -> ClusterConfig {
         let text = format!(
             "[controller]\nprofiles = \"p\"\n{controller_extra}\n[[model]]\nname = \"m\"\nmodel = \"resnet-mini\"\nslo_ms = {slo_ms}\n"
@@ -1148,12 +1304,14 @@ mod tests {
         c.validate().unwrap();
         assert_eq!((c.controller.mix_window_s, c.controller.mix_threshold), (30.0, 0.2));
         assert_eq!(c.controller.profile_scale, 1.0);
+        assert_eq!(c.controller.replan_correction, 0.5);
         for (extra, slo, says) in [
             ("planner = \"magic\"", "100", "planner"),
             ("mix_threshold = 1.5", "100", "mix_threshold"),
             ("workers = 0", "100", "workers"),
             ("max_queue = 0", "100", "max_queue"),
             ("profile_scale = 0", "100", "profile_scale"),
+            ("replan_correction = -1", "100", "replan_correction"),
             ("", "-1", "slo_ms"),
         ] {
             let e = config(extra, slo).validate().unwrap_err().to_string();

@@ -27,9 +27,9 @@ use poolpipe_transport::endpoint::{EndpointError, Node, call, recv, recv_control
 use poolpipe_transport::link::Link;
 use poolpipe_transport::tls;
 
-use crate::serve::controller::frontside::{AttachedSpec, InstallSpec};
 use crate::serve::frontend::Frontend;
 use crate::serve::frontend::http::ModelMeta;
+use crate::serve::protocol::{AttachedSpec, InstallSpec};
 use poolpipe_dataplane::{Policies, PolicySpec};
 
 /// How a frontend starts.
@@ -92,7 +92,7 @@ pub async fn run(
 }
 
 async fn serve(o: &FrontendOptions, node: &Node, started: Option<tokio::sync::oneshot::Sender<Started>>) -> Result<()> {
-    let data_addr = crate::serve::worker::agent::advertised(node, o.advertise, &format!("frontend {}", o.name))?;
+    let data_addr = crate::serve::protocol::advertised(node, o.advertise, &format!("frontend {}", o.name))?;
     let ctrl = Link::new(node, o.controller, &o.controller_name);
     let limits = o.transport.limits;
     let mut serving: Option<(Frontend, Vec<ModelMeta>)> = None;
@@ -139,7 +139,7 @@ async fn serve(o: &FrontendOptions, node: &Node, started: Option<tokio::sync::on
                 let policies = Policies::load(&PolicySpec::native(&policy))
                     .with_context(|| format!("the batching policy '{policy}' (pass --policy)"))?;
                 let f = Frontend::new(spec.models.clone(), policies);
-                f.set_admission(crate::serve::controller::admission(spec.max_queue));
+                f.set_admission(poolpipe_dataplane::Admission { max_queue: spec.max_queue, ..Default::default() });
                 tokio::spawn(accept_results(node.clone(), f.clone(), limits));
                 let (http, _task) =
                     crate::serve::frontend::http::listen(f.clone(), o.http, o.admin_token.clone()).await?;
@@ -212,7 +212,7 @@ async fn serve_controller(
     let report = async {
         loop {
             tokio::time::sleep(report_every).await;
-            let msg = Control::Arrivals { by_model: frontend.arrived() };
+            let msg = Control::Arrivals { by_model: frontend.arrived(), corrections: frontend.corrections() };
             if let Err(e) = call(conn, &msg, &limits).await
                 && let Some(reason) = conn.close_reason()
             {

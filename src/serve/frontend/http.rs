@@ -37,25 +37,7 @@ use crate::serve::frontend::kserve::{
     ApiError, HEADER_LENGTH, InputTensor, OutputTensor, encode_response, parse_request,
 };
 
-/// A tensor of a model's signature.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct TensorMeta {
-    /// Name.
-    pub name: String,
-    /// Shape without the batch dimension.
-    pub shape: Vec<usize>,
-}
-
-/// What the API says about a model.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-pub struct ModelMeta {
-    /// Name used in paths.
-    pub name: String,
-    /// Inputs.
-    pub inputs: Vec<TensorMeta>,
-    /// Outputs.
-    pub outputs: Vec<TensorMeta>,
-}
+pub use crate::serve::protocol::{ModelMeta, TensorMeta};
 
 /// Runs the models behind the API.
 pub trait Backend: Send + Sync + 'static {

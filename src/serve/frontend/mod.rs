@@ -33,7 +33,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::serve::frontend::http::{Backend, ModelMeta};
 use crate::serve::frontend::kserve::{ApiError, InputTensor, OutputTensor};
-use crate::serve::worker::FRONTEND;
+use crate::serve::protocol::FRONTEND;
 
 pub use poolpipe_dataplane::front::GRACE_US;
 
@@ -189,6 +189,21 @@ impl Frontend {
         let mut v = self.inner.lock().front.stats().arrived_by_model.clone();
         v.resize(self.inner.models.len(), 0);
         v
+    }
+
+    /// Each worker's profile correction under the current plan, by node id.
+    pub fn corrections(&self) -> Vec<poolpipe_transport::control::NodeCorrection> {
+        let shell = self.inner.lock();
+        let Some((_, sched, nodes)) = shell.front.active() else { return vec![] };
+        sched
+            .corrections()
+            .summary()
+            .into_iter()
+            .filter_map(|c| {
+                let worker = *nodes.get(c.worker)?;
+                Some(poolpipe_transport::control::NodeCorrection { worker, ratio: c.ratio, reports: c.reports })
+            })
+            .collect()
     }
 
     /// The busy fraction last reported by each worker.

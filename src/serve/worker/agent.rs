@@ -76,18 +76,7 @@ pub fn identity(certs: &std::path::Path, name: &str) -> Result<(tls::Identity, S
     Ok((id, ca))
 }
 
-/// The address peers send batches to: `advertise`, else the node's bound address, which must
-/// then be a specific one (not 0.0.0.0). `who` names the node in the error.
-pub fn advertised(node: &Node, advertise: Option<SocketAddr>, who: &str) -> Result<SocketAddr> {
-    let bound = node.local_addr()?;
-    match advertise {
-        Some(a) => Ok(a),
-        None if bound.ip().is_unspecified() => {
-            bail!("{who} listens on {bound}: pass --advertise IP:PORT, the address peers reach it at")
-        }
-        None => Ok(bound),
-    }
-}
+pub use crate::serve::protocol::advertised;
 
 struct State {
     id: u32,

@@ -27,9 +27,7 @@ use poolpipe_transport::link::Link;
 use crate::serve::ServeError;
 use crate::serve::wire::{from_wire, to_wire};
 
-/// The worker id that stands for the frontend in routes: a route's last hop delivers the
-/// model's outputs there.
-pub const FRONTEND: u32 = 0;
+pub use crate::serve::protocol::FRONTEND;
 
 /// Batches a worker holds at once (one running, the others received and waiting).
 pub const IN_FLIGHT: usize = 2;

@@ -101,7 +101,7 @@ fn bench_serving_quick_reports_every_phase_with_consistent_counts() {
     assert!(u(&a["answers"]["ok"]) > 0, "{a}");
     assert!(f(&a["compute_ms"]) > 0.0, "{a}");
     assert!(f(&a["transport_ms"]) >= 0.0, "{a}");
-    assert!(f(&a["ratio"]) > 0.0, "{a}");
+    assert!(f(&a["ratio"]) > 0.0 && f(&a["profile_ratio"]) > 0.0, "{a}");
     assert_eq!(a["meets_goal"].as_bool().unwrap(), f(&a["ratio"]) <= f(&a["goal"]));
 
     // (b)

@@ -39,8 +39,8 @@ use crate::models::PartitionFile;
 use crate::serve::controller::frontside::{AttachedSpec, Front, InstallSpec};
 use crate::serve::frontend::Frontend;
 use crate::serve::frontend::http::{ModelMeta, TensorMeta};
-use crate::serve::spec::{ModelSource, Peer, StageSpec};
 use crate::serve::protocol::FRONTEND;
+use crate::serve::spec::{ModelSource, Peer, StageSpec};
 use poolpipe_dataplane::Layout;
 use poolpipe_dataplane::{Policies, PolicySpec};
 

@@ -1,5 +1,5 @@
 //! Online profile correction: per worker and batch size, the ratio of measured to profiled
-//! batch time, as a robust running estimate (the [`QUANTILE`] of the last [`WINDOW`] reports).
+//! batch time, as a robust running estimate (the median of the last [`WINDOW`] reports).
 //!
 //! Profiles are measured once, on an idle device; in service a worker may be slower
 //! (processes sharing its cores, a throttled GPU, another tenant) or faster. The scheduler
@@ -14,11 +14,6 @@ use std::collections::{BTreeMap, VecDeque};
 pub const WINDOW: usize = 15;
 /// Reports needed before a ratio replaces the profile.
 pub const MIN_REPORTS: usize = 3;
-/// The quantile of the window taken as the ratio: above the median, because batch times on a
-/// busy machine are skewed to the right (a median falls short of their mean and reservations
-/// run late), yet below the top third, so one outlier in a window never counts (with three
-/// reports, the middle one; with fifteen, the tenth).
-pub const QUANTILE: f64 = 0.65;
 /// Ratios are clamped to `[1 / CLAMP, CLAMP]`: a report off by more is a fault, not a speed.
 pub const CLAMP: f64 = 20.0;
 
@@ -39,7 +34,8 @@ impl Window {
         }
         let mut v: Vec<f64> = self.0.iter().copied().collect();
         v.sort_by(f64::total_cmp);
-        Some(crate::stats::percentile(&v, QUANTILE))
+        let n = v.len();
+        Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
     }
 }
 
@@ -86,7 +82,7 @@ pub struct WorkerCorrection {
 pub struct BatchRatio {
     /// Batch size.
     pub batch: usize,
-    /// Measured over profiled time (the [`QUANTILE`] of recent reports).
+    /// Measured over profiled time (median of recent reports).
     pub ratio: f64,
 }
 

@@ -288,7 +288,7 @@ pub struct Correction {
     pub worker: u64,
     /// Batch reports taken.
     pub reports: u64,
-    /// Measured over planned batch time (65th percentile of recent reports; 1 = as planned).
+    /// Measured over planned batch time (median of recent reports; 1 = as planned).
     pub ratio: f64,
 }
 

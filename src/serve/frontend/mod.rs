@@ -610,7 +610,7 @@ impl Backend for Frontend {
             for (m, ml) in layout.models.iter().enumerate() {
                 out += &format!("poolpipe_queue_depth{{model=\"{}\"}} {}\n", ml.name, sched.queued_for(m));
             }
-            out += "# HELP poolpipe_profile_correction Measured over profiled batch time per worker (65th percentile of recent reports; 1 = as profiled).\n";
+            out += "# HELP poolpipe_profile_correction Measured over profiled batch time per worker (median of recent reports; 1 = as profiled).\n";
             out += "# TYPE poolpipe_profile_correction gauge\n";
             for c in sched.corrections().summary() {
                 let node = nodes.get(c.worker).copied().unwrap_or(u32::MAX);

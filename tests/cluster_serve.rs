@@ -12,22 +12,29 @@ use cluster_kit::*;
 
 const MODEL: &str = "resnet50_block";
 
-#[test]
-fn serve_runs_every_role_with_one_worker_per_local_adapter() {
-    let dir = tmp("cluster-serve");
+/// `poolpipe serve` of the generated model profiled as lavapipe's class, with `controller`
+/// lines added to `[controller]`; ready to take requests.
+fn serve(name: &str, controller: &str, slo_ms: u32) -> (std::path::PathBuf, SocketAddr, Procs) {
+    let dir = tmp(name);
     model_profiled_as(&dir, MODEL, "llvmpipe");
     let api: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
     let config = dir.join("serve.toml");
     std::fs::write(
         &config,
         format!(
-            "[controller]\nhttp = \"{api}\"\nprofiles = \"profiles\"\nmax_batch = 4\nmax_queue = 4\n\n[[model]]\nname = \"{MODEL}\"\nmodel = \"{MODEL}.onnx\"\nslo_ms = 1500\n"
+            "[controller]\nhttp = \"{api}\"\nprofiles = \"profiles\"\nmax_batch = 4\n{controller}\n[[model]]\nname = \"{MODEL}\"\nmodel = \"{MODEL}.onnx\"\nslo_ms = {slo_ms}\n"
         ),
     )
     .unwrap();
     let mut procs = Procs(vec![]);
     procs.0.push(("serve".into(), spawn(&["serve", "--config", config.to_str().unwrap()], &dir.join("serve.log"))));
     wait_ready(api, &dir, Duration::from_secs(180));
+    (dir, api, procs)
+}
+
+#[test]
+fn serve_runs_every_role_with_one_worker_per_local_adapter() {
+    let (dir, api, mut procs) = serve("cluster-serve", "max_queue = 4\n", 1500);
     let (input_name, _) = outputs_match_onnxruntime(api, &dir, MODEL);
     // A single-stage plan records its batches' compute time (the worker's timing report may
     // come after the result).
@@ -74,20 +81,8 @@ fn a_class_whose_profiles_are_off_is_replanned_with_its_measured_ratio() {
     // The controller plans with profiles 3x too fast (`profile_scale`); once the worker has a
     // full window of reports, its class's correction (about 3) is past `replan_correction`
     // and the controller re-plans with that class's times scaled by it.
-    let dir = tmp("cluster-replan-correction");
-    model_profiled_as(&dir, MODEL, "llvmpipe");
-    let api: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
-    let config = dir.join("serve.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[controller]\nhttp = \"{api}\"\nprofiles = \"profiles\"\nmax_batch = 4\nprofile_scale = 0.33\nreplan_correction = 0.5\n\n[[model]]\nname = \"{MODEL}\"\nmodel = \"{MODEL}.onnx\"\nslo_ms = 5000\n"
-        ),
-    )
-    .unwrap();
-    let mut procs = Procs(vec![]);
-    procs.0.push(("serve".into(), spawn(&["serve", "--config", config.to_str().unwrap()], &dir.join("serve.log"))));
-    wait_ready(api, &dir, Duration::from_secs(180));
+    let (dir, api, mut procs) =
+        serve("cluster-replan-correction", "profile_scale = 0.33\nreplan_correction = 0.5\n", 5000);
     let (input_name, _) = outputs_match_onnxruntime(api, &dir, MODEL);
     let x = poolpipe_engine::npy::read(&dir.join(format!("{MODEL}.b4.input.npy"))).unwrap();
     let per = x.data().len() / 4;

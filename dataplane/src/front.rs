@@ -270,10 +270,9 @@ struct BatchState {
 struct AwaitingTiming {
     compute_us: f64,
     timings: usize,
-    hops: Vec<HopState>,
+    /// Hops of the batch (one timing report is due per hop).
+    hops: usize,
     total_us: f64,
-    generation: u64,
-    samples: usize,
 }
 
 /// A scheduler with the plan generation it serves and where its workers are.
@@ -692,40 +691,37 @@ impl Front {
     /// done to the scheduler (the last one is done when its result arrives).
     pub fn timing(&mut self, now: f64, node: u32, wire: u64, stage: usize, compute_us: f64) {
         *self.stats.compute_by_worker.entry(node).or_default() += compute_us / 1e6;
-        let (generation, samples, hop, done) = if let Some(b) = self.batches.get_mut(&wire) {
-            b.compute_us += compute_us;
-            b.timings += 1;
-            let last = b.hops.len().saturating_sub(1);
-            let done = match b.hops.iter().position(|h| h.stage == stage && !h.reported) {
-                Some(h) if h < last => {
-                    b.hops[h].reported = true;
-                    Some(b.batch)
+        let Some(b) = self.batches.get_mut(&wire) else {
+            // Answered already: the report completes its compute time (metrics only).
+            if let Some(w) = self.awaiting_timing.get_mut(&wire) {
+                w.compute_us += compute_us;
+                w.timings += 1;
+                if w.timings >= w.hops
+                    && let Some(w) = self.awaiting_timing.remove(&wire)
+                {
+                    self.awaiting_order.retain(|&x| x != wire);
+                    self.stats.record_batch(w.compute_us, w.total_us);
                 }
-                _ => None,
-            };
-            (b.generation, b.samples.len(), b.hops.iter().find(|h| h.stage == stage).copied(), done)
-        } else if let Some(w) = self.awaiting_timing.get_mut(&wire) {
-            w.compute_us += compute_us;
-            w.timings += 1;
-            let found = (w.generation, w.samples, w.hops.iter().find(|h| h.stage == stage).copied(), None);
-            if w.timings >= w.hops.len()
-                && let Some(w) = self.awaiting_timing.remove(&wire)
-            {
-                self.awaiting_order.retain(|&x| x != wire);
-                self.stats.record_batch(w.compute_us, w.total_us);
             }
-            found
-        } else {
             return;
         };
+        b.compute_us += compute_us;
+        b.timings += 1;
+        let last = b.hops.len().saturating_sub(1);
+        // The last hop is done when its result arrives (its tensors come with it).
+        let done = match b.hops.iter().position(|h| h.stage == stage && !h.reported) {
+            Some(h) if h < last => {
+                b.hops[h].reported = true;
+                true
+            }
+            _ => false,
+        };
+        let (generation, batch) = (b.generation, b.batch);
         let Some(a) = self.plan_mut(generation) else { return };
         // The measure corrects the worker's profile when the hop ends (with what the
-        // scheduler saw of the worker's busy time); a report after the end is metrics only.
-        if hop.is_some() {
-            a.sched.observe_hop(wire & ((1 << GEN_SHIFT) - 1), stage, compute_us);
-        }
-        let _ = samples;
-        if let Some(batch) = done {
+        // scheduler saw of the worker's busy time).
+        a.sched.observe_hop(batch, stage, compute_us);
+        if done {
             let _ = a.sched.stage_done(now, batch, stage);
             self.pump(now);
         }
@@ -794,14 +790,7 @@ impl Front {
             self.awaiting_order.push_back(wire);
             self.awaiting_timing.insert(
                 wire,
-                AwaitingTiming {
-                    compute_us: b.compute_us,
-                    timings: b.timings,
-                    hops: b.hops.clone(),
-                    total_us,
-                    generation: b.generation,
-                    samples: b.samples.len(),
-                },
+                AwaitingTiming { compute_us: b.compute_us, timings: b.timings, hops: b.hops.len(), total_us },
             );
         }
         let slo = self.slo(b.generation, b.model);
@@ -1027,11 +1016,6 @@ impl Front {
                 timings: 0,
             },
         );
-        if nodes.first().is_some_and(|n| self.down.contains(n)) {
-            let reason = format!("no link to worker {}", nodes[0]);
-            self.fail_batch(now, wire, reason, true);
-            return;
-        }
         self.actions.push_back(Action::Send(SendBatch { wire, generation, dispatch: d, nodes, samples }));
     }
 }

@@ -31,6 +31,26 @@ use crate::serve::spec::ModelSource;
 /// `poolpipe demo`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct DemoArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Measured time of each load (one for each plan).
+    #[arg(long, default_value = "20s", value_parser = crate::commands::simulate::parse_duration)]
+    pub duration: f64,
+    /// Request rate [default: 80% of the PPipe plan's predicted throughput].
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Folder for profiles, certificates, logs and the report.
+    #[arg(long, value_name = "DIR", default_value = "poolpipe-demo")]
+    pub out: PathBuf,
+    /// Print one JSON object instead of the report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The model and workers of an embedded cluster on this machine (`poolpipe demo`, `poolpipe
+/// bench serving`).
+#[derive(clap::Args, Clone, Debug)]
+pub struct ClusterArgs {
     /// Model: a built-in name or an .onnx file.
     #[arg(long, default_value = "resnet-mini")]
     pub model: String,
@@ -45,12 +65,6 @@ pub struct DemoArgs {
     /// 1 thread (class lp1t)].
     #[arg(long = "worker", value_name = "CLASS=DEVICE[@THREADS]")]
     pub workers: Vec<String>,
-    /// Measured time of each load (one for each plan).
-    #[arg(long, default_value = "20s", value_parser = crate::commands::simulate::parse_duration)]
-    pub duration: f64,
-    /// Request rate [default: 80% of the PPipe plan's predicted throughput].
-    #[arg(long)]
-    pub rate: Option<f64>,
     /// SLO, ms [default: 10x the whole model's batch-1 latency on the fastest class, at least
     /// 200 ms].
     #[arg(long)]
@@ -61,12 +75,44 @@ pub struct DemoArgs {
     /// Largest batch.
     #[arg(long, default_value_t = 4)]
     pub max_batch: usize,
-    /// Folder for profiles, certificates, logs and the report.
-    #[arg(long, value_name = "DIR", default_value = "poolpipe-demo")]
-    pub out: PathBuf,
-    /// Print one JSON object instead of the report.
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl ClusterArgs {
+    /// The workers given, or the default three.
+    pub fn workers(&self) -> Result<Vec<DemoWorker>> {
+        if self.workers.is_empty() {
+            return Ok(default_workers());
+        }
+        self.workers.iter().map(|w| parse_worker(w)).collect()
+    }
+
+    /// How many worker classes there are (each is profiled).
+    pub fn classes(&self) -> usize {
+        let classes: std::collections::BTreeSet<String> = if self.workers.is_empty() {
+            ["lp2t", "lp1t"].iter().map(|s| s.to_string()).collect()
+        } else {
+            self.workers.iter().map(|w| w.split('=').next().unwrap_or_default().to_string()).collect()
+        };
+        classes.len()
+    }
+
+    /// What to profile and serve; `name` and `arg` from [`model_name_and_arg`].
+    pub(crate) fn spec<'a>(&'a self, name: &'a str, arg: &'a str) -> ModelSpec<'a> {
+        ModelSpec {
+            name,
+            arg,
+            size: self.size,
+            input_shape: self.input_shape.as_ref(),
+            blocks: self.blocks,
+            max_batch: self.max_batch,
+        }
+    }
+
+    /// The SLO: `--slo-ms`, else 10x the fastest class's whole-model batch-1 latency, at
+    /// least 200 ms.
+    pub fn slo_ms(&self, fastest_ms: f64) -> f64 {
+        self.slo_ms.unwrap_or((fastest_ms * 10.0).max(200.0).round())
+    }
 }
 
 /// One worker of the demo.
@@ -363,31 +409,20 @@ impl EmbeddedCluster {
 /// Runs the demo.
 pub async fn run(a: DemoArgs, progress: &indicatif::ProgressBar) -> Result<DemoReport> {
     let started = Instant::now();
-    let workers: Vec<DemoWorker> = if a.workers.is_empty() {
-        default_workers()
-    } else {
-        a.workers.iter().map(|w| parse_worker(w)).collect::<Result<_>>()?
-    };
-    if !(1..=16).contains(&a.max_batch) {
-        bail!("--max-batch {} is outside 1..=16", a.max_batch);
+    let workers = a.cluster.workers()?;
+    if !(1..=16).contains(&a.cluster.max_batch) {
+        bail!("--max-batch {} is outside 1..=16", a.cluster.max_batch);
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let out = a.out.canonicalize()?;
     let profiles = out.join("profiles");
-    let (name, model_arg) = model_name_and_arg(&a.model)?;
-    let spec = ModelSpec {
-        name: &name,
-        arg: &model_arg,
-        size: a.size,
-        input_shape: a.input_shape.as_ref(),
-        blocks: a.blocks,
-        max_batch: a.max_batch,
-    };
+    let (name, model_arg) = model_name_and_arg(&a.cluster.model)?;
+    let spec = a.cluster.spec(&name, &model_arg);
 
     // 1. Profiles of each class, measured now.
     let whole_ms = profile_classes(&spec, &workers, &profiles, progress).await?;
     let fastest = whole_ms.values().copied().fold(f64::INFINITY, f64::min);
-    let slo_ms = a.slo_ms.unwrap_or((fastest * 10.0).max(200.0).round());
+    let slo_ms = a.cluster.slo_ms(fastest);
 
     // 2. Certificates, the controller, the workers.
     progress.set_message("starting the controller and the workers".to_string());
@@ -544,12 +579,7 @@ struct LoadCli {
 
 /// Steps of the demo's progress bar.
 pub fn steps(a: &DemoArgs) -> u64 {
-    let classes: std::collections::BTreeSet<String> = if a.workers.is_empty() {
-        ["lp2t", "lp1t"].iter().map(|s| s.to_string()).collect()
-    } else {
-        a.workers.iter().map(|w| w.split('=').next().unwrap_or_default().to_string()).collect()
-    };
-    classes.len() as u64 + 4
+    a.cluster.classes() as u64 + 4
 }
 
 fn fmt_plan(r: &DemoRun) -> String {
@@ -667,18 +697,8 @@ pub fn render_html(r: &DemoReport) -> String {
 
 /// Runs `poolpipe demo`.
 pub fn command(a: DemoArgs) -> Result<()> {
-    let bar = indicatif::ProgressBar::new(steps(&a));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:20}] {pos}/{len} {wide_msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let bar = crate::commands::step_bar(steps(&a));
     let json = a.json;
     let report = tokio_main(async move { run(a, &bar).await.inspect(|_| bar.finish_and_clear()) })?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", render(&report));
-    }
-    Ok(())
+    crate::commands::print_report(&report, json, render)
 }

@@ -278,10 +278,5 @@ pub struct InspectArgs {
 pub fn command(a: InspectArgs) -> Result<()> {
     let InspectArgs { model, input_shape, size, json } = a;
     let report = inspect(&model, size, input_shape.as_ref().map(|s| s.0.as_slice()))?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", render(&report));
-    }
-    Ok(())
+    crate::commands::print_report(&report, json, render)
 }

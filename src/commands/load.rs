@@ -1281,12 +1281,7 @@ pub fn command(a: LoadArgs) -> Result<()> {
     if let Some(path) = &a.csv {
         write_csv(&report, path)?;
     }
-    if a.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", render(&report));
-    }
-    Ok(())
+    crate::commands::print_report(&report, a.json, render)
 }
 
 #[cfg(test)]

@@ -23,6 +23,29 @@ pub mod serve;
 pub mod simulate;
 pub mod worker;
 
+/// Prints a command's report: one JSON object on stdout with `json`, else the table
+/// `render` makes for people.
+pub fn print_report<T: serde::Serialize>(report: &T, json: bool, render: impl FnOnce(&T) -> String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        print!("{}", render(report));
+    }
+    Ok(())
+}
+
+/// The progress bar of a long command made of steps (`demo`, `bench serving`): elapsed time,
+/// steps done and what runs now, ticking while a step runs.
+pub fn step_bar(len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:20}] {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
+}
+
 /// Runs a cluster role on a multi-threaded tokio runtime.
 pub fn tokio_main<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?.block_on(f)

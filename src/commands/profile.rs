@@ -707,12 +707,7 @@ pub fn command(a: ProfileArgs) -> Result<()> {
         progress: true,
     };
     let report = profile(&opts)?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", render(&report));
-    }
-    Ok(())
+    crate::commands::print_report(&report, json, render)
 }
 
 /// Batch sizes 1..B given as "1..B" or "B".

@@ -266,7 +266,6 @@ struct HopRun {
 
 /// A batch on the simulated hardware.
 struct Batch {
-    requests: usize,
     last_stage: usize,
     hops: Vec<HopRun>,
 }
@@ -307,7 +306,6 @@ struct Sim {
     up: Vec<Timeline>,
     down: Vec<Timeline>,
     worker: Vec<Timeline>,
-    failed_workers: Vec<bool>,
     busy: Vec<f64>,
     jitter: Rng,
     jitter_cv: f64,
@@ -407,7 +405,7 @@ impl Sim {
         for (end, stage) in done {
             self.push(end, Kind::StageDone { wire: b.wire, stage });
         }
-        self.batches.insert(b.wire, Batch { requests: n, last_stage, hops });
+        self.batches.insert(b.wire, Batch { last_stage, hops });
     }
 
     /// A stage of a batch finished on its worker: the worker reports its time, and the last
@@ -420,11 +418,7 @@ impl Sim {
             return;
         }
         let Some(h) = b.hops.iter().find(|h| h.stage == stage) else { return };
-        if self.failed_workers[h.worker] {
-            return;
-        }
         let (worker, took, last) = (h.worker, h.took, stage == b.last_stage);
-        debug_assert!(b.requests > 0);
         self.front.timing(now, worker as u32, wire, stage, took * (1.0 - self.unmeasured));
         if last {
             self.batches.remove(&wire);
@@ -506,7 +500,6 @@ pub fn simulate_timed(
         up: vec![Timeline::default(); layout.servers.len()],
         down: vec![Timeline::default(); layout.servers.len()],
         worker: vec![Timeline::default(); layout.workers.len()],
-        failed_workers: vec![false; layout.workers.len()],
         busy: vec![0.0; layout.workers.len()],
         jitter: Rng::new(cfg.seed, u64::MAX),
         jitter_cv: cfg.jitter.max(0.0),
@@ -619,7 +612,6 @@ pub fn simulate_timed(
                 }
             }
             Kind::FailWorker { worker } => {
-                sim.failed_workers[worker] = true;
                 sim.front.worker_down(now, worker as u32);
             }
             Kind::Replan => {

@@ -298,10 +298,5 @@ pub struct KernelsArgs {
 pub fn command(a: KernelsArgs) -> Result<()> {
     let KernelsArgs { device, iters, scale_divisor, only, workgroup_size, json } = a;
     let report = kernels(&device, iters, scale_divisor, only.as_deref(), workgroup_size)?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", render(&report));
-    }
-    Ok(())
+    crate::commands::print_report(&report, json, render)
 }

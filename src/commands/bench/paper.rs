@@ -466,10 +466,5 @@ pub fn command(a: PaperArgs) -> Result<()> {
         out,
     };
     let report = run(&o, !json)?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", render(&report));
-    }
-    Ok(())
+    crate::commands::print_report(&report, json, render)
 }

@@ -21,10 +21,5 @@ pub fn command(a: PlannerArgs) -> Result<()> {
     let PlannerArgs { cases, opts, json } = a;
     let (fleets, workloads) = cases.resolve(&[1, 2, 3, 4, 5, 6]);
     let report = crate::commands::plan::bench(&cases.profiles, &fleets, &workloads, &opts.options()?, !json)?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", crate::commands::plan::render_bench(&report));
-    }
-    Ok(())
+    crate::commands::print_report(&report, json, crate::commands::plan::render_bench)
 }

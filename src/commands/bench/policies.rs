@@ -171,10 +171,5 @@ pub fn command(a: PoliciesArgs) -> Result<()> {
     let pb = if json { indicatif::ProgressBar::hidden() } else { crate::progress(8 * repeats as u64, "policies") };
     let report = run(&setup, &cfg, repeats, &pb)?;
     pb.finish_and_clear();
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", render(&report));
-    }
-    Ok(())
+    crate::commands::print_report(&report, json, render)
 }

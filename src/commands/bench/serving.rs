@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::commands::demo::{DemoWorker, EmbeddedCluster, ModelSpec};
+use crate::commands::demo::{ClusterArgs, DemoWorker, EmbeddedCluster};
 use crate::commands::load::{LoadArgs, RequestSample, StepReport};
 
 /// Goal of (a): p50 over compute + transport.
@@ -47,29 +47,8 @@ pub const CONVERGE_GOAL_S: f64 = 10.0;
 /// `poolpipe bench serving`.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ServingArgs {
-    /// Model: a built-in name or an .onnx file.
-    #[arg(long, default_value = "resnet-mini")]
-    pub model: String,
-    /// Frame size of built-in models.
-    #[arg(long, default_value_t = 64)]
-    pub size: usize,
-    /// Per-frame input shape of ONNX models with symbolic sizes, e.g. 3x224x224.
-    #[arg(long)]
-    pub input_shape: Option<crate::models::Shape>,
-    /// Workers as CLASS=DEVICE[@THREADS], one flag per worker [default: as `poolpipe demo`:
-    /// lp2t=default@2, lp1t=default@1 twice].
-    #[arg(long = "worker", value_name = "CLASS=DEVICE[@THREADS]")]
-    pub workers: Vec<String>,
-    /// Blocks to cut the model into.
-    #[arg(long, default_value_t = 4)]
-    pub blocks: usize,
-    /// Largest batch.
-    #[arg(long, default_value_t = 4)]
-    pub max_batch: usize,
-    /// SLO, ms [default: 10x the whole model's batch-1 latency on the fastest class, at least
-    /// 200 ms].
-    #[arg(long)]
-    pub slo_ms: Option<f64>,
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
     /// Measured time at concurrency 1 (a) [default: 10s; --quick: 3s].
     #[arg(long, value_parser = crate::commands::simulate::parse_duration)]
     pub latency_duration: Option<f64>,
@@ -281,16 +260,8 @@ pub struct Window {
     pub attainment: f64,
 }
 
-/// A worker's profile correction (from the model's metadata).
-#[derive(Clone, Debug, Serialize)]
-pub struct Correction {
-    /// Worker (node id).
-    pub worker: u64,
-    /// Batch reports taken.
-    pub reports: u64,
-    /// Measured over planned batch time (median of recent reports; 1 = as planned).
-    pub ratio: f64,
-}
+/// A worker's profile correction, as the frontend keeps it.
+pub use poolpipe_transport::control::NodeCorrection as Correction;
 
 /// A Poisson run watched second by second (no warm-up: the first second is the load's).
 #[derive(Clone, Debug, Serialize)]
@@ -378,13 +349,13 @@ fn durations(a: &ServingArgs) -> Durations {
 }
 
 fn check(a: &ServingArgs, d: &Durations) -> Result<()> {
-    if !(1..=16).contains(&a.max_batch) {
-        bail!("--max-batch {} is outside 1..=16", a.max_batch);
+    if !(1..=16).contains(&a.cluster.max_batch) {
+        bail!("--max-batch {} is outside 1..=16", a.cluster.max_batch);
     }
-    if !(1..=64).contains(&a.blocks) {
-        bail!("--blocks {} is outside 1..=64", a.blocks);
+    if !(1..=64).contains(&a.cluster.blocks) {
+        bail!("--blocks {} is outside 1..=64", a.cluster.blocks);
     }
-    if a.size == 0 {
+    if a.cluster.size == 0 {
         bail!("--size must be at least 1");
     }
     for (flag, v) in [
@@ -406,7 +377,7 @@ fn check(a: &ServingArgs, d: &Durations) -> Result<()> {
     if !(a.converge_load.is_finite() && a.converge_load > 0.0 && a.converge_load <= 100.0) {
         bail!("--converge-load {} must be a positive factor of the capacity", a.converge_load);
     }
-    if let Some(s) = a.slo_ms
+    if let Some(s) = a.cluster.slo_ms
         && !(s.is_finite() && s > 0.0)
     {
         bail!("--slo-ms {s} must be a positive number of milliseconds");
@@ -498,22 +469,13 @@ pub fn converged_after(windows: &[Window], goal: f64) -> Option<f64> {
     at
 }
 
-/// Every worker's correction, from the model's metadata (`parameters.profile_correction`).
-fn corrections(cluster: &EmbeddedCluster, model: &str) -> Result<Vec<Correction>> {
-    Ok(corrections_of(&cluster.controller.frontend()?, model))
+/// Every worker's correction under the current plan, in worker order.
+fn corrections(cluster: &EmbeddedCluster) -> Result<Vec<Correction>> {
+    Ok(corrections_of(&cluster.controller.frontend()?))
 }
 
-fn corrections_of(fe: &crate::serve::frontend::Frontend, model: &str) -> Vec<Correction> {
-    let params = crate::serve::frontend::http::Backend::model_parameters(fe, model).unwrap_or_default();
-    let list = params["profile_correction"].as_array().cloned().unwrap_or_default();
-    let mut v: Vec<Correction> = list
-        .iter()
-        .map(|c| Correction {
-            worker: c["worker"].as_u64().unwrap_or(0),
-            reports: c["reports"].as_u64().unwrap_or(0),
-            ratio: c["ratio"].as_f64().unwrap_or(f64::NAN),
-        })
-        .collect();
+fn corrections_of(fe: &crate::serve::frontend::Frontend) -> Vec<Correction> {
+    let mut v = fe.corrections();
     v.sort_by_key(|c| c.worker);
     v
 }
@@ -588,14 +550,9 @@ fn mean_diff(
 
 /// Steps of the progress bar.
 pub fn steps(a: &ServingArgs) -> u64 {
-    let classes: std::collections::BTreeSet<String> = if a.workers.is_empty() {
-        ["lp2t", "lp1t"].iter().map(|s| s.to_string()).collect()
-    } else {
-        a.workers.iter().map(|w| w.split('=').next().unwrap_or_default().to_string()).collect()
-    };
     let n = a.loads.len() as u64;
     let c = if a.no_optimistic { 0 } else { 3 + n };
-    classes.len() as u64 + 3 + n + c
+    a.cluster.classes() as u64 + 3 + n + c
 }
 
 /// Runs the benchmark.
@@ -603,28 +560,17 @@ pub async fn run(a: ServingArgs, progress: &indicatif::ProgressBar) -> Result<Se
     let started = Instant::now();
     let d = durations(&a);
     check(&a, &d)?;
-    let workers: Vec<DemoWorker> = if a.workers.is_empty() {
-        crate::commands::demo::default_workers()
-    } else {
-        a.workers.iter().map(|w| crate::commands::demo::parse_worker(w)).collect::<Result<_>>()?
-    };
+    let workers = a.cluster.workers()?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let out = a.out.canonicalize()?;
     let profiles = out.join("profiles");
-    let (name, model_arg) = crate::commands::demo::model_name_and_arg(&a.model)?;
-    let spec = ModelSpec {
-        name: &name,
-        arg: &model_arg,
-        size: a.size,
-        input_shape: a.input_shape.as_ref(),
-        blocks: a.blocks,
-        max_batch: a.max_batch,
-    };
+    let (name, model_arg) = crate::commands::demo::model_name_and_arg(&a.cluster.model)?;
+    let spec = a.cluster.spec(&name, &model_arg);
 
     // Profiles, measured now: the baseline of (a) and what the controller plans with.
     let whole_ms = crate::commands::demo::profile_classes(&spec, &workers, &profiles, progress).await?;
     let fastest = whole_ms.values().copied().fold(f64::INFINITY, f64::min);
-    let slo_ms = a.slo_ms.unwrap_or((fastest * 10.0).max(200.0).round());
+    let slo_ms = a.cluster.slo_ms(fastest);
 
     // The cluster with the profiles as measured.
     let true_dir = out.join("true-profiles");
@@ -700,7 +646,7 @@ pub async fn run(a: ServingArgs, progress: &indicatif::ProgressBar) -> Result<Se
         Some(windowed(&cluster, &name, &a, &d, slo_ms, capacity_per_s, "(b) reference for (c)", progress).await?)
     };
     let loads = open_loads(&cluster, &name, &a, &d, slo_ms, capacity_per_s, "(b)", progress).await?;
-    let corrections_true = corrections(&cluster, &name)?;
+    let corrections_true = corrections(&cluster)?;
     cluster.stop();
 
     // (c) The same cluster planned with optimistic profiles.
@@ -816,14 +762,14 @@ async fn windowed(
     let before = fe.stats();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let poller = {
-        let (stop, model) = (stop.clone(), name.to_string());
+        let stop = stop.clone();
         tokio::spawn(async move {
             let t0 = Instant::now();
             let mut tick = tokio::time::interval(Duration::from_secs_f64(CORRECTION_EVERY_S));
             let mut series = vec![];
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 tick.tick().await;
-                let ratios = corrections_of(&fe, &model).iter().map(|c| c.ratio).collect();
+                let ratios = corrections_of(&fe).iter().map(|c| c.ratio).collect();
                 series.push(CorrectionSample { t_s: t0.elapsed().as_secs_f64(), ratios });
             }
             series
@@ -855,7 +801,7 @@ async fn windowed(
         meets_goal: converged_after_s.is_some_and(|t| t <= CONVERGE_GOAL_S),
         converged_after_s,
         goal_s: CONVERGE_GOAL_S,
-        corrections: corrections(cluster, name)?,
+        corrections: corrections(cluster)?,
         correction_series,
         frontend,
     })
@@ -1085,23 +1031,12 @@ pub fn render(r: &ServingReport) -> String {
 /// `poolpipe bench serving` from the command line: runs, then prints the report (or one JSON
 /// object with `--json`).
 pub fn command(a: ServingArgs) -> Result<()> {
-    let bar = indicatif::ProgressBar::new(steps(&a));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:20}] {pos}/{len} {wide_msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let bar = crate::commands::step_bar(steps(&a));
     let json = a.json;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
-    let report = rt.block_on(run(a, &bar));
+    let report = crate::commands::tokio_main(run(a, &bar));
     bar.finish_and_clear();
     let report = report?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", render(&report));
-    }
-    Ok(())
+    crate::commands::print_report(&report, json, render)
 }
 
 #[cfg(test)]

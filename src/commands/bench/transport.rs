@@ -164,12 +164,7 @@ pub fn command(a: TransportArgs) -> Result<()> {
         c.max_in_flight = n;
     }
     let report = bench(&o, json)?;
-    if json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", render(&report));
-    }
-    Ok(())
+    crate::commands::print_report(&report, json, render)
 }
 
 #[cfg(test)]

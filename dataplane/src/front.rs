@@ -177,6 +177,16 @@ pub struct Delivered {
     pub completes: bool,
 }
 
+/// A worker's report of one hop it ran.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HopTiming {
+    /// Device time, microseconds.
+    pub compute_us: f64,
+    /// Time from the hop's arrival at the worker to the device starting on it, microseconds
+    /// (`None` where the worker does not say).
+    pub wait_us: Option<f64>,
+}
+
 /// Counters for `/metrics` and reports.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct FrontStats {
@@ -199,6 +209,9 @@ pub struct FrontStats {
     /// Time of each such batch from send to result not spent computing (transfers and
     /// waits between stages).
     pub transfer: Histogram,
+    /// Time each hop waited at its worker between arriving there and the device starting on
+    /// it (reported by the worker; part of `transfer`).
+    pub worker_wait: Histogram,
     /// Batches whose result came back.
     pub batches_done: u64,
     /// Policy errors (the native policy took over).
@@ -686,11 +699,16 @@ impl Front {
         self.down.clear();
     }
 
-    /// Worker `node` finished stage `stage` of batch `wire` in `compute_us` of device time.
+    /// Worker `node` finished stage `stage` of batch `wire` (`hop`: its device time, and how
+    /// long it waited at the worker).
     /// The measured time corrects the worker's profile; a stage before the last is reported
     /// done to the scheduler (the last one is done when its result arrives).
-    pub fn timing(&mut self, now: f64, node: u32, wire: u64, stage: usize, compute_us: f64) {
+    pub fn timing(&mut self, now: f64, node: u32, wire: u64, stage: usize, hop: HopTiming) {
+        let HopTiming { compute_us, wait_us } = hop;
         *self.stats.compute_by_worker.entry(node).or_default() += compute_us / 1e6;
+        if let Some(w) = wait_us.filter(|w| w.is_finite() && *w >= 0.0) {
+            self.stats.worker_wait.observe(w / 1e6);
+        }
         let Some(b) = self.batches.get_mut(&wire) else {
             // Answered already: the report completes its compute time (metrics only).
             if let Some(w) = self.awaiting_timing.get_mut(&wire) {

@@ -9,7 +9,8 @@
 //!   reserve, admission and the policy points (PPIPE.md, data plane);
 //! - [`front`]: the frontend's request state machine (multi-frame requests as samples,
 //!   deadlines, retries, plan generations and drains) over the plans' schedulers;
-//! - [`correction`]: online correction of the profiles from workers' measured batch times;
+//! - [`correction`]: online correction of the profiles from workers' measured batch times,
+//!   and of the waits from how late the batches that queued ended;
 //! - [`layout`]: a plan placed on a fleet, as the scheduler sees it;
 //! - [`catalog`]: the one place that turns policy names (native or WebAssembly) into
 //!   schedulers;
@@ -35,7 +36,7 @@ pub mod timeline;
 
 pub use catalog::{CatalogError, Policies, PolicySpec};
 pub use correction::{Corrections, WorkerCorrection};
-pub use front::{Action, Failure, Front, FrontStats};
+pub use front::{Action, Failure, Front, FrontStats, HopTiming};
 pub use layout::Layout;
 pub use scheduler::*;
 pub use timeline::{Timeline, earliest_joint};

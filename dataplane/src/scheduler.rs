@@ -17,15 +17,19 @@
 //! server's downlink both free for the transfer) and then its earliest inference slot, and
 //! the reservation policy picks one (default: earliest finish). Transfers between workers of
 //! one server use no NIC and take no time. Workers report actual finish times
-//! ([`Scheduler::stage_done`]): an early finish frees the rest of its interval, a late one
-//! pushes the worker's later reservations back by the delay.
+//! ([`Scheduler::stage_done`]): an early finish frees the rest of its interval and moves the
+//! worker's later reservations up (a worker runs what it holds back to back), a late one
+//! pushes them back by the delay.
 //!
 //! Admission ([`Admission`]): [`Scheduler::arrive`] refuses at once ([`Output::Refuse`]) a
 //! request whose earliest finish behind the queued requests and the reservations is past its
 //! deadline, or that finds its model's queue at its limit, instead of queuing work that would
 //! be answered late. Workers' measured batch times ([`Scheduler::observe`]) correct the
-//! profiles per worker and batch size ([`correction`]): probes, reservations, admission and
-//! the policies' `latency` and `throughput` use the corrected times.
+//! profiles per worker and batch size ([`crate::correction`]): probes, reservations, admission and
+//! the policies' `latency` and `throughput` use the corrected times. Every probe answers its
+//! wait stretched by the model's recent overrun ([`Overrun`]: how much later than reserved
+//! the batches that waited ended), so queues stop short of the deadlines by the jitter seen
+//! lately.
 //!
 //! With [`Routing::Reserved`] policies (`ppipe`) a dispatch reserves the whole route and
 //! later stages do not re-batch. With [`Routing::PerPool`] policies (`reactive`, `triton`) a
@@ -43,7 +47,7 @@ use poolpipe_policies::{
     Action, BatchingPolicy, Candidate, Probe, QueueHost, ReservationPolicy, Routing, native::earliest_finish,
 };
 
-use crate::correction::Corrections;
+use crate::correction::{Corrections, Overrun};
 use crate::layout::{self, Layout};
 use crate::timeline::{Timeline, earliest_joint};
 
@@ -178,7 +182,8 @@ pub enum Refusal {
     /// The earliest the request could finish, behind the requests queued and the batches
     /// reserved, is past its deadline.
     Deadline {
-        /// Estimated finish, microseconds after arrival.
+        /// Estimated finish, microseconds after arrival (its waits stretched by the model's
+        /// recent overruns, [`Overrun`]).
         estimate_us: f64,
         /// The model's SLO, microseconds.
         slo_us: f64,
@@ -387,6 +392,11 @@ struct Timelines {
 struct InFlight {
     model: usize,
     pipeline: usize,
+    /// How long it was reserved to wait for its workers at dispatch (the time to its last
+    /// hop's reserved finish not spent in its hops).
+    waits: f64,
+    /// Its last hop's reserved finish at dispatch.
+    planned: f64,
     entries: Vec<Entry>,
     /// Each hop's reservation.
     hops: Vec<Reserved>,
@@ -399,6 +409,8 @@ struct Reserved {
     worker: usize,
     start: f64,
     finish: f64,
+    /// Time its input takes to travel from the previous hop's worker (its transfers).
+    transfer: f64,
     /// The worker's own measure of the hop's compute, when it came before the hop's end.
     measured: Option<f64>,
 }
@@ -434,6 +446,7 @@ macro_rules! host {
             generation: &mut $s.generation,
             reservation_error: &mut $s.reservation_error,
             corrections: &$s.corrections,
+            overrun: $s.overrun[$model].ratio(),
         }
     };
 }
@@ -477,6 +490,8 @@ pub struct Scheduler {
     /// Workers of each model's pipelines (the ones its queues probe).
     model_workers: Vec<Vec<usize>>,
     corrections: Corrections,
+    /// Per model, how its batches overran their reservations lately.
+    overrun: Vec<Overrun>,
     admission: Admission,
     /// The memo of probes holds for the next decision (set by `arrive` after `admit`).
     keep_memo: bool,
@@ -535,6 +550,7 @@ impl Scheduler {
             due: vec![f64::INFINITY; layout.workers.len()],
             model_workers: vec![],
             corrections: Corrections::new(layout.workers.len()),
+            overrun: vec![Overrun::default(); layout.models.len()],
             admission: Admission::default(),
             keep_memo: false,
             memo_owner: None,
@@ -660,6 +676,7 @@ impl Scheduler {
         let q = self.entry[model];
         self.catch_up_model(model, now);
         let ahead = self.queues[q].entries.len();
+        let overrun = self.overrun[model].ratio();
         let (deadline_check, max_queue) = (self.admission.deadline, self.admission.max_queue);
         self.memo.clear();
         self.memo_owner = Some((q, now.to_bits()));
@@ -707,7 +724,8 @@ impl Scheduler {
         if !finish.is_finite() {
             return Ok(Err(Refusal::NoWorker { retry_after_us: slo.max(1e6) }));
         }
-        let estimate = finish + backlog_us(total.saturating_sub(first_wave));
+        // The backlog waits, stretched by the recent overruns as the probes' waits are.
+        let estimate = finish + (1.0 + overrun) * backlog_us(total.saturating_sub(first_wave));
         if estimate > now + slo {
             // Room comes back once the part of the backlog that makes it late is served.
             let retry_after_us = (estimate - now - slo).max(0.0);
@@ -724,7 +742,7 @@ impl Scheduler {
 
     /// Worker `worker` measured `measured_us` for one stage of a batch of `batch` requests:
     /// its ratio to the profile feeds the reservations from now on
-    /// ([`correction`]). Returns whether the report was used.
+    /// ([`crate::correction`]). Returns whether the report was used.
     pub fn observe(&mut self, worker: usize, batch: usize, measured_us: f64) -> bool {
         let Some(w) = self.layout.workers.get(worker) else { return false };
         let profiled = self.layout.models[w.model]
@@ -762,6 +780,12 @@ impl Scheduler {
     /// The measured-to-profiled ratios so far.
     pub fn corrections(&self) -> &Corrections {
         &self.corrections
+    }
+
+    /// `model`'s overrun: the fraction its probes' waits are stretched by ([`Overrun`]); 0
+    /// for an unknown model.
+    pub fn overrun(&self, model: usize) -> f64 {
+        self.overrun.get(model).map_or(0.0, Overrun::ratio)
     }
 
     /// Requests waiting in `model`'s queues (its entry queue and its stage queues).
@@ -806,12 +830,22 @@ impl Scheduler {
         // believed finish: pushed back already while the hop ran late, see `catch_up`).
         if now < reserved {
             self.timelines.worker[worker].correct(start, reserved, now);
+            if let Some(r) = self.in_flight.get_mut(&batch).and_then(|f| f.hops.get_mut(h)) {
+                r.finish = now;
+            }
+            self.pull_forward(worker, now);
+            if let Some(next) = self.in_flight.get(&batch).and_then(|f| f.hops.get(h + 1)).map(|r| r.worker) {
+                self.pull_forward(next, now);
+            }
         } else if now > reserved {
             self.shift(worker, reserved, now - reserved);
         }
         self.update_due(worker);
         if last_hop {
             let flight = self.in_flight.remove(&batch).expect("present");
+            if self.learn {
+                self.overrun[model].report(flight.waits, flight.planned, now);
+            }
             let next = (model, pipeline, stage + 1);
             if let Some(&q) = self.stage_queues.get(&next) {
                 for e in flight.entries {
@@ -846,6 +880,47 @@ impl Scheduler {
                 r.finish += delta;
             }
         }
+    }
+
+    /// A worker that is free earlier than reserved starts what it holds next at once (workers
+    /// run the batches sent to them back to back, in order of reserved start): its hops not
+    /// yet started move earlier to close the gap, in order, each no earlier than its input
+    /// can be there. Without this the gap stays on the timeline though the worker never
+    /// idles in it, and a batch reserved into it runs after the batches it was meant to
+    /// precede, which then run late.
+    fn pull_forward(&mut self, worker: usize, now: f64) {
+        let mut hops: Vec<(BatchId, usize, Reserved)> = self.running[worker]
+            .iter()
+            .filter_map(|&(b, i)| self.in_flight.get(&b).and_then(|f| f.hops.get(i)).map(|r| (b, i, *r)))
+            .collect();
+        hops.sort_by(|x, y| x.2.start.total_cmp(&y.2.start));
+        let mut free = now;
+        for (b, i, r) in hops {
+            if r.start <= now {
+                // Running (as believed): the worker is busy until its finish.
+                free = free.max(r.finish);
+                continue;
+            }
+            let ready = match i.checked_sub(1) {
+                // A first hop's input was sent with the batch.
+                None => now,
+                Some(p) => match self.in_flight.get(&b).and_then(|f| f.hops.get(p)) {
+                    Some(prev) => prev.finish + r.transfer,
+                    None => r.start,
+                },
+            };
+            let to = free.max(ready);
+            let hop = self.in_flight.get_mut(&b).and_then(|f| f.hops.get_mut(i));
+            match hop {
+                Some(hop) if to < r.start && self.timelines.worker[worker].shift_one(r.start, r.finish, to) => {
+                    hop.start = to;
+                    hop.finish = to + (r.finish - r.start);
+                    free = hop.finish;
+                }
+                _ => free = free.max(r.finish),
+            }
+        }
+        self.update_due(worker);
     }
 
     fn update_due(&mut self, worker: usize) {
@@ -1167,6 +1242,9 @@ impl Scheduler {
             InFlight {
                 model,
                 pipeline,
+                waits: hops.last().map_or(0.0, |h| h.finish - now)
+                    - hops.iter().map(|h| h.finish - h.start).sum::<f64>(),
+                planned: hops.last().map_or(now, |h| h.finish),
                 // Per-pool routing re-queues the requests at the next stage; an aborted batch
                 // gives them back to the driver.
                 entries: entries.clone(),
@@ -1177,6 +1255,7 @@ impl Scheduler {
                         worker: h.worker,
                         start: h.start,
                         finish: h.finish,
+                        transfer: h.transfers.iter().map(|t| t.end - t.start).sum(),
                         measured: None,
                     })
                     .collect(),
@@ -1234,6 +1313,8 @@ struct Host<'a> {
     generation: &'a mut u64,
     reservation_error: &'a mut Option<String>,
     corrections: &'a Corrections,
+    /// The model's overrun: waits are answered stretched by it ([`Overrun`]).
+    overrun: f64,
 }
 
 /// Stages a memo remembers the picked workers of.
@@ -1475,12 +1556,17 @@ impl QueueHost for Host<'_> {
         if lane >= self.queue.lanes.len() || batch == 0 {
             return Probe { finish: f64::INFINITY, wait: f64::INFINITY };
         }
-        if let Some(m) = self.memo.iter().find(|m| m.lane == lane && m.batch == batch) {
-            return Probe { finish: m.finish, wait: m.finish - self.now - m.pure };
-        }
-        let (finish, pure, picks) = self.route(lane, batch, None, None);
-        self.memo.push(Memo { lane, batch, finish, pure, picks });
-        Probe { finish, wait: finish - self.now - pure }
+        let (finish, pure) = match self.memo.iter().find(|m| m.lane == lane && m.batch == batch) {
+            Some(m) => (m.finish, m.pure),
+            None => {
+                let (finish, pure, picks) = self.route(lane, batch, None, None);
+                self.memo.push(Memo { lane, batch, finish, pure, picks });
+                (finish, pure)
+            }
+        };
+        // The wait stretched by the recent overruns (see `Overrun`).
+        let wait = (finish - self.now - pure).max(0.0) * (1.0 + self.overrun);
+        Probe { finish: self.now + pure + wait, wait }
     }
 
     fn arrival_rate(&self) -> f64 {

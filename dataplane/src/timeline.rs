@@ -62,6 +62,15 @@ impl Timeline {
         }
     }
 
+    /// Moves the interval `[start, end)` to start at `to` (earlier, into a slot freed before
+    /// it), keeping its length. Returns whether it was found.
+    pub fn shift_one(&mut self, start: f64, end: f64, to: f64) -> bool {
+        let Some(at) = self.busy.iter().position(|&(s, e)| s == start && e == end) else { return false };
+        self.busy.remove(at);
+        self.reserve(to, to + (end - start));
+        true
+    }
+
     /// Shifts every interval that starts at or after `from` by `delta` (a batch before them
     /// ran late).
     pub fn push_back(&mut self, from: f64, delta: f64) {

@@ -39,6 +39,18 @@ static int least_waiting(void) {
     return best < 0 ? 0 : best;
 }
 
+/* Whether two full batches wait or more arrives than the lanes serve at their planned sizes. */
+static int overloaded(int queued, int planned) {
+    if (queued >= 2 * planned) return 1;
+    double capacity = 0;
+    int lanes = pp_lanes();
+    for (int l = 0; l < lanes; l++) {
+        int p = pp_planned_batch(l);
+        capacity += pp_throughput(l, p < 1 ? 1 : p);
+    }
+    return pp_arrival_rate() > capacity;
+}
+
 PP_EXPORT(poolpipe_decide) int decide(void) {
     int queued = pp_queue_len();
     if (queued == 0 || pp_lanes() == 0) return 0;
@@ -75,7 +87,28 @@ PP_EXPORT(poolpipe_decide) int decide(void) {
             break;
         }
     }
+    /* Overload: two full batches wait, or more arrives than the lanes serve at their planned
+     * sizes. A head that only a smaller batch, or another lane, could serve in time is then
+     * dropped: shrinking batches would cost every request behind it throughput. */
     if (fit == 0) {
+        /* Another lane may still serve the head in time (the least waiting one at its planned
+         * size need not be the one that can): the first in lane order, with the largest batch
+         * that meets the deadline up to its planned size and what is queued. */
+        int lanes = pp_lanes();
+        for (int l = 0; l < lanes && !overloaded(queued, planned); l++) {
+            if (l == lane || pp_probe_finish(l, 1) > deadline) continue;
+            int top = pp_planned_batch(l);
+            if (top < 1) top = 1;
+            if (top > queued) top = queued;
+            int b = top;
+            while (b > 1 && pp_probe_finish(l, b) > deadline) b--;
+            pp_dispatch(l, b);
+            return 0;
+        }
+        pp_drop_head(1);
+        return 0;
+    }
+    if (fit < planned && overloaded(queued, planned)) {
         pp_drop_head(1);
         return 0;
     }

@@ -118,15 +118,16 @@ fn built_in_guests_decide_as_their_native_twins() {
         }
     }
     // Configuration reaches the guest: a wider first look accepts a smaller batch (4 would
-    // finish at 28 ms on the busy lane, past the head's deadline at 27 ms).
+    // finish at 28 ms on the busy lane, past the head's deadline at 27 ms), below overload
+    // (at 1000 requests/s, more than the lane serves, the head would be dropped instead).
     let q = Fake {
         now: 0.0,
         deadlines: vec![27_000.0],
         looked: false,
         planned: vec![4],
         busy: vec![2_000.0],
-        idle: vec![1],
-        rate: 1_000.0,
+        idle: vec![0],
+        rate: 5.0,
         stall: Duration::ZERO,
     };
     let mut narrow = guest("ppipe", "").batching().unwrap().unwrap();
@@ -135,6 +136,9 @@ fn built_in_guests_decide_as_their_native_twins() {
     let mut twin = native::Ppipe { first_look_fraction: 0.25, ..Default::default() };
     assert_eq!(wide.decide(&mut q.clone()).unwrap(), twin.decide(&mut q.clone()).unwrap());
     assert!(matches!(twin.decide(&mut q.clone()).unwrap(), Action::Wait { .. }), "a batch of 3 fits");
+    let overloaded = Fake { rate: 1_000.0, ..q.clone() };
+    assert_eq!(wide.decide(&mut overloaded.clone()).unwrap(), Action::Drop { count: 1 });
+    assert_eq!(twin.decide(&mut overloaded.clone()).unwrap(), Action::Drop { count: 1 });
     let mut triton = guest("triton", "max_queue_delay_us=500").batching().unwrap().unwrap();
     let mut twin = native::Triton { max_queue_delay_us: Some(500.0) };
     for q in queues() {

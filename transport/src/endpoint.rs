@@ -250,8 +250,21 @@ fn force_buffers(_: &std::net::UdpSocket, _: usize) -> bool {
 /// flight (backpressure).
 pub async fn send(conn: &quinn::Connection, header: &BatchHeader, payloads: &[Bytes]) -> Result<(), EndpointError> {
     let peer = conn.remote_address();
+    let stream =
+        conn.open_uni().await.map_err(|e| EndpointError::Send { batch: header.batch, peer, reason: e.to_string() })?;
+    send_on(stream, peer, header, payloads).await
+}
+
+/// [`send`] on a stream opened before (streams are numbered as they open, and the peer takes
+/// them in that order: a sender that orders its batches opens the stream, then picks the
+/// batch).
+pub async fn send_on(
+    mut stream: quinn::SendStream,
+    peer: SocketAddr,
+    header: &BatchHeader,
+    payloads: &[Bytes],
+) -> Result<(), EndpointError> {
     let fail = |reason: String| EndpointError::Send { batch: header.batch, peer, reason };
-    let mut stream = conn.open_uni().await.map_err(|e| fail(e.to_string()))?;
     let mut chunks: Vec<Bytes> = Vec::with_capacity(1 + payloads.len());
     chunks.push(encode_header(header));
     chunks.extend(payloads.iter().cloned());

@@ -16,6 +16,8 @@
 //!   CA with a log line), one batch frame per unidirectional stream, control calls;
 //! - [`link`]: the sending side of one peer: one connection, redialled with backoff, and a
 //!   bound on batches in flight;
+//! - [`outbox`]: batches for one peer queued by a key (the frontend's: reserved start), each
+//!   freed send slot going to the smallest;
 //! - [`bench`]: the loopback benchmark behind `poolpipe bench transport` (QUIC against TLS over
 //!   TCP and plain TCP).
 //!
@@ -30,4 +32,5 @@ pub mod control;
 pub mod endpoint;
 pub mod frame;
 pub mod link;
+pub mod outbox;
 pub mod tls;

@@ -9,8 +9,16 @@ use bytes::Bytes;
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::control::Control;
-use crate::endpoint::{EndpointError, Node, call, send};
+use crate::endpoint::{EndpointError, Node, call, send_on};
 use crate::frame::BatchHeader;
+
+/// A stream opened for one batch in one of a link's send slots ([`Link::open`]); the slot is
+/// held until the batch sent on it is delivered.
+#[derive(Debug)]
+pub struct Opened {
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    stream: quinn::SendStream,
+}
 
 /// The sending side of one peer.
 #[derive(Debug, Clone)]
@@ -33,6 +41,11 @@ impl Link {
             conn: Arc::new(Mutex::new(None)),
             in_flight: Arc::new(Semaphore::new(node.config().max_in_flight as usize)),
         }
+    }
+
+    /// Whether `other` is this link (a clone of it), not merely one to the same peer.
+    pub fn same(&self, other: &Link) -> bool {
+        Arc::ptr_eq(&self.conn, &other.conn)
     }
 
     /// The peer's address.
@@ -89,17 +102,31 @@ impl Link {
     /// outstanding (backpressure); dials or redials as needed. An error names the batch; the
     /// batch was not delivered, and the next send redials.
     pub async fn send(&self, header: &BatchHeader, payloads: &[Bytes]) -> Result<(), EndpointError> {
-        let _permit = self.in_flight.acquire().await.map_err(|_| EndpointError::Send {
-            batch: header.batch,
-            peer: self.addr,
-            reason: "the link is closed".into(),
-        })?;
-        let conn = self.connection().await.map_err(|e| EndpointError::Send {
+        let opened = self.open().await.map_err(|e| EndpointError::Send {
             batch: header.batch,
             peer: self.addr,
             reason: e.to_string(),
         })?;
-        send(&conn, header, payloads).await
+        self.send_on(opened, header, payloads).await
+    }
+
+    /// Takes one of the link's `max_in_flight` send slots (waiting while all are taken),
+    /// dials as needed and opens the stream a batch will go on ([`Link::send_on`]). The peer
+    /// takes streams in the order they open, so a sender that orders its batches opens first
+    /// and then picks the batch ([`crate::outbox`]).
+    pub async fn open(&self) -> Result<Opened, EndpointError> {
+        // The semaphore is never closed; were it, sends would go unbounded.
+        let permit = self.in_flight.clone().acquire_owned().await.ok();
+        let conn = self.connection().await?;
+        let stream =
+            conn.open_uni().await.map_err(|e| EndpointError::Connection { peer: self.addr, reason: e.to_string() })?;
+        Ok(Opened { _permit: permit, stream })
+    }
+
+    /// Sends one batch frame on a stream from [`Link::open`]; its slot frees when the send ends.
+    pub async fn send_on(&self, opened: Opened, header: &BatchHeader, payloads: &[Bytes]) -> Result<(), EndpointError> {
+        let Opened { _permit, stream } = opened;
+        send_on(stream, self.addr, header, payloads).await
     }
 
     /// Sends a control message and waits for the reply, dialling as needed.

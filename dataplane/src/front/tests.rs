@@ -40,7 +40,7 @@ fn answers(a: &[Action]) -> Vec<(RequestKey, Result<(), Failure>)> {
 /// Runs batch `s` to its end as the workers would: a timing report per hop, then the result.
 fn complete(f: &mut Front, s: &SendBatch, now: f64) -> Delivered {
     for (h, node) in s.dispatch.hops.iter().zip(&s.nodes) {
-        f.timing(now, *node, s.wire, h.stage, 1_000.0);
+        f.timing(now, *node, s.wire, h.stage, HopTiming { compute_us: 1_000.0, wait_us: None });
     }
     f.result(now, s.wire).expect("the batch is in flight")
 }

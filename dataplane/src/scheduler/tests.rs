@@ -2,6 +2,7 @@
 //! happens, and how reports correct the timelines.
 
 use super::*;
+use crate::correction::OVERRUN_MIN_REPORTS;
 use crate::layout::{ClassLayout, Gpu, ModelLayout, PipelineLayout, Server, Stage, Worker};
 use poolpipe_policies::native::EarliestFinish;
 
@@ -446,4 +447,57 @@ fn measured_times_correct_the_reservations() {
     assert_eq!(d.hops[1].finish, 27_500.0 + 4_000.0 + 14_000.0);
     let summary = s.corrections().summary();
     assert_eq!((summary.len(), summary[0].worker, summary[0].ratio), (1, 0, 1.25));
+}
+
+#[test]
+fn a_worker_that_finishes_early_starts_its_next_batch_at_once() {
+    let mut s = published(layout(1, 2));
+    for i in 0..4 {
+        s.arrive(0.0, 0, i).unwrap();
+    }
+    let a = dispatch(&outputs(&mut s)).clone();
+    for i in 4..8 {
+        s.arrive(10_000.0, 0, i).unwrap();
+    }
+    let b = dispatch(&outputs(&mut s)).clone();
+    assert_eq!((b.hops[0].start, b.hops[0].finish), (22_000.0, 44_000.0), "behind the first batch");
+    // Worker 0 finishes the first batch at 15 ms, not 22: it starts the second at once (it
+    // holds it already), so the reservation moves up to close the gap, and a batch reserved
+    // next on worker 0 comes after it instead of into a gap the worker never idles in.
+    s.stage_done(15_000.0, a.batch, 0).unwrap();
+    let moved = s.in_flight[&b.batch].hops[0];
+    assert_eq!((moved.start, moved.finish), (15_000.0, 37_000.0));
+    assert_eq!(s.timelines.worker[0].intervals().last(), Some(&(15_000.0, 37_000.0)));
+    // The first batch's second stage, idle worker 1, starts as soon as its input is there:
+    // 15 ms and 4 ms of transfer.
+    let next = s.in_flight[&a.batch].hops[1];
+    assert_eq!((next.start, next.finish), (19_000.0, 33_000.0));
+}
+
+#[test]
+fn waits_are_planned_stretched_by_the_recent_overruns() {
+    let mut s = published(layout(1, 1));
+    for i in 0..4 {
+        s.arrive(0.0, 0, i).unwrap();
+    }
+    outputs(&mut s);
+    // A request at 1 ms rides stage 0 from 22 ms and ends at 45 ms, 28 ms of it waiting:
+    // within its deadline of 61 ms.
+    assert_eq!(s.admit(1_000.0, 0, 1).unwrap(), Ok(()));
+    // Batches that waited lately ended later than reserved by as much as they waited: waits
+    // now count double, 1 + 16 + 2 x 28 = 73 ms > 61 ms.
+    for _ in 0..OVERRUN_MIN_REPORTS {
+        s.overrun[0].report(10_000.0, 20_000.0, 30_000.0);
+    }
+    assert_eq!(s.overrun(0), 1.0);
+    match s.admit(1_000.0, 0, 1).unwrap() {
+        Err(Refusal::Deadline { estimate_us, .. }) => assert_eq!(estimate_us, 72_000.0),
+        other => panic!("{other:?}"),
+    }
+    // A request that an idle route takes at once keeps its whole SLO.
+    let mut idle = published(layout(1, 1));
+    for _ in 0..OVERRUN_MIN_REPORTS {
+        idle.overrun[0].report(10_000.0, 20_000.0, 30_000.0);
+    }
+    assert_eq!(idle.admit(0.0, 0, 1).unwrap(), Ok(()));
 }

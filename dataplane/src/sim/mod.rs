@@ -1,4 +1,4 @@
-//! The discrete-event simulator: the data-plane [`Scheduler`] driven on a virtual clock, with
+//! The discrete-event simulator: the data-plane [`Scheduler`](crate::Scheduler) driven on a virtual clock, with
 //! workers whose latencies come from the profiles, so plans are evaluated at 100+ GPUs.
 //!
 //! - Time is virtual (microseconds, `f64`); events (arrivals, timers, stage completions) are
@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use serde::Serialize;
 
 use crate::catalog::{CatalogError, Policies};
-use crate::front::{Action, Failure, Front, RequestKey, SendBatch};
+use crate::front::{Action, Failure, Front, HopTiming, RequestKey, SendBatch};
 use crate::rng::Rng;
 use crate::stats::percentile;
 use crate::timeline::{Timeline, earliest_joint};
@@ -262,6 +262,8 @@ struct HopRun {
     worker: usize,
     /// Its inference time as run.
     took: f64,
+    /// From its arrival at the worker to the worker starting on it.
+    wait: f64,
 }
 
 /// A batch on the simulated hardware.
@@ -390,10 +392,10 @@ impl Sim {
             let w = hop.worker;
             let stage = &self.layout.models[d.model].pipelines[d.pipeline].stages[hop.stage];
             let took = stage.latency(n) * self.slowdown * self.jitter.unit_lognormal(self.jitter_cv);
-            hops.push(HopRun { stage: hop.stage, worker: w, took });
             let timeline = &mut self.worker[w];
             timeline.prune(now);
             let start = timeline.earliest(arrived, took);
+            hops.push(HopRun { stage: hop.stage, worker: w, took, wait: start - arrived });
             let end = start + took;
             timeline.reserve(start, end);
             let share = self.layout.workers[w].share as f64;
@@ -418,8 +420,9 @@ impl Sim {
             return;
         }
         let Some(h) = b.hops.iter().find(|h| h.stage == stage) else { return };
-        let (worker, took, last) = (h.worker, h.took, stage == b.last_stage);
-        self.front.timing(now, worker as u32, wire, stage, took * (1.0 - self.unmeasured));
+        let (worker, took, wait, last) = (h.worker, h.took, h.wait, stage == b.last_stage);
+        let hop = HopTiming { compute_us: took * (1.0 - self.unmeasured), wait_us: Some(wait) };
+        self.front.timing(now, worker as u32, wire, stage, hop);
         if last {
             self.batches.remove(&wire);
             self.front.result(now, wire);

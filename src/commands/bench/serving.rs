@@ -162,9 +162,19 @@ pub struct FrontendCounts {
     /// Mean time of a batch from send to result not spent computing (transfers and waits
     /// at and between the workers), ms.
     pub transfer_ms: Option<f64>,
+    /// Mean time a hop waited at its worker before the device started on it (part of
+    /// `transfer_ms`), ms.
+    pub worker_wait_ms: Option<f64>,
+    /// Per worker (node id), the compute it reported over the window's wall time (1: busy
+    /// all the time; warm-up included).
+    pub worker_busy: BTreeMap<u32, f64>,
 }
 
-fn counts(before: &poolpipe_dataplane::FrontStats, after: &poolpipe_dataplane::FrontStats) -> FrontendCounts {
+fn counts(
+    before: &poolpipe_dataplane::FrontStats,
+    after: &poolpipe_dataplane::FrontStats,
+    wall_s: f64,
+) -> FrontendCounts {
     let sum = |v: &[u64]| v.iter().sum::<u64>();
     let mut refused = after.refused.clone();
     for (k, v) in refused.iter_mut() {
@@ -180,6 +190,12 @@ fn counts(before: &poolpipe_dataplane::FrontStats, after: &poolpipe_dataplane::F
         queue_ms: mean_diff(&after.queue, &before.queue),
         compute_ms: mean_diff(&after.compute, &before.compute),
         transfer_ms: mean_diff(&after.transfer, &before.transfer),
+        worker_wait_ms: mean_diff(&after.worker_wait, &before.worker_wait),
+        worker_busy: after
+            .compute_by_worker
+            .iter()
+            .map(|(&w, &s)| (w, (s - before.compute_by_worker.get(&w).copied().unwrap_or(0.0)) / wall_s.max(1e-9)))
+            .collect(),
     }
 }
 
@@ -215,6 +231,8 @@ pub struct Probe {
     pub concurrency: usize,
     /// The answers.
     pub answers: Answers,
+    /// Per worker (node id), its reported compute over the probe's wall time.
+    pub worker_busy: BTreeMap<u32, f64>,
 }
 
 /// The closed-loop capacity.
@@ -718,6 +736,8 @@ async fn capacity(
         if !probes.is_empty() {
             progress.inc_length(1);
         }
+        let before = cluster.controller.frontend()?.stats();
+        let began = std::time::Instant::now();
         let reqs = drive(
             cluster,
             name,
@@ -735,7 +755,9 @@ async fn capacity(
         if answers.goodput_per_s > probes.get(best).map_or(f64::NEG_INFINITY, |p| p.answers.goodput_per_s) {
             best = probes.len();
         }
-        probes.push(Probe { concurrency: c, answers });
+        let worker_busy =
+            counts(&before, &cluster.controller.frontend()?.stats(), began.elapsed().as_secs_f64()).worker_busy;
+        probes.push(Probe { concurrency: c, answers, worker_busy });
         if a.concurrency.is_some() || !grew || probes.len() >= MAX_PROBES {
             break;
         }
@@ -760,6 +782,7 @@ async fn windowed(
     let rate = a.converge_load * capacity;
     let fe = cluster.controller.frontend()?;
     let before = fe.stats();
+    let began = std::time::Instant::now();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let poller = {
         let stop = stop.clone();
@@ -790,7 +813,7 @@ async fn windowed(
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let correction_series = poller.await.context("the correction sampler failed")?;
     let reqs = reqs?;
-    let frontend = counts(&before, &cluster.controller.frontend()?.stats());
+    let frontend = counts(&before, &cluster.controller.frontend()?.stats(), began.elapsed().as_secs_f64());
     let w = windows(&reqs.requests, d.converge_s, 1.0, slo_ms);
     let converged_after_s = converged_after(&w, ATTAINMENT_GOAL);
     Ok(WindowedRun {
@@ -822,6 +845,7 @@ async fn open_loads(
     for (i, &f) in a.loads.iter().enumerate() {
         let rate = f * capacity;
         let before = cluster.controller.frontend()?.stats();
+        let began = std::time::Instant::now();
         let reqs = drive(
             cluster,
             name,
@@ -835,7 +859,7 @@ async fn open_loads(
         )
         .await?;
         let mut step = open_step(&reqs, f, rate, d.step_s, slo_ms, capacity);
-        step.frontend = counts(&before, &cluster.controller.frontend()?.stats());
+        step.frontend = counts(&before, &cluster.controller.frontend()?.stats(), began.elapsed().as_secs_f64());
         loads.push(step);
     }
     Ok(loads)
@@ -895,14 +919,14 @@ fn mix(a: &Answers) -> String {
 
 fn load_table(loads: &[LoadStep]) -> String {
     let mut s =
-        "  load   rate/s  sent  goodput/s  of capacity  goal      attainment  p99 ok ms  answers (frontend: refused, late frames; mean queue, transfer ms)\n".to_string();
+        "  load   rate/s  sent  goodput/s  of capacity  goal      attainment  p99 ok ms  answers (frontend: refused, late frames; mean queue, transfer (of it waiting at workers) ms; workers busy)\n".to_string();
     for l in loads {
         let goal = match l.meets_goal {
             Some(m) => format!(">={:.1} {}", l.goal.unwrap_or(0.0), mark(m)),
             None => "-".into(),
         };
         s += &format!(
-            "  {:<5} {:>7.1} {:>5} {:>10.1} {:>12.2}  {:<9} {:>9.1}%  {:>9}  {} ({}, {}; {}, {})\n",
+            "  {:<5} {:>7.1} {:>5} {:>10.1} {:>12.2}  {:<9} {:>9.1}%  {:>9}  {} ({}, {}; {}, {} ({}); {})\n",
             format!("{}x", l.factor),
             l.rate,
             l.answers.sent,
@@ -915,7 +939,9 @@ fn load_table(loads: &[LoadStep]) -> String {
             l.frontend.refused.values().sum::<u64>(),
             l.frontend.late,
             ms(l.frontend.queue_ms),
-            ms(l.frontend.transfer_ms)
+            ms(l.frontend.transfer_ms),
+            ms(l.frontend.worker_wait_ms),
+            l.frontend.worker_busy.values().map(|b| format!("{b:.2}")).collect::<Vec<_>>().join("/")
         );
         for (m, n) in l.answers.messages.iter().filter(|(m, _)| !m.starts_with('(')).take(2) {
             let m: String = m.chars().take(110).collect();
@@ -996,11 +1022,12 @@ pub fn render(r: &ServingReport) -> String {
     );
     for (i, p) in c.probes.iter().enumerate() {
         s += &format!(
-            "    concurrency {:>3}: goodput {:>7.1}/s, served {:>7.1}/s, p99 {} ms{}\n",
+            "    concurrency {:>3}: goodput {:>7.1}/s, served {:>7.1}/s, p99 {} ms, workers busy {}{}\n",
             p.concurrency,
             p.answers.goodput_per_s,
             p.answers.served_per_s,
             ms(p.answers.latency_ms.map(|x| x.p99)),
+            p.worker_busy.values().map(|b| format!("{b:.2}")).collect::<Vec<_>>().join("/"),
             if i == c.best { "  <- capacity" } else { "" }
         );
     }

@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use poolpipe_dataplane::front::{Action, Failure, Front, RequestKey, SampleId, SendBatch};
-use poolpipe_dataplane::{Admission, FrontStats, Layout, Policies, Refusal};
+use poolpipe_dataplane::{Admission, FrontStats, HopTiming, Layout, Policies, Refusal};
 use poolpipe_transport::frame::{BatchHeader, Dtype, Frame, RequestRef, RouteHop, TensorInfo};
 use poolpipe_transport::link::Link;
+use poolpipe_transport::outbox::{OnError, Outbox};
 use tokio::sync::{Notify, oneshot};
 
 use crate::serve::frontend::http::{Backend, ModelMeta};
@@ -64,7 +65,8 @@ struct Tensors {
 
 struct Shell {
     front: Front,
-    links: HashMap<u32, Link>,
+    /// Per node, its link with the batches waiting for it, earliest reserved start first.
+    links: HashMap<u32, Outbox>,
     busy: BTreeMap<u32, f64>,
     waiting: HashMap<RequestKey, Waiting>,
     tensors: HashMap<SampleId, Tensors>,
@@ -266,7 +268,12 @@ impl Frontend {
     pub fn install(&self, layout: &Layout, nodes: Vec<u32>, links: HashMap<u32, Link>) -> anyhow::Result<u64> {
         let now = self.now();
         let mut shell = self.inner.lock();
-        shell.links.extend(links);
+        for (node, link) in links {
+            let fresh = shell.links.get(&node).is_none_or(|o| !o.link().same(&link));
+            if fresh {
+                shell.links.insert(node, Outbox::spawn(link, self.inner.send_errors()));
+            }
+        }
         let generation = shell.front.install(now, layout, nodes)?;
         self.inner.pump(&mut shell, now);
         drop(shell);
@@ -317,8 +324,12 @@ impl Frontend {
     pub fn report(&self, msg: &poolpipe_transport::control::Control) {
         use poolpipe_transport::control::Control;
         match msg {
-            Control::Timing { worker, batch, stage, start_us, end_us, .. } => {
-                self.timing(*worker, *batch, *stage as usize, (end_us - start_us).max(0.0))
+            Control::Timing { worker, batch, stage, arrived_us, start_us, end_us, .. } => {
+                let hop = HopTiming {
+                    compute_us: (end_us - start_us).max(0.0),
+                    wait_us: Some((start_us - arrived_us).max(0.0)),
+                };
+                self.timing(*worker, *batch, *stage as usize, hop)
             }
             Control::Failed { worker, batch, reason, .. } => self.failed(*batch, *worker, reason),
             Control::Health { worker, busy, .. } => self.health(*worker, *busy),
@@ -340,10 +351,10 @@ impl Frontend {
     }
 
     /// Worker `worker` finished a stage of a batch (`timing`) in `compute_us` of device time.
-    pub fn timing(&self, worker: u32, wire: u64, stage: usize, compute_us: f64) {
+    pub fn timing(&self, worker: u32, wire: u64, stage: usize, hop: HopTiming) {
         let now = self.now();
         let mut shell = self.inner.lock();
-        shell.front.timing(now, worker, wire, stage, compute_us);
+        shell.front.timing(now, worker, wire, stage, hop);
         self.inner.pump(&mut shell, now);
     }
 
@@ -375,6 +386,20 @@ impl Inner {
 
     fn now(&self) -> f64 {
         self.epoch.elapsed().as_secs_f64() * 1e6
+    }
+
+    /// What an outbox calls when a batch could not be sent: the batch fails (and its samples
+    /// are retried while their deadlines allow).
+    fn send_errors(self: &Arc<Self>) -> OnError {
+        let me = Arc::downgrade(self);
+        Arc::new(move |wire, e| {
+            if let Some(f) = me.upgrade() {
+                let now = f.now();
+                let mut shell = f.lock();
+                shell.front.send_failed(now, wire, e.to_string());
+                f.pump(&mut shell, now);
+            }
+        })
     }
 
     /// Carries out what the state machine asks for.
@@ -446,21 +471,15 @@ impl Inner {
             tensors,
         };
         let first = b.nodes.first().copied().unwrap_or(0);
-        let Some(link) = shell.links.get(&first).cloned() else {
+        let Some(outbox) = shell.links.get(&first) else {
             shell.front.send_failed(now, b.wire, format!("no link to worker {first}"));
             return;
         };
-        let me = Arc::downgrade(self);
-        tokio::spawn(async move {
-            if let Err(e) = link.send(&header, &payloads).await
-                && let Some(f) = me.upgrade()
-            {
-                let now = f.now();
-                let mut shell = f.lock();
-                shell.front.send_failed(now, header.batch, e.to_string());
-                f.pump(&mut shell, now);
-            }
-        });
+        // Each freed slot of the link goes to the batch reserved to start first there.
+        let start = d.hops.first().map_or(now, |h| h.start);
+        if outbox.push(start, header, payloads).is_err() {
+            shell.front.send_failed(now, b.wire, format!("the sender to worker {first} has stopped"));
+        }
     }
 
     fn result(self: &Arc<Self>, shell: &mut Shell, now: f64, frame: Frame) {
@@ -593,6 +612,11 @@ impl Backend for Frontend {
                 "Time of each completed batch from send to result not spent computing.",
                 &st.transfer,
             ),
+            (
+                "hop_worker_wait_seconds",
+                "Time each hop waited at its worker between arriving and the device starting on it (reported).",
+                &st.worker_wait,
+            ),
         ] {
             out += &format!("# HELP poolpipe_{name} {help}\n# TYPE poolpipe_{name} histogram\n");
             out += &h.render(&format!("poolpipe_{name}"), "");
@@ -610,7 +634,11 @@ impl Backend for Frontend {
             for (m, ml) in layout.models.iter().enumerate() {
                 out += &format!("poolpipe_queue_depth{{model=\"{}\"}} {}\n", ml.name, sched.queued_for(m));
             }
-            out += "# HELP poolpipe_profile_correction Measured over profiled batch time per worker (median of recent reports; 1 = as profiled).\n";
+            out += "# HELP poolpipe_queue_overrun How much later than reserved a model's batches end lately, as a fraction of their reserved wait; probes and admission stretch waits by it.\n# TYPE poolpipe_queue_overrun gauge\n";
+            for (m, ml) in layout.models.iter().enumerate() {
+                out += &format!("poolpipe_queue_overrun{{model=\"{}\"}} {}\n", ml.name, sched.overrun(m));
+            }
+            out += "# HELP poolpipe_profile_correction Measured over profiled batch time per worker (trimmed mean of recent reports; 1 = as profiled).\n";
             out += "# TYPE poolpipe_profile_correction gauge\n";
             for c in sched.corrections().summary() {
                 let node = nodes.get(c.worker).copied().unwrap_or(u32::MAX);
@@ -654,6 +682,7 @@ impl Backend for Frontend {
         Some(serde_json::json!({
             "plan_generation": generation,
             "queued": sched.queued_for(m),
+            "queue_overrun": sched.overrun(m),
             "profile_correction": corrections,
         }))
     }

@@ -4,8 +4,8 @@
 //!
 //! One test walks the whole life of a cluster (starting four processes on lavapipe is the
 //! expensive part): outputs equal onnxruntime's within fp16 tolerance; bad requests get 4xx;
-//! a worker with a certificate from another CA is refused, and so is a frontend (this
-//! controller serves its own API); the batching policy is swapped under load without a
+//! a worker with a certificate from another CA is refused, and so are workers presenting
+//! another node's certificate and a frontend (this controller serves its own API); the batching policy is swapped under load without a
 //! failed request; a worker killed under load costs no request its answer, routing stops
 //! using it and the controller re-plans.
 
@@ -91,6 +91,32 @@ dead_after_ms = 2500"#
     assert!(!rogue_out.status.success());
     let why = String::from_utf8_lossy(&rogue_out.stderr);
     assert!(why.contains("TLS handshake"), "{why}");
+
+    // A worker registers under its certificate's name: worker-2's certificate presented as
+    // "worker-9", and the controller's own certificate presented as a worker, are refused
+    // with both names.
+    let borrowed = dir.join("borrowed");
+    std::fs::create_dir_all(&borrowed).unwrap();
+    std::fs::copy(certs.join("ca.pem"), borrowed.join("ca.pem")).unwrap();
+    for (from, to) in [("worker-2", "worker-9"), ("controller", "worker-8"), ("controller", "controller")] {
+        std::fs::copy(certs.join(format!("{from}.pem")), borrowed.join(format!("{to}.pem"))).unwrap();
+        std::fs::copy(certs.join(format!("{from}.key")), borrowed.join(format!("{to}.key"))).unwrap();
+    }
+    for (name, expect) in [
+        ("worker-9", "registers as 'worker-9' with the certificate of 'worker-2'"),
+        ("worker-8", "the certificate of 'controller' is the controller's own"),
+        ("controller", "the certificate of 'controller' is the controller's own"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_poolpipe"))
+            .args(["worker", "--controller", &quic_s, "--name", name, "--class", "lo", "--certs"])
+            .arg(&borrowed)
+            .env("POOLPIPE_TEST", "1")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name} registered");
+        let why = String::from_utf8_lossy(&out.stderr);
+        assert!(why.contains(expect), "{name}: {why}");
+    }
 
     // This controller serves its own API: a separate frontend is refused with what to change.
     let frontend_out = Command::new(env!("CARGO_BIN_EXE_poolpipe"))

@@ -50,7 +50,7 @@ impl Backend for Doubler {
 
 fn app(ready: bool) -> (axum::Router, Arc<AtomicBool>) {
     let flag = Arc::new(AtomicBool::new(ready));
-    (router(Doubler { ready: flag.clone() }, HttpOptions { max_body: 4096, admin_token: None }), flag)
+    (router(Doubler { ready: flag.clone() }, HttpOptions { max_body: 4096, ..HttpOptions::default() }), flag)
 }
 
 async fn call(app: &axum::Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
@@ -152,6 +152,57 @@ async fn inference_with_json_and_binary_tensors() {
     let m = String::from_utf8(m).unwrap();
     assert!(m.contains("poolpipe_requests_total{model=\"double\",status=\"200\"} 2"), "{m}");
     assert!(m.contains("poolpipe_request_seconds_count{model=\"double\"} 2"), "{m}");
+}
+
+#[tokio::test]
+async fn non_finite_inputs_are_refused_unless_allowed() {
+    let (app, _) = app(true);
+    // A JSON number beyond f32.
+    let json_inf =
+        json!({"inputs": [{"name": "frames", "shape": [1, 2, 2], "datatype": "FP32", "data": [1, 2, 1e39, 4]}]});
+    let (s, v) = post_json(&app, "/v2/models/double/infer", json_inf.clone()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let e = v["error"].as_str().unwrap();
+    assert!(e.contains("input 'frames': element 2 is inf") && e.contains("reject_non_finite"), "{e}");
+    // A binary NaN.
+    let header = json!({"inputs": [{"name": "frames", "shape": [1, 2, 2], "datatype": "FP32", "parameters": {"binary_data_size": 16}}]})
+        .to_string();
+    let mut body = header.clone().into_bytes();
+    for x in [0.5f32, f32::NAN, 2.5, 3.5] {
+        body.extend(x.to_le_bytes());
+    }
+    let req = || {
+        Request::post("/v2/models/double/infer")
+            .header("Inference-Header-Content-Length", header.len())
+            .body(Body::from(body.clone()))
+            .unwrap()
+    };
+    let (s, _, b) = call(&app, req()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&b).contains("element 1 is NaN"), "{}", String::from_utf8_lossy(&b));
+    // Allowed, they reach the model.
+    let open = router(
+        Doubler { ready: Arc::new(AtomicBool::new(true)) },
+        HttpOptions { reject_non_finite: false, ..HttpOptions::default() },
+    );
+    let (s, _) = post_json(&open, "/v2/models/double/infer", json_inf).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _, _) = call(&open, req()).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn made_up_model_names_share_one_metrics_label() {
+    let (app, _) = app(true);
+    for i in 0..5000 {
+        let (s, _) = post_json(&app, &format!("/v2/models/nope-{i}/infer"), json!({"inputs": []})).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+    let (_, _, m) = call(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let m = String::from_utf8(m).unwrap();
+    assert!(m.contains("poolpipe_requests_total{model=\"(unknown)\",status=\"404\"} 5000"), "{m}");
+    assert!(!m.contains("nope-"), "no label per made-up name");
+    assert!(m.len() < 16 * 1024, "the metrics page stays small: {} bytes", m.len());
 }
 
 #[tokio::test]

@@ -75,6 +75,12 @@ impl Default for Limits {
     }
 }
 
+/// Most entries of a guest's table (a function table of a few hundred entries is typical;
+/// an unbounded one would take the host's memory outside the memory cap).
+pub const TABLE_ELEMENTS: usize = 1 << 16;
+/// Most tables of a guest.
+pub const TABLES: usize = 4;
+
 /// Period of the epoch ticker that enforces deadlines.
 pub const TICK: Duration = Duration::from_micros(500);
 
@@ -287,13 +293,18 @@ fn linker(engine: &Engine) -> Result<Linker<State>, wasmtime::Error> {
     l.func_wrap(m, "log", |mut c: Caller<'_, State>, ptr: i32, len: i32| -> wasmtime::Result<()> {
         let name = c.data().name.clone();
         let Some(mem) = c.get_export("memory").and_then(|e| e.into_memory()) else {
-            return Ok(());
+            return Err(wasmtime::Error::msg("`log` called by a module that exports no `memory`"));
         };
         let (start, len) = (index(ptr), index(len).min(1024));
         let data = mem.data(&c);
-        if let Some(bytes) = start.checked_add(len).and_then(|end| data.get(start..end)) {
-            tracing::info!(policy = %name, "{}", String::from_utf8_lossy(bytes));
-        }
+        // Out of range is the guest's bug: a trap, not a silent skip.
+        let Some(bytes) = start.checked_add(len).and_then(|end| data.get(start..end)) else {
+            return Err(wasmtime::Error::msg(format!(
+                "`log({ptr}, {len})` reaches outside the guest's memory of {} bytes",
+                data.len()
+            )));
+        };
+        tracing::info!(policy = %name, "{}", String::from_utf8_lossy(bytes));
         Ok(())
     })?;
     Ok(l)
@@ -331,16 +342,21 @@ struct Running {
     routing: Routing,
 }
 
-fn describe(name: &str, e: &wasmtime::Error, limits: &Limits) -> String {
+/// Turns a failure into words; `budget` is the time limit in effect (a call's deadline, or
+/// the load budget while loading).
+fn describe(name: &str, e: &wasmtime::Error, limits: &Limits, budget: Duration) -> String {
     if let Some(trap) = e.downcast_ref::<Trap>() {
         return match trap {
-            Trap::Interrupt => format!("policy {name} ran past its deadline of {:?}", limits.deadline),
+            Trap::Interrupt => format!("policy {name} ran past its time limit of {budget:?}"),
             Trap::OutOfFuel => format!("policy {name} ran out of its fuel of {:?}", limits.fuel),
             Trap::MemoryOutOfBounds => format!("policy {name} read or wrote outside its memory"),
             other => format!("policy {name} trapped: {other}"),
         };
     }
     let text = format!("{e:#}");
+    if text.contains("table") && (text.contains("limit") || text.contains("growing")) {
+        return format!("policy {name} asked for a table of more than {TABLE_ELEMENTS} entries");
+    }
     if text.contains("memory") && text.contains("limit") || text.contains("forcing trap when growing memory") {
         return format!("policy {name} asked for more than its {} bytes of memory", limits.memory_bytes);
     }
@@ -448,6 +464,9 @@ impl WasmModule {
         let name = &self.name;
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
+            .table_elements(TABLE_ELEMENTS)
+            .tables(TABLES)
+            .memories(1)
             .instances(1)
             .trap_on_grow_failure(true)
             .build();
@@ -482,15 +501,17 @@ impl WasmModule {
         if let Some(f) = self.limits.fuel {
             store.set_fuel(f).map_err(|e| format!("cannot set fuel: {e}"))?;
         }
-        let instance: Instance =
-            self.linker.instantiate(&mut store, &self.module).map_err(|e| describe(name, &e, &self.limits))?;
+        let instance: Instance = self
+            .linker
+            .instantiate(&mut store, &self.module)
+            .map_err(|e| describe(name, &e, &self.limits, load_budget))?;
         let marker = instance
             .get_typed_func::<(), i32>(&mut store, self.marker)
             .map_err(|_| format!("`{}` must be a function () -> i32", self.marker))?;
         match marker.call(&mut store, ()) {
             Ok(1) => {}
             Ok(v) => return Err(format!("`{}` returned {v}, not 1", self.marker)),
-            Err(e) => return Err(describe(name, &e, &self.limits)),
+            Err(e) => return Err(describe(name, &e, &self.limits, load_budget)),
         }
         let typed = |store: &mut Store<State>, export: &str| -> Result<Option<TypedFunc<(), i32>>, String> {
             match instance.get_export(&mut *store, export) {
@@ -516,7 +537,7 @@ impl WasmModule {
                     "takes a configuration but exports no `poolpipe_config_area(len) -> ptr`".to_string()
                 })?;
                 let len = count(self.config.len());
-                let ptr = area.call(&mut store, len).map_err(|e| describe(name, &e, &self.limits))?;
+                let ptr = area.call(&mut store, len).map_err(|e| describe(name, &e, &self.limits, load_budget))?;
                 let mem = instance.get_memory(&mut store, "memory").ok_or("exports no `memory`")?;
                 mem.write(&mut store, index(ptr), &self.config)
                     .map_err(|_| format!("`poolpipe_config_area` gave {ptr}, outside its memory"))?;
@@ -525,7 +546,7 @@ impl WasmModule {
             match init.call(&mut store, (ptr, len)) {
                 Ok(0) => {}
                 Ok(code) => return Err(format!("`init` refused its configuration (code {code})")),
-                Err(e) => return Err(describe(name, &e, &self.limits)),
+                Err(e) => return Err(describe(name, &e, &self.limits, load_budget)),
             }
         } else if !self.config.is_empty() {
             return Err("was given a configuration but exports no `init`".into());
@@ -538,7 +559,7 @@ impl WasmModule {
                     .into_func()
                     .and_then(|f| f.typed::<(), i32>(&store).ok())
                     .ok_or("`poolpipe_routing` must be a function () -> i32")?;
-                match f.call(&mut store, ()).map_err(|e| describe(name, &e, &self.limits))? {
+                match f.call(&mut store, ()).map_err(|e| describe(name, &e, &self.limits, load_budget))? {
                     0 => Routing::Reserved,
                     1 => Routing::PerPool,
                     v => return Err(format!("`poolpipe_routing` returned {v}, not 0 (reserved) or 1 (per-pool)")),
@@ -600,7 +621,7 @@ impl BatchingPolicy for WasmBatching {
         s.host = None;
         let (action, fault) = (s.action.take(), s.fault.take());
         match result {
-            Err(e) => Err(PolicyFailure(describe(&r.name, &e, &r.limits))),
+            Err(e) => Err(PolicyFailure(describe(&r.name, &e, &r.limits, r.limits.deadline))),
             Ok(code) if code != 0 => {
                 Err(PolicyFailure(format!("policy {}: `poolpipe_decide` returned {code}", r.name)))
             }
@@ -633,7 +654,7 @@ impl ReservationPolicy for WasmReservation {
         let result = choose.as_ref().expect("checked above").call(&mut *store, ());
         r.store.data_mut().candidates = None;
         match result {
-            Err(e) => Err(PolicyFailure(describe(&r.name, &e, &r.limits))),
+            Err(e) => Err(PolicyFailure(describe(&r.name, &e, &r.limits, r.limits.deadline))),
             Ok(i) => usize::try_from(i).ok().filter(|&i| i < candidates.len()).ok_or_else(|| {
                 PolicyFailure(format!("policy {}: chose candidate {i} of {}", r.name, candidates.len()))
             }),

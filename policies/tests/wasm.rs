@@ -253,7 +253,7 @@ fn a_loop_stops_at_its_deadline() {
     let body = format!(r#"{MARKER} (func (export "poolpipe_decide") (result i32) (loop br 0) i32.const 0)"#);
     let t = Instant::now();
     let e = decide_with(&body, Limits { deadline: Duration::from_millis(2), ..Limits::default() });
-    assert!(e.contains("ran past its deadline of 2ms"), "{e}");
+    assert!(e.contains("ran past its time limit of 2ms"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(5), "stopped, not left running");
     let e = decide_with(&body, Limits { fuel: Some(10_000), deadline: Duration::from_secs(10), ..Limits::default() });
     assert!(e.contains("ran out of its fuel"), "{e}");
@@ -284,7 +284,7 @@ fn a_preempted_call_is_no_runaway() {
     );
     let m = load(&spin, Limits { deadline: Duration::from_millis(2), ..Limits::default() }).unwrap();
     let e = m.batching().unwrap().unwrap().decide(&mut q).unwrap_err().to_string();
-    assert!(e.contains("ran past its deadline of 2ms"), "{e}");
+    assert!(e.contains("ran past its time limit of 2ms"), "{e}");
 }
 
 #[test]
@@ -301,6 +301,45 @@ fn memory_beyond_the_cap_is_refused() {
     );
     let e = load(&big, Limits::default()).unwrap_err();
     assert!(e.contains("hostile.wat") && e.contains("memory"), "{e}");
+}
+
+#[test]
+fn tables_beyond_their_cap_are_refused() {
+    // A 300M-entry table would take gigabytes outside the memory cap.
+    let big =
+        format!(r#"(table 300000000 funcref) {MARKER} (func (export "poolpipe_decide") (result i32) i32.const 0)"#);
+    let t = Instant::now();
+    let e = load(&big, Limits::default()).unwrap_err();
+    assert!(e.contains("hostile.wat") && e.contains("table of more than 65536 entries"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(2), "refused at once: {:?}", t.elapsed());
+    let grow = format!(
+        r#"(table 1 funcref) {MARKER}
+           (func (export "poolpipe_decide") (result i32)
+             (drop (table.grow (ref.null func) (i32.const 100000000))) i32.const 0)"#
+    );
+    let e = decide(&grow);
+    assert!(e.contains("table of more than 65536 entries"), "{e}");
+}
+
+#[test]
+fn a_host_call_outside_the_guests_memory_traps() {
+    let body = format!(
+        r#"(import "poolpipe" "log" (func $log (param i32 i32))) (memory (export "memory") 1) {MARKER}
+           (func (export "poolpipe_decide") (result i32) (call $log (i32.const 65530) (i32.const 100)) i32.const 0)"#
+    );
+    let e = decide(&body);
+    assert!(e.contains("hostile.wat") && e.contains("reaches outside the guest's memory of 65536 bytes"), "{e}");
+}
+
+#[test]
+fn a_load_past_its_budget_names_the_budget() {
+    let body = format!(
+        r#"(memory (export "memory") 1) {MARKER}
+           (func (export "init") (param i32 i32) (result i32) (loop br 0) i32.const 0)
+           (func (export "poolpipe_decide") (result i32) i32.const 0)"#
+    );
+    let e = load(&body, Limits::default()).unwrap_err();
+    assert!(e.contains("ran past its time limit of 100ms"), "{e}");
 }
 
 #[test]

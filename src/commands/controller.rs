@@ -40,11 +40,11 @@ pub async fn controller(a: ControllerArgs) -> Result<()> {
         cfg.controller.listen = l;
     }
     let (identity, ca) = agent::identity(certs_of(&cfg)?, &cfg.controller.name)?;
-    let (http_addr, token) = (cfg.controller.http, cfg.controller.admin_token.clone());
+    let (http_addr, http_options) = (cfg.controller.http, cfg.controller.http_options());
     let c = Controller::start(cfg, &identity, &ca, TransportConfig::default()).await?;
     let _task = match c.frontend_mode() {
         FrontendMode::Embedded => {
-            let (bound, task) = crate::serve::frontend::http::listen(c.frontend()?, http_addr, token).await?;
+            let (bound, task) = crate::serve::frontend::http::listen(c.frontend()?, http_addr, http_options).await?;
             eprintln!("controller: workers register at {} (QUIC); KServe v2 API at http://{bound}", c.addr()?);
             Some(task)
         }

@@ -325,6 +325,7 @@ pub(crate) fn cluster_config(m: &ModelSpec<'_>, profiles: &Path, workers: usize,
             dead_after_ms: 2000,
             drain_timeout_ms: 5000,
             admin_token: None,
+            reject_non_finite: true,
             mix_window_s: 30.0,
             mix_threshold: 0.0,
             // The runs compare fixed plans: no re-plan from the corrections mid-measurement.
@@ -373,8 +374,12 @@ impl EmbeddedCluster {
         let controller =
             Controller::start(cfg, &tls::issue(&ca.key_pem, "controller")?, &ca.cert_pem, TransportConfig::default())
                 .await?;
-        let (http_addr, server) =
-            crate::serve::frontend::http::listen(controller.frontend()?, ([127, 0, 0, 1], 0).into(), None).await?;
+        let (http_addr, server) = crate::serve::frontend::http::listen(
+            controller.frontend()?,
+            ([127, 0, 0, 1], 0).into(),
+            Default::default(),
+        )
+        .await?;
         let ctl_addr = controller.addr()?.to_string();
         let mut children = Children(vec![]);
         for (i, w) in workers.iter().enumerate() {

@@ -98,7 +98,7 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
         }
     }
     let (bound, _task) =
-        crate::serve::frontend::http::listen(c.frontend()?, http_addr, cfg.controller.admin_token.clone()).await?;
+        crate::serve::frontend::http::listen(c.frontend()?, http_addr, cfg.controller.http_options()).await?;
     eprintln!("serve: {total} workers starting; KServe v2 API at http://{bound}");
     let generation = c.wait_plan(1, Duration::from_secs(300)).await?;
     eprintln!("serve: plan {generation} ready");

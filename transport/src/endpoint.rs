@@ -245,6 +245,23 @@ fn force_buffers(_: &std::net::UdpSocket, _: usize) -> bool {
     false
 }
 
+/// The node name of the peer's certificate (its first DNS subject-alternative name, else its
+/// common name), as the handshake verified it against the cluster CA; `None` when the peer
+/// showed no certificate or it names no node.
+pub fn peer_name(conn: &quinn::Connection) -> Option<String> {
+    let identity = conn.peer_identity()?;
+    let certs = identity.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?.as_ref()).ok()?;
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                return Some(d.to_string());
+            }
+        }
+    }
+    cert.subject().iter_common_name().next()?.as_str().ok().map(str::to_string)
+}
+
 /// Sends one batch frame on a new stream of `conn` and waits until the peer has acknowledged
 /// all of it. Opening the stream waits while the peer already has its limit of batches in
 /// flight (backpressure).

@@ -13,7 +13,8 @@
 //! - [`config`]: flow-control windows sized for tensors, in-flight batches per peer,
 //!   keep-alive, idle and connect timeouts, reconnection backoff, frame limits;
 //! - [`endpoint`]: a node's QUIC endpoint (quinn): connect, accept (refusing peers of another
-//!   CA with a log line), one batch frame per unidirectional stream, control calls;
+//!   CA with a log line), one batch frame per unidirectional stream, control calls, and the
+//!   node name of a peer's verified certificate (`peer_name`);
 //! - [`link`]: the sending side of one peer: one connection, redialled with backoff, and a
 //!   bound on batches in flight;
 //! - [`outbox`]: batches for one peer queued by a key (the frontend's: reserved start), each

@@ -343,7 +343,29 @@ impl TensorReader<'_> {
         if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
             return Err(bad(format!("external data location '{loc}' must be a relative path beside the model")));
         }
-        let path = self.base_dir.map(Path::to_path_buf).unwrap_or_default().join(rel);
+        let base = self.base_dir.map(Path::to_path_buf).unwrap_or_default();
+        let path = base.join(rel);
+        // After resolving symlinks the file must still lie inside the model's folder and be a
+        // regular file: a link beside the model must not read the host's files as weights.
+        if let (Ok(real), Ok(real_base)) = (
+            path.canonicalize(),
+            if base.as_os_str().is_empty() { Path::new(".").canonicalize() } else { base.canonicalize() },
+        ) {
+            if !real.starts_with(&real_base) {
+                return Err(bad(format!(
+                    "external data file '{}' resolves to '{}', outside the model's folder '{}' (a symbolic link?): keep the data file itself beside the model",
+                    path.display(),
+                    real.display(),
+                    real_base.display()
+                )));
+            }
+            if !real.is_file() {
+                return Err(bad(format!(
+                    "external data file '{}' is not a regular file: keep the data file itself beside the model",
+                    path.display()
+                )));
+            }
+        }
         let data = std::fs::read(&path).map_err(|e| {
             bad(format!(
                 "cannot read its external data file '{}': {e}; keep the data file beside the model",

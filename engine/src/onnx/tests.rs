@@ -153,6 +153,44 @@ fn missing_external_data_names_the_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn external_data_that_links_out_of_the_models_folder_is_refused() {
+    let mut w = weight("w", &[3, 2, 1, 1], vec![]);
+    w.data_location = 1;
+    w.external_data = vec![StringStringEntryProto { key: "location".into(), value: "weights.bin".into() }];
+    let bytes = model(vec![node("Conv", "conv", &["x", "w"], &["y"])], vec![w]);
+    let root = std::env::temp_dir().join(format!("poolpipe-ext-link-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (dir, outside) = (root.join("model"), root.join("secret"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let data: Vec<u8> = (0..6).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    std::fs::write(outside.join("passwd"), &data).unwrap();
+    // A file linked from beside the model to outside its folder.
+    std::os::unix::fs::symlink(outside.join("passwd"), dir.join("weights.bin")).unwrap();
+    let e = load_bytes(&bytes, "ext.onnx", Some(&dir), &Default::default()).unwrap_err().to_string();
+    assert!(e.contains("outside the model's folder") && e.contains("weights.bin"), "{e}");
+    // A linked folder on the way.
+    std::fs::remove_file(dir.join("weights.bin")).unwrap();
+    let mut w = weight("w", &[3, 2, 1, 1], vec![]);
+    w.data_location = 1;
+    w.external_data = vec![StringStringEntryProto { key: "location".into(), value: "data/passwd".into() }];
+    let linked = model(vec![node("Conv", "conv", &["x", "w"], &["y"])], vec![w]);
+    std::os::unix::fs::symlink(&outside, dir.join("data")).unwrap();
+    let e = load_bytes(&linked, "ext.onnx", Some(&dir), &Default::default()).unwrap_err().to_string();
+    assert!(e.contains("outside the model's folder"), "{e}");
+    // Not a regular file.
+    std::fs::create_dir_all(dir.join("weights.bin")).unwrap();
+    let e = load_bytes(&bytes, "ext.onnx", Some(&dir), &Default::default()).unwrap_err().to_string();
+    assert!(e.contains("not a regular file"), "{e}");
+    // A link that stays inside the folder is fine.
+    std::fs::remove_dir_all(dir.join("weights.bin")).unwrap();
+    std::fs::write(dir.join("real.bin"), &data).unwrap();
+    std::os::unix::fs::symlink(dir.join("real.bin"), dir.join("weights.bin")).unwrap();
+    assert!(load_bytes(&bytes, "ext.onnx", Some(&dir), &Default::default()).is_ok());
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 /// Every supported op with too few, empty or extra inputs, and without outputs: an error
 /// or a graph, never a panic.
 #[test]

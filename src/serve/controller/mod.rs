@@ -139,6 +139,10 @@ pub struct ControllerConfig {
     /// Bearer token of the HTTP admin endpoints (policy swap); they are off without one.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// Refuse inference inputs holding NaN or an infinity with 400 naming the tensor (JSON
+    /// numbers beyond f32, like `1e39`, included). Default true.
+    #[serde(default = "default_true")]
+    pub reject_non_finite: bool,
     /// Window over which the controller compares the served models' arrival mix with the
     /// plan's weights, seconds.
     #[serde(default = "default_mix_window")]
@@ -218,6 +222,20 @@ pub struct LocalWorker {
 
 fn default_listen() -> SocketAddr {
     ([127, 0, 0, 1], 7400).into()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl ControllerConfig {
+    /// The HTTP API's options from this section.
+    pub fn http_options(&self) -> crate::serve::frontend::http::HttpOptions {
+        crate::serve::frontend::http::HttpOptions {
+            admin_token: self.admin_token.clone(),
+            reject_non_finite: self.reject_non_finite,
+            ..Default::default()
+        }
+    }
 }
 fn default_http() -> SocketAddr {
     ([127, 0, 0, 1], 8000).into()
@@ -852,6 +870,23 @@ fn register(
     device: String,
     data_addr: &str,
 ) -> std::result::Result<u32, String> {
+    // A worker registers under its certificate's name, and not under the controller's:
+    // any certificate of the cluster CA must not pass for another node.
+    let controller = &inner.cfg.controller.name;
+    match poolpipe_transport::endpoint::peer_name(conn) {
+        Some(cert) if cert == name && &cert != controller => {}
+        Some(cert) if &cert == controller => {
+            return Err(format!(
+                "the certificate of '{cert}' is the controller's own: a worker registers with a certificate of its own (`poolpipe certs issue WORKER-NAME`)"
+            ));
+        }
+        Some(cert) => {
+            return Err(format!(
+                "registers as '{name}' with the certificate of '{cert}': a worker registers under its certificate's name (start it with --name {cert}, or issue a certificate for '{name}' with `poolpipe certs issue {name}`)"
+            ));
+        }
+        None => return Err(format!("registers as '{name}' with a certificate that names no node")),
+    }
     let addr: SocketAddr =
         data_addr.parse().map_err(|_| format!("data address '{data_addr}' is not IP:PORT (pass --advertise)"))?;
     let dir = &inner.cfg.controller.profiles;

@@ -141,8 +141,15 @@ async fn serve(o: &FrontendOptions, node: &Node, started: Option<tokio::sync::on
                 let f = Frontend::new(spec.models.clone(), policies);
                 f.set_admission(poolpipe_dataplane::Admission { max_queue: spec.max_queue, ..Default::default() });
                 tokio::spawn(accept_results(node.clone(), f.clone(), limits));
-                let (http, _task) =
-                    crate::serve::frontend::http::listen(f.clone(), o.http, o.admin_token.clone()).await?;
+                let (http, _task) = crate::serve::frontend::http::listen(
+                    f.clone(),
+                    o.http,
+                    crate::serve::frontend::http::HttpOptions {
+                        admin_token: o.admin_token.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await?;
                 tracing::info!(%http, %data_addr, models = %names(&spec.models), "frontend serving");
                 if let Some(tx) = started.take() {
                     let _ = tx.send(Started { http, data_addr });

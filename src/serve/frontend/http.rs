@@ -81,11 +81,14 @@ pub struct HttpOptions {
     pub max_body: usize,
     /// Bearer token of the admin endpoints; they are disabled without one.
     pub admin_token: Option<String>,
+    /// Refuse inputs holding NaN or an infinity (JSON numbers beyond f32, like `1e39`,
+    /// included) with 400 naming the tensor and the element.
+    pub reject_non_finite: bool,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        HttpOptions { max_body: 64 << 20, admin_token: None }
+        HttpOptions { max_body: 64 << 20, admin_token: None, reject_non_finite: true }
     }
 }
 
@@ -300,6 +303,20 @@ async fn run_infer<B: Backend>(
     };
     let max_elements = s.options.max_body;
     let req = parse_request(&body, header_length, max_elements)?;
+    if s.options.reject_non_finite {
+        for t in &req.inputs {
+            if let Some((i, v)) = t.data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(ApiError {
+                    status: 400,
+                    message: format!(
+                        "input '{}': element {i} is {v} (as f32), not a finite number; send finite values (or set reject_non_finite = false in [controller])",
+                        t.name
+                    ),
+                    retry_after_s: None,
+                });
+            }
+        }
+    }
     if !s.backend.ready(model) {
         return Err(ApiError {
             status: 503,
@@ -344,13 +361,19 @@ async fn image<B: Backend>(
     answer(&s, &model, started, result)
 }
 
+/// The `model` label of requests for a model the server does not serve: one label for all
+/// of them, so that clients sending made-up names cannot grow the metrics without bound.
+pub const UNKNOWN_MODEL_LABEL: &str = "(unknown)";
+
 /// Records an inference's status and latency and turns its result into the response.
 fn answer<B: Backend>(s: &Shared<B>, model: &str, started: Instant, result: Result<Response, ApiError>) -> Response {
     let status = match &result {
         Ok(_) => 200,
         Err(e) => e.status,
     };
-    s.metrics.lock().unwrap_or_else(|p| p.into_inner()).record(model, status, started.elapsed().as_secs_f64());
+    let label =
+        if status == 404 && !s.backend.models().iter().any(|m| m.name == model) { UNKNOWN_MODEL_LABEL } else { model };
+    s.metrics.lock().unwrap_or_else(|p| p.into_inner()).record(label, status, started.elapsed().as_secs_f64());
     match result {
         Ok(r) => r,
         Err(e) => error(&e),
@@ -473,13 +496,13 @@ fn escape(s: &str) -> String {
 pub async fn listen(
     frontend: crate::serve::frontend::Frontend,
     addr: std::net::SocketAddr,
-    admin_token: Option<String>,
+    options: HttpOptions,
 ) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
     use anyhow::Context;
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP API on {addr}"))?;
     let bound = listener.local_addr()?;
-    let app = router(frontend, HttpOptions { admin_token, ..HttpOptions::default() });
+    let app = router(frontend, options);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("the HTTP API stopped: {e}");

@@ -342,12 +342,12 @@ struct Running {
     routing: Routing,
 }
 
-/// Turns a failure into words; `budget` is the time limit in effect (a call's deadline, or
-/// the load budget while loading).
-fn describe(name: &str, e: &wasmtime::Error, limits: &Limits, budget: Duration) -> String {
+/// Turns a failure into words; `budget` is the time limit in effect and its name (a call's
+/// deadline, or the load budget while loading).
+fn describe(name: &str, e: &wasmtime::Error, limits: &Limits, budget: (&str, Duration)) -> String {
     if let Some(trap) = e.downcast_ref::<Trap>() {
         return match trap {
-            Trap::Interrupt => format!("policy {name} ran past its time limit of {budget:?}"),
+            Trap::Interrupt => format!("policy {name} ran past its {} of {:?}", budget.0, budget.1),
             Trap::OutOfFuel => format!("policy {name} ran out of its fuel of {:?}", limits.fuel),
             Trap::MemoryOutOfBounds => format!("policy {name} read or wrote outside its memory"),
             other => format!("policy {name} trapped: {other}"),
@@ -504,14 +504,14 @@ impl WasmModule {
         let instance: Instance = self
             .linker
             .instantiate(&mut store, &self.module)
-            .map_err(|e| describe(name, &e, &self.limits, load_budget))?;
+            .map_err(|e| describe(name, &e, &self.limits, ("load budget", load_budget)))?;
         let marker = instance
             .get_typed_func::<(), i32>(&mut store, self.marker)
             .map_err(|_| format!("`{}` must be a function () -> i32", self.marker))?;
         match marker.call(&mut store, ()) {
             Ok(1) => {}
             Ok(v) => return Err(format!("`{}` returned {v}, not 1", self.marker)),
-            Err(e) => return Err(describe(name, &e, &self.limits, load_budget)),
+            Err(e) => return Err(describe(name, &e, &self.limits, ("load budget", load_budget))),
         }
         let typed = |store: &mut Store<State>, export: &str| -> Result<Option<TypedFunc<(), i32>>, String> {
             match instance.get_export(&mut *store, export) {
@@ -537,7 +537,9 @@ impl WasmModule {
                     "takes a configuration but exports no `poolpipe_config_area(len) -> ptr`".to_string()
                 })?;
                 let len = count(self.config.len());
-                let ptr = area.call(&mut store, len).map_err(|e| describe(name, &e, &self.limits, load_budget))?;
+                let ptr = area
+                    .call(&mut store, len)
+                    .map_err(|e| describe(name, &e, &self.limits, ("load budget", load_budget)))?;
                 let mem = instance.get_memory(&mut store, "memory").ok_or("exports no `memory`")?;
                 mem.write(&mut store, index(ptr), &self.config)
                     .map_err(|_| format!("`poolpipe_config_area` gave {ptr}, outside its memory"))?;
@@ -546,7 +548,7 @@ impl WasmModule {
             match init.call(&mut store, (ptr, len)) {
                 Ok(0) => {}
                 Ok(code) => return Err(format!("`init` refused its configuration (code {code})")),
-                Err(e) => return Err(describe(name, &e, &self.limits, load_budget)),
+                Err(e) => return Err(describe(name, &e, &self.limits, ("load budget", load_budget))),
             }
         } else if !self.config.is_empty() {
             return Err("was given a configuration but exports no `init`".into());
@@ -559,7 +561,10 @@ impl WasmModule {
                     .into_func()
                     .and_then(|f| f.typed::<(), i32>(&store).ok())
                     .ok_or("`poolpipe_routing` must be a function () -> i32")?;
-                match f.call(&mut store, ()).map_err(|e| describe(name, &e, &self.limits, load_budget))? {
+                match f
+                    .call(&mut store, ())
+                    .map_err(|e| describe(name, &e, &self.limits, ("load budget", load_budget)))?
+                {
                     0 => Routing::Reserved,
                     1 => Routing::PerPool,
                     v => return Err(format!("`poolpipe_routing` returned {v}, not 0 (reserved) or 1 (per-pool)")),
@@ -621,7 +626,7 @@ impl BatchingPolicy for WasmBatching {
         s.host = None;
         let (action, fault) = (s.action.take(), s.fault.take());
         match result {
-            Err(e) => Err(PolicyFailure(describe(&r.name, &e, &r.limits, r.limits.deadline))),
+            Err(e) => Err(PolicyFailure(describe(&r.name, &e, &r.limits, ("deadline", r.limits.deadline)))),
             Ok(code) if code != 0 => {
                 Err(PolicyFailure(format!("policy {}: `poolpipe_decide` returned {code}", r.name)))
             }
@@ -654,7 +659,7 @@ impl ReservationPolicy for WasmReservation {
         let result = choose.as_ref().expect("checked above").call(&mut *store, ());
         r.store.data_mut().candidates = None;
         match result {
-            Err(e) => Err(PolicyFailure(describe(&r.name, &e, &r.limits, r.limits.deadline))),
+            Err(e) => Err(PolicyFailure(describe(&r.name, &e, &r.limits, ("deadline", r.limits.deadline)))),
             Ok(i) => usize::try_from(i).ok().filter(|&i| i < candidates.len()).ok_or_else(|| {
                 PolicyFailure(format!("policy {}: chose candidate {i} of {}", r.name, candidates.len()))
             }),

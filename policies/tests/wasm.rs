@@ -253,7 +253,7 @@ fn a_loop_stops_at_its_deadline() {
     let body = format!(r#"{MARKER} (func (export "poolpipe_decide") (result i32) (loop br 0) i32.const 0)"#);
     let t = Instant::now();
     let e = decide_with(&body, Limits { deadline: Duration::from_millis(2), ..Limits::default() });
-    assert!(e.contains("ran past its time limit of 2ms"), "{e}");
+    assert!(e.contains("ran past its deadline of 2ms"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(5), "stopped, not left running");
     let e = decide_with(&body, Limits { fuel: Some(10_000), deadline: Duration::from_secs(10), ..Limits::default() });
     assert!(e.contains("ran out of its fuel"), "{e}");
@@ -284,7 +284,7 @@ fn a_preempted_call_is_no_runaway() {
     );
     let m = load(&spin, Limits { deadline: Duration::from_millis(2), ..Limits::default() }).unwrap();
     let e = m.batching().unwrap().unwrap().decide(&mut q).unwrap_err().to_string();
-    assert!(e.contains("ran past its time limit of 2ms"), "{e}");
+    assert!(e.contains("ran past its deadline of 2ms"), "{e}");
 }
 
 #[test]
@@ -339,7 +339,7 @@ fn a_load_past_its_budget_names_the_budget() {
            (func (export "poolpipe_decide") (result i32) i32.const 0)"#
     );
     let e = load(&body, Limits::default()).unwrap_err();
-    assert!(e.contains("ran past its time limit of 100ms"), "{e}");
+    assert!(e.contains("ran past its load budget of 100ms"), "{e}");
 }
 
 #[test]

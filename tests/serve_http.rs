@@ -315,3 +315,37 @@ async fn the_admin_endpoint_needs_its_token() {
     let (s, _, b) = call(&guarded, put(Some("Bearer t0k"))).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{}", String::from_utf8_lossy(&b));
 }
+
+/// Sends `head` (request line and headers, no body) on a fresh connection to `addr` and
+/// returns the status line of the answer, which must come within 5 s.
+async fn status_without_body(addr: std::net::SocketAddr, head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("answered without waiting for the body")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn oversized_declarations_and_unauthorised_admin_bodies_are_refused_before_reading() {
+    let app =
+        router(Pixels, HttpOptions { admin_token: Some("t0k".into()), max_body: 1 << 20, ..HttpOptions::default() });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // A gigabyte announced and nothing sent: 413 at once.
+    let line = status_without_body(
+        addr,
+        "POST /v2/models/pix/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n",
+    )
+    .await;
+    assert!(line.contains("413"), "{line}");
+    // An admin upload without the token: 401 before its body (900 kB announced, none sent).
+    let line =
+        status_without_body(addr, "PUT /v2/admin/policy HTTP/1.1\r\nHost: x\r\nContent-Length: 900000\r\n\r\n").await;
+    assert!(line.contains("401"), "{line}");
+}

@@ -142,7 +142,28 @@ pub fn router<B: Backend>(backend: B, options: HttpOptions) -> Router {
             })
         })
         .layer(DefaultBodyLimit::max(max))
+        .layer(axum::middleware::from_fn(move |req, next| declared_length(max, req, next)))
         .with_state(shared)
+}
+
+/// Refuses with 413 a request whose declared `Content-Length` is over the limit, before
+/// reading a byte of its body (a client announcing a gigabyte is not waited for).
+async fn declared_length(max: usize, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = declared.filter(|&n| n > max as u64) {
+        return error(&ApiError {
+            status: 413,
+            message: format!(
+                "the request declares a body of {n} bytes (Content-Length); this server takes at most {max}"
+            ),
+            retry_after_s: None,
+        });
+    }
+    next.run(req).await
 }
 
 fn json(status: StatusCode, v: &impl Serialize) -> Response {
@@ -424,11 +445,9 @@ async fn run_image<B: Backend>(
     Ok(json(StatusCode::OK, &v))
 }
 
-async fn set_policy<B: Backend>(
-    State(s): State<Arc<Shared<B>>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn set_policy<B: Backend>(State(s): State<Arc<Shared<B>>>, req: axum::extract::Request) -> Response {
+    // The token is checked before a byte of the body is read.
+    let headers = req.headers();
     let Some(token) = &s.options.admin_token else {
         return error(&ApiError {
             status: 403,
@@ -446,12 +465,13 @@ async fn set_policy<B: Backend>(
             retry_after_s: None,
         });
     }
-    let body = match body {
+    let max = s.options.max_body;
+    let body = match axum::body::to_bytes(req.into_body(), max).await {
         Ok(b) => b,
         Err(e) => {
             return error(&ApiError {
-                status: e.status().as_u16(),
-                message: format!("the policy upload: {e}"),
+                status: 413,
+                message: format!("the policy upload could not be read ({e}); this server takes at most {max} bytes"),
                 retry_after_s: None,
             });
         }

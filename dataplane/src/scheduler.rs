@@ -836,6 +836,7 @@ impl Scheduler {
             self.pull_forward(worker, now);
             if let Some(next) = self.in_flight.get(&batch).and_then(|f| f.hops.get(h + 1)).map(|r| r.worker) {
                 self.pull_forward(next, now);
+                self.update_due(next);
             }
         } else if now > reserved {
             self.shift(worker, reserved, now - reserved);
@@ -887,7 +888,7 @@ impl Scheduler {
     /// yet started move earlier to close the gap, in order, each no earlier than its input
     /// can be there. Without this the gap stays on the timeline though the worker never
     /// idles in it, and a batch reserved into it runs after the batches it was meant to
-    /// precede, which then run late.
+    /// precede, which then run late. The caller updates the worker's `due`.
     fn pull_forward(&mut self, worker: usize, now: f64) {
         let mut hops: Vec<(BatchId, usize, Reserved)> = self.running[worker]
             .iter()
@@ -920,7 +921,6 @@ impl Scheduler {
                 _ => free = free.max(r.finish),
             }
         }
-        self.update_due(worker);
     }
 
     fn update_due(&mut self, worker: usize) {

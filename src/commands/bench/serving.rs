@@ -191,12 +191,21 @@ fn counts(
         compute_ms: mean_diff(&after.compute, &before.compute),
         transfer_ms: mean_diff(&after.transfer, &before.transfer),
         worker_wait_ms: mean_diff(&after.worker_wait, &before.worker_wait),
-        worker_busy: after
-            .compute_by_worker
-            .iter()
-            .map(|(&w, &s)| (w, (s - before.compute_by_worker.get(&w).copied().unwrap_or(0.0)) / wall_s.max(1e-9)))
-            .collect(),
+        worker_busy: worker_busy(before, after, wall_s),
     }
+}
+
+/// Per worker (node id), the compute it reported between `before` and `after` over `wall_s`.
+fn worker_busy(
+    before: &poolpipe_dataplane::FrontStats,
+    after: &poolpipe_dataplane::FrontStats,
+    wall_s: f64,
+) -> BTreeMap<u32, f64> {
+    after
+        .compute_by_worker
+        .iter()
+        .map(|(&w, &s)| (w, (s - before.compute_by_worker.get(&w).copied().unwrap_or(0.0)) / wall_s.max(1e-9)))
+        .collect()
 }
 
 /// (a): one request at a time.
@@ -755,8 +764,7 @@ async fn capacity(
         if answers.goodput_per_s > probes.get(best).map_or(f64::NEG_INFINITY, |p| p.answers.goodput_per_s) {
             best = probes.len();
         }
-        let worker_busy =
-            counts(&before, &cluster.controller.frontend()?.stats(), began.elapsed().as_secs_f64()).worker_busy;
+        let worker_busy = worker_busy(&before, &cluster.controller.frontend()?.stats(), began.elapsed().as_secs_f64());
         probes.push(Probe { concurrency: c, answers, worker_busy });
         if a.concurrency.is_some() || !grew || probes.len() >= MAX_PROBES {
             break;

@@ -392,8 +392,7 @@ fn answer<B: Backend>(s: &Shared<B>, model: &str, started: Instant, result: Resu
         Ok(_) => 200,
         Err(e) => e.status,
     };
-    let label =
-        if status == 404 && !s.backend.models().iter().any(|m| m.name == model) { UNKNOWN_MODEL_LABEL } else { model };
+    let label = if status == 404 && find(s, model).is_err() { UNKNOWN_MODEL_LABEL } else { model };
     s.metrics.lock().unwrap_or_else(|p| p.into_inner()).record(label, status, started.elapsed().as_secs_f64());
     match result {
         Ok(r) => r,

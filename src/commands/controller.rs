@@ -44,9 +44,13 @@ pub async fn controller(a: ControllerArgs) -> Result<()> {
     let c = Controller::start(cfg, &identity, &ca, TransportConfig::default()).await?;
     let _task = match c.frontend_mode() {
         FrontendMode::Embedded => {
-            let (bound, task) = crate::serve::frontend::http::listen(c.frontend()?, http_addr, http_options).await?;
-            eprintln!("controller: workers register at {} (QUIC); KServe v2 API at http://{bound}", c.addr()?);
-            Some(task)
+            let server = crate::serve::frontend::http::listen(c.frontend()?, http_addr, http_options)?;
+            eprintln!(
+                "controller: workers register at {} (QUIC); KServe v2 API at http://{}",
+                c.addr()?,
+                server.addr()
+            );
+            Some(server)
         }
         FrontendMode::Remote => {
             eprintln!(

@@ -334,6 +334,7 @@ pub(crate) fn cluster_config(m: &ModelSpec<'_>, profiles: &Path, workers: usize,
             plan_time_limit_s: 10.0,
             profile_scale: 1.0,
             frontend: crate::serve::controller::FrontendMode::Embedded,
+            limits: Default::default(),
         },
         model: vec![ModelConfig {
             name: m.name.to_string(),
@@ -357,7 +358,7 @@ pub(crate) struct EmbeddedCluster {
     pub controller: Controller,
     /// The KServe v2 HTTP API.
     pub http_addr: std::net::SocketAddr,
-    server: tokio::task::JoinHandle<()>,
+    server: Option<crate::serve::frontend::server::HttpServer>,
     children: Children,
 }
 
@@ -374,12 +375,13 @@ impl EmbeddedCluster {
         let controller =
             Controller::start(cfg, &tls::issue(&ca.key_pem, "controller")?, &ca.cert_pem, TransportConfig::default())
                 .await?;
-        let (http_addr, server) = crate::serve::frontend::http::listen(
+        let server = crate::serve::frontend::http::listen(
             controller.frontend()?,
             ([127, 0, 0, 1], 0).into(),
             Default::default(),
-        )
-        .await?;
+        )?;
+        let http_addr = server.addr();
+        let server = Some(server);
         let ctl_addr = controller.addr()?.to_string();
         let mut children = Children(vec![]);
         for (i, w) in workers.iter().enumerate() {
@@ -404,9 +406,9 @@ impl EmbeddedCluster {
     }
 
     /// Stops the controller, the HTTP API and the worker processes.
-    pub fn stop(self) {
+    pub fn stop(mut self) {
         self.controller.shutdown();
-        self.server.abort();
+        drop(self.server.take());
         drop(self.children);
     }
 }

@@ -97,8 +97,8 @@ pub async fn serve(a: ServeArgs) -> Result<()> {
             });
         }
     }
-    let (bound, _task) =
-        crate::serve::frontend::http::listen(c.frontend()?, http_addr, cfg.controller.http_options()).await?;
+    let server = crate::serve::frontend::http::listen(c.frontend()?, http_addr, cfg.controller.http_options())?;
+    let bound = server.addr();
     eprintln!("serve: {total} workers starting; KServe v2 API at http://{bound}");
     let generation = c.wait_plan(1, Duration::from_secs(300)).await?;
     eprintln!("serve: plan {generation} ready");

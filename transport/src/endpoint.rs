@@ -146,7 +146,15 @@ impl Node {
                 }
             }
         }
-        let mut endpoint_config = quinn::EndpointConfig::default();
+        // Stateless resets are keyed by the node's private key, not by a key drawn at start: a
+        // node restarted on the same address then answers its peers' packets for connections it
+        // lost with a reset they accept, and they reconnect at once instead of waiting out the
+        // idle timeout.
+        let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key(id)));
+        // Random connection IDs that any incarnation of the node accepts as its own (the
+        // default hashes them with a key drawn at start, and a restarted node would drop the
+        // old connections' packets silently instead of resetting them).
+        endpoint_config.cid_generator(|| Box::new(RandomCids(ring::rand::SystemRandom::new())));
         endpoint_config
             .max_udp_payload_size(config.max_udp_payload)
             .map_err(|e| ConfigError { field: "max_udp_payload", reason: e.to_string() })?;
@@ -212,6 +220,33 @@ impl Node {
     pub async fn wait_idle(&self) {
         self.endpoint.wait_idle().await;
     }
+}
+
+/// Connection IDs of 8 random bytes.
+struct RandomCids(ring::rand::SystemRandom);
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut b = [0u8; 8];
+        // The system's random source does not fail on Linux; a zero ID would still work.
+        let _ = ring::rand::SecureRandom::fill(&self.0, &mut b);
+        quinn::ConnectionId::new(&b)
+    }
+    fn cid_len(&self) -> usize {
+        8
+    }
+    fn cid_lifetime(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
+/// The stateless-reset key of a node: derived from its private key, so the same across its
+/// restarts and unknown to anyone without that key.
+fn reset_key(id: &Identity) -> ring::hmac::Key {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"poolpipe stateless reset key\0");
+    ctx.update(id.key_pem.as_bytes());
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, ctx.finish().as_ref())
 }
 
 /// Asks for socket buffers beyond the system maximum (`net.core.rmem_max`/`wmem_max`) where

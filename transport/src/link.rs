@@ -53,6 +53,16 @@ impl Link {
         self.addr
     }
 
+    /// Closes the live connection, if any (the next message dials again): for a peer known to
+    /// be gone or restarted while this connection has not noticed yet.
+    pub fn drop_connection(&self, why: &str) {
+        if let Ok(mut slot) = self.conn.try_lock()
+            && let Some(c) = slot.take()
+        {
+            c.close(0u32.into(), why.as_bytes());
+        }
+    }
+
     /// The live connection, dialling (with backoff) when there is none or it has closed.
     /// Gives up after the backoff's `give_up` time with an error naming the peer, the attempts
     /// and the last failure; at once when the TLS handshake refuses a certificate.

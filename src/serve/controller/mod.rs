@@ -175,6 +175,47 @@ pub struct ControllerConfig {
     /// "remote" (a `poolpipe frontend` process attaches; the controller serves no HTTP).
     #[serde(default)]
     pub frontend: FrontendMode,
+    /// `[controller.limits]`: what the HTTP API takes from a client.
+    #[serde(default)]
+    pub limits: HttpLimits,
+}
+
+/// `[controller.limits]`: the HTTP API's limits (docs/deploy.md, "Limits and hardening").
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpLimits {
+    /// Largest body of a binary tensor request, an image or a policy upload, bytes.
+    pub max_body_bytes: usize,
+    /// Largest JSON inference request, bytes (never above `max_body_bytes`).
+    pub max_json_body_bytes: usize,
+    /// Memory budget of the requests in flight, bytes (each holds three times its body).
+    pub max_in_flight_bytes: usize,
+    /// Most open connections; 0 picks three quarters of the descriptor limit, less a reserve.
+    pub max_connections: usize,
+    /// Longest time from a request's first byte to the end of its head, milliseconds.
+    pub header_timeout_ms: u64,
+    /// Longest time to receive a request's body, milliseconds.
+    pub body_timeout_ms: u64,
+    /// A connection with no request in flight this long is closed, milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Threads of the HTTP server's own runtime.
+    pub threads: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        let o = crate::serve::frontend::http::HttpOptions::default();
+        HttpLimits {
+            max_body_bytes: o.max_body,
+            max_json_body_bytes: o.max_json_body,
+            max_in_flight_bytes: o.max_in_flight_bytes,
+            max_connections: o.server.max_connections,
+            header_timeout_ms: o.server.header_timeout.as_millis() as u64,
+            body_timeout_ms: o.body_timeout.as_millis() as u64,
+            idle_timeout_ms: o.server.idle_timeout.as_millis() as u64,
+            threads: o.server.threads,
+        }
+    }
 }
 
 /// Where the frontend runs.
@@ -230,10 +271,20 @@ fn default_true() -> bool {
 impl ControllerConfig {
     /// The HTTP API's options from this section.
     pub fn http_options(&self) -> crate::serve::frontend::http::HttpOptions {
+        let l = &self.limits;
         crate::serve::frontend::http::HttpOptions {
+            max_body: l.max_body_bytes,
+            max_json_body: l.max_json_body_bytes,
+            max_in_flight_bytes: l.max_in_flight_bytes,
+            body_timeout: Duration::from_millis(l.body_timeout_ms),
             admin_token: self.admin_token.clone(),
             reject_non_finite: self.reject_non_finite,
-            ..Default::default()
+            server: crate::serve::frontend::server::ServerLimits {
+                max_connections: l.max_connections,
+                header_timeout: Duration::from_millis(l.header_timeout_ms),
+                idle_timeout: Duration::from_millis(l.idle_timeout_ms),
+                threads: l.threads,
+            },
         }
     }
 }
@@ -405,6 +456,27 @@ impl ClusterConfig {
             bail!(
                 "[controller] profile_scale = {} is outside 0.01..=100 (1 plans with the profiles as measured)",
                 c.profile_scale
+            );
+        }
+        let l = &c.limits;
+        for (key, v, least) in [
+            ("max_body_bytes", l.max_body_bytes as u64, 1024),
+            ("max_json_body_bytes", l.max_json_body_bytes as u64, 1024),
+            ("max_in_flight_bytes", l.max_in_flight_bytes as u64, 1 << 20),
+            ("header_timeout_ms", l.header_timeout_ms, 100),
+            ("body_timeout_ms", l.body_timeout_ms, 100),
+            ("idle_timeout_ms", l.idle_timeout_ms, 100),
+            ("threads", l.threads as u64, 1),
+        ] {
+            if v < least {
+                bail!("[controller.limits] {key} = {v} is under {least}; raise it (or leave it out for the default)");
+            }
+        }
+        if l.max_in_flight_bytes < l.max_body_bytes {
+            bail!(
+                "[controller.limits] max_in_flight_bytes = {} is below max_body_bytes = {}: the largest request would never fit; raise it to at least three times max_body_bytes",
+                l.max_in_flight_bytes,
+                l.max_body_bytes
             );
         }
         if c.max_queue == Some(0) {

@@ -96,6 +96,8 @@ async fn serve(o: &FrontendOptions, node: &Node, started: Option<tokio::sync::on
     let ctrl = Link::new(node, o.controller, &o.controller_name);
     let limits = o.transport.limits;
     let mut serving: Option<(Frontend, Vec<ModelMeta>)> = None;
+    // The HTTP server lives as long as this loop.
+    let mut _server: Option<crate::serve::frontend::server::HttpServer> = None;
     let mut started = started;
     let links: Arc<Mutex<HashMap<SocketAddr, Link>>> = Arc::default();
     loop {
@@ -141,15 +143,16 @@ async fn serve(o: &FrontendOptions, node: &Node, started: Option<tokio::sync::on
                 let f = Frontend::new(spec.models.clone(), policies);
                 f.set_admission(poolpipe_dataplane::Admission { max_queue: spec.max_queue, ..Default::default() });
                 tokio::spawn(accept_results(node.clone(), f.clone(), limits));
-                let (http, _task) = crate::serve::frontend::http::listen(
+                let server = crate::serve::frontend::http::listen(
                     f.clone(),
                     o.http,
                     crate::serve::frontend::http::HttpOptions {
                         admin_token: o.admin_token.clone(),
                         ..Default::default()
                     },
-                )
-                .await?;
+                )?;
+                let http = server.addr();
+                _server = Some(server);
                 tracing::info!(%http, %data_addr, models = %names(&spec.models), "frontend serving");
                 if let Some(tx) = started.take() {
                     let _ = tx.send(Started { http, data_addr });

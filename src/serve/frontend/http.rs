@@ -26,7 +26,6 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -77,20 +76,44 @@ pub trait Backend: Send + Sync + 'static {
 /// Settings of the HTTP API.
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
-    /// Largest request body, bytes.
+    /// Largest request body, bytes: binary tensor requests, images, policy uploads.
     pub max_body: usize,
+    /// Largest inference request in JSON (without binary tensor data), bytes. JSON costs far
+    /// more to parse than binary data, so its limit is lower.
+    pub max_json_body: usize,
+    /// Memory budget of the request bodies in flight, bytes: each request holds three times
+    /// its declared length (its body, and its tensors as f32) until answered; a request that
+    /// does not fit is refused with 503 and `Retry-After: 1` before its body is read.
+    pub max_in_flight_bytes: usize,
+    /// Longest time to receive a request's body; a slower one gets 408.
+    pub body_timeout: std::time::Duration,
     /// Bearer token of the admin endpoints; they are disabled without one.
     pub admin_token: Option<String>,
     /// Refuse inputs holding NaN or an infinity (JSON numbers beyond f32, like `1e39`,
     /// included) with 400 naming the tensor and the element.
     pub reject_non_finite: bool,
+    /// The server's connection cap, timeouts and threads ([`listen`]).
+    pub server: crate::serve::frontend::server::ServerLimits,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
-        HttpOptions { max_body: 64 << 20, admin_token: None, reject_non_finite: true }
+        HttpOptions {
+            max_body: 64 << 20,
+            max_json_body: 16 << 20,
+            max_in_flight_bytes: 1 << 30,
+            body_timeout: std::time::Duration::from_secs(30),
+            admin_token: None,
+            reject_non_finite: true,
+            server: Default::default(),
+        }
     }
 }
+
+/// Bodies above this size are parsed on a blocking thread, not on the server's runtime.
+const PARSE_INLINE: usize = 64 << 10;
+/// A request holds this many times its body's size of the in-flight budget.
+const BUDGET_FACTOR: u64 = 3;
 
 pub use poolpipe_dataplane::stats::Histogram;
 
@@ -115,12 +138,22 @@ struct Shared<B> {
     backend: B,
     options: HttpOptions,
     metrics: Mutex<Metrics>,
+    /// The in-flight budget, in KiB.
+    budget: Arc<tokio::sync::Semaphore>,
+    budget_kib: u32,
 }
 
 /// The router of the API over `backend`.
 pub fn router<B: Backend>(backend: B, options: HttpOptions) -> Router {
-    let max = options.max_body;
-    let shared = Arc::new(Shared { backend, options, metrics: Mutex::new(Metrics::default()) });
+    let limits = Limits::of_options(&options);
+    let budget_kib = (options.max_in_flight_bytes / 1024).clamp(1, u32::MAX as usize >> 4) as u32;
+    let shared = Arc::new(Shared {
+        backend,
+        options,
+        metrics: Mutex::new(Metrics::default()),
+        budget: Arc::new(tokio::sync::Semaphore::new(budget_kib as usize)),
+        budget_kib,
+    });
     Router::new()
         .route("/v2/health/live", get(|| async { json(StatusCode::OK, &serde_json::json!({"live": true})) }))
         .route("/v2/health/ready", get(ready::<B>))
@@ -141,29 +174,109 @@ pub fn router<B: Backend>(backend: B, options: HttpOptions) -> Router {
                 retry_after_s: None,
             })
         })
-        .layer(DefaultBodyLimit::max(max))
-        .layer(axum::middleware::from_fn(move |req, next| declared_length(max, req, next)))
+        .layer(DefaultBodyLimit::max(limits.binary.max(limits.json)))
+        .layer(axum::middleware::from_fn(move |req, next| declared_length(limits, req, next)))
         .with_state(shared)
 }
 
-/// Refuses with 413 a request whose declared `Content-Length` is over the limit, before
-/// reading a byte of its body (a client announcing a gigabyte is not waited for).
-async fn declared_length(max: usize, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if let Some(n) = declared.filter(|&n| n > max as u64) {
+/// The body limits by kind of request.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    binary: usize,
+    json: usize,
+}
+
+impl Limits {
+    /// The JSON limit is never above the binary one.
+    fn of_options(o: &HttpOptions) -> Limits {
+        Limits { binary: o.max_body, json: o.max_json_body.min(o.max_body) }
+    }
+    /// The limit of a request: JSON inference requests (no binary tensor data) have the
+    /// JSON limit, everything else the binary one.
+    fn of(&self, path: &str, headers: &HeaderMap) -> (usize, &'static str) {
+        if path.ends_with("/infer") && !headers.contains_key(HEADER_LENGTH) {
+            (self.json, "max_json_body_bytes, for JSON tensors; binary tensor data may be larger")
+        } else {
+            (self.binary, "max_body_bytes")
+        }
+    }
+}
+
+fn declared(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Refuses with 413 a request whose declared `Content-Length` is over the limit of its kind,
+/// before reading a byte of its body (a client announcing a gigabyte is not waited for).
+async fn declared_length(limits: Limits, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (max, key) = limits.of(req.uri().path(), req.headers());
+    if let Some(n) = declared(req.headers()).filter(|&n| n > max as u64) {
         return error(&ApiError {
             status: 413,
             message: format!(
-                "the request declares a body of {n} bytes (Content-Length); this server takes at most {max}"
+                "the request declares a body of {n} bytes (Content-Length); this server takes at most {max} ({key})"
             ),
             retry_after_s: None,
         });
     }
     next.run(req).await
+}
+
+/// A request's share of the in-flight budget, returned when dropped.
+struct Held(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
+
+/// Reads a request's body: within the limit of its kind, the body timeout, and the in-flight
+/// budget (reserved from the declared length before reading, or the limit when none is
+/// declared). The share is held until the returned guard drops.
+async fn read_body<B: Backend>(
+    s: &Shared<B>,
+    what: &str,
+    path: &str,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<(Bytes, Held), ApiError> {
+    let limits = Limits::of_options(&s.options);
+    let (max, key) = limits.of(path, headers);
+    let expected = declared(headers).unwrap_or(max as u64).min(max as u64);
+    let kib = (expected.saturating_mul(BUDGET_FACTOR).div_ceil(1024)).clamp(1, s.budget_kib as u64) as u32;
+    let held = match s.budget.clone().try_acquire_many_owned(kib) {
+        Ok(p) => Held(Some(p)),
+        Err(_) => {
+            return Err(ApiError {
+                status: 503,
+                message: format!(
+                    "this server holds as many request bytes as it may (max_in_flight_bytes = {}); retry shortly",
+                    s.options.max_in_flight_bytes
+                ),
+                retry_after_s: Some(1),
+            });
+        }
+    };
+    let timeout = s.options.body_timeout;
+    let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, max));
+    match tokio::time::timeout(timeout, read).await {
+        Err(_) => Err(ApiError {
+            status: 408,
+            message: format!(
+                "{what} did not arrive within {:.0} s; send it faster or in a smaller request",
+                timeout.as_secs_f64()
+            ),
+            retry_after_s: None,
+        }),
+        Ok(Err(e)) => {
+            let over = e.is::<http_body_util::LengthLimitError>();
+            Err(if over {
+                ApiError {
+                    status: 413,
+                    message: format!("{what} is over the limit: this server takes at most {max} bytes ({key})"),
+                    retry_after_s: None,
+                }
+            } else {
+                ApiError { status: 400, message: format!("{what} could not be read: {e}"), retry_after_s: None }
+            })
+        }
+        Ok(Ok(b)) => Ok((b.to_bytes(), held)),
+    }
 }
 
 fn json(status: StatusCode, v: &impl Serialize) -> Response {
@@ -282,49 +395,30 @@ fn dims(shape: &[usize]) -> String {
 async fn infer<B: Backend>(
     State(s): State<Arc<Shared<B>>>,
     Path(model): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: axum::extract::Request,
 ) -> Response {
     let started = Instant::now();
-    let result = run_infer(&s, &model, &headers, body).await;
+    let result = run_infer(&s, &model, req).await;
     answer(&s, &model, started, result)
 }
 
 async fn infer_v<B: Backend>(
     state: State<Arc<Shared<B>>>,
     Path((model, _)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: axum::extract::Request,
 ) -> Response {
-    infer(state, Path(model), headers, body).await
+    infer(state, Path(model), req).await
 }
 
-async fn run_infer<B: Backend>(
-    s: &Shared<B>,
-    model: &str,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let meta = find(s, model)?;
-    let body = body.map_err(|e| ApiError {
-        status: e.status().as_u16(),
-        message: format!(
-            "the request body could not be read ({e}); this server takes at most {} bytes",
-            s.options.max_body
-        ),
-        retry_after_s: None,
-    })?;
-    let header_length = match headers.get(HEADER_LENGTH) {
-        None => None,
-        Some(v) => Some(v.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()).ok_or_else(|| ApiError {
-            status: 400,
-            message: format!("{HEADER_LENGTH} must be a byte count"),
-            retry_after_s: None,
-        })?),
-    };
-    let max_elements = s.options.max_body;
-    let req = parse_request(&body, header_length, max_elements)?;
-    if s.options.reject_non_finite {
+/// Parses a request body and, when asked, refuses non-finite inputs.
+fn parse_checked(
+    body: &[u8],
+    header_length: Option<usize>,
+    max_elements: usize,
+    reject_non_finite: bool,
+) -> Result<crate::serve::frontend::kserve::InferRequest, ApiError> {
+    let req = parse_request(body, header_length, max_elements)?;
+    if reject_non_finite {
         for t in &req.inputs {
             if let Some((i, v)) = t.data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
                 return Err(ApiError {
@@ -338,6 +432,20 @@ async fn run_infer<B: Backend>(
             }
         }
     }
+    Ok(req)
+}
+
+async fn run_infer<B: Backend>(s: &Shared<B>, model: &str, req: axum::extract::Request) -> Result<Response, ApiError> {
+    let meta = find(s, model)?;
+    let (parts, body) = req.into_parts();
+    let header_length = match parts.headers.get(HEADER_LENGTH) {
+        None => None,
+        Some(v) => Some(v.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()).ok_or_else(|| ApiError {
+            status: 400,
+            message: format!("{HEADER_LENGTH} must be a byte count"),
+            retry_after_s: None,
+        })?),
+    };
     if !s.backend.ready(model) {
         return Err(ApiError {
             status: 503,
@@ -348,7 +456,17 @@ async fn run_infer<B: Backend>(
             retry_after_s: None,
         });
     }
-    let inputs = match_inputs(&meta, req.inputs.clone())?;
+    let (body, _held) = read_body(s, "the request body", parts.uri.path(), &parts.headers, body).await?;
+    let (max_elements, reject) = (s.options.max_body, s.options.reject_non_finite);
+    // A large body takes a while to parse: off the server's threads.
+    let mut req = if body.len() > PARSE_INLINE {
+        tokio::task::spawn_blocking(move || parse_checked(&body, header_length, max_elements, reject)).await.map_err(
+            |e| ApiError { status: 500, message: format!("parsing the request: {e}"), retry_after_s: None },
+        )??
+    } else {
+        parse_checked(&body, header_length, max_elements, reject)?
+    };
+    let inputs = match_inputs(&meta, std::mem::take(&mut req.inputs))?;
     let outputs = s.backend.infer(model, inputs).await?;
     let (body, json_len) = encode_response(model, &req, &outputs)?;
     let mut resp = (StatusCode::OK, body).into_response();
@@ -375,10 +493,10 @@ async fn image<B: Backend>(
     State(s): State<Arc<Shared<B>>>,
     Path(model): Path<String>,
     axum::extract::Query(q): axum::extract::Query<ImageQuery>,
-    body: Result<Bytes, BytesRejection>,
+    req: axum::extract::Request,
 ) -> Response {
     let started = Instant::now();
-    let result = run_image(&s, &model, q.preset.as_deref(), body).await;
+    let result = run_image(&s, &model, q.preset.as_deref(), req).await;
     answer(&s, &model, started, result)
 }
 
@@ -404,16 +522,13 @@ async fn run_image<B: Backend>(
     s: &Shared<B>,
     model: &str,
     preset: Option<&str>,
-    body: Result<Bytes, BytesRejection>,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     use clap::ValueEnum;
     let bad = |message: String| ApiError { status: 400, message, retry_after_s: None };
     let meta = find(s, model)?;
-    let body = body.map_err(|e| ApiError {
-        status: e.status().as_u16(),
-        message: format!("the image upload: {e}"),
-        retry_after_s: None,
-    })?;
+    let (parts, body) = req.into_parts();
+    let (body, _held) = read_body(s, "the image upload", parts.uri.path(), &parts.headers, body).await?;
     let preset = match preset {
         None => crate::frames::Preset::Imagenet,
         Some(p) => crate::frames::Preset::from_str(p, true)
@@ -464,16 +579,10 @@ async fn set_policy<B: Backend>(State(s): State<Arc<Shared<B>>>, req: axum::extr
             retry_after_s: None,
         });
     }
-    let max = s.options.max_body;
-    let body = match axum::body::to_bytes(req.into_body(), max).await {
-        Ok(b) => b,
-        Err(e) => {
-            return error(&ApiError {
-                status: 413,
-                message: format!("the policy upload could not be read ({e}); this server takes at most {max} bytes"),
-                retry_after_s: None,
-            });
-        }
+    let (parts, body) = req.into_parts();
+    let body = match read_body(&s, "the policy upload", parts.uri.path(), &parts.headers, body).await {
+        Ok((b, _held)) => b,
+        Err(e) => return error(&e),
     };
     // Compiling a module takes a while: off the runtime's threads, which serve requests.
     let backend = s.clone();
@@ -510,24 +619,16 @@ fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// Serves the HTTP API of `frontend` on `addr` until the task ends; returns the bound
-/// address.
-pub async fn listen(
-    frontend: crate::serve::frontend::Frontend,
+/// Serves the HTTP API of `backend` on `addr` on a runtime of its own, with the options'
+/// connection cap and timeouts ([`crate::serve::frontend::server`]), until the returned
+/// server is dropped.
+pub fn listen<B: Backend>(
+    backend: B,
     addr: std::net::SocketAddr,
     options: HttpOptions,
-) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
-    use anyhow::Context;
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the HTTP API on {addr}"))?;
-    let bound = listener.local_addr()?;
-    let app = router(frontend, options);
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!("the HTTP API stopped: {e}");
-        }
-    });
-    Ok((bound, task))
+) -> anyhow::Result<crate::serve::frontend::server::HttpServer> {
+    let limits = options.server.clone();
+    crate::serve::frontend::server::serve(router(backend, options), addr, &limits)
 }
 
 #[cfg(test)]

@@ -51,7 +51,82 @@ struct RawInput {
     #[serde(default)]
     parameters: Option<serde_json::Map<String, Value>>,
     #[serde(default)]
-    data: Option<Value>,
+    data: Option<FlatData>,
+}
+
+/// A JSON tensor's `data`, flat or nested, read straight into f32 (no JSON tree is built:
+/// a tree takes ten times the body's size). The first element that is not a number is kept
+/// as the refusal, naming it; the rest of the value is skipped.
+#[derive(Default)]
+struct FlatData {
+    values: Vec<f32>,
+    bad: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for FlatData {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut out = FlatData::default();
+        d.deserialize_any(Flatten(&mut out))?;
+        Ok(out)
+    }
+}
+
+struct Flatten<'a>(&'a mut FlatData);
+
+impl Flatten<'_> {
+    fn refuse(self, what: String) {
+        if self.0.bad.is_none() {
+            self.0.bad = Some(what);
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Flatten<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Flatten<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a number or a (nested) array of numbers")
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.0.values.push(v as f32);
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.0.values.push(v as f32);
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.0.values.push(v as f32);
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Flatten(&mut *self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        self.refuse("an object".into());
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        let shown: String = v.chars().take(40).collect();
+        self.refuse(format!("\"{shown}\""));
+        Ok(())
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.refuse(v.to_string());
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.refuse("null".into());
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
@@ -100,18 +175,6 @@ fn flag(params: &Option<serde_json::Map<String, Value>>, key: &str) -> Result<Op
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(v) => Err(bad(format!("parameter '{key}' must be true or false, not {v}"))),
-    }
-}
-
-fn flatten(v: &Value, out: &mut Vec<f32>, name: &str) -> Result<(), ApiError> {
-    match v {
-        Value::Array(items) => items.iter().try_for_each(|x| flatten(x, out, name)),
-        Value::Number(n) => {
-            let x = n.as_f64().ok_or_else(|| bad(format!("input '{name}': {n} is not a number")))?;
-            out.push(x as f32);
-            Ok(())
-        }
-        other => Err(bad(format!("input '{name}': element {other} is not a number"))),
     }
 }
 
@@ -205,8 +268,10 @@ pub fn parse_request(body: &[u8], header_length: Option<usize>, max_elements: us
                         "input '{name}': FP16 has no JSON form; send it as binary data or use FP32"
                     )));
                 }
-                let mut data = Vec::with_capacity(n);
-                flatten(&v, &mut data, &name)?;
+                if let Some(what) = v.bad {
+                    return Err(bad(format!("input '{name}': element {what} is not a number")));
+                }
+                let data = v.values;
                 if data.len() != n {
                     return Err(bad(format!(
                         "input '{name}': {} elements for shape {shape:?} ({n} expected)",

@@ -19,6 +19,7 @@
 pub mod attach;
 pub mod http;
 pub mod kserve;
+pub mod server;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -189,6 +189,11 @@ pub async fn run(o: AgentOptions) -> Result<()> {
         let why = session(&o, state.clone(), conn, limits).await;
         *live.lock().unwrap_or_else(|p| p.into_inner()) = None;
         *state.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        // Results go to the controller on a connection of their own: it went with the
+        // controller, so drop it too rather than lose results until it times out.
+        if let Some(l) = links.lock().unwrap_or_else(|p| p.into_inner()).get(&o.controller) {
+            l.drop_connection("the controller's connection ended");
+        }
         tracing::warn!(
             worker = id,
             name = %o.name,
@@ -199,6 +204,10 @@ pub async fn run(o: AgentOptions) -> Result<()> {
 
 /// The registration serving now (its state and the controller's connection), if any.
 type Live = Arc<Mutex<Option<(Arc<State>, quinn::Connection)>>>;
+
+/// A controller whose endpoint sends nothing for this long (while health reports go out every
+/// heartbeat) is taken for lost.
+const CONTROLLER_SILENCE: Duration = Duration::from_secs(2);
 
 /// Pause between attempts to register again after the controller's connection ended.
 const REREGISTER: Duration = Duration::from_secs(1);
@@ -261,10 +270,19 @@ async fn session(
                     in_flight: state.in_flight.load(Ordering::Relaxed),
                     busy: busy.min(1.0),
                 };
-                if let Err(e) = call(&conn, &msg, &limits).await
-                    && conn.close_reason().is_some()
-                {
-                    return e.to_string();
+                // A controller that stopped answering, and whose endpoint sends nothing at all
+                // (not even acknowledgements), is gone: drop its connection now rather than at
+                // the transport's idle timeout. (A controller restarted on the same address
+                // resets the old connection at once; see `Node::bind_with`.)
+                let received = conn.stats().udp_rx.datagrams;
+                match tokio::time::timeout(CONTROLLER_SILENCE, call(&conn, &msg, &limits)).await {
+                    Ok(Err(e)) if conn.close_reason().is_some() => return e.to_string(),
+                    Err(_) if conn.stats().udp_rx.datagrams == received => {
+                        let why = format!("the controller sent nothing for {CONTROLLER_SILENCE:?}");
+                        conn.close(0u32.into(), why.as_bytes());
+                        return why;
+                    }
+                    _ => {}
                 }
             }
         }

@@ -578,6 +578,14 @@ fn hostile_policies_fall_back_without_losing_requests() {
             ),
             "not in the future",
         ),
+        (
+            "forever",
+            format!(
+                r#"(module (import "poolpipe" "wait_until" (func $wait (param f64))) {marker}
+                   (func (export "poolpipe_decide") (result i32) (call $wait (f64.const inf)) i32.const 0))"#
+            ),
+            "past the deadline",
+        ),
     ];
     let baseline = simulate(&setup.layout, &Policies::native("ppipe").unwrap(), &cfg(&setup, 0.5, 5.0, 2)).unwrap();
     for (name, text, reason) in modules {
@@ -608,6 +616,24 @@ fn hostile_policies_fall_back_without_losing_requests() {
         assert_eq!(r.scheduler.policy_errors, 1, "{name}: unloaded once, then the native policy decides");
         assert!(r.attainment >= baseline.attainment - 0.01, "{name}: {} against {}", r.attainment, baseline.attainment);
     }
+    // A policy that never acts (idles forever) is found out by the liveness rule: once the
+    // first request is past its deadline by the SLO, the native twin takes over. Only the
+    // requests that came in before then are lost.
+    let path = d.join("idle.wat");
+    std::fs::write(&path, format!(r#"(module {marker} (func (export "poolpipe_decide") (result i32) i32.const 0))"#))
+        .unwrap();
+    let s = spec(&path.to_string_lossy(), "earliest-finish");
+    let r = simulate(&setup.layout, &Policies::load(&s).unwrap(), &cfg(&setup, 0.5, 5.0, 2)).unwrap();
+    assert_eq!((r.unfinished, r.scheduler.policy_errors), (0, 1), "{r:?}");
+    let slo_s = setup.layout.models.iter().map(|m| m.slo_us).fold(0.0, f64::max) / 1e6;
+    let stalled_share = 2.0 * slo_s / 5.0;
+    assert!(
+        r.attainment >= baseline.attainment - stalled_share - 0.02,
+        "{} against {} (the first {:.2} s are lost)",
+        r.attainment,
+        baseline.attainment,
+        2.0 * slo_s
+    );
     // A reservation policy that fails is replaced by earliest finish.
     let path = d.join("choose.wat");
     std::fs::write(&path, format!(r#"(module {marker} (func (export "poolpipe_choose") (result i32) unreachable))"#))

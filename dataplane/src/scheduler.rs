@@ -286,6 +286,12 @@ impl Default for Admission {
 
 /// Window of the arrival rate policies see, microseconds.
 pub const RATE_WINDOW_US: f64 = 1e6;
+
+/// How far past its deadline a sandboxed policy may leave the head of a queue undecided (or
+/// wait) before it is taken for failed, microseconds, at most: the model's SLO when shorter.
+/// Half the frontend's grace before a request is answered as stalled, so the native twin
+/// answers first.
+pub const LIVENESS_GRACE_US: f64 = 1e6;
 /// Arrival times kept per queue for the rate (a faster stream's rate comes from the span of
 /// the last ones).
 const RATE_KEEP: usize = 8192;
@@ -652,6 +658,8 @@ impl Scheduler {
         model: usize,
         ids: &[RequestId],
     ) -> Result<Result<(), Refusal>, DataplaneError> {
+        // A stalled sandboxed policy would fill the queue and have every arrival refused.
+        self.check_liveness(now);
         if let Err(refusal) = self.admit(now, model, ids.len())? {
             self.stats.refused += ids.len() as u64;
             for &id in ids {
@@ -798,6 +806,41 @@ impl Scheduler {
         for q in 0..self.queues.len() {
             if self.queues[q].timer.is_some_and(|t| t <= now) {
                 self.queues[q].timer = None;
+                self.run_queue(q, now);
+            }
+        }
+        self.check_liveness(now);
+    }
+
+    /// How far past its deadline a sandboxed policy may leave a request of `model`.
+    fn liveness_grace(&self, model: usize) -> f64 {
+        self.layout.models[model].slo_us.min(LIVENESS_GRACE_US)
+    }
+
+    /// The liveness rule of sandboxed policies: a queue whose head is [`LIVENESS_GRACE_US`]
+    /// (or the SLO, when shorter) past its deadline is decided again; a policy that still leaves that head where it is
+    /// has failed, and its native twin takes over (and drops what is too late).
+    fn check_liveness(&mut self, now: f64) {
+        for q in 0..self.queues.len() {
+            let model = self.queues[q].model;
+            let grace = self.liveness_grace(model);
+            let stale = |s: &Self| {
+                s.queues[q].entries.front().filter(|e| e.deadline + grace <= now).map(|e| (e.id, e.deadline))
+            };
+            if !self.batching[model].sandboxed() || stale(self).is_none() {
+                continue;
+            }
+            self.run_queue(q, now);
+            if let Some((id, deadline)) = stale(self)
+                && self.batching[model].sandboxed()
+            {
+                self.policy_error(
+                    model,
+                    format!(
+                        "left request {id} undecided {:.0} ms past its deadline (it neither dispatched nor dropped it)",
+                        (now - deadline) / 1e3
+                    ),
+                );
                 self.run_queue(q, now);
             }
         }
@@ -1027,6 +1070,16 @@ impl Scheduler {
                 Action::Wait { until } => {
                     if until.is_nan() || until <= now {
                         self.policy_error(model, format!("wait until {until} at {now}: not in the future"));
+                        continue;
+                    }
+                    let head = self.queues[q].entries.front().map_or(f64::INFINITY, |e| e.deadline);
+                    if self.batching[model].sandboxed() && until > head + self.liveness_grace(model) {
+                        self.policy_error(
+                            model,
+                            format!(
+                                "wait until {until} at {now}: past the deadline of the request at the head of the queue ({head})"
+                            ),
+                        );
                         continue;
                     }
                     self.queues[q].timer = Some(until);

@@ -170,6 +170,12 @@ pub trait BatchingPolicy: Send {
     /// One decision. The scheduler applies it and asks again until the policy waits or idles;
     /// it does not ask about an empty queue (that decision is always idle).
     fn decide(&mut self, host: &mut dyn QueueHost) -> Result<Action, PolicyFailure>;
+    /// Whether the policy is untrusted code (a WebAssembly guest): the scheduler then holds it
+    /// to the liveness rule (a request left undecided, or waited for, past its deadline fails
+    /// the policy, which the native twin replaces).
+    fn sandboxed(&self) -> bool {
+        false
+    }
 }
 
 /// A reservation policy: which candidate takes a stage.

@@ -604,6 +604,10 @@ impl BatchingPolicy for WasmBatching {
         self.routing
     }
 
+    fn sandboxed(&self) -> bool {
+        true
+    }
+
     fn decide(&mut self, host: &mut dyn QueueHost) -> Result<Action, PolicyFailure> {
         let r = &mut self.running;
         if r.decide.is_none() {

@@ -256,6 +256,80 @@ fn an_invalid_action_falls_back_to_the_native_policy_without_losing_requests() {
     assert_eq!(s.policy_name(), "ppipe");
 }
 
+/// An untrusted policy that never acts: idles forever, or waits until `until`.
+struct Never {
+    until: Option<f64>,
+}
+
+impl poolpipe_policies::BatchingPolicy for Never {
+    fn name(&self) -> &str {
+        "never"
+    }
+    fn routing(&self) -> Routing {
+        Routing::Reserved
+    }
+    fn decide(&mut self, _: &mut dyn QueueHost) -> Result<Action, poolpipe_policies::PolicyFailure> {
+        Ok(self.until.map_or(Action::Idle, |until| Action::Wait { until }))
+    }
+    fn sandboxed(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn a_sandboxed_policy_that_never_acts_is_replaced_once_a_request_is_past_its_deadline() {
+    let mut s = Scheduler::new(layout(1, 1), vec![Box::new(Never { until: None })], Box::new(EarliestFinish)).unwrap();
+    for i in 0..3 {
+        s.arrive(0.0, 0, i).unwrap();
+    }
+    s.arrive(50_000.0, 0, 3).unwrap();
+    // Up to the deadline and its grace (the SLO, 60 ms, being under LIVENESS_GRACE_US), the
+    // policy may idle.
+    let grace = 60_000f64.min(LIVENESS_GRACE_US);
+    s.timer(60_000.0 + grace - 1.0);
+    let out = outputs(&mut s);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!((s.queued(), s.policy_name().as_str()), (4, "never"));
+    // Then it has failed: the native twin drops the three that are too late; the fourth
+    // (deadline 110 ms) can no longer finish in time either.
+    s.timer(60_000.0 + grace);
+    let out = outputs(&mut s);
+    assert!(
+        matches!(&out[0], Output::PolicyError { policy, reason, .. } if policy == "never" && reason.contains("undecided")),
+        "{out:?}"
+    );
+    assert_eq!(s.policy_name(), "ppipe");
+    let dropped = out.iter().filter(|o| matches!(o, Output::Drop { .. })).count();
+    assert_eq!((dropped, s.queued()), (4, 0), "{out:?}");
+    // A trusted (native) policy is not held to the rule: the frontend's stall answer covers it.
+    let mut t = published(layout(1, 1));
+    t.arrive(0.0, 0, 0).unwrap();
+    t.timer(60_000.0 + grace);
+    assert!(outputs(&mut t).iter().all(|o| !matches!(o, Output::PolicyError { .. })));
+}
+
+#[test]
+fn a_sandboxed_policy_that_waits_past_the_head_deadline_is_replaced_at_once() {
+    for until in [f64::INFINITY, 120_001.0] {
+        let mut s =
+            Scheduler::new(layout(1, 1), vec![Box::new(Never { until: Some(until) })], Box::new(EarliestFinish))
+                .unwrap();
+        s.arrive(0.0, 0, 0).unwrap();
+        let out = outputs(&mut s);
+        assert!(
+            out.iter().any(|o| matches!(o, Output::PolicyError { reason, .. } if reason.contains("past the deadline"))),
+            "{until}: {out:?}"
+        );
+        assert_eq!(s.policy_name(), "ppipe");
+    }
+    // Waiting up to the deadline is fine.
+    let mut s = Scheduler::new(layout(1, 1), vec![Box::new(Never { until: Some(59_000.0) })], Box::new(EarliestFinish))
+        .unwrap();
+    s.arrive(0.0, 0, 0).unwrap();
+    assert!(outputs(&mut s).iter().all(|o| !matches!(o, Output::PolicyError { .. })));
+    assert_eq!(s.next_timer(), Some(59_000.0));
+}
+
 #[test]
 fn an_aborted_batch_frees_its_reservations_and_gives_its_requests_back() {
     let mut s = published(layout(1, 1));

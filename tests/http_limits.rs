@@ -214,6 +214,27 @@ fn json_has_a_lower_limit_than_binary_and_bodies_share_a_memory_budget() {
     let (_, answer) = closed_within(&mut second, Duration::from_secs(3));
     assert_eq!(status(&answer), 503, "{answer}");
     assert!(answer.to_lowercase().contains("retry-after: 1") && answer.contains("max_in_flight_bytes"), "{answer}");
+    // A body of unknown length (chunked) takes its share as it arrives: beside the held 60 kB
+    // (180 kB of the budget), a small one is served and one of 40 kB (120 kB more) gets 503.
+    let chunked = |chunks: &[Vec<u8>]| {
+        let mut raw = format!(
+            "POST /v2/models/echo/infer HTTP/1.1\r\nHost: x\r\nInference-Header-Content-Length: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            json_part.len()
+        )
+        .into_bytes();
+        for c in chunks {
+            raw.extend(format!("{:x}\r\n", c.len()).into_bytes());
+            raw.extend(c);
+            raw.extend(b"\r\n");
+        }
+        raw.extend(b"0\r\n\r\n");
+        exchange(addr, &raw)
+    };
+    let a = chunked(&[body[..1000].to_vec(), body[1000..].to_vec()]);
+    assert_eq!(status(&a), 200, "{a}");
+    let a = chunked(&vec![vec![b' '; 10_000]; 4]);
+    assert_eq!(status(&a), 503, "{a}");
+    assert!(a.contains("max_in_flight_bytes"), "{a}");
     // Once the first is gone, its share comes back.
     drop(first);
     std::thread::sleep(Duration::from_millis(300));

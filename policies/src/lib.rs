@@ -38,7 +38,10 @@
 //! A policy never reads the wall clock, files or sockets: everything it knows comes through
 //! its host (the only clock here is the sandbox's deadline ticker, which stops runaway guests
 //! and never feeds a decision). A guest that traps, runs past its deadline, asks for too much
-//! memory or breaks the ABI gets a [`PolicyFailure`]; it never takes the process down.
+//! memory or breaks the ABI gets a [`PolicyFailure`]; it never takes the process down. A guest
+//! is also held to a liveness rule by the scheduler ([`BatchingPolicy::sandboxed`]): leaving
+//! the head of a queue undecided past its deadline (by the SLO, at most 1 s), or waiting beyond
+//! it, fails it like a trap.
 
 pub mod guests;
 pub mod native;

@@ -14,7 +14,9 @@
 //!   keep-alive, idle and connect timeouts, reconnection backoff, frame limits;
 //! - [`endpoint`]: a node's QUIC endpoint (quinn): connect, accept (refusing peers of another
 //!   CA with a log line), one batch frame per unidirectional stream, control calls, and the
-//!   node name of a peer's verified certificate (`peer_name`);
+//!   node name of a peer's verified certificate (`peer_name`); stateless resets keyed by the
+//!   node's private key, so a node restarted on its address resets its peers' old connections
+//!   at once instead of leaving them to the idle timeout;
 //! - [`link`]: the sending side of one peer: one connection, redialled with backoff, and a
 //!   bound on batches in flight;
 //! - [`outbox`]: batches for one peer queued by a key (the frontend's: reserved start), each

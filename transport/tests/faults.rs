@@ -395,3 +395,81 @@ async fn keep_alive_holds_an_idle_link_and_a_silent_peer_fails_the_send_by_the_i
     assert_eq!((first.unwrap(), second.unwrap()), (1, 2));
     assert!(third.is_err(), "batch 3 never arrived whole");
 }
+
+/// A UDP relay whose far end can be switched: what a peer restarted on the same address
+/// looks like from the other side.
+struct Switch {
+    addr: SocketAddr,
+    target: Arc<std::sync::Mutex<SocketAddr>>,
+}
+
+impl Switch {
+    async fn start(server: SocketAddr) -> Switch {
+        let front = Arc::new(tokio::net::UdpSocket::bind(local()).await.unwrap());
+        let back = Arc::new(tokio::net::UdpSocket::bind(local()).await.unwrap());
+        let addr = front.local_addr().unwrap();
+        let target = Arc::new(std::sync::Mutex::new(server));
+        let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
+        {
+            let (front, back, target, client) = (front.clone(), back.clone(), target.clone(), client.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                    *client.lock().unwrap() = Some(from);
+                    let to = *target.lock().unwrap();
+                    let _ = back.send_to(&buf[..n], to).await;
+                }
+            });
+        }
+        {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok((n, from)) = back.recv_from(&mut buf).await {
+                    // Only the current far end is heard.
+                    let (to, current) = (*client.lock().unwrap(), *target.lock().unwrap());
+                    if let (Some(to), true) = (to, from == current) {
+                        let _ = front.send_to(&buf[..n], to).await;
+                    }
+                }
+            });
+        }
+        Switch { addr, target }
+    }
+}
+
+#[tokio::test]
+async fn a_node_restarted_on_its_address_resets_the_old_connections_at_once() {
+    let ca = tls::init_ca().unwrap();
+    let cfg = TransportConfig {
+        keep_alive: Duration::from_millis(200),
+        idle_timeout: Duration::from_secs(10),
+        ..TransportConfig::default()
+    };
+    let id = tls::issue(&ca.key_pem, "controller").unwrap();
+    for same_key in [true, false] {
+        let first = Node::bind_with(local(), &id, &ca.cert_pem, cfg.clone()).unwrap();
+        let switch = Switch::start(first.local_addr().unwrap()).await;
+        let w = node_with(&ca, "worker-1", local(), cfg.clone());
+        let held = tokio::spawn(async move { (first.accept().await.unwrap(), first) });
+        let conn = Link::new(&w, switch.addr, "controller").connection().await.unwrap();
+        let _held = held.await.unwrap();
+        // Past the handshake (resets answer only short-header packets).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The node is gone without a word, and a new one answers at its address: with the same
+        // identity (a restart), or with a certificate of its own.
+        let again = if same_key { id.clone() } else { tls::issue(&ca.key_pem, "controller").unwrap() };
+        let second = Node::bind_with(local(), &again, &ca.cert_pem, cfg.clone()).unwrap();
+        *switch.target.lock().unwrap() = second.local_addr().unwrap();
+        let t0 = std::time::Instant::now();
+        let closed = tokio::time::timeout(Duration::from_secs(3), conn.closed()).await;
+        if same_key {
+            let reason = closed.expect("a restart resets the old connection at its next keep-alive");
+            assert_eq!(reason.to_string(), "reset by peer");
+            assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        } else {
+            // Another key's reset is not taken: only the idle timeout would end it.
+            assert!(closed.is_err(), "{:?}", closed);
+        }
+    }
+}

@@ -237,46 +237,63 @@ async fn read_body<B: Backend>(
 ) -> Result<(Bytes, Held), ApiError> {
     let limits = Limits::of_options(&s.options);
     let (max, key) = limits.of(path, headers);
-    let expected = declared(headers).unwrap_or(max as u64).min(max as u64);
-    let kib = (expected.saturating_mul(BUDGET_FACTOR).div_ceil(1024)).clamp(1, s.budget_kib as u64) as u32;
-    let held = match s.budget.clone().try_acquire_many_owned(kib) {
-        Ok(p) => Held(Some(p)),
-        Err(_) => {
+    let full = || ApiError {
+        status: 503,
+        message: format!(
+            "this server holds as many request bytes as it may (max_in_flight_bytes = {}); retry shortly",
+            s.options.max_in_flight_bytes
+        ),
+        retry_after_s: Some(1),
+    };
+    let kib_of = |bytes: u64| (bytes.saturating_mul(BUDGET_FACTOR).div_ceil(1024)).clamp(1, s.budget_kib as u64) as u32;
+    // The declared length is reserved at once; a body of unknown length (chunked) reserves
+    // as it arrives.
+    let declared = declared(headers).map(|n| n.min(max as u64));
+    let mut held_kib = kib_of(declared.unwrap_or(0));
+    let mut held = s.budget.clone().try_acquire_many_owned(held_kib).map_err(|_| full())?;
+    let timeout = s.options.body_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, http_body_util::BodyExt::frame(&mut body)).await {
+            Err(_) => {
+                return Err(ApiError {
+                    status: 408,
+                    message: format!(
+                        "{what} did not arrive within {:.0} s; send it faster or in a smaller request",
+                        timeout.as_secs_f64()
+                    ),
+                    retry_after_s: None,
+                });
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                return Err(ApiError {
+                    status: 400,
+                    message: format!("{what} could not be read: {e}"),
+                    retry_after_s: None,
+                });
+            }
+            Ok(Some(Ok(f))) => f,
+        };
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len() + data.len() > max {
             return Err(ApiError {
-                status: 503,
-                message: format!(
-                    "this server holds as many request bytes as it may (max_in_flight_bytes = {}); retry shortly",
-                    s.options.max_in_flight_bytes
-                ),
-                retry_after_s: Some(1),
+                status: 413,
+                message: format!("{what} is over the limit: this server takes at most {max} bytes ({key})"),
+                retry_after_s: None,
             });
         }
-    };
-    let timeout = s.options.body_timeout;
-    let read = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, max));
-    match tokio::time::timeout(timeout, read).await {
-        Err(_) => Err(ApiError {
-            status: 408,
-            message: format!(
-                "{what} did not arrive within {:.0} s; send it faster or in a smaller request",
-                timeout.as_secs_f64()
-            ),
-            retry_after_s: None,
-        }),
-        Ok(Err(e)) => {
-            let over = e.is::<http_body_util::LengthLimitError>();
-            Err(if over {
-                ApiError {
-                    status: 413,
-                    message: format!("{what} is over the limit: this server takes at most {max} bytes ({key})"),
-                    retry_after_s: None,
-                }
-            } else {
-                ApiError { status: 400, message: format!("{what} could not be read: {e}"), retry_after_s: None }
-            })
+        buf.extend_from_slice(&data);
+        let need = kib_of(buf.len() as u64);
+        if need > held_kib {
+            let more = s.budget.clone().try_acquire_many_owned(need - held_kib).map_err(|_| full())?;
+            held.merge(more);
+            held_kib = need;
         }
-        Ok(Ok(b)) => Ok((b.to_bytes(), held)),
     }
+    Ok((buf.freeze(), Held(Some(held))))
 }
 
 fn json(status: StatusCode, v: &impl Serialize) -> Response {

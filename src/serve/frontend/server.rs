@@ -94,6 +94,8 @@ struct Conn {
     last_active_ms: AtomicU64,
     /// Tells the connection to close once its request in flight (if any) is answered.
     close: Notify,
+    /// Whether it has answered a request (until then, closing it can lose nothing).
+    answered: std::sync::atomic::AtomicBool,
 }
 
 struct Registry {
@@ -240,6 +242,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: Ser
             in_flight: AtomicUsize::new(0),
             last_active_ms: AtomicU64::new(registry.now_ms()),
             close: Notify::new(),
+            answered: std::sync::atomic::AtomicBool::new(false),
         });
         registry.open.lock().unwrap_or_else(|p| p.into_inner()).insert(id, conn.clone());
         let (app, limits, registry) = (app.clone(), limits.clone(), registry.clone());
@@ -261,6 +264,7 @@ struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.conn.last_active_ms.store(self.registry.now_ms(), Ordering::Release);
+        self.conn.answered.store(true, Ordering::Release);
         self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -315,8 +319,12 @@ async fn serve_connection(
             }
         }
     }
-    // Closing: a request in flight is answered first (bounded); an idle connection gets a
-    // moment to flush what it wrote.
+    // Closing: a connection that never had a request (an idle or slow-header one) closes at
+    // once; a request in flight is answered first (bounded); an idle connection that answered
+    // before gets a moment to flush what it wrote.
+    if conn.in_flight.load(Ordering::Acquire) == 0 && !conn.answered.load(Ordering::Acquire) {
+        return;
+    }
     http.as_mut().graceful_shutdown();
     let grace =
         if conn.in_flight.load(Ordering::Acquire) == 0 { Duration::from_secs(1) } else { Duration::from_secs(30) };

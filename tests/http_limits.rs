@@ -104,6 +104,26 @@ fn an_idle_socket_flood_does_not_lock_a_probe_out() {
     let (evicted, _) = server.evicted_and_refused();
     assert!(evicted >= 288, "only {evicted} idle connections evicted");
     drop(flood);
+
+    // When every connection is busy (two requests waiting for their bodies, on a cap of
+    // two), a new one is answered 503 with Retry-After and closed.
+    let server = start(HttpOptions {
+        server: ServerLimits { max_connections: 2, ..ServerLimits::default() },
+        ..HttpOptions::default()
+    });
+    let busy: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut c = TcpStream::connect(server.addr()).unwrap();
+            c.write_all(b"POST /v2/models/echo/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{").unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let a = exchange(server.addr(), infer_request(BODY).as_bytes());
+    assert_eq!(status(&a), 503, "{a}");
+    assert!(a.to_lowercase().contains("retry-after: 1") && a.contains("too many open connections"), "{a}");
+    assert_eq!(server.evicted_and_refused().1, 1);
+    drop(busy);
 }
 
 #[test]

@@ -174,7 +174,7 @@ impl Drop for HttpServer {
 }
 
 /// The answer to a connection over the cap while every open connection is busy.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 75\r\n\r\n{\"error\": \"this server has too many open connections; retry in a second\"}\n";
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 74\r\n\r\n{\"error\": \"this server has too many open connections; retry in a second\"}\n";
 
 /// Serves `app` on `addr` with `limits`, on a runtime of its own.
 pub fn serve(app: Router, addr: SocketAddr, limits: &ServerLimits) -> anyhow::Result<HttpServer> {
@@ -215,7 +215,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, limits: Ser
     loop {
         // Connections told to close still hold their sockets for a moment: past a quarter
         // over the cap, new ones wait in the kernel's backlog until those are gone.
-        while registry.sockets.load(Ordering::Acquire) >= registry.cap + registry.cap / 4 {
+        while registry.sockets.load(Ordering::Acquire) >= registry.cap + (registry.cap / 4).max(1) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let stream = match listener.accept().await {
@@ -329,4 +329,15 @@ async fn serve_connection(
     let grace =
         if conn.in_flight.load(Ordering::Acquire) == 0 { Duration::from_secs(1) } else { Duration::from_secs(30) };
     let _ = tokio::time::timeout(grace, http.as_mut()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_busy_answer_declares_its_length() {
+        let text = std::str::from_utf8(super::BUSY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+        serde_json::from_str::<serde_json::Value>(body).unwrap();
+    }
 }

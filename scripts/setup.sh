@@ -4,7 +4,8 @@
 #    CPU-only machines (the tests need one and fail without it);
 #  - clang and lld: build the WebAssembly scheduling-policy guests (C -> wasm32);
 #  - iproute2: `ip netns` and veth pairs for the transport test across network namespaces;
-#  - Python onnx (pinned), onnxruntime, numpy: outside oracles for the ONNX model-import tests.
+#  - Python onnx (pinned), onnxruntime, numpy: outside oracles for the ONNX model-import tests;
+#  - Python scipy: HiGHS (scipy.optimize.milp), the planner's outside oracle.
 # Rust itself (cargo) must already be installed.
 set -euo pipefail
 
@@ -27,6 +28,12 @@ if ! python3 -c "import onnx, onnxruntime, numpy; assert onnx.__version__ == '$o
     echo "setup: installing Python onnx==$onnx_pin, onnxruntime, numpy" >&2
     python3 -m pip install --quiet --disable-pip-version-check "onnx==$onnx_pin" onnxruntime numpy 2>/dev/null \
         || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "onnx==$onnx_pin" onnxruntime numpy
+fi
+
+if ! python3 -c "import scipy.optimize; scipy.optimize.milp" 2>/dev/null; then
+    echo "setup: installing Python scipy (HiGHS, the planner's oracle)" >&2
+    python3 -m pip install --quiet --disable-pip-version-check scipy 2>/dev/null \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages scipy
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo not found; install Rust (rustup) first" >&2; exit 1; }

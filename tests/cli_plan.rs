@@ -38,8 +38,20 @@ fn tmp(name: &str) -> PathBuf {
 fn plan_prints_a_table_and_writes_the_json() {
     let d = tmp("table");
     let out = d.join("sub/plan.json");
-    let o = plan(&cfg("fleets/hc3.toml"), &cfg("workloads/group5.toml"), &["--out", out.to_str().unwrap()]);
+    let columns = d.join("columns.json");
+    let o = plan(
+        &cfg("fleets/hc3.toml"),
+        &cfg("workloads/group5.toml"),
+        &["--out", out.to_str().unwrap(), "--columns", columns.to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The configurations for an outside solver: classes, and per model its weight and every
+    // configuration with its partitions' class, share and per-vGPU throughput.
+    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&columns).unwrap()).unwrap();
+    assert_eq!(c["classes"][0]["name"], "V100");
+    assert_eq!(c["models"].as_array().unwrap().len(), 3);
+    let part = &c["models"][0]["columns"][0]["parts"][0];
+    assert!(part["class"].is_u64() && part["share"].is_u64() && part["vgpu_rps"].as_f64().unwrap() > 0.0, "{part}");
     let table = String::from_utf8_lossy(&o.stdout);
     for want in
         ["ppipe plan: objective z =", "GPUs per class (used / available)", "V100", "P4", "pools:", "plan written to"]

@@ -20,7 +20,9 @@
 //! ## How a plan is made
 //! 1. Throughput estimates for the batch-build term: the NP plan solved without that term
 //!    (PPIPE.md, "Details of the reference plans"); each model's throughput in it.
-//! 2. NP: one partition, whole GPUs, max-min z; then the fewest GPUs at that z.
+//! 2. NP: one partition, whole GPUs, max-min z; then the fewest GPUs at that z. When whole
+//!    models meet no SLO (only pipelines across classes do), NP serves nothing and PPipe
+//!    plans from no start.
 //! 3. DART-r (two-class fleets): from NP's GPU split, see `dart`.
 //! 4. PPipe: up to `max_partitions` partitions and every share; the search starts from the
 //!    better of the NP and DART-r plans (both are PPipe plans too), so PPipe is never below
@@ -28,6 +30,11 @@
 //!    bound on the joint MILP (at most 5% of the time limit, 0.3 s), then, when that does not
 //!    prove the plan, the split search over GPU splits between models (two-class fleets; up to
 //!    70% of the time limit; see `milp`), then the joint search again with the time left.
+//!
+//! With three or four classes only the joint search runs today: its plans reach the optimum
+//! in most published cases but are rarely proven within the time limit (docs/benchmarks.md;
+//! `scripts/planner_oracle.py` solves the same MILP with HiGHS from
+//! [`Planner::configurations`] as an outside check).
 //!
 //! ## What it must never do
 //! It is pure: data in (profiles, fleet, workload, SLOs, options), plan out (serde JSON). No
@@ -96,6 +103,35 @@ impl Inputs {
         let slos = workload.slos_us(&ordered)?;
         Ok(Inputs { fleet, workload, profiles: ordered, slos })
     }
+}
+
+/// The PPipe MILP's inputs for an outside solver ([`Planner::configurations`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct Configurations {
+    /// GPU classes in fleet order (a configuration's `class` indexes this).
+    pub classes: Vec<ClassCount>,
+    /// Served models in workload order.
+    pub models: Vec<ModelConfigurations>,
+}
+
+/// A class and its GPUs.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClassCount {
+    /// Name.
+    pub name: String,
+    /// GPUs.
+    pub count: u32,
+}
+
+/// One model's configurations.
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelConfigurations {
+    /// Name.
+    pub name: String,
+    /// Weight in the workload.
+    pub weight: f64,
+    /// Every SLO-feasible configuration (none pruned).
+    pub columns: Vec<columns::Column>,
 }
 
 /// Which planner.
@@ -351,6 +387,31 @@ impl<'a> Planner<'a> {
         Ok(e)
     }
 
+    /// Every SLO-feasible pipeline configuration of each served model, before pruning, with
+    /// the batch-build term of the PPipe plan: what an outside solver needs to solve the same
+    /// MILP (`scripts/planner_oracle.py` with HiGHS).
+    pub fn configurations(&mut self) -> Result<Configurations> {
+        let (est, _) = self.estimates()?;
+        let (served, _) = self.columns(Some(&est), false);
+        Ok(Configurations {
+            classes: self
+                .inputs
+                .fleet
+                .class
+                .iter()
+                .map(|c| ClassCount { name: c.name.clone(), count: c.count })
+                .collect(),
+            models: served
+                .into_iter()
+                .map(|mc| ModelConfigurations {
+                    name: self.inputs.profiles[mc.model].name.clone(),
+                    weight: self.inputs.workload.model[mc.model].weight,
+                    columns: mc.all,
+                })
+                .collect(),
+        })
+    }
+
     /// Plans with one planner.
     pub fn plan(&mut self, kind: PlannerKind) -> Result<Plan> {
         match kind {
@@ -368,8 +429,18 @@ impl<'a> Planner<'a> {
     pub fn all(&mut self) -> Result<(Plan, Plan, Option<Plan>)> {
         let cached = self.estimate.as_ref().map_or(0.0, |e| e.1);
         let started = Instant::now();
-        let np = self.np()?;
-        let dart = if self.inputs.fleet.class.len() == 2 { Some(self.dart_r(&np)?) } else { None };
+        // Whole models on whole GPUs may serve nothing while pipelines do (a model whose
+        // SLO only a cut across two classes meets): PPipe then plans from no start.
+        let np = match self.np() {
+            Ok(p) => p,
+            Err(PlannerError::NothingServable { .. }) => self.serves_nothing(PlannerKind::Np),
+            Err(e) => return Err(e),
+        };
+        let dart = match self.inputs.fleet.class.len() {
+            2 if np.models.is_empty() => Some(self.serves_nothing(PlannerKind::DartR)),
+            2 => Some(self.dart_r(&np)?),
+            _ => None,
+        };
         let (est, pre) = self.estimates()?;
         let (served, unserved) = self.columns(Some(&est), false);
         if served.is_empty() {
@@ -392,6 +463,34 @@ impl<'a> Planner<'a> {
         plan.solve_seconds = started.elapsed().as_secs_f64() + cached;
         self.check(&plan)?;
         Ok((plan, np, dart))
+    }
+
+    /// A plan of `kind` that serves nothing (every model unserved, with why): the baseline
+    /// when whole models meet no SLO.
+    fn serves_nothing(&self, kind: PlannerKind) -> Plan {
+        let (_, unserved) = self.columns(None, true);
+        let (models, classes) = milp::model_plans(self.inputs, &[], &[], &[], &self.options.columns(true));
+        Plan {
+            planner: kind.name().into(),
+            objective: 0.0,
+            solve_seconds: 0.0,
+            gap: 0.0,
+            optimal: false,
+            bandwidth_gbps: self.inputs.fleet.bandwidth_gbps,
+            classes,
+            models,
+            unserved,
+            solve: SolveInfo {
+                solver: "none".into(),
+                columns: 0,
+                feasible_columns: 0,
+                integer_vars: 0,
+                nodes: 0,
+                lp_bound: 0.0,
+                presolve_seconds: 0.0,
+                source: "whole models on whole GPUs meet no SLO".into(),
+            },
+        }
     }
 
     /// The NP baseline.

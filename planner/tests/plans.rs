@@ -402,6 +402,37 @@ fn a_model_that_cannot_meet_its_slo_is_named_and_the_others_are_served() {
 }
 
 #[test]
+fn pipelines_are_planned_when_whole_models_meet_no_slo() {
+    // Class A is fast on the first block and slow on the second, B the reverse: only the
+    // pipeline A -> B meets the 1 ms SLO (0.6 ms after the margin).
+    let lat = |first: u64, second: u64| vec![vec![first, 2 * first], vec![second, 2 * second]];
+    let mut classes = BTreeMap::new();
+    classes.insert("A".to_string(), vec![ShareProfile { share: 1, us: lat(100, 5_000) }]);
+    classes.insert("B".to_string(), vec![ShareProfile { share: 1, us: lat(5_000, 100) }]);
+    let profile =
+        ModelProfile { name: "split".into(), blocks: 2, cut_bytes: vec![1_000], classes, listed_slo_us: None };
+    let mut w = workload(&["split"], &[1.0]);
+    w.model[0].slo_ms = Some(1.0);
+    let inputs = Inputs::new(fleet(2, 2, 1), w, vec![profile]).unwrap();
+    let mut planner = Planner::new(&inputs, small_options()).unwrap();
+    let (pp, np, dart) = planner.all().unwrap();
+    assert_eq!((np.objective, np.unserved.len()), (0.0, 1), "NP serves nothing");
+    assert!(np.unserved[0].reason.contains("1.0 ms"), "{}", np.unserved[0].reason);
+    assert_eq!(dart.map(|d| d.objective), Some(0.0));
+    assert!(pp.objective > 0.0 && pp.unserved.is_empty(), "{pp:?}");
+    let pipeline = &pp.models[0].pipelines[0];
+    let classes: Vec<&str> = pipeline.partitions.iter().map(|p| p.class.as_str()).collect();
+    assert_eq!(classes, ["A", "B"]);
+    // Asked for NP alone, the answer names the model and why.
+    let e = Planner::new(&inputs, small_options()).unwrap().plan(PlannerKind::Np).unwrap_err();
+    assert!(e.to_string().contains("'split'"), "{e}");
+    assert_eq!(
+        Planner::new(&inputs, small_options()).unwrap().plan(PlannerKind::Ppipe).unwrap().objective,
+        pp.objective
+    );
+}
+
+#[test]
 fn bad_options_and_fleets_are_refused() {
     let mut rng = Rng(5);
     let inputs = Inputs::new(fleet(1, 1, 1), workload(&["m"], &[1.0]), vec![model(&mut rng, "m", 3)]).unwrap();

@@ -143,6 +143,9 @@ pub struct BenchCase {
     pub gap: f64,
     /// Models not served.
     pub unserved: usize,
+    /// The outside oracle on the same configurations (`--oracle`; PPipe rows only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oracle: Option<OracleResult>,
 }
 
 /// Objective ratios of one cluster.
@@ -152,8 +155,44 @@ pub struct BenchRatio {
     pub cluster: String,
     /// Mean over groups of ppipe / np.
     pub ppipe_over_np: f64,
-    /// Mean over groups of ppipe / dart-r.
-    pub ppipe_over_dart_r: f64,
+    /// Mean over groups of ppipe / dart-r (None: no DART-r plan, the fleet does not have two
+    /// classes).
+    pub ppipe_over_dart_r: Option<f64>,
+}
+
+/// What `scripts/planner_oracle.py` (HiGHS) found for a case.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+pub struct OracleResult {
+    /// Its objective (None: no solution in its time).
+    pub objective: Option<f64>,
+    /// Its proven relative gap.
+    pub gap: Option<f64>,
+    /// Whether it proved its objective optimal.
+    pub optimal: bool,
+    /// Its seconds.
+    pub seconds: f64,
+}
+
+/// Runs the oracle on `inputs` (the PPipe MILP's configurations), `time_limit` seconds.
+pub fn oracle(inputs: &Inputs, options: &PlanOptions, time_limit: f64) -> Result<OracleResult> {
+    let configurations = Planner::new(inputs, options.clone())?.configurations()?;
+    let file = std::env::temp_dir().join(format!("poolpipe-oracle-{}.json", std::process::id()));
+    std::fs::write(&file, serde_json::to_vec(&configurations)?)?;
+    let script = Path::new("scripts/planner_oracle.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&file)
+        .args(["--time-limit", &time_limit.to_string()])
+        .output()
+        .context("running python3 scripts/planner_oracle.py (run from the repository root, with scipy installed)")?;
+    let _ = std::fs::remove_file(&file);
+    if !out.status.success() {
+        anyhow::bail!(
+            "scripts/planner_oracle.py failed (pip install scipy; run from the repository root): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("reading the oracle's JSON")
 }
 
 /// The planner benchmark.
@@ -165,8 +204,8 @@ pub struct BenchReport {
     pub ratios: Vec<BenchRatio>,
     /// Mean ppipe / np over every case.
     pub mean_ppipe_over_np: f64,
-    /// Mean ppipe / dart-r over every case.
-    pub mean_ppipe_over_dart_r: f64,
+    /// Mean ppipe / dart-r over every case with a DART-r plan.
+    pub mean_ppipe_over_dart_r: Option<f64>,
     /// Median and largest PPipe planning time, seconds.
     pub ppipe_median_seconds: f64,
     /// Largest PPipe planning time, seconds.
@@ -177,13 +216,15 @@ pub struct BenchReport {
     pub options: PlanOptions,
 }
 
-/// Runs the three planners on every (fleet, workload) pair given.
+/// Runs the three planners on every (fleet, workload) pair given (DART-r on two-class fleets
+/// only); with `oracle` (a time limit, seconds), the outside oracle on each case too.
 pub fn bench(
     profiles: &Path,
     fleets: &[PathBuf],
     workloads: &[PathBuf],
     options: &PlanOptions,
     progress: bool,
+    oracle_limit: Option<f64>,
 ) -> Result<BenchReport> {
     let stem = |p: &PathBuf| p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let pb = if progress {
@@ -205,8 +246,12 @@ pub fn bench(
             let inputs = load_inputs(profiles, f, w)?;
             let mut planner = Planner::new(&inputs, options.clone())?;
             let (pp, np, dart) = planner.all().with_context(|| format!("planning {} on {}", stem(w), stem(f)))?;
-            let dart = dart.with_context(|| format!("{}: DART-r needs a two-class fleet", f.display()))?;
-            for p in [&pp, &np, &dart] {
+            let oracle = match oracle_limit {
+                Some(t) => Some(oracle(&inputs, options, t).with_context(|| format!("{} on {}", stem(w), stem(f)))?),
+                None => None,
+            };
+            for (p, o) in [(Some(&pp), oracle), (Some(&np), None), (dart.as_ref(), None)] {
+                let Some(p) = p else { continue };
                 cases.push(BenchCase {
                     cluster: stem(f),
                     group: stem(w),
@@ -215,17 +260,27 @@ pub fn bench(
                     solve_seconds: p.solve_seconds,
                     gap: p.gap,
                     unserved: p.unserved.len(),
+                    oracle: o,
                 });
             }
-            if pp.objective < np.objective - 1e-9 || pp.objective < dart.objective - 1e-9 {
+            if pp.objective < np.objective - 1e-9 || dart.as_ref().is_some_and(|d| pp.objective < d.objective - 1e-9) {
                 below += 1;
             }
             times.push(pp.solve_seconds);
-            r_np.push(pp.objective / np.objective);
-            r_dart.push(pp.objective / dart.objective);
+            // A baseline that serves nothing has no ratio.
+            if np.objective > 0.0 {
+                r_np.push(pp.objective / np.objective);
+            }
+            if let Some(d) = dart.as_ref().filter(|d| d.objective > 0.0) {
+                r_dart.push(pp.objective / d.objective);
+            }
             pb.inc(1);
         }
-        ratios.push(BenchRatio { cluster: stem(f), ppipe_over_np: mean(&r_np), ppipe_over_dart_r: mean(&r_dart) });
+        ratios.push(BenchRatio {
+            cluster: stem(f),
+            ppipe_over_np: mean(&r_np),
+            ppipe_over_dart_r: (!r_dart.is_empty()).then(|| mean(&r_dart)),
+        });
         all_np.extend(r_np);
         all_dart.extend(r_dart);
     }
@@ -235,7 +290,7 @@ pub fn bench(
         cases,
         ratios,
         mean_ppipe_over_np: mean(&all_np),
-        mean_ppipe_over_dart_r: mean(&all_dart),
+        mean_ppipe_over_dart_r: (!all_dart.is_empty()).then(|| mean(&all_dart)),
         ppipe_median_seconds: times.get(times.len() / 2).copied().unwrap_or(0.0),
         ppipe_max_seconds: times.last().copied().unwrap_or(0.0),
         ppipe_below_a_baseline: below,
@@ -250,16 +305,24 @@ fn mean(x: &[f64]) -> f64 {
 /// The benchmark as tables.
 pub fn render_bench(r: &BenchReport) -> String {
     let mut s = String::new();
-    let _ = writeln!(
+    let oracle = r.cases.iter().any(|c| c.oracle.is_some());
+    let _ = write!(
         s,
         "{:<8} {:<8} {:>11} {:>8} {:>9} {:>11} {:>8} {:>9} {:>10} {:>8}",
         "cluster", "group", "ppipe z", "gap %", "seconds", "np z", "np s", "dart-r z", "/np", "/dart-r"
     );
-    for chunk in r.cases.chunks(3) {
-        let (pp, np, d) = (&chunk[0], &chunk[1], &chunk[2]);
-        let _ = writeln!(
+    if oracle {
+        let _ = write!(s, " {:>11} {:>8} {:>9} {:>9}", "oracle z", "gap %", "seconds", "/oracle");
+    }
+    s.push('\n');
+    let dash = |x: Option<f64>, prec: usize| x.map_or("-".to_string(), |v| format!("{v:.prec$}"));
+    for pp in r.cases.iter().filter(|c| c.planner == "ppipe") {
+        let find =
+            |name: &str| r.cases.iter().find(|c| c.cluster == pp.cluster && c.group == pp.group && c.planner == name);
+        let (Some(np), d) = (find("np"), find("dart-r")) else { continue };
+        let _ = write!(
             s,
-            "{:<8} {:<8} {:>11.1} {:>8.3} {:>9.2} {:>11.1} {:>8.2} {:>9.1} {:>10.3} {:>8.3}",
+            "{:<8} {:<8} {:>11.1} {:>8.3} {:>9.2} {:>11.1} {:>8.2} {:>9} {:>10.3} {:>8}",
             pp.cluster,
             pp.group,
             pp.objective,
@@ -267,21 +330,37 @@ pub fn render_bench(r: &BenchReport) -> String {
             pp.solve_seconds,
             np.objective,
             np.solve_seconds,
-            d.objective,
+            dash(d.map(|d| d.objective), 1),
             pp.objective / np.objective,
-            pp.objective / d.objective
+            dash(d.map(|d| pp.objective / d.objective), 3)
         );
+        if let Some(o) = &pp.oracle {
+            let _ = write!(
+                s,
+                " {:>11} {:>8} {:>9.2} {:>9}",
+                dash(o.objective, 1),
+                dash(o.gap.map(|g| g * 100.0), 3),
+                o.seconds,
+                dash(o.objective.map(|z| pp.objective / z), 4)
+            );
+        }
+        s.push('\n');
     }
     let _ = writeln!(s, "\nmean objective ratio per cluster:");
     for c in &r.ratios {
-        let _ =
-            writeln!(s, "  {:<8} ppipe/np {:.3}  ppipe/dart-r {:.3}", c.cluster, c.ppipe_over_np, c.ppipe_over_dart_r);
+        let _ = writeln!(
+            s,
+            "  {:<8} ppipe/np {:.3}  ppipe/dart-r {}",
+            c.cluster,
+            c.ppipe_over_np,
+            dash(c.ppipe_over_dart_r, 3)
+        );
     }
     let _ = writeln!(
         s,
-        "  all      ppipe/np {:.3}  ppipe/dart-r {:.3}\nppipe planning time: median {:.2} s, worst {:.2} s (time limit {:.0} s per solver call, gap target {:.2}%); cases below a baseline: {}",
+        "  all      ppipe/np {:.3}  ppipe/dart-r {}\nppipe planning time: median {:.2} s, worst {:.2} s (time limit {:.0} s per solver call, gap target {:.2}%); cases below a baseline: {}",
         r.mean_ppipe_over_np,
-        r.mean_ppipe_over_dart_r,
+        dash(r.mean_ppipe_over_dart_r, 3),
         r.ppipe_median_seconds,
         r.ppipe_max_seconds,
         r.options.time_limit.as_secs_f64(),
@@ -290,6 +369,7 @@ pub fn render_bench(r: &BenchReport) -> String {
     );
     s
 }
+
 /// Plan a fleet: how each model of the workload is cut, which pool of which GPU class
 /// serves each partition, with how many (v)GPUs and at which batch size (PPipe's MILP, or
 /// the NP and DART-r baselines). Prints the plan and writes it as JSON.
@@ -311,6 +391,10 @@ pub struct PlanCmdArgs {
     /// Write the plan (JSON) here.
     #[arg(long, value_name = "FILE")]
     pub out: Option<std::path::PathBuf>,
+    /// Also write every SLO-feasible pipeline configuration (JSON, before pruning) here: the
+    /// input of `scripts/planner_oracle.py`, which solves the same MILP with HiGHS.
+    #[arg(long, value_name = "FILE")]
+    pub columns: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub opts: PlanArgs,
     /// Print the plan as one JSON object instead of tables.
@@ -320,9 +404,15 @@ pub struct PlanCmdArgs {
 
 /// Runs `poolpipe plan`.
 pub fn command(a: PlanCmdArgs) -> Result<()> {
-    let PlanCmdArgs { profiles, fleet, workload, planner, out, opts, json } = a;
+    let PlanCmdArgs { profiles, fleet, workload, planner, out, columns, opts, json } = a;
     let inputs = load_inputs(&profiles, &fleet, &workload)?;
-    let p = plan(&inputs, planner, opts.options()?)?;
+    let options = opts.options()?;
+    if let Some(path) = &columns {
+        let c = Planner::new(&inputs, options.clone())?.configurations()?;
+        std::fs::write(path, serde_json::to_vec(&c)?)
+            .with_context(|| format!("writing the configurations to {}", path.display()))?;
+    }
+    let p = plan(&inputs, planner, options)?;
     if let Some(out) = &out {
         write(&p, out)?;
     }

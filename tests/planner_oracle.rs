@@ -41,13 +41,21 @@ fn oracle(inputs: &Inputs, options: &PlanOptions, name: &str) -> f64 {
 
 #[test]
 fn plans_reach_the_outside_solvers_optimum() {
-    let options = PlanOptions { time_limit: Duration::from_secs(10), ..PlanOptions::default() };
-    // Two classes, proven by the split search: both solvers find the same optimum (a check
-    // of the formulation on both sides). Three and four classes: the plan reaches the
-    // oracle's optimum on these cases (issue 21: not yet on every case).
-    for (fleet, group, proven) in
-        [("hc1", "group1", true), ("hc4", "group3", true), ("mc3", "group4", true), ("mc4", "group1", false)]
-    {
+    // A generous limit: this is about the answer, not the time (docs/benchmarks.md has that).
+    let options = PlanOptions { time_limit: Duration::from_secs(30), ..PlanOptions::default() };
+    // Two classes, proven by the split search; three and four, proven by split searches
+    // over pairs of classes (the others whole to every model, a relaxation) and a joint
+    // search with each model held to its split: both solvers find the same optimum (a check
+    // of the formulation on both sides), and the planner proves it. (Issue 21: not yet on
+    // every four-class case; see docs/benchmarks.md.)
+    for (fleet, group) in [
+        ("hc1", "group1"),
+        ("hc4", "group3"),
+        ("mc3", "group1"),
+        ("mc3", "group6"),
+        ("mc4", "group1"),
+        ("mc4", "group6"),
+    ] {
         let inputs = inputs(fleet, group);
         let plan = Planner::new(&inputs, options.clone()).unwrap().plan(poolpipe_planner::PlannerKind::Ppipe).unwrap();
         let best = oracle(&inputs, &options, &format!("{fleet}-{group}"));
@@ -61,8 +69,6 @@ fn plans_reach_the_outside_solvers_optimum() {
             "{fleet} {group}: planner {} above the optimum {best}",
             plan.objective
         );
-        if proven {
-            assert!(plan.gap <= 1e-3, "{fleet} {group}: gap {}", plan.gap);
-        }
+        assert!(plan.gap <= 1e-3, "{fleet} {group}: gap {}", plan.gap);
     }
 }

@@ -26,15 +26,26 @@
 //! 3. DART-r (two-class fleets): from NP's GPU split, see `dart`.
 //! 4. PPipe: up to `max_partitions` partitions and every share; the search starts from the
 //!    better of the NP and DART-r plans (both are PPipe plans too), so PPipe is never below
-//!    either, even when the time limit stops the search. [`Search::Auto`]: a short branch and
-//!    bound on the joint MILP (at most 5% of the time limit, 0.3 s), then, when that does not
-//!    prove the plan, the split search over GPU splits between models (two-class fleets; up to
-//!    70% of the time limit; see `milp`), then the joint search again with the time left.
+//!    either, even when the time limit stops the search. With three partitions, the best
+//!    two-partition plan (a third of the time) starts it too. [`Search::Auto`]: a short
+//!    branch and bound on the joint MILP (at most 5% of the time limit, 0.3 s), then, when
+//!    that does not prove the plan, the split search over GPU splits between models (see
+//!    `milp`), then the joint search again with the time left.
 //!
-//! With three or four classes only the joint search runs today: its plans reach the optimum
-//! in most published cases but are rarely proven within the time limit (docs/benchmarks.md;
+//! How the split search scales with classes (chosen for issue 21, measured in
+//! docs/benchmarks.md): with two classes it is exact (up to 70% of the time). With three or
+//! four it splits the GPUs of one pair of classes between models and leaves every other class
+//! whole to each model: a relaxation, so its optimum bounds the fleet's. The pairs go by how
+//! much of each class the best known plan uses (the scarce classes first; at most two pairs,
+//! 35% of the time each). When its plan also fits the other classes, or fits once each model
+//! sheds what it does not need of them, or the joint MILP with each model held to its share of
+//! the pair reaches the bound, the plan is proven. That settles fleets where at most two
+//! classes bind (every published group on V100/T4/P4 in about 0.3 s); when three or four
+//! classes bind, the relaxed bound sits about 1% above the optimum and the joint search goes on
+//! from the best plan, reporting the better of the two bounds.
+//!
 //! `scripts/planner_oracle.py` solves the same MILP with HiGHS from
-//! [`Planner::configurations`] as an outside check).
+//! [`Planner::configurations`] as an outside check (tests/planner_oracle.rs).
 //!
 //! ## What it must never do
 //! It is pure: data in (profiles, fleet, workload, SLOs, options), plan out (serde JSON). No
@@ -450,15 +461,50 @@ impl<'a> Planner<'a> {
         if let Some(d) = &dart {
             warm.push(("dart-r".to_string(), choices_of(&d.models, &served, self.inputs)));
         }
-        let out = milp::solve(
-            self.inputs,
-            &served,
-            self.solver.as_ref(),
-            &self.options.limits(),
-            false,
-            &warm,
-            self.options.search,
-        )?;
+        let mut limits = self.options.limits();
+        if self.options.max_partitions > 2 {
+            // Two-partition plans are three-partition plans too, and their search is far
+            // smaller: the best of them (a third of the time) starts the wider search.
+            let t = Instant::now();
+            let narrow = ColumnOptions { max_partitions: 2, ..self.options.columns(false) };
+            let served2: Vec<ModelColumns> = served
+                .iter()
+                .map(|mc| {
+                    let i = mc.model;
+                    let all = columns::enumerate(
+                        &self.inputs.profiles[i],
+                        &self.inputs.fleet,
+                        self.inputs.slos[i].0,
+                        Some(est[i]),
+                        &narrow,
+                    );
+                    ModelColumns::new(i, all)
+                })
+                .collect();
+            if served2.iter().all(|mc| !mc.all.is_empty()) {
+                let third = Limits { time_limit: limits.time_limit.map(|d| d / 3), ..limits.clone() };
+                let warm2: Vec<(String, Vec<Choice>)> = warm
+                    .iter()
+                    .map(|(name, _)| {
+                        let plan = if name == "np" { &np } else { dart.as_ref().unwrap_or(&np) };
+                        (name.clone(), choices_of(&plan.models, &served2, self.inputs))
+                    })
+                    .collect();
+                let out2 = milp::solve(
+                    self.inputs,
+                    &served2,
+                    self.solver.as_ref(),
+                    &third,
+                    false,
+                    &warm2,
+                    self.options.search,
+                )?;
+                let (models2, _) = milp::model_plans(self.inputs, &served2, &out2.choices, &est, &narrow);
+                warm.push(("two partitions".to_string(), choices_of(&models2, &served, self.inputs)));
+                limits.time_limit = limits.time_limit.map(|d| d.saturating_sub(t.elapsed()).max(d / 3));
+            }
+        }
+        let out = milp::solve(self.inputs, &served, self.solver.as_ref(), &limits, false, &warm, self.options.search)?;
         let mut plan = self.make_plan(PlannerKind::Ppipe, &served, unserved, &out, &est, pre, false);
         plan.solve_seconds = started.elapsed().as_secs_f64() + cached;
         self.check(&plan)?;

@@ -29,6 +29,12 @@
 //! class-0 GPUs, and asks the costliest model one question per split: does it serve more
 //! than its share on what is left? A yes is a better plan; a no everywhere bounds the
 //! optimum by the target. It ends when the gap is within `mip_gap`, or proven 0.
+//!
+//! With more than two classes the same search runs on one pair of classes at a time, every
+//! other class given whole to each model ([`solve_split`]'s `pair`): its bound holds for the
+//! fleet. Its plan is the fleet's optimum when it fits the other classes as it is, after each
+//! model sheds what it does not need of them ([`shrink`]), or when the joint MILP with each
+//! model held to its GPUs of the pair reaches the bound ([`fit_jointly`]).
 
 use std::collections::BTreeMap;
 
@@ -212,7 +218,8 @@ pub(crate) fn solve(
     l.warm_start = best_start.as_ref().map(|s| s.1.clone());
     let total = limits.time_limit.unwrap_or(std::time::Duration::from_secs(3600));
     let t0 = std::time::Instant::now();
-    let split = strategy != crate::Search::Joint && !fewest_gpus && inputs.fleet.class.len() == 2 && served.len() > 1;
+    let classes = inputs.fleet.class.len();
+    let split = strategy != crate::Search::Joint && !fewest_gpus && classes >= 2 && served.len() > 1;
     if split {
         // A short joint search first: easy cases end here, the others get a good start.
         l.time_limit = Some(total.mul_f64(0.05).min(std::time::Duration::from_millis(300)));
@@ -240,27 +247,75 @@ pub(crate) fn solve(
         } else {
             solved.values.clone()
         };
-        let budget = total.mul_f64(0.7).saturating_sub(t0.elapsed());
-        let lim = Limits { time_limit: Some(budget), ..limits.clone() };
-        if let Some((choices, nodes, hi)) = solve_split(
-            inputs,
-            served,
-            solver,
-            &lim,
-            &extract(served, &layout, &start),
-            solved.bound.min(lp.objective),
-        )? {
+        // Two classes: one split search, exact. More: a split search per pair of classes, the
+        // most used first, each with the other classes whole to every model (a relaxation):
+        // its bound holds for the fleet, and its plan is the optimum when it fits.
+        let pairs =
+            if classes == 2 { vec![[0, 1]] } else { pairs_by_use(inputs, served, &extract(served, &layout, &start)) };
+        let mut relaxed_bound = f64::INFINITY;
+        // With more than two classes, at most two pairs, each with up to 35% of the time: the
+        // joint search keeps the rest when neither proves the plan.
+        let tries = if classes == 2 { 1 } else { 2 };
+        let proven_at = |z: f64, bound: f64| z > 0.0 && (bound - z) / z <= limits.mip_gap.max(1e-9);
+        let mut found: Option<Vec<Choice>> = None;
+        for (i, pair) in pairs.into_iter().take(tries).enumerate() {
+            let budget =
+                total.mul_f64(if classes == 2 { 0.7 } else { 0.2 * (i + 1) as f64 }).saturating_sub(t0.elapsed());
+            if budget.is_zero() {
+                break;
+            }
+            let lim = Limits { time_limit: Some(budget), ..limits.clone() };
+            let r = solve_split(
+                inputs,
+                served,
+                solver,
+                &lim,
+                &extract(served, &layout, &start),
+                solved.bound.min(lp.objective).min(relaxed_bound),
+                pair,
+            )?;
+            // Out of time: what is left goes to the joint search.
+            let Some((choices, nodes, hi)) = r else { break };
+            relaxed_bound = relaxed_bound.min(hi);
+            solved.nodes += nodes;
+            if fits(inputs, served, &choices) {
+                found = Some(choices);
+                break;
+            }
+            // Each model's plan took the other classes as if it had them all: keep its
+            // throughput and the pair's GPUs it was given, and use as few of the others as
+            // it can; failing that, the best plan of the models together with that split of
+            // the pair's GPUs.
+            let deadline = t0 + total.mul_f64(if classes == 2 { 0.75 } else { 0.2 * (i + 1) as f64 + 0.1 });
+            if let Some(c) =
+                shrink(inputs, served, solver, &choices, pair, deadline).filter(|c| fits(inputs, served, c))
+            {
+                found = Some(c);
+                break;
+            }
+            let target = relaxed_bound / (1.0 + limits.mip_gap);
+            if let Some(c) = fit_jointly(inputs, served, solver, &choices, pair, target, deadline) {
+                found = Some(c);
+                break;
+            }
+            if proven_at(model.objective_of(&start), relaxed_bound) {
+                found = Some(extract(served, &layout, &start));
+                break;
+            }
+        }
+        if let Some(choices) = found {
             let values = assignment(inputs, served, &layout, &model, &choices);
             let objective = model.objective_of(&values);
+            let hi = relaxed_bound.max(objective);
             let gap = if objective > 0.0 { ((hi - objective) / objective).max(0.0) } else { 0.0 };
             let optimal = gap <= 1e-8;
             let solved = Solved {
                 values,
                 objective,
-                bound: if optimal { objective } else { hi },
+                bound: hi,
                 gap: if optimal { 0.0 } else { gap },
                 optimal,
-                nodes: solved.nodes + nodes,
+                nodes: solved.nodes,
                 seconds: t0.elapsed().as_secs_f64() + lp.seconds,
             };
             return Ok(Outcome {
@@ -271,9 +326,14 @@ pub(crate) fn solve(
                 from_warm: None,
             });
         }
-        // Not proven in time: the joint search again with what is left, from its best plan.
+        solved.bound = solved.bound.min(relaxed_bound);
+        if solved.objective > 0.0 {
+            solved.gap = ((solved.bound - solved.objective) / solved.objective).max(0.0);
+        }
+        // Not proven in time (nor by a split's bound): the joint search again with what is
+        // left, from its best plan.
         let left = total.saturating_sub(t0.elapsed());
-        if !left.is_zero() {
+        if solved.gap > limits.mip_gap && !left.is_zero() {
             let lim = Limits { time_limit: Some(left), warm_start: Some(start), ..limits.clone() };
             if let Ok(again) = solver.solve(&model, &lim)
                 && again.objective >= solved.objective
@@ -283,6 +343,16 @@ pub(crate) fn solve(
                 solved.nodes = nodes;
             }
         }
+        // A split's bound holds whatever the joint search found.
+        if relaxed_bound < solved.bound {
+            solved.bound = relaxed_bound.max(solved.objective);
+            solved.gap = if solved.objective > 0.0 {
+                ((solved.bound - solved.objective) / solved.objective).max(0.0)
+            } else {
+                0.0
+            };
+        }
+        solved.optimal |= solved.gap <= 1e-8;
         solved.seconds = t0.elapsed().as_secs_f64();
     }
     let mut choices = extract(served, &layout, &solved.values);
@@ -413,6 +483,9 @@ struct SplitSearch<'a> {
     inputs: &'a Inputs,
     served: &'a [ModelColumns],
     solver: &'a dyn Solver,
+    /// The two classes split between models; every other class is left whole to each model
+    /// (a relaxation: its bounds hold for the fleet).
+    pair: [usize; 2],
     limits: Limits,
     deadline: std::time::Instant,
     memo: Vec<BTreeMap<(u32, u32), Known>>,
@@ -424,7 +497,10 @@ struct GiveUp;
 
 impl SplitSearch<'_> {
     fn model_milp(&self, m: usize, h: u32, l: u32) -> (Milp, Layout) {
-        build(self.inputs, std::slice::from_ref(&self.served[m]), &[h, l])
+        let mut budget: Vec<u32> = self.inputs.fleet.class.iter().map(|c| c.count).collect();
+        budget[self.pair[0]] = h;
+        budget[self.pair[1]] = l;
+        build(self.inputs, std::slice::from_ref(&self.served[m]), &budget)
     }
 
     /// Solves model m alone on (h, l) within a relative gap: records the plan found (a lower
@@ -444,7 +520,8 @@ impl SplitSearch<'_> {
             trim(&self.served[m], extract(std::slice::from_ref(&self.served[m]), &layout, &s.values).remove(0));
         let f = capacity(&self.served[m], &choice);
         let upper = if s.optimal { f } else { (s.bound * w).max(f) };
-        let used = usage(&self.served[m], &choice);
+        let all = usage(&self.served[m], &choice, self.inputs.fleet.class.len());
+        let used = (all[self.pair[0]], all[self.pair[1]]);
         for key in [(h, l), used] {
             let e = self.memo[m].entry(key).or_default();
             if e.plan.as_ref().is_none_or(|x| x.0 < f) {
@@ -507,7 +584,8 @@ impl SplitSearch<'_> {
     /// For each h, the fewest GPUs of class 1 with which model m serves more than `tau`, as
     /// the allotment of a proven plan that does it.
     fn staircase(&mut self, m: usize, tau: f64) -> std::result::Result<Vec<(u32, u32)>, GiveUp> {
-        let (n0, n1) = (self.inputs.fleet.class[0].count, self.inputs.fleet.class[1].count);
+        let class = &self.inputs.fleet.class;
+        let (n0, n1) = (class[self.pair[0]].count, class[self.pair[1]].count);
         let mut out: Vec<(u32, u32)> = vec![];
         let mut l = n1;
         for h in 0..=n0 {
@@ -567,17 +645,121 @@ fn pools(mc: &ModelColumns, choice: &Choice) -> BTreeMap<(usize, usize), u32> {
     sum.into_iter().map(|(key, g)| (key, pool_gpus(g))).collect()
 }
 
-/// GPUs of class 0 and 1 a model's pipelines use.
-fn usage(mc: &ModelColumns, choice: &Choice) -> (u32, u32) {
-    let mut u = (0, 0);
+/// GPUs of each of `classes` classes a model's pipelines use.
+fn usage(mc: &ModelColumns, choice: &Choice, classes: usize) -> Vec<u32> {
+    let mut u = vec![0; classes];
     for ((_, c), g) in pools(mc, choice) {
-        if c == 0 {
-            u.0 += g;
-        } else {
-            u.1 += g;
-        }
+        u[c] += g;
     }
     u
+}
+
+/// The same throughput per model from the same GPUs of `pair`, with as few GPUs of the other
+/// classes as each model alone can (each class weighted by its scarcity). None when out of
+/// time or a model's search fails.
+fn shrink(
+    inputs: &Inputs,
+    served: &[ModelColumns],
+    solver: &dyn Solver,
+    choices: &[Choice],
+    pair: [usize; 2],
+    deadline: std::time::Instant,
+) -> Option<Vec<Choice>> {
+    let k = inputs.fleet.class.len();
+    let mut out = vec![];
+    for (mc, choice) in served.iter().zip(choices) {
+        let used = usage(mc, choice, k);
+        let mut budget: Vec<u32> = inputs.fleet.class.iter().map(|c| c.count).collect();
+        for &c in &pair {
+            budget[c] = used[c];
+        }
+        let one = std::slice::from_ref(mc);
+        let (mut model, layout) = build(inputs, one, &budget);
+        let w = inputs.workload.model[mc.model].weight;
+        let target = capacity(mc, choice) / w;
+        for v in &mut model.vars {
+            v.obj = 0.0;
+        }
+        for (&(_, _, class), p) in &layout.pools {
+            if !pair.contains(&class) {
+                model.vars[p.0].obj = -1.0 / inputs.fleet.class[class].count.max(1) as f64;
+            }
+        }
+        model.row(vec![(layout.z, 1.0)], Cmp::Ge, target * (1.0 - 1e-9));
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        let s = solver.solve(&model, &Limits { time_limit: Some(left), mip_gap: 0.0, warm_start: None }).ok()?;
+        let c = trim(mc, extract(one, &layout, &s.values).remove(0));
+        // Never below the throughput it had.
+        out.push(if capacity(mc, &c) + 1e-9 >= capacity(mc, choice) { c } else { choice.clone() });
+    }
+    Some(out)
+}
+
+/// A plan of the fleet at `target` (z) or above with each model held to the GPUs of `pair`
+/// that `choices` give it (the joint MILP with those budgets per model, the other classes
+/// shared). None when there is none with that split or time runs out.
+fn fit_jointly(
+    inputs: &Inputs,
+    served: &[ModelColumns],
+    solver: &dyn Solver,
+    choices: &[Choice],
+    pair: [usize; 2],
+    target: f64,
+    deadline: std::time::Instant,
+) -> Option<Vec<Choice>> {
+    let k = inputs.fleet.class.len();
+    let counts: Vec<u32> = inputs.fleet.class.iter().map(|c| c.count).collect();
+    let (mut model, layout) = build(inputs, served, &counts);
+    for (si, (mc, choice)) in served.iter().zip(choices).enumerate() {
+        let used = usage(mc, choice, k);
+        for &g in &pair {
+            let terms: Vec<(Var, f64)> =
+                layout.pools.iter().filter(|((m, _, c), _)| *m == si && *c == g).map(|(_, &v)| (v, 1.0)).collect();
+            if !terms.is_empty() {
+                model.row(terms, Cmp::Le, used[g] as f64);
+            }
+        }
+    }
+    model.row(vec![(layout.z, 1.0)], Cmp::Ge, target * (1.0 - 1e-9));
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() {
+        return None;
+    }
+    let s = solver.solve(&model, &Limits { time_limit: Some(left), mip_gap: 1e-6, warm_start: None }).ok()?;
+    let out: Vec<Choice> = served.iter().zip(extract(served, &layout, &s.values)).map(|(mc, c)| trim(mc, c)).collect();
+    fits(inputs, served, &out).then_some(out)
+}
+
+/// Whether the models' chosen pipelines fit the fleet.
+fn fits(inputs: &Inputs, served: &[ModelColumns], choices: &[Choice]) -> bool {
+    let k = inputs.fleet.class.len();
+    let mut total = vec![0u32; k];
+    for (mc, c) in served.iter().zip(choices) {
+        for (t, u) in total.iter_mut().zip(usage(mc, c, k)) {
+            *t += u;
+        }
+    }
+    total.iter().zip(&inputs.fleet.class).all(|(&t, c)| t <= c.count)
+}
+
+/// The pairs of classes to split, the most used first: by the share of each class's GPUs the
+/// plan `choices` uses.
+fn pairs_by_use(inputs: &Inputs, served: &[ModelColumns], choices: &[Choice]) -> Vec<[usize; 2]> {
+    let k = inputs.fleet.class.len();
+    let mut used = vec![0u32; k];
+    for (mc, c) in served.iter().zip(choices) {
+        for (t, u) in used.iter_mut().zip(usage(mc, c, k)) {
+            *t += u;
+        }
+    }
+    let share: Vec<f64> =
+        used.iter().zip(&inputs.fleet.class).map(|(&u, c)| u as f64 / c.count.max(1) as f64).collect();
+    let mut pairs: Vec<[usize; 2]> = (0..k).flat_map(|a| (a + 1..k).map(move |b| [a, b])).collect();
+    pairs.sort_by(|x, y| (share[y[0]] + share[y[1]]).total_cmp(&(share[x[0]] + share[x[1]])));
+    pairs
 }
 
 fn capacity(mc: &ModelColumns, choice: &Choice) -> f64 {
@@ -599,9 +781,12 @@ type Allotments = Vec<(usize, (u32, u32))>;
 /// For a count of class-0 GPUs: the fewest class-1 GPUs, the least F / w, the allotments.
 type Others = (u32, f64, Allotments);
 
-/// The exact optimum for a two-class fleet by searching GPU splits between models: with
-/// F_m(h, l) the best throughput of model m alone on h and l GPUs (a small MILP, proven
-/// optimal), z* = max over splits of min_m F_m / w_m. From a known z, each round finds per
+/// The exact optimum by searching splits of the GPUs of two classes (`pair`) between models:
+/// with F_m(h, l) the best throughput of model m alone on h and l GPUs of the pair (and every
+/// GPU of the other classes: a relaxation when the fleet has more than two), a small MILP
+/// proven optimal, z* = max over splits of min_m F_m / w_m. With more than two classes the
+/// returned bound holds for the fleet, and the plan is the fleet's optimum when it fits
+/// ([`fits`]). From a known z, each round finds per
 /// model the staircase of the fewest GPUs that serve more than z * w_m (bounds by the LP
 /// relaxation and by monotonicity skip most MILPs), then the split of those that maximises
 /// the least F_m / w_m; no split: z is optimal. None when out of time or a sub-problem is not
@@ -613,8 +798,9 @@ pub(crate) fn solve_split(
     limits: &Limits,
     start: &[Choice],
     upper: f64,
+    pair: [usize; 2],
 ) -> Result<Option<SplitResult>> {
-    if inputs.fleet.class.len() != 2 {
+    if inputs.fleet.class.len() < 2 || pair[0] == pair[1] || pair.iter().any(|&c| c >= inputs.fleet.class.len()) {
         return Ok(None);
     }
     let started = std::time::Instant::now();
@@ -622,13 +808,14 @@ pub(crate) fn solve_split(
         inputs,
         served,
         solver,
+        pair,
         limits: limits.clone(),
         deadline: started + limits.time_limit.unwrap_or(std::time::Duration::from_secs(3600)),
         memo: vec![BTreeMap::new(); served.len()],
         nodes: 0,
     };
     let w: Vec<f64> = served.iter().map(|mc| inputs.workload.model[mc.model].weight).collect();
-    let (n0, n1) = (inputs.fleet.class[0].count, inputs.fleet.class[1].count);
+    let (n0, n1) = (inputs.fleet.class[pair[0]].count, inputs.fleet.class[pair[1]].count);
     let mut best: Vec<Choice> = start.to_vec();
     let mut z = served.iter().zip(&best).zip(&w).map(|((mc, c), w)| capacity(mc, c) / w).fold(f64::INFINITY, f64::min);
     if !z.is_finite() {

@@ -56,6 +56,29 @@ fn model(rng: &mut Rng, name: &str, blocks: usize) -> ModelProfile {
     }
 }
 
+/// [`model`] with a third class C, slow on the first blocks and fast on the last ones
+/// (pipelines A -> C and B -> C pay off).
+fn model3(rng: &mut Rng, name: &str, blocks: usize) -> ModelProfile {
+    let mut m = model(rng, name, blocks);
+    let a = m.classes["A"][0].us.clone();
+    let us: Vec<Vec<u64>> = a
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let f = 2.5 - 1.8 * i as f64 / (blocks - 1) as f64 + rng.range(0.0, 0.3);
+            row.iter().map(|&v| (v as f64 * f).round() as u64).collect()
+        })
+        .collect();
+    m.classes.insert("C".to_string(), vec![ShareProfile { share: 1, us }]);
+    m
+}
+
+fn fleet3(a: u32, b: u32, c: u32) -> Fleet {
+    let mut f = fleet(a, b, 1);
+    f.class.push(GpuClass { name: "C".into(), count: c, gpus_per_server: 1, shares: None });
+    f
+}
+
 fn fleet(a: u32, b: u32, gps_b: u32) -> Fleet {
     Fleet {
         bandwidth_gbps: 10.0,
@@ -154,10 +177,20 @@ fn configs(inputs: &Inputs, m: usize, est: f64, o: &PlanOptions, np: bool) -> Ve
     out
 }
 
-/// Best throughput of one model for every (GPUs of class 0, GPUs of class 1) allocation.
-fn best_per_allocation(cfgs: &[Config], counts: [u32; 2], parts: usize) -> HashMap<(u32, u32), f64> {
+/// Every allocation vector of GPUs per class up to `counts`.
+fn allocations(counts: &[u32]) -> Vec<Vec<u32>> {
+    let mut out = vec![vec![]];
+    for &n in counts {
+        out = out.into_iter().flat_map(|a| (0..=n).map(move |x| [a.clone(), vec![x]].concat())).collect();
+    }
+    out
+}
+
+/// Best throughput of one model for every allocation (GPUs per class).
+fn best_per_allocation(cfgs: &[Config], counts: &[u32], parts: usize) -> HashMap<Vec<u32>, f64> {
+    let k = counts.len();
     // Pool usage in half GPUs (shares 1 and 2), per (partition, class).
-    let pools = parts * 2;
+    let pools = parts * k;
     let cap = |class: usize| 2 * counts[class] as usize;
     let mut states: HashMap<Vec<usize>, f64> = HashMap::new();
     states.insert(vec![0; pools], 0.0);
@@ -170,8 +203,8 @@ fn best_per_allocation(cfgs: &[Config], counts: [u32; 2], parts: usize) -> HashM
                 let ns: Vec<usize> = cfg.iter().map(|&(_, _, x)| ((thr / x) - 1e-9).ceil() as usize).collect();
                 let thr = cfg.iter().zip(&ns).map(|(p, &n)| n as f64 * p.2).fold(f64::INFINITY, f64::min);
                 let mut use_ = vec![0; pools];
-                for (d, (&(c, k, _), &n)) in cfg.iter().zip(&ns).enumerate() {
-                    use_[d * 2 + c] += n * 2 / k;
+                for (d, (&(c, sh, _), &n)) in cfg.iter().zip(&ns).enumerate() {
+                    use_[d * k + c] += n * 2 / sh;
                 }
                 options.push((use_, thr));
             }
@@ -180,7 +213,7 @@ fn best_per_allocation(cfgs: &[Config], counts: [u32; 2], parts: usize) -> HashM
         for (s, &t) in &states {
             for (u, thr) in &options {
                 let v: Vec<usize> = s.iter().zip(u).map(|(a, b)| a + b).collect();
-                let fits = (0..2).all(|c| (0..parts).map(|d| v[d * 2 + c].div_ceil(2)).sum::<usize>() * 2 <= cap(c));
+                let fits = (0..k).all(|c| (0..parts).map(|d| v[d * k + c].div_ceil(2)).sum::<usize>() * 2 <= cap(c));
                 if !fits {
                     continue;
                 }
@@ -192,48 +225,45 @@ fn best_per_allocation(cfgs: &[Config], counts: [u32; 2], parts: usize) -> HashM
         }
         states = next;
     }
-    let mut best: HashMap<(u32, u32), f64> = HashMap::new();
+    let mut best: HashMap<Vec<u32>, f64> = HashMap::new();
     for (s, t) in states {
-        let g = |c: usize| (0..parts).map(|d| s[d * 2 + c].div_ceil(2)).sum::<usize>() as u32;
-        let e = best.entry((g(0), g(1))).or_insert(0.0);
+        let g: Vec<u32> = (0..k).map(|c| (0..parts).map(|d| s[d * k + c].div_ceil(2)).sum::<usize>() as u32).collect();
+        let e = best.entry(g).or_insert(0.0);
         if t > *e {
             *e = t;
         }
     }
     // Monotone: more GPUs never hurt.
     let mut out = HashMap::new();
-    for a in 0..=counts[0] {
-        for b in 0..=counts[1] {
-            let v = best.iter().filter(|((x, y), _)| *x <= a && *y <= b).map(|(_, &t)| t).fold(0.0, f64::max);
-            out.insert((a, b), v);
-        }
+    for a in allocations(counts) {
+        let v = best.iter().filter(|(x, _)| x.iter().zip(&a).all(|(p, q)| p <= q)).map(|(_, &t)| t).fold(0.0, f64::max);
+        out.insert(a, v);
     }
     out
 }
 
-/// Best throughput per (GPUs of class 0, GPUs of class 1).
-type Table = HashMap<(u32, u32), f64>;
+/// Best throughput per allocation (GPUs per class).
+type Table = HashMap<Vec<u32>, f64>;
 
-/// The best max-min objective by exhaustive search.
+/// The best max-min objective by exhaustive search (one or two models).
 fn brute(inputs: &Inputs, est: &[f64], o: &PlanOptions, np: bool) -> f64 {
-    let counts = [inputs.fleet.class[0].count, inputs.fleet.class[1].count];
+    let counts: Vec<u32> = inputs.fleet.class.iter().map(|c| c.count).collect();
     let parts = if np { 1 } else { o.max_partitions };
     let tables: Vec<(f64, Table)> = (0..inputs.profiles.len())
         .map(|m| {
             let c = configs(inputs, m, est[m], o, np);
-            (inputs.workload.model[m].weight, best_per_allocation(&c, counts, parts))
+            (inputs.workload.model[m].weight, best_per_allocation(&c, &counts, parts))
         })
         .collect();
     match tables.len() {
-        1 => tables[0].1[&(counts[0], counts[1])] / tables[0].0,
+        1 => tables[0].1[&counts] / tables[0].0,
         2 => {
             let mut z: f64 = 0.0;
-            for a in 0..=counts[0] {
-                for b in 0..=counts[1] {
-                    let t0 = tables[0].1[&(a, b)] / tables[0].0;
-                    let t1 = tables[1].1[&(counts[0] - a, counts[1] - b)] / tables[1].0;
-                    z = z.max(t0.min(t1));
-                }
+            for a in allocations(&counts) {
+                let rest: Vec<u32> = counts.iter().zip(&a).map(|(n, x)| n - x).collect();
+                let t0 = tables[0].1[&a] / tables[0].0;
+                let t1 = tables[1].1[&rest] / tables[1].0;
+                z = z.max(t0.min(t1));
             }
             z
         }
@@ -302,6 +332,44 @@ fn small_instances_match_exhaustive_search() {
     assert_eq!(cases, 14);
     // The instances are meant to exercise cutting: most optimal plans cut.
     assert!(split_cases >= 5, "only {split_cases} plans cut a model");
+}
+
+#[test]
+fn three_class_instances_match_exhaustive_search() {
+    let mut rng = Rng(19);
+    let mut cases = 0;
+    let mut three = 0;
+    for case in 0..10 {
+        let names = [format!("t{case}a"), format!("t{case}b")];
+        let profiles: Vec<ModelProfile> = names.iter().map(|n| model3(&mut rng, n, 3 + case % 2)).collect();
+        let counts = (1 + (rng.next() * 2.0) as u32, 1 + (rng.next() * 3.0) as u32, 1 + (rng.next() * 2.0) as u32);
+        let weights = [rng.range(0.2, 0.8), rng.range(0.2, 0.8)];
+        let inputs =
+            Inputs::new(fleet3(counts.0, counts.1, counts.2), workload(&[&names[0], &names[1]], &weights), profiles)
+                .unwrap();
+        let o = small_options();
+        let mut planner = Planner::new(&inputs, o.clone()).unwrap();
+        let (est, _) = planner.estimates().unwrap();
+        let (pp, np, dart) = planner.all().unwrap();
+        assert!(dart.is_none());
+        let want_pp = brute(&inputs, &est, &o, false);
+        let want_np = brute(&inputs, &est, &o, true);
+        assert!(close(pp.objective, want_pp), "case {case}: ppipe {} vs exhaustive {want_pp}", pp.objective);
+        assert!(pp.optimal, "case {case}: gap {}", pp.gap);
+        assert!(close(np.objective, want_np), "case {case}: np {} vs exhaustive {want_np}", np.objective);
+        // The split search on its own proves the same optimum.
+        let p = Planner::new(&inputs, PlanOptions { search: Search::Split, ..o.clone() })
+            .unwrap()
+            .plan(PlannerKind::Ppipe)
+            .unwrap();
+        assert!(close(p.objective, want_pp) && p.optimal, "case {case}, split: {} vs {want_pp}", p.objective);
+        cases += 1;
+        if pp.classes.iter().all(|c| c.used > 0) {
+            three += 1;
+        }
+    }
+    assert_eq!(cases, 10);
+    assert!(three >= 3, "only {three} plans use all three classes");
 }
 
 #[test]

@@ -37,7 +37,7 @@
 //! four it splits the GPUs of one pair of classes between models and leaves every other class
 //! whole to each model: a relaxation, so its optimum bounds the fleet's. The pairs go by how
 //! much of each class the best known plan uses (the scarce classes first; at most two pairs,
-//! 35% of the time each). When its plan also fits the other classes, or fits once each model
+//! the first until 60% of the time, the second until 75%). When its plan also fits the other classes, or fits once each model
 //! sheds what it does not need of them, or the joint MILP with each model held to its share of
 //! the pair reaches the bound, the plan is proven. That settles fleets where at most two
 //! classes bind (every published group on V100/T4/P4 in about 0.3 s); when three or four

@@ -253,14 +253,21 @@ pub(crate) fn solve(
         let pairs =
             if classes == 2 { vec![[0, 1]] } else { pairs_by_use(inputs, served, &extract(served, &layout, &start)) };
         let mut relaxed_bound = f64::INFINITY;
-        // With more than two classes, at most two pairs, each with up to 35% of the time: the
-        // joint search keeps the rest when neither proves the plan.
+        // With more than two classes, at most two pairs: the first with up to 60% of the time,
+        // the second up to 75%; the joint search keeps the rest when neither proves the plan.
         let tries = if classes == 2 { 1 } else { 2 };
         let proven_at = |z: f64, bound: f64| z > 0.0 && (bound - z) / z <= limits.mip_gap.max(1e-9);
         let mut found: Option<Vec<Choice>> = None;
         for (i, pair) in pairs.into_iter().take(tries).enumerate() {
-            let budget =
-                total.mul_f64(if classes == 2 { 0.7 } else { 0.2 * (i + 1) as f64 }).saturating_sub(t0.elapsed());
+            let budget = total
+                .mul_f64(if classes == 2 {
+                    0.7
+                } else if i == 0 {
+                    0.6
+                } else {
+                    0.75
+                })
+                .saturating_sub(t0.elapsed());
             if budget.is_zero() {
                 break;
             }
@@ -286,7 +293,14 @@ pub(crate) fn solve(
             // throughput and the pair's GPUs it was given, and use as few of the others as
             // it can; failing that, the best plan of the models together with that split of
             // the pair's GPUs.
-            let deadline = t0 + total.mul_f64(if classes == 2 { 0.75 } else { 0.2 * (i + 1) as f64 + 0.1 });
+            let deadline = t0
+                + total.mul_f64(if classes == 2 {
+                    0.75
+                } else if i == 0 {
+                    0.7
+                } else {
+                    0.85
+                });
             if let Some(c) =
                 shrink(inputs, served, solver, &choices, pair, deadline).filter(|c| fits(inputs, served, c))
             {

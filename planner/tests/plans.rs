@@ -385,6 +385,17 @@ fn three_partitions_match_exhaustive_search() {
         let want = brute(&inputs, &est, &o, false);
         assert!(close(pp.objective, want), "case {case}: {} vs {want}", pp.objective);
     }
+    // Three classes, two models, three partitions (the two-partition plan starts the search).
+    for case in 0..2 {
+        let profiles = vec![model3(&mut rng, "p", 3), model3(&mut rng, "q", 3)];
+        let inputs = Inputs::new(fleet3(1, 2, 1), workload(&["p", "q"], &[0.5, 0.5]), profiles).unwrap();
+        let o = PlanOptions { max_partitions: 3, ..small_options() };
+        let mut planner = Planner::new(&inputs, o.clone()).unwrap();
+        let (est, _) = planner.estimates().unwrap();
+        let pp = planner.plan(PlannerKind::Ppipe).unwrap();
+        let want = brute(&inputs, &est, &o, false);
+        assert!(close(pp.objective, want) && pp.optimal, "three classes, case {case}: {} vs {want}", pp.objective);
+    }
 }
 
 fn data() -> PathBuf {

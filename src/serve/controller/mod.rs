@@ -1336,6 +1336,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_example_config_loads_and_http_limits_are_checked() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/cluster.toml");
+        let c = ClusterConfig::load(&path).unwrap();
+        let o = c.controller.http_options();
+        assert_eq!((o.max_body, o.max_json_body, o.server.threads), (64 << 20, 16 << 20, 2));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let with = |line: &str| {
+            let t = text.replace("[controller.limits]\n", &format!("[controller.limits]\n{line}\n"));
+            toml::from_str::<ClusterConfig>(&t)
+                .map_err(|e| e.to_string())
+                .and_then(|c| c.validate().map(|_| c).map_err(|e| e.to_string()))
+        };
+        let c = with("max_json_body_bytes = 1048576\nheader_timeout_ms = 2000").unwrap();
+        let o = c.controller.http_options();
+        assert_eq!((o.max_json_body, o.server.header_timeout), (1 << 20, Duration::from_secs(2)));
+        let e = with("body_timeout_ms = 5").unwrap_err();
+        assert!(e.contains("body_timeout_ms = 5 is under 100"), "{e}");
+        let e = with("max_in_flight_bytes = 2097152").unwrap_err();
+        assert!(e.contains("max_in_flight_bytes") && e.contains("max_body_bytes"), "{e}");
+        let e = with("max_conections = 5").unwrap_err();
+        assert!(e.contains("max_conections"), "{e}");
+    }
+
+    #[test]
     fn a_moved_mix_gives_the_observed_weights() {
         // Planned 1:1, observed 3:1 over enough frames: 0.75 is 0.25 away from 0.5.
         assert_eq!(mix_shift(&[1.0, 1.0], &[75, 25], 0.2, 50), Some(vec![0.75, 0.25]));

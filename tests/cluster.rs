@@ -53,13 +53,7 @@ dead_after_ms = 2500"#
         "controller".into(),
         spawn(&["controller", "--config", config.to_str().unwrap()], &dir.join("controller.log")),
     ));
-    for (name, class) in [("worker-1", "lo"), ("worker-2", "lo"), ("worker-3", "hi")] {
-        let child = spawn(
-            &["worker", "--controller", &quic_s, "--name", name, "--class", class, "--certs", certs.to_str().unwrap()],
-            &dir.join(format!("{name}.log")),
-        );
-        procs.0.push((name.into(), child));
-    }
+    spawn_workers(&mut procs, &dir, quic, &certs, &[("worker-1", "lo"), ("worker-2", "lo"), ("worker-3", "hi")]);
 
     // Ready once the plan is installed; outputs through two stages on two processes equal
     // onnxruntime's.

@@ -59,12 +59,8 @@ fn a_frontend_process_serves_the_controllers_plans_and_outlives_them() {
             spawn(&["controller", "--config", config.to_str().unwrap()], &dir.join(format!("controller-{round}.log")));
         procs.0.push(("controller".into(), controller));
     };
-    let start_workers = |procs: &mut Procs| {
-        for (name, class) in [("worker-1", "lo"), ("worker-2", "hi")] {
-            let args = ["worker", "--controller", &quic_s, "--name", name, "--class", class, "--certs", &certs_s];
-            procs.0.push((name.into(), spawn(&args, &dir.join(format!("{name}.log")))));
-        }
-    };
+    let start_workers =
+        |procs: &mut Procs| spawn_workers(procs, &dir, quic, &certs, &[("worker-1", "lo"), ("worker-2", "hi")]);
     let start_frontend = |procs: &mut Procs, name: &str, api: SocketAddr| {
         let args =
             ["frontend", "--controller", &quic_s, "--name", name, "--http", &api.to_string(), "--certs", &certs_s];

@@ -73,14 +73,7 @@ fn attacks_on_the_api_leave_the_cluster_serving_and_a_restarted_controller_is_fo
     );
     let log = dir.join("controller.log");
     let mut procs = Procs(vec![("controller".into(), controller(&config, &log))]);
-    let quic_s = quic.to_string();
-    for name in ["worker-1", "worker-2"] {
-        let child = spawn(
-            &["worker", "--controller", &quic_s, "--name", name, "--class", "lvp", "--certs", certs.to_str().unwrap()],
-            &dir.join(format!("{name}.log")),
-        );
-        procs.0.push((name.into(), child));
-    }
+    spawn_workers(&mut procs, &dir, quic, &certs, &[("worker-1", "lvp"), ("worker-2", "lvp")]);
     wait_ready(api, &dir, Duration::from_secs(180));
     let (input, frame) = outputs_match_onnxruntime(api, &dir, MODEL);
     let generation = metric(api, "poolpipe_plan_generation");

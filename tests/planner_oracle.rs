@@ -3,8 +3,7 @@
 //! enumerated, before the planner's pruning and search. Published profiles, the paper's
 //! groups, two-, three- and four-class fleets.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use poolpipe_planner::{Inputs, PlanOptions, Planner};
@@ -22,21 +21,12 @@ fn inputs(fleet: &str, group: &str) -> Inputs {
     .unwrap()
 }
 
-/// The oracle's objective on the configurations of `inputs`.
+/// The oracle's proven objective on the configurations of `inputs`.
 fn oracle(inputs: &Inputs, options: &PlanOptions, name: &str) -> f64 {
-    let configurations = Planner::new(inputs, options.clone()).unwrap().configurations().unwrap();
-    let file: PathBuf = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("oracle-{name}.json"));
-    std::fs::write(&file, serde_json::to_vec(&configurations).unwrap()).unwrap();
-    let out = Command::new("python3")
-        .arg(root().join("scripts/planner_oracle.py"))
-        .arg(&file)
-        .args(["--time-limit", "60"])
-        .output()
-        .expect("python3 runs");
-    assert!(out.status.success(), "the oracle failed (scipy installed?): {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["optimal"], true, "{name}: the oracle did not prove its answer: {v}");
-    v["objective"].as_f64().unwrap()
+    let r = poolpipe::commands::plan::oracle(inputs, options, 60.0)
+        .unwrap_or_else(|e| panic!("{name}: the oracle failed (scipy installed?): {e:#}"));
+    assert!(r.optimal, "{name}: the oracle did not prove its answer: {r:?}");
+    r.objective.unwrap()
 }
 
 #[test]

@@ -353,11 +353,15 @@ impl<'a> Planner<'a> {
 
     /// Columns of every model; models with none are unserved.
     fn columns(&self, est: Option<&[f64]>, np: bool) -> (Vec<ModelColumns>, Vec<Unserved>) {
-        let o = self.options.columns(np);
+        self.columns_with(est, &self.options.columns(np))
+    }
+
+    /// Columns of every model under `o`; models with none are unserved.
+    fn columns_with(&self, est: Option<&[f64]>, o: &ColumnOptions) -> (Vec<ModelColumns>, Vec<Unserved>) {
         let mut served = vec![];
         let mut unserved = vec![];
         for (i, p) in self.inputs.profiles.iter().enumerate() {
-            let all = columns::enumerate(p, &self.inputs.fleet, self.inputs.slos[i].0, est.map(|e| e[i]), &o);
+            let all = columns::enumerate(p, &self.inputs.fleet, self.inputs.slos[i].0, est.map(|e| e[i]), o);
             if all.is_empty() {
                 unserved
                     .push(Unserved { name: p.name.clone(), reason: unserved_reason(self.inputs, i, &self.options) });
@@ -457,46 +461,31 @@ impl<'a> Planner<'a> {
         if served.is_empty() {
             return Err(nothing(unserved));
         }
-        let mut warm = vec![("np".to_string(), choices_of(&np.models, &served, self.inputs))];
-        if let Some(d) = &dart {
-            warm.push(("dart-r".to_string(), choices_of(&d.models, &served, self.inputs)));
-        }
+        // The baselines as starts of a search over `served`.
+        let baselines = |served: &[ModelColumns]| {
+            let mut warm = vec![("np".to_string(), choices_of(&np.models, served, self.inputs))];
+            if let Some(d) = &dart {
+                warm.push(("dart-r".to_string(), choices_of(&d.models, served, self.inputs)));
+            }
+            warm
+        };
+        let mut warm = baselines(&served);
         let mut limits = self.options.limits();
         if self.options.max_partitions > 2 {
             // Two-partition plans are three-partition plans too, and their search is far
             // smaller: the best of them (a third of the time) starts the wider search.
             let t = Instant::now();
             let narrow = ColumnOptions { max_partitions: 2, ..self.options.columns(false) };
-            let served2: Vec<ModelColumns> = served
-                .iter()
-                .map(|mc| {
-                    let i = mc.model;
-                    let all = columns::enumerate(
-                        &self.inputs.profiles[i],
-                        &self.inputs.fleet,
-                        self.inputs.slos[i].0,
-                        Some(est[i]),
-                        &narrow,
-                    );
-                    ModelColumns::new(i, all)
-                })
-                .collect();
-            if served2.iter().all(|mc| !mc.all.is_empty()) {
+            let (served2, unserved2) = self.columns_with(Some(&est), &narrow);
+            if unserved2.is_empty() {
                 let third = Limits { time_limit: limits.time_limit.map(|d| d / 3), ..limits.clone() };
-                let warm2: Vec<(String, Vec<Choice>)> = warm
-                    .iter()
-                    .map(|(name, _)| {
-                        let plan = if name == "np" { &np } else { dart.as_ref().unwrap_or(&np) };
-                        (name.clone(), choices_of(&plan.models, &served2, self.inputs))
-                    })
-                    .collect();
                 let out2 = milp::solve(
                     self.inputs,
                     &served2,
                     self.solver.as_ref(),
                     &third,
                     false,
-                    &warm2,
+                    &baselines(&served2),
                     self.options.search,
                 )?;
                 let (models2, _) = milp::model_plans(self.inputs, &served2, &out2.choices, &est, &narrow);

@@ -256,18 +256,16 @@ pub(crate) fn solve(
         // With more than two classes, at most two pairs: the first with up to 60% of the time,
         // the second up to 75%; the joint search keeps the rest when neither proves the plan.
         let tries = if classes == 2 { 1 } else { 2 };
-        let proven_at = |z: f64, bound: f64| z > 0.0 && (bound - z) / z <= limits.mip_gap.max(1e-9);
         let mut found: Option<Vec<Choice>> = None;
         for (i, pair) in pairs.into_iter().take(tries).enumerate() {
-            let budget = total
-                .mul_f64(if classes == 2 {
-                    0.7
-                } else if i == 0 {
-                    0.6
-                } else {
-                    0.75
-                })
-                .saturating_sub(t0.elapsed());
+            // Until when the split search may run, and the fitting after it (fractions of
+            // the time limit).
+            let (split_end, fit_end) = match (classes, i) {
+                (2, _) => (0.7, 0.75),
+                (_, 0) => (0.6, 0.7),
+                _ => (0.75, 0.85),
+            };
+            let budget = total.mul_f64(split_end).saturating_sub(t0.elapsed());
             if budget.is_zero() {
                 break;
             }
@@ -289,18 +287,16 @@ pub(crate) fn solve(
                 found = Some(choices);
                 break;
             }
+            // The best plan known already reaches the bound.
+            if rel_gap(relaxed_bound, model.objective_of(&start)) <= limits.mip_gap.max(1e-9) {
+                found = Some(extract(served, &layout, &start));
+                break;
+            }
             // Each model's plan took the other classes as if it had them all: keep its
             // throughput and the pair's GPUs it was given, and use as few of the others as
             // it can; failing that, the best plan of the models together with that split of
             // the pair's GPUs.
-            let deadline = t0
-                + total.mul_f64(if classes == 2 {
-                    0.75
-                } else if i == 0 {
-                    0.7
-                } else {
-                    0.85
-                });
+            let deadline = t0 + total.mul_f64(fit_end);
             if let Some(c) =
                 shrink(inputs, served, solver, &choices, pair, deadline).filter(|c| fits(inputs, served, c))
             {
@@ -312,16 +308,12 @@ pub(crate) fn solve(
                 found = Some(c);
                 break;
             }
-            if proven_at(model.objective_of(&start), relaxed_bound) {
-                found = Some(extract(served, &layout, &start));
-                break;
-            }
         }
         if let Some(choices) = found {
             let values = assignment(inputs, served, &layout, &model, &choices);
             let objective = model.objective_of(&values);
             let hi = relaxed_bound.max(objective);
-            let gap = if objective > 0.0 { ((hi - objective) / objective).max(0.0) } else { 0.0 };
+            let gap = rel_gap(hi, objective);
             let optimal = gap <= 1e-8;
             let solved = Solved {
                 values,
@@ -342,7 +334,7 @@ pub(crate) fn solve(
         }
         solved.bound = solved.bound.min(relaxed_bound);
         if solved.objective > 0.0 {
-            solved.gap = ((solved.bound - solved.objective) / solved.objective).max(0.0);
+            solved.gap = rel_gap(solved.bound, solved.objective);
         }
         // Not proven in time (nor by a split's bound): the joint search again with what is
         // left, from its best plan.
@@ -360,11 +352,7 @@ pub(crate) fn solve(
         // A split's bound holds whatever the joint search found.
         if relaxed_bound < solved.bound {
             solved.bound = relaxed_bound.max(solved.objective);
-            solved.gap = if solved.objective > 0.0 {
-                ((solved.bound - solved.objective) / solved.objective).max(0.0)
-            } else {
-                0.0
-            };
+            solved.gap = rel_gap(solved.bound, solved.objective);
         }
         solved.optimal |= solved.gap <= 1e-8;
         solved.seconds = t0.elapsed().as_secs_f64();
@@ -747,8 +735,13 @@ fn fit_jointly(
     fits(inputs, served, &out).then_some(out)
 }
 
-/// Whether the models' chosen pipelines fit the fleet.
-fn fits(inputs: &Inputs, served: &[ModelColumns], choices: &[Choice]) -> bool {
+/// The relative gap of `objective` below `bound` (0 for an empty plan).
+fn rel_gap(bound: f64, objective: f64) -> f64 {
+    if objective > 0.0 { ((bound - objective) / objective).max(0.0) } else { 0.0 }
+}
+
+/// GPUs of each class the models' chosen pipelines use together.
+fn used_by(inputs: &Inputs, served: &[ModelColumns], choices: &[Choice]) -> Vec<u32> {
     let k = inputs.fleet.class.len();
     let mut total = vec![0u32; k];
     for (mc, c) in served.iter().zip(choices) {
@@ -756,19 +749,19 @@ fn fits(inputs: &Inputs, served: &[ModelColumns], choices: &[Choice]) -> bool {
             *t += u;
         }
     }
-    total.iter().zip(&inputs.fleet.class).all(|(&t, c)| t <= c.count)
+    total
+}
+
+/// Whether the models' chosen pipelines fit the fleet.
+fn fits(inputs: &Inputs, served: &[ModelColumns], choices: &[Choice]) -> bool {
+    used_by(inputs, served, choices).iter().zip(&inputs.fleet.class).all(|(&t, c)| t <= c.count)
 }
 
 /// The pairs of classes to split, the most used first: by the share of each class's GPUs the
 /// plan `choices` uses.
 fn pairs_by_use(inputs: &Inputs, served: &[ModelColumns], choices: &[Choice]) -> Vec<[usize; 2]> {
     let k = inputs.fleet.class.len();
-    let mut used = vec![0u32; k];
-    for (mc, c) in served.iter().zip(choices) {
-        for (t, u) in used.iter_mut().zip(usage(mc, c, k)) {
-            *t += u;
-        }
-    }
+    let used = used_by(inputs, served, choices);
     let share: Vec<f64> =
         used.iter().zip(&inputs.fleet.class).map(|(&u, c)| u as f64 / c.count.max(1) as f64).collect();
     let mut pairs: Vec<[usize; 2]> = (0..k).flat_map(|a| (a + 1..k).map(move |b| [a, b])).collect();

@@ -176,7 +176,9 @@ pub struct OracleResult {
 /// Runs the oracle on `inputs` (the PPipe MILP's configurations), `time_limit` seconds.
 pub fn oracle(inputs: &Inputs, options: &PlanOptions, time_limit: f64) -> Result<OracleResult> {
     let configurations = Planner::new(inputs, options.clone())?.configurations()?;
-    let file = std::env::temp_dir().join(format!("poolpipe-oracle-{}.json", std::process::id()));
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!("poolpipe-oracle-{}-{call}.json", std::process::id()));
     std::fs::write(&file, serde_json::to_vec(&configurations)?)?;
     let script = Path::new("scripts/planner_oracle.py");
     let out = std::process::Command::new("python3")

@@ -106,6 +106,16 @@ pub fn spawn(args: &[&str], log: &Path) -> Child {
         .expect("the binary starts")
 }
 
+/// Starts `poolpipe worker` processes, (name, class) each, registering at `quic` with the
+/// certificates in `certs`; each logs to `dir/NAME.log`.
+pub fn spawn_workers(procs: &mut Procs, dir: &Path, quic: SocketAddr, certs: &Path, workers: &[(&str, &str)]) {
+    let (quic, certs) = (quic.to_string(), certs.to_str().unwrap());
+    for &(name, class) in workers {
+        let args = ["worker", "--controller", &quic, "--name", name, "--class", class, "--certs", certs];
+        procs.0.push((name.into(), spawn(&args, &dir.join(format!("{name}.log")))));
+    }
+}
+
 pub fn logs(dir: &Path) -> String {
     let mut out = String::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {

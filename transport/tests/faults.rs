@@ -308,46 +308,51 @@ async fn a_link_gives_up_on_an_unreachable_peer_with_a_clear_error() {
     assert!(msg.contains("batch 8") && msg.contains("unreachable after") && msg.contains("worker-b"), "{msg}");
 }
 
-/// A UDP relay between a client and a server that can be told to drop everything, as a peer
-/// that lost power or a cable would: no close, no reset, just silence.
+/// A UDP relay in front of a node: it can go silent both ways (`cut`), or switch its far end
+/// to another node (`target`: what a node restarted on the same address looks like from the
+/// other side).
 struct Relay {
     addr: SocketAddr,
     cut: Arc<std::sync::atomic::AtomicBool>,
+    target: Arc<std::sync::Mutex<SocketAddr>>,
 }
 
 impl Relay {
     async fn start(server: SocketAddr) -> Relay {
         let front = Arc::new(tokio::net::UdpSocket::bind(local()).await.unwrap());
         let back = Arc::new(tokio::net::UdpSocket::bind(local()).await.unwrap());
-        back.connect(server).await.unwrap();
         let addr = front.local_addr().unwrap();
         let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let client: Arc<tokio::sync::Mutex<Option<SocketAddr>>> = Arc::default();
+        let target = Arc::new(std::sync::Mutex::new(server));
+        let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
         {
-            let (front, back, cut, client) = (front.clone(), back.clone(), cut.clone(), client.clone());
+            let (front, back, cut, target, client) =
+                (front.clone(), back.clone(), cut.clone(), target.clone(), client.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 while let Ok((n, from)) = front.recv_from(&mut buf).await {
-                    *client.lock().await = Some(from);
+                    *client.lock().unwrap() = Some(from);
+                    let to = *target.lock().unwrap();
                     if !cut.load(Ordering::SeqCst) {
-                        let _ = back.send(&buf[..n]).await;
+                        let _ = back.send_to(&buf[..n], to).await;
                     }
                 }
             });
         }
         {
-            let cut = cut.clone();
+            let (cut, target) = (cut.clone(), target.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
-                while let Ok(n) = back.recv(&mut buf).await {
-                    let to = *client.lock().await;
-                    if let (Some(to), false) = (to, cut.load(Ordering::SeqCst)) {
+                while let Ok((n, from)) = back.recv_from(&mut buf).await {
+                    // Only the current far end is heard.
+                    let (to, current) = (*client.lock().unwrap(), *target.lock().unwrap());
+                    if let (Some(to), true, false) = (to, from == current, cut.load(Ordering::SeqCst)) {
                         let _ = front.send_to(&buf[..n], to).await;
                     }
                 }
             });
         }
-        Relay { addr, cut }
+        Relay { addr, cut, target }
     }
 }
 
@@ -396,48 +401,6 @@ async fn keep_alive_holds_an_idle_link_and_a_silent_peer_fails_the_send_by_the_i
     assert!(third.is_err(), "batch 3 never arrived whole");
 }
 
-/// A UDP relay whose far end can be switched: what a peer restarted on the same address
-/// looks like from the other side.
-struct Switch {
-    addr: SocketAddr,
-    target: Arc<std::sync::Mutex<SocketAddr>>,
-}
-
-impl Switch {
-    async fn start(server: SocketAddr) -> Switch {
-        let front = Arc::new(tokio::net::UdpSocket::bind(local()).await.unwrap());
-        let back = Arc::new(tokio::net::UdpSocket::bind(local()).await.unwrap());
-        let addr = front.local_addr().unwrap();
-        let target = Arc::new(std::sync::Mutex::new(server));
-        let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
-        {
-            let (front, back, target, client) = (front.clone(), back.clone(), target.clone(), client.clone());
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                while let Ok((n, from)) = front.recv_from(&mut buf).await {
-                    *client.lock().unwrap() = Some(from);
-                    let to = *target.lock().unwrap();
-                    let _ = back.send_to(&buf[..n], to).await;
-                }
-            });
-        }
-        {
-            let target = target.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                while let Ok((n, from)) = back.recv_from(&mut buf).await {
-                    // Only the current far end is heard.
-                    let (to, current) = (*client.lock().unwrap(), *target.lock().unwrap());
-                    if let (Some(to), true) = (to, from == current) {
-                        let _ = front.send_to(&buf[..n], to).await;
-                    }
-                }
-            });
-        }
-        Switch { addr, target }
-    }
-}
-
 #[tokio::test]
 async fn a_node_restarted_on_its_address_resets_the_old_connections_at_once() {
     let ca = tls::init_ca().unwrap();
@@ -449,10 +412,10 @@ async fn a_node_restarted_on_its_address_resets_the_old_connections_at_once() {
     let id = tls::issue(&ca.key_pem, "controller").unwrap();
     for same_key in [true, false] {
         let first = Node::bind_with(local(), &id, &ca.cert_pem, cfg.clone()).unwrap();
-        let switch = Switch::start(first.local_addr().unwrap()).await;
+        let relay = Relay::start(first.local_addr().unwrap()).await;
         let w = node_with(&ca, "worker-1", local(), cfg.clone());
         let held = tokio::spawn(async move { (first.accept().await.unwrap(), first) });
-        let conn = Link::new(&w, switch.addr, "controller").connection().await.unwrap();
+        let conn = Link::new(&w, relay.addr, "controller").connection().await.unwrap();
         let _held = held.await.unwrap();
         // Past the handshake (resets answer only short-header packets).
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -460,7 +423,7 @@ async fn a_node_restarted_on_its_address_resets_the_old_connections_at_once() {
         // identity (a restart), or with a certificate of its own.
         let again = if same_key { id.clone() } else { tls::issue(&ca.key_pem, "controller").unwrap() };
         let second = Node::bind_with(local(), &again, &ca.cert_pem, cfg.clone()).unwrap();
-        *switch.target.lock().unwrap() = second.local_addr().unwrap();
+        *relay.target.lock().unwrap() = second.local_addr().unwrap();
         let t0 = std::time::Instant::now();
         let closed = tokio::time::timeout(Duration::from_secs(3), conn.closed()).await;
         if same_key {

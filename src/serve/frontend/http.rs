@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -138,6 +138,8 @@ struct Shared<B> {
     backend: B,
     options: HttpOptions,
     metrics: Mutex<Metrics>,
+    /// Body limits by kind of request.
+    limits: Limits,
     /// The in-flight budget, in KiB.
     budget: Arc<tokio::sync::Semaphore>,
     budget_kib: u32,
@@ -151,6 +153,7 @@ pub fn router<B: Backend>(backend: B, options: HttpOptions) -> Router {
         backend,
         options,
         metrics: Mutex::new(Metrics::default()),
+        limits,
         budget: Arc::new(tokio::sync::Semaphore::new(budget_kib as usize)),
         budget_kib,
     });
@@ -174,7 +177,6 @@ pub fn router<B: Backend>(backend: B, options: HttpOptions) -> Router {
                 retry_after_s: None,
             })
         })
-        .layer(DefaultBodyLimit::max(limits.binary.max(limits.json)))
         .layer(axum::middleware::from_fn(move |req, next| declared_length(limits, req, next)))
         .with_state(shared)
 }
@@ -223,11 +225,11 @@ async fn declared_length(limits: Limits, req: axum::extract::Request, next: axum
 }
 
 /// A request's share of the in-flight budget, returned when dropped.
-struct Held(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
+type Held = tokio::sync::OwnedSemaphorePermit;
 
 /// Reads a request's body: within the limit of its kind, the body timeout, and the in-flight
-/// budget (reserved from the declared length before reading, or the limit when none is
-/// declared). The share is held until the returned guard drops.
+/// budget (the declared length reserved before reading; a body of unknown length reserves as
+/// it arrives). The share is held until the returned permit drops.
 async fn read_body<B: Backend>(
     s: &Shared<B>,
     what: &str,
@@ -235,8 +237,7 @@ async fn read_body<B: Backend>(
     headers: &HeaderMap,
     body: axum::body::Body,
 ) -> Result<(Bytes, Held), ApiError> {
-    let limits = Limits::of_options(&s.options);
-    let (max, key) = limits.of(path, headers);
+    let (max, key) = s.limits.of(path, headers);
     let full = || ApiError {
         status: 503,
         message: format!(
@@ -293,7 +294,7 @@ async fn read_body<B: Backend>(
             held_kib = need;
         }
     }
-    Ok((buf.freeze(), Held(Some(held))))
+    Ok((buf.freeze(), held))
 }
 
 fn json(status: StatusCode, v: &impl Serialize) -> Response {

@@ -150,10 +150,6 @@ impl HttpServer {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
-    /// The connection cap in force.
-    pub fn max_connections(&self) -> usize {
-        self.registry.cap
-    }
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
         self.registry.open.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -303,17 +299,14 @@ async fn serve_connection(
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(http);
     let idle = limits.idle_timeout;
+    let quiet = || Duration::from_millis(registry.now_ms().saturating_sub(conn.last_active_ms.load(Ordering::Acquire)));
     loop {
-        let last = conn.last_active_ms.load(Ordering::Acquire);
-        let since = Duration::from_millis(registry.now_ms().saturating_sub(last.min(registry.now_ms())));
-        let check_in = idle.saturating_sub(since).max(Duration::from_millis(10));
+        let check_in = idle.saturating_sub(quiet()).max(Duration::from_millis(10));
         tokio::select! {
             _ = http.as_mut() => return,
             _ = conn.close.notified() => break,
             _ = tokio::time::sleep(check_in) => {
-                let last = conn.last_active_ms.load(Ordering::Acquire);
-                let quiet = registry.now_ms().saturating_sub(last.min(registry.now_ms()));
-                if conn.in_flight.load(Ordering::Acquire) == 0 && Duration::from_millis(quiet) >= idle {
+                if conn.in_flight.load(Ordering::Acquire) == 0 && quiet() >= idle {
                     break;
                 }
             }

@@ -41,8 +41,14 @@
 //! sheds what it does not need of them, or the joint MILP with each model held to its share of
 //! the pair reaches the bound, the plan is proven. That settles fleets where at most two
 //! classes bind (every published group on V100/T4/P4 in about 0.3 s); when three or four
-//! classes bind, the relaxed bound sits about 1% above the optimum and the joint search goes on
-//! from the best plan, reporting the better of the two bounds.
+//! classes bind, the relaxed bound sits about 1% above the optimum (a relaxation at the LP
+//! bound ends the pair searches at once) and the joint search goes on from the best plan until
+//! 75% of the time, reporting the better of the two bounds. Its plan is then polished by
+//! moving GPUs between models (`milp::rebalance`: per-model MILPs on budgets of GPUs per
+//! class), from a plan built on the LP relaxation's split of GPUs too when the best is over 5%
+//! below the LP bound. Measured: a Dantzig-Wolfe bound over per-model allotments is no tighter
+//! than 1% on those fleets either (docs/benchmarks.md), so proving them takes branching on
+//! allotments.
 //!
 //! `scripts/planner_oracle.py` solves the same MILP with HiGHS from
 //! [`Planner::configurations`] as an outside check (tests/planner_oracle.rs).

@@ -37,7 +37,8 @@
 //! model held to its GPUs of the pair reaches the bound ([`fit_jointly`]).
 //!
 //! When that does not prove the plan (three or four classes all used up), the joint search
-//! goes on from the best plan, and [`rebalance`] then moves GPUs between models: each round
+//! goes on from the best plan, and [`rebalance`] then gives each model its best plan on the
+//! GPUs it has (wider columns may serve more from them) and moves GPUs between models: each round
 //! aims a little above the plan, the models above it keep the fewest GPUs that serve the
 //! target, and the models below take what is freed (every step a small MILP of one model on a
 //! budget of GPUs per class). It starts from the best plan, and from a plan built on the LP
@@ -220,11 +221,12 @@ pub(crate) fn solve(
         .collect();
     let best_start =
         starts.iter().max_by(|a, b| model.objective_of(&a.1).total_cmp(&model.objective_of(&b.1))).cloned();
+    // The time limit counts from here, the LP relaxation included.
+    let total = limits.time_limit.unwrap_or(std::time::Duration::from_secs(3600));
+    let t0 = std::time::Instant::now();
     let lp = solver.solve(&model.relaxed(), &Limits { warm_start: None, ..limits.clone() })?;
     let mut l = limits.clone();
     l.warm_start = best_start.as_ref().map(|s| s.1.clone());
-    let total = limits.time_limit.unwrap_or(std::time::Duration::from_secs(3600));
-    let t0 = std::time::Instant::now();
     let classes = inputs.fleet.class.len();
     let split = strategy != crate::Search::Joint && !fewest_gpus && classes >= 2 && served.len() > 1;
     if split {
@@ -771,7 +773,8 @@ fn fit_jointly(
     fits(inputs, served, &out).then_some(out)
 }
 
-/// Moves GPUs between models to raise the least throughput per weight: each round aims at a
+/// Moves GPUs between models to raise the least throughput per weight. First each model
+/// gets its best plan on the GPUs it has (a short search). Then each round aims at a
 /// target a little above the plan's, lets every model above it keep the fewest GPUs that
 /// still serve the target (the scarcest classes given back first), and gives what they
 /// free to the models below it, each taking the fewest GPUs that serve the target. A round
@@ -796,8 +799,17 @@ pub(crate) fn rebalance(
         return choices.to_vec();
     }
     let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    // First each model's best plan on the GPUs it has (a search from the wider columns may
+    // serve more from them than the plan it started from).
+    for (m, mc) in served.iter().enumerate() {
+        let had = usage(mc, &cur[m], k);
+        if let Some(c) = most(inputs, mc, solver, &had, Some(&cur[m]), cap(3 * CHEAPEST_MS, deadline))
+            && capacity(mc, &c) > capacity(mc, &cur[m])
+        {
+            cur[m] = c;
+        }
+    }
     let mut z = min(&zs(&cur));
-    // Scarcity: a GPU of a small class costs more.
     // Scarcity: a GPU of a small class costs more.
     let scarce: Vec<f64> = counts.iter().map(|&n| 1.0 / n.max(1) as f64).collect();
     let mut delta: f64 = 0.01;
@@ -809,7 +821,7 @@ pub(crate) fn rebalance(
         let mut worth = vec![0.0; k];
         for (m, _) in now.iter().enumerate().filter(|(_, z)| **z < tau) {
             let had = usage(&served[m], &cur[m], k);
-            for (g, v) in marginal(inputs, &served[m], solver, &had).into_iter().enumerate() {
+            for (g, v) in marginal(inputs, &served[m], solver, &had, deadline).into_iter().enumerate() {
                 worth[g] += v / w[m];
             }
         }
@@ -865,12 +877,24 @@ fn shift(
     Some(next)
 }
 
-/// What one more GPU of each class adds to model `mc`'s LP relaxation on `budget`.
-fn marginal(inputs: &Inputs, mc: &ModelColumns, solver: &dyn Solver, budget: &[u32]) -> Vec<f64> {
+/// What one more GPU of each class adds to model `mc`'s LP relaxation on `budget` (0 for
+/// what `deadline` leaves no time to solve).
+fn marginal(
+    inputs: &Inputs,
+    mc: &ModelColumns,
+    solver: &dyn Solver,
+    budget: &[u32],
+    deadline: std::time::Instant,
+) -> Vec<f64> {
     let one = std::slice::from_ref(mc);
     let value = |b: &[u32]| {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return 0.0;
+        }
         let (model, _) = build(inputs, one, b);
-        solver.solve(&model.relaxed(), &Limits::default()).map_or(0.0, |s| s.objective)
+        let lim = Limits { time_limit: Some(left), ..Limits::default() };
+        solver.solve(&model.relaxed(), &lim).map_or(0.0, |s| s.objective)
     };
     let base = value(budget);
     (0..budget.len())
@@ -901,19 +925,7 @@ pub(crate) fn from_relaxation(
     let mut out = vec![];
     for (mc, a) in served.iter().zip(&share) {
         let budget: Vec<u32> = a.iter().map(|x| (x + 1e-6).floor().max(0.0) as u32).collect();
-        let one = std::slice::from_ref(mc);
-        let (model, layout) = build(inputs, one, &budget);
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return None;
-        }
-        let lim = Limits {
-            time_limit: Some(left.min(std::time::Duration::from_millis(6 * CHEAPEST_MS))),
-            mip_gap: 1e-4,
-            warm_start: None,
-        };
-        let s = solver.solve(&model, &lim).ok()?;
-        out.push(trim(mc, extract(one, &layout, &s.values).remove(0)));
+        out.push(most(inputs, mc, solver, &budget, None, cap(6 * CHEAPEST_MS, deadline))?);
     }
     fits(inputs, served, &out).then_some(out)
 }
@@ -934,24 +946,13 @@ fn cheapest(
 ) -> Option<Choice> {
     let one = std::slice::from_ref(mc);
     let w = inputs.workload.model[mc.model].weight;
-    let left = || deadline.saturating_duration_since(std::time::Instant::now());
     let (model, layout) = build(inputs, one, budget);
     let serves = |c: &Choice| capacity(mc, c) / w >= tau * (1.0 - 1e-9);
     // A plan that serves the target: the one given, else the most this budget serves.
     let start = match had.filter(|c| serves(c)) {
         Some(c) => c.clone(),
         None => {
-            if left().is_zero() {
-                return None;
-            }
-            let warm = had.map(|c| assignment(inputs, one, &layout, &model, std::slice::from_ref(c)));
-            let lim = Limits {
-                time_limit: Some(left().min(std::time::Duration::from_millis(3 * CHEAPEST_MS))),
-                mip_gap: 1e-4,
-                warm_start: warm,
-            };
-            let s = solver.solve(&model, &lim).ok()?;
-            let c = trim(mc, extract(one, &layout, &s.values).remove(0));
+            let c = most(inputs, mc, solver, budget, had, cap(3 * CHEAPEST_MS, deadline))?;
             if !serves(&c) {
                 return None;
             }
@@ -959,6 +960,7 @@ fn cheapest(
         }
     };
     // Then fewer GPUs for the same target, within a short search from that plan.
+    let Some(limit) = cap(CHEAPEST_MS, deadline) else { return Some(start) };
     let mut m2 = model.clone();
     for v in &mut m2.vars {
         v.obj = 0.0;
@@ -968,11 +970,7 @@ fn cheapest(
     }
     m2.row(vec![(layout.z, 1.0)], Cmp::Ge, tau * (1.0 - 1e-9));
     let warm = assignment(inputs, one, &layout, &m2, std::slice::from_ref(&start));
-    let lim = Limits {
-        time_limit: Some(left().min(std::time::Duration::from_millis(CHEAPEST_MS))),
-        mip_gap: 0.02,
-        warm_start: Some(warm),
-    };
+    let lim = Limits { time_limit: Some(limit), mip_gap: 0.02, warm_start: Some(warm) };
     let found = solver
         .solve(&m2, &lim)
         .ok()
@@ -981,8 +979,37 @@ fn cheapest(
     Some(found.unwrap_or(start))
 }
 
-/// How long one search for fewer GPUs may take in [`rebalance`], milliseconds.
+/// How long one search for fewer GPUs may take in [`rebalance`] at least, milliseconds (one
+/// for the most throughput three times that); big models (three partitions) get up to an
+/// eighth of the time left.
 const CHEAPEST_MS: u64 = 150;
+
+/// The time limit of one small search: `base_ms` or an eighth of what is left before
+/// `deadline`, whichever is longer, within what is left. None when nothing is left.
+fn cap(base_ms: u64, deadline: std::time::Instant) -> Option<std::time::Duration> {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    (!left.is_zero()).then(|| left.min(std::time::Duration::from_millis(base_ms).max(left / 8)))
+}
+
+/// The plan of model `mc` alone on `budget` GPUs per class that serves the most (a search
+/// within `limit`, from `warm` when given). None when the search finds nothing or `limit` is
+/// None.
+fn most(
+    inputs: &Inputs,
+    mc: &ModelColumns,
+    solver: &dyn Solver,
+    budget: &[u32],
+    warm: Option<&Choice>,
+    limit: Option<std::time::Duration>,
+) -> Option<Choice> {
+    let limit = limit?;
+    let one = std::slice::from_ref(mc);
+    let (model, layout) = build(inputs, one, budget);
+    let warm = warm.map(|c| assignment(inputs, one, &layout, &model, std::slice::from_ref(c)));
+    let lim = Limits { time_limit: Some(limit), mip_gap: 1e-4, warm_start: warm };
+    let s = solver.solve(&model, &lim).ok()?;
+    Some(trim(mc, extract(one, &layout, &s.values).remove(0)))
+}
 
 /// The cost of the GPUs a model's pipelines use.
 fn usage_cost(mc: &ModelColumns, choice: &Choice, cost: &[f64]) -> f64 {

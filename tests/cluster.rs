@@ -11,7 +11,6 @@
 
 mod cluster_kit;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
@@ -33,8 +32,8 @@ fn a_cluster_of_processes_serves_the_model_and_survives_a_worker_killed_under_lo
     ok(poolpipe(&["certs", "init", "--out", rogue.to_str().unwrap()]));
     ok(poolpipe(&["certs", "issue", "worker-9", "--ca", rogue.to_str().unwrap()]));
 
-    let quic: SocketAddr = format!("127.0.0.1:{}", free_port(true)).parse().unwrap();
-    let api: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
+    let quic = free_addr(true);
+    let api = free_addr(false);
     let config = cluster_config(
         &dir,
         quic,

@@ -45,7 +45,7 @@ fn a_frontend_process_serves_the_controllers_plans_and_outlives_them() {
     let certs = cluster_certs(&dir, &["controller", "frontend", "frontend-2", "worker-1", "worker-2"]);
     let certs_s = certs.to_str().unwrap().to_string();
 
-    let quic: SocketAddr = format!("127.0.0.1:{}", free_port(true)).parse().unwrap();
+    let quic = free_addr(true);
     let config = cluster_config(&dir, quic, MODEL, "frontend = \"remote\"\nworkers = 2\ndead_after_ms = 2500");
     // A remote-frontend controller serves no HTTP: asking it to is an error naming the role
     // that does.
@@ -69,7 +69,7 @@ fn a_frontend_process_serves_the_controllers_plans_and_outlives_them() {
     start_controller(&mut procs, 1);
     start_workers(&mut procs);
     // The controller serves no HTTP of its own: the frontend does.
-    let api: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
+    let api = free_addr(false);
     start_frontend(&mut procs, "frontend", api);
 
     wait_ready(api, &dir, Duration::from_secs(180));
@@ -79,7 +79,7 @@ fn a_frontend_process_serves_the_controllers_plans_and_outlives_them() {
     assert!(log(&dir, "controller-1").contains("frontend attached"), "{all}");
 
     // One frontend per cluster: a second one is refused with the reason.
-    let api2: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
+    let api2 = free_addr(false);
     let second = Command::new(env!("CARGO_BIN_EXE_poolpipe"))
         .args(["frontend", "--controller", &quic_s, "--name", "frontend-2", "--http", &api2.to_string(), "--certs"])
         .arg(&certs)

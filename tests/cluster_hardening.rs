@@ -59,8 +59,8 @@ fn attacks_on_the_api_leave_the_cluster_serving_and_a_restarted_controller_is_fo
     let dir = tmp("cluster-hardening");
     model_profiled_as(&dir, MODEL, "lvp");
     let certs = cluster_certs(&dir, &["controller", "worker-1", "worker-2"]);
-    let quic: SocketAddr = format!("127.0.0.1:{}", free_port(true)).parse().unwrap();
-    let api: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
+    let quic = free_addr(true);
+    let api = free_addr(false);
     let config = cluster_config(
         &dir,
         quic,

@@ -17,7 +17,7 @@ const MODEL: &str = "resnet50_block";
 fn serve(name: &str, controller: &str, slo_ms: u32) -> (std::path::PathBuf, SocketAddr, Procs) {
     let dir = tmp(name);
     model_profiled_as(&dir, MODEL, "llvmpipe");
-    let api: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
+    let api = free_addr(false);
     let config = dir.join("serve.toml");
     std::fs::write(
         &config,

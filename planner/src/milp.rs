@@ -361,31 +361,29 @@ pub(crate) fn solve(
                 solved.nodes = nodes;
             }
         }
-        // More than two classes, not proven, and the best plan far below the LP bound: a plan
-        // from the LP relaxation's split of GPUs between models, polished by moving GPUs
-        // between them ([`rebalance`]), until 90% of the time.
-        if classes > 2 && solved.gap > limits.mip_gap && rel_gap(lp.objective, solved.objective) > 0.05 {
-            let until = t0 + total.mul_f64(0.9);
-            if let Some(v) = from_relaxation(inputs, served, solver, &lp.values, until)
-                .map(|c| rebalance(inputs, served, solver, &c, 1e-3, until))
-                .map(|c| assignment(inputs, served, &layout, &model, &c))
-                .filter(|v| model.violation(v, 1e-7).is_none() && model.objective_of(v) > solved.objective)
-            {
-                solved.objective = model.objective_of(&v);
-                solved.values = v;
-                solved.gap = rel_gap(solved.bound, solved.objective);
-            }
-        }
-        if classes > 2 && solved.gap > limits.mip_gap {
-            let from = if model.objective_of(&start) > solved.objective { &start } else { &solved.values };
-            let better = rebalance(inputs, served, solver, &extract(served, &layout, from), limits.mip_gap, t0 + total);
-            let values = assignment(inputs, served, &layout, &model, &better);
+        // A plan found by moving GPUs between models replaces the search's when it is better.
+        let adopt = |solved: &mut Solved, choices: &[Choice]| {
+            let values = assignment(inputs, served, &layout, &model, choices);
             let objective = model.objective_of(&values);
             if objective > solved.objective && model.violation(&values, 1e-7).is_none() {
                 solved.values = values;
                 solved.objective = objective;
                 solved.gap = rel_gap(solved.bound, objective);
             }
+        };
+        // More than two classes, not proven, and the best plan far below the LP bound: a plan
+        // from the LP relaxation's split of GPUs between models, polished by moving GPUs
+        // between them ([`rebalance`]), until 90% of the time.
+        if classes > 2 && solved.gap > limits.mip_gap && rel_gap(lp.objective, solved.objective) > 0.05 {
+            let until = t0 + total.mul_f64(0.9);
+            if let Some(c) = from_relaxation(inputs, served, solver, &layout, &lp.values, until) {
+                adopt(&mut solved, &rebalance(inputs, served, solver, &c, 1e-3, until));
+            }
+        }
+        if classes > 2 && solved.gap > limits.mip_gap {
+            let from = if model.objective_of(&start) > solved.objective { &start } else { &solved.values };
+            let better = rebalance(inputs, served, solver, &extract(served, &layout, from), limits.mip_gap, t0 + total);
+            adopt(&mut solved, &better);
         }
         // A split's bound holds whatever the joint search found.
         if relaxed_bound < solved.bound {
@@ -409,15 +407,7 @@ pub(crate) fn solve(
         }
     }
     if fewest_gpus && solved.objective > 0.0 {
-        let mut m2 = model.clone();
-        for v in &mut m2.vars {
-            v.obj = 0.0;
-        }
-        for p in layout.pools.values() {
-            m2.vars[p.0].obj = -1.0;
-        }
-        let zt = solved.objective * (1.0 - 1e-9);
-        m2.row(vec![(layout.z, 1.0)], Cmp::Ge, zt);
+        let m2 = fewest(&model, &layout, |_| 1.0, solved.objective * (1.0 - 1e-9));
         let mut l2 = limits.clone();
         l2.mip_gap = 0.0;
         l2.warm_start = Some(solved.values.clone());
@@ -714,18 +704,11 @@ fn shrink(
             budget[c] = used[c];
         }
         let one = std::slice::from_ref(mc);
-        let (mut model, layout) = build(inputs, one, &budget);
+        let (model, layout) = build(inputs, one, &budget);
         let w = inputs.workload.model[mc.model].weight;
         let target = capacity(mc, choice) / w;
-        for v in &mut model.vars {
-            v.obj = 0.0;
-        }
-        for (&(_, _, class), p) in &layout.pools {
-            if !pair.contains(&class) {
-                model.vars[p.0].obj = -1.0 / inputs.fleet.class[class].count.max(1) as f64;
-            }
-        }
-        model.row(vec![(layout.z, 1.0)], Cmp::Ge, target * (1.0 - 1e-9));
+        let scarcity = |c: usize| if pair.contains(&c) { 0.0 } else { 1.0 / inputs.fleet.class[c].count.max(1) as f64 };
+        let model = fewest(&model, &layout, scarcity, target * (1.0 - 1e-9));
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
             return None;
@@ -781,7 +764,7 @@ fn fit_jointly(
 /// that reaches the target doubles the step; one that fails halves it. Plans of one model on
 /// a budget are small MILPs; the search ends at `deadline` or when the step is below `tol`.
 /// Returns the best plan found (never below `choices`).
-pub(crate) fn rebalance(
+fn rebalance(
     inputs: &Inputs,
     served: &[ModelColumns],
     solver: &dyn Solver,
@@ -792,24 +775,22 @@ pub(crate) fn rebalance(
     let k = inputs.fleet.class.len();
     let counts: Vec<u32> = inputs.fleet.class.iter().map(|c| c.count).collect();
     let w: Vec<f64> = served.iter().map(|mc| inputs.workload.model[mc.model].weight).collect();
-    let zs =
-        |c: &[Choice]| -> Vec<f64> { served.iter().zip(c).zip(&w).map(|((mc, c), w)| capacity(mc, c) / w).collect() };
+    let zs = |c: &[Choice]| per_weight(inputs, served, c);
     let mut cur: Vec<Choice> = served.iter().zip(choices).map(|(mc, c)| trim(mc, c.clone())).collect();
     if served.is_empty() || !fits(inputs, served, &cur) {
         return choices.to_vec();
     }
-    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     // First each model's best plan on the GPUs it has (a search from the wider columns may
     // serve more from them than the plan it started from).
     for (m, mc) in served.iter().enumerate() {
-        let had = usage(mc, &cur[m], k);
-        if let Some(c) = most(inputs, mc, solver, &had, Some(&cur[m]), cap(3 * CHEAPEST_MS, deadline))
+        let (model, layout) = build(inputs, std::slice::from_ref(mc), &usage(mc, &cur[m], k));
+        if let Some(c) = most(inputs, mc, solver, (&model, &layout), Some(&cur[m]), cap(3 * CHEAPEST_MS, deadline))
             && capacity(mc, &c) > capacity(mc, &cur[m])
         {
             cur[m] = c;
         }
     }
-    let mut z = min(&zs(&cur));
+    let mut z = least(&zs(&cur));
     // Scarcity: a GPU of a small class costs more.
     let scarce: Vec<f64> = counts.iter().map(|&n| 1.0 / n.max(1) as f64).collect();
     let mut delta: f64 = 0.01;
@@ -833,7 +814,7 @@ pub(crate) fn rebalance(
         let mut moved = false;
         for cost in &costs {
             let Some(next) = shift(inputs, served, solver, &cur, &now, tau, cost, deadline) else { continue };
-            let z2 = min(&zs(&next));
+            let z2 = least(&zs(&next));
             if z2 > z && fits(inputs, served, &next) {
                 cur = next;
                 z = z2;
@@ -906,26 +887,27 @@ fn marginal(
         .collect()
 }
 
-/// A plan from the LP relaxation's split of GPUs between models: each model's GPUs of each
-/// class rounded down, then the best plan of each model alone on them (a short search each).
+/// A plan from the LP relaxation's split of GPUs between models (`values` of the joint model
+/// laid out by `layout`): each model's GPUs of each class rounded down, then the best plan of
+/// each model alone on them (a short search each).
 /// None when a model's search fails or time runs out.
-pub(crate) fn from_relaxation(
+fn from_relaxation(
     inputs: &Inputs,
     served: &[ModelColumns],
     solver: &dyn Solver,
+    layout: &Layout,
     values: &[f64],
     deadline: std::time::Instant,
 ) -> Option<Vec<Choice>> {
-    let counts: Vec<u32> = inputs.fleet.class.iter().map(|c| c.count).collect();
-    let (_, layout) = build(inputs, served, &counts);
-    let mut share = vec![vec![0.0f64; counts.len()]; served.len()];
+    let mut share = vec![vec![0.0f64; inputs.fleet.class.len()]; served.len()];
     for (&(m, _, class), p) in &layout.pools {
         share[m][class] += values[p.0];
     }
     let mut out = vec![];
     for (mc, a) in served.iter().zip(&share) {
         let budget: Vec<u32> = a.iter().map(|x| (x + 1e-6).floor().max(0.0) as u32).collect();
-        out.push(most(inputs, mc, solver, &budget, None, cap(6 * CHEAPEST_MS, deadline))?);
+        let (model, layout) = build(inputs, std::slice::from_ref(mc), &budget);
+        out.push(most(inputs, mc, solver, (&model, &layout), None, cap(6 * CHEAPEST_MS, deadline))?);
     }
     fits(inputs, served, &out).then_some(out)
 }
@@ -952,7 +934,7 @@ fn cheapest(
     let start = match had.filter(|c| serves(c)) {
         Some(c) => c.clone(),
         None => {
-            let c = most(inputs, mc, solver, budget, had, cap(3 * CHEAPEST_MS, deadline))?;
+            let c = most(inputs, mc, solver, (&model, &layout), had, cap(3 * CHEAPEST_MS, deadline))?;
             if !serves(&c) {
                 return None;
             }
@@ -961,14 +943,7 @@ fn cheapest(
     };
     // Then fewer GPUs for the same target, within a short search from that plan.
     let Some(limit) = cap(CHEAPEST_MS, deadline) else { return Some(start) };
-    let mut m2 = model.clone();
-    for v in &mut m2.vars {
-        v.obj = 0.0;
-    }
-    for (&(_, _, class), p) in &layout.pools {
-        m2.vars[p.0].obj = -cost[class];
-    }
-    m2.row(vec![(layout.z, 1.0)], Cmp::Ge, tau * (1.0 - 1e-9));
+    let m2 = fewest(&model, &layout, |c| cost[c], tau * (1.0 - 1e-9));
     let warm = assignment(inputs, one, &layout, &m2, std::slice::from_ref(&start));
     let lim = Limits { time_limit: Some(limit), mip_gap: 0.02, warm_start: Some(warm) };
     let found = solver
@@ -991,24 +966,37 @@ fn cap(base_ms: u64, deadline: std::time::Instant) -> Option<std::time::Duration
     (!left.is_zero()).then(|| left.min(std::time::Duration::from_millis(base_ms).max(left / 8)))
 }
 
-/// The plan of model `mc` alone on `budget` GPUs per class that serves the most (a search
-/// within `limit`, from `warm` when given). None when the search finds nothing or `limit` is
-/// None.
+/// The plan of model `mc` alone that serves the most on the budget its MILP (`model`, laid
+/// out by `layout`, from [`build`]) was built for: a search within `limit`, from `warm` when
+/// given. None when the search finds nothing or `limit` is None.
 fn most(
     inputs: &Inputs,
     mc: &ModelColumns,
     solver: &dyn Solver,
-    budget: &[u32],
+    (model, layout): (&Milp, &Layout),
     warm: Option<&Choice>,
     limit: Option<std::time::Duration>,
 ) -> Option<Choice> {
     let limit = limit?;
     let one = std::slice::from_ref(mc);
-    let (model, layout) = build(inputs, one, budget);
-    let warm = warm.map(|c| assignment(inputs, one, &layout, &model, std::slice::from_ref(c)));
+    let warm = warm.map(|c| assignment(inputs, one, layout, model, std::slice::from_ref(c)));
     let lim = Limits { time_limit: Some(limit), mip_gap: 1e-4, warm_start: warm };
-    let s = solver.solve(&model, &lim).ok()?;
-    Some(trim(mc, extract(one, &layout, &s.values).remove(0)))
+    let s = solver.solve(model, &lim).ok()?;
+    Some(trim(mc, extract(one, layout, &s.values).remove(0)))
+}
+
+/// `model` made to use the fewest GPUs (each of class c weighing `cost(c)`) with z at least
+/// `z_min`.
+fn fewest(model: &Milp, layout: &Layout, cost: impl Fn(usize) -> f64, z_min: f64) -> Milp {
+    let mut m = model.clone();
+    for v in &mut m.vars {
+        v.obj = 0.0;
+    }
+    for (&(_, _, class), p) in &layout.pools {
+        m.vars[p.0].obj = -cost(class);
+    }
+    m.row(vec![(layout.z, 1.0)], Cmp::Ge, z_min);
+    m
 }
 
 /// The cost of the GPUs a model's pipelines use.
@@ -1048,6 +1036,16 @@ fn pairs_by_use(inputs: &Inputs, served: &[ModelColumns], choices: &[Choice]) ->
     let mut pairs: Vec<[usize; 2]> = (0..k).flat_map(|a| (a + 1..k).map(move |b| [a, b])).collect();
     pairs.sort_by(|x, y| (share[y[0]] + share[y[1]]).total_cmp(&(share[x[0]] + share[x[1]])));
     pairs
+}
+
+/// Throughput per weight of each model's chosen pipelines.
+fn per_weight(inputs: &Inputs, served: &[ModelColumns], choices: &[Choice]) -> Vec<f64> {
+    served.iter().zip(choices).map(|(mc, c)| capacity(mc, c) / inputs.workload.model[mc.model].weight).collect()
+}
+
+/// The least of `v` (a plan's z from [`per_weight`]; infinite for no model).
+fn least(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 fn capacity(mc: &ModelColumns, choice: &Choice) -> f64 {
@@ -1105,7 +1103,7 @@ pub(crate) fn solve_split(
     let w: Vec<f64> = served.iter().map(|mc| inputs.workload.model[mc.model].weight).collect();
     let (n0, n1) = (inputs.fleet.class[pair[0]].count, inputs.fleet.class[pair[1]].count);
     let mut best: Vec<Choice> = start.to_vec();
-    let mut z = served.iter().zip(&best).zip(&w).map(|((mc, c), w)| capacity(mc, c) / w).fold(f64::INFINITY, f64::min);
+    let mut z = least(&per_weight(inputs, served, &best));
     if !z.is_finite() {
         z = 0.0;
     }
@@ -1231,14 +1229,6 @@ mod tests {
     use super::*;
     use crate::{Microlp, PlanOptions, Planner};
 
-    fn z_of(inputs: &Inputs, served: &[ModelColumns], choices: &[Choice]) -> f64 {
-        served
-            .iter()
-            .zip(choices)
-            .map(|(mc, c)| capacity(mc, c) / inputs.workload.model[mc.model].weight)
-            .fold(f64::INFINITY, f64::min)
-    }
-
     /// Moving GPUs between models lifts the whole-model plan of a four-class fleet (published
     /// profiles) well above itself, and what it returns fits the fleet.
     #[test]
@@ -1255,11 +1245,11 @@ mod tests {
         let (est, _) = planner.estimates().unwrap();
         let (served, _) = planner.columns(Some(&est), false);
         let start = crate::choices_of(&np.models, &served, &inputs);
-        let z0 = z_of(&inputs, &served, &start);
+        let z0 = least(&per_weight(&inputs, &served, &start));
         assert!((z0 - np.objective).abs() <= 1e-6 * np.objective, "{z0} vs {}", np.objective);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let out = rebalance(&inputs, &served, &Microlp, &start, 1e-3, deadline);
-        let z1 = z_of(&inputs, &served, &out);
+        let z1 = least(&per_weight(&inputs, &served, &out));
         assert!(fits(&inputs, &served, &out), "{:?}", used_by(&inputs, &served, &out));
         // Whole models on whole GPUs serve 4,076; pipelines over the same GPUs, moved
         // between models, serve over 10% more (the optimum is about 5,650).

@@ -27,12 +27,12 @@ pub fn ok(out: std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A free loopback port (TCP or UDP), released for the caller to bind.
-pub fn free_port(udp: bool) -> u16 {
+/// A free loopback address (TCP or UDP port), released for the caller to bind.
+pub fn free_addr(udp: bool) -> SocketAddr {
     if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
     } else {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
     }
 }
 

@@ -27,28 +27,39 @@
 //! 4. PPipe: up to `max_partitions` partitions and every share; the search starts from the
 //!    better of the NP and DART-r plans (both are PPipe plans too), so PPipe is never below
 //!    either, even when the time limit stops the search. With three partitions, the best
-//!    two-partition plan (a third of the time) starts it too. [`Search::Auto`]: a short
-//!    branch and bound on the joint MILP (at most 5% of the time limit, 0.3 s), then, when
-//!    that does not prove the plan, the split search over GPU splits between models (see
-//!    `milp`), then the joint search again with the time left.
+//!    two-partition plan (up to a third of the time) starts it too. The time limit holds for
+//!    the whole PPipe plan, baselines and that pre-search included (the main search gets
+//!    what is left, at least a third). [`Search::Auto`]: a short branch and bound on the
+//!    joint MILP (at most 5% of the time limit, 0.3 s), then, when that does not prove the
+//!    plan, the searches below, then the joint search again with the time left.
 //!
-//! How the split search scales with classes (chosen for issue 21, measured in
-//! docs/benchmarks.md): with two classes it is exact (up to 70% of the time). With three or
-//! four it splits the GPUs of one pair of classes between models and leaves every other class
-//! whole to each model: a relaxation, so its optimum bounds the fleet's. The pairs go by how
-//! much of each class the best known plan uses (the scarce classes first; at most two pairs,
-//! the first until 60% of the time, the second until 75%). When its plan also fits the other classes, or fits once each model
-//! sheds what it does not need of them, or the joint MILP with each model held to its share of
-//! the pair reaches the bound, the plan is proven. That settles fleets where at most two
-//! classes bind (every published group on V100/T4/P4 in about 0.3 s); when three or four
-//! classes bind, the relaxed bound sits about 1% above the optimum (a relaxation at the LP
-//! bound ends the pair searches at once) and the joint search goes on from the best plan until
-//! 75% of the time, reporting the better of the two bounds. Its plan is then polished by
-//! moving GPUs between models (`milp::rebalance`: per-model MILPs on budgets of GPUs per
-//! class), from a plan built on the LP relaxation's split of GPUs too when the best is over 5%
-//! below the LP bound. Measured: a Dantzig-Wolfe bound over per-model allotments is no tighter
-//! than 1% on those fleets either (docs/benchmarks.md), so proving them takes branching on
-//! allotments.
+//! How the search scales with classes (chosen for issue 21, measured in docs/benchmarks.md):
+//! - **Two classes**: the split search over GPU splits between models (see `milp`), exact,
+//!   up to 70% of the time.
+//! - **Three or four classes**, first the same split search on one pair of classes, every
+//!   other class whole to each model (a relaxation: its optimum bounds the fleet's), up to
+//!   15% of the time. When its plan also fits the other classes (or does once each model
+//!   sheds what it does not need of them), the plan is proven: fleets where at most two
+//!   classes bind.
+//! - Then the **pools relaxation** (`milp::pools_plan`), up to 70% of the time: the joint
+//!   MILP with each pool's GPUs an integer and each pipeline's vGPUs fractional. It is small
+//!   to search (only pools branch; columns that no mix of fractional vGPUs would use are
+//!   dropped first, about 60% of them) and far tighter than the LP relaxation: on the
+//!   published four-class cases it lies 0.4-0.9% above the best plan HiGHS finds, where the
+//!   LP relaxation, the pair relaxations and a Dantzig-Wolfe bound over per-model
+//!   allotments all lie about 1.1% or more above it. Its split of GPUs between models gives
+//!   the plan: each model's best plan on its share (a per-model MILP, first on the columns the
+//!   relaxation uses), solved again with each model's demand scaled by what rounding cost it,
+//!   then polished by moving GPUs between models (`milp::rebalance`). Why this and not
+//!   branch and price: the per-model pricing MILPs take microlp about 0.2 s each, and a
+//!   column generation needs about 15 rounds per node, which does not fit seconds.
+//! - Where the pools relaxation does not settle it, its bound is reported with the best plan,
+//!   and the joint search runs with the time left.
+//!
+//! Partitions: with three, a pipeline has up to three pools, the pools relaxation keeps
+//! three-dimensional Pareto fronts of columns (no convex-hull reduction), and a model with
+//! over 10,000 configurations (EfficientNet-B8 on three classes) makes it too slow to finish
+//! in seconds: such a plan is reported with its gap (docs/benchmarks.md).
 //!
 //! `scripts/planner_oracle.py` solves the same MILP with HiGHS from
 //! [`Planner::configurations`] as an outside check (tests/planner_oracle.rs).
@@ -480,7 +491,6 @@ impl<'a> Planner<'a> {
         if self.options.max_partitions > 2 {
             // Two-partition plans are three-partition plans too, and their search is far
             // smaller: the best of them (a third of the time) starts the wider search.
-            let t = Instant::now();
             let narrow = ColumnOptions { max_partitions: 2, ..self.options.columns(false) };
             let (served2, unserved2) = self.columns_with(Some(&est), &narrow);
             if unserved2.is_empty() {
@@ -496,9 +506,12 @@ impl<'a> Planner<'a> {
                 )?;
                 let (models2, _) = milp::model_plans(self.inputs, &served2, &out2.choices, &est, &narrow);
                 warm.push(("two partitions".to_string(), choices_of(&models2, &served, self.inputs)));
-                limits.time_limit = limits.time_limit.map(|d| d.saturating_sub(t.elapsed()).max(d / 3));
             }
         }
+        // The time limit holds for the whole PPipe plan: the baselines and the two-partition
+        // search before it leave the main search what is left of it (at least a third), less
+        // 2% for making and checking the plan.
+        limits.time_limit = limits.time_limit.map(|d| d.mul_f64(0.98).saturating_sub(started.elapsed()).max(d / 3));
         let out = milp::solve(self.inputs, &served, self.solver.as_ref(), &limits, false, &warm, self.options.search)?;
         let mut plan = self.make_plan(PlannerKind::Ppipe, &served, unserved, &out, &est, pre, false);
         plan.solve_seconds = started.elapsed().as_secs_f64() + cached;

@@ -30,19 +30,23 @@
 //! than its share on what is left? A yes is a better plan; a no everywhere bounds the
 //! optimum by the target. It ends when the gap is within `mip_gap`, or proven 0.
 //!
-//! With more than two classes the same search runs on one pair of classes at a time, every
-//! other class given whole to each model ([`solve_split`]'s `pair`): its bound holds for the
-//! fleet. Its plan is the fleet's optimum when it fits the other classes as it is, after each
-//! model sheds what it does not need of them ([`shrink`]), or when the joint MILP with each
-//! model held to its GPUs of the pair reaches the bound ([`fit_jointly`]).
+//! With more than two classes the same search runs first, briefly, on one pair of classes,
+//! every other class given whole to each model ([`solve_split`]'s `pair`): its bound holds
+//! for the fleet. Its plan is the fleet's optimum when it fits the other classes as it is,
+//! after each model sheds what it does not need of them ([`shrink`]), or when the joint MILP
+//! with each model held to its GPUs of the pair reaches the bound ([`fit_jointly`]).
 //!
-//! When that does not prove the plan (three or four classes all used up), the joint search
-//! goes on from the best plan, and [`rebalance`] then gives each model its best plan on the
-//! GPUs it has (wider columns may serve more from them) and moves GPUs between models: each round
-//! aims a little above the plan, the models above it keep the fewest GPUs that serve the
-//! target, and the models below take what is freed (every step a small MILP of one model on a
-//! budget of GPUs per class). It starts from the best plan, and from a plan built on the LP
-//! relaxation's split of GPUs between models ([`from_relaxation`]) when the best is far below.
+//! When that does not prove the plan (three or four classes all used up), the pools
+//! relaxation does ([`pools_plan`]): the joint MILP with integer GPUs per pool and fractional
+//! vGPUs, over the columns that fractional vGPUs could use ([`efficient`]). Its bound is
+//! within 1% of the optimum on the published cases, and its split of GPUs between models,
+//! each model's best plan on its share ([`from_relaxation`]), gives a plan near it; the
+//! relaxation is solved again with each model's demand scaled by what rounding cost it.
+//! [`rebalance`] then gives each model its best plan on the GPUs it has and moves GPUs
+//! between models: each round aims a little above the plan, the models above it keep the
+//! fewest GPUs that serve the target, and the models below take what is freed (every step a
+//! small MILP of one model on a budget of GPUs per class). The joint search gets what time is
+//! left.
 
 use std::collections::BTreeMap;
 
@@ -85,12 +89,15 @@ struct Layout {
     cols: Vec<Vec<(Var, Vec<Var>)>>,
     /// Pools: (served model, partition index, class) -> P.
     pools: BTreeMap<(usize, usize, usize), Var>,
+    /// Per served model, its row `z * w_m <= sum_c X_c` (z's term first).
+    demand: Vec<usize>,
 }
 
 fn build(inputs: &Inputs, served: &[ModelColumns], budget_of: &[u32]) -> (Milp, Layout) {
     let mut m = Milp::default();
     let z = m.continuous(1.0, 0.0, f64::INFINITY);
     let mut cols = vec![];
+    let mut demand = vec![];
     // Which (model, d, class) pools are all-whole-GPU (P may stay continuous).
     let mut pool_terms: BTreeMap<PoolKey, (Vec<(Var, f64)>, bool)> = BTreeMap::new();
     for (si, mc) in served.iter().enumerate() {
@@ -112,6 +119,7 @@ fn build(inputs: &Inputs, served: &[ModelColumns], budget_of: &[u32]) -> (Milp, 
             }
             per.push((x, ns));
         }
+        demand.push(m.rows.len());
         m.row(row_x, Cmp::Le, 0.0);
         cols.push(per);
     }
@@ -131,7 +139,7 @@ fn build(inputs: &Inputs, served: &[ModelColumns], budget_of: &[u32]) -> (Milp, 
             m.row(terms, Cmp::Le, budget_of[c] as f64);
         }
     }
-    (m, Layout { z, cols, pools })
+    (m, Layout { z, cols, pools, demand })
 }
 
 /// Reads the chosen pipelines out of a solution.
@@ -256,24 +264,24 @@ pub(crate) fn solve(
         } else {
             solved.values.clone()
         };
-        // Two classes: one split search, exact. More: a split search per pair of classes, the
-        // most used first, each with the other classes whole to every model (a relaxation):
-        // its bound holds for the fleet, and its plan is the optimum when it fits.
-        let pairs =
-            if classes == 2 { vec![[0, 1]] } else { pairs_by_use(inputs, served, &extract(served, &layout, &start)) };
+        let mut start = start;
+        // A bound that holds for the fleet, from a relaxation (a pair's split search, the
+        // pools relaxation).
         let mut relaxed_bound = f64::INFINITY;
-        // With more than two classes, at most two pairs: the first with up to 60% of the time,
-        // the second up to 75%; the joint search keeps the rest when neither proves the plan.
-        let tries = if classes == 2 { 1 } else { 2 };
         let mut found: Option<Vec<Choice>> = None;
-        for (i, pair) in pairs.into_iter().take(tries).enumerate() {
+        // Two classes: one split search, exact. More: first a short split search on the pair
+        // of classes the plan uses most, the other classes whole to every model (a
+        // relaxation): its bound holds for the fleet, and its plan is the optimum when it fits
+        // (when the other classes do not bind).
+        let pairs = if classes == 2 {
+            vec![[0, 1]]
+        } else {
+            pairs_by_use(inputs, served, &extract(served, &layout, &start)).into_iter().take(1).collect()
+        };
+        for pair in pairs {
             // Until when the split search may run, and the fitting after it (fractions of
             // the time limit).
-            let (split_end, fit_end) = match (classes, i) {
-                (2, _) => (0.7, 0.75),
-                (_, 0) => (0.6, 0.7),
-                _ => (0.75, 0.85),
-            };
+            let (split_end, fit_end) = if classes == 2 { (0.7, 0.75) } else { (0.15, 0.2) };
             let budget = total.mul_f64(split_end).saturating_sub(t0.elapsed());
             if budget.is_zero() {
                 break;
@@ -317,6 +325,23 @@ pub(crate) fn solve(
                 break;
             }
         }
+        if found.is_none() && classes > 2 {
+            // The pools relaxation bounds the optimum within 1% on the published cases, and
+            // its split of GPUs between models gives a plan near it.
+            let until = t0 + total.mul_f64(POOLS_END);
+            let known = extract(served, &layout, &start);
+            if let Some((hi, c)) = pools_plan(inputs, served, solver, &known, limits, until) {
+                relaxed_bound = relaxed_bound.min(hi);
+                let values = assignment(inputs, served, &layout, &model, &c);
+                if model.objective_of(&values) > model.objective_of(&start) && model.violation(&values, 1e-7).is_none()
+                {
+                    start = values;
+                }
+            }
+            if rel_gap(relaxed_bound, model.objective_of(&start)) <= limits.mip_gap.max(1e-9) {
+                found = Some(extract(served, &layout, &start));
+            }
+        }
         if let Some(choices) = found {
             let values = assignment(inputs, served, &layout, &model, &choices);
             let objective = model.objective_of(&values);
@@ -344,13 +369,26 @@ pub(crate) fn solve(
         if solved.objective > 0.0 {
             solved.gap = rel_gap(solved.bound, solved.objective);
         }
-        // Not proven in time (nor by a split's bound): the joint search again with what is
-        // left, from its best plan.
-        // With more than two classes the joint search stops at 75% of the time; then a plan
-        // from the LP relaxation when the best is far below it, and moving GPUs between
-        // models polishes the best plan with the rest.
-        let joint_end = if classes == 2 { total } else { total.mul_f64(0.75) };
-        let left = joint_end.saturating_sub(t0.elapsed());
+        // Not proven in time (nor by a split's bound). More than two classes: moving GPUs
+        // between models ([`rebalance`]) polishes the best plan, until it stops finding
+        // better ones. Then the joint search again with what is left, from the best plan
+        // (small fleets are proven there).
+        if classes > 2 {
+            let from = if model.objective_of(&start) > solved.objective { &start } else { &solved.values };
+            let hi = solved.bound.min(relaxed_bound);
+            let better =
+                rebalance(inputs, served, solver, &extract(served, &layout, from), limits.mip_gap, hi, t0 + total);
+            let values = assignment(inputs, served, &layout, &model, &better);
+            if model.objective_of(&values) >= model.objective_of(&start) && model.violation(&values, 1e-7).is_none() {
+                start = values;
+            }
+            if model.objective_of(&start) > solved.objective {
+                solved.values = start.clone();
+                solved.objective = model.objective_of(&start);
+                solved.gap = rel_gap(solved.bound, solved.objective);
+            }
+        }
+        let left = total.saturating_sub(t0.elapsed());
         if solved.gap > limits.mip_gap && !left.is_zero() {
             let lim = Limits { time_limit: Some(left), warm_start: Some(start.clone()), ..limits.clone() };
             if let Ok(again) = solver.solve(&model, &lim)
@@ -360,30 +398,6 @@ pub(crate) fn solve(
                 solved = again;
                 solved.nodes = nodes;
             }
-        }
-        // A plan found by moving GPUs between models replaces the search's when it is better.
-        let adopt = |solved: &mut Solved, choices: &[Choice]| {
-            let values = assignment(inputs, served, &layout, &model, choices);
-            let objective = model.objective_of(&values);
-            if objective > solved.objective && model.violation(&values, 1e-7).is_none() {
-                solved.values = values;
-                solved.objective = objective;
-                solved.gap = rel_gap(solved.bound, objective);
-            }
-        };
-        // More than two classes, not proven, and the best plan far below the LP bound: a plan
-        // from the LP relaxation's split of GPUs between models, polished by moving GPUs
-        // between them ([`rebalance`]), until 90% of the time.
-        if classes > 2 && solved.gap > limits.mip_gap && rel_gap(lp.objective, solved.objective) > 0.05 {
-            let until = t0 + total.mul_f64(0.9);
-            if let Some(c) = from_relaxation(inputs, served, solver, &layout, &lp.values, until) {
-                adopt(&mut solved, &rebalance(inputs, served, solver, &c, 1e-3, until));
-            }
-        }
-        if classes > 2 && solved.gap > limits.mip_gap {
-            let from = if model.objective_of(&start) > solved.objective { &start } else { &solved.values };
-            let better = rebalance(inputs, served, solver, &extract(served, &layout, from), limits.mip_gap, t0 + total);
-            adopt(&mut solved, &better);
         }
         // A split's bound holds whatever the joint search found.
         if relaxed_bound < solved.bound {
@@ -762,14 +776,15 @@ fn fit_jointly(
 /// still serve the target (the scarcest classes given back first), and gives what they
 /// free to the models below it, each taking the fewest GPUs that serve the target. A round
 /// that reaches the target doubles the step; one that fails halves it. Plans of one model on
-/// a budget are small MILPs; the search ends at `deadline` or when the step is below `tol`.
-/// Returns the best plan found (never below `choices`).
+/// a budget are small MILPs; the search ends at `deadline`, when the step is below `tol` or
+/// when the plan is within `tol` of `bound` (a known upper bound on z). Returns the best plan found (never below `choices`).
 fn rebalance(
     inputs: &Inputs,
     served: &[ModelColumns],
     solver: &dyn Solver,
     choices: &[Choice],
     tol: f64,
+    bound: f64,
     deadline: std::time::Instant,
 ) -> Vec<Choice> {
     let k = inputs.fleet.class.len();
@@ -794,8 +809,9 @@ fn rebalance(
     // Scarcity: a GPU of a small class costs more.
     let scarce: Vec<f64> = counts.iter().map(|&n| 1.0 / n.max(1) as f64).collect();
     let mut delta: f64 = 0.01;
-    while delta >= tol.max(1e-5) && std::time::Instant::now() < deadline {
-        let tau = if z > 0.0 { z * (1.0 + delta) } else { 1.0 };
+    while delta >= tol.max(1e-5) && std::time::Instant::now() < deadline && rel_gap(bound, z) > tol {
+        // Never aim above the bound.
+        let tau = if z > 0.0 { (z * (1.0 + delta)).min(bound) } else { 1.0 };
         let now = zs(&cur);
         // What one more GPU of each class is worth to the models below the target (their LP
         // relaxations): the others give those back first.
@@ -887,29 +903,202 @@ fn marginal(
         .collect()
 }
 
-/// A plan from the LP relaxation's split of GPUs between models (`values` of the joint model
-/// laid out by `layout`): each model's GPUs of each class rounded down, then the best plan of
-/// each model alone on them (a short search each).
-/// None when a model's search fails or time runs out.
+/// A plan from a relaxation's split of GPUs between models (`values` of the joint model of
+/// `relaxed`'s columns laid out by `layout`): each model's GPUs of each class rounded down,
+/// then the best plan of each model alone on them: first from the columns the relaxation uses
+/// (a small search), then a short search over all its columns from that plan when time is
+/// left. None when a model's search finds nothing or time runs out.
 fn from_relaxation(
     inputs: &Inputs,
     served: &[ModelColumns],
     solver: &dyn Solver,
-    layout: &Layout,
-    values: &[f64],
+    (relaxed, layout, values): (&[ModelColumns], &Layout, &[f64]),
     deadline: std::time::Instant,
 ) -> Option<Vec<Choice>> {
-    let mut share = vec![vec![0.0f64; inputs.fleet.class.len()]; served.len()];
+    let mut out = vec![];
+    for (m, (mc, budget)) in served.iter().zip(split_of(inputs, layout, values, served.len())).enumerate() {
+        let used: Vec<usize> = relaxed[m]
+            .kept
+            .iter()
+            .zip(&layout.cols[m])
+            .filter(|(_, (x, _))| values[x.0] > 1e-6)
+            .map(|(&ci, _)| ci)
+            .collect();
+        let support = ModelColumns { kept: used, ..mc.clone() };
+        let (model, one) = build(inputs, std::slice::from_ref(&support), &budget);
+        // Small enough to run even at the deadline.
+        let limit = cap(2 * CHEAPEST_MS, deadline).unwrap_or(std::time::Duration::from_millis(50));
+        let small = most(inputs, &support, solver, (&model, &one), None, Some(limit));
+        let (model, one) = build(inputs, std::slice::from_ref(&relaxed[m]), &budget);
+        let lean = most(inputs, &relaxed[m], solver, (&model, &one), small.as_ref(), cap(3 * CHEAPEST_MS, deadline));
+        let lean = lean.or(small);
+        let (model, one) = build(inputs, std::slice::from_ref(mc), &budget);
+        let all = most(inputs, mc, solver, (&model, &one), lean.as_ref(), cap(3 * CHEAPEST_MS, deadline));
+        out.push(all.or(lean)?);
+    }
+    fits(inputs, served, &out).then_some(out)
+}
+
+/// Until when the pools relaxation and the plans from its split may run (a fraction of the
+/// time limit), with more than two classes.
+const POOLS_END: f64 = 0.7;
+
+/// How many times [`pools_plan`] solves the pools relaxation again with each model's demand
+/// scaled by what rounding cost it.
+const REWEIGHTS: usize = 3;
+
+/// The pools relaxation of the joint model: every pool's GPUs an integer, every pipeline's
+/// vGPUs fractional. Its optimum bounds the fleet's: a pool of whole GPUs cannot take 2.4 of
+/// them, which is most of what the LP relaxation gains. It is a small search, as only the
+/// pools branch, and once vGPUs are fractional a column that needs at least as many GPUs per
+/// request of every pool as another, or as a mix of two others, never helps ([`efficient`]).
+///
+/// Returns its bound and a plan: each model's best plan on the GPUs the relaxation's split
+/// gives it ([`from_relaxation`]). Rounding costs each model a different share of its
+/// throughput, so the relaxation is solved again with each model's demand scaled up by what
+/// rounding cost it, up to [`REWEIGHTS`] times; the best plan is then polished by
+/// [`rebalance`] until `deadline`. Returns `start` when no plan beats it, None when the
+/// relaxation finds nothing in time.
+fn pools_plan(
+    inputs: &Inputs,
+    served: &[ModelColumns],
+    solver: &dyn Solver,
+    start: &[Choice],
+    limits: &Limits,
+    deadline: std::time::Instant,
+) -> Option<(f64, Vec<Choice>)> {
+    // The efficient columns and those of the start (a plan of the fleet, so a point of the
+    // relaxation whose objective prunes its search from the first node).
+    let lean: Vec<ModelColumns> = served
+        .iter()
+        .zip(start)
+        .map(|(mc, c)| {
+            let mut lean = efficient(mc);
+            lean.kept.extend(c.iter().map(|(ci, _)| *ci).filter(|ci| mc.kept.contains(ci)));
+            lean.kept.sort_unstable();
+            lean.kept.dedup();
+            lean
+        })
+        .collect();
+    let (mut relaxed, layout) = pools_relaxation(inputs, &lean);
+    let left = || deadline.saturating_duration_since(std::time::Instant::now());
+    if left().is_zero() {
+        return None;
+    }
+    // Most of the time for the bound, the rest for plans.
+    let lim =
+        |share: f64| Limits { time_limit: Some(left().mul_f64(share)), mip_gap: limits.mip_gap, warm_start: None };
+    let warm = assignment(inputs, &lean, &layout, &relaxed, start);
+    let first = Limits { warm_start: relaxed.violation(&warm, 1e-7).is_none().then_some(warm), ..lim(0.7) };
+    let s = solver.solve(&relaxed, &first).ok()?;
+    let bound = s.bound;
+    let proven = |c: &[Choice]| rel_gap(bound, least(&per_weight(inputs, served, c))) <= limits.mip_gap.max(1e-9);
+    let mut best = start.to_vec();
+    let mut values = s.values;
+    let mut seen = vec![];
+    for round in 0..=REWEIGHTS {
+        if proven(&best) || (round > 0 && left().is_zero()) {
+            break;
+        }
+        let split = split_of(inputs, &layout, &values, served.len());
+        if seen.contains(&split) {
+            break;
+        }
+        seen.push(split);
+        let Some(c) = from_relaxation(inputs, served, solver, (&lean, &layout, &values), deadline) else { break };
+        let got = per_weight(inputs, served, &c);
+        if least(&got) > least(&per_weight(inputs, served, &best)) {
+            best = c;
+        }
+        if round == REWEIGHTS {
+            break;
+        }
+        // Each model's demand scaled by what rounding its share cost it.
+        for (m, mc) in lean.iter().enumerate() {
+            let w = inputs.workload.model[mc.model].weight;
+            let relaxed_z = layout.cols[m].iter().map(|(x, _)| values[x.0]).sum::<f64>() / w;
+            let kept = if relaxed_z > 0.0 { (got[m] / relaxed_z).clamp(0.5, 1.0) } else { 1.0 };
+            relaxed.rows[layout.demand[m]].terms[0].1 = w / kept;
+        }
+        let Ok(again) = solver.solve(&relaxed, &lim(0.25)) else { break };
+        values = again.values;
+    }
+    let plan =
+        if proven(&best) { best } else { rebalance(inputs, served, solver, &best, limits.mip_gap, bound, deadline) };
+    Some((bound, plan))
+}
+
+/// The joint model over the kept columns of `served` with every pool's GPUs an integer and
+/// every pipeline's vGPUs fractional (see [`pools_plan`]).
+fn pools_relaxation(inputs: &Inputs, served: &[ModelColumns]) -> (Milp, Layout) {
+    let counts: Vec<u32> = inputs.fleet.class.iter().map(|c| c.count).collect();
+    let (mut relaxed, layout) = build(inputs, served, &counts);
+    for (_, ns) in layout.cols.iter().flatten() {
+        for n in ns {
+            relaxed.vars[n.0].integer = false;
+        }
+    }
+    for p in layout.pools.values() {
+        relaxed.vars[p.0].integer = true;
+    }
+    (relaxed, layout)
+}
+
+/// Each model's GPUs of each class in a relaxation's solution (`values` laid out by
+/// `layout`), rounded down.
+fn split_of(inputs: &Inputs, layout: &Layout, values: &[f64], models: usize) -> Vec<Vec<u32>> {
+    let mut share = vec![vec![0.0f64; inputs.fleet.class.len()]; models];
     for (&(m, _, class), p) in &layout.pools {
         share[m][class] += values[p.0];
     }
-    let mut out = vec![];
-    for (mc, a) in served.iter().zip(&share) {
-        let budget: Vec<u32> = a.iter().map(|x| (x + 1e-6).floor().max(0.0) as u32).collect();
-        let (model, layout) = build(inputs, std::slice::from_ref(mc), &budget);
-        out.push(most(inputs, mc, solver, (&model, &layout), None, cap(6 * CHEAPEST_MS, deadline))?);
+    share.iter().map(|a| a.iter().map(|x| (x + 1e-6).floor().max(0.0) as u32).collect()).collect()
+}
+
+/// The kept columns of `mc` that matter once vGPUs are fractional (the pools relaxation of
+/// [`pools_plan`]). Among the columns whose partitions run on the same classes in the same
+/// order (the same pools), one that needs at least as many GPUs of every pool per request per
+/// second as another is dropped; with two pools, so is one above the segment between two
+/// others (a mix of those two serves the same for less). The relaxation's optimum is the same
+/// over what is left.
+fn efficient(mc: &ModelColumns) -> ModelColumns {
+    let mut groups: BTreeMap<Vec<usize>, Vec<(usize, Vec<f64>)>> = BTreeMap::new();
+    for &ci in &mc.kept {
+        let parts = &mc.all[ci].parts;
+        let need = parts.iter().map(|p| 1.0 / (p.vgpu_rps * p.share as f64)).collect();
+        groups.entry(parts.iter().map(|p| p.class).collect()).or_default().push((ci, need));
     }
-    fits(inputs, served, &out).then_some(out)
+    let mut kept = vec![];
+    for (_, mut group) in groups {
+        group.sort_by(|a, b| a.1.iter().sum::<f64>().total_cmp(&b.1.iter().sum::<f64>()));
+        let mut front: Vec<(usize, Vec<f64>)> = vec![];
+        for (ci, need) in group {
+            if !front.iter().any(|(_, f)| f.iter().zip(&need).all(|(a, b)| a <= b)) {
+                front.push((ci, need));
+            }
+        }
+        if front.first().is_some_and(|f| f.1.len() == 2) {
+            // Two pools: only the lower convex hull of the front serves at least cost (a
+            // column above the segment between two others is beaten by a mix of them).
+            front.sort_by(|a, b| a.1[0].total_cmp(&b.1[0]));
+            let mut hull: Vec<(usize, Vec<f64>)> = vec![];
+            for p in front {
+                while hull.len() >= 2 {
+                    let (a, b) = (&hull[hull.len() - 2].1, &hull[hull.len() - 1].1);
+                    let cross = (b[0] - a[0]) * (p.1[1] - a[1]) - (b[1] - a[1]) * (p.1[0] - a[0]);
+                    if cross <= 0.0 {
+                        hull.pop();
+                    } else {
+                        break;
+                    }
+                }
+                hull.push(p);
+            }
+            front = hull;
+        }
+        kept.extend(front.into_iter().map(|(ci, _)| ci));
+    }
+    kept.sort_unstable();
+    ModelColumns { model: mc.model, all: mc.all.clone(), kept, dominated: mc.dominated.clone() }
 }
 
 /// The plan of model `mc` alone on `budget` GPUs per class that serves at least `tau` per
@@ -968,7 +1157,8 @@ fn cap(base_ms: u64, deadline: std::time::Instant) -> Option<std::time::Duration
 
 /// The plan of model `mc` alone that serves the most on the budget its MILP (`model`, laid
 /// out by `layout`, from [`build`]) was built for: a search within `limit`, from `warm` when
-/// given. None when the search finds nothing or `limit` is None.
+/// given (which it returns when the search finds nothing in time). None when there is neither
+/// or `limit` is None.
 fn most(
     inputs: &Inputs,
     mc: &ModelColumns,
@@ -979,10 +1169,13 @@ fn most(
 ) -> Option<Choice> {
     let limit = limit?;
     let one = std::slice::from_ref(mc);
-    let warm = warm.map(|c| assignment(inputs, one, layout, model, std::slice::from_ref(c)));
-    let lim = Limits { time_limit: Some(limit), mip_gap: 1e-4, warm_start: warm };
-    let s = solver.solve(model, &lim).ok()?;
-    Some(trim(mc, extract(one, layout, &s.values).remove(0)))
+    let start = warm.map(|c| assignment(inputs, one, layout, model, std::slice::from_ref(c)));
+    let lim = Limits { time_limit: Some(limit), mip_gap: 1e-4, warm_start: start };
+    match solver.solve(model, &lim) {
+        Ok(s) => Some(trim(mc, extract(one, layout, &s.values).remove(0))),
+        // Nothing in time (a big model's root LP alone can take longer): the plan it had.
+        Err(_) => warm.map(|c| trim(mc, c.clone())),
+    }
 }
 
 /// `model` made to use the fewest GPUs (each of class c weighing `cost(c)`) with z at least
@@ -1248,12 +1441,58 @@ mod tests {
         let z0 = least(&per_weight(&inputs, &served, &start));
         assert!((z0 - np.objective).abs() <= 1e-6 * np.objective, "{z0} vs {}", np.objective);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let out = rebalance(&inputs, &served, &Microlp, &start, 1e-3, deadline);
+        let out = rebalance(&inputs, &served, &Microlp, &start, 1e-3, f64::INFINITY, deadline);
         let z1 = least(&per_weight(&inputs, &served, &out));
         assert!(fits(&inputs, &served, &out), "{:?}", used_by(&inputs, &served, &out));
         // Whole models on whole GPUs serve 4,076; pipelines over the same GPUs, moved
         // between models, serve over 10% more (the optimum is about 5,650).
         assert!(z1 >= 1.1 * z0, "{z0} -> {z1}");
         assert!(z1 <= 5700.0, "above the LP bound: {z1}");
+    }
+
+    fn published(fleet: &str, group: &str) -> Inputs {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        Inputs::load(
+            &root.join("../shared/ppipe-data"),
+            &root.join(format!("configs/fleets/{fleet}.toml")),
+            &root.join(format!("configs/workloads/{group}.toml")),
+        )
+        .expect("published profiles and the fleet load")
+    }
+
+    /// The pools relaxation over the efficient columns alone has the optimum it has over
+    /// every kept column (the dropped ones never help once vGPUs are fractional), with far
+    /// fewer columns; it lies between the best plan and the LP bound.
+    #[test]
+    fn efficient_columns_keep_the_pools_relaxation() {
+        for (fleet, group) in [("mc3", "group2"), ("mc4", "group6")] {
+            let inputs = published(fleet, group);
+            let mut planner = Planner::new(&inputs, PlanOptions::default()).unwrap();
+            let (est, _) = planner.estimates().unwrap();
+            let (served, _) = planner.columns(Some(&est), false);
+            let lean: Vec<ModelColumns> = served.iter().map(efficient).collect();
+            let kept = |s: &[ModelColumns]| s.iter().map(|m| m.kept.len()).sum::<usize>();
+            assert!(2 * kept(&lean) < kept(&served), "{fleet} {group}: {} of {}", kept(&lean), kept(&served));
+            let exact =
+                Limits { time_limit: Some(std::time::Duration::from_secs(120)), mip_gap: 0.0, warm_start: None };
+            let solve = |s: &[ModelColumns]| {
+                let (m, _) = pools_relaxation(&inputs, s);
+                let r = Microlp.solve(&m, &exact).unwrap();
+                assert!(r.optimal, "{fleet} {group}: not solved");
+                (r.objective, Microlp.solve(&m.relaxed(), &exact).unwrap().objective)
+            };
+            let (all, lp) = solve(&served);
+            let (few, _) = solve(&lean);
+            assert!(
+                (all - few).abs() <= 1e-6 * all,
+                "{fleet} {group}: {all} over every column, {few} over the efficient"
+            );
+            let plan = planner.plan(crate::PlannerKind::Ppipe).unwrap();
+            assert!(
+                plan.objective <= all * (1.0 + 1e-9) && all <= lp * (1.0 + 1e-9),
+                "{fleet} {group}: {} {all} {lp}",
+                plan.objective
+            );
+        }
     }
 }

@@ -73,6 +73,29 @@ fn model3(rng: &mut Rng, name: &str, blocks: usize) -> ModelProfile {
     m
 }
 
+/// A fourth class, D: slow on every block, a little slower on the last ones (cheap GPUs for
+/// the first partition).
+fn model4(rng: &mut Rng, name: &str, blocks: usize) -> ModelProfile {
+    let mut m = model3(rng, name, blocks);
+    let a = m.classes["A"][0].us.clone();
+    let us: Vec<Vec<u64>> = a
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let f = 1.6 + 0.8 * i as f64 / (blocks - 1) as f64 + rng.range(0.0, 0.3);
+            row.iter().map(|&v| (v as f64 * f).round() as u64).collect()
+        })
+        .collect();
+    m.classes.insert("D".to_string(), vec![ShareProfile { share: 1, us }]);
+    m
+}
+
+fn fleet4(a: u32, b: u32, c: u32, d: u32) -> Fleet {
+    let mut f = fleet3(a, b, c);
+    f.class.push(GpuClass { name: "D".into(), count: d, gpus_per_server: 1, shares: None });
+    f
+}
+
 fn fleet3(a: u32, b: u32, c: u32) -> Fleet {
     let mut f = fleet(a, b, 1);
     f.class.push(GpuClass { name: "C".into(), count: c, gpus_per_server: 1, shares: None });
@@ -370,6 +393,31 @@ fn three_class_instances_match_exhaustive_search() {
     }
     assert_eq!(cases, 10);
     assert!(three >= 3, "only {three} plans use all three classes");
+}
+
+#[test]
+fn four_class_instances_match_exhaustive_search() {
+    let mut rng = Rng(23);
+    let mut four = 0;
+    for case in 0..6 {
+        let names = [format!("f{case}a"), format!("f{case}b")];
+        let profiles: Vec<ModelProfile> = names.iter().map(|n| model4(&mut rng, n, 3 + case % 2)).collect();
+        let mut count = |most: f64| 1 + (rng.next() * most) as u32;
+        let f = fleet4(count(2.0), count(2.0), count(2.0), count(3.0));
+        let weights = [rng.range(0.2, 0.8), rng.range(0.2, 0.8)];
+        let inputs = Inputs::new(f, workload(&[&names[0], &names[1]], &weights), profiles).unwrap();
+        let o = small_options();
+        let mut planner = Planner::new(&inputs, o.clone()).unwrap();
+        let (est, _) = planner.estimates().unwrap();
+        let pp = planner.plan(PlannerKind::Ppipe).unwrap();
+        let want = brute(&inputs, &est, &o, false);
+        assert!(close(pp.objective, want), "case {case}: ppipe {} vs exhaustive {want}", pp.objective);
+        assert!(pp.optimal, "case {case}: gap {}", pp.gap);
+        if pp.classes.iter().filter(|c| c.used > 0).count() >= 3 {
+            four += 1;
+        }
+    }
+    assert!(four >= 2, "only {four} plans use three classes or more");
 }
 
 #[test]

@@ -165,6 +165,9 @@ pub struct BenchRatio {
 pub struct OracleResult {
     /// Its objective (None: no solution in its time).
     pub objective: Option<f64>,
+    /// Its proven upper bound on the objective (None: none in its time).
+    #[serde(default)]
+    pub bound: Option<f64>,
     /// Its proven relative gap.
     pub gap: Option<f64>,
     /// Whether it proved its objective optimal.

@@ -505,6 +505,20 @@ fn published_cases_give_valid_plans_that_beat_the_baselines() {
 }
 
 #[test]
+fn a_one_percent_target_proves_four_class_plans_within_one_percent() {
+    // mc4-group2 uses up all four classes: no pair search proves it, the pools relaxation
+    // does. A 1% target must not loosen the bound that proves the plan.
+    let inputs =
+        Inputs::load(&data(), &configs_dir().join("fleets/mc4.toml"), &configs_dir().join("workloads/group2.toml"))
+            .unwrap();
+    let o = PlanOptions { mip_gap: 0.01, time_limit: Duration::from_secs(20), ..PlanOptions::default() };
+    let p = Planner::new(&inputs, o).unwrap().plan(PlannerKind::Ppipe).unwrap();
+    assert!(p.gap <= 0.01, "gap {}", p.gap);
+    // HiGHS proves 5351.5 optimal on the same configurations (docs/benchmarks.md).
+    assert!(p.objective >= 5351.5 * 0.99 && p.objective <= 5351.5 * 1.0001, "objective {}", p.objective);
+}
+
+#[test]
 fn a_model_that_cannot_meet_its_slo_is_named_and_the_others_are_served() {
     let mut rng = Rng(3);
     let profiles = vec![model(&mut rng, "fine", 3), model(&mut rng, "tight", 3)];

@@ -23,12 +23,16 @@ fn tmp(name: &str) -> PathBuf {
 
 #[test]
 fn every_example_fleet_and_workload_loads_with_its_published_profiles() {
-    let fleets: Vec<Fleet> = ["hc1", "hc2", "hc3", "hc4"]
-        .iter()
-        .map(|f| Fleet::load(&configs().join(format!("fleets/{f}.toml"))).unwrap())
-        .collect();
+    let load = |f: &str| Fleet::load(&configs().join(format!("fleets/{f}.toml"))).unwrap();
+    let mut fleets: Vec<Fleet> = ["hc1", "hc2", "hc3", "hc4"].iter().map(|f| load(f)).collect();
     for f in &fleets {
         assert_eq!(f.class.iter().map(|c| c.count).sum::<u32>(), 100);
+    }
+    // The three- and four-class fleets.
+    for (f, classes, gpus) in [("mc3", 3, 120), ("mc4", 4, 150), ("mc3-small", 3, 45), ("mc4-large", 4, 440)] {
+        let fleet = load(f);
+        assert_eq!((fleet.class.len(), fleet.class.iter().map(|c| c.count).sum::<u32>()), (classes, gpus), "{f}");
+        fleets.push(fleet);
     }
     let slos = profiles::read_slos(&data()).unwrap();
     for g in 1..=6 {

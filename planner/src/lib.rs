@@ -44,7 +44,7 @@
 //! - Then the **pools relaxation** (`milp::pools_plan`), up to 70% of the time: the joint
 //!   MILP with each pool's GPUs an integer and each pipeline's vGPUs fractional. It is small
 //!   to search (only pools branch; columns that no mix of fractional vGPUs would use are
-//!   dropped first, about 60% of them) and far tighter than the LP relaxation: on the
+//!   dropped first, about 60% of them) and tighter than the LP relaxation: on the
 //!   published four-class cases it lies 0.4-0.9% above the best plan HiGHS finds, where the
 //!   LP relaxation, the pair relaxations and a Dantzig-Wolfe bound over per-model
 //!   allotments all lie about 1.1% or more above it. Its split of GPUs between models gives
@@ -53,10 +53,10 @@
 //!   then polished by moving GPUs between models (`milp::rebalance`). Why this and not
 //!   branch and price: the per-model pricing MILPs take microlp about 0.2 s each, and a
 //!   column generation needs about 15 rounds per node, which does not fit seconds.
+//!   It is searched to 0.1% at least whatever the gap target: its bound is what proves the
+//!   plan, and one searched only to the target leaves plans unproven.
 //! - Where the pools relaxation does not settle it, its bound is reported with the best plan,
 //!   and the joint search runs with the time left.
-//!   The pools relaxation is searched to 0.1% at least whatever the gap target: its bound
-//!   is what proves the plan, and one searched only to the target leaves plans unproven.
 //!
 //! Partitions: with three, a pipeline has up to three pools, the pools relaxation keeps
 //! three-dimensional Pareto fronts of columns (no convex-hull reduction), and a model with

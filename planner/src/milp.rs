@@ -270,6 +270,11 @@ pub(crate) fn solve(
             solved.values.clone()
         };
         let mut start = start;
+        // A plan of the fleet as values of the joint model, when it fits it.
+        let fitting = |c: &[Choice]| {
+            let values = assignment(inputs, served, &layout, &model, c);
+            model.violation(&values, 1e-7).is_none().then_some(values)
+        };
         // A bound that holds for the fleet, from a relaxation (a pair's split search, the
         // pools relaxation).
         let mut relaxed_bound = f64::INFINITY;
@@ -335,11 +340,9 @@ pub(crate) fn solve(
             // its split of GPUs between models gives a plan near it.
             let until = t0 + total.mul_f64(POOLS_END);
             let known = extract(served, &layout, &start);
-            if let Some((hi, c)) = pools_plan(inputs, served, solver, &known, limits, until) {
+            if let Some((hi, c)) = pools_plan(inputs, served, &lean, solver, &known, limits, until) {
                 relaxed_bound = relaxed_bound.min(hi);
-                let values = assignment(inputs, served, &layout, &model, &c);
-                if model.objective_of(&values) > model.objective_of(&start) && model.violation(&values, 1e-7).is_none()
-                {
+                if let Some(values) = fitting(&c).filter(|v| model.objective_of(v) > model.objective_of(&start)) {
                     start = values;
                 }
             }
@@ -383,8 +386,7 @@ pub(crate) fn solve(
             let hi = solved.bound.min(relaxed_bound);
             let better =
                 rebalance(inputs, served, solver, &extract(served, &layout, from), limits.mip_gap, hi, t0 + total);
-            let values = assignment(inputs, served, &layout, &model, &better);
-            if model.objective_of(&values) >= model.objective_of(&start) && model.violation(&values, 1e-7).is_none() {
+            if let Some(values) = fitting(&better).filter(|v| model.objective_of(v) >= model.objective_of(&start)) {
                 start = values;
             }
             if model.objective_of(&start) > solved.objective {
@@ -782,7 +784,8 @@ fn fit_jointly(
 /// free to the models below it, each taking the fewest GPUs that serve the target. A round
 /// that reaches the target doubles the step; one that fails halves it. Plans of one model on
 /// a budget are small MILPs; the search ends at `deadline`, when the step is below `tol` or
-/// when the plan is within `tol` of `bound` (a known upper bound on z). Returns the best plan found (never below `choices`).
+/// when the plan is within `tol` of `bound` (a known upper bound on z). Returns the best plan
+/// found (never below `choices`).
 fn rebalance(
     inputs: &Inputs,
     served: &[ModelColumns],
@@ -967,18 +970,21 @@ const REWEIGHTS: usize = 3;
 fn pools_plan(
     inputs: &Inputs,
     served: &[ModelColumns],
+    efficient_cols: &[ModelColumns],
     solver: &dyn Solver,
     start: &[Choice],
     limits: &Limits,
     deadline: std::time::Instant,
 ) -> Option<(f64, Vec<Choice>)> {
-    // The efficient columns and those of the start (a plan of the fleet, so a point of the
-    // relaxation whose objective prunes its search from the first node).
+    // The efficient columns (`efficient_cols`, each model's [`efficient`] ones) and those of
+    // the start (a plan of the fleet, so a point of the relaxation whose objective prunes its
+    // search from the first node).
     let lean: Vec<ModelColumns> = served
         .iter()
+        .zip(efficient_cols)
         .zip(start)
-        .map(|(mc, c)| {
-            let mut lean = efficient(mc);
+        .map(|((mc, e), c)| {
+            let mut lean = e.clone();
             lean.kept.extend(c.iter().map(|(ci, _)| *ci).filter(|ci| mc.kept.contains(ci)));
             lean.kept.sort_unstable();
             lean.kept.dedup();

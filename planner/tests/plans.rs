@@ -56,20 +56,27 @@ fn model(rng: &mut Rng, name: &str, blocks: usize) -> ModelProfile {
     }
 }
 
+/// Adds to `m` a class `class` whose block k takes class A's time times
+/// `base + slope * k / (blocks - 1)`, plus up to 0.3 at random.
+fn add_class(m: &mut ModelProfile, rng: &mut Rng, class: &str, base: f64, slope: f64) {
+    let blocks = m.blocks;
+    let us: Vec<Vec<u64>> = m.classes["A"][0]
+        .us
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let f = base + slope * i as f64 / (blocks - 1) as f64 + rng.range(0.0, 0.3);
+            row.iter().map(|&v| (v as f64 * f).round() as u64).collect()
+        })
+        .collect();
+    m.classes.insert(class.to_string(), vec![ShareProfile { share: 1, us }]);
+}
+
 /// [`model`] with a third class C, slow on the first blocks and fast on the last ones
 /// (pipelines A -> C and B -> C pay off).
 fn model3(rng: &mut Rng, name: &str, blocks: usize) -> ModelProfile {
     let mut m = model(rng, name, blocks);
-    let a = m.classes["A"][0].us.clone();
-    let us: Vec<Vec<u64>> = a
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let f = 2.5 - 1.8 * i as f64 / (blocks - 1) as f64 + rng.range(0.0, 0.3);
-            row.iter().map(|&v| (v as f64 * f).round() as u64).collect()
-        })
-        .collect();
-    m.classes.insert("C".to_string(), vec![ShareProfile { share: 1, us }]);
+    add_class(&mut m, rng, "C", 2.5, -1.8);
     m
 }
 
@@ -77,16 +84,7 @@ fn model3(rng: &mut Rng, name: &str, blocks: usize) -> ModelProfile {
 /// the first partition).
 fn model4(rng: &mut Rng, name: &str, blocks: usize) -> ModelProfile {
     let mut m = model3(rng, name, blocks);
-    let a = m.classes["A"][0].us.clone();
-    let us: Vec<Vec<u64>> = a
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let f = 1.6 + 0.8 * i as f64 / (blocks - 1) as f64 + rng.range(0.0, 0.3);
-            row.iter().map(|&v| (v as f64 * f).round() as u64).collect()
-        })
-        .collect();
-    m.classes.insert("D".to_string(), vec![ShareProfile { share: 1, us }]);
+    add_class(&mut m, rng, "D", 1.6, 0.8);
     m
 }
 

@@ -50,7 +50,9 @@
 //!   allotments all lie about 1.1% or more above it. Its split of GPUs between models gives
 //!   the plan: each model's best plan on its share (a per-model MILP, first on the columns the
 //!   relaxation uses), solved again with each model's demand scaled by what rounding cost it,
-//!   then polished by moving GPUs between models (`milp::rebalance`). Why this and not
+//!   then polished by moving GPUs between models (`milp::rebalance`) and, when no move of
+//!   one model at a time gains, by trading a few GPUs of one class for a few of another
+//!   between two models (`milp::swap`). Why this and not
 //!   branch and price: the per-model pricing MILPs take microlp about 0.2 s each, and a
 //!   column generation needs about 15 rounds per node, which does not fit seconds.
 //!   It is searched to 0.1% at least whatever the gap target: its bound is what proves the

@@ -787,7 +787,8 @@ fn fit_jointly(
 /// that reaches the target doubles the step; one that fails halves it; the target is never
 /// above halfway to `bound` (a known upper bound on z, seldom reached). When the step falls
 /// below `tol`, a trade between two models ([`swap`]) is tried once per plan, and a trade
-/// found starts the steps again. Plans of one model on a budget are small MILPs; the search
+/// found starts the steps again. Plans of one model on a budget are small MILPs (in the steps,
+/// over its [`efficient`] columns and its plan's, searches that finish sooner); the search
 /// ends at `deadline`, when the step is below `tol` and no trade is found, or when the plan
 /// is within `tol` of `bound`. Returns the best plan found (never below `choices`).
 fn rebalance(
@@ -822,7 +823,13 @@ fn rebalance(
     let scarce: Vec<f64> = counts.iter().map(|&n| 1.0 / n.max(1) as f64).collect();
     let mut delta: f64 = 0.01;
     let mut swapped_at = None;
+    // The rounds search each model's efficient columns and those of its plan (small searches
+    // that finish); trades then widen to every column.
+    let efficient_cols: Vec<ModelColumns> = served.iter().map(efficient).collect();
+    let all = served;
     while delta >= tol.max(1e-5) && std::time::Instant::now() < deadline && rel_gap(bound, z) > tol {
+        let lean = with_plan(&efficient_cols, &cur);
+        let served = &lean[..];
         // Never aim above halfway to the bound (seldom reached).
         let tau = if z > 0.0 { z * (1.0 + delta.min(rel_gap(bound, z) / 2.0)) } else { 1.0 };
         let now = zs(&cur);
@@ -857,7 +864,7 @@ fn rebalance(
             // after one the steps again.
             swapped_at = Some(z);
             let limit = std::time::Duration::from_millis(CHEAPEST_MS / 2);
-            if let Some(next) = swap(inputs, served, solver, &cur, limit, deadline)
+            if let Some(next) = swap(inputs, all, solver, served, &cur, limit, deadline)
                 && least(&zs(&next)) > z
                 && fits(inputs, served, &next)
             {
@@ -870,12 +877,28 @@ fn rebalance(
     cur
 }
 
+/// Each model's `efficient` columns and those its plan in `choices` uses (kept columns).
+fn with_plan(efficient_cols: &[ModelColumns], choices: &[Choice]) -> Vec<ModelColumns> {
+    efficient_cols
+        .iter()
+        .zip(choices)
+        .map(|(e, c)| {
+            let mut lean = e.clone();
+            lean.kept.extend(c.iter().map(|(ci, _)| *ci));
+            lean.kept.sort_unstable();
+            lean.kept.dedup();
+            lean
+        })
+        .collect()
+}
+
 /// GPUs traded in [`swap`]: (given, taken), the smallest first.
 const TRADES: [(u32, u32); 9] = [(1, 1), (2, 2), (1, 2), (2, 1), (3, 3), (1, 3), (3, 1), (2, 3), (3, 2)];
 
 /// A trade between two models that raises the least throughput per weight: the model with
 /// the least gives `i` GPUs of one class to another model and takes `j` of another class from
-/// it ([`TRADES`]), each then with its best plan on its new GPUs (a short search). Tried from
+/// it ([`TRADES`]), each then with its best plan on its new GPUs (a search of at most `limit`
+/// over its columns in `lean`, then one over all its columns from that plan). Tried from
 /// the smallest trades, the classes of the model's smallest pools given first (rounding loses
 /// most there) and those its LP relaxation values most taken first. Returns the first trade
 /// that leaves both models above the least; None when none is found before `deadline`.
@@ -883,6 +906,7 @@ fn swap(
     inputs: &Inputs,
     served: &[ModelColumns],
     solver: &dyn Solver,
+    lean: &[ModelColumns],
     cur: &[Choice],
     limit: std::time::Duration,
     deadline: std::time::Instant,
@@ -897,10 +921,20 @@ fn swap(
     let mut best_on = |m: usize, budget: Vec<u32>| {
         memo.entry((m, budget))
             .or_insert_with_key(|(m, budget)| {
+                // First on the efficient columns (a small search that finishes), then on all
+                // of them from that plan.
+                let limit = || {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    Some(left.min(limit)).filter(|l| !l.is_zero())
+                };
+                let (model, layout) = build(inputs, std::slice::from_ref(&lean[*m]), budget);
+                let small = most(inputs, &lean[*m], solver, (&model, &layout), None, limit());
                 let (model, layout) = build(inputs, std::slice::from_ref(&served[*m]), budget);
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                let limit = left.min(limit);
-                most(inputs, &served[*m], solver, (&model, &layout), None, (!limit.is_zero()).then_some(limit))
+                let wide = most(inputs, &served[*m], solver, (&model, &layout), small.as_ref(), limit());
+                [small, wide]
+                    .into_iter()
+                    .flatten()
+                    .max_by(|a, b| capacity(&served[*m], a).total_cmp(&capacity(&served[*m], b)))
             })
             .clone()
     };
@@ -1595,7 +1629,8 @@ mod tests {
         let before = per_weight(&inputs, &served, &cur);
         assert!(before[2] < before[0] && before[2] < before[1], "DNL has the least: {before:?}");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
-        let out = swap(&inputs, &served, &Microlp, &cur, std::time::Duration::from_secs(5), deadline)
+        let lean = with_plan(&served.iter().map(efficient).collect::<Vec<_>>(), &cur);
+        let out = swap(&inputs, &served, &Microlp, &lean, &cur, std::time::Duration::from_secs(5), deadline)
             .expect("a trade lifts the least");
         let after = per_weight(&inputs, &served, &out);
         assert!(fits(&inputs, &served, &out), "{:?}", used_by(&inputs, &served, &out));

@@ -387,8 +387,16 @@ pub(crate) fn solve(
         if classes > 2 {
             let from = if model.objective_of(&start) > solved.objective { &start } else { &solved.values };
             let hi = solved.bound.min(relaxed_bound);
-            let better =
-                rebalance(inputs, served, solver, &extract(served, &layout, from), limits.mip_gap, hi, t0 + total);
+            let better = rebalance(
+                inputs,
+                served,
+                &lean,
+                solver,
+                &extract(served, &layout, from),
+                limits.mip_gap,
+                hi,
+                t0 + total,
+            );
             if let Some(values) = fitting(&better).filter(|v| model.objective_of(v) >= model.objective_of(&start)) {
                 start = values;
             }
@@ -788,12 +796,15 @@ fn fit_jointly(
 /// above halfway to `bound` (a known upper bound on z, seldom reached). When the step falls
 /// below `tol`, a trade between two models ([`swap`]) is tried once per plan, and a trade
 /// found starts the steps again. Plans of one model on a budget are small MILPs (in the steps,
-/// over its [`efficient`] columns and its plan's, searches that finish sooner); the search
+/// over its [`efficient`] columns, `efficient_cols`, and its plan's: searches that finish
+/// sooner); the search
 /// ends at `deadline`, when the step is below `tol` and no trade is found, or when the plan
 /// is within `tol` of `bound`. Returns the best plan found (never below `choices`).
+#[allow(clippy::too_many_arguments)]
 fn rebalance(
     inputs: &Inputs,
     served: &[ModelColumns],
+    efficient_cols: &[ModelColumns],
     solver: &dyn Solver,
     choices: &[Choice],
     tol: f64,
@@ -823,13 +834,10 @@ fn rebalance(
     let scarce: Vec<f64> = counts.iter().map(|&n| 1.0 / n.max(1) as f64).collect();
     let mut delta: f64 = 0.01;
     let mut swapped_at = None;
-    // The rounds search each model's efficient columns and those of its plan (small searches
-    // that finish); trades then widen to every column.
-    let efficient_cols: Vec<ModelColumns> = served.iter().map(efficient).collect();
-    let all = served;
     while delta >= tol.max(1e-5) && std::time::Instant::now() < deadline && rel_gap(bound, z) > tol {
-        let lean = with_plan(&efficient_cols, &cur);
-        let served = &lean[..];
+        // The rounds search each model's efficient columns and those of its plan (small
+        // searches that finish); trades then widen to every column.
+        let lean = with_plan(efficient_cols, &cur);
         // Never aim above halfway to the bound (seldom reached).
         let tau = if z > 0.0 { z * (1.0 + delta.min(rel_gap(bound, z) / 2.0)) } else { 1.0 };
         let now = zs(&cur);
@@ -838,7 +846,7 @@ fn rebalance(
         let mut worth = vec![0.0; k];
         for (m, _) in now.iter().enumerate().filter(|(_, z)| **z < tau) {
             let had = usage(&served[m], &cur[m], k);
-            for (g, v) in marginal(inputs, &served[m], solver, &had, deadline).into_iter().enumerate() {
+            for (g, v) in marginal(inputs, &lean[m], solver, &had, deadline).into_iter().enumerate() {
                 worth[g] += v / w[m];
             }
         }
@@ -849,7 +857,7 @@ fn rebalance(
         costs.push(scarce.clone());
         let mut moved = false;
         for cost in &costs {
-            let Some(next) = shift(inputs, served, solver, &cur, &now, tau, cost, deadline) else { continue };
+            let Some(next) = shift(inputs, &lean, solver, &cur, &now, tau, cost, deadline) else { continue };
             let z2 = least(&zs(&next));
             if z2 > z && fits(inputs, served, &next) {
                 cur = next;
@@ -864,7 +872,7 @@ fn rebalance(
             // after one the steps again.
             swapped_at = Some(z);
             let limit = std::time::Duration::from_millis(CHEAPEST_MS / 2);
-            if let Some(next) = swap(inputs, all, solver, served, &cur, limit, deadline)
+            if let Some(next) = swap(inputs, served, solver, &lean, &cur, limit, deadline)
                 && least(&zs(&next)) > z
                 && fits(inputs, served, &next)
             {
@@ -877,14 +885,16 @@ fn rebalance(
     cur
 }
 
-/// Each model's `efficient` columns and those its plan in `choices` uses (kept columns).
+/// Each model's [`efficient`] columns (`efficient_cols`) and the kept columns its plan in
+/// `choices` uses (a dropped column by the kept one that dominates it, which is where a warm
+/// start puts it).
 fn with_plan(efficient_cols: &[ModelColumns], choices: &[Choice]) -> Vec<ModelColumns> {
     efficient_cols
         .iter()
         .zip(choices)
         .map(|(e, c)| {
             let mut lean = e.clone();
-            lean.kept.extend(c.iter().map(|(ci, _)| *ci));
+            lean.kept.extend(c.iter().map(|(ci, _)| e.dominated[*ci].as_ref().map_or(*ci, |d| d.by)));
             lean.kept.sort_unstable();
             lean.kept.dedup();
             lean
@@ -1109,18 +1119,7 @@ fn pools_plan(
     // The efficient columns (`efficient_cols`, each model's [`efficient`] ones) and those of
     // the start (a plan of the fleet, so a point of the relaxation whose objective prunes its
     // search from the first node).
-    let lean: Vec<ModelColumns> = served
-        .iter()
-        .zip(efficient_cols)
-        .zip(start)
-        .map(|((mc, e), c)| {
-            let mut lean = e.clone();
-            lean.kept.extend(c.iter().map(|(ci, _)| *ci).filter(|ci| mc.kept.contains(ci)));
-            lean.kept.sort_unstable();
-            lean.kept.dedup();
-            lean
-        })
-        .collect();
+    let lean = with_plan(efficient_cols, start);
     let (mut relaxed, layout) = pools_relaxation(inputs, &lean);
     let left = || deadline.saturating_duration_since(std::time::Instant::now());
     if left().is_zero() {
@@ -1176,8 +1175,11 @@ fn pools_plan(
         let Ok(again) = resolve(&relaxed, 0.25) else { break };
         values = again.values;
     }
-    let plan =
-        if proven(&best) { best } else { rebalance(inputs, served, solver, &best, limits.mip_gap, bound, deadline) };
+    let plan = if proven(&best) {
+        best
+    } else {
+        rebalance(inputs, served, efficient_cols, solver, &best, limits.mip_gap, bound, deadline)
+    };
     Some((bound, plan))
 }
 
@@ -1594,7 +1596,8 @@ mod tests {
         let z0 = least(&per_weight(&inputs, &served, &start));
         assert!((z0 - np.objective).abs() <= 1e-6 * np.objective, "{z0} vs {}", np.objective);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let out = rebalance(&inputs, &served, &Microlp, &start, 1e-3, f64::INFINITY, deadline);
+        let lean: Vec<ModelColumns> = served.iter().map(efficient).collect();
+        let out = rebalance(&inputs, &served, &lean, &Microlp, &start, 1e-3, f64::INFINITY, deadline);
         let z1 = least(&per_weight(&inputs, &served, &out));
         assert!(fits(&inputs, &served, &out), "{:?}", used_by(&inputs, &served, &out));
         // Whole models on whole GPUs serve 4,076; pipelines over the same GPUs, moved

@@ -41,7 +41,8 @@
 //!   15% of the time. When its plan also fits the other classes (or does once each model
 //!   sheds what it does not need of them), the plan is proven: fleets where at most two
 //!   classes bind.
-//! - Then the **pools relaxation** (`milp::pools_plan`), up to 70% of the time: the joint
+//! - Then the **pools relaxation** (`milp::pools_plan`), up to 75% of the time (nine tenths
+//!   of that for its search, the rest for plans from its split): the joint
 //!   MILP with each pool's GPUs an integer and each pipeline's vGPUs fractional. It is small
 //!   to search (only pools branch; columns that no mix of fractional vGPUs would use are
 //!   dropped first, about 60% of them) and tighter than the LP relaxation: on the
@@ -63,8 +64,8 @@
 //! Partitions: with three, a pipeline has up to three pools, the pools relaxation keeps
 //! three-dimensional Pareto fronts of columns (no convex-hull reduction), and a model with
 //! over 10,000 configurations (EfficientNet-B8 on three classes) makes it too slow to finish
-//! in seconds: such a plan is reported with its gap (mc3-group4: 4.6%, 1.0% below the best plan
-//! HiGHS finds in minutes; docs/benchmarks.md).
+//! in seconds: such a plan is reported with its gap (mc3-group4: 4.6%, 1.3% below the best plan
+//! known; HiGHS given 150 s ends at 4.5%; docs/benchmarks.md).
 //!
 //! `scripts/planner_oracle.py` solves the same MILP with HiGHS from
 //! [`Planner::configurations`] as an outside check (tests/planner_oracle.rs).

@@ -797,9 +797,9 @@ fn fit_jointly(
 /// below `tol`, a trade between two models ([`swap`]) is tried once per plan, and a trade
 /// found starts the steps again. Plans of one model on a budget are small MILPs (in the steps,
 /// over its [`efficient`] columns, `efficient_cols`, and its plan's: searches that finish
-/// sooner); the search
-/// ends at `deadline`, when the step is below `tol` and no trade is found, or when the plan
-/// is within `tol` of `bound`. Returns the best plan found (never below `choices`).
+/// sooner); the search ends at `deadline`, when the step is below `tol` and no trade is
+/// found, or when the plan is within `tol` of `bound`. Returns the best plan found (never
+/// below `choices`).
 #[allow(clippy::too_many_arguments)]
 fn rebalance(
     inputs: &Inputs,
@@ -1129,9 +1129,9 @@ fn pools_plan(
     }
     // Nine tenths of the time for the bound (a search that stops short proves nothing, and
     // the plans from its split are short searches; `rebalance` comes after), the rest for
-    // plans. The bound is searched to a tenth
-    // of a percent at least whatever the target: it is what proves the plan, so a looser
-    // one (a 1% target) would leave a plan within 1% of its optimum unproven.
+    // plans. The bound is searched to a tenth of a percent at least whatever the target: it
+    // is what proves the plan, so a looser one (a 1% target) would leave a plan within 1% of
+    // its optimum unproven.
     let lim = |share: f64| Limits {
         time_limit: Some(left().mul_f64(share)),
         mip_gap: limits.mip_gap.min(1e-3),
